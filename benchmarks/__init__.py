@@ -1,0 +1,1 @@
+"""icrt benchmarks (see README)."""

@@ -1,0 +1,1 @@
+"""icrt calibration (see README)."""

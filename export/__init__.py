@@ -1,0 +1,1 @@
+"""icrt export (see README)."""

@@ -1,0 +1,207 @@
+"""Image preprocessing shared by training, evaluation, calibration and the runtime.
+
+Written once, in numpy + Pillow, so that every stage sees the same pixels. The policy is data
+(:class:`Preprocessing`), stored in checkpoints and in a bundle's manifest.
+
+Resize policies:
+- ``square``: the whole image is resized to ``size x size`` (D2S resizes to 512x512 in the paper).
+- ``patches``: the image keeps its aspect ratio; ``size x size`` crops are taken on a ``stride`` grid
+  that covers the whole image (last row / column aligned to the edge), as in CM-SSA's patch testing.
+  Images smaller than a patch are upscaled so the short side fits; ``max_long_side`` optionally caps
+  the long side first. Patch scores are pooled per image (``pool``: mean).
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+class ImageError(ValueError):
+    """An image that cannot be decoded; the message names the file and the problem."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    resize: str = "square"  # "square" | "patches"
+    size: int = 512  # model input side (square side, or patch side)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    interpolation: str = "bilinear"
+    stride: int = 64  # patch grid stride ("patches" only)
+    max_long_side: int | None = None  # cap applied before patching ("patches" only)
+    pool: str = "mean"  # how patch scores become an image score
+
+    def __post_init__(self):
+        if self.resize not in ("square", "patches"):
+            raise ValueError(f"unknown resize policy {self.resize!r} (square|patches)")
+        if self.interpolation not in _FILTERS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}")
+        if self.pool != "mean":
+            raise ValueError(f"unknown patch pooling {self.pool!r} (mean)")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited over white."""
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if a.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0
+        a = np.clip(np.round(a / peak * 255.0), 0, 255).astype(np.uint8)
+        im = Image.fromarray(a, "L")
+    elif im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        a = np.clip(np.round(a * 255.0 if a.max(initial=0) <= 1.0 else a), 0, 255).astype(np.uint8)
+        im = Image.fromarray(a, "L")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return im
+
+
+def load_rgb(source) -> np.ndarray:
+    """Decode a path, bytes or file object to an HxWx3 uint8 RGB array (EXIF orientation applied).
+
+    Raises :class:`ImageError` naming the file and the problem.
+    """
+    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<bytes>")
+    if isinstance(source, (str, os.PathLike)):
+        if os.path.isdir(source):
+            raise ImageError(name, "is a directory, not an image")
+        if not os.path.exists(source):
+            raise ImageError(name, "no such file")
+        if os.path.getsize(source) == 0:
+            raise ImageError(name, "empty file (0 bytes)")
+    elif isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                rgb = _to_rgb(im)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(name, f"image too large (decompression-bomb limit): {e}") from None
+    except PermissionError:
+        raise ImageError(name, "permission denied") from None
+    except OSError as e:
+        msg = str(e)
+        if "cannot identify image file" in msg:
+            msg = "not a recognised image format"
+        elif "truncated" in msg.lower() or "broken data stream" in msg.lower():
+            msg = f"truncated or corrupt image data ({e})"
+        raise ImageError(name, msg) from None
+    except (ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
+        raise ImageError(name, f"cannot decode image ({e})") from None
+    if rgb.width < 1 or rgb.height < 1:
+        raise ImageError(name, "image has no pixels")
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+# --- geometry ---------------------------------------------------------------------------------
+
+
+def resize(img: np.ndarray, width: int, height: int, interpolation: str = "bilinear") -> np.ndarray:
+    if img.shape[1] == width and img.shape[0] == height:
+        return img
+    pil = Image.fromarray(img).resize((int(width), int(height)), _FILTERS[interpolation])
+    return np.asarray(pil, dtype=np.uint8)
+
+
+def fit_for_patches(img: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """Apply the long-side cap, then upscale so that the short side is at least one patch."""
+    h, w = img.shape[:2]
+    scale = 1.0
+    if prep.max_long_side and max(h, w) > prep.max_long_side:
+        scale = prep.max_long_side / max(h, w)
+    if min(h, w) * scale < prep.size:
+        scale = prep.size / min(h, w)
+    if scale != 1.0:
+        nw, nh = max(prep.size, round(w * scale)), max(prep.size, round(h * scale))
+        img = resize(img, nw, nh, prep.interpolation)
+    return img
+
+
+def grid_positions(length: int, patch: int, stride: int) -> list[int]:
+    """Start offsets of patches covering [0, length): stride steps, last one aligned to the edge."""
+    if length <= patch:
+        return [0]
+    starts = list(range(0, length - patch + 1, stride))
+    if starts[-1] != length - patch:
+        starts.append(length - patch)
+    return starts
+
+
+def patch_grid(height: int, width: int, patch: int, stride: int) -> list[tuple[int, int]]:
+    """(top, left) of every patch, row-major."""
+    return [(t, l) for t in grid_positions(height, patch, stride) for l in grid_positions(width, patch, stride)]
+
+
+def normalize(img: np.ndarray, mean, std) -> np.ndarray:
+    """HxWx3 uint8 (or NxHxWx3) -> float32 channels-first, (x/255 - mean) / std."""
+    x = img.astype(np.float32) * np.float32(1.0 / 255.0)
+    x -= np.asarray(mean, np.float32)
+    x /= np.asarray(std, np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def geometry(img: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """The resize step alone (uint8 out): square resize, or the patch-policy fit. Idempotent."""
+    if prep.resize == "square":
+        return resize(img, prep.size, prep.size, prep.interpolation)
+    return fit_for_patches(img, prep)
+
+
+def to_model_input(img: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """RGB uint8 image -> (N x 3 x size x size float32 batch, patch positions).
+
+    ``square``: one input, position [(0, 0)]. ``patches``: one input per grid patch.
+    """
+    img = geometry(img, prep)
+    if prep.resize == "square":
+        return normalize(img, prep.mean, prep.std)[None], [(0, 0)]
+    pos = patch_grid(img.shape[0], img.shape[1], prep.size, prep.stride)
+    crops = np.stack([img[t : t + prep.size, l : l + prep.size] for t, l in pos])
+    return normalize(crops, prep.mean, prep.std), pos
+
+
+def pool_scores(scores: np.ndarray, prep: Preprocessing) -> float:
+    return float(np.mean(scores))

@@ -1,0 +1,90 @@
+"""``python -m train {d2s}``: train an image complexity model.
+
+Each subcommand only parses arguments and calls the library (``train.d2s_trainer``).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data and run")
+    g.add_argument("--data", required=True, help="IC9600 folder (train.txt) or labels CSV (image,score[,category,caption])")
+    g.add_argument("--val-data", help="validation set; default: a seeded, category-stratified 20%% of --data")
+    g.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, config.json, last.pt")
+    g.add_argument("--captions", help="captions CSV (image,caption) joined to --data by image")
+    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--image-size", type=int, default=512)
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--workers", type=int, default=0, help="data-loader processes")
+    g.add_argument("--cache", choices=["auto", "on", "off"], default="auto",
+                   help="keep decoded, resized images in memory (auto: when they fit in 2 GiB and --workers 0)")
+    g.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (from last.pt)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description="Train an image complexity model.")
+    sub = p.add_subparsers(dest="kind", metavar="{d2s}", required=True)
+    d = sub.add_parser("d2s", help="D2S: ResNet + attention pooling, caption-guided training (FAL + EAL)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(d)
+    m = d.add_argument_group("model")
+    m.add_argument("--backbone", default="resnet18", help="any timm CNN (resnet18, resnet50, resnet10t, ...)")
+    m.add_argument("--pretrained", default="imagenet", help="imagenet | none | FILE")
+    m.add_argument("--text-encoder", default="ViT-B-16", help="OpenCLIP architecture or model-config JSON")
+    m.add_argument("--text-pretrained", default="openai", help="openai | none | FILE")
+    m.add_argument("--text", choices=["clip", "none"], default="clip",
+                   help="none: vision-only training (no captions, no FAL/EAL)")
+    lo = d.add_argument_group("losses (paper defaults)")
+    lo.add_argument("--eal-weight", type=float, default=5.0, help="lambda")
+    lo.add_argument("--fal-weight", type=float, default=0.01, help="gamma")
+    lo.add_argument("--temperature", type=float, default=0.07)
+    lo.add_argument("--buffer-size", type=int, default=2048, help="M, entries per entropy buffer")
+    lo.add_argument("--momentum", type=float, default=0.995)
+    lo.add_argument("--refresh-step", type=int, default=50, help="0 disables buffer refresh")
+    lo.add_argument("--weight-decay", type=float, default=1e-3)
+    lo.add_argument("--min-lr", type=float, default=2.5e-6)
+    return p
+
+
+def run_d2s(args) -> int:
+    from .d2s_trainer import D2STrainConfig, D2STrainer
+
+    cfg = D2STrainConfig(
+        data=args.data, val_data=args.val_data, out=args.out, captions=args.captions, text=args.text,
+        text_encoder=args.text_encoder, text_pretrained=args.text_pretrained, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
+        eal_weight=args.eal_weight, fal_weight=args.fal_weight, temperature=args.temperature,
+        buffer_size=args.buffer_size, momentum=args.momentum, refresh_step=args.refresh_step,
+        seed=args.seed, device=args.device, workers=args.workers, cache=args.cache,
+        model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size},
+    )
+    trainer = D2STrainer(cfg)
+    last = os.path.join(args.out, "last.pt")
+    if args.resume:
+        if not os.path.isfile(last):
+            print(f"error: {last}: nothing to resume", file=sys.stderr)
+            return 2
+        trainer.load_state(last)
+    trainer.fit()
+    return 0
+
+
+def main(argv=None) -> int:
+    from .data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return {"d2s": run_d2s}[args.kind](args)
+    except (DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Data set readers and splits.
+
+Formats:
+1. IC9600 layout: ``ROOT/images/`` with ``ROOT/train.txt`` / ``ROOT/test.txt``, one ``name  score`` per line.
+2. A labels CSV with header ``image,score`` and optional ``category`` / ``caption`` columns; image paths are
+   relative to the CSV's folder (the Savoias copy uses this).
+3. A captions CSV ``image,caption`` joined to either of the above by image path.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+
+class DataError(ValueError):
+    """A malformed data file; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: str  # absolute path
+    score: float
+    category: str | None = None
+    caption: str | None = None
+    key: str = ""  # the path as written in the list/CSV (used to join captions)
+
+
+def _check_image(path: str, where: str) -> None:
+    if not os.path.isfile(path):
+        raise DataError(f"{where}: image not found: {path}")
+
+
+def _parse_score(text: str, where: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise DataError(f"{where}: score {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise DataError(f"{where}: score {text!r} is not finite")
+    return v
+
+
+def read_ic9600(root: str, split: str = "train", check_images: bool = True) -> list[Sample]:
+    """Read ``ROOT/{split}.txt``; IC9600 names its category by the file-name prefix (e.g. ``abstract_1.jpg``)."""
+    list_file = os.path.join(root, f"{split}.txt")
+    if not os.path.isfile(list_file):
+        raise DataError(f"{list_file}: list file not found")
+    samples = []
+    with open(list_file, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{list_file}:{n}"
+            parts = line.rstrip("\n").rsplit(None, 1)
+            if len(parts) != 2:
+                raise DataError(f"{where}: expected 'name  score', got {line.strip()!r}")
+            name, score = parts[0].strip(), _parse_score(parts[1], where)
+            path = os.path.join(root, "images", name)
+            if check_images:
+                _check_image(path, where)
+            cat = name.split("_", 1)[0] if "_" in name else None
+            samples.append(Sample(os.path.abspath(path), score, cat, None, name))
+    if not samples:
+        raise DataError(f"{list_file}: no samples")
+    return samples
+
+
+def read_labels_csv(csv_path: str, check_images: bool = True) -> list[Sample]:
+    base = os.path.dirname(os.path.abspath(csv_path))
+    samples = []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{csv_path}:1: empty file")
+        cols = [h.strip().lower() for h in header]
+        if "image" not in cols or "score" not in cols:
+            raise DataError(f"{csv_path}:1: header must have 'image' and 'score' columns, got {header}")
+        ii, si = cols.index("image"), cols.index("score")
+        ci = cols.index("category") if "category" in cols else None
+        ti = cols.index("caption") if "caption" in cols else None
+        for row in reader:
+            n = reader.line_num
+            if not row or not any(c.strip() for c in row):
+                continue
+            where = f"{csv_path}:{n}"
+            if len(row) != len(cols):
+                raise DataError(f"{where}: expected {len(cols)} fields, got {len(row)}")
+            rel = row[ii].strip()
+            if not rel:
+                raise DataError(f"{where}: empty image path")
+            path = rel if os.path.isabs(rel) else os.path.join(base, rel)
+            if check_images:
+                _check_image(path, where)
+            cat = row[ci].strip() or None if ci is not None else None
+            cap = row[ti].strip() or None if ti is not None else None
+            samples.append(Sample(os.path.abspath(path), _parse_score(row[si].strip(), where), cat, cap, rel))
+    if not samples:
+        raise DataError(f"{csv_path}: no samples")
+    return samples
+
+
+def read_captions(csv_path: str) -> dict[str, str]:
+    """``image,caption`` CSV -> {image key: caption}; keys are as written and as absolute paths."""
+    base = os.path.dirname(os.path.abspath(csv_path))
+    out: dict[str, str] = {}
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in (next(reader, None) or [])]
+        if "image" not in header or "caption" not in header:
+            raise DataError(f"{csv_path}:1: header must have 'image' and 'caption' columns")
+        ii, ci = header.index("image"), header.index("caption")
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{csv_path}:{reader.line_num}: expected {len(header)} fields, got {len(row)}")
+            key = row[ii].strip()
+            out[key] = row[ci].strip()
+            out[os.path.abspath(os.path.join(base, key))] = row[ci].strip()
+    return out
+
+
+def attach_captions(samples: list[Sample], captions: dict[str, str], source: str = "captions") -> list[Sample]:
+    """Join captions by image; every sample must have one."""
+    out, missing = [], []
+    for s in samples:
+        cap = captions.get(s.key) or captions.get(s.image) or captions.get(os.path.basename(s.image))
+        if cap is None:
+            missing.append(s.key or s.image)
+        out.append(replace(s, caption=cap))
+    if missing:
+        raise DataError(f"{source}: no caption for {len(missing)} image(s), e.g. {missing[:3]}")
+    return out
+
+
+def is_ic9600(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "train.txt"))
+
+
+def load_samples(path: str, split: str = "train", check_images: bool = True) -> list[Sample]:
+    """``path`` is an IC9600 folder (``split`` picks train.txt / test.txt) or a labels CSV."""
+    if is_ic9600(path):
+        return read_ic9600(path, split, check_images)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "labels.csv")):
+        return read_labels_csv(os.path.join(path, "labels.csv"), check_images)
+    if os.path.isfile(path):
+        return read_labels_csv(path, check_images)
+    raise DataError(f"{path}: not an IC9600 folder (with train.txt) or a labels CSV")
+
+
+def split_train_val(samples: list[Sample], val_fraction: float = 0.2, seed: int = 42,
+                    stratify: bool = True) -> tuple[list[Sample], list[Sample]]:
+    """Seeded random split; stratified by category when categories exist (and ``stratify``)."""
+    rng = random.Random(seed)
+    groups: dict = defaultdict(list)
+    for s in samples:
+        groups[s.category if stratify else None].append(s)
+    train, val = [], []
+    for key in sorted(groups, key=lambda k: (k is None, str(k))):
+        g = list(groups[key])
+        rng.shuffle(g)
+        n_val = int(round(len(g) * val_fraction))
+        if len(g) > 1:
+            n_val = min(max(n_val, 1), len(g) - 1)
+        val += g[:n_val]
+        train += g[n_val:]
+    return train, val

@@ -1,0 +1,47 @@
+"""Torch data set over :class:`train.data.Sample` lists, using the runtime's numpy preprocessing."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from runtime.preprocess import Preprocessing, geometry, load_rgb, normalize
+
+
+class GeometryCache:
+    """Decoded-and-resized uint8 images kept in memory (resizing is deterministic, so this is exact)."""
+
+    def __init__(self, prep: Preprocessing, enabled: bool = True):
+        self.prep, self.enabled, self._store = prep, enabled, {}
+
+    def get(self, path: str) -> np.ndarray:
+        img = self._store.get(path)
+        if img is None:
+            img = geometry(load_rgb(path), self.prep)
+            if self.enabled:
+                self._store[path] = img
+        return img
+
+
+class ImageScoreDataset(Dataset):
+    """Square-resize training set: resize (runtime), random horizontal flip when ``train``, normalise.
+
+    D2S (Appendix A.3) states no augmentation; we add only a horizontal flip, which leaves complexity
+    unchanged.
+    """
+
+    def __init__(self, samples, prep: Preprocessing, train: bool = False, cache: GeometryCache | None = None):
+        if prep.resize != "square":
+            raise ValueError("ImageScoreDataset serves the square resize policy")
+        self.samples, self.prep, self.train = list(samples), prep, train
+        self.cache = cache or GeometryCache(prep, enabled=False)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        img = self.cache.get(self.samples[i].image)
+        if self.train and torch.rand(()) < 0.5:
+            img = img[:, ::-1]
+        x = torch.from_numpy(normalize(img, self.prep.mean, self.prep.std))
+        return x, torch.tensor(self.samples[i].score, dtype=torch.float32), i
