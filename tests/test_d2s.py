@@ -1,0 +1,148 @@
+"""D2S model, text teacher and training loop on tiny generated data."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from train.d2s_trainer import D2STrainConfig, D2STrainer
+from train.models.d2s import D2S, D2SConfig
+from train.text import TextTeacher
+
+TINY = {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "head_hidden": 32, "head_dropout": 0.0}
+
+
+@pytest.mark.parametrize("size", [64, 96, 160])
+def test_attention_pool_and_score_shapes_for_several_input_sizes(size):
+    torch.manual_seed(0)
+    m = D2S(D2SConfig(**TINY)).eval()
+    x = torch.randn(2, 3, size, size)
+    z = m.features(x)
+    assert z.shape == (2, m.feature_dim)
+    s = m(x)
+    assert s.shape == (2,) and ((s > 0) & (s < 1)).all()
+
+
+def test_pool_positional_embedding_follows_training_size():
+    m = D2S(D2SConfig(**{**TINY, "image_size": 128}))
+    assert m.pool.pos_embed.shape[0] == (128 // 32) ** 2 + 1  # + the pooled (mean) token
+
+
+def test_text_teacher_from_config_json_is_frozen(tiny_clip_config):
+    t = TextTeacher(tiny_clip_config, "none")
+    f = t.encode(["a plain grey image", "a busy image full of noise"])
+    assert f.shape == (2, 32) and t.dim == 32
+    assert not any(p.requires_grad for p in t.parameters())
+    t.train()
+    assert not t.clip.training
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=data, out=str(out), epochs=2, batch_size=8, lr=3e-3, seed=0, text="none",
+                model=dict(TINY), cache="on")
+    base.update(kw)
+    return D2STrainConfig(**base)
+
+
+def _batch_mse(trainer, x, y):
+    trainer.model.train()  # batch statistics, as in training; the head's dropout is off in TINY
+    with torch.no_grad():
+        return torch.nn.functional.mse_loss(trainer.model(x), y).item()
+
+
+def test_training_steps_lower_the_loss(labels_csv, tmp_path):
+    tr = D2STrainer(_cfg(labels_csv, tmp_path / "run"), log=lambda *_: None)
+    x, y, idx = next(iter(tr.loader))
+    before = _batch_mse(tr, x, y)
+    for _ in range(15):
+        tr.train_step(x, y, idx)
+    assert _batch_mse(tr, x, y) < 0.3 * before
+
+
+def test_fit_writes_checkpoint_metrics_and_config(labels_csv, tmp_path):
+    tr = D2STrainer(_cfg(labels_csv, tmp_path / "run", epochs=1), log=lambda *_: None)
+    best = tr.fit()
+    for f in ("checkpoint.pt", "metrics.json", "config.json", "last.pt"):
+        assert os.path.isfile(tmp_path / "run" / f)
+    assert {"srcc", "plcc", "krcc", "rmse", "rmae", "mae", "per_category"} <= set(best)
+    import json
+    assert json.load(open(tmp_path / "run" / "metrics.json"))["epoch"] == 1
+
+
+def test_caption_guided_training_uses_fal_and_eal(labels_csv, captions_csv, tiny_clip_config, tmp_path):
+    cfg = _cfg(labels_csv, tmp_path / "run", text="clip", captions=captions_csv, text_encoder=tiny_clip_config,
+               text_pretrained="none", buffer_size=32, refresh_step=4, epochs=1)
+    tr = D2STrainer(cfg, log=lambda *_: None)
+    assert tr.proj.out_features == 32
+    mom_before = [p.clone() for p in tr.momentum_model.parameters()]
+    x, y, idx = next(iter(tr.loader))
+    first = tr.train_step(x, y, idx)
+    assert first["eal"] == 0.0 and first["fal"] > 0  # buffers hold 8 of 32: not yet half full...
+    second = tr.train_step(*next(iter(tr.loader)))
+    assert second["eal"] != 0.0  # ...16 of 32 now are
+    assert len(tr.buffers) == 16
+    moved = [not torch.equal(a, b) for a, b in zip(mom_before, tr.momentum_model.parameters())]
+    assert any(moved)  # EMA update reached the momentum model
+    assert all(not p.requires_grad for p in tr.momentum_model.parameters())
+
+
+def test_checkpoint_round_trip_and_resume_matches_uninterrupted_run(labels_csv, tmp_path):
+    full = D2STrainer(_cfg(labels_csv, tmp_path / "full", epochs=2), log=lambda *_: None)
+    full.fit()
+    part = D2STrainer(_cfg(labels_csv, tmp_path / "part", epochs=2), log=lambda *_: None)
+    calls = []
+
+    def crash_in_second_epoch():  # the run is killed after epoch 1 was saved
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return D2STrainer.validate(part)
+
+    part.validate = crash_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    resumed = D2STrainer(_cfg(labels_csv, tmp_path / "part", epochs=2), log=lambda *_: None)
+    resumed.load_state(str(tmp_path / "part" / "last.pt"))
+    resumed.fit()
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    ckpt = load_checkpoint(str(tmp_path / "full" / "checkpoint.pt"))
+    assert ckpt["kind"] == "d2s" and ckpt["preprocessing"]["size"] == 64
+    model = model_from_checkpoint(ckpt)
+    x = torch.randn(1, 3, 64, 64)
+    ref = D2S(D2SConfig(**TINY))
+    ref.load_state_dict(ckpt["model"])
+    torch.testing.assert_close(model(x), ref.eval()(x))
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(str(tmp_path / "nope.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(str(tmp_path / "junk.pt"))
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an icrt checkpoint"):
+        load_checkpoint(str(tmp_path / "other.pt"))
+
+
+def test_cli_trains_and_evaluates(labels_csv, tmp_path, capsys):
+    from train.__main__ import main as train_main
+    from train.evaluate import main as eval_main
+
+    out = tmp_path / "cli"
+    rc = train_main(["d2s", "--data", labels_csv, "--out", str(out), "--backbone", "resnet10t", "--pretrained", "none",
+                     "--text", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "64"])
+    assert rc == 0
+    rc = eval_main(["--checkpoint", str(out / "checkpoint.pt"), "--data", labels_csv, "--out", str(out / "eval.json")])
+    assert rc == 0 and "SRCC" in capsys.readouterr().out
+    import json
+    assert json.load(open(out / "eval.json"))["n"] == 32
+
+
+def test_cli_without_captions_says_what_to_do(labels_csv, tmp_path, capsys):
+    from train.__main__ import main as train_main
+
+    rc = train_main(["d2s", "--data", labels_csv, "--out", str(tmp_path / "x"), "--pretrained", "none"])
+    assert rc == 2 and "--text none" in capsys.readouterr().err

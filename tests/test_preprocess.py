@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.preprocess import (ImageError, Preprocessing, grid_positions, load_rgb, normalize, patch_grid,
+                                to_model_input)
+
+
+def test_grid_covers_edges_with_stride():
+    assert grid_positions(224, 224, 64) == [0]
+    assert grid_positions(300, 224, 64) == [0, 64, 76]
+    assert grid_positions(352, 224, 64) == [0, 64, 128]
+    pos = patch_grid(300, 400, 224, 64)
+    assert (300 - 224, 400 - 224) in pos and (0, 0) in pos
+
+
+def test_square_policy_gives_one_normalised_input():
+    img = np.full((50, 80, 3), 255, np.uint8)
+    prep = Preprocessing(resize="square", size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    x, pos = to_model_input(img, prep)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == np.float32 and pos == [(0, 0)]
+    np.testing.assert_allclose(x, 1.0, atol=1e-6)
+
+
+def test_small_image_is_upscaled_to_one_patch():
+    prep = Preprocessing(resize="patches", size=224, stride=64)
+    x, pos = to_model_input(np.zeros((100, 150, 3), np.uint8), prep)
+    assert x.shape[1:] == (3, 224, 224)
+    assert len(pos) == 3  # short side 224 -> long side 336: offsets 0, 64, 112
+
+
+def test_long_side_cap_applies_before_patching():
+    prep = Preprocessing(resize="patches", size=224, stride=64, max_long_side=448)
+    x, _ = to_model_input(np.zeros((1000, 500, 3), np.uint8), prep)
+    assert len(x) == len(patch_grid(448, 224, 224, 64))
+
+
+def test_normalize_channel_order():
+    img = np.zeros((2, 2, 3), np.uint8)
+    img[..., 0] = 255
+    x = normalize(img, (0, 0, 0), (1, 1, 1))
+    assert x.shape == (3, 2, 2) and x[0].min() == 1.0 and x[1].max() == 0.0
+
+
+def test_modes_match_rgb_equivalent(tmp_path):
+    rgb = Image.new("RGB", (20, 10), (40, 80, 120))
+    rgb.save(tmp_path / "a.png")
+    pal = rgb.convert("P")
+    pal.save(tmp_path / "p.png")
+    rgb.convert("L").save(tmp_path / "l.png")
+    Image.new("RGBA", (20, 10), (0, 0, 0, 0)).save(tmp_path / "t.png")
+    np.testing.assert_array_equal(load_rgb(str(tmp_path / "p.png")), np.asarray(pal.convert("RGB")))
+    np.testing.assert_array_equal(load_rgb(str(tmp_path / "l.png")), np.asarray(rgb.convert("L").convert("RGB")))
+    assert (load_rgb(str(tmp_path / "t.png")) == 255).all()  # transparent -> white
+
+
+@pytest.mark.parametrize("content,problem", [(b"", "empty"), (b"hello, not an image", "not a recognised image")])
+def test_broken_files_name_file_and_problem(tmp_path, content, problem):
+    p = tmp_path / "bad.jpg"
+    p.write_bytes(content)
+    with pytest.raises(ImageError) as e:
+        load_rgb(str(p))
+    assert str(p) in str(e.value) and problem in str(e.value)
+
+
+def test_preprocessing_round_trips_through_dict():
+    prep = Preprocessing(resize="patches", size=224, stride=64, max_long_side=1024)
+    assert Preprocessing.from_dict(prep.to_dict()) == prep
