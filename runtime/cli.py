@@ -1,22 +1,179 @@
-"""`icrt` command line."""
+"""`icrt` command line: score, info, bench. A thin layer over :mod:`runtime.scorer` and :mod:`runtime.bench`.
+
+Exit codes: 0 every file scored; 1 some files failed (the rest are scored and written); 2 usage or model
+errors. Start-up imports only argparse here; numpy, Pillow and onnxruntime load when a command needs them,
+and tqdm / matplotlib only when a progress bar or a plot is drawn.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+PROGRESS_MIN_FILES = 10
+
+
+def _csv_list(kind):
+    def parse(text):
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
+    return parse
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icrt", description="Score image complexity with an exported icrt model bundle.")
-    p.add_subparsers(dest="command", title="commands")
+    sub = p.add_subparsers(dest="command", title="commands")
+
+    s = sub.add_parser("score", help="score images (files, folders, globs)")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    s.add_argument("-m", "--model", metavar="BUNDLE", help="model bundle folder (default: the bundled default model)")
+    s.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
+    s.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    s.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table")
+    s.add_argument("-o", "--output", metavar="FILE", help="write the results here (atomically) instead of stdout")
+    s.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
+    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="model inputs (images or patches, across images) per inference call (default 32)")
+    s.add_argument("--heatmap", metavar="DIR", help="write one patch-score heatmap PNG per image into DIR")
+    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for onnxruntime")
+
+    i = sub.add_parser("info", help="show a bundle's model card")
+    i.add_argument("bundle", nargs="?", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
+    i.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+    b = sub.add_parser("bench", help="measure latency and throughput; writes report.md, report.json, latency.png")
+    b.add_argument("-m", "--model", metavar="BUNDLE")
+    b.add_argument("--backend", type=_csv_list(str), default=["auto"], metavar="auto|onnxruntime|tensorrt[,...]")
+    b.add_argument("--precision", type=_csv_list(str), default=None, metavar="fp32,int8,...",
+                   help="default: every precision in the bundle")
+    b.add_argument("--batch-sizes", type=_csv_list(int), default=[1, 8], metavar="1,8,32")
+    b.add_argument("--warmup", type=int, default=3, metavar="N")
+    b.add_argument("--iters", type=_positive_int, default=20, metavar="N")
+    b.add_argument("--images", metavar="PATH", help="image file, folder or glob (default: synthetic JPEGs)")
+    b.add_argument("--report", metavar="DIR", default="bench-report")
+    b.add_argument("--threads", type=_positive_int, default=None)
     return p
 
 
+def _err(msg: str) -> None:
+    print(f"icrt: error: {msg}", file=sys.stderr)
+
+
+def _bundle(path):
+    from .defaults import default_bundle
+    return path if path else default_bundle()
+
+
+def cmd_score(args) -> int:
+    from .formats import render
+    from .inputs import collect
+    from .scorer import Scorer
+
+    try:
+        paths = collect(args.paths, recursive=args.recursive)
+    except OSError as e:
+        _err(f"cannot list {e.filename}: {e.strerror}")
+        return EXIT_USAGE
+    if not paths:
+        _err("no images found in " + " ".join(args.paths))
+        return EXIT_USAGE
+    scorer = Scorer.load(_bundle(args.model), backend=args.backend, precision=args.precision,
+                         batch_size=args.batch_size, threads=args.threads)
+    bar = None
+    if len(paths) >= PROGRESS_MIN_FILES and (sys.stderr.isatty() or os.environ.get("ICRT_PROGRESS") == "1"):
+        from tqdm import tqdm
+        bar = tqdm(total=len(paths), unit="image", file=sys.stderr, desc="scoring", leave=False)
+
+    def progress(rec):
+        if "error" in rec:
+            line = f"icrt: {rec['image']}: {rec['error']}"
+            bar.write(line, file=sys.stderr) if bar else print(line, file=sys.stderr)
+        if bar:
+            bar.update(1)
+
+    try:
+        records = scorer.score_many(paths, heatmap_dir=args.heatmap, progress=progress)
+    finally:
+        if bar:
+            bar.close()
+    text = render(records, args.format)
+    if args.output:
+        from .files import write_text
+        write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    failed = sum("error" in r for r in records)
+    if failed:
+        print(f"icrt: {failed} of {len(records)} file(s) could not be scored", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def cmd_info(args) -> int:
+    from .info import model_card
+    from .manifest import load_manifest
+
+    m = load_manifest(_bundle(args.bundle))
+    if args.json:
+        import json
+        sys.stdout.write(json.dumps(m.to_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(model_card(m))
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    from .backends import BACKEND_CHOICES
+    from .bench import run_bench
+    from .manifest import PRECISIONS
+
+    bad = [b for b in args.backend if b not in BACKEND_CHOICES] + [p for p in args.precision or [] if p not in PRECISIONS]
+    if bad or any(n < 1 for n in args.batch_sizes) or not args.batch_sizes:
+        _err(f"invalid --backend/--precision/--batch-sizes value(s): {', '.join(map(str, bad)) or args.batch_sizes}")
+        return EXIT_USAGE
+    report = run_bench(_bundle(args.model), backends=args.backend, precisions=args.precision,
+                       batch_sizes=args.batch_sizes, warmup=args.warmup, iters=args.iters, images=args.images,
+                       report_dir=args.report, threads=args.threads, log=lambda s: print(s, file=sys.stderr))
+    if not report["results"]:
+        _err("nothing could be timed (see the skipped settings above)")
+        return EXIT_USAGE
+    print(os.path.join(args.report, "report.md"))
+    return EXIT_OK
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not args.command:
-        build_parser().print_help()
-        return 0
-    return 0
+        parser.print_help()
+        return EXIT_USAGE
+    from .backends import BackendError
+    from .manifest import BundleError
+
+    try:
+        return {"score": cmd_score, "info": cmd_info, "bench": cmd_bench}[args.command](args)
+    except (BundleError, BackendError) as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except ValueError as e:  # e.g. bench --images with nothing in it
+        _err(str(e))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("icrt: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Atomic file writes: a reader never sees a half-written file, and a failed write keeps the old one."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,3 +33,27 @@ def write_text(path: str, text: str) -> None:
 
 def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+    """Yield a temporary name next to ``path``; on success it replaces ``path``, on error it is removed.
+
+    For writers that want a file name (matplotlib's savefig, Pillow's save).
+    """
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=suffix or os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

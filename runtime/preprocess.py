@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from struct import error as struct_error
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,6 +25,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# A patch model on an extremely elongated image (a 1 x 5000 strip is upscaled to 224 x 1.1 M) would need
+# more memory than any machine has; such images get a clear error instead.
+MAX_PATCHES = 4096
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -97,23 +102,31 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 def load_rgb(source) -> np.ndarray:
     """Decode a path, bytes or file object to an HxWx3 uint8 RGB array (EXIF orientation applied).
 
-    Raises :class:`ImageError` naming the file and the problem.
+    Raises :class:`ImageError` naming the file and the problem, so that a batch can report one line per
+    bad file and go on with the others.
     """
-    name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<bytes>")
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<bytes>")
     if isinstance(source, (str, os.PathLike)):
         if os.path.isdir(source):
             raise ImageError(name, "is a directory, not an image")
         if not os.path.exists(source):
-            raise ImageError(name, "no such file")
+            raise ImageError(name, "broken symbolic link" if os.path.islink(source) else "no such file")
+        if not os.path.isfile(source):  # a FIFO or device would block or never end
+            raise ImageError(name, "not a regular file")
         if os.path.getsize(source) == 0:
             raise ImageError(name, "empty file (0 bytes)")
-    elif isinstance(source, (bytes, bytearray)):
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError(name, "empty file (0 bytes)")
         source = io.BytesIO(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
-                im = ImageOps.exif_transpose(im)
+                try:
+                    im = ImageOps.exif_transpose(im)
+                except Exception:  # a corrupt EXIF block must not lose the image: keep it unrotated
+                    pass
                 im.load()
                 rgb = _to_rgb(im)
     except ImageError:
@@ -122,6 +135,8 @@ def load_rgb(source) -> np.ndarray:
         raise ImageError(name, f"image too large (decompression-bomb limit): {e}") from None
     except PermissionError:
         raise ImageError(name, "permission denied") from None
+    except MemoryError:
+        raise ImageError(name, "out of memory while decoding") from None
     except OSError as e:
         msg = str(e)
         if "cannot identify image file" in msg:
@@ -129,8 +144,8 @@ def load_rgb(source) -> np.ndarray:
         elif "truncated" in msg.lower() or "broken data stream" in msg.lower():
             msg = f"truncated or corrupt image data ({e})"
         raise ImageError(name, msg) from None
-    except (ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
-        raise ImageError(name, f"cannot decode image ({e})") from None
+    except (ValueError, SyntaxError, TypeError, KeyError, IndexError, EOFError, struct_error) as e:
+        raise ImageError(name, f"cannot decode image ({type(e).__name__}: {e})") from None
     if rgb.width < 1 or rgb.height < 1:
         raise ImageError(name, "image has no pixels")
     return np.asarray(rgb, dtype=np.uint8)
@@ -158,6 +173,28 @@ def fit_for_patches(img: np.ndarray, prep: Preprocessing) -> np.ndarray:
         nw, nh = max(prep.size, round(w * scale)), max(prep.size, round(h * scale))
         img = resize(img, nw, nh, prep.interpolation)
     return img
+
+
+def fitted_size(height: int, width: int, prep: Preprocessing) -> tuple[int, int]:
+    """(height, width) after :func:`geometry`, computed without resizing anything."""
+    if prep.resize == "square":
+        return prep.size, prep.size
+    scale = 1.0
+    if prep.max_long_side and max(height, width) > prep.max_long_side:
+        scale = prep.max_long_side / max(height, width)
+    if min(height, width) * scale < prep.size:
+        scale = prep.size / min(height, width)
+    if scale == 1.0:
+        return height, width
+    return max(prep.size, round(height * scale)), max(prep.size, round(width * scale))
+
+
+def patch_count(height: int, width: int, prep: Preprocessing) -> int:
+    """How many model inputs an image of this size becomes."""
+    if prep.resize == "square":
+        return 1
+    h, w = fitted_size(height, width, prep)
+    return len(grid_positions(h, prep.size, prep.stride)) * len(grid_positions(w, prep.size, prep.stride))
 
 
 def grid_positions(length: int, patch: int, stride: int) -> list[int]:
@@ -195,6 +232,11 @@ def to_model_input(img: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, li
 
     ``square``: one input, position [(0, 0)]. ``patches``: one input per grid patch.
     """
+    if prep.resize == "patches":
+        n = patch_count(img.shape[0], img.shape[1], prep)
+        if n > MAX_PATCHES:
+            raise ImageError("<image>", f"a {img.shape[1]}x{img.shape[0]} image needs {n} patches of {prep.size} px "
+                             f"(limit {MAX_PATCHES}): too elongated for patch scoring")
     img = geometry(img, prep)
     if prep.resize == "square":
         return normalize(img, prep.mean, prep.std)[None], [(0, 0)]

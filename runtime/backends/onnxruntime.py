@@ -1,0 +1,124 @@
+"""onnxruntime backend: CPU, or CUDA / TensorRT execution providers when onnxruntime-gpu is installed.
+
+Session options matter on CPU: full graph optimisation (fusions, constant folding, NCHWc layouts) and one
+intra-op thread per physical core. Thread oversubscription (a thread per logical core, or a spinning pool
+next to another busy process) is the usual reason a plain export looks slow, so spinning is switched off.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import Backend, BackendError
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:  # the runtime's one required inference library
+        raise BackendError(f"onnxruntime is not installed ({e}); pip install onnxruntime") from None
+    return onnxruntime
+
+
+def gpu_providers() -> list[str]:
+    """The GPU execution providers this onnxruntime build offers (empty on the CPU wheel)."""
+    try:
+        available = _ort().get_available_providers()
+    except BackendError:
+        return []
+    return [p for p in GPU_PROVIDERS if p in available]
+
+
+def default_threads() -> int:
+    """Physical cores usable by this process (hyper-threads do not help convolutions)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+        siblings = [int(l.split(":")[1]) for l in info.splitlines() if l.startswith("siblings")]
+        cores = [int(l.split(":")[1]) for l in info.splitlines() if l.startswith("cpu cores")]
+        if siblings and cores and siblings[0] > cores[0]:
+            usable = max(1, usable * cores[0] // siblings[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(1, usable)
+
+
+def session_options(threads: int | None = None):
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads or default_threads()
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, path: str, input_name: str, score_output: str, precision: str, providers: list,
+                 threads: int | None = None, notes=None):
+        ort = _ort()
+        try:
+            self.session = ort.InferenceSession(path, sess_options=session_options(threads), providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for bad models
+            raise BackendError(f"{path}: onnxruntime cannot load this model ({type(e).__name__}: {e})") from None
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if input_name not in inputs:
+            raise BackendError(f"{path}: no input named {input_name!r} (has {', '.join(inputs)})")
+        if score_output not in outputs:
+            raise BackendError(f"{path}: no output named {score_output!r} (has {', '.join(outputs)})")
+        self.input_name, self.score_output = input_name, score_output
+        self.input_dtype = np.float16 if inputs[input_name].type == "tensor(float16)" else np.float32
+        self.precision, self.file = precision, path
+        used = self.session.get_providers()
+        self.providers = used
+        self.device = "cuda" if any(p in GPU_PROVIDERS for p in used) else "cpu"
+        self.threads = threads or default_threads()
+        self.notes = list(notes or [])
+
+    @classmethod
+    def open(cls, manifest, precision: str = "fp32", gpu: bool | None = None, threads: int | None = None,
+             device_id: int = 0, notes=None) -> "OrtBackend":
+        from ..manifest import BundleError
+
+        try:
+            path = manifest.file_for(precision, "onnxruntime")
+        except BundleError as e:
+            raise BackendError(str(e)) from None
+        avail = gpu_providers()
+        if gpu is None:
+            gpu = bool(avail)
+        if gpu and not avail:
+            raise BackendError("onnxruntime has no GPU providers here (pip install onnxruntime-gpu)")
+        providers = []
+        if gpu:
+            if "TensorrtExecutionProvider" in avail:
+                trt_opts = {"device_id": device_id, "trt_fp16_enable": precision == "fp16",
+                            "trt_int8_enable": precision == "int8", "trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": os.path.join(manifest.root, "ort-trt-cache")}
+                providers.append(("TensorrtExecutionProvider", trt_opts))
+            if "CUDAExecutionProvider" in avail:
+                providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
+        providers.append("CPUExecutionProvider")
+        return cls(path, manifest.input_name, manifest.score_output, precision, providers, threads, notes)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = batch if batch.dtype == self.input_dtype else batch.astype(self.input_dtype)
+        out = self.session.run([self.score_output], {self.input_name: x})[0]
+        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)[:, 0]
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(providers=self.providers, threads=self.threads)
+        return d

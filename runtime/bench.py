@@ -1,0 +1,245 @@
+"""``icrt bench``: latency of a bundle per backend, precision and batch size, written as report.md,
+report.json and latency.png.
+
+Two timings per setting: inference only (a ready batch of model inputs through the backend), and end to
+end (decode + preprocess + inference of image files, through the same Scorer the CLI uses). Figures from
+the papers are listed next to ours, each with the hardware it was measured on; they are context, not a
+like-for-like comparison unless the hardware matches.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+from .files import atomic_path, write_json, write_text
+
+REPORTED = [
+    {"model": "CM-SSA", "ms": 35.43, "hardware": "NVIDIA V100", "input": "512x512", "source": "CM-SSA paper"},
+    {"model": "D2S-R18", "ms": 4.573, "hardware": "NVIDIA RTX 3090", "input": "512x512", "source": "D2S paper"},
+    {"model": "D2S-R50", "ms": 10.738, "hardware": "NVIDIA RTX 3090", "input": "512x512", "source": "D2S paper"},
+    {"model": "ICNet", "ms": 9.369, "hardware": "NVIDIA RTX 3090", "input": "512x512", "source": "D2S paper"},
+    {"model": "ICNet", "ms": 4.56, "hardware": "NVIDIA V100 (CM-SSA paper's comparison table)", "input": "512x512",
+     "source": "CM-SSA paper"},
+    {"model": "TOPIQ", "ms": 14.43, "hardware": "NVIDIA V100 (CM-SSA paper's comparison table)", "input": "512x512",
+     "source": "CM-SSA paper"},
+]
+
+
+def stats_ms(seconds) -> dict:
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {"mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "min_ms": float(ms.min()), "n": int(len(ms))}
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_names() -> list[str]:
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [l.strip() for l in out.splitlines() if l.strip()]
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("icrt", "numpy", "pillow", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python", "pycuda"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
+            "cpu_count": os.cpu_count(), "usable_cpus": usable, "gpus": gpu_names(), "versions": versions,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def synthetic_images(folder: str, prep, n: int = 4) -> list[str]:
+    """JPEG files of textured noise sized like typical inputs, so that decoding is part of end to end."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    side = (prep.size, prep.size) if prep.resize == "square" else (640, 480)
+    paths = []
+    for i in range(n):
+        base = rng.integers(0, 256, (side[1] // 8, side[0] // 8, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize(side, Image.Resampling.BICUBIC)
+        p = os.path.join(folder, f"synthetic-{i}.jpg")
+        img.save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def time_calls(fn, warmup: int, iters: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench_backend(manifest, backend, image_paths, batch_sizes, warmup, iters) -> list[dict]:
+    """Inference-only and end-to-end timings of one opened backend."""
+    from .preprocess import load_rgb, to_model_input
+    from .scorer import Scorer
+
+    prep = manifest.preprocessing
+    inputs = [to_model_input(load_rgb(p), prep)[0] for p in image_paths]
+    per_image = float(np.mean([len(x) for x in inputs]))
+    pool = np.concatenate(inputs)
+    rows = []
+    for b in batch_sizes:
+        reps = -(-b // len(pool))
+        batch = np.ascontiguousarray(np.concatenate([pool] * reps)[:b])
+        st = stats_ms(time_calls(lambda: backend.run(batch), warmup, iters))
+        images_per_batch = b / per_image
+        row = {"backend": backend.name, "precision": backend.precision, "batch_size": b, "device": backend.device,
+               "file": os.path.basename(backend.file), **st,
+               "per_image_ms": st["mean_ms"] / images_per_batch, "images_per_s": 1000.0 * images_per_batch / st["mean_ms"],
+               "patches_per_s": 1000.0 * b / st["mean_ms"], "inputs_per_image": per_image}
+        # end to end: the CLI's path (decode + preprocess + batched inference) over b images
+        scorer = Scorer(manifest, backend, batch_size=b)
+        files = [image_paths[i % len(image_paths)] for i in range(max(1, round(images_per_batch)))]
+        e2e = stats_ms(time_calls(lambda: scorer.score_many(files), 1, max(3, iters // 4)))
+        row.update(e2e_ms_per_image=e2e["mean_ms"] / len(files), e2e_images_per_s=1000.0 * len(files) / e2e["mean_ms"],
+                   e2e_images=len(files))
+        rows.append(row)
+    return rows
+
+
+def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 8), warmup: int = 3, iters: int = 20,
+              images=None, report_dir: str = "bench-report", threads: int | None = None, log=print) -> dict:
+    from .backends import BackendError, open_backend
+    from .inputs import collect
+    from .manifest import load_manifest
+
+    manifest = load_manifest(bundle)
+    precisions = list(precisions or manifest.precisions())
+    results, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="icrt-bench-") as tmp:
+        paths = collect(images, recursive=True)[:16] if images else synthetic_images(tmp, manifest.preprocessing)
+        if not paths:
+            raise ValueError(f"no images found in {images}")
+        for be in backends:
+            for prec in precisions:
+                try:
+                    backend = open_backend(manifest, be, prec, threads=threads)
+                except BackendError as e:
+                    skipped.append({"backend": be, "precision": prec, "reason": str(e)})
+                    log(f"skipped {be}/{prec}: {e}")
+                    continue
+                log(f"timing {backend.name}/{prec} ({backend.device}) ...")
+                for row in bench_backend(manifest, backend, paths, list(batch_sizes), warmup, iters):
+                    results.append(row)
+                    log(f"  batch {row['batch_size']:>3}: {row['mean_ms']:.2f} ms/batch, {row['per_image_ms']:.2f} ms/image, "
+                        f"{row['images_per_s']:.1f} images/s; end to end {row['e2e_ms_per_image']:.2f} ms/image")
+        report = {"bundle": os.path.abspath(bundle), "model": manifest.name, "kind": manifest.kind,
+                  "input_size": manifest.input_size, "preprocessing": manifest.preprocessing.to_dict(),
+                  "images": [os.path.basename(p) for p in paths] if images else f"{len(paths)} synthetic JPEGs",
+                  "warmup": warmup, "iters": iters, "machine": machine(), "results": results, "skipped": skipped,
+                  "reported": REPORTED, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_report(report, report_dir)
+    return report
+
+
+def write_report(report: dict, folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    write_json(os.path.join(folder, "report.json"), report)
+    write_text(os.path.join(folder, "report.md"), markdown(report))
+    plot(report, os.path.join(folder, "latency.png"))
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"# icrt bench: {r['model']} ({r['kind']}, input {r['input_size']})", "",
+             f"- machine: {m['cpu']}, {m['usable_cpus']} usable CPUs; GPU: {', '.join(m['gpus']) or 'none'}",
+             f"- {m['platform']}, Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+             f"- load average at start: {m['load_average']}", f"- images: {r['images']}; warmup {r['warmup']}, "
+             f"iterations {r['iters']}", f"- {r['time']}", "",
+             "Inference only: one batch of model inputs through the backend. End to end: decode + preprocess + "
+             "inference of image files.", "",
+             "| backend | precision | device | batch | mean ms | p50 ms | p90 ms | p99 ms | ms/image | images/s | "
+             "patches/s | e2e ms/image | e2e images/s |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for x in r["results"]:
+        lines.append(f"| {x['backend']} | {x['precision']} | {x['device']} | {x['batch_size']} | {x['mean_ms']:.2f} | "
+                     f"{x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['per_image_ms']:.2f} | "
+                     f"{x['images_per_s']:.1f} | {x['patches_per_s']:.1f} | {x['e2e_ms_per_image']:.2f} | "
+                     f"{x['e2e_images_per_s']:.1f} |")
+    for s in r["skipped"]:
+        lines.append(f"\nSkipped {s['backend']}/{s['precision']}: {s['reason']}")
+    here = f"{m['cpu']}" + (f" / {m['gpus'][0]}" if m["gpus"] else "")
+    lines += ["", "## Compared with reported figures", "",
+              "Reported latencies are per image at batch 1 on the hardware named; ours are on this machine. "
+              "Different hardware: read the ratios as context, not as a like-for-like comparison.", "",
+              "| model | ms/image | hardware | source |", "|---|---:|---|---|"]
+    for x in r["results"]:
+        if x["batch_size"] == 1:
+            lines.append(f"| {r['model']} ({x['backend']} {x['precision']}) | {x['per_image_ms']:.2f} | {here} | this run |")
+    for ref in r["reported"]:
+        lines.append(f"| {ref['model']} | {ref['ms']} | {ref['hardware']}, {ref['input']} | {ref['source']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    series = {}
+    for x in r["results"]:
+        series.setdefault(f"{x['backend']} {x['precision']}", []).append(x)
+    for name, rows in series.items():
+        rows = sorted(rows, key=lambda x: x["batch_size"])
+        bs = [x["batch_size"] for x in rows]
+        ax1.plot(bs, [x["per_image_ms"] for x in rows], marker="o", label=f"{name} (inference)")
+        ax1.plot(bs, [x["e2e_ms_per_image"] for x in rows], marker="x", linestyle="--", label=f"{name} (end to end)")
+    ax1.set_xscale("log", base=2)
+    ax1.set_xlabel("batch size (model inputs)")
+    ax1.set_ylabel("ms per image")
+    ax1.set_title(f"{r['model']} on {r['machine']['cpu'][:40]}", fontsize=9)
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=7)
+    labels = [f"{r['model']} {x['backend']} {x['precision']} (this machine)" for x in r["results"] if x["batch_size"] == 1]
+    values = [x["per_image_ms"] for x in r["results"] if x["batch_size"] == 1]
+    labels += [f"{ref['model']} ({ref['hardware'].split(' (')[0]}, reported)" for ref in r["reported"]]
+    values += [ref["ms"] for ref in r["reported"]]
+    ax2.barh(range(len(values)), values, color=["tab:blue"] * (len(labels) - len(r["reported"])) +
+             ["tab:gray"] * len(r["reported"]))
+    ax2.set_yticks(range(len(values)), labels, fontsize=7)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("ms per image, batch 1")
+    ax2.set_title("this run vs reported (hardware differs)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")

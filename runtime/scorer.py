@@ -1,0 +1,208 @@
+"""The Python API: ``Scorer.load(bundle).score(path)``; the CLI is a thin layer over it.
+
+Records are plain dicts, the same the CLI writes:
+``{"image": str, "score": float, "patches": int, "width": int, "height": int}`` (plus ``"heatmap"`` when one
+was drawn), or ``{"image": str, "error": str}`` for a file that could not be scored.
+
+Patches of several images share a batch: inputs are queued until ``batch_size`` of them are waiting, run
+together, and handed back to their images; records come out in input order. Decoding of the next image
+runs on a helper thread while the backend works (Pillow and onnxruntime release the GIL).
+"""
+from __future__ import annotations
+
+import collections
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .manifest import Manifest, load_manifest
+from .preprocess import ImageError, _to_rgb, load_rgb, pool_scores, to_model_input
+
+DEFAULT_BATCH = 32
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """A Pillow image or a uint8 array (HxW, HxWx3, HxWx4 RGBA) -> HxWx3 uint8 RGB."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return np.asarray(_to_rgb(image), dtype=np.uint8)
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8 RGB (got {a.dtype}); convert with (x * 255).astype('uint8')")
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
+        return np.asarray(_to_rgb(Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a)))
+    raise ValueError(f"image arrays must be HxW, HxWx3 or HxWx4 (got shape {a.shape})")
+
+
+class _Item:
+    """One image on its way through the batcher."""
+
+    __slots__ = ("record", "x", "positions", "scores", "filled", "rgb", "geometry")
+
+    def __init__(self, record, x=None, positions=None, rgb=None, geometry=None):
+        self.record, self.x, self.positions, self.rgb, self.geometry = record, x, positions, rgb, geometry
+        self.scores = None if x is None else np.empty(len(x), np.float32)
+        self.filled = 0
+
+    @property
+    def done(self) -> bool:
+        return self.x is None or self.filled == len(self.x)
+
+
+class Scorer:
+    def __init__(self, manifest: Manifest, backend: Backend, batch_size: int | None = None, workers: int = 1):
+        self.manifest, self.backend = manifest, backend
+        self.prep = manifest.preprocessing
+        self.batch_size = max(1, int(batch_size or DEFAULT_BATCH))
+        if backend.max_batch:
+            self.batch_size = min(self.batch_size, backend.max_batch)
+        self.workers = workers
+
+    @classmethod
+    def load(cls, bundle: str | None = None, backend: str = "auto", precision: str = "fp32",
+             batch_size: int | None = None, threads: int | None = None, workers: int = 1) -> "Scorer":
+        """Open a bundle folder (None: the default bundle) on a backend ("auto", "onnxruntime", "tensorrt")."""
+        if bundle is None:
+            from .defaults import default_bundle
+            bundle = default_bundle()
+        manifest = load_manifest(bundle)
+        return cls(manifest, open_backend(manifest, backend, precision, threads=threads), batch_size, workers)
+
+    # --- public API --------------------------------------------------------------------------------
+    def score(self, image, details: bool = False) -> dict:
+        """Score one image (path, bytes, Pillow image or uint8 array). Raises ImageError for a bad file."""
+        rec = next(self.iter_score([image], details=details))
+        if "error" in rec:
+            raise ImageError(rec["image"], rec["error"])
+        return rec
+
+    def score_many(self, images, heatmap_dir: str | None = None, details: bool = False, progress=None) -> list[dict]:
+        """Score many images; a bad file gives an ``error`` record and the rest are still scored."""
+        return list(self.iter_score(images, heatmap_dir=heatmap_dir, details=details, progress=progress))
+
+    def info(self) -> dict:
+        return {"bundle": self.manifest.root, "kind": self.manifest.kind, "name": self.manifest.name,
+                "batch_size": self.batch_size, **self.backend.describe()}
+
+    # --- the batcher -------------------------------------------------------------------------------
+    def prepare(self, image, index: int = 0, keep_rgb: bool = False) -> _Item:
+        """Decode and preprocess one image; a problem becomes an error record, never an exception."""
+        is_path = isinstance(image, (str, os.PathLike))
+        name = os.fspath(image) if is_path else getattr(image, "filename", "") or f"<image {index}>"
+        try:
+            rgb = load_rgb(image) if is_path or isinstance(image, (bytes, bytearray)) else as_rgb_array(image)
+            x, pos = to_model_input(rgb, self.prep)
+        except ImageError as e:
+            return _Item({"image": name, "error": e.problem})
+        except (ValueError, MemoryError) as e:
+            return _Item({"image": name, "error": f"cannot score image ({type(e).__name__}: {e})"})
+        h, w = rgb.shape[:2]
+        geometry = (self.prep.size, self.prep.size) if self.prep.resize == "square" else None
+        if geometry is None:
+            from .preprocess import fitted_size
+            geometry = fitted_size(h, w, self.prep)
+        rec = {"image": name, "score": None, "patches": len(x), "width": int(w), "height": int(h)}
+        return _Item(rec, x, pos, rgb if keep_rgb else None, geometry)
+
+    def _decoded(self, images, keep_rgb: bool):
+        """prepare() over ``images``, the next ones decoded ahead on a helper thread (bounded)."""
+        if self.workers <= 0:
+            for i, im in enumerate(images):
+                yield self.prepare(im, i, keep_rgb)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="icrt-decode") as pool:
+            ahead = collections.deque()
+            for i, im in enumerate(images):
+                ahead.append(pool.submit(self.prepare, im, i, keep_rgb))
+                if len(ahead) > 2 * self.workers:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+
+    def iter_score(self, images, heatmap_dir: str | None = None, details: bool = False, progress=None):
+        """Yield one record per image, in input order. ``progress``: a callable told of each finished record."""
+        pending = collections.deque()  # items not yet yielded, in input order
+        queue = collections.deque()  # (item, start) of inputs waiting for a batch
+        waiting = 0
+        heatmaps = HeatmapNames(heatmap_dir) if heatmap_dir else None
+
+        def run_batch(n):
+            nonlocal waiting
+            parts, owners = [], []
+            while n > 0 and queue:
+                item, start = queue[0]
+                take = min(n, len(item.x) - start)
+                parts.append(item.x[start:start + take])
+                owners.append((item, start, take))
+                if start + take == len(item.x):
+                    queue.popleft()
+                else:
+                    queue[0] = (item, start + take)
+                n -= take
+            batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            scores = self.backend.run(batch)
+            waiting -= len(batch)
+            off = 0
+            for item, start, take in owners:
+                item.scores[start:start + take] = scores[off:off + take]
+                item.filled += take
+                off += take
+
+        def finished():
+            while pending and pending[0].done:
+                item = pending.popleft()
+                yield self._finish(item, heatmaps, details)
+
+        for item in self._decoded(images, keep_rgb=heatmaps is not None):
+            pending.append(item)
+            if item.x is not None:
+                queue.append((item, 0))
+                waiting += len(item.x)
+                while waiting >= self.batch_size:
+                    run_batch(self.batch_size)
+            for rec in finished():
+                if progress:
+                    progress(rec)
+                yield rec
+        while waiting:
+            run_batch(min(waiting, self.batch_size))
+        for rec in finished():
+            if progress:
+                progress(rec)
+            yield rec
+
+    def _finish(self, item: _Item, heatmaps, details: bool) -> dict:
+        rec = item.record
+        if item.x is None:
+            return rec
+        rec["score"] = pool_scores(item.scores, self.prep)
+        if details:
+            rec["patch_scores"] = [float(s) for s in item.scores]
+            rec["patch_positions"] = [list(p) for p in item.positions]
+            rec["geometry"] = list(item.geometry)
+        if heatmaps is not None:
+            from .heatmap import write_heatmap
+            path = heatmaps.name_for(rec["image"])
+            write_heatmap(path, item.rgb, item.geometry, item.positions, self.prep.size, item.scores, rec["score"],
+                          title=os.path.basename(rec["image"]), score_range=self.manifest.score.get("range", [0, 1]))
+            rec["heatmap"] = path
+        item.x = item.rgb = None  # free the inputs as soon as the record is out
+        return rec
+
+
+class HeatmapNames:
+    """One PNG name per image in ``folder``: ``<stem>.heatmap.png``, numbered when stems repeat."""
+
+    def __init__(self, folder: str):
+        self.folder, self.used = folder, set()
+
+    def name_for(self, image: str) -> str:
+        stem = os.path.splitext(os.path.basename(image))[0] or "image"
+        name, i = f"{stem}.heatmap.png", 1
+        while name in self.used:
+            name, i = f"{stem}-{i}.heatmap.png", i + 1
+        self.used.add(name)
+        return os.path.join(self.folder, name)
