@@ -123,11 +123,11 @@ def load_rgb(source) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
+                im.load()  # decode first: a broken pixel stream must fail here, not be hidden below
                 try:
                     im = ImageOps.exif_transpose(im)
                 except Exception:  # a corrupt EXIF block must not lose the image: keep it unrotated
                     pass
-                im.load()
                 rgb = _to_rgb(im)
     except ImageError:
         raise

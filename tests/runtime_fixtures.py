@@ -79,3 +79,141 @@ def textured(w: int, h: int, seed: int = 0, level: float = 0.5) -> Image.Image:
     mask = rng.random((h, w)) < level
     img[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
     return Image.fromarray(img)
+
+
+# --- bundles shared across test modules (built once per session) ----------------------------------
+
+_BUILT: dict = {}
+
+
+def cached_bundle(tmp_path_factory, resize: str) -> str:
+    if resize not in _BUILT:
+        _BUILT[resize] = build_bundle(str(tmp_path_factory.mktemp(f"bundle-{resize}")), resize, int8=resize == "square")
+    return _BUILT[resize]
+
+
+# --- awkward but valid inputs: (file written, the plain RGB array it must score as) ---------------
+
+
+def _png_with_exif_orientation(path, stored: Image.Image, orientation: int):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif)
+
+
+def awkward_inputs(folder) -> dict:
+    """name -> (path, expected RGB array). Each must score exactly as its expected array."""
+    import os
+
+    base = textured(97, 61, seed=3, level=0.6)
+    out = {}
+
+    def put(name, img_or_writer, expected):
+        path = os.path.join(folder, name)
+        if callable(img_or_writer):
+            img_or_writer(path)
+        else:
+            img_or_writer.save(path)
+        out[name] = (path, np.asarray(expected, dtype=np.uint8))
+
+    pal = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
+    put("palette.png", pal, pal.convert("RGB"))
+    pal_t = pal.copy()
+    pal_t.info["transparency"] = 0
+    rgba_of_pal = pal_t.convert("RGBA")
+    put("palette-transparent.png", lambda p: pal_t.save(p, transparency=0),
+        Image.alpha_composite(Image.new("RGBA", base.size, (255, 255, 255, 255)), rgba_of_pal).convert("RGB"))
+    rgba = base.convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, base.width, dtype=np.uint8), (base.height, 1))
+    rgba.putalpha(Image.fromarray(alpha))
+    put("alpha.png", rgba, Image.alpha_composite(Image.new("RGBA", base.size, (255, 255, 255, 255)), rgba).convert("RGB"))
+    gray = base.convert("L")
+    put("gray.png", gray, gray.convert("RGB"))
+    la = gray.convert("LA")
+    la.putalpha(Image.fromarray(alpha))
+    put("gray-alpha.png", la, Image.alpha_composite(Image.new("RGBA", base.size, (255, 255, 255, 255)),
+                                                    la.convert("RGBA")).convert("RGB"))
+    bw = base.convert("1")
+    put("bilevel.png", bw, bw.convert("RGB"))
+    g8 = np.asarray(gray, dtype=np.uint16)
+    put("gray16.png", Image.fromarray((g8 * 257).astype("<u2")), gray.convert("RGB"))  # 8-bit value v stored as v * 257
+    cmyk = base.convert("CMYK")
+    put("cmyk.tif", cmyk, cmyk.convert("RGB"))
+    stored = base.transpose(Image.Transpose.ROTATE_90)  # orientation 6: display = rotate the stored image 270
+    put("exif-rotated.png", lambda p: _png_with_exif_orientation(p, stored, 6), base)
+    put("one-pixel.png", Image.new("RGB", (1, 1), (200, 30, 90)), Image.new("RGB", (1, 1), (200, 30, 90)))
+    thin = textured(3, 150, seed=5)
+    put("very-thin.png", thin, thin)
+    put("png-named.jpg", lambda p: base.save(p, format="PNG"), base)
+    put("Ünïcode name with spaces.PNG", base, base)
+    frames = [base, textured(97, 61, seed=9)]
+    put("animated.gif", lambda p: frames[0].save(p, save_all=True, append_images=frames[1:], duration=50),
+        Image.open(_gif_bytes(frames)).convert("RGB"))
+    return out
+
+
+def _gif_bytes(frames):
+    import io
+
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    buf.seek(0)
+    return buf
+
+
+# --- broken inputs: name -> (path, words the error must contain) -----------------------------------
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def bomb_png(path: str, side: int = 100_000):
+    """A few hundred bytes claiming side x side pixels: beyond Pillow's decompression-bomb limit."""
+    import struct
+    import zlib
+
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+    data += _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b"")
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def broken_inputs(folder) -> dict:
+    import io
+    import os
+
+    out = {}
+    base = textured(80, 60, seed=1)
+
+    def put(name, data, words):
+        path = os.path.join(folder, name)
+        if data is not None:
+            with open(path, "wb") as f:
+                f.write(data)
+        out[name] = (path, words)
+
+    put("empty.jpg", b"", "empty")
+    jpg = io.BytesIO()
+    base.save(jpg, format="JPEG")
+    put("truncated.jpg", jpg.getvalue()[: len(jpg.getvalue()) // 2], "truncated")
+    put("text.jpg", b"hello, I am not an image\n" * 10, "not a recognised image")
+    put("page.png", b"<!doctype html><html><body>404</body></html>", "not a recognised image")
+    import struct
+
+    garbage = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 10, 10, 8, 2, 0, 0, 0))
+               + _png_chunk(b"IDAT", b"this is not zlib data" * 4) + _png_chunk(b"IEND", b""))
+    put("corrupt.png", garbage, "")  # wording comes from Pillow/zlib; the file name and a reason must be there
+    bomb_png(os.path.join(folder, "bomb.png"))
+    out["bomb.png"] = (os.path.join(folder, "bomb.png"), "decompression-bomb")
+    out["missing.png"] = (os.path.join(folder, "missing.png"), "no such file")
+    os.mkdir(os.path.join(folder, "folder.jpg"))
+    out["folder.jpg"] = (os.path.join(folder, "folder.jpg"), "is a directory")
+    os.symlink(os.path.join(folder, "gone.png"), os.path.join(folder, "dangling.png"))
+    out["dangling.png"] = (os.path.join(folder, "dangling.png"), "broken symbolic link")
+    os.mkfifo(os.path.join(folder, "fifo.png"))
+    out["fifo.png"] = (os.path.join(folder, "fifo.png"), "not a regular file")
+    return out

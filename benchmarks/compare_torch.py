@@ -1,0 +1,276 @@
+"""PyTorch eager (as the papers ran it) against the icrt runtime on the exported bundle, same machine, same input.
+
+    python -m benchmarks.compare_torch --checkpoint runs/d2s/checkpoint.pt --bundle bundles/d2s
+    python -m benchmarks.compare_torch --backbone resnet18 --image-size 512       # random D2S-R18, plain export
+    python -m benchmarks.compare_torch ... --device cuda                          # torch fp32 vs fp16 + CUDA graphs
+    python -m benchmarks.compare_torch ... --cold-start                           # `icrt score` vs `import torch`
+
+Without ``--bundle`` the model is exported here with torch.onnx.export (fp32, dynamic batch, opset 17) and,
+for int8, quantized here with onnxruntime's quantize_static (QDQ, uint8 activations, int8 per-channel
+weights, the bundle contract's CPU form); ``--export`` uses ``export.export_checkpoint`` when it exists.
+Prints a table and the speed-up ratios; ``--json FILE`` keeps them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def timed(fn, warmup: int, iters: int, sync=None) -> dict:
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        ts.append((time.perf_counter() - t) * 1000)
+    ts = np.asarray(ts)
+    return {"mean_ms": float(ts.mean()), "p50_ms": float(np.median(ts)), "p90_ms": float(np.percentile(ts, 90)),
+            "min_ms": float(ts.min())}
+
+
+def load_model(args):
+    """(torch model in eval mode, Preprocessing, description)."""
+    from runtime.preprocess import Preprocessing
+
+    if args.checkpoint:
+        from train.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ckpt = load_checkpoint(args.checkpoint)
+        return model_from_checkpoint(ckpt), Preprocessing.from_dict(ckpt["preprocessing"]), args.checkpoint
+    from train.models.d2s import D2S, D2SConfig
+
+    cfg = D2SConfig(backbone=args.backbone, pretrained="none", image_size=args.image_size)
+    model = D2S(cfg, load_pretrained=False).eval()
+    return model, Preprocessing(resize="square", size=args.image_size), f"random-weight D2S-{args.backbone}"
+
+
+def calibration_batches(prep, images, n: int = 16):
+    from runtime.inputs import collect
+    from runtime.preprocess import load_rgb, to_model_input
+
+    if images:
+        out = []
+        for p in collect([images], recursive=True):
+            try:
+                out.extend(to_model_input(load_rgb(p), prep)[0][:4])
+            except Exception:
+                continue
+            if len(out) >= n:
+                break
+        if out:
+            return [x[None] for x in out[:n]]
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((1, 3, prep.size, prep.size), dtype=np.float32) for _ in range(n)]
+
+
+def plain_bundle(model, prep, folder: str, want_int8: bool, images=None) -> str:
+    """fp32 export (+ the CPU int8 form) with a manifest: enough of a bundle for the runtime."""
+    import torch
+    from runtime.manifest import Manifest
+
+    onnx = os.path.join(folder, "model.onnx")
+    x = torch.randn(1, 3, prep.size, prep.size)
+    torch.onnx.export(model, (x,), onnx, input_names=["image"], output_names=["score"], opset_version=17,
+                      dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}}, dynamo=False)
+    files = {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}}
+    if want_int8:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        batches = iter(calibration_batches(prep, images))
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):
+                b = next(batches, None)
+                return None if b is None else {"image": b}
+
+        pre = os.path.join(folder, "model.pre.onnx")
+        quant_pre_process(onnx, pre)
+        quantize_static(pre, os.path.join(folder, "model.int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        files["int8"] = {"onnxruntime": "model.int8.onnx"}
+    Manifest(kind="d2s", name="benchmark-export", preprocessing=prep, files=files).save(folder)
+    return folder
+
+
+def input_batch(prep, image, batch: int) -> np.ndarray:
+    from runtime.preprocess import load_rgb, to_model_input
+
+    if image:
+        x = to_model_input(load_rgb(image), prep)[0]
+    else:
+        rng = np.random.default_rng(0)
+        img = rng.integers(0, 256, (prep.size // 8, prep.size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+        x = to_model_input(img, prep)[0]
+    return np.ascontiguousarray(np.concatenate([x] * (-(-batch // len(x))))[:batch])
+
+
+def cold_start(bundle: str, image: str, repeats: int = 3) -> dict:
+    """Wall time of a fresh `icrt score` process for one image against a bare `import torch`."""
+    score_cmd = [sys.executable, "-m", "runtime.cli", "score", image, "-m", bundle, "--backend", "onnxruntime"]
+    torch_cmd = [sys.executable, "-c", "import torch"]
+
+    def wall(cmd):
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            ts.append(time.perf_counter() - t)
+        return statistics.median(ts) * 1000
+
+    return {"icrt_score_ms": wall(score_cmd), "import_torch_ms": wall(torch_cmd)}
+
+
+def run_cpu(args, model, prep, bundle, x, rows):
+    import torch
+    from runtime.backends import BackendError, open_backend
+    from runtime.backends.onnxruntime import default_threads
+    from runtime.manifest import load_manifest
+
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    xt = torch.from_numpy(x)
+    with torch.inference_mode():
+        ref = model(xt).numpy()
+        rows.append({"name": "torch eager fp32 (cpu)", **timed(lambda: model(xt), args.warmup, args.iters)})
+    manifest = load_manifest(bundle)
+    for prec in args.precisions:
+        try:
+            be = open_backend(manifest, "onnxruntime", prec, threads=threads)
+        except BackendError as e:
+            print(f"skipped onnxruntime {prec}: {e}", file=sys.stderr)
+            continue
+        diff = float(np.abs(be.run(x) - ref).max())
+        rows.append({"name": f"runtime onnxruntime {prec} (cpu)", "max_abs_diff_vs_torch": diff,
+                     **timed(lambda: be.run(x), args.warmup, args.iters)})
+
+
+def run_cuda(args, model, prep, bundle, x, rows):
+    import torch
+
+    dev = torch.device("cuda")
+    model = model.to(dev)
+    xt = torch.from_numpy(x).to(dev)
+    sync = torch.cuda.synchronize
+    with torch.inference_mode():
+        ref = model(xt).float().cpu().numpy()
+        rows.append({"name": f"torch eager fp32 ({torch.cuda.get_device_name()})",
+                     **timed(lambda: model(xt), args.warmup, args.iters, sync)})
+        half = model.half()
+        static = xt.half().clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                half(static)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = half(static)
+        graph.replay()
+        sync()
+        diff = float((out.float().cpu() - torch.from_numpy(ref)).abs().max())
+        rows.append({"name": "torch fp16 + CUDA graph", "max_abs_diff_vs_torch": diff,
+                     **timed(graph.replay, args.warmup, args.iters, sync)})
+    from runtime.backends import BackendError, open_backend
+    from runtime.manifest import load_manifest
+
+    manifest = load_manifest(bundle)
+    for prec in args.precisions:
+        try:
+            be = open_backend(manifest, "auto", prec)
+        except BackendError as e:
+            print(f"skipped runtime {prec}: {e}", file=sys.stderr)
+            continue
+        if be.device == "cpu":
+            print(f"skipped runtime {prec}: no GPU backend here ({'; '.join(be.notes)})", file=sys.stderr)
+            continue
+        rows.append({"name": f"runtime {be.name} {prec} ({be.device})",
+                     "max_abs_diff_vs_torch": float(np.abs(be.run(x) - ref).max()),
+                     **timed(lambda: be.run(x), args.warmup, args.iters)})
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", help="icrt training checkpoint (default: a random-weight D2S)")
+    p.add_argument("--bundle", help="exported bundle of the same model (default: exported here)")
+    p.add_argument("--export", action="store_true", help="build the bundle with export.export_checkpoint")
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--image-size", type=int, default=512)
+    p.add_argument("--image", help="image to score (default: a synthetic one)")
+    p.add_argument("--calib-images", help="images to calibrate the benchmark's own int8 model on")
+    p.add_argument("--precisions", default="fp32,int8")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for both torch and onnxruntime")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--cold-start", action="store_true", help="also time a fresh `icrt score` vs `import torch`")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    args.precisions = [s for s in args.precisions.split(",") if s]
+
+    model, prep, what = load_model(args)
+    with tempfile.TemporaryDirectory(prefix="icrt-cmp-") as tmp:
+        bundle = args.bundle
+        if not bundle and args.export:
+            import export
+            if not hasattr(export, "export_checkpoint") or not args.checkpoint:
+                p.error("--export needs --checkpoint and an export package with export_checkpoint()")
+            bundle = os.path.join(tmp, "bundle")
+            export.export_checkpoint(args.checkpoint, bundle, int8="int8" in args.precisions,
+                                     calib_data=args.calib_images)
+        if not bundle:
+            bundle = plain_bundle(model, prep, tmp, "int8" in args.precisions, args.calib_images)
+        x = input_batch(prep, args.image, args.batch_size)
+        rows = []
+        (run_cuda if args.device == "cuda" else run_cpu)(args, model, prep, bundle, x, rows)
+        cold = None
+        if args.cold_start:
+            image = args.image
+            if not image:
+                from PIL import Image
+                image = os.path.join(tmp, "cold.jpg")
+                Image.fromarray((x[0].transpose(1, 2, 0) * 60 + 120).clip(0, 255).astype(np.uint8)).save(image)
+            cold = cold_start(bundle, image)
+
+    base = rows[0]["mean_ms"]
+    print(f"\n{what}, input {prep.size}x{prep.size} ({prep.resize}), batch {args.batch_size}, "
+          f"{args.iters} iterations after {args.warmup} warm-up")
+    print(f"{'':<40} {'mean ms':>9} {'p50 ms':>9} {'min ms':>9} {'speed-up':>9}  max|diff| vs torch")
+    by_name = {r["name"]: r for r in rows}
+    for r in rows:
+        r["speedup_vs_torch"] = base / r["mean_ms"]
+        d = r.get("max_abs_diff_vs_torch")
+        print(f"{r['name']:<40} {r['mean_ms']:>9.2f} {r['p50_ms']:>9.2f} {r['min_ms']:>9.2f} "
+              f"{r['speedup_vs_torch']:>8.2f}x  {'' if d is None else f'{d:.2e}'}")
+    fp32 = by_name.get("runtime onnxruntime fp32 (cpu)")
+    int8 = by_name.get("runtime onnxruntime int8 (cpu)")
+    if fp32 and int8:
+        print(f"int8 vs runtime fp32: {fp32['mean_ms'] / int8['mean_ms']:.2f}x")
+    if cold:
+        print(f"cold start: icrt score one image {cold['icrt_score_ms']:.0f} ms; python -c 'import torch' "
+              f"{cold['import_torch_ms']:.0f} ms (median of 3)")
+    if args.json:
+        from runtime.bench import machine
+        from runtime.files import write_json
+        write_json(args.json, {"model": what, "input": prep.size, "batch_size": args.batch_size, "device": args.device,
+                               "rows": rows, "cold_start": cold, "machine": machine()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Scorer API, backends and heatmaps on tiny bundles built in tests/runtime_fixtures.py."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime_fixtures import PARITY_TOL, awkward_inputs, broken_inputs, cached_bundle, textured, tiny_model
+
+
+@pytest.fixture(scope="session")
+def square_bundle(tmp_path_factory):
+    return cached_bundle(tmp_path_factory, "square")
+
+
+@pytest.fixture(scope="session")
+def patches_bundle(tmp_path_factory):
+    return cached_bundle(tmp_path_factory, "patches")
+
+
+@pytest.fixture
+def images(tmp_path):
+    paths = []
+    for i, (w, h) in enumerate([(120, 90), (64, 64), (300, 110), (50, 200), (200, 150)]):
+        p = tmp_path / f"img{i}.png"
+        textured(w, h, seed=i, level=i / 4).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def torch_scores(paths, prep):
+    """Reference: the PyTorch model on the runtime's preprocessing, pooled per image."""
+    import torch
+    from runtime.preprocess import load_rgb, pool_scores, to_model_input
+
+    model = tiny_model()
+    out = []
+    with torch.no_grad():
+        for p in paths:
+            x, _ = to_model_input(load_rgb(p), prep)
+            out.append(pool_scores(model(torch.from_numpy(x)).numpy(), prep))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("resize", ["square", "patches"])
+def test_scores_match_pytorch_within_parity(resize, tmp_path_factory, images):
+    from runtime import Scorer
+
+    s = Scorer.load(cached_bundle(tmp_path_factory, resize), backend="onnxruntime", precision="fp32")
+    got = np.array([r["score"] for r in s.score_many(images)])
+    ref = torch_scores(images, s.prep)
+    assert np.abs(got - ref).max() <= PARITY_TOL
+    assert np.ptp(ref) > 1e-3  # the images really score differently, so a mix-up would show
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
+def test_patches_of_many_images_share_batches_without_mixing(patches_bundle, images, batch_size):
+    from runtime import Scorer
+
+    alone = [Scorer.load(patches_bundle, batch_size=1).score(p)["score"] for p in images]
+    s = Scorer.load(patches_bundle, batch_size=batch_size)
+    calls = []
+    run = s.backend.run
+    s.backend.run = lambda x: calls.append(len(x)) or run(x)
+    recs = s.score_many(images)
+    assert [r["image"] for r in recs] == images
+    np.testing.assert_allclose([r["score"] for r in recs], alone, atol=1e-6)
+    total = sum(r["patches"] for r in recs)
+    assert sum(calls) == total and max(calls) <= batch_size
+    assert len(calls) == -(-total // batch_size)  # full batches across image boundaries, one partial at the end
+
+
+def test_record_fields_and_details(patches_bundle, images):
+    from runtime import Scorer
+
+    rec = Scorer.load(patches_bundle).score(images[2], details=True)
+    assert set(rec) >= {"image", "score", "patches", "width", "height", "patch_scores", "patch_positions", "geometry"}
+    assert (rec["width"], rec["height"]) == (300, 110)
+    assert rec["patches"] == len(rec["patch_scores"]) == len(rec["patch_positions"]) > 1
+    assert rec["score"] == pytest.approx(float(np.mean(rec["patch_scores"])), abs=1e-6)
+
+
+def test_score_accepts_arrays_pil_and_bytes(square_bundle, images):
+    from runtime import Scorer
+
+    s = Scorer.load(square_bundle)
+    ref = s.score(images[0])["score"]
+    pil = Image.open(images[0])
+    assert s.score(np.asarray(pil.convert("RGB")))["score"] == ref
+    assert s.score(pil)["score"] == ref
+    assert s.score(open(images[0], "rb").read())["score"] == ref
+    with pytest.raises(ValueError, match="uint8"):
+        s.score(np.zeros((8, 8, 3), np.float32))
+
+
+def test_score_raises_image_error_and_score_many_records_it(square_bundle, tmp_path, images):
+    from runtime import ImageError, Scorer
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    s = Scorer.load(square_bundle)
+    with pytest.raises(ImageError, match="bad.jpg: not a recognised image format"):
+        s.score(str(bad))
+    recs = s.score_many([images[0], str(bad), images[1]])
+    assert recs[1] == {"image": str(bad), "error": "not a recognised image format"}
+    assert "score" in recs[0] and "score" in recs[2]
+
+
+def test_awkward_inputs_score_exactly_as_plain_rgb(square_bundle, patches_bundle, tmp_path):
+    from runtime import Scorer
+
+    cases = awkward_inputs(str(tmp_path))
+    assert len(cases) >= 14
+    for bundle in (square_bundle, patches_bundle):
+        s = Scorer.load(bundle)
+        recs = s.score_many([p for p, _ in cases.values()])
+        for (name, (path, expected)), rec in zip(cases.items(), recs):
+            assert "error" not in rec, (name, rec)
+            assert rec["score"] == s.score(expected)["score"], name  # bit-identical input -> identical score
+            assert (rec["height"], rec["width"]) == expected.shape[:2], name
+
+
+def test_broken_inputs_get_one_clear_error_each_and_the_rest_is_scored(square_bundle, tmp_path, images):
+    from runtime import Scorer
+
+    cases = broken_inputs(str(tmp_path))
+    good = images[:2]
+    paths = [good[0]] + [p for p, _ in cases.values()] + [good[1]]
+    s = Scorer.load(square_bundle)
+    recs = s.score_many(paths)
+    assert [r["image"] for r in recs] == paths
+    assert recs[0]["score"] == s.score(good[0])["score"] and recs[-1]["score"] == s.score(good[1])["score"]
+    for (name, (path, words)), rec in zip(cases.items(), recs[1:-1]):
+        assert set(rec) == {"image", "error"}, name
+        assert words in rec["error"] and rec["error"] and "\n" not in rec["error"], (name, rec["error"])
+
+
+def test_too_elongated_for_patches_is_a_clear_error(patches_bundle, tmp_path):
+    from runtime import Scorer
+    from runtime.preprocess import MAX_PATCHES
+
+    p = tmp_path / "strip.png"
+    Image.new("RGB", (4000, 1), (1, 2, 3)).save(p)
+    rec = Scorer.load(patches_bundle).score_many([str(p)])[0]
+    assert "too elongated" in rec["error"] and str(MAX_PATCHES) in rec["error"]
+
+
+def test_permission_denied_is_reported(monkeypatch, tmp_path, square_bundle):
+    from PIL import Image as PILImage
+    from runtime import Scorer
+
+    p = tmp_path / "locked.png"
+    textured(20, 20).save(p)
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr(PILImage, "open", denied)
+    rec = Scorer.load(square_bundle).score_many([str(p)])[0]
+    assert rec == {"image": str(p), "error": "permission denied"}
+
+
+def test_int8_precision_uses_the_manifests_onnxruntime_file(square_bundle, images):
+    from runtime import Scorer
+
+    s8 = Scorer.load(square_bundle, backend="onnxruntime", precision="int8")
+    assert os.path.basename(s8.backend.file) == "model.int8.onnx"
+    s32 = Scorer.load(square_bundle, backend="onnxruntime", precision="fp32")
+    a = np.array([r["score"] for r in s8.score_many(images)])
+    b = np.array([r["score"] for r in s32.score_many(images)])
+    assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.05  # a different, quantized model, close to fp32
+
+
+def test_missing_precision_and_unknown_backend_are_clear(square_bundle):
+    from runtime import BackendError, Scorer
+
+    with pytest.raises(BackendError, match="no fp16 model in this bundle"):
+        Scorer.load(square_bundle, backend="onnxruntime", precision="fp16")
+    with pytest.raises(BackendError, match="unknown backend"):
+        Scorer.load(square_bundle, backend="openvino")
+
+
+def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle):
+    from runtime import Scorer
+
+    s = Scorer.load(square_bundle, backend="auto")
+    assert s.backend.name == "onnxruntime" and s.backend.device == "cpu"
+    assert any(n.startswith("tensorrt:") for n in s.backend.notes)
+
+
+def test_default_bundle_is_a_clear_error_until_installed_and_env_overrides(monkeypatch, square_bundle, images):
+    from runtime import BundleError, Scorer
+    from runtime import defaults
+
+    monkeypatch.delenv(defaults.ENV_VAR, raising=False)
+    monkeypatch.setattr(defaults, "PACKAGE_BUNDLE", "/nonexistent/default_bundle")
+    with pytest.raises(BundleError, match="no default model is installed"):
+        Scorer.load()
+    monkeypatch.setenv(defaults.ENV_VAR, square_bundle)
+    assert Scorer.load().score(images[0])["score"] == Scorer.load(square_bundle).score(images[0])["score"]
+
+
+def test_heatmap_png_is_written_per_image(patches_bundle, tmp_path, images):
+    from runtime import Scorer
+
+    out = tmp_path / "maps"
+    recs = Scorer.load(patches_bundle).score_many(images[:3] + [images[0]], heatmap_dir=str(out))
+    names = sorted(os.listdir(out))
+    assert names == ["img0-1.heatmap.png", "img0.heatmap.png", "img1.heatmap.png", "img2.heatmap.png"]
+    assert all(os.path.isfile(r["heatmap"]) for r in recs)
+    png = Image.open(recs[2]["heatmap"])
+    assert png.format == "PNG" and png.width > 300 and png.height > 200
+    assert not any(n.startswith(".tmp") for n in names)
+
+
+def test_score_map_averages_overlapping_patches():
+    from runtime.heatmap import CELL, score_map
+
+    m = score_map((64, 96), [(0, 0), (0, 32)], 64, [0.2, 0.6])
+    assert m.shape == (64 // CELL, 96 // CELL)
+    assert m[0, 0] == pytest.approx(0.2) and m[0, -1] == pytest.approx(0.6) and m[0, 5] == pytest.approx(0.4)
+
+
+def test_manifest_is_the_only_thing_read(square_bundle, tmp_path):
+    """A bundle copied elsewhere (no training files around) scores the same."""
+    import shutil
+    from runtime import Scorer
+
+    copy = tmp_path / "copy"
+    shutil.copytree(square_bundle, copy)
+    img = tmp_path / "x.png"
+    textured(50, 40).save(img)
+    assert Scorer.load(str(copy)).score(str(img))["score"] == Scorer.load(square_bundle).score(str(img))["score"]
+    assert json.load(open(copy / "manifest.json"))["format"] == "icrt-bundle/1"
