@@ -95,7 +95,7 @@ def cmd_score(args) -> int:
     bar = None
     if len(paths) >= PROGRESS_MIN_FILES and (sys.stderr.isatty() or os.environ.get("ICRT_PROGRESS") == "1"):
         from tqdm import tqdm
-        bar = tqdm(total=len(paths), unit="image", file=sys.stderr, desc="scoring", leave=False)
+        bar = tqdm(total=len(paths), unit="image", file=sys.stderr, desc="scoring", leave=True)
 
     def progress(rec):
         if "error" in rec:

@@ -28,11 +28,12 @@ def list_folder(folder: str, recursive: bool = False) -> list[str]:
 def collect(args, recursive: bool = False) -> list[str]:
     """Files as given (any extension), folders listed, globs expanded; duplicates dropped, order kept.
 
-    A path that does not exist is kept, so that it gets its own error line."""
+    A path that does not exist is kept, so that it gets its own error line. So is a directory named like
+    an image (``photos.jpg``): most likely a mistake, reported as one; ``photos.jpg/`` scans it as a folder."""
     paths = []
     for arg in args:
         arg = os.fspath(arg)
-        if os.path.isdir(arg):
+        if os.path.isdir(arg) and not is_image_name(arg):
             paths.extend(list_folder(arg, recursive))
         elif not os.path.lexists(arg) and glob.has_magic(arg):
             matches = sorted(glob.glob(arg, recursive=recursive))

@@ -186,6 +186,7 @@ def broken_inputs(folder) -> dict:
     import io
     import os
 
+    os.makedirs(folder, exist_ok=True)
     out = {}
     base = textured(80, 60, seed=1)
 

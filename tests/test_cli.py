@@ -1,0 +1,170 @@
+"""`icrt score` / `icrt info`: formats, exit codes, inputs, atomic output."""
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runtime.cli import main
+from runtime_fixtures import broken_inputs, cached_bundle, textured
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    return cached_bundle(tmp_path_factory, "square")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    for i in range(3):
+        textured(60 + 10 * i, 50, seed=i, level=i / 3).save(d / f"a{i}.png")
+    textured(70, 70, seed=7).save(d / "sub" / "deep.jpg")
+    (d / "notes.txt").write_text("not an image, and not named like one")
+    return d
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_format_lists_objects_with_image_and_score(capsys, bundle, folder):
+    code, out, err = run(capsys, "score", folder, "-m", bundle, "--format", "json")
+    recs = json.loads(out)
+    assert code == 0 and err == ""
+    assert [os.path.basename(r["image"]) for r in recs] == ["a0.png", "a1.png", "a2.png"]  # not recursive, no .txt
+    assert all(isinstance(r["score"], float) and 0 <= r["score"] <= 1 and r["patches"] == 1 for r in recs)
+
+
+def test_recursive_and_globs(capsys, bundle, folder):
+    code, out, _ = run(capsys, "score", folder, "-m", bundle, "--format", "jsonl", "--recursive")
+    assert code == 0 and [os.path.basename(json.loads(l)["image"]) for l in out.splitlines()] == \
+        ["a0.png", "a1.png", "a2.png", "deep.jpg"]
+    code, out, _ = run(capsys, "score", f"{folder}/a[12].png", f"{folder}/**/*.jpg", "-m", bundle, "--format", "jsonl",
+                       "--recursive")
+    assert code == 0 and [os.path.basename(json.loads(l)["image"]) for l in out.splitlines()] == \
+        ["a1.png", "a2.png", "deep.jpg"]
+
+
+def test_formats_agree(capsys, bundle, folder):
+    outs = {f: run(capsys, "score", folder, "-m", bundle, "--format", f)[1] for f in ("table", "json", "jsonl", "csv")}
+    scores = [r["score"] for r in json.loads(outs["json"])]
+    assert [json.loads(l)["score"] for l in outs["jsonl"].splitlines()] == scores
+    rows = list(csv.DictReader(io.StringIO(outs["csv"])))
+    assert list(rows[0]) == ["image", "score", "patches", "width", "height", "error"]
+    assert [float(r["score"]) for r in rows] == pytest.approx(scores, abs=1e-6)
+    lines = outs["table"].splitlines()
+    assert lines[0].split() == ["image", "score", "patches", "size"] and len(lines) == 4
+    assert [float(l.split()[1]) for l in lines[1:]] == pytest.approx(scores, abs=1e-4)
+    assert lines[1].split()[-1] == "60x50"
+
+
+def test_partial_failure_exit_1_one_line_per_bad_file_rest_written(capsys, bundle, folder, tmp_path):
+    broken = broken_inputs(str(tmp_path / "broken"))
+    out_file = tmp_path / "out" / "scores.json"
+    code, out, err = run(capsys, "score", folder / "a0.png", *[p for p, _ in broken.values()], folder / "a1.png",
+                         "-m", bundle, "--format", "json", "-o", out_file)
+    assert code == 1 and out == ""
+    recs = json.loads(out_file.read_text())
+    assert len(recs) == len(broken) + 2 and "score" in recs[0] and "score" in recs[-1]
+    err_lines = err.strip().splitlines()
+    assert len(err_lines) == len(broken) + 1  # one per bad file, then the summary
+    for (path, words), line, rec in zip(broken.values(), err_lines, recs[1:-1]):
+        assert line == f"icrt: {path}: {rec['error']}" and words in line
+    assert err_lines[-1] == f"icrt: {len(broken)} of {len(broken) + 2} file(s) could not be scored"
+
+
+def test_csv_and_table_carry_errors(capsys, bundle, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    code, out, _ = run(capsys, "score", bad, "-m", bundle, "--format", "csv")
+    row = next(csv.DictReader(io.StringIO(out)))
+    assert code == 1 and row["score"] == "" and row["error"] == "empty file (0 bytes)"
+    code, out, _ = run(capsys, "score", bad, "-m", bundle)
+    assert code == 1 and "error" in out.splitlines()[1] and "empty file" in out
+
+
+def test_usage_and_model_errors_exit_2(capsys, bundle, folder, tmp_path, monkeypatch):
+    from runtime import defaults
+
+    with pytest.raises(SystemExit) as e:
+        main(["score", "x.png", "--format", "xml"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["score", "x.png", "--batch-size", "0"])
+    assert e.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+    code, _, err = run(capsys, "score", folder, "-m", tmp_path / "nowhere")
+    assert code == 2 and err.startswith("icrt: error:") and "not a model bundle" in err
+    code, _, err = run(capsys, "score", folder, "-m", bundle, "--precision", "fp16")
+    assert code == 2 and "no fp16 model in this bundle" in err
+    code, _, err = run(capsys, "score", tmp_path / "empty-dir-that-is-missing", "-m", bundle)
+    assert code == 1  # a missing file is a per-file error, not a usage error
+    (tmp_path / "void").mkdir()
+    code, _, err = run(capsys, "score", tmp_path / "void", "-m", bundle)
+    assert code == 2 and "no images found" in err
+    monkeypatch.delenv(defaults.ENV_VAR, raising=False)
+    monkeypatch.setattr(defaults, "PACKAGE_BUNDLE", str(tmp_path / "none"))
+    code, _, err = run(capsys, "score", folder)
+    assert code == 2 and "no default model is installed" in err and "-m BUNDLE" in err
+
+
+def test_output_file_is_atomic_and_old_file_survives_a_failed_write(capsys, bundle, folder, tmp_path, monkeypatch):
+    out_file = tmp_path / "scores.csv"
+    out_file.write_text("old contents\n")
+    import runtime.files as files
+
+    real_replace = os.replace
+    monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        main(["score", str(folder), "-m", bundle, "--format", "csv", "-o", str(out_file)])
+    assert out_file.read_text() == "old contents\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []  # no half-written leftovers
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    capsys.readouterr()
+    assert run(capsys, "score", folder, "-m", bundle, "--format", "csv", "-o", out_file)[0] == 0
+    assert out_file.read_text().startswith("image,score,")
+
+
+def test_heatmap_option(capsys, tmp_path_factory, folder, tmp_path):
+    patches = cached_bundle(tmp_path_factory, "patches")
+    code, out, _ = run(capsys, "score", folder, "-m", patches, "--heatmap", tmp_path / "hm", "--format", "json")
+    recs = json.loads(out)
+    assert code == 0 and sorted(os.listdir(tmp_path / "hm")) == ["a0.heatmap.png", "a1.heatmap.png", "a2.heatmap.png"]
+    assert all(r["heatmap"].endswith(".heatmap.png") and r["patches"] > 1 for r in recs)
+
+
+def test_progress_bar_on_stderr_for_many_files(capsys, bundle, tmp_path, monkeypatch):
+    for i in range(12):
+        textured(40, 40, seed=i).save(tmp_path / f"p{i:02d}.png")
+    monkeypatch.setenv("ICRT_PROGRESS", "1")
+    code, out, err = run(capsys, "score", tmp_path, "-m", bundle, "--format", "jsonl")
+    assert code == 0 and len(out.splitlines()) == 12
+    assert "scoring" in err and "12/12" in err
+
+
+def test_info_shows_model_card(capsys, tmp_path_factory):
+    code, out, _ = run(capsys, "info", cached_bundle(tmp_path_factory, "patches"))
+    assert code == 0
+    for words in ("tiny-d2s-patches  (d2s)", "64x64 patches, stride 32, pooled by mean, long side capped at 256",
+                  "fp32  onnxruntime: model.onnx", "TensorRT 10.3.0, sm 8.7", "training data: none"):
+        assert words in out
+    code, out, _ = run(capsys, "info", cached_bundle(tmp_path_factory, "square"), "--json")
+    assert code == 0 and json.loads(out)["files"]["int8"]["onnxruntime"] == "model.int8.onnx"
+
+
+def test_entry_point_subprocess_exit_codes(bundle, folder, tmp_path):
+    """The real process: stdout has the records, stderr the error line, exit code 1."""
+    bad = tmp_path / "x.jpg"
+    bad.write_bytes(b"GIF89a-truncated")
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", str(folder / "a0.png"), str(bad), "-m", bundle,
+                        "--format", "jsonl"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert len(r.stdout.splitlines()) == 2 and str(bad) in r.stderr.splitlines()[0]
+    r = subprocess.run([sys.executable, "-m", "runtime.cli"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "score" in r.stdout
