@@ -1,0 +1,65 @@
+"""Calibration inputs: images through the runtime's own preprocessing, as onnxruntime.quantization reads them.
+
+Patch models contribute every patch of every calibration image, exactly what the runtime feeds the model.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from runtime.preprocess import Preprocessing, load_rgb, to_model_input
+
+
+def model_inputs(paths, prep: Preprocessing) -> Iterator[tuple[int, np.ndarray]]:
+    """(image index, N x 3 x S x S float32) per image."""
+    for i, p in enumerate(paths):
+        x, _ = to_model_input(load_rgb(p), prep)
+        yield i, x
+
+
+def batches(paths, prep: Preprocessing, batch_size: int = 16) -> Iterator[np.ndarray]:
+    """Model inputs of all images, regrouped into batches of at most ``batch_size``."""
+    pending, n = [], 0
+    for _, x in model_inputs(paths, prep):
+        pending.append(x)
+        n += len(x)
+        while n >= batch_size:
+            allx = np.concatenate(pending)
+            yield allx[:batch_size]
+            rest = allx[batch_size:]
+            pending, n = ([rest] if len(rest) else []), len(rest)
+    if n:
+        yield np.concatenate(pending)
+
+
+def load_inputs(paths, prep: Preprocessing) -> np.ndarray:
+    """All calibration inputs in memory (calibration sets are small: a few hundred images)."""
+    return np.concatenate([x for _, x in model_inputs(paths, prep)])
+
+
+try:
+    from onnxruntime.quantization import CalibrationDataReader
+except ImportError:  # pragma: no cover - onnxruntime is a runtime dependency
+    CalibrationDataReader = object
+
+
+class PreprocessedImageReader(CalibrationDataReader):
+    """onnxruntime.quantization data reader over preprocessed calibration inputs (held in memory, rewindable)."""
+
+    def __init__(self, inputs: np.ndarray, input_name: str = "image", batch_size: int = 16):
+        self.inputs, self.input_name, self.batch_size = inputs, input_name, max(1, int(batch_size))
+        self._pos = 0
+
+    def get_next(self):
+        if self._pos >= len(self.inputs):
+            return None
+        x = self.inputs[self._pos : self._pos + self.batch_size]
+        self._pos += len(x)
+        return {self.input_name: np.ascontiguousarray(x, np.float32)}
+
+    def rewind(self):
+        self._pos = 0
+
+    def __len__(self):
+        return len(self.inputs)

@@ -1,0 +1,402 @@
+"""Export: folding, fp32 / fp16 / int8 ONNX agreement, bundle manifest, checkpoint errors, TensorRT pure parts.
+
+Models are tiny and random; their final layer is scaled up so that scores spread over (0, 1) and rank
+agreement (SRCC) between precisions means something.
+"""
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from calibration.images import read_images
+from export import ExportError, ParityError, export_checkpoint
+from export import tensorrt as trtmod
+from export.core import check_set_from_images, generated_images, run_onnx, run_torch
+from export.fold import LevelScorer, count_parameters, fold_for_export, fold_level_scorer
+from runtime.manifest import load_manifest
+from runtime.preprocess import Preprocessing
+from train.checkpoint import FORMAT, atomic_torch_save
+from train.models import MODELS
+from train.models.d2s import D2S, D2SConfig
+
+TINY = {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "head_hidden": 32, "head_dropout": 0.0}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Stated tolerances on generated images / the fixture images (random tiny models).
+FP16_MAX_DIFF, FP16_SRCC = 5e-3, 0.99
+INT8_MAX_DIFF, INT8_SRCC = 0.1, 0.9
+
+
+# --- a tiny CM-SSA-like model (the real CM-SSA is a later issue) ---------------------------------------------
+
+
+@dataclass
+class TinyCMSSAConfig:
+    clip_config: str = ""  # an OpenCLIP config JSON
+    n_visual_prompts: int = 2
+    n_text_ctx: int = 2
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+class PromptedViT(nn.Module):
+    """OpenCLIP ViT with VPT-deep visual prompts: fresh learned tokens after the class token in every layer."""
+
+    def __init__(self, visual, prompts: nn.Parameter):
+        super().__init__()
+        self.visual, self.prompts = visual, prompts
+
+    def forward(self, x):
+        v, n = self.visual, self.prompts.shape[1]
+        x = v._embeds(x)
+        for i, blk in enumerate(v.transformer.resblocks):
+            p = self.prompts[i].unsqueeze(0).expand(x.shape[0], -1, -1)
+            x = blk(torch.cat([x[:, :1], p, x[:, 1 + (n if i else 0):]], dim=1))
+        pooled, _ = v._pool(torch.cat([x[:, :1], x[:, 1 + n:]], dim=1))
+        return pooled @ v.proj
+
+
+class TinyCMSSA(nn.Module):
+    """Prompted image encoder against the text features of five level prompts with a learned context."""
+
+    LEVELS = ["very simple", "simple", "moderately complex", "complex", "very complex"]
+
+    def __init__(self, cfg: TinyCMSSAConfig, load_pretrained: bool = False):
+        super().__init__()
+        import open_clip
+
+        from train.text import resolve_openclip_name
+
+        name = resolve_openclip_name(cfg.clip_config)
+        self.clip = open_clip.create_model(name, pretrained=None)
+        vt = self.clip.visual.transformer
+        self.visual_prompts = nn.Parameter(0.02 * torch.randn(len(vt.resblocks), cfg.n_visual_prompts, vt.width))
+        self.text_ctx = nn.Parameter(0.02 * torch.randn(cfg.n_text_ctx, self.clip.token_embedding.weight.shape[1]))
+        ctx = " ".join(["X"] * cfg.n_text_ctx)
+        tokens = open_clip.get_tokenizer(name)([f"{ctx} {lv} image." for lv in self.LEVELS])
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.encoder = PromptedViT(self.clip.visual, self.visual_prompts)
+
+    def level_text_features(self):
+        c, n = self.clip, self.text_ctx.shape[0]
+        x = c.token_embedding(self.tokens)
+        x = torch.cat([x[:, :1], self.text_ctx.unsqueeze(0).expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+        x = c.ln_final(c.transformer(x + c.positional_embedding, attn_mask=c.attn_mask))
+        return x[torch.arange(x.shape[0]), self.tokens.argmax(dim=-1)] @ c.text_projection
+
+    def forward(self, x):  # the training-time graph: text tower run every time
+        f = self.encoder(x)
+        t = self.level_text_features()
+        f, t = f / f.norm(dim=-1, keepdim=True), t / t.norm(dim=-1, keepdim=True)
+        probs = (self.clip.logit_scale.exp() * f @ t.t()).softmax(dim=-1)
+        return probs @ torch.linspace(0, 1, len(self.LEVELS))
+
+    def fold_for_export(self):
+        with torch.no_grad():
+            return fold_level_scorer(self.encoder, self.level_text_features(), self.clip.logit_scale.exp())
+
+
+# --- helpers -------------------------------------------------------------------------------------------------
+
+
+def _spread(model, images, prep, target=(0.2, 0.8)):
+    """Scale the final linear layer so that scores on ``images`` spread over ``target``."""
+    x = check_set_from_images(images, prep).inputs
+    s = run_torch(model, x)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    logit = np.log(s / (1 - s))
+    k = (np.log(target[1] / (1 - target[1])) - np.log(target[0] / (1 - target[0]))) / max(np.ptp(logit), 1e-6)
+    with torch.no_grad():
+        last.weight.mul_(float(k))
+        last.bias.sub_(float(logit.mean())).mul_(float(k))  # new logit = k * (old logit - mean)
+    return model
+
+
+def _d2s_checkpoint(path, seed=0):
+    torch.manual_seed(seed)
+    prep = Preprocessing(resize="square", size=64)
+    m = _spread(D2S(D2SConfig(**TINY), load_pretrained=False).eval(), generated_images(), prep)
+    atomic_torch_save({"format": FORMAT, "kind": "d2s", "config": TINY, "preprocessing": prep.to_dict(),
+                       "model": m.state_dict(), "projection": {"weight": torch.zeros(16, 512)},
+                       "val_metrics": {"srcc": 0.5}, "score": {"range": [0.0, 1.0], "meaning": "higher = more complex"}},
+                      str(path))
+    return m
+
+
+@pytest.fixture
+def tiny_cmssa_kind(monkeypatch):
+    monkeypatch.setitem(MODELS, "tinycmssa", (TinyCMSSA, TinyCMSSAConfig))
+    return "tinycmssa"
+
+
+def _cmssa_checkpoint(path, clip_config, seed=0):
+    torch.manual_seed(seed)
+    cfg = TinyCMSSAConfig(clip_config)
+    m = TinyCMSSA(cfg).eval()
+    with torch.no_grad():  # a sharper text matrix, so level probabilities (and scores) spread out
+        m.clip.logit_scale.fill_(np.log(100.0))
+    prep = Preprocessing(resize="patches", size=32, stride=16, mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))
+    atomic_torch_save({"format": FORMAT, "kind": "tinycmssa", "config": cfg.to_dict(), "preprocessing": prep.to_dict(),
+                       "model": m.state_dict()}, str(path))
+    return m
+
+
+# --- folding -------------------------------------------------------------------------------------------------
+
+
+def test_cmssa_folding_matches_unfolded_and_drops_the_text_tower(tiny_clip_config):
+    torch.manual_seed(0)
+    m = TinyCMSSA(TinyCMSSAConfig(tiny_clip_config)).eval()
+    folded = fold_for_export(m, "tinycmssa")
+    assert isinstance(folded, LevelScorer)
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        score, levels = folded(x)
+        torch.testing.assert_close(score, m(x), atol=1e-6, rtol=0)
+    assert levels.shape == (5, 5) and torch.allclose(levels.sum(-1), torch.ones(5))
+    # folded image path = the ViT (with its prompts) alone; the text matrix is one constant
+    visual = count_parameters(m.clip.visual) + m.visual_prompts.numel()
+    assert count_parameters(folded) == visual < count_parameters(m)
+    assert folded.text_matrix.shape == (5, 32)
+    # the learned text context no longer matters: it is folded into the constant matrix
+    with torch.no_grad():
+        m.text_ctx.add_(1.0)
+        torch.testing.assert_close(folded(x)[0], score)
+
+
+def test_d2s_folding_keeps_the_inference_module():
+    m = D2S(D2SConfig(**TINY), load_pretrained=False).eval()
+    assert fold_for_export(m, "d2s") is m
+
+
+def test_unknown_kind_without_fold_hook_is_a_clear_error():
+    with pytest.raises(ValueError, match="no folding for model kind 'mystery'"):
+        fold_for_export(nn.Linear(2, 2), "mystery")
+
+
+# --- D2S bundle: fp32 / fp16 / int8 ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def d2s_bundle(tmp_path_factory):
+    """One tiny D2S export with every precision, calibrated on the train part, checked on the held-out part."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from conftest import make_images
+
+    root = tmp_path_factory.mktemp("d2s")
+    rows = make_images(root, 40, categories=("a", "b"))
+    csv = root / "labels.csv"
+    csv.write_text("image,score,category\n" + "".join(f"{r},{s},{c}\n" for r, s, c in rows))
+    ckpt = root / "checkpoint.pt"
+    _d2s_checkpoint(ckpt)
+    out = root / "bundle"
+    man = export_checkpoint(str(ckpt), str(out), fp16=True, int8=True, calib_data=str(csv), calib_split="train",
+                            check_data=str(csv), check_split="val", log=lambda *_: None)
+    return man, out, csv, ckpt
+
+
+def test_d2s_bundle_manifest_round_trip_and_files(d2s_bundle):
+    man, out, _, _ = d2s_bundle
+    back = load_manifest(str(out))
+    assert back.to_dict() == man.to_dict()
+    assert back.kind == "d2s" and back.name == "d2s-resnet10t" and back.level_output is None
+    assert back.precisions() == ["fp32", "fp16", "int8"]
+    assert back.files["int8"] == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
+    for prec in back.precisions():
+        for backend in ("onnxruntime", "tensorrt"):
+            assert os.path.isfile(back.file_for(prec, backend))
+    assert back.opset >= 17 and back.preprocessing.size == 64
+    assert {"torch", "onnx", "onnxruntime"} <= set(back.versions)
+    assert os.path.isfile(out / "export-report.json")
+    params = back.model_card["parameters"]
+    assert params["before_folding"] - params["after_folding"] == 16 * 512  # the projection is dropped
+
+
+def test_d2s_fp32_parity_and_dynamic_batch(d2s_bundle):
+    man, out, _, ckpt = d2s_bundle
+    assert man.parity["fp32"]["input_max_abs_diff"] <= 1e-4 and man.parity["fp32"]["passed"]
+    from train.checkpoint import model_from_checkpoint
+
+    model = model_from_checkpoint(str(ckpt))
+    for n in (1, 3, 7):
+        x = check_set_from_images(generated_images(n, seed=n), man.preprocessing).inputs
+        assert np.abs(run_onnx(str(out / "model.onnx"), x) - run_torch(model, x)).max() <= 1e-4
+
+
+def test_d2s_fp16_graph_is_fp16_with_sensitive_ops_in_fp32(d2s_bundle):
+    man, out, _, _ = d2s_bundle
+    m = onnx.load(str(out / "model.fp16.onnx"))
+    f16 = onnx.TensorProto.FLOAT16
+    assert sum(i.data_type == f16 for i in m.graph.initializer) > 10  # conv weights are fp16
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in [*m.graph.input, *m.graph.output])
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*m.graph.value_info, *m.graph.input, *m.graph.output]}
+    types.update({i.name: i.data_type for i in m.graph.initializer})
+    for n in m.graph.node:
+        if n.op_type in ("Softmax", "ReduceMean", "Sigmoid"):
+            assert types.get(n.input[0]) == onnx.TensorProto.FLOAT, n.name
+    p = man.parity["fp16"]
+    assert p["max_abs_diff"] <= FP16_MAX_DIFF and p["srcc"] >= FP16_SRCC
+    # agreement on generated images too
+    x = check_set_from_images(generated_images(), man.preprocessing).inputs
+    a, b = run_onnx(str(out / "model.onnx"), x), run_onnx(str(out / "model.fp16.onnx"), x)
+    assert np.abs(a - b).max() <= FP16_MAX_DIFF and np.ptp(a) > 0.5
+
+
+def test_d2s_int8_forms_and_agreement(d2s_bundle):
+    man, out, csv, _ = d2s_bundle
+    ort_form, trt_form = onnx.load(str(out / "model.int8.onnx")), onnx.load(str(out / "model.int8.qdq.onnx"))
+    inits = lambda m: {i.name: i for i in m.graph.initializer}
+
+    def zero_point_types(m):
+        zp = [n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+        return {inits(m)[z].data_type for z in zp}
+
+    assert zero_point_types(ort_form) == {onnx.TensorProto.UINT8}
+    assert zero_point_types(trt_form) == {onnx.TensorProto.INT8}
+    zps = [onnx.numpy_helper.to_array(inits(trt_form)[n.input[2]]) for n in trt_form.graph.node
+           if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
+    assert all((z == 0).all() for z in zps)  # symmetric
+    assert not any(inits(trt_form).get(n.input[0]) is not None and inits(trt_form)[n.input[0]].data_type == onnx.TensorProto.INT32
+                   for n in trt_form.graph.node if n.op_type == "DequantizeLinear")  # no int32 bias for TensorRT
+    per_channel = [n for n in ort_form.graph.node if n.op_type == "DequantizeLinear"
+                   and inits(ort_form).get(n.input[1]) is not None and inits(ort_form)[n.input[1]].dims not in ([], [1])]
+    assert per_channel  # per-channel weight scales
+    assert any(n.op_type == "Conv" for n in ort_form.graph.node)
+    p = man.parity["int8"]
+    assert p["max_abs_diff"] <= INT8_MAX_DIFF and p["srcc"] >= INT8_SRCC
+    assert p["tensorrt_form"]["max_abs_diff"] <= INT8_MAX_DIFF and p["tensorrt_form"]["srcc"] >= INT8_SRCC
+    # calibrated on the train part only; checked on the held-out part (train.data's split)
+    train = read_images(str(csv), "train")
+    val = read_images(str(csv), "val")
+    assert man.calibration["images"] == len(train) and man.calibration["split"] == "train"
+    assert man.parity["check_data"]["images"] == len(val)
+    assert {"label_srcc", "label_plcc"} <= set(p) and "label_srcc_drop" in p
+
+
+# --- CM-SSA-like bundle (patches, two outputs) -----------------------------------------------------------------
+
+
+def test_cmssa_like_export_all_precisions(tmp_path, tiny_clip_config, tiny_cmssa_kind, labels_csv):
+    ckpt = tmp_path / "cm.pt"
+    m = _cmssa_checkpoint(ckpt, tiny_clip_config)
+    man = export_checkpoint(str(ckpt), str(tmp_path / "b"), fp16=True, int8=True, calib_data=labels_csv,
+                            calib_images=12, log=lambda *_: None)
+    assert man.level_output == "levels" and man.preprocessing.resize == "patches"
+    assert man.parity["check_data"]["inputs"] == 4 * man.parity["check_data"]["images"]  # 48 px -> 2x2 patches of 32
+    assert man.parity["fp32"]["input_max_abs_diff"] <= 1e-4
+    params = man.model_card["parameters"]
+    assert params["after_folding"] == count_parameters(m.clip.visual) + m.visual_prompts.numel() < params["before_folding"]
+    # folded == unfolded through the export (the report compares the training-time graph)
+    import json
+
+    rep = json.loads((tmp_path / "b" / "export-report.json").read_text())
+    assert rep["fold_max_abs_diff"] <= 1e-5
+    # the level probabilities are a second output in every file
+    x = check_set_from_images(generated_images(6), man.preprocessing).inputs
+    import onnxruntime as ort
+
+    for prec in man.precisions():
+        sess = ort.InferenceSession(man.file_for(prec), providers=["CPUExecutionProvider"])
+        score, levels = sess.run(["score", "levels"], {"image": x})
+        assert levels.shape == (len(x), 5) and np.allclose(levels.sum(-1), 1, atol=1e-2)
+        assert np.allclose(score, levels @ np.linspace(0, 1, 5), atol=1e-2)
+    # transformer: LayerNorm / Softmax / GELU (Erf) stay unquantized in both int8 forms
+    for name in ("model.int8.onnx", "model.int8.qdq.onnx"):
+        g = onnx.load(str(tmp_path / "b" / name)).graph
+        producers = {o: n for n in g.node for o in n.output}
+        for n in g.node:
+            if n.op_type in ("LayerNormalization", "Softmax", "Erf"):
+                src = producers.get(n.input[0])
+                assert src is None or src.op_type != "DequantizeLinear", (name, n.name)
+    fp16 = onnx.load(str(tmp_path / "b" / "model.fp16.onnx"))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in fp16.graph.initializer)
+    # stated tolerances vs fp32 on generated images
+    a = run_onnx(man.file_for("fp32"), x)
+    assert np.abs(run_onnx(man.file_for("fp16"), x) - a).max() <= FP16_MAX_DIFF
+    assert np.abs(run_onnx(man.file_for("int8"), x) - a).max() <= INT8_MAX_DIFF
+    assert np.abs(run_onnx(man.file_for("int8", "tensorrt"), x) - a).max() <= INT8_MAX_DIFF
+
+
+# --- errors ----------------------------------------------------------------------------------------------------
+
+
+def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(ExportError, match="checkpoint not found"):
+        export_checkpoint(str(tmp_path / "nope.pt"), str(tmp_path / "b"), log=lambda *_: None)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ExportError, match="not a readable checkpoint"):
+        export_checkpoint(str(bad), str(tmp_path / "b"), log=lambda *_: None)
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ExportError, match="not an icrt checkpoint"):
+        export_checkpoint(str(tmp_path / "other.pt"), str(tmp_path / "b"), log=lambda *_: None)
+    assert not (tmp_path / "b" / "manifest.json").exists()
+
+
+def test_int8_without_calibration_data_is_an_error(tmp_path):
+    with pytest.raises(ExportError, match="--int8 needs --calib-data"):
+        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True, log=lambda *_: None)
+
+
+def test_parity_failure_raises_after_writing_the_report(tmp_path):
+    _d2s_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), tolerance=-1.0, log=lambda *_: None)
+    assert load_manifest(str(tmp_path / "b")).parity["fp32"]["passed"] is False
+
+
+def test_cli_exit_codes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    r = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(tmp_path / "missing.pt"),
+                        "--out", str(tmp_path / "b")], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr
+    _d2s_checkpoint(tmp_path / "c.pt")
+    r = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(tmp_path / "c.pt"),
+                        "--out", str(tmp_path / "b")], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr
+    man = load_manifest(str(tmp_path / "b"))
+    assert man.precisions() == ["fp32"] and man.parity["check_data"]["source"] == "generated"
+
+
+# --- TensorRT: the parts that need no GPU ------------------------------------------------------------------------
+
+
+FILES = {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"},
+         "fp16": {"onnxruntime": "model.fp16.onnx", "tensorrt": "model.fp16.onnx"},
+         "int8": {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}}
+
+
+def test_tensorrt_profile_names_and_sources():
+    assert trtmod.profile_shapes(224, 6, 64) == ((1, 3, 224, 224), (6, 3, 224, 224), (64, 3, 224, 224))
+    assert trtmod.profile_shapes(224, 100, 8)[1][0] == 8  # opt never exceeds max
+    assert trtmod.engine_name("int8", "10.3.0", "87") == "engine.int8.trt10.3.0.sm87.plan"
+    # TensorRT 11: strongly typed from the typed ONNX files, no builder flags
+    assert trtmod.source_onnx("fp16", "11.4.0", FILES) == ("model.fp16.onnx", [])
+    assert trtmod.source_onnx("int8", "11.4.0", FILES) == ("model.int8.qdq.onnx", [])
+    # TensorRT 10 (JetPack 6): weak typing with builder flags; int8 from the Q/DQ model
+    assert trtmod.source_onnx("fp16", "10.3.0", FILES) == ("model.onnx", ["FP16"])
+    assert trtmod.source_onnx("int8", "10.3.0", FILES) == ("model.int8.qdq.onnx", ["INT8", "FP16"])
+    with pytest.raises(trtmod.TensorRTError, match="no int8 ONNX"):
+        trtmod.source_onnx("int8", "11.0", {"fp32": FILES["fp32"]})
+    e = trtmod.engine_entry("fp16", "engine.fp16.trt11.4.0.sm90.plan", "11.4.0", "90",
+                            trtmod.profile_shapes(224, 1, 32), "model.fp16.onnx", [])
+    assert (e["min_batch"], e["opt_batch"], e["max_batch"], e["strongly_typed"]) == (1, 1, 32, True)
+
+
+def test_trt_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    with pytest.raises(trtmod.TensorRTError, match="needs the tensorrt Python package"):
+        trtmod.require_tensorrt()
+    _d2s_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(ExportError, match="tensorrt"):
+        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), trt=True, log=lambda *_: None)
