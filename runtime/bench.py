@@ -145,7 +145,7 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
     precisions = list(precisions or manifest.precisions())
     results, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="icrt-bench-") as tmp:
-        paths = collect(images, recursive=True)[:16] if images else synthetic_images(tmp, manifest.preprocessing)
+        paths = collect([images] if isinstance(images, str) else images, recursive=True)[:16] if images else synthetic_images(tmp, manifest.preprocessing)
         if not paths:
             raise ValueError(f"no images found in {images}")
         for be in backends:

@@ -66,3 +66,45 @@ def test_broken_files_name_file_and_problem(tmp_path, content, problem):
 def test_preprocessing_round_trips_through_dict():
     prep = Preprocessing(resize="patches", size=224, stride=64, max_long_side=1024)
     assert Preprocessing.from_dict(prep.to_dict()) == prep
+
+
+@pytest.mark.parametrize("shape", [(1000, 500), (100, 150), (300, 400), (1, 1), (3, 200), (224, 224), (225, 5000)])
+def test_fitted_size_and_patch_count_predict_geometry(shape):
+    from runtime.preprocess import fitted_size, geometry, patch_count
+
+    prep = Preprocessing(resize="patches", size=224, stride=64, max_long_side=448)
+    img = np.zeros(shape + (3,), np.uint8)
+    g = geometry(img, prep)
+    assert g.shape[:2] == fitted_size(*shape, prep)
+    assert patch_count(*shape, prep) == len(to_model_input(img, prep)[1])
+
+
+def test_too_many_patches_is_an_image_error_before_any_resize():
+    from runtime.preprocess import MAX_PATCHES
+
+    with pytest.raises(ImageError, match=f"limit {MAX_PATCHES}"):
+        to_model_input(np.zeros((1, 20000, 3), np.uint8), Preprocessing(resize="patches", size=224))
+
+
+def test_corrupt_pixel_data_is_not_hidden_by_exif_handling(tmp_path):
+    """Regression: decoding must happen before EXIF transposition, whose errors are forgiven."""
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from runtime_fixtures import broken_inputs
+
+    path, _ = broken_inputs(str(tmp_path))["corrupt.png"]
+    with pytest.raises(ImageError, match="corrupt.png: truncated or corrupt image data"):
+        load_rgb(path)
+
+
+def test_bytes_and_special_files(tmp_path):
+    import os
+
+    with pytest.raises(ImageError, match="empty file"):
+        load_rgb(b"")
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageError, match="pipe.png: not a regular file"):
+        load_rgb(str(tmp_path / "pipe.png"))
+    buf = __import__("io").BytesIO()
+    Image.new("RGB", (5, 4), (1, 2, 3)).save(buf, format="PNG")
+    assert load_rgb(buf.getvalue()).shape == (4, 5, 3)

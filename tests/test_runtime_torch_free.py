@@ -47,3 +47,70 @@ def test_preprocessing_runs_without_torch(tmp_path):
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "(3, 3, 224, 224) 3"  # 300x200 -> 336x224: three patches
+
+
+# --- scoring with torch unimportable ---------------------------------------------------------------
+
+import json  # noqa: E402
+
+import pytest  # noqa: E402
+
+from runtime_fixtures import cached_bundle, textured  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    return {r: cached_bundle(tmp_path_factory, r) for r in ("square", "patches")}
+
+
+def test_scorer_and_cli_score_images_without_torch(tmp_path, bundles):
+    from runtime import Scorer
+
+    textured(150, 90, seed=2).save(tmp_path / "a.png")
+    textured(64, 64, seed=3, level=0.9).save(tmp_path / "b.jpg")
+    expected = {r: [x["score"] for x in Scorer.load(b).score_many([str(tmp_path / "a.png"), str(tmp_path / "b.jpg")])]
+                for r, b in bundles.items()}
+    r = run_without_torch(f"""
+        import json
+        from runtime import Scorer
+        from runtime.cli import main
+        out = {{}}
+        for name, bundle in {bundles!r}.items():
+            s = Scorer.load(bundle, precision="fp32")
+            out[name] = [x["score"] for x in s.score_many([{str(tmp_path / 'a.png')!r}, {str(tmp_path / 'b.jpg')!r}])]
+        s = Scorer.load({bundles['square']!r}, precision="int8")
+        out["int8"] = s.score({str(tmp_path / 'a.png')!r})["score"]
+        code = main(["score", {str(tmp_path)!r}, "-m", {bundles['patches']!r}, "--format", "json",
+                     "-o", {str(tmp_path / 'out.json')!r}, "--heatmap", {str(tmp_path / 'maps')!r}])
+        out["cli_code"] = code
+        out["torch_loaded"] = any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+        print(json.dumps(out))
+    """)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["square"] == expected["square"] and got["patches"] == expected["patches"]
+    assert 0 <= got["int8"] <= 1 and got["cli_code"] == 0 and got["torch_loaded"] is False
+    recs = json.loads((tmp_path / "out.json").read_text())
+    assert [x["score"] for x in recs] == expected["patches"] and len(list((tmp_path / "maps").iterdir())) == 2
+
+
+def test_cli_starts_light():
+    """`icrt` start-up loads no numpy/onnxruntime; one-image scoring loads no matplotlib/tqdm/torch."""
+    r = run_without_torch("""
+        import runtime.cli
+        heavy = [m for m in ("numpy", "onnxruntime", "PIL", "matplotlib", "tqdm") if m in sys.modules]
+        print(",".join(heavy) or "none")
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "none"
+
+
+def test_one_image_score_imports_no_plotting_or_progress(tmp_path, bundles):
+    textured(40, 30).save(tmp_path / "one.png")
+    r = run_without_torch(f"""
+        from runtime.cli import main
+        code = main(["score", {str(tmp_path / 'one.png')!r}, "-m", {bundles['square']!r}])
+        print("CODE", code, [m for m in ("matplotlib", "tqdm", "scipy", "torch") if m in sys.modules])
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "CODE 0 []"

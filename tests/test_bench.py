@@ -1,0 +1,59 @@
+"""`icrt bench`: report files and fields on a tiny model with few iterations."""
+import json
+import os
+
+import pytest
+from PIL import Image
+
+from runtime.cli import main
+from runtime_fixtures import cached_bundle, textured
+
+FIELDS = {"backend", "precision", "batch_size", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "images_per_s",
+          "patches_per_s", "per_image_ms", "e2e_ms_per_image", "e2e_images_per_s", "device"}
+
+
+def test_bench_writes_report_md_json_and_plot(tmp_path_factory, tmp_path, capsys):
+    bundle = cached_bundle(tmp_path_factory, "square")
+    out = tmp_path / "report"
+    code = main(["bench", "-m", bundle, "--backend", "onnxruntime", "--precision", "fp32,int8", "--batch-sizes", "1,4",
+                 "--warmup", "1", "--iters", "3", "--report", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["latency.png", "report.json", "report.md"]
+    r = json.loads((out / "report.json").read_text())
+    assert [(x["precision"], x["batch_size"]) for x in r["results"]] == [("fp32", 1), ("fp32", 4), ("int8", 1), ("int8", 4)]
+    for x in r["results"]:
+        assert FIELDS <= set(x) and x["backend"] == "onnxruntime"
+        assert 0 < x["p50_ms"] <= x["p99_ms"] and x["images_per_s"] == pytest.approx(1000 * x["batch_size"] / x["mean_ms"])
+    assert r["machine"]["cpu"] and "onnxruntime" in r["machine"]["versions"]
+    assert {(ref["model"], ref["ms"], ref["hardware"]) for ref in r["reported"]} >= {
+        ("CM-SSA", 35.43, "NVIDIA V100"), ("D2S-R18", 4.573, "NVIDIA RTX 3090"), ("D2S-R50", 10.738, "NVIDIA RTX 3090"),
+        ("ICNet", 9.369, "NVIDIA RTX 3090")}
+    assert {ref["model"] for ref in r["reported"]} >= {"TOPIQ"} and 4.56 in [ref["ms"] for ref in r["reported"]]
+    md = (out / "report.md").read_text()
+    assert "| onnxruntime | int8 | cpu | 4 |" in md and "NVIDIA RTX 3090" in md and "this run" in md
+    png = Image.open(out / "latency.png")
+    assert png.format == "PNG" and png.width >= 800
+
+
+def test_bench_patch_model_counts_patches_per_image(tmp_path_factory, tmp_path, capsys):
+    from runtime.bench import run_bench
+
+    bundle = cached_bundle(tmp_path_factory, "patches")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    textured(160, 96, seed=1).save(imgs / "a.png")  # 160x96 at 64 px patches, stride 32: 4 x 2 = 8 patches
+    r = run_bench(bundle, backends=["onnxruntime"], precisions=["fp32"], batch_sizes=[8], warmup=0, iters=2,
+                  images=str(imgs), report_dir=str(tmp_path / "rep"), log=lambda s: None)
+    x = r["results"][0]
+    assert x["inputs_per_image"] == 8 and x["images_per_s"] == pytest.approx(x["patches_per_s"] / 8)
+    assert x["e2e_images"] == 1
+
+
+def test_bench_reports_skipped_settings_and_fails_when_nothing_ran(tmp_path_factory, tmp_path, capsys):
+    bundle = cached_bundle(tmp_path_factory, "patches")  # fp32 only
+    code = main(["bench", "-m", bundle, "--backend", "onnxruntime", "--precision", "int8", "--iters", "1",
+                 "--report", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "skipped onnxruntime/int8" in err and "nothing could be timed" in err
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["skipped"][0]["precision"] == "int8"
+    assert main(["bench", "-m", bundle, "--precision", "fp64"]) == 2
