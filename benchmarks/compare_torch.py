@@ -81,6 +81,7 @@ def plain_bundle(model, prep, folder: str, want_int8: bool, images=None) -> str:
     import torch
     from runtime.manifest import Manifest
 
+    os.makedirs(folder, exist_ok=True)
     onnx = os.path.join(folder, "model.onnx")
     x = torch.randn(1, 3, prep.size, prep.size)
     torch.onnx.export(model, (x,), onnx, input_names=["image"], output_names=["score"], opset_version=17,
@@ -147,6 +148,12 @@ def run_cpu(args, model, prep, bundle, x, rows):
         ref = model(xt).numpy()
         rows.append({"name": "torch eager fp32 (cpu)", **timed(lambda: model(xt), args.warmup, args.iters)})
     manifest = load_manifest(bundle)
+    if args.plain_ort:  # what a plain export gets with onnxruntime's default session options
+        import onnxruntime as ort
+        plain = ort.InferenceSession(manifest.file_for("fp32"), providers=["CPUExecutionProvider"])
+        feed = {manifest.input_name: x}
+        rows.append({"name": "onnxruntime fp32, default options (cpu)", **timed(lambda: plain.run(None, feed),
+                                                                               args.warmup, args.iters)})
     for prec in args.precisions:
         try:
             be = open_backend(manifest, "onnxruntime", prec, threads=threads)
@@ -219,6 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--cold-start", action="store_true", help="also time a fresh `icrt score` vs `import torch`")
+    p.add_argument("--plain-ort", action="store_true", help="also time onnxruntime with default session options")
+    p.add_argument("--save-bundle", metavar="DIR", help="keep the bundle exported here (for icrt bench)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     args.precisions = [s for s in args.precisions.split(",") if s]
@@ -234,7 +243,7 @@ def main(argv=None) -> int:
             export.export_checkpoint(args.checkpoint, bundle, int8="int8" in args.precisions,
                                      calib_data=args.calib_images)
         if not bundle:
-            bundle = plain_bundle(model, prep, tmp, "int8" in args.precisions, args.calib_images)
+            bundle = plain_bundle(model, prep, args.save_bundle or tmp, "int8" in args.precisions, args.calib_images)
         x = input_batch(prep, args.image, args.batch_size)
         rows = []
         (run_cuda if args.device == "cuda" else run_cpu)(args, model, prep, bundle, x, rows)
