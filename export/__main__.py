@@ -17,6 +17,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--calib-split", default="all", choices=["all", "train", "val"],
                    help="part of a labelled --calib-data to use (train: never the held-out images)")
+    p.add_argument("--int8-tool", default="ort", choices=["ort", "modelopt"],
+                   help="quantizer of the TensorRT form (modelopt: NVIDIA ModelOpt, optional extra)")
     p.add_argument("--check-data", help="images to check parity on (default: calibration images, else generated)")
     p.add_argument("--check-split", default="all", choices=["all", "train", "val"])
     p.add_argument("--check-images", type=int, default=None, help="at most this many check images")
@@ -40,7 +42,7 @@ def main(argv=None) -> int:
                           calib_split=args.calib_split, check_data=args.check_data, check_split=args.check_split,
                           check_images=args.check_images, val_fraction=args.val_fraction,
                           split_seed=args.split_seed, opset=args.opset, trt=args.trt, max_batch=args.max_batch,
-                          workspace_mb=args.workspace, exporter=args.exporter,
+                          workspace_mb=args.workspace, exporter=args.exporter, int8_tool=args.int8_tool,
                           log=lambda m: print(m, file=sys.stderr))
     except ParityError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -136,7 +136,7 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
                       check_data: str | None = None, check_split: str = "all", check_images: int | None = None,
                       val_fraction: float = 0.2, split_seed: int = 42, opset: int = 17, trt: bool = False,
                       max_batch: int = 64, workspace_mb: int = 4096, exporter: str = "torchscript",
-                      tolerance: float = FP32_TOLERANCE, log=print) -> Manifest:
+                      tolerance: float = FP32_TOLERANCE, int8_tool: str = "ort", log=print) -> Manifest:
     """Export ``checkpoint`` into the bundle folder ``out``; returns its manifest.
 
     Raises ExportError for unusable inputs and ParityError (after writing the bundle and report) when the
@@ -150,6 +150,13 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
     t0 = time.time()
     if int8 and not calib_data:
         raise ExportError("--int8 needs --calib-data (images to calibrate on)")
+    if int8_tool not in ("ort", "modelopt"):
+        raise ExportError(f"unknown --int8-tool {int8_tool!r} (ort|modelopt)")
+    if int8 and int8_tool == "modelopt":
+        from calibration import modelopt
+
+        if not modelopt.available():
+            raise ExportError("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'")
     ckpt, model = _load(checkpoint)
     prep = Preprocessing.from_dict(ckpt["preprocessing"])
     kind = ckpt["kind"]
@@ -212,6 +219,11 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
         reader = PreprocessedImageReader(calib_x, "image")
         forms = quantize_both(fp32_path, out, reader, calib_method, exclude_nodes=tail_nodes(onnx.load(fp32_path)),
                               names={"onnxruntime": FILES["int8"], "tensorrt": FILES["int8_qdq"]})
+        if int8_tool == "modelopt":  # the TensorRT form from ModelOpt instead (optional extra, see calibration/)
+            from calibration.modelopt import quantize_tensorrt_form
+
+            forms["tensorrt"] = {**quantize_tensorrt_form(fp32_path, os.path.join(out, FILES["int8_qdq"]), calib_x,
+                                                          calib_method, "image"), "file": FILES["int8_qdq"]}
         files["int8"] = {"onnxruntime": FILES["int8"], "tensorrt": FILES["int8_qdq"]}
         calibration = {"method": calib_method, "images": len(calib_items), "inputs": int(len(calib_x)),
                        "data": os.path.abspath(calib_data), "split": calib_split,

@@ -400,3 +400,12 @@ def test_trt_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
     _d2s_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ExportError, match="tensorrt"):
         export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), trt=True, log=lambda *_: None)
+
+
+def test_modelopt_path_is_optional_with_a_clear_error(tmp_path, monkeypatch):
+    from calibration import modelopt
+
+    monkeypatch.setattr(modelopt, "available", lambda: False)
+    with pytest.raises(ExportError, match="needs NVIDIA ModelOpt"):
+        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True, calib_data="x", int8_tool="modelopt",
+                          log=lambda *_: None)

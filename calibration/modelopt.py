@@ -1,0 +1,39 @@
+"""Optional: the TensorRT-form INT8 model from NVIDIA ModelOpt instead of onnxruntime.quantization.
+
+ModelOpt places Q/DQ by TensorRT's rules (and handles vision transformers' attention well), but it pulls in
+onnxruntime-gpu and cupy, and its output (fp16 + Q/DQ) is for TensorRT only: on onnxruntime CPU it ran
+slower than fp32 (issue 3's probe). So it is an extra (``pip install 'icrt[modelopt]'``), used only for
+``model.int8.qdq.onnx`` when asked for (``--int8-tool modelopt``). Not installed in this project's test
+environment: this path has not been run here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class ModelOptMissing(RuntimeError):
+    pass
+
+
+def available() -> bool:
+    try:
+        import modelopt.onnx.quantization  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def quantize_tensorrt_form(src: str, dst: str, calib_inputs: np.ndarray, method: str = "minmax",
+                           input_name: str = "image", exclude_nodes=()) -> dict:  # pragma: no cover - optional
+    """Write the TensorRT Q/DQ model with ModelOpt, calibrated on the same preprocessed inputs."""
+    try:
+        from modelopt.onnx.quantization import quantize
+    except ImportError:
+        raise ModelOptMissing("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'") from None
+    mo_method = {"minmax": "max", "entropy": "entropy"}.get(method)
+    if mo_method is None:
+        raise ValueError(f"ModelOpt calibrates with max or entropy, not {method!r}")
+    quantize(src, quantize_mode="int8", calibration_data={input_name: calib_inputs}, calibration_method=mo_method,
+             calibration_eps=["cpu"], nodes_to_exclude=list(exclude_nodes) or None, output_path=dst)
+    return {"form": "tensorrt", "tool": "modelopt.onnx.quantization.quantize", "method": mo_method,
+            "activations": "int8 symmetric", "weights": "int8 symmetric per-channel", "format": "QDQ"}

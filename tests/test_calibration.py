@@ -1,0 +1,65 @@
+"""Calibration images, splits, the onnxruntime data reader and agreement figures."""
+import os
+
+import numpy as np
+import pytest
+
+from calibration import (CalibrationDataError, PreprocessedImageReader, agreement, batches, choose, label_agreement,
+                         load_inputs, read_images)
+from runtime.preprocess import Preprocessing
+from train.data import load_samples, split_train_val
+
+
+def test_splits_match_training_and_never_overlap(labels_csv):
+    train, val = read_images(labels_csv, "train"), read_images(labels_csv, "val")
+    ref_train, ref_val = split_train_val(load_samples(labels_csv), 0.2, seed=42, stratify=True)
+    assert [s.path for s in train] == [s.image for s in ref_train]
+    assert [s.path for s in val] == [s.image for s in ref_val]
+    assert not {s.path for s in train} & {s.path for s in val}
+    assert len(read_images(labels_csv)) == len(train) + len(val)
+    assert all(s.score is not None for s in val)
+
+
+def test_folder_and_list_file(labels_csv, tmp_path):
+    folder = os.path.join(os.path.dirname(labels_csv), "images")
+    imgs = read_images(folder)
+    assert len(imgs) == 32 and imgs[0].score is None
+    lst = tmp_path / "list.txt"
+    lst.write_text("images/a_0.png\n# comment\nimages/b_1.png\n")
+    assert [os.path.basename(s.path) for s in read_images(str(lst))] == ["a_0.png", "b_1.png"]
+    with pytest.raises(CalibrationDataError, match="needs a labelled set"):
+        read_images(folder, "train")
+    with pytest.raises(CalibrationDataError, match="no such file"):
+        read_images(str(tmp_path / "missing"))
+
+
+def test_choose_is_seeded_and_bounded(labels_csv):
+    imgs = read_images(labels_csv)
+    assert choose(imgs, 5, seed=0) == choose(imgs, 5, seed=0) and len(choose(imgs, 5)) == 5
+    assert len(choose(imgs, 1000)) == len(imgs) and len(choose(imgs, None)) == len(imgs)
+
+
+def test_reader_uses_runtime_preprocessing_and_patches(labels_csv):
+    paths = [s.path for s in read_images(labels_csv)][:6]
+    square = load_inputs(paths, Preprocessing(resize="square", size=32))
+    assert square.shape == (6, 3, 32, 32) and square.dtype == np.float32
+    patches = load_inputs(paths, Preprocessing(resize="patches", size=32, stride=16))  # 48 px -> 2 x 2 patches
+    assert patches.shape == (24, 3, 32, 32)
+    assert sum(len(b) for b in batches(paths, Preprocessing(resize="patches", size=32, stride=16), 5)) == 24
+    r = PreprocessedImageReader(patches, "image", batch_size=10)
+    sizes = []
+    while (b := r.get_next()) is not None:
+        sizes.append(b["image"].shape[0])
+    assert sizes == [10, 10, 4] and r.get_next() is None
+    r.rewind()
+    np.testing.assert_array_equal(r.get_next()["image"], patches[:10])
+
+
+def test_agreement_figures():
+    a = np.array([0.1, 0.2, 0.3, 0.4])
+    d = agreement(a, a + np.array([0, 0.01, 0, -0.02]))
+    assert d["srcc"] == 1.0 and d["max_abs_diff"] == pytest.approx(0.02) and d["mean_abs_diff"] == pytest.approx(0.0075)
+    assert agreement(a, a[::-1])["srcc"] == pytest.approx(-1.0)
+    lab = label_agreement(a, [1, 2, 3, 5])
+    assert lab["label_srcc"] == pytest.approx(1.0) and 0.9 < lab["label_plcc"] < 1.0
+    assert agreement(np.ones(3), np.ones(3))["srcc"] is None  # constant: undefined, not NaN
