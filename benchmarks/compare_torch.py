@@ -13,7 +13,6 @@ Prints a table and the speed-up ratios; ``--json FILE`` keeps them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -240,8 +239,10 @@ def main(argv=None) -> int:
             if not hasattr(export, "export_checkpoint") or not args.checkpoint:
                 p.error("--export needs --checkpoint and an export package with export_checkpoint()")
             bundle = os.path.join(tmp, "bundle")
-            export.export_checkpoint(args.checkpoint, bundle, int8="int8" in args.precisions,
-                                     calib_data=args.calib_images)
+            if "int8" in args.precisions and not args.calib_images:
+                p.error("--export with int8 needs --calib-images (the exporter calibrates on real images)")
+            export.export_checkpoint(args.checkpoint, bundle, fp16="fp16" in args.precisions,
+                                     int8="int8" in args.precisions, calib_data=args.calib_images)
         if not bundle:
             bundle = plain_bundle(model, prep, args.save_bundle or tmp, "int8" in args.precisions, args.calib_images)
         x = input_batch(prep, args.image, args.batch_size)

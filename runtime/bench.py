@@ -8,7 +8,6 @@ like-for-like comparison unless the hardware matches.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import tempfile

@@ -16,7 +16,7 @@ import io
 import os
 import warnings
 from struct import error as struct_error
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
