@@ -55,7 +55,8 @@ def preprocess(src: str, dst: str) -> None:
         quant_pre_process(src, dst, skip_symbolic_shape=True)
 
 
-def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", exclude_nodes=()) -> dict:
+def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", exclude_nodes=(),
+             cache: str | None = None) -> dict:
     """Quantize the (pre-processed) fp32 ``src`` into ``dst`` in ``form``; returns the settings used."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -75,7 +76,7 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
     quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=ops, nodes_to_exclude=exclude, calibrate_method=calibration_method(method),
-                    extra_options=extra)
+                    extra_options=extra, calibration_cache_path=cache)
     return {"form": form, "activations": "int8 symmetric" if trt else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel", "format": "QDQ", "method": method, "op_types": ops,
             "excluded_nodes": len(exclude), "bias": "float" if trt else "int32"}
@@ -89,7 +90,8 @@ def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclu
     with tempfile.TemporaryDirectory() as tmp:
         pre = os.path.join(tmp, "model.pre.onnx")
         preprocess(fp32, pre)
+        cache = os.path.join(tmp, "ranges.json")  # calibrate once; both forms quantize from the same ranges
         for form in FORMS:
-            info = quantize(pre, os.path.join(out_dir, names[form]), reader, form, method, exclude_nodes)
+            info = quantize(pre, os.path.join(out_dir, names[form]), reader, form, method, exclude_nodes, cache)
             out[form] = {**info, "file": names[form]}
     return out
