@@ -131,6 +131,12 @@ def _figures(ref: np.ndarray, scores: np.ndarray, labels) -> dict:
     return d
 
 
+def label_agreement_or_none(scores, labels):
+    from calibration.report import label_agreement
+
+    return None if labels is None else label_agreement(scores, labels)
+
+
 def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool = False, calib_data: str | None = None,
                       calib_images: int | None = 256, calib_method: str = "minmax", calib_split: str = "all",
                       check_data: str | None = None, check_split: str = "all", check_images: int | None = None,
@@ -249,12 +255,15 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
             fig["tensorrt_form"] = {**_figures(image_scores["fp32"], image_scores["int8_qdq"], checks.labels),
                                     "file": FILES["int8_qdq"], "run_on": "onnxruntime CPU"}
         parity[prec] = fig
+    pytorch_labels = label_agreement_or_none(torch_images, checks.labels)
     if checks.labels is not None:
-        parity["pytorch"] = _figures(torch_images, torch_images, checks.labels)
         for prec in ("fp16", "int8"):
             if prec in parity and parity[prec].get("label_srcc") is not None:
                 parity[prec]["label_srcc_drop"] = parity["fp32"]["label_srcc"] - parity[prec]["label_srcc"]
-    parity["check_data"] = {"source": checks.source, "images": checks.n_images, "inputs": int(len(checks.inputs))}
+        if "int8" in parity and parity["int8"]["tensorrt_form"].get("label_srcc") is not None:
+            t = parity["int8"]["tensorrt_form"]
+            t["label_srcc_drop"] = parity["fp32"]["label_srcc"] - t["label_srcc"]
+    check_info = {"source": checks.source, "images": checks.n_images, "inputs": int(len(checks.inputs))}
 
     engines = []
     if trt:
@@ -272,21 +281,22 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
         level_output="levels" if "levels" in outputs else None,
         score=ckpt.get("score") or {"range": [0.0, 1.0], "meaning": "higher = more complex"},
         files=files, engines=engines, opset=opset,
-        versions=library_versions([("tensorrt", "tensorrt")] if trt else ()), parity=parity, calibration=calibration,
-        model_card={"config": cfg, "val_metrics": ckpt.get("val_metrics"), "epoch": ckpt.get("epoch"),
+        versions=library_versions([("tensorrt", "tensorrt")] if trt else ()),
+        parity=parity, calibration=calibration,
+        model_card={"config": cfg, "check_data": check_info, "val_metrics": ckpt.get("val_metrics"), "epoch": ckpt.get("epoch"),
                     "parameters": params, "checkpoint": os.path.abspath(checkpoint)},
     )
     manifest.save(out)
     report = {"checkpoint": os.path.abspath(checkpoint), "kind": kind, "parameters": params,
               "fold_max_abs_diff": fold_diff, "opset": opset, "exporter": exporter, "files": files,
-              "fp16": details.get("fp16"), "calibration": calibration, "parity": parity, "engines": engines,
+              "fp16": details.get("fp16"), "calibration": calibration, "check_data": check_info,
+              "parity": parity, "pytorch_vs_labels": pytorch_labels, "engines": engines,
               "seconds": round(time.time() - t0, 1)}
     write_json(os.path.join(out, "export-report.json"), report)
     for prec, fig in parity.items():
-        if prec in ("fp32", "fp16", "int8"):
-            log(f"{prec}: SRCC vs {fig['reference']} {fig['srcc']}, max |diff| {fig['max_abs_diff']:.3g}, "
-                f"mean |diff| {fig['mean_abs_diff']:.3g}" + (f", label SRCC {fig['label_srcc']:.4f}"
-                                                              if fig.get("label_srcc") is not None else ""))
+        log(f"{prec}: SRCC vs {fig['reference']} {fig['srcc']}, max |diff| {fig['max_abs_diff']:.3g}, "
+            f"mean |diff| {fig['mean_abs_diff']:.3g}" + (f", label SRCC {fig['label_srcc']:.4f}"
+                                                          if fig.get("label_srcc") is not None else ""))
     if not parity["fp32"]["passed"]:
         raise ParityError(f"fp32 ONNX differs from PyTorch by {fp32_diff:.3g} > {tolerance:g} "
                           f"(bundle written to {out} for inspection)")

@@ -210,7 +210,7 @@ def test_d2s_bundle_manifest_round_trip_and_files(d2s_bundle):
     back = load_manifest(str(out))
     assert back.to_dict() == man.to_dict()
     assert back.kind == "d2s" and back.name == "d2s-resnet10t" and back.level_output is None
-    assert back.precisions() == ["fp32", "fp16", "int8"]
+    assert back.precisions() == ["fp32", "fp16", "int8"] and set(back.parity) == {"fp32", "fp16", "int8"}
     assert back.files["int8"] == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
     for prec in back.precisions():
         for backend in ("onnxruntime", "tensorrt"):
@@ -279,7 +279,7 @@ def test_d2s_int8_forms_and_agreement(d2s_bundle):
     train = read_images(str(csv), "train")
     val = read_images(str(csv), "val")
     assert man.calibration["images"] == len(train) and man.calibration["split"] == "train"
-    assert man.parity["check_data"]["images"] == len(val)
+    assert man.model_card["check_data"]["images"] == len(val)
     assert {"label_srcc", "label_plcc"} <= set(p) and "label_srcc_drop" in p
 
 
@@ -292,7 +292,7 @@ def test_cmssa_like_export_all_precisions(tmp_path, tiny_clip_config, tiny_cmssa
     man = export_checkpoint(str(ckpt), str(tmp_path / "b"), fp16=True, int8=True, calib_data=labels_csv,
                             calib_images=12, log=lambda *_: None)
     assert man.level_output == "levels" and man.preprocessing.resize == "patches"
-    assert man.parity["check_data"]["inputs"] == 4 * man.parity["check_data"]["images"]  # 48 px -> 2x2 patches of 32
+    assert man.model_card["check_data"]["inputs"] == 4 * man.model_card["check_data"]["images"]  # 48 px -> 2x2 patches of 32
     assert man.parity["fp32"]["input_max_abs_diff"] <= 1e-4
     params = man.model_card["parameters"]
     assert params["after_folding"] == count_parameters(m.clip.visual) + m.visual_prompts.numel() < params["before_folding"]
@@ -365,7 +365,7 @@ def test_cli_exit_codes(tmp_path):
                         "--out", str(tmp_path / "b")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
     man = load_manifest(str(tmp_path / "b"))
-    assert man.precisions() == ["fp32"] and man.parity["check_data"]["source"] == "generated"
+    assert man.precisions() == ["fp32"] and man.model_card["check_data"]["source"] == "generated"
 
 
 # --- TensorRT: the parts that need no GPU ------------------------------------------------------------------------
