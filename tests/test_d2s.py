@@ -146,3 +146,25 @@ def test_cli_without_captions_says_what_to_do(labels_csv, tmp_path, capsys):
 
     rc = train_main(["d2s", "--data", labels_csv, "--out", str(tmp_path / "x"), "--pretrained", "none"])
     assert rc == 2 and "--text none" in capsys.readouterr().err
+
+
+def test_patch_policy_trains_on_random_crops_and_scores_the_grid(labels_csv, tmp_path):
+    from runtime.preprocess import patch_grid
+    from train.evaluate import predict
+
+    cfg = _cfg(labels_csv, tmp_path / "patch", epochs=1, model={**TINY, "image_size": 32},
+               preprocessing={"resize": "patches", "stride": 8})
+    tr = D2STrainer(cfg, log=lambda *_: None)
+    crops = [tr.train_set[0][0] for _ in range(6)]
+    assert crops[0].shape == (3, 32, 32)
+    assert any(not torch.equal(crops[0], c) for c in crops[1:])  # random positions (and flips)
+    assert torch.equal(tr.eval_set[0][0], tr.eval_set[0][0])  # the centre crop is fixed
+    tr.fit()
+    # the image score is the mean over the 3x3 grid of 32-px patches on a 48-px image
+    sample = tr.val_samples[:1]
+    from runtime.preprocess import load_rgb, to_model_input
+    x, pos = to_model_input(load_rgb(sample[0].image), tr.prep)
+    assert len(pos) == len(patch_grid(48, 48, 32, 8)) == 9
+    with torch.no_grad():
+        expected = tr.model.eval()(torch.from_numpy(x)).mean().item()
+    assert predict(tr.model, sample, tr.prep)[0] == pytest.approx(expected, abs=1e-6)

@@ -17,7 +17,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--captions", help="captions CSV (image,caption) joined to --data by image")
     g.add_argument("--epochs", type=int, default=20)
     g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--image-size", type=int, default=512)
+    g.add_argument("--image-size", type=int, default=512, help="model input side (the patch side with --resize patches)")
+    g.add_argument("--resize", choices=["square", "patches"], default="square",
+                   help="square: resize the whole image; patches: train on random crops, score a patch grid")
+    g.add_argument("--max-long-side", type=int, help="patches: cap the image's long side first")
+    g.add_argument("--patch-stride", type=int, default=64, help="patches: grid stride at evaluation")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda")
     g.add_argument("--seed", type=int, default=42)
@@ -63,6 +67,7 @@ def run_d2s(args) -> int:
         buffer_size=args.buffer_size, momentum=args.momentum, refresh_step=args.refresh_step,
         seed=args.seed, device=args.device, workers=args.workers, cache=args.cache,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size},
+        preprocessing={"resize": args.resize, "max_long_side": args.max_long_side, "stride": args.patch_stride},
     )
     trainer = D2STrainer(cfg)
     last = os.path.join(args.out, "last.pt")

@@ -112,8 +112,9 @@ class D2STrainer:
             self.buffers = EntropyBuffers(cfg.buffer_size)
         params = list(self.model.parameters()) + (list(self.proj.parameters()) if self.proj else [])
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        side = self.prep.size if self.prep.resize == "square" else max(self.prep.size, self.prep.max_long_side or 1024)
         cache_on = cfg.cache == "on" or (cfg.cache == "auto" and cfg.workers == 0 and
-                                          (len(self.train_samples) + len(self.val_samples)) * 3 * self.prep.size ** 2 < 2 << 30)
+                                          (len(self.train_samples) + len(self.val_samples)) * 3 * side ** 2 < 2 << 30)
         self.train_cache = GeometryCache(self.prep, enabled=cache_on)
         self.val_cache = GeometryCache(self.prep, enabled=cache_on)
         self.train_set = ImageScoreDataset(self.train_samples, self.prep, train=True, cache=self.train_cache)

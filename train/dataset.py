@@ -24,23 +24,34 @@ class GeometryCache:
 
 
 class ImageScoreDataset(Dataset):
-    """Square-resize training set: resize (runtime), random horizontal flip when ``train``, normalise.
+    """Training inputs built on the runtime's resize step.
 
-    D2S (Appendix A.3) states no augmentation; we add only a horizontal flip, which leaves complexity
-    unchanged.
+    ``square``: the resized image, with a random horizontal flip when ``train``. ``patches``: a random
+    ``size x size`` crop of the fitted image (as CM-SSA trains) plus the flip; the centre crop when not
+    ``train``. D2S (Appendix A.3) states no augmentation; a flip leaves complexity unchanged.
     """
 
     def __init__(self, samples, prep: Preprocessing, train: bool = False, cache: GeometryCache | None = None):
-        if prep.resize != "square":
-            raise ValueError("ImageScoreDataset serves the square resize policy")
         self.samples, self.prep, self.train = list(samples), prep, train
         self.cache = cache or GeometryCache(prep, enabled=False)
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _crop(self, img: np.ndarray) -> np.ndarray:
+        s = self.prep.size
+        h, w = img.shape[:2]
+        if self.train:
+            top = int(torch.randint(0, h - s + 1, ()))
+            left = int(torch.randint(0, w - s + 1, ()))
+        else:
+            top, left = (h - s) // 2, (w - s) // 2
+        return img[top : top + s, left : left + s]
+
     def __getitem__(self, i: int):
         img = self.cache.get(self.samples[i].image)
+        if self.prep.resize == "patches":
+            img = self._crop(img)
         if self.train and torch.rand(()) < 0.5:
             img = img[:, ::-1]
         x = torch.from_numpy(normalize(img, self.prep.mean, self.prep.std))
