@@ -168,3 +168,18 @@ def test_patch_policy_trains_on_random_crops_and_scores_the_grid(labels_csv, tmp
     with torch.no_grad():
         expected = tr.model.eval()(torch.from_numpy(x)).mean().item()
     assert predict(tr.model, sample, tr.prep)[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_low_level_cues_rank_busy_above_plain_and_feed_the_head():
+    from runtime.preprocess import normalize
+    from tests.conftest import complexity_image
+    from train.models.d2s import LowLevelCues
+
+    cues = LowLevelCues((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).eval()
+    imgs = [np.asarray(complexity_image(level, 64, seed=1)) for level in (0.0, 0.2, 0.8)]
+    x = torch.from_numpy(np.stack([normalize(i, (0.5,) * 3, (0.5,) * 3) for i in imgs]))
+    f = cues(x)  # BatchNorm in eval mode with fresh statistics is the identity up to eps
+    edge_density = f[:, 1]
+    assert edge_density[0] < edge_density[1] < edge_density[2]
+    m = D2S(D2SConfig(**{**TINY, "cues": True})).eval()
+    assert m.features(torch.randn(2, 3, 64, 64)).shape == (2, m.backbone.num_features + LowLevelCues.n_features)

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = d.add_argument_group("model")
     m.add_argument("--backbone", default="resnet18", help="any timm CNN (resnet18, resnet50, resnet10t, ...)")
     m.add_argument("--pretrained", default="imagenet", help="imagenet | none | FILE")
+    m.add_argument("--cues", action="store_true",
+                   help="icrt extension: append in-graph low-level cues (gradients, edges, contrast, colour) to the feature")
     m.add_argument("--text-encoder", default="ViT-B-16", help="OpenCLIP architecture or model-config JSON")
     m.add_argument("--text-pretrained", default="openai", help="openai | none | FILE")
     m.add_argument("--text", choices=["clip", "none"], default="clip",
@@ -66,7 +68,8 @@ def run_d2s(args) -> int:
         eal_weight=args.eal_weight, fal_weight=args.fal_weight, temperature=args.temperature,
         buffer_size=args.buffer_size, momentum=args.momentum, refresh_step=args.refresh_step,
         seed=args.seed, device=args.device, workers=args.workers, cache=args.cache,
-        model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size},
+        model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size,
+               "cues": args.cues},
         preprocessing={"resize": args.resize, "max_long_side": args.max_long_side, "stride": args.patch_stride},
     )
     trainer = D2STrainer(cfg)

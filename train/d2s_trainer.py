@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from runtime.files import write_json
-from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from runtime.preprocess import Preprocessing
 
 from . import metrics
 from .checkpoint import FORMAT, atomic_torch_save
@@ -97,7 +97,8 @@ class D2STrainer:
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         self.model_cfg = D2SConfig.from_dict(cfg.model)
-        prep = {"resize": "square", "size": self.model_cfg.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        prep = {"resize": "square", "size": self.model_cfg.image_size, "mean": self.model_cfg.mean,
+                "std": self.model_cfg.std}
         prep.update(cfg.preprocessing)
         self.prep = Preprocessing.from_dict(prep)
         self.train_samples, self.val_samples = load_splits(cfg)
