@@ -173,11 +173,6 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
     log(f"{checkpoint}: {kind}, parameters {params['before_folding'] / 1e6:.2f} M before folding, "
         f"{params['after_folding'] / 1e6:.2f} M after")
 
-    os.makedirs(out, exist_ok=True)
-    fp32_path = os.path.join(out, FILES["fp32"])
-    outputs = export_onnx(folded, fp32_path, prep.size, opset, exporter=exporter)
-    opset = opset_of(fp32_path)
-
     # check images: --check-data, else the calibration images, else generated ones
     try:
         calib_items = None
@@ -193,6 +188,11 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
     except (CalibrationDataError, ValueError) as e:
         raise ExportError(str(e)) from None
     log(f"check set: {checks.n_images} images, {len(checks.inputs)} inputs from {checks.source}")
+
+    os.makedirs(out, exist_ok=True)
+    fp32_path = os.path.join(out, FILES["fp32"])
+    outputs = export_onnx(folded, fp32_path, prep.size, opset, exporter=exporter)
+    opset = opset_of(fp32_path)
 
     torch_scores = run_torch(folded, checks.inputs)
     fold_diff = None

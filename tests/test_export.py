@@ -415,3 +415,11 @@ def test_modelopt_path_is_optional_with_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="needs NVIDIA ModelOpt"):
         export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True, calib_data="x", int8_tool="modelopt",
                           log=lambda *_: None)
+
+
+def test_bad_calibration_data_is_a_clear_error_before_writing(tmp_path):
+    _d2s_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(ExportError, match="no such file"):
+        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), int8=True, calib_data=str(tmp_path / "none"),
+                          log=lambda *_: None)
+    assert not (tmp_path / "b").exists()
