@@ -102,7 +102,9 @@ class D2S(nn.Module):
         dim = self.backbone.num_features
         reduction = self.backbone.feature_info[-1]["reduction"] if hasattr(self.backbone, "feature_info") else 32
         feat = max(1, cfg.image_size // reduction)
-        self.pool = AttentionPool2d(dim, feat_size=feat, out_features=dim, head_dim=cfg.pool_head_dim,
+        # head_dim must divide the width (e.g. RegNetX-200MF has 368 channels: 8 heads of 46)
+        head_dim = max(d for d in range(1, cfg.pool_head_dim + 1) if dim % d == 0)
+        self.pool = AttentionPool2d(dim, feat_size=feat, out_features=dim, head_dim=head_dim,
                                     pool_type="token")
         self.head = nn.Sequential(
             nn.Linear(dim, cfg.head_hidden), nn.ReLU(inplace=True), nn.Dropout(cfg.head_dropout),
@@ -116,7 +118,7 @@ class D2S(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """z_v of Eq. 8: the pooled visual feature (with the low-level cues appended when enabled)."""
-        z = self.pool(self.backbone(x))
+        z = self.pool(self.backbone.forward_features(x))
         if self.cues is not None:
             z = torch.cat([z, self.cues(x)], 1)
         return z
