@@ -233,3 +233,17 @@ def test_manifest_is_the_only_thing_read(square_bundle, tmp_path):
     textured(50, 40).save(img)
     assert Scorer.load(str(copy)).score(str(img))["score"] == Scorer.load(square_bundle).score(str(img))["score"]
     assert json.load(open(copy / "manifest.json"))["format"] == "icrt-bundle/1"
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from runtime.files import write_json
+
+    mask = os.umask(0o022)
+    try:
+        write_json(str(tmp_path / "m.json"), {"a": 1})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.json").st_mode) == 0o644
