@@ -183,3 +183,13 @@ def test_low_level_cues_rank_busy_above_plain_and_feed_the_head():
     assert edge_density[0] < edge_density[1] < edge_density[2]
     m = D2S(D2SConfig(**{**TINY, "cues": True})).eval()
     assert m.features(torch.randn(2, 3, 64, 64)).shape == (2, m.backbone.num_features + LowLevelCues.n_features)
+
+
+def test_val_fraction_zero_trains_on_everything_and_keeps_the_last_epoch(labels_csv, tmp_path):
+    import json
+
+    tr = D2STrainer(_cfg(labels_csv, tmp_path / "all", epochs=2, val_fraction=0.0), log=lambda *_: None)
+    assert len(tr.train_samples) == 32 and tr.val_samples == []
+    tr.fit()
+    assert json.load(open(tmp_path / "all" / "metrics.json"))["epoch"] == 2
+    assert load_checkpoint(str(tmp_path / "all" / "checkpoint.pt"))["epoch"] == 2

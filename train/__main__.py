@@ -13,6 +13,8 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and run")
     g.add_argument("--data", required=True, help="IC9600 folder (train.txt) or labels CSV (image,score[,category,caption])")
     g.add_argument("--val-data", help="validation set; default: a seeded, category-stratified 20%% of --data")
+    g.add_argument("--val-fraction", type=float, default=0.2,
+                   help="held out of --data for validation when no --val-data; 0: train on all, keep the last epoch")
     g.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, config.json, last.pt")
     g.add_argument("--captions", help="captions CSV (image,caption) joined to --data by image")
     g.add_argument("--epochs", type=int, default=20)
@@ -67,7 +69,7 @@ def run_d2s(args) -> int:
         batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
         eal_weight=args.eal_weight, fal_weight=args.fal_weight, temperature=args.temperature,
         buffer_size=args.buffer_size, momentum=args.momentum, refresh_step=args.refresh_step,
-        seed=args.seed, device=args.device, workers=args.workers, cache=args.cache,
+        seed=args.seed, device=args.device, val_fraction=args.val_fraction, workers=args.workers, cache=args.cache,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size,
                "cues": args.cues},
         preprocessing={"resize": args.resize, "max_long_side": args.max_long_side, "stride": args.patch_stride},

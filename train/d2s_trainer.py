@@ -80,8 +80,10 @@ def load_splits(cfg: D2STrainConfig) -> tuple[list[Sample], list[Sample]]:
     train = load_samples(cfg.data, "train")
     if cfg.val_data:
         val = load_samples(cfg.val_data, "test" if is_ic9600(cfg.val_data) else "train")
-    else:
+    elif cfg.val_fraction > 0:
         train, val = split_train_val(train, cfg.val_fraction, cfg.seed, stratify=True)
+    else:  # train on everything; the last epoch is kept (an epoch count chosen beforehand)
+        val = []
     if cfg.text != "none":
         if cfg.captions:
             caps = read_captions(cfg.captions)
@@ -207,6 +209,8 @@ class D2STrainer:
         return {k: v / max(n, 1) for k, v in sums.items()}
 
     def validate(self) -> dict:
+        if not self.val_samples:
+            return {"n": 0, "srcc": float("nan")}
         rep, _ = evaluate(self.model, self.val_samples, self.prep, self.device, self.cfg.batch_size, self.val_cache)
         return rep
 
@@ -225,9 +229,10 @@ class D2STrainer:
                       **{f"loss_{k}": v for k, v in losses.items()}, "val": val}
             self.history.append(record)
             loss_txt = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
-            self.log(f"epoch {self.epoch}/{self.cfg.epochs} [{record['seconds']}s]  {loss_txt}  | val {metrics.format_line(val)}")
+            val_txt = metrics.format_line(val) if self.val_samples else "none (training on all data)"
+            self.log(f"epoch {self.epoch}/{self.cfg.epochs} [{record['seconds']}s]  {loss_txt}  | val {val_txt}")
             srcc = val["srcc"] if math.isfinite(val["srcc"]) else -1.0
-            if srcc > self.best_srcc:
+            if srcc > self.best_srcc or not self.val_samples:
                 self.best_srcc, self.best_epoch = srcc, self.epoch
                 self.save_checkpoint(os.path.join(self.cfg.out, "checkpoint.pt"), val)
                 best = {"epoch": self.epoch, **val}
