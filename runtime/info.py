@@ -36,15 +36,39 @@ def model_card(m: Manifest) -> str:
                          f"sm {e.get('compute_capability')}, batch {e.get('min_batch', '?')}/{e.get('opt_batch', '?')}/"
                          f"{e.get('max_batch', '?')}")
     if m.parity:
-        lines.append("  measured agreement (per precision)")
+        lines.append("  agreement with fp32 (check images)")
         for prec, figs in m.parity.items():
-            figs = figs if isinstance(figs, dict) else {"value": figs}
-            lines.append(f"    {prec:<5} " + ", ".join(f"{k} {_fmt(v)}" for k, v in figs.items()))
+            if not isinstance(figs, dict):
+                continue
+            keys = [k for k in ("n", "srcc", "max_abs_diff", "label_srcc", "label_plcc") if k in figs]
+            text = ", ".join(f"{k} {_fmt(figs[k])}" for k in keys)
+            trt = figs.get("tensorrt_form")
+            if isinstance(trt, dict) and "srcc" in trt:
+                text += f"; TensorRT form srcc {_fmt(trt['srcc'])}"
+            lines.append(f"    {prec:<5} {text}")
     if m.calibration:
-        lines.append("  calibration   " + ", ".join(f"{k} {_fmt(v)}" for k, v in m.calibration.items()))
-    if m.model_card:
+        keys = [k for k in ("method", "images", "inputs", "split", "tool") if k in m.calibration]
+        lines.append("  calibration   " + ", ".join(f"{k} {_fmt(m.calibration[k])}" for k in keys))
+    card = dict(m.model_card)
+    if card:
         lines.append("  model card")
-        for k, v in m.model_card.items():
+        for key, label in (("summary", "what"), ("training_data", "trained on"), ("licence", "licence"),
+                           ("recipe", "recipe"), ("score_meaning", "scores"), ("limits", "not / limits")):
+            if key in card:
+                lines.append(f"    {label:<13} {_fmt(card.pop(key))}")
+        held = card.pop("heldout", None)
+        if isinstance(held, dict):
+            lines.append(f"    held-out accuracy ({held.get('images', '?')} images; {held.get('split', '')})")
+            for prec in ("fp32", "fp16", "int8"):
+                f = held.get(prec)
+                if not isinstance(f, dict):
+                    continue
+                lines.append(f"      {prec:<5} pooled SRCC {_fmt(f.get('srcc'))}  PLCC {_fmt(f.get('plcc'))}  |  "
+                             f"mean per-category SRCC {_fmt(f.get('mean_category_srcc'))}  PLCC {_fmt(f.get('mean_category_plcc'))}")
+                for cat, c in (f.get("per_category") or {}).items():
+                    lines.append(f"            {cat:<16} n {c.get('n', '?'):<4} SRCC {_fmt(c.get('srcc'))}  PLCC {_fmt(c.get('plcc'))}")
+        card.pop("val_metrics", None)  # the export's own check figures are listed above
+        for k, v in card.items():
             lines.append(f"    {k}: {_fmt(v)}")
     if m.versions:
         lines.append("  exported with " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
