@@ -1,0 +1,53 @@
+"""The bundled default model: `icrt score image.jpg` works right after install."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runtime import Scorer, defaults
+from runtime.manifest import load_manifest
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+SIMPLE = os.path.join(EXAMPLES, "savoias_advertisement_46.jpg")  # human score 0.10
+COMPLEX = os.path.join(EXAMPLES, "savoias_art_371.jpg")  # human score 0.95
+MIDDLE = os.path.join(EXAMPLES, "savoias_interior_design_46.jpg")  # human score 0.80
+
+
+@pytest.fixture(autouse=True)
+def no_env_override(monkeypatch):
+    monkeypatch.delenv(defaults.ENV_VAR, raising=False)
+
+
+def test_default_bundle_ships_fp32_and_int8_within_25_mb():
+    bundle = defaults.default_bundle()
+    assert bundle == defaults.PACKAGE_BUNDLE
+    m = load_manifest(bundle)
+    assert m.kind == "d2s" and {"fp32", "int8"} <= set(m.precisions())
+    size = sum(os.path.getsize(os.path.join(bundle, f)) for f in os.listdir(bundle))
+    assert size <= 25 * 1024 * 1024
+    card = m.model_card
+    assert "Savoias" in card["training_data"] and "Apache" in card["licence"]
+    assert card["heldout"]["fp32"]["srcc"] > 0.42  # better than edge density, as measured by the recipe
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_default_model_scores_examples_deterministically_and_in_label_order(precision):
+    scorer = Scorer.load(precision=precision, backend="onnxruntime")
+    first = [r["score"] for r in scorer.score_many([SIMPLE, MIDDLE, COMPLEX])]
+    again = [r["score"] for r in Scorer.load(precision=precision, backend="onnxruntime").score_many([SIMPLE, MIDDLE, COMPLEX])]
+    assert first == again
+    assert all(0.0 <= s <= 1.0 for s in first)
+    assert first[0] < first[2]  # clearly simple < clearly complex
+
+
+def test_cli_without_model_uses_the_default(tmp_path):
+    out = tmp_path / "scores.json"
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", SIMPLE, COMPLEX, "--format", "json", "-o", str(out)],
+                       capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != defaults.ENV_VAR})
+    assert r.returncode == 0, r.stderr
+    import json
+    recs = json.loads(out.read_text())
+    assert [os.path.basename(x["image"]) for x in recs] == [os.path.basename(SIMPLE), os.path.basename(COMPLEX)]
+    info = subprocess.run([sys.executable, "-m", "runtime.cli", "info"], capture_output=True, text=True, timeout=60)
+    assert info.returncode == 0 and "Savoias" in info.stdout and "Apache" in info.stdout
