@@ -2,7 +2,7 @@
 
 - D2S: the inference model already is backbone -> attention pool -> head; the training-only projection and
   text teacher live outside it (the checkpoint's ``projection`` entry), so folding drops them.
-- CM-SSA (issue 3): the text features of the complexity-level prompts, L2-normalised and multiplied by the
+- CM-SSA (``train.models.cmssa``, registered below): the text features of the complexity-level prompts, L2-normalised and multiplied by the
   logit scale, become one constant matrix; the learned visual (deep) prompts are parameters of the image
   encoder and so become graph constants on export. :class:`LevelScorer` is the folded graph:
   image -> image encoder -> L2 norm -> matmul -> softmax -> score (expectation over the level values),
@@ -61,7 +61,17 @@ def _fold_d2s(model: nn.Module) -> nn.Module:
     return model  # projection / teacher are not part of the inference module (see module doc)
 
 
-FOLDERS: dict[str, Callable[[nn.Module], nn.Module]] = {"d2s": _fold_d2s}
+def _fold_cmssa(model: nn.Module) -> nn.Module:
+    """train.models.cmssa.CMSSA -> LevelScorer: the complexity branch's visual prompts (projected from the
+    text and alignment prompts) become buffers of the image encoder; the level text features (learned context
+    and deep text prompts run through the text tower once) become the constant matrix; the alignment branch
+    and the text tower are dropped. The score rule is carried by the level values (0..1 for the expectation,
+    (1, 0, ..., 0) for the first-level probability)."""
+    encoder, text_features, logit_scale, levels = model.folded_parts()
+    return fold_level_scorer(encoder, text_features, logit_scale, levels)
+
+
+FOLDERS: dict[str, Callable[[nn.Module], nn.Module]] = {"d2s": _fold_d2s, "cmssa": _fold_cmssa}
 
 
 def fold_for_export(model: nn.Module, kind: str) -> nn.Module:

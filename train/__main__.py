@@ -1,6 +1,6 @@
-"""``python -m train {d2s}``: train an image complexity model.
+"""``python -m train {d2s,cmssa}``: train an image complexity model.
 
-Each subcommand only parses arguments and calls the library (``train.d2s_trainer``).
+Each subcommand only parses arguments and calls the library (``train.d2s_trainer``, ``train.cmssa_trainer``).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description="Train an image complexity model.")
-    sub = p.add_subparsers(dest="kind", metavar="{d2s}", required=True)
+    sub = p.add_subparsers(dest="kind", metavar="{d2s,cmssa}", required=True)
     d = sub.add_parser("d2s", help="D2S: ResNet + attention pooling, caption-guided training (FAL + EAL)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(d)
@@ -57,6 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--refresh-step", type=int, default=50, help="0 disables buffer refresh")
     lo.add_argument("--weight-decay", type=float, default=1e-3)
     lo.add_argument("--min-lr", type=float, default=2.5e-6)
+
+    c = sub.add_parser("cmssa", help="CM-SSA: frozen OpenCLIP ViT, learned multi-modal prompts, scene semantic alignment",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_args(c)
+    # the paper's settings (Sec. 4.2); the patch side is the CLIP image tower's input size (224 for ViT-B)
+    c.set_defaults(epochs=50, batch_size=64, lr=1e-4, resize="patches", image_size=None)
+    m = c.add_argument_group("model")
+    m.add_argument("--backbone", default="ViT-B-16", help="OpenCLIP ViT architecture (ViT-B-16, ViT-B-32) or model-config JSON")
+    m.add_argument("--pretrained", default="openai", help="openai | none | FILE (OpenCLIP weights)")
+    m.add_argument("--levels", type=int, choices=[3, 5, 7], default=5, help="complexity level prompts (Table 4)")
+    m.add_argument("--n-ctx", type=int, default=8, help="learned context / prompt tokens")
+    m.add_argument("--prompt-depth", type=int, default=12, help="layers with deep prompts (capped at the tower depth)")
+    m.add_argument("--score", choices=["expectation", "first-level"], default="expectation",
+                   help="expectation over the level values 0..1, or the first level's probability (paper Eq. 6)")
+    m.add_argument("--normalize", choices=["clip", "imagenet"], default="clip",
+                   help="input mean/std (the reference code uses ImageNet's on CLIP)")
+    lo = c.add_argument_group("losses (paper defaults)")
+    lo.add_argument("--alpha", type=float, default=0.1, help="weight of L_A (scene alignment); 0: no captions needed")
+    lo.add_argument("--beta", type=float, default=0.9, help="weight of L_C (complexity)")
+    lo.add_argument("--early-stop", type=int, default=15, help="stop after N epochs without val SRCC gain; 0: never")
     return p
 
 
@@ -74,7 +94,28 @@ def run_d2s(args) -> int:
                "cues": args.cues},
         preprocessing={"resize": args.resize, "max_long_side": args.max_long_side, "stride": args.patch_stride},
     )
-    trainer = D2STrainer(cfg)
+    return _fit(D2STrainer(cfg), args)
+
+
+def run_cmssa(args) -> int:
+    from runtime.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    from .cmssa_trainer import CMSSATrainConfig, CMSSATrainer
+
+    mean, std = (CLIP_MEAN, CLIP_STD) if args.normalize == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    cfg = CMSSATrainConfig(
+        data=args.data, val_data=args.val_data, out=args.out, captions=args.captions, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, beta=args.beta, early_stop=args.early_stop,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device, workers=args.workers, cache=args.cache,
+        model={"backbone": args.backbone, "pretrained": args.pretrained, "levels": args.levels, "n_ctx": args.n_ctx,
+               "prompt_depth": args.prompt_depth, "score": args.score, "mean": mean, "std": std},
+        preprocessing={"resize": args.resize, "size": args.image_size, "max_long_side": args.max_long_side,
+                       "stride": args.patch_stride},
+    )
+    return _fit(CMSSATrainer(cfg), args)
+
+
+def _fit(trainer, args) -> int:
     last = os.path.join(args.out, "last.pt")
     if args.resume:
         if not os.path.isfile(last):
@@ -90,7 +131,7 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return {"d2s": run_d2s}[args.kind](args)
+        return {"d2s": run_d2s, "cmssa": run_cmssa}[args.kind](args)
     except (DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

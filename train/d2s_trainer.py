@@ -12,25 +12,17 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-from runtime.files import write_json
 from runtime.preprocess import Preprocessing
 
-from . import metrics
-from .checkpoint import FORMAT, atomic_torch_save
-from .data import DataError, Sample, attach_captions, is_ic9600, load_samples, read_captions, split_train_val
-from .dataset import GeometryCache, ImageScoreDataset
-from .evaluate import evaluate
+from .data import Sample
+from .trainer import Trainer, load_splits as _load_splits, resolve_device, seed_everything  # noqa: F401 (re-exported)
 from .losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
 from .models.d2s import D2S, D2SConfig
 
@@ -64,40 +56,15 @@ class D2STrainConfig:
     preprocessing: dict = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def load_splits(cfg: D2STrainConfig) -> tuple[list[Sample], list[Sample]]:
-    train = load_samples(cfg.data, "train")
-    if cfg.val_data:
-        val = load_samples(cfg.val_data, "test" if is_ic9600(cfg.val_data) else "train")
-    elif cfg.val_fraction > 0:
-        train, val = split_train_val(train, cfg.val_fraction, cfg.seed, stratify=True)
-    else:  # train on everything; the last epoch is kept (an epoch count chosen beforehand)
-        val = []
-    if cfg.text != "none":
-        if cfg.captions:
-            caps = read_captions(cfg.captions)
-            train = attach_captions(train, caps, cfg.captions)
-        elif any(s.caption is None for s in train):
-            raise DataError(f"{cfg.data}: no captions for the text teacher; pass --captions FILE or --text none")
-    return train, val
+    return _load_splits(cfg, need_captions=cfg.text != "none")
 
 
-class D2STrainer:
+class D2STrainer(Trainer):
+    kind = "d2s"
+
     def __init__(self, cfg: D2STrainConfig, log=print):
-        self.cfg, self.log = cfg, log
-        self.device = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
+        super().__init__(cfg, log)
         self.model_cfg = D2SConfig.from_dict(cfg.model)
         prep = {"resize": "square", "size": self.model_cfg.image_size, "mean": self.model_cfg.mean,
                 "std": self.model_cfg.std}
@@ -115,20 +82,9 @@ class D2STrainer:
             self.buffers = EntropyBuffers(cfg.buffer_size)
         params = list(self.model.parameters()) + (list(self.proj.parameters()) if self.proj else [])
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        side = self.prep.size if self.prep.resize == "square" else max(self.prep.size, self.prep.max_long_side or 1024)
-        cache_on = cfg.cache == "on" or (cfg.cache == "auto" and cfg.workers == 0 and
-                                          (len(self.train_samples) + len(self.val_samples)) * 3 * side ** 2 < 2 << 30)
-        self.train_cache = GeometryCache(self.prep, enabled=cache_on)
-        self.val_cache = GeometryCache(self.prep, enabled=cache_on)
-        self.train_set = ImageScoreDataset(self.train_samples, self.prep, train=True, cache=self.train_cache)
-        self.eval_set = ImageScoreDataset(self.train_samples, self.prep, train=False, cache=self.train_cache)
-        g = torch.Generator().manual_seed(cfg.seed)
-        self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=len(self.train_set) > cfg.batch_size,
-                                 num_workers=cfg.workers, generator=g, persistent_workers=cfg.workers > 0)
-        self.steps_per_epoch = len(self.loader)
+        self.build_data()
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(1, cfg.epochs * self.steps_per_epoch), eta_min=cfg.min_lr)
-        self.epoch, self.best_srcc, self.best_epoch, self.history = 0, -math.inf, -1, []
 
     # --- text ---------------------------------------------------------------------------------
     def _encode_captions(self) -> None:
@@ -194,96 +150,18 @@ class D2STrainer:
         terms["loss"] = loss.item()
         return terms
 
-    # --- epochs ---------------------------------------------------------------------------------
-    def train_epoch(self) -> dict:
-        from tqdm import tqdm
+    # --- persistence hooks (the loop, checkpoints and resume live in train.trainer.Trainer) ------
+    def checkpoint_extra(self) -> dict:
+        return {"projection": self.proj.state_dict() if self.proj else None}
 
-        sums, n = {}, 0
-        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True)
-        for x, y, idx in bar:
-            terms = self.train_step(x, y, idx)
-            n += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()})
-        return {k: v / max(n, 1) for k, v in sums.items()}
+    def extra_state(self) -> dict:
+        if not self.use_text:
+            return {}
+        return {"proj": self.proj.state_dict(), "momentum": self.momentum_model.state_dict(),
+                "buffers": self.buffers.state_dict()}
 
-    def validate(self) -> dict:
-        if not self.val_samples:
-            return {"n": 0, "srcc": float("nan")}
-        rep, _ = evaluate(self.model, self.val_samples, self.prep, self.device, self.cfg.batch_size, self.val_cache)
-        return rep
-
-    def fit(self) -> dict:
-        os.makedirs(self.cfg.out, exist_ok=True)
-        write_json(os.path.join(self.cfg.out, "config.json"), self.config_dict())
-        self.log(f"train {len(self.train_samples)} images, validate {len(self.val_samples)}; "
-                 f"{self.cfg.epochs} epochs x {self.steps_per_epoch} steps on {self.device}")
-        best = None
-        while self.epoch < self.cfg.epochs:
-            t0 = time.time()
-            losses = self.train_epoch()
-            val = self.validate()
-            self.epoch += 1
-            record = {"epoch": self.epoch, "seconds": round(time.time() - t0, 1), "lr": self.scheduler.get_last_lr()[0],
-                      **{f"loss_{k}": v for k, v in losses.items()}, "val": val}
-            self.history.append(record)
-            loss_txt = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
-            val_txt = metrics.format_line(val) if self.val_samples else "none (training on all data)"
-            self.log(f"epoch {self.epoch}/{self.cfg.epochs} [{record['seconds']}s]  {loss_txt}  | val {val_txt}")
-            srcc = val["srcc"] if math.isfinite(val["srcc"]) else -1.0
-            if srcc > self.best_srcc or not self.val_samples:
-                self.best_srcc, self.best_epoch = srcc, self.epoch
-                self.save_checkpoint(os.path.join(self.cfg.out, "checkpoint.pt"), val)
-                best = {"epoch": self.epoch, **val}
-                write_json(os.path.join(self.cfg.out, "metrics.json"), best)
-            self.save_state(os.path.join(self.cfg.out, "last.pt"))
-        if best is None:  # resumed after the last epoch
-            import json
-            with open(os.path.join(self.cfg.out, "metrics.json")) as f:
-                best = json.load(f)
-        self.log(f"best epoch {self.best_epoch}: val SRCC {self.best_srcc:.4f}; checkpoint {os.path.join(self.cfg.out, 'checkpoint.pt')}")
-        return best
-
-    # --- persistence ----------------------------------------------------------------------------
-    def config_dict(self) -> dict:
-        d = asdict(self.cfg)
-        d["model"], d["preprocessing"] = self.model_cfg.to_dict(), self.prep.to_dict()
-        return d
-
-    def save_checkpoint(self, path: str, val: dict) -> None:
-        atomic_torch_save({
-            "format": FORMAT, "kind": "d2s", "config": self.model_cfg.to_dict(), "preprocessing": self.prep.to_dict(),
-            "model": self.model.state_dict(), "projection": self.proj.state_dict() if self.proj else None,
-            "epoch": self.epoch, "val_metrics": val, "train_config": self.config_dict(),
-            "score": {"range": [0.0, 1.0], "meaning": "higher = more complex"},
-        }, path)
-
-    def save_state(self, path: str) -> None:
-        state = {
-            "format": FORMAT + "+state", "epoch": self.epoch, "best_srcc": self.best_srcc, "best_epoch": self.best_epoch,
-            "history": self.history, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "config": self.config_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "loader": self.loader.generator.get_state()},
-        }
-        if self.use_text:
-            state.update(proj=self.proj.state_dict(), momentum=self.momentum_model.state_dict(),
-                         buffers=self.buffers.state_dict())
-        atomic_torch_save(state, path)
-
-    def load_state(self, path: str) -> None:
-        s = torch.load(path, map_location="cpu", weights_only=False)
-        self.model.load_state_dict(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
-        self.scheduler.load_state_dict(s["scheduler"])
-        self.epoch, self.best_srcc, self.best_epoch, self.history = s["epoch"], s["best_srcc"], s["best_epoch"], s["history"]
+    def load_extra_state(self, s: dict) -> None:
         if self.use_text:
             self.proj.load_state_dict(s["proj"])
             self.momentum_model.load_state_dict(s["momentum"])
             self.buffers.load_state_dict(s["buffers"])
-        torch.set_rng_state(s["rng"]["torch"])
-        np.random.set_state(s["rng"]["numpy"])
-        random.setstate(s["rng"]["python"])
-        self.loader.generator.set_state(s["rng"]["loader"])
-        self.log(f"resumed from {path} after epoch {self.epoch} (best SRCC {self.best_srcc:.4f} at epoch {self.best_epoch})")

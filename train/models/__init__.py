@@ -1,9 +1,10 @@
 """Registry of trainable model kinds (one config dataclass each), after timm's create_model."""
 from __future__ import annotations
 
+from .cmssa import CMSSA, CMSSAConfig
 from .d2s import D2S, D2SConfig
 
-MODELS = {"d2s": (D2S, D2SConfig)}
+MODELS = {"d2s": (D2S, D2SConfig), "cmssa": (CMSSA, CMSSAConfig)}
 
 
 def create_model(kind: str, config: dict | object, load_pretrained: bool = True):

@@ -1,0 +1,217 @@
+"""The training machinery shared by every model kind (D2S, CM-SSA).
+
+A subclass builds its model, optimizer (and optional per-step scheduler) and defines ``train_step``;
+this base gives it: data splits and loaders over the runtime's preprocessing, the epoch loop with a
+progress bar of the loss terms, per-epoch validation with the runtime's patch / square evaluation,
+the best checkpoint by validation SRCC (``checkpoint.pt``, ``metrics.json``), ``config.json``,
+``last.pt`` after every epoch and ``--resume`` from it, and optional early stopping.
+
+Hooks a subclass may override: ``checkpoint_extra`` (more entries in checkpoint.pt),
+``model_state`` / ``load_model_state`` (what of the model goes into last.pt), ``extra_state`` /
+``load_extra_state`` (its own resumable state), ``current_lr``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from runtime.files import write_json
+
+from . import metrics
+from .checkpoint import FORMAT, atomic_torch_save
+from .data import DataError, Sample, attach_captions, is_ic9600, load_samples, read_captions, split_train_val
+from .dataset import GeometryCache, ImageScoreDataset
+from .evaluate import evaluate
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_splits(cfg, need_captions: bool) -> tuple[list[Sample], list[Sample]]:
+    """Train / validation samples from ``cfg.data`` (+ ``val_data`` or a seeded stratified split);
+    captions joined to the training samples when ``need_captions``."""
+    train = load_samples(cfg.data, "train")
+    if cfg.val_data:
+        val = load_samples(cfg.val_data, "test" if is_ic9600(cfg.val_data) else "train")
+    elif cfg.val_fraction > 0:
+        train, val = split_train_val(train, cfg.val_fraction, cfg.seed, stratify=True)
+    else:  # train on everything; the last epoch is kept (an epoch count chosen beforehand)
+        val = []
+    if need_captions:
+        if cfg.captions:
+            caps = read_captions(cfg.captions)
+            train = attach_captions(train, caps, cfg.captions)
+        elif any(s.caption is None for s in train):
+            raise DataError(f"{cfg.data}: no captions for the text branch; pass --captions FILE"
+                            + (" or --text none" if hasattr(cfg, "text") else ""))
+    return train, val
+
+
+class Trainer:
+    """Base trainer. Subclasses set ``kind`` and, in ``__init__``, call ``super().__init__`` first, then
+    set ``model_cfg``, ``prep``, ``model``, ``optimizer`` (``scheduler`` optional, stepped per iteration by
+    the subclass), load samples (``self.train_samples, self.val_samples``) and call ``build_data()``."""
+
+    kind = ""
+
+    def __init__(self, cfg, log=print):
+        self.cfg, self.log = cfg, log
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.scheduler = None
+        self.epoch, self.best_srcc, self.best_epoch, self.history = 0, -math.inf, -1, []
+
+    # --- data -----------------------------------------------------------------------------------
+    def build_data(self) -> None:
+        cfg = self.cfg
+        side = self.prep.size if self.prep.resize == "square" else max(self.prep.size, self.prep.max_long_side or 1024)
+        cache_on = cfg.cache == "on" or (cfg.cache == "auto" and cfg.workers == 0 and
+                                          (len(self.train_samples) + len(self.val_samples)) * 3 * side ** 2 < 2 << 30)
+        self.train_cache = GeometryCache(self.prep, enabled=cache_on)
+        self.val_cache = GeometryCache(self.prep, enabled=cache_on)
+        self.train_set = ImageScoreDataset(self.train_samples, self.prep, train=True, cache=self.train_cache)
+        self.eval_set = ImageScoreDataset(self.train_samples, self.prep, train=False, cache=self.train_cache)
+        g = torch.Generator().manual_seed(cfg.seed)
+        self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True,
+                                 drop_last=len(self.train_set) > cfg.batch_size, num_workers=cfg.workers,
+                                 generator=g, persistent_workers=cfg.workers > 0)
+        self.steps_per_epoch = len(self.loader)
+
+    # --- one step / epoch -----------------------------------------------------------------------
+    def train_step(self, x, y, idx) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def train_epoch(self) -> dict:
+        from tqdm import tqdm
+
+        sums, n = {}, 0
+        bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True)
+        for x, y, idx in bar:
+            terms = self.train_step(x, y, idx)
+            n += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()})
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def eval_model(self):
+        """The image -> score module that validation scores (the model itself by default)."""
+        return self.model
+
+    def validate(self) -> dict:
+        if not self.val_samples:
+            return {"n": 0, "srcc": float("nan")}
+        rep, _ = evaluate(self.eval_model(), self.val_samples, self.prep, self.device, self.cfg.batch_size, self.val_cache)
+        return rep
+
+    def current_lr(self) -> float:
+        if self.scheduler is not None:
+            return self.scheduler.get_last_lr()[0]
+        return self.optimizer.param_groups[0]["lr"]
+
+    def fit(self) -> dict:
+        os.makedirs(self.cfg.out, exist_ok=True)
+        write_json(os.path.join(self.cfg.out, "config.json"), self.config_dict())
+        patience = int(getattr(self.cfg, "early_stop", 0) or 0)
+        self.log(f"train {len(self.train_samples)} images, validate {len(self.val_samples)}; "
+                 f"{self.cfg.epochs} epochs x {self.steps_per_epoch} steps on {self.device}"
+                 + (f"; early stop after {patience} epochs without gain" if patience and self.val_samples else ""))
+        best = None
+        while self.epoch < self.cfg.epochs:
+            if patience and self.val_samples and self.epoch - self.best_epoch >= patience and self.best_epoch > 0:
+                self.log(f"early stop: no SRCC gain for {self.epoch - self.best_epoch} epochs")
+                break
+            t0 = time.time()
+            losses = self.train_epoch()
+            val = self.validate()
+            self.epoch += 1
+            record = {"epoch": self.epoch, "seconds": round(time.time() - t0, 1), "lr": self.current_lr(),
+                      **{f"loss_{k}": v for k, v in losses.items()}, "val": val}
+            self.history.append(record)
+            loss_txt = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            val_txt = metrics.format_line(val) if self.val_samples else "none (training on all data)"
+            self.log(f"epoch {self.epoch}/{self.cfg.epochs} [{record['seconds']}s]  {loss_txt}  | val {val_txt}")
+            srcc = val["srcc"] if math.isfinite(val["srcc"]) else -1.0
+            if srcc > self.best_srcc or not self.val_samples:
+                self.best_srcc, self.best_epoch = srcc, self.epoch
+                self.save_checkpoint(os.path.join(self.cfg.out, "checkpoint.pt"), val)
+                best = {"epoch": self.epoch, **val}
+                write_json(os.path.join(self.cfg.out, "metrics.json"), best)
+            self.save_state(os.path.join(self.cfg.out, "last.pt"))
+        if best is None:  # resumed after the last epoch (or stopped early right after resuming)
+            with open(os.path.join(self.cfg.out, "metrics.json")) as f:
+                best = json.load(f)
+        self.log(f"best epoch {self.best_epoch}: val SRCC {self.best_srcc:.4f}; checkpoint {os.path.join(self.cfg.out, 'checkpoint.pt')}")
+        return best
+
+    # --- persistence ----------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        d = asdict(self.cfg)
+        d["model"], d["preprocessing"] = self.model_cfg.to_dict(), self.prep.to_dict()
+        return d
+
+    def checkpoint_extra(self) -> dict:
+        return {}
+
+    def save_checkpoint(self, path: str, val: dict) -> None:
+        atomic_torch_save({
+            "format": FORMAT, "kind": self.kind, "config": self.model_cfg.to_dict(), "preprocessing": self.prep.to_dict(),
+            "model": self.model.state_dict(), **self.checkpoint_extra(),
+            "epoch": self.epoch, "val_metrics": val, "train_config": self.config_dict(),
+            "score": {"range": [0.0, 1.0], "meaning": "higher = more complex"},
+        }, path)
+
+    def model_state(self) -> dict:
+        return self.model.state_dict()
+
+    def load_model_state(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def save_state(self, path: str) -> None:
+        state = {
+            "format": FORMAT + "+state", "epoch": self.epoch, "best_srcc": self.best_srcc, "best_epoch": self.best_epoch,
+            "history": self.history, "model": self.model_state(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "config": self.config_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                    "loader": self.loader.generator.get_state()},
+        }
+        state.update(self.extra_state())
+        atomic_torch_save(state, path)
+
+    def load_state(self, path: str) -> None:
+        s = torch.load(path, map_location="cpu", weights_only=False)
+        self.load_model_state(s["model"])
+        self.optimizer.load_state_dict(s["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(s["scheduler"])
+        self.epoch, self.best_srcc, self.best_epoch, self.history = s["epoch"], s["best_srcc"], s["best_epoch"], s["history"]
+        self.load_extra_state(s)
+        torch.set_rng_state(s["rng"]["torch"])
+        np.random.set_state(s["rng"]["numpy"])
+        random.setstate(s["rng"]["python"])
+        self.loader.generator.set_state(s["rng"]["loader"])
+        self.log(f"resumed from {path} after epoch {self.epoch} (best SRCC {self.best_srcc:.4f} at epoch {self.best_epoch})")
