@@ -75,3 +75,11 @@ def tiny_clip_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("clipcfg") / "icrt-tiny-clip.json"
     path.write_text(json.dumps(TINY_CLIP))
     return str(path)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models run many times faster on one thread than on two on a shared 2-core machine."""
+    import torch
+
+    torch.set_num_threads(1)
