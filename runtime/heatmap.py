@@ -1,7 +1,8 @@
 """Per-patch scores drawn over the image, with a colour bar as the legend (matplotlib, imported lazily).
 
 Overlapping patches are averaged per pixel, so the map shows where in the image the model found the
-complexity. A square-policy model has one input per image, so its map is one flat colour: the image score.
+complexity. A square-policy model has one input per image; its map shows the scores of overlapping local
+windows instead (``Scorer.local_windows``), while the image score stays the model's.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def score_map(geometry, positions, patch: int, scores) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def write_heatmap(path, rgb, geometry, positions, patch, scores, image_score, title="", score_range=(0.0, 1.0)):
+def write_heatmap(path, rgb, geometry, positions, patch, scores, image_score, title="", score_range=(0.0, 1.0),
+                  note=None):
     """Write a PNG: the image, the patch-score map over it (semi-transparent), and a labelled colour bar."""
     import matplotlib
     matplotlib.use("Agg", force=False)
@@ -41,8 +43,8 @@ def write_heatmap(path, rgb, geometry, positions, patch, scores, image_score, ti
     lo, hi = (float(score_range[0]), float(score_range[1])) if score_range else (0.0, 1.0)
     im = ax.imshow(m, extent=(0, w, h, 0), cmap="inferno", vmin=lo, vmax=hi, alpha=0.55, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(f"{title}  score {image_score:.3f}  ({len(scores)} patch{'es' if len(scores) != 1 else ''})",
-                 fontsize=9)
+    note = note or f"{len(scores)} patch{'es' if len(scores) != 1 else ''}"
+    ax.set_title(f"{title}  score {image_score:.3f}  ({note})", fontsize=9)
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     bar.set_label("patch complexity score (higher = more complex)", fontsize=8)
     fig.tight_layout()

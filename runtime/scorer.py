@@ -174,6 +174,21 @@ class Scorer:
                 progress(rec)
             yield rec
 
+    def local_windows(self, rgb: np.ndarray):
+        """For heatmaps of square-policy models: score overlapping square windows (half the short side,
+        stride a quarter of it), each resized to the model input like a whole image. The image score is
+        unaffected; this only shows where the model sees complexity."""
+        from .preprocess import normalize, patch_grid, resize
+
+        h, w = rgb.shape[:2]
+        side = max(1, min(h, w) // 2)
+        positions = patch_grid(h, w, side, max(1, side // 2))
+        p = self.prep
+        x = np.stack([normalize(resize(rgb[t:t + side, l:l + side], p.size, p.size, p.interpolation), p.mean, p.std)
+                      for t, l in positions])
+        scores = np.concatenate([self.backend.run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        return (h, w), positions, side, scores
+
     def _finish(self, item: _Item, heatmaps, details: bool) -> dict:
         rec = item.record
         if item.x is None:
@@ -186,8 +201,13 @@ class Scorer:
         if heatmaps is not None:
             from .heatmap import write_heatmap
             path = heatmaps.name_for(rec["image"])
-            write_heatmap(path, item.rgb, item.geometry, item.positions, self.prep.size, item.scores, rec["score"],
-                          title=os.path.basename(rec["image"]), score_range=self.manifest.score.get("range", [0, 1]))
+            if self.prep.resize == "square":  # one input per image: map local windows instead
+                geometry, positions, side, scores = self.local_windows(item.rgb)
+                note = f"map: {len(scores)} local windows"
+            else:
+                geometry, positions, side, scores, note = item.geometry, item.positions, self.prep.size, item.scores, None
+            write_heatmap(path, item.rgb, geometry, positions, side, scores, rec["score"], title=os.path.basename(rec["image"]),
+                          score_range=self.manifest.score.get("range", [0, 1]), note=note)
             rec["heatmap"] = path
         item.x = item.rgb = None  # free the inputs as soon as the record is out
         return rec

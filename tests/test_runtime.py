@@ -247,3 +247,19 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert stat.S_IMODE(os.stat(tmp_path / "m.json").st_mode) == 0o644
+
+
+def test_square_model_heatmap_maps_local_windows(square_bundle, tmp_path, images):
+    from runtime import Scorer
+    from runtime.preprocess import load_rgb
+
+    scorer = Scorer.load(square_bundle)
+    rgb = load_rgb(images[2])  # 300 x 110
+    geometry, positions, side, scores = scorer.local_windows(rgb)
+    assert geometry == (110, 300) and side == 55 and len(positions) == len(scores) > 4
+    top, left = positions[3]
+    crop_score = scorer.score(rgb[top:top + side, left:left + side])["score"]
+    assert scores[3] == pytest.approx(crop_score, abs=1e-6)  # a window is scored like a whole image
+    rec = scorer.score_many([images[2]], heatmap_dir=str(tmp_path / "maps"))[0]
+    assert rec["score"] == scorer.score(images[2])["score"]  # the image score is unchanged
+    assert Image.open(rec["heatmap"]).format == "PNG"
