@@ -29,7 +29,20 @@ def export_onnx(module: torch.nn.Module, path: str, size: int, opset: int = MIN_
     module = module.eval()
     example = torch.rand(2, 3, size, size)
     names = output_names(module, example)
-    # not under no_grad: nn.MultiheadAttention would take its fused fast path, which has no ONNX export
+    # nn.MultiheadAttention's fused inference fast path (aten::_native_multi_head_attention) has no ONNX
+    # export; it is taken in eval mode whenever no parameter needs a gradient (a frozen CLIP), so switch it off.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        _export(module, example, path, names, opset, input_name, exporter)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    return names
+
+
+def _export(module, example, path, names, opset, input_name, exporter) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
@@ -42,9 +55,6 @@ def export_onnx(module: torch.nn.Module, path: str, size: int, opset: int = MIN_
                               dynamic_axes={n: {0: "batch"} for n in [input_name, *names]})
         else:
             raise ValueError(f"unknown exporter {exporter!r} (torchscript|dynamo)")
-    model = onnx.load(path)
-    onnx.checker.check_model(model)
-    return names
 
 
 def opset_of(path: str) -> int:

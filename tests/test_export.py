@@ -423,3 +423,28 @@ def test_bad_calibration_data_is_a_clear_error_before_writing(tmp_path):
         export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), int8=True, calib_data=str(tmp_path / "none"),
                           log=lambda *_: None)
     assert not (tmp_path / "b").exists()
+
+
+def test_frozen_multihead_attention_exports(tmp_path):
+    """A frozen CLIP's nn.MultiheadAttention takes a fused fast path in eval mode that ONNX cannot export."""
+    import onnxruntime as ort
+    import torch
+
+    from export.onnx_export import export_onnx
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Conv2d(3, 16, 8, 8)
+            self.attn = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+
+        def forward(self, x):
+            t = self.embed(x).flatten(2).transpose(1, 2)
+            return torch.sigmoid(self.attn(t, t, t, need_weights=False)[0].mean((1, 2)))
+
+    m = Tiny().eval().requires_grad_(False)
+    export_onnx(m, str(tmp_path / "m.onnx"), 32)
+    x = torch.rand(3, 3, 32, 32)
+    got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})[0]
+    assert abs(got - m(x).numpy()).max() < 1e-5
+    assert torch.backends.mha.get_fastpath_enabled()  # restored afterwards
