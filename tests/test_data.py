@@ -44,7 +44,7 @@ def test_bad_csv_row_names_file_and_line(labels_csv, row, problem):
         f.write(row + "\n")
     with pytest.raises(DataError) as e:
         read_labels_csv(labels_csv)
-    assert f"labels.csv:34" in str(e.value) and problem in str(e.value)
+    assert "labels.csv:34" in str(e.value) and problem in str(e.value)
 
 
 def test_csv_needs_image_and_score_header(tmp_path):

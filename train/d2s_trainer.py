@@ -22,7 +22,7 @@ from torch import nn
 from runtime.preprocess import Preprocessing
 
 from .data import Sample
-from .trainer import Trainer, load_splits as _load_splits, resolve_device, seed_everything  # noqa: F401 (re-exported)
+from .trainer import Trainer, load_splits as _load_splits
 from .losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
 from .models.d2s import D2S, D2SConfig
 
