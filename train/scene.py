@@ -22,7 +22,8 @@ LOSSES = ("mse", "l1", "scale-shift")
 class SceneBatchSampler(torch.utils.data.Sampler):
     """Batches of ``k`` distinct scenes x ``batch_size // k`` images (``domains[i]`` is image i's scene).
 
-    One epoch has ``len(domains) // (k * per_scene)`` batches (at least 1). Scenes are drawn at random,
+    K above the number of scenes means every scene in every batch (K = the number of scenes), so the same
+    option serves leave-one-scene-out, where training has one scene fewer. One epoch has ``len(domains) // (k * per_scene)`` batches (at least 1). Scenes are drawn at random,
     without replacement within a batch; each scene's images are drawn from its own shuffled queue, refilled
     (reshuffled) when empty, so small scenes repeat within an epoch rather than drop out. A scene with fewer
     than ``per_scene`` images gives all its images (a smaller batch). Randomness comes from ``generator``
@@ -36,8 +37,7 @@ class SceneBatchSampler(torch.utils.data.Sampler):
         self.scenes = [groups[d] for d in sorted(groups, key=str)]
         if k < 1:
             raise ValueError(f"--scene-sampling {k}: need at least one scene per batch")
-        if k > len(self.scenes):
-            raise ValueError(f"--scene-sampling {k}: the training data has only {len(self.scenes)} scene(s)")
+        k = min(k, len(self.scenes))  # e.g. leave-one-scene-out leaves one scene fewer: all scenes per batch
         if batch_size < k:
             raise ValueError(f"--batch-size {batch_size} is smaller than --scene-sampling {k}")
         self.k, self.per_scene = k, batch_size // k
@@ -71,21 +71,24 @@ class SceneBatchSampler(torch.utils.data.Sampler):
 
 
 def align_scale_shift(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``a * pred + b`` with the least-squares a, b against ``target`` (one scene), a kept positive.
+    """``a * pred + b`` for one scene, with a positive scale a and the least-squares shift b.
 
-    a = cov(pred, target) / var(pred), b = mean(target) - a * mean(pred). When that a is not positive
-    (predictions constant, or ranked against the labels, or labels constant) the scale is 1 and only the
-    shift is fitted: an inverted ranking is then penalised instead of being aligned away by a negative
-    scale, and a constant prediction still gets a gradient towards the labels' order. a and b are
-    differentiable functions of the predictions (the gradient goes through them).
+    a = |cov(pred, target)| / var(pred), b = mean(target) - a * mean(pred). When predictions and labels
+    agree in order (cov > 0) this is the least-squares fit and the MSE after it is var(y) * (1 - r^2)
+    (r: Pearson correlation). When they disagree (cov < 0) the least-squares scale would be negative and
+    would align an inverted ranking away; taking its magnitude instead gives var(y) * (1 + 3 r^2), so the
+    loss falls monotonically as r goes from -1 to 1 and is continuous at r = 0. Constant predictions
+    (var(pred) <= eps): scale 1, shift only (loss var(y), with a gradient towards the labels' order).
+    Constant labels: a = 0, the prediction is the label, loss 0. a and b are differentiable functions of
+    the predictions (the gradient goes through them). Because a scales with 1 / std(pred), the aligned
+    prediction, and so the loss, is unchanged by any positive affine map of the predictions.
     """
     pm, tm = pred.mean(), target.mean()
     dp, dt = pred - pm, target - tm
     var, cov = (dp * dp).mean(), (dp * dt).mean()
-    if bool(cov > 0) and bool(var > eps):
-        a = cov / var
-        return a * dp + tm
-    return dp + tm
+    if bool(var <= eps):
+        return dp + tm
+    return (cov.abs() / var) * dp + tm
 
 
 def scale_shift_loss(pred: torch.Tensor, target: torch.Tensor, domains, base: str = "mse") -> torch.Tensor:
@@ -95,7 +98,8 @@ def scale_shift_loss(pred: torch.Tensor, target: torch.Tensor, domains, base: st
     the loss is sum over those scenes and images of r_i ** 2 (``base`` mse) or |r_i| (l1), divided by the
     number of such images. Scenes with one image are skipped (any a, b fits one point exactly, so they carry
     no ranking information); a batch with no scene of two or more images gives 0 (with a graph, no gradient).
-    Zero, and unchanged, for predictions p = a * y + b (a > 0) within each scene.
+    Zero for predictions p = a * y + b (a > 0) within each scene, and unchanged when the predictions of a
+    scene go through any positive affine map (a negative scale changes it: inverted rankings are penalised).
     """
     pred, target = pred.reshape(-1).float(), target.reshape(-1).float()
     groups = defaultdict(list)
