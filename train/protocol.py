@@ -100,6 +100,26 @@ def cross_set_rounds(train, test, seeds=(42,), name="A -> B"):
 
 
 # --- running -------------------------------------------------------------------------------------------
+_DECODED: dict = {}  # preprocessing -> {image path: resized image}, shared by every round of this process
+
+
+def _share_decoded(trainer):
+    """Point the trainer's caches at one store per preprocessing, so a protocol decodes each image once
+    (resizing is deterministic, so this is exact); returns the cache to score the test set with."""
+    import json as _json
+
+    from .dataset import GeometryCache
+
+    key = _json.dumps(trainer.prep.to_dict(), sort_keys=True)
+    store = _DECODED.setdefault(key, {})
+    for c in (trainer.train_cache, trainer.val_cache):
+        if c.enabled:
+            c._store = store
+    test_cache = GeometryCache(trainer.prep, enabled=trainer.train_cache.enabled)
+    test_cache._store = store
+    return test_cache
+
+
 def train_and_test(model_argv: list[str], data: str, out: str, seed: int, train: list[Sample],
                    test: list[Sample], log=print) -> dict:
     """Train one model (``python -m train`` arguments) on ``train`` and score ``test`` with its best checkpoint."""
@@ -110,10 +130,11 @@ def train_and_test(model_argv: list[str], data: str, out: str, seed: int, train:
     args = build_parser().parse_args(model_argv + ["--data", data, "--out", out])
     args.seed = seed
     trainer = trainer_for(args, log=lambda *a: None, samples=train)
+    test_cache = _share_decoded(trainer)
     t0 = time.time()
     trainer.fit()
     model = model_from_checkpoint(load_checkpoint(os.path.join(out, "checkpoint.pt"))).to(trainer.device)
-    rep, _ = evaluate(model, test, trainer.prep, trainer.device, trainer.cfg.batch_size)
+    rep, _ = evaluate(model, test, trainer.prep, trainer.device, trainer.cfg.batch_size, test_cache)
     rep["seconds"] = round(time.time() - t0, 1)
     rep["n_train"] = len(train)
     return rep
