@@ -11,7 +11,9 @@ import sys
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and run")
-    g.add_argument("--data", required=True, help="IC9600 folder (train.txt) or labels CSV (image,score[,category,caption])")
+    g.add_argument("--data", required=True, action="append",
+                   help="IC9600 folder (train.txt) or labels CSV (image,score[,category,caption]); several data sets: "
+                        "comma-separated or --data repeated")
     g.add_argument("--val-data", help="validation set; default: a seeded, category-stratified 20%% of --data")
     g.add_argument("--val-fraction", type=float, default=0.2,
                    help="held out of --data for validation when no --val-data; 0: train on all, keep the last epoch")
@@ -31,6 +33,22 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache", choices=["auto", "on", "off"], default="auto",
                    help="keep decoded, resized images in memory (auto: when they fit in 2 GiB and --workers 0)")
     g.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (from last.pt)")
+    s = p.add_argument_group("scene-invariant training (SIND)")
+    s.add_argument("--scene-sampling", type=int, default=0, metavar="K",
+                   help="each batch holds K scenes with batch-size // K images each; 0: plain shuffled batches")
+    s.add_argument("--loss", choices=["mse", "l1", "scale-shift"], default="mse",
+                   help="score loss; scale-shift: MSE after aligning the predictions to the labels by the "
+                        "least-squares (positive) scale and shift within each scene of the batch")
+    s.add_argument("--dataset-domain", action="store_true",
+                   help="the scene is the data set (of several --data), not the category")
+
+
+def sind_options(args) -> dict:
+    """The shared data / SIND fields of both train configs."""
+    from .data import data_paths
+
+    return {"data": ",".join(data_paths(args.data)), "scene_sampling": args.scene_sampling, "loss": args.loss,
+            "dataset_domain": args.dataset_domain}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,11 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_d2s(args) -> int:
-    from .d2s_trainer import D2STrainConfig, D2STrainer
+def d2s_config(args):
+    from .d2s_trainer import D2STrainConfig
 
-    cfg = D2STrainConfig(
-        data=args.data, val_data=args.val_data, out=args.out, captions=args.captions, text=args.text,
+    return D2STrainConfig(
+        **sind_options(args), val_data=args.val_data, out=args.out, captions=args.captions, text=args.text,
         text_encoder=args.text_encoder, text_pretrained=args.text_pretrained, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay,
         eal_weight=args.eal_weight, fal_weight=args.fal_weight, temperature=args.temperature,
@@ -94,17 +112,22 @@ def run_d2s(args) -> int:
                "cues": args.cues},
         preprocessing={"resize": args.resize, "max_long_side": args.max_long_side, "stride": args.patch_stride},
     )
-    return _fit(D2STrainer(cfg), args)
 
 
-def run_cmssa(args) -> int:
+def run_d2s(args) -> int:
+    from .d2s_trainer import D2STrainer
+
+    return _fit(D2STrainer(d2s_config(args)), args)
+
+
+def cmssa_config(args):
     from runtime.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
-    from .cmssa_trainer import CMSSATrainConfig, CMSSATrainer
+    from .cmssa_trainer import CMSSATrainConfig
 
     mean, std = (CLIP_MEAN, CLIP_STD) if args.normalize == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
-    cfg = CMSSATrainConfig(
-        data=args.data, val_data=args.val_data, out=args.out, captions=args.captions, epochs=args.epochs,
+    return CMSSATrainConfig(
+        **sind_options(args), val_data=args.val_data, out=args.out, captions=args.captions, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, alpha=args.alpha, beta=args.beta, early_stop=args.early_stop,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, workers=args.workers, cache=args.cache,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "levels": args.levels, "n_ctx": args.n_ctx,
@@ -112,7 +135,23 @@ def run_cmssa(args) -> int:
         preprocessing={"resize": args.resize, "size": args.image_size, "max_long_side": args.max_long_side,
                        "stride": args.patch_stride},
     )
-    return _fit(CMSSATrainer(cfg), args)
+
+
+def run_cmssa(args) -> int:
+    from .cmssa_trainer import CMSSATrainer
+
+    return _fit(CMSSATrainer(cmssa_config(args)), args)
+
+
+def trainer_for(args, log=print, samples=None):
+    """The trainer ``python -m train`` would build from ``args``; ``samples`` replaces ``--data``'s training set."""
+    if args.kind == "d2s":
+        from .d2s_trainer import D2STrainer
+
+        return D2STrainer(d2s_config(args), log, samples=samples)
+    from .cmssa_trainer import CMSSATrainer
+
+    return CMSSATrainer(cmssa_config(args), log, samples=samples)
 
 
 def _fit(trainer, args) -> int:

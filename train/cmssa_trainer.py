@@ -45,6 +45,9 @@ class CMSSATrainConfig:
     device: str = "auto"
     workers: int = 0
     cache: str = "auto"
+    scene_sampling: int = 0  # SIND: K scenes per batch (0: plain shuffled batches)
+    loss: str = "mse"  # mse | l1 | scale-shift (per-scene aligned MSE, train.scene)
+    dataset_domain: bool = False  # the data set, not the category, is the scene
     model: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=dict)
 
@@ -52,10 +55,10 @@ class CMSSATrainConfig:
 class CMSSATrainer(Trainer):
     kind = "cmssa"
 
-    def __init__(self, cfg: CMSSATrainConfig, log=print):
+    def __init__(self, cfg: CMSSATrainConfig, log=print, samples=None):
         super().__init__(cfg, log)
         self.model_cfg = CMSSAConfig.from_dict(cfg.model)
-        self.train_samples, self.val_samples = load_splits(cfg, need_captions=cfg.alpha > 0)
+        self.train_samples, self.val_samples = load_splits(cfg, need_captions=cfg.alpha > 0, samples=samples)
         self.model = CMSSA(self.model_cfg).to(self.device)
         prep = {"resize": "patches", "size": self.model.image_size, "stride": 64,
                 "mean": self.model_cfg.mean, "std": self.model_cfg.std}
@@ -80,7 +83,7 @@ class CMSSATrainer(Trainer):
         x, y = x.to(self.device), y.to(self.device)
         self.model.train()
         score = self.model(x)
-        l_c = F.mse_loss(score, y)
+        l_c = self.regression_loss(score, y, idx)
         loss = self.cfg.beta * l_c
         terms = {"l_c": l_c.item()}
         if self.caption_feats is not None:

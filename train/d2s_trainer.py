@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from runtime.preprocess import Preprocessing
@@ -51,26 +50,29 @@ class D2STrainConfig:
     seed: int = 42
     device: str = "auto"
     workers: int = 0
-    cache: str = "auto"  # auto | on | off
+    cache: str = "auto"
+    scene_sampling: int = 0  # SIND: K scenes per batch (0: plain shuffled batches)
+    loss: str = "mse"  # mse | l1 | scale-shift (per-scene aligned MSE, train.scene)
+    dataset_domain: bool = False  # the data set, not the category, is the scene  # auto | on | off
     model: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=dict)
 
 
-def load_splits(cfg: D2STrainConfig) -> tuple[list[Sample], list[Sample]]:
-    return _load_splits(cfg, need_captions=cfg.text != "none")
+def load_splits(cfg: D2STrainConfig, samples=None) -> tuple[list[Sample], list[Sample]]:
+    return _load_splits(cfg, need_captions=cfg.text != "none", samples=samples)
 
 
 class D2STrainer(Trainer):
     kind = "d2s"
 
-    def __init__(self, cfg: D2STrainConfig, log=print):
+    def __init__(self, cfg: D2STrainConfig, log=print, samples=None):
         super().__init__(cfg, log)
         self.model_cfg = D2SConfig.from_dict(cfg.model)
         prep = {"resize": "square", "size": self.model_cfg.image_size, "mean": self.model_cfg.mean,
                 "std": self.model_cfg.std}
         prep.update(cfg.preprocessing)
         self.prep = Preprocessing.from_dict(prep)
-        self.train_samples, self.val_samples = load_splits(cfg)
+        self.train_samples, self.val_samples = load_splits(cfg, samples)
         self.model = D2S(self.model_cfg).to(self.device)
         self.use_text = cfg.text != "none"
         self.proj = None
@@ -131,8 +133,8 @@ class D2STrainer(Trainer):
             self.buffers.push(self._momentum_entropy(x), self.text_entropy[idx], idx)
         z = self.model.features(x)
         score = self.model.score_from_features(z)
-        loss = F.mse_loss(score, y)
-        terms["mse"] = loss.item()
+        loss = self.regression_loss(score, y, idx)
+        terms[self.cfg.loss] = loss.item()
         if self.use_text:
             zt = self.text_feats[idx].to(self.device)
             zv = self.proj(z)

@@ -27,6 +27,7 @@ class Sample:
     category: str | None = None
     caption: str | None = None
     key: str = ""  # the path as written in the list/CSV (used to join captions)
+    source: str = ""  # the data set it came from (the domain under --dataset-domain)
 
 
 def _check_image(path: str, where: str) -> None:
@@ -151,6 +152,20 @@ def load_samples(path: str, split: str = "train", check_images: bool = True) -> 
     if os.path.isfile(path):
         return read_labels_csv(path, check_images)
     raise DataError(f"{path}: not an IC9600 folder (with train.txt) or a labels CSV")
+
+
+def data_paths(data) -> list[str]:
+    """``--data`` as a list: comma-separated and/or repeated paths."""
+    items = [data] if isinstance(data, str) else list(data or [])
+    return [p.strip() for item in items for p in item.split(",") if p.strip()]
+
+
+def load_many(data, split: str = "train", check_images: bool = True) -> list[Sample]:
+    """Samples of one or several data sets, each tagged with its path as ``source``."""
+    out = []
+    for path in data_paths(data):
+        out += [replace(s, source=path) for s in load_samples(path, split, check_images)]
+    return out
 
 
 def split_train_val(samples: list[Sample], val_fraction: float = 0.2, seed: int = 42,

@@ -27,7 +27,8 @@ from runtime.files import write_json
 
 from . import metrics
 from .checkpoint import FORMAT, atomic_torch_save
-from .data import DataError, Sample, attach_captions, is_ic9600, load_samples, read_captions, split_train_val
+from .data import DataError, Sample, attach_captions, data_paths, is_ic9600, load_many, read_captions, split_train_val
+from .scene import SceneBatchSampler, regression_loss
 from .dataset import GeometryCache, ImageScoreDataset
 from .evaluate import evaluate
 
@@ -44,12 +45,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_splits(cfg, need_captions: bool) -> tuple[list[Sample], list[Sample]]:
-    """Train / validation samples from ``cfg.data`` (+ ``val_data`` or a seeded stratified split);
-    captions joined to the training samples when ``need_captions``."""
-    train = load_samples(cfg.data, "train")
+def load_splits(cfg, need_captions: bool, samples: list[Sample] | None = None) -> tuple[list[Sample], list[Sample]]:
+    """Train / validation samples from ``cfg.data`` (one or several data sets; or ``samples`` when given,
+    as the protocols do) + ``val_data`` or a seeded stratified split; captions joined to the training
+    samples when ``need_captions``."""
+    train = list(samples) if samples is not None else load_many(cfg.data, "train")
     if cfg.val_data:
-        val = load_samples(cfg.val_data, "test" if is_ic9600(cfg.val_data) else "train")
+        val = load_many(cfg.val_data, "test" if all(is_ic9600(p) for p in data_paths(cfg.val_data)) else "train")
     elif cfg.val_fraction > 0:
         train, val = split_train_val(train, cfg.val_fraction, cfg.seed, stratify=True)
     else:  # train on everything; the last epoch is kept (an epoch count chosen beforehand)
@@ -89,10 +91,29 @@ class Trainer:
         self.train_set = ImageScoreDataset(self.train_samples, self.prep, train=True, cache=self.train_cache)
         self.eval_set = ImageScoreDataset(self.train_samples, self.prep, train=False, cache=self.train_cache)
         g = torch.Generator().manual_seed(cfg.seed)
-        self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True,
-                                 drop_last=len(self.train_set) > cfg.batch_size, num_workers=cfg.workers,
-                                 generator=g, persistent_workers=cfg.workers > 0)
+        self.domains = [self.domain(s) for s in self.train_samples]
+        k = int(getattr(cfg, "scene_sampling", 0) or 0)
+        if k > 0:  # SIND scene sampling: K scenes x batch/K images per batch
+            sampler = SceneBatchSampler(self.domains, cfg.batch_size, k, generator=g)
+            self.loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=cfg.workers,
+                                     generator=g, persistent_workers=cfg.workers > 0)
+        else:
+            self.loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True,
+                                     drop_last=len(self.train_set) > cfg.batch_size, num_workers=cfg.workers,
+                                     generator=g, persistent_workers=cfg.workers > 0)
         self.steps_per_epoch = len(self.loader)
+
+    def domain(self, s: Sample) -> str:
+        """An image's scene: its data set under ``--dataset-domain``, else its category."""
+        if getattr(self.cfg, "dataset_domain", False):
+            return s.source
+        return "" if s.category is None else s.category
+
+    def regression_loss(self, score: torch.Tensor, y: torch.Tensor, idx) -> torch.Tensor:
+        """The score loss chosen by ``--loss`` (mse, l1, or scale-shift within each scene of the batch)."""
+        name = getattr(self.cfg, "loss", "mse") or "mse"
+        domains = [self.domains[int(i)] for i in idx] if name == "scale-shift" else None
+        return regression_loss(name, score, y, domains)
 
     # --- one step / epoch -----------------------------------------------------------------------
     def train_step(self, x, y, idx) -> dict:  # pragma: no cover - abstract
