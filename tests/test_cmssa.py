@@ -301,3 +301,17 @@ def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, ti
     text = count_parameters(model.clip.transformer)
     assert n_const < visual + text // 2
     assert man.model_card["parameters"]["after_folding"] == visual
+
+
+def test_sind_options_reach_cmssa(labels_csv, captions_csv, tmp_path, tiny3):
+    from collections import Counter
+
+    from train.scene import SceneBatchSampler
+
+    tr = CMSSATrainer(_cfg(labels_csv, captions_csv, tmp_path / "sind", tiny3, epochs=1, scene_sampling=2,
+                           loss="scale-shift"), **QUIET)
+    assert isinstance(tr.loader.batch_sampler, SceneBatchSampler)
+    x, y, idx = next(iter(tr.loader))
+    assert Counter(tr.domains[int(i)] for i in idx) == Counter({"a": 4, "b": 4})
+    terms = tr.train_step(x, y, idx)
+    assert all(np.isfinite(v) for v in terms.values())
