@@ -17,7 +17,7 @@ validation scores every patch of a stride-64 grid with the runtime's numpy code 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,31 +25,18 @@ import torch.nn.functional as F
 from runtime.preprocess import Preprocessing
 
 from .models.cmssa import CMSSA, CMSSAConfig
-from .trainer import Trainer, load_splits
+from .trainer import RunConfig, Trainer, load_splits
 
 
 @dataclass
-class CMSSATrainConfig:
-    data: str = ""
-    val_data: str | None = None
+class CMSSATrainConfig(RunConfig):
     out: str = "runs/cmssa"
-    captions: str | None = None
     epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-4
     alpha: float = 0.1  # weight of L_A (scene semantic alignment)
     beta: float = 0.9  # weight of L_C (complexity)
     early_stop: int = 15  # epochs without a val SRCC gain; 0 disables
-    val_fraction: float = 0.2
-    seed: int = 42
-    device: str = "auto"
-    workers: int = 0
-    cache: str = "auto"
-    scene_sampling: int = 0  # SIND: K scenes per batch (0: plain shuffled batches)
-    loss: str = "mse"  # mse | l1 | scale-shift (per-scene aligned MSE, train.scene)
-    dataset_domain: bool = False  # the data set, not the category, is the scene
-    model: dict = field(default_factory=dict)
-    preprocessing: dict = field(default_factory=dict)
 
 
 class CMSSATrainer(Trainer):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,23 +21,17 @@ from torch import nn
 from runtime.preprocess import Preprocessing
 
 from .data import Sample
-from .trainer import Trainer, load_splits as _load_splits
+from .trainer import RunConfig, Trainer, load_splits as _load_splits
 from .losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
 from .models.d2s import D2S, D2SConfig
 
 
 @dataclass
-class D2STrainConfig:
-    data: str = ""
-    val_data: str | None = None
+class D2STrainConfig(RunConfig):
     out: str = "runs/d2s"
-    captions: str | None = None
     text: str = "clip"  # clip | none
     text_encoder: str = "ViT-B-16"
     text_pretrained: str = "openai"
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
     min_lr: float = 2.5e-6
     weight_decay: float = 1e-3
     eal_weight: float = 5.0  # lambda
@@ -46,16 +40,6 @@ class D2STrainConfig:
     buffer_size: int = 2048  # M
     momentum: float = 0.995
     refresh_step: int = 50  # buffer refreshed fully every refresh_step iterations (~M/refresh_step per step)
-    val_fraction: float = 0.2
-    seed: int = 42
-    device: str = "auto"
-    workers: int = 0
-    cache: str = "auto"
-    scene_sampling: int = 0  # SIND: K scenes per batch (0: plain shuffled batches)
-    loss: str = "mse"  # mse | l1 | scale-shift (per-scene aligned MSE, train.scene)
-    dataset_domain: bool = False  # the data set, not the category, is the scene  # auto | on | off
-    model: dict = field(default_factory=dict)
-    preprocessing: dict = field(default_factory=dict)
 
 
 def load_splits(cfg: D2STrainConfig, samples=None) -> tuple[list[Sample], list[Sample]]:

@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -31,6 +31,28 @@ from .data import DataError, Sample, attach_captions, data_paths, is_ic9600, loa
 from .scene import SceneBatchSampler, regression_loss
 from .dataset import GeometryCache, ImageScoreDataset
 from .evaluate import evaluate
+
+
+@dataclass
+class RunConfig:
+    """Options every trainer shares (the CLI's common arguments); model kinds subclass it."""
+    data: str = ""
+    val_data: str | None = None
+    out: str = "runs/run"
+    captions: str | None = None
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    val_fraction: float = 0.2
+    seed: int = 42
+    device: str = "auto"
+    workers: int = 0
+    cache: str = "auto"  # auto | on | off
+    scene_sampling: int = 0  # SIND: K scenes per batch (0: plain shuffled batches)
+    loss: str = "mse"  # mse | l1 | scale-shift (per-scene aligned MSE, train.scene)
+    dataset_domain: bool = False  # the data set, not the category, is the scene
+    model: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
