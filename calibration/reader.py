@@ -8,13 +8,13 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.preprocess import Preprocessing, load_rgb, to_model_input
+from runtime.preprocess import Preprocessing, load_for_model, to_model_input
 
 
 def model_inputs(paths, prep: Preprocessing) -> Iterator[tuple[int, np.ndarray]]:
     """(image index, N x 3 x S x S float32) per image."""
     for i, p in enumerate(paths):
-        x, _ = to_model_input(load_rgb(p), prep)
+        x, _ = to_model_input(load_for_model(p, prep)[0], prep)
         yield i, x
 
 

@@ -65,9 +65,9 @@ def check_set_from_images(images, prep: Preprocessing, labels=None, source: str 
 
 
 def check_set_from_paths(items, prep: Preprocessing, source: str) -> CheckSet:
-    from runtime.preprocess import load_rgb
+    from runtime.preprocess import load_for_model
 
-    return check_set_from_images([load_rgb(s.path) for s in items], prep, [s.score for s in items], source)
+    return check_set_from_images([load_for_model(s.path, prep)[0] for s in items], prep, [s.score for s in items], source)
 
 
 def run_torch(module, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -15,6 +15,55 @@ import torch
 MIN_OPSET = 17
 
 
+class StaticPadConv(torch.nn.Module):
+    """A TF-"same" convolution for one known input size: constant zero padding, then the plain convolution.
+
+    timm's ``Conv2dSame`` computes its padding from the input shape at run time, which exports as
+    Shape/Gather/Pad chains per convolution; ONNX Runtime then neither fuses the Pad into the Conv nor
+    forms its QDQ int8 Conv patterns. The input size is fixed by the bundle, so the padding is a constant.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d, pads: tuple[int, int, int, int]):
+        super().__init__()
+        self.pad = torch.nn.ZeroPad2d(pads)
+        self.conv = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0,
+                                    conv.dilation, conv.groups, conv.bias is not None)
+        self.conv.weight, self.conv.bias = conv.weight, conv.bias
+
+    def forward(self, x):
+        return self.conv(self.pad(x))
+
+
+def static_same_padding(module: torch.nn.Module, size: int) -> torch.nn.Module:
+    """A copy of ``module`` with every timm ``Conv2dSame`` replaced by :class:`StaticPadConv` for ``size`` inputs."""
+    import copy
+
+    try:
+        from timm.layers.conv2d_same import Conv2dSame
+        from timm.layers.padding import pad_same_arg
+    except ImportError:
+        return module
+    if not any(isinstance(m, Conv2dSame) for m in module.modules()):
+        return module
+    module = copy.deepcopy(module)
+    seen = {}
+
+    def record(m, inp):
+        seen[m] = tuple(inp[0].shape[-2:])  # returns None: the input is left as it is
+
+    hooks = [m.register_forward_pre_hook(record) for m in module.modules() if isinstance(m, Conv2dSame)]
+    with torch.no_grad():
+        module(torch.zeros(1, 3, size, size))
+    for h in hooks:
+        h.remove()
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Conv2dSame) and child in seen:
+                pads = pad_same_arg(list(seen[child]), child.weight.shape[-2:], child.stride, child.dilation)
+                setattr(parent, name, StaticPadConv(child, tuple(pads)))
+    return module
+
+
 def output_names(module: torch.nn.Module, example: torch.Tensor) -> list[str]:
     with torch.no_grad():
         out = module(example)
@@ -26,7 +75,7 @@ def export_onnx(module: torch.nn.Module, path: str, size: int, opset: int = MIN_
     """Write ``module`` (image batch -> score[, levels]) to ``path``; returns the output names."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} < {MIN_OPSET}: LayerNorm would not map to one LayerNormalization node")
-    module = module.eval()
+    module = static_same_padding(module.eval(), size).eval()
     example = torch.rand(2, 3, size, size)
     names = output_names(module, example)
     # nn.MultiheadAttention's fused inference fast path (aten::_native_multi_head_attention) has no ONNX

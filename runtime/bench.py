@@ -107,11 +107,11 @@ def time_calls(fn, warmup: int, iters: int) -> list[float]:
 
 def bench_backend(manifest, backend, image_paths, batch_sizes, warmup, iters) -> list[dict]:
     """Inference-only and end-to-end timings of one opened backend."""
-    from .preprocess import load_rgb, to_model_input
+    from .preprocess import load_for_model, to_model_input
     from .scorer import Scorer
 
     prep = manifest.preprocessing
-    inputs = [to_model_input(load_rgb(p), prep)[0] for p in image_paths]
+    inputs = [to_model_input(load_for_model(p, prep)[0], prep)[0] for p in image_paths]
     per_image = float(np.mean([len(x) for x in inputs]))
     pool = np.concatenate(inputs)
     rows = []

@@ -105,6 +105,28 @@ def load_rgb(source) -> np.ndarray:
     Raises :class:`ImageError` naming the file and the problem, so that a batch can report one line per
     bad file and go on with the others.
     """
+    return _decode(source)[0]
+
+
+def draft_size(prep: "Preprocessing | None") -> tuple[int, int] | None:
+    """The smallest decode size that loses nothing for ``prep`` (square policy only; None: full size)."""
+    if prep is None or prep.resize != "square":
+        return None
+    return prep.size, prep.size
+
+
+def load_for_model(source, prep: "Preprocessing | None") -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode for a model input: (RGB array, (width, height) of the full image).
+
+    A JPEG much larger than a square model input is decoded at 1/2, 1/4 or 1/8 scale by libjpeg
+    (Pillow's ``draft``), never below the input side; the resize that follows then does less work. This
+    is the decode every stage uses (runtime, training, evaluation, calibration), so they see the same
+    pixels. On Savoias (768 px photos, 384 px input) it is exact: no JPEG there is 2x the input side.
+    """
+    return _decode(source, draft_size(prep))
+
+
+def _decode(source, draft: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<bytes>")
     if isinstance(source, (str, os.PathLike)):
         if os.path.isdir(source):
@@ -123,6 +145,10 @@ def load_rgb(source) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
+                full = im.size
+                if draft is not None and im.format == "JPEG" and min(full) >= 2 * max(draft):
+                    im.draft("RGB", draft)  # DCT-domain downscale; each side stays >= the requested one
+                drafted = im.size
                 im.load()  # decode first: a broken pixel stream must fail here, not be hidden below
                 try:
                     im = ImageOps.exif_transpose(im)
@@ -148,7 +174,8 @@ def load_rgb(source) -> np.ndarray:
         raise ImageError(name, f"cannot decode image ({type(e).__name__}: {e})") from None
     if rgb.width < 1 or rgb.height < 1:
         raise ImageError(name, "image has no pixels")
-    return np.asarray(rgb, dtype=np.uint8)
+    size = full if rgb.size == drafted else (full[1], full[0])  # EXIF rotation swapped the sides
+    return np.asarray(rgb, dtype=np.uint8), size
 
 
 # --- geometry ---------------------------------------------------------------------------------

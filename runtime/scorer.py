@@ -18,7 +18,7 @@ import numpy as np
 
 from .backends import Backend, open_backend
 from .manifest import Manifest, load_manifest
-from .preprocess import ImageError, _to_rgb, load_rgb, pool_scores, to_model_input
+from .preprocess import ImageError, _to_rgb, load_for_model, pool_scores, to_model_input
 
 DEFAULT_BATCH = 32
 
@@ -93,13 +93,16 @@ class Scorer:
         is_path = isinstance(image, (str, os.PathLike))
         name = os.fspath(image) if is_path else getattr(image, "filename", "") or f"<image {index}>"
         try:
-            rgb = load_rgb(image) if is_path or isinstance(image, (bytes, bytearray)) else as_rgb_array(image)
+            if is_path or isinstance(image, (bytes, bytearray)):
+                rgb, (w, h) = load_for_model(image, self.prep)
+            else:
+                rgb = as_rgb_array(image)
+                h, w = rgb.shape[:2]
             x, pos = to_model_input(rgb, self.prep)
         except ImageError as e:
             return _Item({"image": name, "error": e.problem})
         except (ValueError, MemoryError) as e:
             return _Item({"image": name, "error": f"cannot score image ({type(e).__name__}: {e})"})
-        h, w = rgb.shape[:2]
         geometry = (self.prep.size, self.prep.size) if self.prep.resize == "square" else None
         if geometry is None:
             from .preprocess import fitted_size

@@ -78,6 +78,12 @@ def tiny_clip_config(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def no_model_hub():
+    """Tests never reach a model hub: pretrained weights come from files or installed weights packages."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tiny models run many times faster on one thread than on two on a shared 2-core machine."""
     import torch

@@ -448,3 +448,33 @@ def test_frozen_multihead_attention_exports(tmp_path):
     got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"image": x.numpy()})[0]
     assert abs(got - m(x).numpy()).max() < 1e-5
     assert torch.backends.mha.get_fastpath_enabled()  # restored afterwards
+
+
+def test_tf_same_padding_exports_as_constants(tmp_path):
+    """timm's dynamic TF-"same" padding becomes constant padding for the bundle's fixed input size:
+    identical outputs, and no run-time Pad left in the graph (onnxruntime can fuse and quantize)."""
+    import onnx
+    import torch
+
+    from export.onnx_export import export_onnx
+    from train.models.d2s import D2S, D2SConfig
+
+    torch.manual_seed(0)
+    m = D2S(D2SConfig(backbone="tf_efficientnet_lite0", pretrained="none", image_size=96, pool="stats",
+                      head="linear")).eval()
+    path = str(tmp_path / "m.onnx")
+    export_onnx(m, path, 96)
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()  # basic optimisation folds the constant pads into the convolutions
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(tmp_path / "m.opt.onnx")
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert "Pad" not in ops and ops.count("Conv") == 48
+    x = np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32)
+
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() < 1e-5

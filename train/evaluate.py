@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from runtime.preprocess import Preprocessing, load_rgb, pool_scores, to_model_input
+from runtime.preprocess import Preprocessing, load_for_model, pool_scores, to_model_input
 
 from . import metrics
 from .data import DataError, is_ic9600, load_samples
@@ -40,7 +40,7 @@ def predict(model, samples, prep: Preprocessing, device="cpu", batch_size: int =
 
         it = tqdm(it, desc="evaluate", leave=False)
     for i in it:
-        img = cache.get(samples[i].image) if cache is not None else load_rgb(samples[i].image)
+        img = cache.get(samples[i].image) if cache is not None else load_for_model(samples[i].image, prep)[0]
         x, _ = to_model_input(img, prep)
         pending.append(x)
         owners.extend([i] * len(x))
