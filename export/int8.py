@@ -90,12 +90,20 @@ def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclu
                   names=None) -> dict:
     """Write both INT8 forms next to each other; returns form -> settings (with the file name)."""
     names = names or {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
+    fp32, out_dir = os.path.abspath(fp32), os.path.abspath(out_dir)
     out = {}
+    cwd = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
-        pre = os.path.join(tmp, "model.pre.onnx")
-        preprocess(fp32, pre)
-        cache = os.path.join(tmp, "ranges.json")  # calibrate once; both forms quantize from the same ranges
-        for form in FORMS:
-            info = quantize(pre, os.path.join(out_dir, names[form]), reader, form, method, exclude_nodes, cache)
-            out[form] = {**info, "file": names[form]}
+        # onnxruntime's quantization tools write scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into
+        # the working directory and leave some behind: keep them in the temporary folder
+        os.chdir(tmp)
+        try:
+            pre = os.path.join(tmp, "model.pre.onnx")
+            preprocess(fp32, pre)
+            cache = os.path.join(tmp, "ranges.json")  # calibrate once; both forms quantize from the same ranges
+            for form in FORMS:
+                info = quantize(pre, os.path.join(out_dir, names[form]), reader, form, method, exclude_nodes, cache)
+                out[form] = {**info, "file": names[form]}
+        finally:
+            os.chdir(cwd)
     return out

@@ -200,8 +200,16 @@ def d2s_bundle(tmp_path_factory):
     ckpt = root / "checkpoint.pt"
     _d2s_checkpoint(ckpt)
     out = root / "bundle"
-    man = export_checkpoint(str(ckpt), str(out), fp16=True, int8=True, calib_data=str(csv), calib_split="train",
-                            check_data=str(csv), check_split="val", log=lambda *_: None)
+    cwd = os.getcwd()
+    work = root / "cwd"  # the export runs from here: nothing may be left in it
+    work.mkdir()
+    os.chdir(work)
+    try:
+        man = export_checkpoint(str(ckpt), str(out), fp16=True, int8=True, calib_data=str(csv), calib_split="train",
+                                check_data=str(csv), check_split="val", log=lambda *_: None)
+    finally:
+        os.chdir(cwd)
+    assert os.listdir(work) == [], "export left scratch files in the working directory"
     return man, out, csv, ckpt
 
 
@@ -478,3 +486,25 @@ def test_tf_same_padding_exports_as_constants(tmp_path):
     with torch.no_grad():
         want = m(torch.from_numpy(x)).numpy()
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_int8_quantization_leaves_no_scratch_files(tmp_path, monkeypatch):
+    """onnxruntime's pre-quantization pass leaves sym_shape_infer_temp.onnx and <uuid>.data files in the working
+    directory when symbolic shape inference fails (seen on EfficientNet-Lite with run-time TF padding): the
+    export keeps them in a temporary folder."""
+    from calibration.reader import PreprocessedImageReader
+    from export.int8 import quantize_both
+
+    torch.manual_seed(0)
+    m = D2S(D2SConfig(backbone="tf_efficientnet_lite0", pretrained="none", image_size=64, pool="stats",
+                      head="linear"), load_pretrained=False).eval()
+    fp32 = str(tmp_path / "dynamic-pad.onnx")  # exported as is: timm's dynamic padding, as before static_same_padding
+    torch.onnx.export(m, (torch.rand(1, 3, 64, 64),), fp32, input_names=["image"], output_names=["score"],
+                      dynamic_axes={"image": {0: "batch"}}, opset_version=17, dynamo=False)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    x = np.random.default_rng(0).random((4, 3, 64, 64), dtype=np.float32)
+    forms = quantize_both(fp32, str(tmp_path), PreprocessedImageReader(x, "image"))
+    assert set(forms) == {"onnxruntime", "tensorrt"} and os.path.isfile(tmp_path / "model.int8.onnx")
+    assert os.listdir(work) == []
