@@ -21,6 +21,7 @@ from .manifest import Manifest, load_manifest
 from .preprocess import ImageError, _to_rgb, load_for_model, pool_scores, to_model_input
 
 DEFAULT_BATCH = 32
+SCORE_TOLERANCE = 1e-3  # scores this far outside the model's range are clipped into it; further out is an error
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -60,6 +61,7 @@ class Scorer:
         if backend.max_batch:
             self.batch_size = min(self.batch_size, backend.max_batch)
         self.workers = workers
+        self.score_range = tuple(float(v) for v in manifest.score.get("range", [0.0, 1.0]))
 
     @classmethod
     def load(cls, bundle: str | None = None, backend: str = "auto", precision: str = "fp32",
@@ -192,10 +194,25 @@ class Scorer:
         scores = np.concatenate([self.backend.run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
         return (h, w), positions, side, scores
 
+    def check_scores(self, scores: np.ndarray) -> str | None:
+        """What is wrong with a model's scores for one image (None: nothing; near-misses are clipped in place)."""
+        lo, hi = self.score_range
+        if not np.all(np.isfinite(scores)):
+            return "model returned a non-finite score"
+        out = scores[(scores < lo - SCORE_TOLERANCE) | (scores > hi + SCORE_TOLERANCE)]
+        if out.size:
+            return f"score {float(out[0]):.4g} outside the model's range [{lo:g}, {hi:g}]"
+        np.clip(scores, lo, hi, out=scores)
+        return None
+
     def _finish(self, item: _Item, heatmaps, details: bool) -> dict:
         rec = item.record
         if item.x is None:
             return rec
+        problem = self.check_scores(item.scores)
+        if problem:
+            item.x = item.rgb = None
+            return {"image": rec["image"], "error": problem}
         rec["score"] = pool_scores(item.scores, self.prep)
         if details:
             rec["patch_scores"] = [float(s) for s in item.scores]

@@ -62,11 +62,30 @@ def session_options(threads: int | None = None):
     return so
 
 
+def check_shapes(path: str, image, score, size: int | None) -> None:
+    """The model's declared input must take N x 3 x size x size and its score output be [N] or [N, 1];
+    otherwise the bundle is broken (BundleError). Dynamic dimensions pass (the output is checked again per run)."""
+    from ..manifest import BundleError
+
+    def fixed(d):
+        return d if isinstance(d, int) else None
+
+    shape = list(image.shape or [])
+    if len(shape) != 4 or fixed(shape[1]) not in (None, 3) or (size and any(fixed(d) not in (None, size) for d in shape[2:])):
+        want = f"[N, 3, {size}, {size}] (preprocessing.size {size})" if size else "[N, 3, S, S]"
+        raise BundleError(f"{path}: input {image.name!r} has shape {shape}; the manifest expects {want}")
+    shape = list(score.shape or [])
+    if len(shape) not in (1, 2) or (len(shape) == 2 and fixed(shape[1]) not in (None, 1)):
+        raise BundleError(f"{path}: output {score.name!r} has shape {shape}; the score output must be [batch] or [batch, 1]")
+    if score.type not in ("tensor(float)", "tensor(float16)", "tensor(double)"):
+        raise BundleError(f"{path}: output {score.name!r} is a {score.type}; the score output must be a float tensor")
+
+
 class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str, input_name: str, score_output: str, precision: str, providers: list,
-                 threads: int | None = None, notes=None):
+                 threads: int | None = None, notes=None, size: int | None = None):
         ort = _ort()
         try:
             self.session = ort.InferenceSession(path, sess_options=session_options(threads), providers=providers)
@@ -78,6 +97,7 @@ class OrtBackend(Backend):
             raise BackendError(f"{path}: no input named {input_name!r} (has {', '.join(inputs)})")
         if score_output not in outputs:
             raise BackendError(f"{path}: no output named {score_output!r} (has {', '.join(outputs)})")
+        check_shapes(path, inputs[input_name], self.session.get_outputs()[outputs.index(score_output)], size)
         self.input_name, self.score_output = input_name, score_output
         self.input_dtype = np.float16 if inputs[input_name].type == "tensor(float16)" else np.float32
         self.precision, self.file = precision, path
@@ -111,12 +131,18 @@ class OrtBackend(Backend):
             if "CUDAExecutionProvider" in avail:
                 providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
         providers.append("CPUExecutionProvider")
-        return cls(path, manifest.input_name, manifest.score_output, precision, providers, threads, notes)
+        return cls(path, manifest.input_name, manifest.score_output, precision, providers, threads, notes,
+                   size=manifest.input_size)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = batch if batch.dtype == self.input_dtype else batch.astype(self.input_dtype)
-        out = self.session.run([self.score_output], {self.input_name: x})[0]
-        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)[:, 0]
+        out = np.asarray(self.session.run([self.score_output], {self.input_name: x})[0])
+        n = len(batch)
+        if out.shape not in ((n,), (n, 1)):  # e.g. [N, 4] would otherwise be cut to its first column
+            from ..manifest import BundleError
+            raise BundleError(f"{self.file}: output {self.score_output!r} has shape {list(out.shape)} for a batch of "
+                              f"{n}; the score output must be [batch] or [batch, 1]")
+        return out.astype(np.float32).reshape(n)
 
     def describe(self) -> dict:
         d = super().describe()

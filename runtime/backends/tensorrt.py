@@ -215,7 +215,7 @@ class TensorRTBackend(Backend):
 
     def __init__(self, manifest, entry: dict, trt, cuda):
         self.precision, self.cuda, self.trt = entry["precision"], cuda, trt
-        self.file = os.path.join(manifest.root, entry["file"])
+        self.file = manifest.path(entry["file"], "engines.file")  # BundleError unless inside the bundle
         if not os.path.isfile(self.file):
             raise BackendError(f"{self.file}: engine file named in the manifest is missing")
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -234,6 +234,10 @@ class TensorRTBackend(Backend):
         _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
         self.max_batch = int(entry.get("max_batch") or max_shape[0])
         self.size = int(max_shape[-1])
+        from ..manifest import BundleError
+        if tuple(max_shape[1:]) != (3, manifest.input_size, manifest.input_size):
+            raise BundleError(f"{self.file}: engine input {self.input_name!r} takes {list(max_shape)}; the manifest "
+                              f"expects [N, 3, {manifest.input_size}, {manifest.input_size}]")
         # Buffers for the largest batch, allocated once: pinned host memory makes the copies truly async.
         self.buffers = {}
         for n in names:
@@ -243,6 +247,9 @@ class TensorRTBackend(Backend):
             else:
                 self.context.set_input_shape(self.input_name, (self.max_batch, 3, self.size, self.size))
                 shape = tuple(max(1, int(d)) for d in self.context.get_tensor_shape(n))
+                if n == self.score_output and shape not in ((self.max_batch,), (self.max_batch, 1)):
+                    raise BundleError(f"{self.file}: output {n!r} has shape {list(shape)} for a batch of {self.max_batch}; "
+                                      "the score output must be [batch] or [batch, 1]")
             host = cuda.pinned(shape, dtype)
             dptr = cuda.device(host.nbytes)
             self.buffers[n] = (host, dptr)
