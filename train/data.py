@@ -5,6 +5,13 @@ Formats:
 2. A labels CSV with header ``image,score`` and optional ``category`` / ``caption`` columns; image paths are
    relative to the CSV's folder (the Savoias copy uses this).
 3. A captions CSV ``image,caption`` joined to either of the above by image path.
+
+Text files are read as UTF-8 (a leading byte-order mark is accepted). Training checks its samples before the
+first epoch (``check_training_samples``): every score must lie in the declared range, [0, 1] unless
+``--score-range LO,HI`` says otherwise (IC9600 and Savoias scores are in [0, 1], and the models' sigmoid
+output cannot leave it); an image listed twice with the same score (and category) is dropped with a warning,
+with another score or category it is refused; and every image must decode (refused, or left out with
+``--skip-bad-images``).
 """
 from __future__ import annotations
 
@@ -12,8 +19,9 @@ import csv
 import math
 import os
 import random
+import sys
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 
 class DataError(ValueError):
@@ -28,6 +36,30 @@ class Sample:
     caption: str | None = None
     key: str = ""  # the path as written in the list/CSV (used to join captions)
     source: str = ""  # the data set it came from (the domain under --dataset-domain)
+    where: str = field(default="", compare=False)  # FILE:LINE of the row it came from (for messages)
+
+
+class _text:
+    """Open a UTF-8 text file (BOM accepted); undecodable bytes and CSV syntax errors become one-line
+    DataErrors naming the file."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self):
+        try:
+            self.f = open(self.path, newline="", encoding="utf-8-sig")
+        except OSError as e:
+            raise DataError(f"{self.path}: cannot read ({e.strerror or e})") from None
+        return self.f
+
+    def __exit__(self, kind, e, tb):
+        self.f.close()
+        if isinstance(e, UnicodeDecodeError):
+            raise DataError(f"{self.path}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); save it as UTF-8") from None
+        if isinstance(e, csv.Error):
+            raise DataError(f"{self.path}: not a readable CSV ({e})") from None
+        return False
 
 
 def _check_image(path: str, where: str) -> None:
@@ -51,7 +83,7 @@ def read_ic9600(root: str, split: str = "train", check_images: bool = True) -> l
     if not os.path.isfile(list_file):
         raise DataError(f"{list_file}: list file not found")
     samples = []
-    with open(list_file, encoding="utf-8") as f:
+    with _text(list_file) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -64,7 +96,7 @@ def read_ic9600(root: str, split: str = "train", check_images: bool = True) -> l
             if check_images:
                 _check_image(path, where)
             cat = name.split("_", 1)[0] if "_" in name else None
-            samples.append(Sample(os.path.abspath(path), score, cat, None, name))
+            samples.append(Sample(os.path.abspath(path), score, cat, None, name, where=where))
     if not samples:
         raise DataError(f"{list_file}: no samples")
     return samples
@@ -73,7 +105,7 @@ def read_ic9600(root: str, split: str = "train", check_images: bool = True) -> l
 def read_labels_csv(csv_path: str, check_images: bool = True) -> list[Sample]:
     base = os.path.dirname(os.path.abspath(csv_path))
     samples = []
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with _text(csv_path) as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -99,7 +131,8 @@ def read_labels_csv(csv_path: str, check_images: bool = True) -> list[Sample]:
                 _check_image(path, where)
             cat = row[ci].strip() or None if ci is not None else None
             cap = row[ti].strip() or None if ti is not None else None
-            samples.append(Sample(os.path.abspath(path), _parse_score(row[si].strip(), where), cat, cap, rel))
+            samples.append(Sample(os.path.abspath(path), _parse_score(row[si].strip(), where), cat, cap, rel,
+                                  where=where))
     if not samples:
         raise DataError(f"{csv_path}: no samples")
     return samples
@@ -109,7 +142,7 @@ def read_captions(csv_path: str) -> dict[str, str]:
     """``image,caption`` CSV -> {image key: caption}; keys are as written and as absolute paths."""
     base = os.path.dirname(os.path.abspath(csv_path))
     out: dict[str, str] = {}
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with _text(csv_path) as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in (next(reader, None) or [])]
         if "image" not in header or "caption" not in header:
@@ -185,3 +218,114 @@ def split_train_val(samples: list[Sample], val_fraction: float = 0.2, seed: int 
         val += g[:n_val]
         train += g[n_val:]
     return train, val
+
+
+# --- checks before training -------------------------------------------------------------------------
+
+
+def _at(s: Sample) -> str:
+    return s.where or s.image
+
+
+def check_scores(samples: list[Sample], score_range: tuple[float, float] = (0.0, 1.0)) -> None:
+    """Refuse a score outside ``score_range`` (inclusive), naming the file and line."""
+    lo, hi = score_range
+    for s in samples:
+        if not lo <= s.score <= hi:
+            raise DataError(f"{_at(s)}: score {s.score:g} is outside [{lo:g}, {hi:g}] "
+                            f"(pass --score-range LO,HI for data on another scale)")
+
+
+def drop_repeats(samples: list[Sample], log=None) -> list[Sample]:
+    """The samples with each image once. A repeat with the same score and category is dropped (one
+    warning line); a repeat with another score or category is refused at its file and line. An image is
+    the same file, whatever path or symbolic link names it."""
+    first: dict[str, Sample] = {}
+    out, dropped = [], []
+    for s in samples:
+        key = os.path.realpath(s.image)
+        seen = first.get(key)
+        if seen is None:
+            first[key] = s
+            out.append(s)
+        elif seen.score == s.score and seen.category == s.category:
+            dropped.append((s, seen))
+        else:
+            what = "score" if seen.score != s.score else "category"
+            a, b = (seen.score, s.score) if what == "score" else (seen.category, s.category)
+            raise DataError(f"{_at(s)}: {s.image} is listed again with another {what} ({b} here, {a} at "
+                            f"{_at(seen)})")
+    if dropped:
+        s, seen = dropped[0]
+        (log or _warn)(f"warning: dropped {len(dropped)} repeated row(s) (same image, same score), "
+                       f"e.g. {_at(s)} repeats {_at(seen)}")
+    return out
+
+
+def refuse_overlap(train: list[Sample], val: list[Sample]) -> None:
+    """Validation must not score images the model trained on."""
+    seen = {os.path.realpath(s.image): s for s in train}
+    for s in val:
+        t = seen.get(os.path.realpath(s.image))
+        if t is not None:
+            raise DataError(f"{_at(s)}: {s.image} is also a training image ({_at(t)}); "
+                            f"validation must not see training images")
+
+
+_DECODED: dict[tuple, str | None] = {}  # (path, size, mtime) -> problem or None; protocols check once
+
+
+def _decode_problem(path: str) -> str | None:
+    from runtime.preprocess import ImageError, load_rgb
+
+    try:
+        st = os.stat(path)
+        key = (path, st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _DECODED:
+        return _DECODED[key]
+    try:
+        load_rgb(path)
+        problem = None
+    except ImageError as e:
+        problem = e.problem
+    if key is not None:
+        _DECODED[key] = problem
+    return problem
+
+
+def bad_images(samples: list[Sample]) -> list[tuple[Sample, str]]:
+    """(sample, problem) for every image that does not decode (the runtime's decoder; a few threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        problems = list(pool.map(_decode_problem, [s.image for s in samples]))
+    return [(s, p) for s, p in zip(samples, problems) if p is not None]
+
+
+def drop_bad_images(samples: list[Sample], skip: bool = False, log=None) -> list[Sample]:
+    """Decode every image once. Unreadable ones are refused (a DataError listing the first few, one per
+    line), or with ``skip`` left out and counted in one log line."""
+    bad = bad_images(samples)
+    if not bad:
+        return samples
+    lines = [f"{_at(s)}: {s.image}: {p}" for s, p in bad[:5]] + ([f"... and {len(bad) - 5} more"] if len(bad) > 5 else [])
+    if not skip:
+        if len(bad) == 1:
+            raise DataError(f"{lines[0]} (pass --skip-bad-images to leave unreadable images out)")
+        raise DataError(f"{len(bad)} unreadable images (pass --skip-bad-images to leave them out):\n" + "\n".join(lines))
+    (log or _warn)(f"warning: skipped {len(bad)} unreadable image(s) of {len(samples)}, e.g. {lines[0]}")
+    drop = {id(s) for s, _ in bad}
+    return [s for s in samples if id(s) not in drop]
+
+
+def check_training_samples(samples: list[Sample], score_range=(0.0, 1.0), skip_bad_images: bool = False,
+                           log=None) -> list[Sample]:
+    """All checks before training, in order: scores in range, repeats, images decode."""
+    check_scores(samples, score_range)
+    return drop_bad_images(drop_repeats(samples, log), skip_bad_images, log)
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr)

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from runtime.preprocess import Preprocessing, load_for_model, pool_scores, to_model_input
+from runtime.preprocess import ImageError, Preprocessing, load_for_model, pool_scores, to_model_input
 
 from . import metrics
 from .data import DataError, is_ic9600, load_samples
@@ -59,13 +59,14 @@ def evaluate(model, samples, prep, device="cpu", batch_size=32, cache=None, prog
 
 
 def main(argv=None) -> int:
-    from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from .__main__ import positive_int
+    from .checkpoint import CheckpointError, brief, load_checkpoint, model_from_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.strip().splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="IC9600 folder (its test.txt is used) or labels CSV")
     p.add_argument("--out", help="write the metrics JSON here")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     try:
@@ -75,9 +76,17 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
-    model = model_from_checkpoint(ckpt).to(device)
-    prep = Preprocessing.from_dict(ckpt["preprocessing"])
-    rep, _ = evaluate(model, samples, prep, device, args.batch_size, progress=True)
+    try:
+        model = model_from_checkpoint(ckpt).to(device)
+        prep = Preprocessing.from_dict(ckpt["preprocessing"])
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:  # unknown kind, mismatched weights
+        print(f"error: {args.checkpoint}: cannot rebuild the model ({brief(e)})", file=sys.stderr)
+        return 2
+    try:
+        rep, _ = evaluate(model, samples, prep, device, args.batch_size, progress=True)
+    except ImageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(metrics.format_line(rep))
     for cat, m in rep.get("per_category", {}).items():
         print(f"  {cat:<16} n={m['n']:<4} SRCC {m['srcc']:.4f}  PLCC {m['plcc']:.4f}")

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader
 from runtime.files import write_json
 
 from . import metrics
-from .checkpoint import FORMAT, atomic_torch_save
-from .data import DataError, Sample, attach_captions, data_paths, is_ic9600, load_many, read_captions, split_train_val
+from .checkpoint import FORMAT, CheckpointError, atomic_torch_save, brief, safe_load
+from .data import (DataError, Sample, attach_captions, check_training_samples, data_paths, is_ic9600, load_many,
+                   read_captions, refuse_overlap, split_train_val)
 from .scene import SceneBatchSampler, regression_loss
 from .dataset import GeometryCache, ImageScoreDataset
 from .evaluate import evaluate
@@ -51,6 +52,8 @@ class RunConfig:
     scene_sampling: int = 0  # SIND: K scenes per batch (0: plain shuffled batches)
     loss: str = "mse"  # mse | l1 | scale-shift (per-scene aligned MSE, train.scene)
     dataset_domain: bool = False  # the data set, not the category, is the scene
+    score_range: tuple = (0.0, 1.0)  # scores outside are refused (train.data.check_scores)
+    skip_bad_images: bool = False  # leave out images that do not decode (else refuse them)
     model: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=dict)
 
@@ -67,13 +70,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_splits(cfg, need_captions: bool, samples: list[Sample] | None = None) -> tuple[list[Sample], list[Sample]]:
+def load_splits(cfg, need_captions: bool, samples: list[Sample] | None = None, log=None) -> tuple[list[Sample], list[Sample]]:
     """Train / validation samples from ``cfg.data`` (one or several data sets; or ``samples`` when given,
     as the protocols do) + ``val_data`` or a seeded stratified split; captions joined to the training
-    samples when ``need_captions``."""
+    samples when ``need_captions``. Before splitting, the samples are checked (scores in
+    ``cfg.score_range``, repeated images, every image decodes: ``train.data.check_training_samples``), so a
+    repeat can never land on both sides of the split; a ``val_data`` image that is also a training image
+    is refused."""
+    rng, skip = getattr(cfg, "score_range", (0.0, 1.0)), getattr(cfg, "skip_bad_images", False)
     train = list(samples) if samples is not None else load_many(cfg.data, "train")
+    train = check_training_samples(train, rng, skip, log)
     if cfg.val_data:
         val = load_many(cfg.val_data, "test" if all(is_ic9600(p) for p in data_paths(cfg.val_data)) else "train")
+        val = check_training_samples(val, rng, skip, log)
+        refuse_overlap(train, val)
     elif cfg.val_fraction > 0:
         train, val = split_train_val(train, cfg.val_fraction, cfg.seed, stratify=True)
     else:  # train on everything; the last epoch is kept (an epoch count chosen beforehand)
@@ -234,27 +244,59 @@ class Trainer:
         pass
 
     def save_state(self, path: str) -> None:
+        """``last.pt``: everything ``--resume`` needs, in types ``torch.load(weights_only=True)`` accepts
+        (tensors, plain containers, numbers, strings), so that resuming never unpickles code."""
         state = {
             "format": FORMAT + "+state", "epoch": self.epoch, "best_srcc": self.best_srcc, "best_epoch": self.best_epoch,
             "history": self.history, "model": self.model_state(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "config": self.config_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_rng_state(), "python": random.getstate(),
                     "loader": self.loader.generator.get_state()},
         }
         state.update(self.extra_state())
         atomic_torch_save(state, path)
 
     def load_state(self, path: str) -> None:
-        s = torch.load(path, map_location="cpu", weights_only=False)
-        self.load_model_state(s["model"])
-        self.optimizer.load_state_dict(s["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(s["scheduler"])
-        self.epoch, self.best_srcc, self.best_epoch, self.history = s["epoch"], s["best_srcc"], s["best_epoch"], s["history"]
-        self.load_extra_state(s)
-        torch.set_rng_state(s["rng"]["torch"])
-        np.random.set_state(s["rng"]["numpy"])
-        random.setstate(s["rng"]["python"])
-        self.loader.generator.set_state(s["rng"]["loader"])
+        """Resume from ``last.pt``; a file that is unsafe, corrupt or of another run is a one-line
+        :class:`CheckpointError`."""
+        s = safe_load(path, "training state", allow=_OLD_NUMPY_RNG)
+        if not isinstance(s, dict) or s.get("format") != FORMAT + "+state":
+            raise CheckpointError(f"{path}: not an icrt training state (format {FORMAT + '+state'!r} expected)")
+        try:
+            self.load_model_state(s["model"])
+            self.optimizer.load_state_dict(s["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(s["scheduler"])
+            self.epoch, self.best_srcc, self.best_epoch = int(s["epoch"]), float(s["best_srcc"]), int(s["best_epoch"])
+            self.history = list(s["history"])
+            self.load_extra_state(s)
+            rng = s["rng"]
+            torch.set_rng_state(rng["torch"])
+            set_numpy_rng_state(rng["numpy"])
+            version, internal, gauss = rng["python"]
+            random.setstate((version, tuple(internal), gauss))
+            self.loader.generator.set_state(rng["loader"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{path}: does not fit this run ({brief(e)})") from None
         self.log(f"resumed from {path} after epoch {self.epoch} (best SRCC {self.best_srcc:.4f} at epoch {self.best_epoch})")
+
+
+# last.pt files written before the numpy RNG state was stored as a tensor hold a uint32 numpy array; these
+# globals rebuild a plain array (no code of the file's choosing), so such runs still resume.
+_OLD_NUMPY_RNG = (np.dtype, type(np.dtype(np.uint32)), np.ndarray,
+                  (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct)
+
+
+def numpy_rng_state() -> dict:
+    """``np.random.get_state()`` as a tensor and plain numbers."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+
+
+def set_numpy_rng_state(state) -> None:
+    if isinstance(state, dict):
+        key = np.asarray(state["key"].numpy() if torch.is_tensor(state["key"]) else state["key"]).astype(np.uint32)
+        state = (state["name"], key, int(state["pos"]), int(state["has_gauss"]), float(state["cached_gaussian"]))
+    np.random.set_state(state)

@@ -30,7 +30,7 @@ class D2SConfig:
     mean: tuple = (0.485, 0.456, 0.406)  # input normalisation, needed by the cues to recover pixels
     std: tuple = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"  # resize filter the backbone's weights were trained with
-    pool: str = "attention"  # attention (paper) | stats (icrt: mean + std of several stages, StageStats)
+    pool: str = "attention"  # attention (paper) | stats: mean + std of several stages | means: their means only (icrt)
     stats_from: int = 2  # stats: first stage (0-based) whose output is pooled
     head: str = "mlp"  # mlp (paper) | linear (standardised features -> one linear layer)
 
@@ -72,19 +72,22 @@ def stage_outputs(backbone: nn.Module, x: torch.Tensor, first: int) -> list[torc
     return out
 
 
-def stage_stats(backbone: nn.Module, x: torch.Tensor, first: int) -> torch.Tensor:
-    """Mean and standard deviation over space of each stage output from ``first`` on, concatenated."""
-    return torch.cat([torch.cat([f.mean((2, 3)), f.flatten(2).std(2)], 1) for f in stage_outputs(backbone, x, first)], 1)
+def stage_stats(backbone: nn.Module, x: torch.Tensor, first: int, std: bool = True) -> torch.Tensor:
+    """Mean (and standard deviation) over space of each stage output from ``first`` on, concatenated."""
+    feats = stage_outputs(backbone, x, first)
+    if not std:
+        return torch.cat([f.mean((2, 3)) for f in feats], 1)
+    return torch.cat([torch.cat([f.mean((2, 3)), f.flatten(2).std(2)], 1) for f in feats], 1)
 
 
-def stage_stats_dim(backbone: nn.Module, first: int) -> int:
+def stage_stats_dim(backbone: nn.Module, first: int, std: bool = True) -> int:
     n = len(backbone.blocks) if hasattr(backbone, "blocks") and hasattr(backbone, "conv_stem") else len(backbone.feature_info)
     if not 0 <= first < n:
         raise ValueError(f"stats_from {first} is outside the backbone's {n} stages")
     was_training = backbone.training
     backbone.eval()
     with torch.no_grad():
-        dim = stage_stats(backbone, torch.zeros(1, 3, 64, 64), first).shape[1]
+        dim = stage_stats(backbone, torch.zeros(1, 3, 64, 64), first, std).shape[1]
     backbone.train(was_training)
     return dim
 
@@ -149,15 +152,15 @@ class D2S(nn.Module):
         super().__init__()
         from timm.layers import AttentionPool2d
 
-        if cfg.pool not in ("attention", "stats"):
-            raise ValueError(f"unknown pool {cfg.pool!r} (attention|stats)")
+        if cfg.pool not in ("attention", "stats", "means"):
+            raise ValueError(f"unknown pool {cfg.pool!r} (attention|stats|means)")
         if cfg.head not in ("mlp", "linear"):
             raise ValueError(f"unknown head {cfg.head!r} (mlp|linear)")
         self.cfg = cfg
         self.backbone = create_backbone(cfg.backbone, cfg.pretrained if load_pretrained else "none")
-        if cfg.pool == "stats":
+        if cfg.pool in ("stats", "means"):
             self.pool = None
-            dim = stage_stats_dim(self.backbone, cfg.stats_from)
+            dim = stage_stats_dim(self.backbone, cfg.stats_from, cfg.pool == "stats")
         else:
             dim = self.backbone.num_features
             reduction = self.backbone.feature_info[-1]["reduction"] if hasattr(self.backbone, "feature_info") else 32
@@ -181,7 +184,7 @@ class D2S(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """z_v of Eq. 8: the pooled visual feature (with the low-level cues appended when enabled)."""
         if self.pool is None:
-            z = stage_stats(self.backbone, x, self.cfg.stats_from)
+            z = stage_stats(self.backbone, x, self.cfg.stats_from, self.cfg.pool == "stats")
         else:
             z = self.pool(self.backbone.forward_features(x))
         if self.cues is not None:
