@@ -9,7 +9,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export",
                                 description="Turn a training checkpoint into a deployable model bundle.")
     p.add_argument("--checkpoint", required=True, help="DIR/checkpoint.pt written by python -m train")
-    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--out", required=True,
+                   help="bundle folder to write (built beside it, then renamed into place; an old bundle is replaced)")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx and model.int8.qdq.onnx")
     p.add_argument("--calib-data", help="calibration images: labels CSV, IC9600 folder, image folder or list file")
@@ -49,6 +50,10 @@ def main(argv=None) -> int:
         return 3
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. no room or no permission for the bundle folder
+        where = f"{e.filename}: " if isinstance(e.filename, str) else ""
+        print(f"error: cannot write the bundle: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}/manifest.json", file=sys.stderr)
     return 0

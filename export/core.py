@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -81,11 +83,11 @@ def run_torch(module, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return np.concatenate(outs).astype(np.float64)
 
 
-def run_onnx(path: str, inputs: np.ndarray, input_name: str = "image", batch_size: int = 32) -> np.ndarray:
-    import onnxruntime as ort
+def run_onnx(path: str, inputs: np.ndarray, input_name: str = "image", batch_size: int = 32,
+             precision: str = "fp32") -> np.ndarray:
+    from runtime.backends.onnxruntime import open_session
 
-    so = ort.SessionOptions()
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    sess = open_session(path, precision)  # the runtime's session settings (fp16: see FP16_DISABLED_OPTIMIZERS)
     outs = [sess.run(["score"], {input_name: inputs[i : i + batch_size]})[0]
             for i in range(0, len(inputs), batch_size)]
     return np.concatenate(outs).astype(np.float64)
@@ -137,6 +139,51 @@ def label_agreement_or_none(scores, labels):
     return None if labels is None else label_agreement(scores, labels)
 
 
+def _bundle_destination(out: str) -> str:
+    """The folder the bundle will replace (a link to a folder: the folder); ExportError if it cannot be one."""
+    target = os.path.realpath(out) if os.path.islink(out) else out
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise ExportError(f"--out {out}: exists and is not a folder")
+    if os.path.isdir(target) and os.listdir(target) and not os.path.isfile(os.path.join(target, "manifest.json")):
+        raise ExportError(f"--out {out}: folder exists and is not a bundle (no manifest.json); "
+                          "it would be replaced: choose a new or empty folder")
+    return target
+
+
+def _staging_folder(final: str) -> str:
+    """A new, empty temporary sibling of ``final`` (same file system: the bundle is renamed into place)."""
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(final))}.tmp-")
+    old = os.path.join(final, "timing.cache")  # keep TensorRT's timing cache: later engine builds are faster
+    if os.path.isfile(old):
+        shutil.copy2(old, work)
+    return work
+
+
+def _install(work: str, final: str) -> None:
+    """Rename the finished bundle ``work`` to ``final``; an old bundle there is replaced only now."""
+    mode = os.stat(final).st_mode & 0o7777 if os.path.isdir(final) else 0o777 & ~_umask()
+    os.chmod(work, mode)  # mkdtemp's own mode is 0700
+    if not os.path.isdir(final):
+        os.rename(work, final)
+        return
+    backup = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(final)), prefix=f".{os.path.basename(final)}.old-")
+    os.rename(final, backup)  # onto the empty folder mkdtemp made
+    try:
+        os.rename(work, final)
+    except BaseException:
+        os.rename(backup, final)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool = False, calib_data: str | None = None,
                       calib_images: int | None = 256, calib_method: str = "minmax", calib_split: str = "all",
                       check_data: str | None = None, check_split: str = "all", check_images: int | None = None,
@@ -146,7 +193,8 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
     """Export ``checkpoint`` into the bundle folder ``out``; returns its manifest.
 
     Raises ExportError for unusable inputs and ParityError (after writing the bundle and report) when the
-    fp32 ONNX model differs from PyTorch by more than ``tolerance``.
+    fp32 ONNX model differs from PyTorch by more than ``tolerance``. The bundle is built in a temporary
+    sibling folder and renamed into place when complete: a failed export leaves an old bundle as it was.
     """
     from calibration.images import CalibrationDataError, choose, read_images
 
@@ -163,6 +211,7 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
 
         if not modelopt.available():
             raise ExportError("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'")
+    final = _bundle_destination(out)
     ckpt, model = _load(checkpoint)
     prep = Preprocessing.from_dict(ckpt["preprocessing"])
     kind = ckpt["kind"]
@@ -189,115 +238,121 @@ def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool 
         raise ExportError(str(e)) from None
     log(f"check set: {checks.n_images} images, {len(checks.inputs)} inputs from {checks.source}")
 
-    os.makedirs(out, exist_ok=True)
-    fp32_path = os.path.join(out, FILES["fp32"])
-    outputs = export_onnx(folded, fp32_path, prep.size, opset, exporter=exporter)
-    opset = opset_of(fp32_path)
+    out = _staging_folder(final)  # built here, renamed into place when complete
+    try:
+        fp32_path = os.path.join(out, FILES["fp32"])
+        outputs = export_onnx(folded, fp32_path, prep.size, opset, exporter=exporter)
+        opset = opset_of(fp32_path)
 
-    torch_scores = run_torch(folded, checks.inputs)
-    fold_diff = None
-    if folded is not model:
-        fold_diff = float(np.abs(run_torch(model, checks.inputs) - torch_scores).max())
-    per_input = {"fp32": run_onnx(fp32_path, checks.inputs)}
-    files = {"fp32": {"onnxruntime": FILES["fp32"], "tensorrt": FILES["fp32"]}}
-    details = {}
+        torch_scores = run_torch(folded, checks.inputs)
+        fold_diff = None
+        if folded is not model:
+            fold_diff = float(np.abs(run_torch(model, checks.inputs) - torch_scores).max())
+        per_input = {"fp32": run_onnx(fp32_path, checks.inputs)}
+        files = {"fp32": {"onnxruntime": FILES["fp32"], "tensorrt": FILES["fp32"]}}
+        details = {}
 
-    if fp16:
-        from .fp16 import convert_fp16
+        if fp16:
+            from .fp16 import convert_fp16
 
-        details["fp16"] = convert_fp16(fp32_path, os.path.join(out, FILES["fp16"]))
-        files["fp16"] = {"onnxruntime": FILES["fp16"], "tensorrt": FILES["fp16"]}
-        per_input["fp16"] = run_onnx(os.path.join(out, FILES["fp16"]), checks.inputs)
+            details["fp16"] = convert_fp16(fp32_path, os.path.join(out, FILES["fp16"]))
+            files["fp16"] = {"onnxruntime": FILES["fp16"], "tensorrt": FILES["fp16"]}
+            per_input["fp16"] = run_onnx(os.path.join(out, FILES["fp16"]), checks.inputs, precision="fp16")
 
-    calibration = {}
-    if int8:
-        import onnx
+        calibration = {}
+        if int8:
+            import onnx
 
-        from calibration.reader import PreprocessedImageReader, load_inputs
+            from calibration.reader import PreprocessedImageReader, load_inputs
 
-        from .fp16 import tail_nodes
-        from .int8 import quantize_both
+            from .fp16 import tail_nodes
+            from .int8 import quantize_both
 
-        try:
-            calib_x = load_inputs([s.path for s in calib_items], prep)
-        except ValueError as e:
-            raise ExportError(f"calibration: {e}") from None
-        reader = PreprocessedImageReader(calib_x, "image")
-        forms = quantize_both(fp32_path, out, reader, calib_method, exclude_nodes=tail_nodes(onnx.load(fp32_path)),
-                              names={"onnxruntime": FILES["int8"], "tensorrt": FILES["int8_qdq"]})
-        if int8_tool == "modelopt":  # the TensorRT form from ModelOpt instead (optional extra, see calibration/)
-            from calibration.modelopt import quantize_tensorrt_form
+            try:
+                calib_x = load_inputs([s.path for s in calib_items], prep)
+            except ValueError as e:
+                raise ExportError(f"calibration: {e}") from None
+            reader = PreprocessedImageReader(calib_x, "image")
+            forms = quantize_both(fp32_path, out, reader, calib_method, exclude_nodes=tail_nodes(onnx.load(fp32_path)),
+                                  names={"onnxruntime": FILES["int8"], "tensorrt": FILES["int8_qdq"]})
+            if int8_tool == "modelopt":  # the TensorRT form from ModelOpt instead (optional extra, see calibration/)
+                from calibration.modelopt import quantize_tensorrt_form
 
-            forms["tensorrt"] = {**quantize_tensorrt_form(fp32_path, os.path.join(out, FILES["int8_qdq"]), calib_x,
-                                                          calib_method, "image"), "file": FILES["int8_qdq"]}
-        files["int8"] = {"onnxruntime": FILES["int8"], "tensorrt": FILES["int8_qdq"]}
-        calibration = {"method": calib_method, "images": len(calib_items), "inputs": int(len(calib_x)),
-                       "data": os.path.abspath(calib_data), "split": calib_split,
-                       "split_rule": {"val_fraction": val_fraction, "seed": split_seed, "stratify": True}
-                       if calib_split != "all" else None,
-                       "tool": "onnxruntime.quantization.quantize_static", "forms": forms}
-        per_input["int8"] = run_onnx(os.path.join(out, FILES["int8"]), checks.inputs)
-        per_input["int8_qdq"] = run_onnx(os.path.join(out, FILES["int8_qdq"]), checks.inputs)
+                forms["tensorrt"] = {**quantize_tensorrt_form(fp32_path, os.path.join(out, FILES["int8_qdq"]), calib_x,
+                                                              calib_method, "image"), "file": FILES["int8_qdq"]}
+            files["int8"] = {"onnxruntime": FILES["int8"], "tensorrt": FILES["int8_qdq"]}
+            calibration = {"method": calib_method, "images": len(calib_items), "inputs": int(len(calib_x)),
+                           "data": os.path.abspath(calib_data), "split": calib_split,
+                           "split_rule": {"val_fraction": val_fraction, "seed": split_seed, "stratify": True}
+                           if calib_split != "all" else None,
+                           "tool": "onnxruntime.quantization.quantize_static", "forms": forms}
+            per_input["int8"] = run_onnx(os.path.join(out, FILES["int8"]), checks.inputs)
+            per_input["int8_qdq"] = run_onnx(os.path.join(out, FILES["int8_qdq"]), checks.inputs)
 
-    # agreement: per input vs PyTorch (fp32 gate) and per image vs fp32 ONNX (all precisions)
-    fp32_diff = float(np.abs(per_input["fp32"] - torch_scores).max())
-    image_scores = {k: checks.pool(v, prep) for k, v in per_input.items()}
-    torch_images = checks.pool(torch_scores, prep)
-    parity = {"fp32": {**_figures(torch_images, image_scores["fp32"], checks.labels), "reference": "pytorch",
-                       "input_max_abs_diff": fp32_diff, "tolerance": tolerance, "passed": fp32_diff <= tolerance}}
-    for prec, file_key in [("fp16", "fp16"), ("int8", "int8")]:
-        if prec not in image_scores:
-            continue
-        fig = {**_figures(image_scores["fp32"], image_scores[file_key], checks.labels), "reference": "fp32 onnx",
-               "file": FILES[file_key], "target_srcc": TARGETS[prec]["srcc"]}
-        fig["meets_target"] = fig["srcc"] is not None and fig["srcc"] >= TARGETS[prec]["srcc"]
-        if prec == "int8":
-            fig["tensorrt_form"] = {**_figures(image_scores["fp32"], image_scores["int8_qdq"], checks.labels),
-                                    "file": FILES["int8_qdq"], "run_on": "onnxruntime CPU"}
-        parity[prec] = fig
-    pytorch_labels = label_agreement_or_none(torch_images, checks.labels)
-    if checks.labels is not None:
-        for prec in ("fp16", "int8"):
-            if prec in parity and parity[prec].get("label_srcc") is not None:
-                parity[prec]["label_srcc_drop"] = parity["fp32"]["label_srcc"] - parity[prec]["label_srcc"]
-        if "int8" in parity and parity["int8"]["tensorrt_form"].get("label_srcc") is not None:
-            t = parity["int8"]["tensorrt_form"]
-            t["label_srcc_drop"] = parity["fp32"]["label_srcc"] - t["label_srcc"]
-    check_info = {"source": checks.source, "images": checks.n_images, "inputs": int(len(checks.inputs))}
+        # agreement: per input vs PyTorch (fp32 gate) and per image vs fp32 ONNX (all precisions)
+        fp32_diff = float(np.abs(per_input["fp32"] - torch_scores).max())
+        image_scores = {k: checks.pool(v, prep) for k, v in per_input.items()}
+        torch_images = checks.pool(torch_scores, prep)
+        parity = {"fp32": {**_figures(torch_images, image_scores["fp32"], checks.labels), "reference": "pytorch",
+                           "input_max_abs_diff": fp32_diff, "tolerance": tolerance, "passed": fp32_diff <= tolerance}}
+        for prec, file_key in [("fp16", "fp16"), ("int8", "int8")]:
+            if prec not in image_scores:
+                continue
+            fig = {**_figures(image_scores["fp32"], image_scores[file_key], checks.labels), "reference": "fp32 onnx",
+                   "file": FILES[file_key], "target_srcc": TARGETS[prec]["srcc"]}
+            fig["meets_target"] = fig["srcc"] is not None and fig["srcc"] >= TARGETS[prec]["srcc"]
+            if prec == "int8":
+                fig["tensorrt_form"] = {**_figures(image_scores["fp32"], image_scores["int8_qdq"], checks.labels),
+                                        "file": FILES["int8_qdq"], "run_on": "onnxruntime CPU"}
+            parity[prec] = fig
+        pytorch_labels = label_agreement_or_none(torch_images, checks.labels)
+        if checks.labels is not None:
+            for prec in ("fp16", "int8"):
+                if prec in parity and parity[prec].get("label_srcc") is not None:
+                    parity[prec]["label_srcc_drop"] = parity["fp32"]["label_srcc"] - parity[prec]["label_srcc"]
+            if "int8" in parity and parity["int8"]["tensorrt_form"].get("label_srcc") is not None:
+                t = parity["int8"]["tensorrt_form"]
+                t["label_srcc_drop"] = parity["fp32"]["label_srcc"] - t["label_srcc"]
+        check_info = {"source": checks.source, "images": checks.n_images, "inputs": int(len(checks.inputs))}
 
-    engines = []
-    if trt:
-        from .tensorrt import TensorRTError, build_engines
+        engines = []
+        if trt:
+            from .tensorrt import TensorRTError, build_engines
 
-        try:
-            engines = build_engines(out, files, [p for p in ("fp32", "fp16", "int8") if p in files], "image",
-                                    prep.size, checks.usual_batch(), max_batch, workspace_mb)
-        except TensorRTError as e:
-            raise ExportError(str(e)) from None
+            try:
+                engines = build_engines(out, files, [p for p in ("fp32", "fp16", "int8") if p in files], "image",
+                                        prep.size, checks.usual_batch(), max_batch, workspace_mb)
+            except TensorRTError as e:
+                raise ExportError(str(e)) from None
 
-    cfg = ckpt.get("config") or {}
-    manifest = Manifest(
-        kind=kind, name=_model_name(ckpt), preprocessing=prep, input_name="image", score_output="score",
-        level_output="levels" if "levels" in outputs else None,
-        score=ckpt.get("score") or {"range": [0.0, 1.0], "meaning": "higher = more complex"},
-        files=files, engines=engines, opset=opset,
-        versions=library_versions([("tensorrt", "tensorrt")] if trt else ()),
-        parity=parity, calibration=calibration,
-        model_card={"config": cfg, "check_data": check_info, "val_metrics": ckpt.get("val_metrics"), "epoch": ckpt.get("epoch"),
-                    "parameters": params, "checkpoint": os.path.abspath(checkpoint)},
-    )
-    manifest.save(out)
-    report = {"checkpoint": os.path.abspath(checkpoint), "kind": kind, "parameters": params,
-              "fold_max_abs_diff": fold_diff, "opset": opset, "exporter": exporter, "files": files,
-              "fp16": details.get("fp16"), "calibration": calibration, "check_data": check_info,
-              "parity": parity, "pytorch_vs_labels": pytorch_labels, "engines": engines,
-              "seconds": round(time.time() - t0, 1)}
-    write_json(os.path.join(out, "export-report.json"), report)
+        cfg = ckpt.get("config") or {}
+        manifest = Manifest(
+            kind=kind, name=_model_name(ckpt), preprocessing=prep, input_name="image", score_output="score",
+            level_output="levels" if "levels" in outputs else None,
+            score=ckpt.get("score") or {"range": [0.0, 1.0], "meaning": "higher = more complex"},
+            files=files, engines=engines, opset=opset,
+            versions=library_versions([("tensorrt", "tensorrt")] if trt else ()),
+            parity=parity, calibration=calibration,
+            model_card={"config": cfg, "check_data": check_info, "val_metrics": ckpt.get("val_metrics"),
+                        "epoch": ckpt.get("epoch"), "parameters": params, "checkpoint": os.path.abspath(checkpoint)},
+        )
+        manifest.save(out)
+        report = {"checkpoint": os.path.abspath(checkpoint), "kind": kind, "parameters": params,
+                  "fold_max_abs_diff": fold_diff, "opset": opset, "exporter": exporter, "files": files,
+                  "fp16": details.get("fp16"), "calibration": calibration, "check_data": check_info,
+                  "parity": parity, "pytorch_vs_labels": pytorch_labels, "engines": engines,
+                  "seconds": round(time.time() - t0, 1)}
+        write_json(os.path.join(out, "export-report.json"), report)
+        _install(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    manifest.root = final
     for prec, fig in parity.items():
         log(f"{prec}: SRCC vs {fig['reference']} {fig['srcc']}, max |diff| {fig['max_abs_diff']:.3g}, "
             f"mean |diff| {fig['mean_abs_diff']:.3g}" + (f", label SRCC {fig['label_srcc']:.4f}"
                                                           if fig.get("label_srcc") is not None else ""))
     if not parity["fp32"]["passed"]:
         raise ParityError(f"fp32 ONNX differs from PyTorch by {fp32_diff:.3g} > {tolerance:g} "
-                          f"(bundle written to {out} for inspection)")
+                          f"(bundle written to {final} for inspection)")
     return manifest

@@ -1,7 +1,8 @@
 """`icrt` command line: score, info, bench. A thin layer over :mod:`runtime.scorer` and :mod:`runtime.bench`.
 
-Exit codes: 0 every file scored; 1 some files failed (the rest are scored and written); 2 usage or model
-errors. Start-up imports only argparse here; numpy, Pillow and onnxruntime load when a command needs them,
+Exit codes: 0 every file scored; 1 some files failed (the rest are scored and written); 2 usage, model or
+destination errors (-o / --heatmap are checked before scoring; a write that fails at the end leaves the
+scores in a fallback file, see ``_fallback``). Start-up imports only argparse here; numpy, Pillow and onnxruntime load when a command needs them,
 and tqdm / matplotlib only when a progress bar or a plot is drawn.
 """
 from __future__ import annotations
@@ -77,19 +78,117 @@ def _bundle(path):
     return path if path else default_bundle()
 
 
-def cmd_score(args) -> int:
-    from .formats import render
-    from .inputs import collect
-    from .scorer import Scorer
+def _os_error(e: OSError) -> str:
+    from .formats import printable
+    if isinstance(e.filename, (str, bytes)) and e.strerror:
+        return f"{printable(os.fsdecode(e.filename))}: {e.strerror}"
+    return printable(str(e))
 
+
+def _destination_problem(args) -> str | None:
+    """Why -o or --heatmap could not be written, found before any scoring (None: they look fine)."""
+    from .files import destination_problem, folder_problem
+    from .formats import printable
+
+    if args.output and (p := destination_problem(args.output)):
+        return f"cannot write -o {printable(args.output)}: {p}"
+    if args.heatmap and (p := folder_problem(args.heatmap)):
+        return f"cannot write heatmaps into --heatmap {printable(args.heatmap)}: {p}"
+    return None
+
+
+def _records(scorer, paths, problems, heatmap_dir, progress, failures):
+    """Records in input order: the scorer's, and an error record for each path found bad while listing
+    (``problems``). A heatmap that cannot be written ends the heatmaps, not the scoring (told in ``failures``)."""
+    done = 0
+    while done < len(paths):
+        rest = paths[done:]
+        it = scorer.iter_score([p for p in rest if p not in problems], heatmap_dir=heatmap_dir, progress=progress)
+        try:
+            for p in rest:
+                if p in problems:
+                    rec = {"image": p, "error": problems[p]}
+                    progress(rec)
+                else:
+                    rec = next(it)
+                yield rec
+                done += 1
+        except OSError as e:
+            if not heatmap_dir:
+                raise
+            failures.append(f"cannot write a heatmap: {_os_error(e)}; scoring goes on without heatmaps")
+            _err(failures[-1])
+            heatmap_dir = None
+
+
+def _fallback(data: bytes, fmt: str) -> str | None:
+    """Save the scores in ./icrt-scores-<pid>.<fmt>, else in the temporary folder; the name, or None."""
+    import tempfile
+
+    name = f"icrt-scores-{os.getpid()}.{'txt' if fmt == 'table' else fmt}"
+    for folder in (os.curdir, tempfile.gettempdir()):
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "xb") as f:
+                f.write(data)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _write_out(args, data: bytes) -> int:
+    """Write the rendered scores to -o or stdout; when that fails, to a fallback file (exit 2)."""
+    from .formats import printable
+
+    if args.output:
+        from .files import write_bytes
+        try:
+            write_bytes(args.output, data)
+            return EXIT_OK
+        except OSError as e:
+            problem = f"cannot write -o {printable(args.output)}: {e.strerror or e}"
+    else:
+        try:
+            out = getattr(sys.stdout, "buffer", None)
+            sys.stdout.flush()
+            if out is None:  # a text-only stream (tests, embedding)
+                sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+                sys.stdout.flush()
+            else:
+                out.write(data)
+                out.flush()
+            return EXIT_OK
+        except BrokenPipeError:  # the reader stopped reading (| head): nothing to save, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_SOME_FAILED
+        except OSError as e:
+            problem = f"cannot write the scores to stdout: {e.strerror or e}"
+    saved = _fallback(data, args.format)
+    _err(f"{problem}; the scores were saved in {printable(saved)}" if saved
+         else f"{problem}; the scores could not be saved anywhere")
+    return EXIT_USAGE
+
+
+def cmd_score(args) -> int:
+    from .formats import encode, printable, render
+    from .inputs import collect
+
+    problem = _destination_problem(args)
+    if problem:
+        _err(problem)
+        return EXIT_USAGE
+    problems = {}  # paths found bad while listing (symlink loops) -> problem
     try:
-        paths = collect(args.paths, recursive=args.recursive)
+        paths = collect(args.paths, recursive=args.recursive, problems=problems)
     except OSError as e:
-        _err(f"cannot list {e.filename}: {e.strerror}")
+        _err(f"cannot list {_os_error(e)}")
         return EXIT_USAGE
     if not paths:
-        _err("no images found in " + " ".join(args.paths))
+        _err("no images found in " + " ".join(printable(p) for p in args.paths))
         return EXIT_USAGE
+    from .scorer import Scorer
+
     scorer = Scorer.load(_bundle(args.model), backend=args.backend, precision=args.precision,
                          batch_size=args.batch_size, threads=args.threads)
     bar = None
@@ -98,28 +197,23 @@ def cmd_score(args) -> int:
         bar = tqdm(total=len(paths), unit="image", file=sys.stderr, desc="scoring", leave=True)
 
     def progress(rec):
-        if "error" in rec:
-            line = f"icrt: {rec['image']}: {rec['error']}"
+        if "error" in rec:  # one line per file, whatever its name holds
+            line = f"icrt: {printable(rec['image'])}: {printable(rec['error'])}"
             bar.write(line, file=sys.stderr) if bar else print(line, file=sys.stderr)
         if bar:
             bar.update(1)
 
+    failures = []  # destination errors met while scoring
     try:
-        records = scorer.score_many(paths, heatmap_dir=args.heatmap, progress=progress)
+        records = list(_records(scorer, paths, problems, args.heatmap, progress, failures))
     finally:
         if bar:
             bar.close()
-    text = render(records, args.format)
-    if args.output:
-        from .files import write_text
-        write_text(args.output, text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    code = _write_out(args, encode(render(records, args.format))) or (EXIT_USAGE if failures else EXIT_OK)
     failed = sum("error" in r for r in records)
     if failed:
         print(f"icrt: {failed} of {len(records)} file(s) could not be scored", file=sys.stderr)
-    return EXIT_SOME_FAILED if failed else EXIT_OK
+    return code or (EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
 def cmd_info(args) -> int:

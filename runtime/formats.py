@@ -1,12 +1,41 @@
-"""Score records -> table, json, jsonl or csv text (what ``icrt score --format`` writes)."""
+"""Score records -> table, json, jsonl or csv text (what ``icrt score --format`` writes).
+
+File names are str as ``os.fsdecode`` gives them: bytes that are not UTF-8 are lone surrogates
+(``\\udcff`` for the byte 0xff). JSON writes them as ``\\udcff`` escapes (ASCII output); csv and table text
+keep them, and :func:`encode` turns them back into the original bytes.
+"""
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 
 FORMATS = ("table", "json", "jsonl", "csv")
 COLUMNS = ("image", "score", "patches", "width", "height")
+TEXT_COLUMNS = ("image", "heatmap", "error")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP CSV injection)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
+
+
+def encode(text: str) -> bytes:
+    """Output text -> bytes: UTF-8, with the surrogates of undecodable file names back to their bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: control characters as ``\\n``, ``\\t``, ``\\xNN``, undecodable bytes as ``\\xNN``."""
+    def esc(m):
+        c = m.group()
+        if "\udc80" <= c <= "\udcff":
+            return f"\\x{ord(c) - 0xdc00:02x}"
+        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(c) or f"\\x{ord(c):02x}"
+    return _UNPRINTABLE.sub(esc, text)
+
+
+def csv_safe(cell):
+    """A text cell a spreadsheet would run as a formula gets a leading ``'`` (OWASP's advice)."""
+    return "'" + cell if isinstance(cell, str) and cell.startswith(FORMULA_START) else cell
 
 
 def _clean(rec: dict) -> dict:
@@ -27,6 +56,9 @@ def render(records: list[dict], fmt: str) -> str:
             row = dict(r)
             if row.get("score") is not None:
                 row["score"] = f"{row['score']:.6f}"
+            for k in TEXT_COLUMNS:
+                if k in row:
+                    row[k] = csv_safe(row[k])
             w.writerow(row)
         return buf.getvalue()
     if fmt == "table":
@@ -37,10 +69,16 @@ def render(records: list[dict], fmt: str) -> str:
 def table(records: list[dict]) -> str:
     rows = [("image", "score", "patches", "size")]
     for r in records:
+        name = _one_line(r["image"])  # for people: one row per image, whatever the name holds
         if "error" in r:
-            rows.append((r["image"], "error", "-", r["error"]))
+            rows.append((name, "error", "-", _one_line(r["error"])))
         else:
-            rows.append((r["image"], f"{r['score']:.4f}", str(r["patches"]), f"{r['width']}x{r['height']}"))
+            rows.append((name, f"{r['score']:.4f}", str(r["patches"]), f"{r['width']}x{r['height']}"))
     w0 = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{w0}}  {r[1]:>6}  {r[2]:>7}  {r[3]}" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _one_line(text: str) -> str:
+    """Control characters escaped (``\\n``, ...); undecodable bytes kept (they are written back as they were)."""
+    return re.sub("[\x00-\x1f\x7f-\x9f]", lambda m: printable(m.group()), text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .files import atomic_path
+from .formats import printable
 
 CELL = 8  # the score map is computed on an 8 px grid of the fitted image: plenty for a 64 px stride
 
@@ -44,7 +45,8 @@ def write_heatmap(path, rgb, geometry, positions, patch, scores, image_score, ti
     im = ax.imshow(m, extent=(0, w, h, 0), cmap="inferno", vmin=lo, vmax=hi, alpha=0.55, interpolation="nearest")
     ax.set_axis_off()
     note = note or f"{len(scores)} patch{'es' if len(scores) != 1 else ''}"
-    ax.set_title(f"{title}  score {image_score:.3f}  ({note})", fontsize=9)
+    # a file name is not mathtext ($), and undecodable bytes / control characters are shown escaped
+    ax.set_title(f"{printable(title)}  score {image_score:.3f}  ({note})", fontsize=9, parse_math=False)
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
     bar.set_label("patch complexity score (higher = more complex)", fontsize=8)
     fig.tight_layout()

@@ -1,46 +1,153 @@
 """Turn command-line arguments (files, folders, globs) into an ordered list of image paths."""
 from __future__ import annotations
 
+import errno
+import fnmatch
 import glob
 import os
 
 IMAGE_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .tga .ico .jp2 .avif .heic".split())
+SYMLINK_LOOP = "symlink loop"
 
 
 def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_folder(folder: str, recursive: bool = False) -> list[str]:
+def _is_loop(path: str) -> bool:
+    """A symbolic link that never ends in a file (a -> b -> a)."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    except ValueError:
+        return False
+    return False
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def walk(top: str):
+    """Like ``os.walk(top, followlinks=True)``, sorted, but no folder is entered twice.
+
+    Yields (folder, sub-folder names, other names, symlink loops met there). A loop is a link to a folder
+    that is being walked (the walk would never end): it is not entered. A link to a folder inside ``top``,
+    or to one already walked, is skipped: its images are listed under their own names. Other linked
+    folders are walked. Unreadable sub-folders are skipped, as os.walk does."""
+    real_top = os.path.realpath(top)
+    try:
+        st = os.stat(top)
+    except OSError:
+        return
+    seen = {(st.st_dev, st.st_ino)}
+    todo = [(top, frozenset(seen))]  # (folder, (device, inode) of it and of the folders above it)
+    while todo:
+        folder, ancestors = todo.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        dirs, files, loops, below = [], [], [], []
+        for e in entries:
+            try:
+                is_dir = e.is_dir()
+                st = e.stat() if is_dir else None
+            except OSError:  # a link loop that never ends in a file lands here too
+                is_dir = False
+            if not is_dir:
+                files.append(e.name)
+                continue
+            dirs.append(e.name)
+            key = (st.st_dev, st.st_ino)
+            real = os.path.realpath(e.path) if e.is_symlink() else None
+            if key in ancestors or (real and _inside(real_top, real)):
+                loops.append(e.path)
+            elif key not in seen and not (real and _inside(real, real_top)):
+                seen.add(key)
+                below.append((e.path, ancestors | {key}))
+        yield folder, dirs, files, loops
+        todo.extend(reversed(below))
+
+
+def list_folder(folder: str, recursive: bool = False, problems: dict | None = None) -> list[str]:
     """Entries named like images, sorted. Non-recursive listing keeps a *directory* named like an image, so
-    that it is reported as an error rather than silently dropped."""
+    that it is reported as an error rather than silently dropped. Recursive listing also lists the symlink
+    loops it meets, in their place, and names them in ``problems``."""
     if not recursive:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)  # OSError: the CLI reports it
         return [e.path for e in entries if is_image_name(e.name)]
     out = []
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        out.extend(os.path.join(root, f) for f in sorted(files) if is_image_name(f))
+    for root, _, files, loops in walk(folder):
+        found = [os.path.join(root, f) for f in files if is_image_name(f)] + loops
+        out.extend(sorted(found))
+        if problems is not None:
+            problems.update((p, SYMLINK_LOOP) for p in loops)
     return out
 
 
-def collect(args, recursive: bool = False) -> list[str]:
+def _match_parts(parts, pats) -> bool:
+    """Path components against pattern components; ``**`` matches any number of them (not hidden ones)."""
+    if not pats:
+        return not parts
+    if pats[0] == "**":
+        return _match_parts(parts, pats[1:]) or (
+            bool(parts) and not parts[0].startswith(".") and _match_parts(parts[1:], pats))
+    if not parts or (parts[0].startswith(".") and not pats[0].startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], pats[0]) and _match_parts(parts[1:], pats[1:])
+
+
+def glob_recursive(pattern: str, problems: dict | None = None) -> list[str]:
+    """``glob.glob(pattern, recursive=True)`` over :func:`walk`, so that linked folders are never entered twice.
+    Symlink loops met on the way are listed too, and named in ``problems``."""
+    parts = pattern.split(os.sep)
+    n = next(i for i, p in enumerate(parts) if glob.has_magic(p))
+    base = os.sep.join(parts[:n]) or (os.sep if pattern.startswith(os.sep) else "")
+    pats = [p for p in parts[n:] if p]
+    dirs_only = pattern.endswith(os.sep)
+    out = []
+    for folder, _, files, loops in walk(base or os.curdir):
+        rel = os.path.relpath(folder, base or os.curdir)
+        rel_parts = [] if rel == os.curdir else rel.split(os.sep)
+        prefix = folder if base else ("" if rel == os.curdir else rel)
+        if prefix and _match_parts(rel_parts, pats):
+            out.append(os.path.join(prefix, "") if dirs_only or not rel_parts else prefix)
+        if not dirs_only:
+            out.extend(os.path.join(prefix, f) for f in files if _match_parts(rel_parts + [f], pats))
+        for p in loops:
+            out.append(p if base else os.path.relpath(p))
+            if problems is not None:
+                problems[out[-1]] = SYMLINK_LOOP
+    return sorted(out)
+
+
+def collect(args, recursive: bool = False, problems: dict | None = None) -> list[str]:
     """Files as given (any extension), folders listed, globs expanded; duplicates dropped, order kept.
 
     A path that does not exist is kept, so that it gets its own error line. So is a directory named like
-    an image (``photos.jpg``): most likely a mistake, reported as one; ``photos.jpg/`` scans it as a folder."""
+    an image (``photos.jpg``): most likely a mistake, reported as one; ``photos.jpg/`` scans it as a folder.
+    Symbolic-link loops (a link to a folder being walked, or links that never end in a file) stay in the list
+    and are named in ``problems`` (path -> ``"symlink loop"``) when it is given."""
+    problems = {} if problems is None else problems
     paths = []
     for arg in args:
         arg = os.fspath(arg)
         if os.path.isdir(arg) and not is_image_name(arg):
-            paths.extend(list_folder(arg, recursive))
+            paths.extend(list_folder(arg, recursive, problems))
         elif not os.path.lexists(arg) and glob.has_magic(arg):
-            matches = sorted(glob.glob(arg, recursive=recursive))
+            if recursive and "**" in arg:
+                matches = glob_recursive(arg, problems)
+            else:
+                matches = sorted(glob.glob(arg))
             for m in matches:
-                if os.path.isdir(m):
+                if m in problems:
+                    paths.append(m)
+                elif os.path.isdir(m):
                     if recursive:
-                        paths.extend(list_folder(m, True))
+                        paths.extend(list_folder(m, True, problems))
                     elif is_image_name(m):
                         paths.append(m)
                 else:
@@ -54,4 +161,6 @@ def collect(args, recursive: bool = False) -> list[str]:
         if p not in seen:
             seen.add(p)
             unique.append(p)
+            if p not in problems and os.path.islink(p) and _is_loop(p):
+                problems[p] = SYMLINK_LOOP
     return unique

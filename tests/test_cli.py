@@ -121,9 +121,11 @@ def test_output_file_is_atomic_and_old_file_survives_a_failed_write(capsys, bund
 
     real_replace = os.replace
     monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError):
-        main(["score", str(folder), "-m", bundle, "--format", "csv", "-o", str(out_file)])
+    monkeypatch.chdir(tmp_path)  # the scores' fallback file lands here
+    code, _, err = run(capsys, "score", folder, "-m", bundle, "--format", "csv", "-o", out_file)
+    assert code == 2 and "the scores were saved in" in err
     assert out_file.read_text() == "old contents\n"
+    assert (tmp_path / f"icrt-scores-{os.getpid()}.csv").read_text().startswith("image,score,")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []  # no half-written leftovers
     monkeypatch.setattr(files.os, "replace", real_replace)
     capsys.readouterr()

@@ -1,0 +1,330 @@
+"""Where `icrt score` writes, and what: CSV cells, -o destinations, checks before scoring, fallbacks, odd file
+names; and `python -m export` replacing a bundle only when the new one is complete."""
+import csv
+import errno
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from runtime.cli import main
+from runtime_fixtures import cached_bundle, textured
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    return cached_bundle(tmp_path_factory, "square")
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "ok.png"
+    textured(50, 40, seed=1).save(path)
+    return path
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def icrt(*argv, cwd=None, env=None):
+    """The real process, bytes out (names that are not UTF-8 must come back as they were)."""
+    env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *[os.fsencode(a) for a in argv]], capture_output=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def one_error_line(err: str, *words):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("icrt: error: ") and "Traceback" not in err, err
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def mknod_or_skip(path, major, minor):
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+    except (PermissionError, OSError) as e:
+        pytest.skip(f"cannot make a device node here: {e}")
+
+
+# --- 5: CSV injection ------------------------------------------------------------------------------------------
+
+
+def test_csv_cells_a_spreadsheet_would_run_get_a_quote(capsys, bundle, tmp_path, monkeypatch):
+    names = ["=1+2.png", "+a.png", "-b.png", "@c.png", "\td.png", "ok=.png"]
+    for i, n in enumerate(names):
+        textured(40, 40, seed=i).save(tmp_path / n)
+    (tmp_path / "=bad.png").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "score", "-m", bundle, "--format", "csv", "--", *names, "=bad.png")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 1
+    assert [r["image"] for r in rows] == ["'=1+2.png", "'+a.png", "'-b.png", "'@c.png", "'\td.png", "ok=.png", "'=bad.png"]
+    assert all(0 <= float(r["score"]) <= 1 for r in rows[:-1]) and rows[-1]["error"] == "empty file (0 bytes)"
+    code, out, _ = run(capsys, "score", "=1+2.png", "-m", bundle, "--format", "json")  # JSON is not a spreadsheet
+    assert json.loads(out)[0]["image"] == "=1+2.png"
+
+
+# --- 6: what -o writes to ----------------------------------------------------------------------------------------
+
+
+def test_output_through_a_symlink_keeps_the_link_and_the_mode(capsys, bundle, image, tmp_path):
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    os.chmod(real, 0o600)
+    link = tmp_path / "link.csv"
+    link.symlink_to("real.csv")
+    assert run(capsys, "score", image, "-m", bundle, "--format", "csv", "-o", link)[0] == 0
+    assert link.is_symlink() and os.readlink(link) == "real.csv"
+    assert real.read_text().startswith("image,score,") and stat.S_IMODE(real.stat().st_mode) == 0o600
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to("made/by/icrt.csv")  # written where it points, the link stays
+    assert run(capsys, "score", image, "-m", bundle, "--format", "csv", "-o", dangling)[0] == 0
+    assert dangling.is_symlink() and (tmp_path / "made/by/icrt.csv").read_text().startswith("image,score,")
+
+
+def test_output_replacing_a_file_keeps_its_mode_and_owner(capsys, bundle, image, tmp_path):
+    out = tmp_path / "private.json"
+    out.write_text("[]\n")
+    os.chmod(out, 0o600)
+    owner = (12345, 12345) if os.geteuid() == 0 else (os.getuid(), os.getgid())  # root gives the file away
+    os.chown(out, *owner)
+    assert run(capsys, "score", image, "-m", bundle, "--format", "json", "-o", out)[0] == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and json.loads(out.read_text())[0]["score"] is not None
+    assert (out.stat().st_uid, out.stat().st_gid) == owner
+
+
+def test_output_to_a_fifo_writes_through_it(capsys, bundle, image, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()), daemon=True)
+    reader.start()
+    code, _, err = run(capsys, "score", image, "-m", bundle, "--format", "jsonl", "-o", fifo)
+    reader.join(60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced by a regular file"
+    assert code == 0 and err == "" and json.loads(got[0])["image"] == str(image)
+
+
+def test_output_to_a_character_device_writes_through_it(bundle, image, tmp_path):
+    null = tmp_path / "null"
+    mknod_or_skip(null, 1, 3)  # what /dev/null is, made here so that a bad run cannot break the real one
+    r = icrt("score", image, "-m", bundle, "-o", null)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_ISCHR(os.lstat(null).st_mode) and sorted(os.listdir(tmp_path)) == ["null", "ok.png"]
+
+
+def test_output_symlink_loop_is_a_usage_error(capsys, bundle, image, tmp_path):
+    (tmp_path / "a.csv").symlink_to("b.csv")
+    (tmp_path / "b.csv").symlink_to("a.csv")
+    code, out, err = run(capsys, "score", image, "-m", bundle, "--format", "csv", "-o", tmp_path / "a.csv")
+    assert code == 2 and out == ""
+    one_error_line(err, "a.csv", "symlink loop")
+
+
+# --- 7: destinations checked before scoring; a late write error keeps the scores -----------------------------------
+
+
+@pytest.fixture
+def no_scoring(monkeypatch):
+    from runtime import scorer
+
+    def refuse(*a, **k):
+        raise AssertionError("scoring started before the destination was checked")
+    monkeypatch.setattr(scorer.Scorer, "load", classmethod(refuse))
+
+
+def test_bad_destinations_fail_before_scoring(capsys, bundle, image, tmp_path, no_scoring):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["-o", tmp_path / "folder"], ["-o", "is a directory"]),
+        (["-o", tmp_path / "file" / "scores.csv"], ["-o", "is not a directory"]),
+        (["-o", tmp_path / "file" / "missing" / "scores.csv"], ["-o", "is not a directory"]),
+        (["--heatmap", tmp_path / "file"], ["--heatmap", "not a directory"]),
+        (["--heatmap", tmp_path / "file" / "maps"], ["--heatmap", "is not a directory"]),
+    ]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    if not os.access(ro, os.W_OK):  # root may write anywhere: then this case cannot happen
+        cases += [(["-o", ro / "scores.csv"], ["-o", "cannot create files in"]),
+                  (["--heatmap", ro / "maps"], ["--heatmap", "cannot create files in"])]
+    for extra, words in cases:
+        code, out, err = run(capsys, "score", image, "-m", bundle, "--format", "csv", *extra)
+        assert code == 2 and out == "", (extra, err)
+        one_error_line(err, *words)
+    os.chmod(ro, 0o755)
+
+
+def test_a_failed_write_at_the_end_leaves_the_scores_in_a_fallback_file(capsys, bundle, image, tmp_path, monkeypatch):
+    import runtime.files as files
+
+    out = tmp_path / "scores.csv"
+    out.write_text("old\n")
+
+    def disk_full(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files.os, "replace", disk_full)
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run(capsys, "score", image, "-m", bundle, "--format", "csv", "-o", out)
+    fallback = f"icrt-scores-{os.getpid()}.csv"
+    assert code == 2 and stdout == "" and out.read_text() == "old\n"
+    one_error_line(err, "cannot write -o", "No space left on device", fallback)
+    rows = list(csv.DictReader(open(tmp_path / fallback)))
+    assert len(rows) == 1 and 0 <= float(rows[0]["score"]) <= 1
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp")] == []
+
+
+def test_a_full_device_at_the_end_is_one_line_and_a_fallback_file(bundle, image, tmp_path):
+    full = tmp_path / "full"
+    mknod_or_skip(full, 1, 7)  # /dev/full: every write fails with ENOSPC
+    r = icrt("score", image, "-m", bundle, "--format", "json", "-o", full, cwd=tmp_path)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and stat.S_ISCHR(os.lstat(full).st_mode)
+    [saved] = [p for p in os.listdir(tmp_path) if p.startswith("icrt-scores-")]
+    assert err.strip().splitlines()[0].endswith(f"saved in ./{saved}")
+    assert json.loads((tmp_path / saved).read_text())[0]["image"] == str(image)
+
+
+def test_a_heatmap_that_cannot_be_written_ends_heatmaps_not_scoring(capsys, tmp_path_factory, tmp_path, monkeypatch):
+    import contextlib
+
+    import runtime.heatmap as heatmap
+
+    patches = cached_bundle(tmp_path_factory, "patches")
+    for i in range(3):
+        textured(70, 50, seed=i).save(tmp_path / f"i{i}.png")
+    real, calls = heatmap.atomic_path, []
+
+    @contextlib.contextmanager
+    def second_fails(path, suffix=""):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        with real(path, suffix) as tmp:
+            yield tmp
+    monkeypatch.setattr(heatmap, "atomic_path", second_fails)
+    code, out, err = run(capsys, "score", *[tmp_path / f"i{i}.png" for i in range(3)], "-m", patches,
+                         "--heatmap", tmp_path / "maps", "--format", "json")
+    recs = json.loads(out)
+    assert code == 2 and len(recs) == 3 and all(0 <= r["score"] <= 1 for r in recs)
+    assert "heatmap" in recs[0] and "heatmap" not in recs[1] and "heatmap" not in recs[2]
+    one_error_line(err, "cannot write a heatmap", "i1.heatmap.png", "No space left on device")
+    assert os.listdir(tmp_path / "maps") == ["i0.heatmap.png"]
+
+
+# --- 8: file names that are not UTF-8, or hold newlines -----------------------------------------------------------
+
+
+@pytest.fixture
+def odd_names(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    raw = os.fsencode(str(d)) + b"/\xff\xfe.png"
+    textured(50, 40, seed=2).save(os.fsdecode(raw))
+    textured(50, 40, seed=3).save(d / "ok.png")
+    return d, raw
+
+
+def test_undecodable_names_round_trip_in_every_format(bundle, odd_names, tmp_path):
+    d, raw = odd_names
+    r = icrt("score", d, "-m", bundle, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    recs = json.loads(r.stdout)  # ASCII: the name's lone surrogates are \udcXX escapes
+    assert b"\\udcff\\udcfe" in r.stdout and [os.fsencode(x["image"]) for x in recs] == [os.fsencode(str(d / "ok.png")), raw]
+    r = icrt("score", d, "-m", bundle, "--format", "jsonl")
+    assert os.fsencode(json.loads(r.stdout.splitlines()[1])["image"]) == raw
+    out = tmp_path / "scores.csv"
+    r = icrt("score", d, "-m", bundle, "--format", "csv", "-o", out)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(out.read_bytes().decode("utf-8", "surrogateescape"))))
+    assert os.fsencode(rows[1]["image"]) == raw and float(rows[1]["score"]) > 0
+    r = icrt("score", d, "-m", bundle, env={"PYTHONIOENCODING": "utf-8:strict"})  # table, strict stdout
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[2].startswith(raw + b"  ") and len(r.stdout.splitlines()) == 3
+
+
+def test_undecodable_name_with_heatmaps(tmp_path_factory, odd_names, tmp_path):
+    d, raw = odd_names
+    r = icrt("score", d, "-m", cached_bundle(tmp_path_factory, "patches"), "--heatmap", tmp_path / "maps",
+             "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(os.fsencode(str(tmp_path / "maps")))) == [b"ok.heatmap.png", b"\xff\xfe.heatmap.png"]
+
+
+def test_newlines_in_names_keep_one_line_per_error(capsys, bundle, tmp_path):
+    bad = tmp_path / "two\nlines.png"
+    bad.write_bytes(b"")
+    odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xff\nbad.png")
+    open(odd, "wb").close()
+    good = tmp_path / "also\nfine.png"
+    textured(40, 40).save(good)
+    code, out, err = run(capsys, "score", bad, odd, good, "-m", bundle, "--format", "json")
+    assert code == 1 and [r["image"] for r in json.loads(out)] == [str(bad), odd, str(good)]
+    assert err.splitlines() == [f"icrt: {tmp_path}/two\\nlines.png: empty file (0 bytes)",
+                                f"icrt: {tmp_path}/\\xff\\nbad.png: empty file (0 bytes)",
+                                "icrt: 2 of 3 file(s) could not be scored"]
+    code, out, _ = run(capsys, "score", bad, good, "-m", bundle)  # the table keeps one row per image
+    assert len(out.splitlines()) == 3 and "two\\nlines.png" in out
+
+
+# --- 9: python -m export replaces a bundle only when the new one is complete -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    from test_export import _d2s_checkpoint
+
+    d = tmp_path_factory.mktemp("ckpts")
+    _d2s_checkpoint(d / "c0.pt", seed=0)
+    _d2s_checkpoint(d / "c1.pt", seed=1)
+    return d / "c0.pt", d / "c1.pt"
+
+
+def _files(folder):
+    return {n: (folder / n).read_bytes() for n in sorted(os.listdir(folder))}
+
+
+def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, monkeypatch):
+    import export.core as core
+    from runtime.scorer import Scorer
+
+    out = tmp_path / "b"
+    core.export_checkpoint(str(checkpoints[0]), str(out), log=lambda *_: None)
+    before = _files(out)
+
+    def boom(*a, **k):  # after model.onnx is written, before the manifest
+        raise RuntimeError("boom")
+    with monkeypatch.context() as m:
+        m.setattr(core, "run_onnx", boom)
+        with pytest.raises(RuntimeError, match="boom"):
+            core.export_checkpoint(str(checkpoints[1]), str(out), log=lambda *_: None)
+    assert _files(out) == before and os.listdir(tmp_path) == ["b"]  # no temporary folder left either
+    assert 0 <= Scorer.load(str(out)).score(textured(40, 40))["score"] <= 1
+    man = core.export_checkpoint(str(checkpoints[1]), str(out), log=lambda *_: None)  # a good one replaces it
+    assert man.root == str(out) and man.model_card["checkpoint"] == str(checkpoints[1])
+    assert _files(out)["model.onnx"] != before["model.onnx"] and os.listdir(tmp_path) == ["b"]
+
+
+def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_path, capsys):
+    from export.__main__ import main as export_main
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("mine")
+    for out, words in [("file", "is not a folder"), ("stuff", "not a bundle")]:
+        code = export_main(["--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / out)])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith("error: ")
+    assert (tmp_path / "file").read_text() == "x" and os.listdir(tmp_path / "stuff") == ["notes.txt"]
