@@ -46,9 +46,17 @@ def convert_fp16(src: str, dst: str, tail_scopes=TAIL_SCOPES) -> dict:
     """Write the fp16 form of ``src``; returns what was kept in fp32."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
     model = onnx.load(src)
     tail = tail_nodes(model, tail_scopes)
     m16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_OPS, node_block_list=tail)
+    # the converter appends the Cast nodes it inserts for fp32 initializers after their consumers; an unsorted
+    # graph is invalid ONNX (onnx.checker refuses it, other runtimes may too), so sort it and check it
+    sorted_model = OnnxModel(m16)
+    sorted_model.topological_sort()
+    m16 = sorted_model.model
+    onnx.checker.check_model(m16, full_check=True)
     onnx.save(m16, dst)
     kept = sorted({n.op_type for n in model.graph.node if n.op_type in FP32_OPS})
     return {"converter": "onnxruntime.transformers.float16", "fp32_ops": kept, "fp32_tail_nodes": len(tail)}

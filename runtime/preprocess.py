@@ -12,6 +12,7 @@ Resize policies:
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import warnings
@@ -132,7 +133,14 @@ def _decode(source, draft: tuple[int, int] | None = None) -> tuple[np.ndarray, t
         if os.path.isdir(source):
             raise ImageError(name, "is a directory, not an image")
         if not os.path.exists(source):
-            raise ImageError(name, "broken symbolic link" if os.path.islink(source) else "no such file")
+            if os.path.islink(source):
+                try:
+                    os.stat(source)
+                except OSError as e:
+                    if e.errno == errno.ELOOP:
+                        raise ImageError(name, "symlink loop") from None
+                raise ImageError(name, "broken symbolic link")
+            raise ImageError(name, "no such file")
         if not os.path.isfile(source):  # a FIFO or device would block or never end
             raise ImageError(name, "not a regular file")
         if os.path.getsize(source) == 0:

@@ -137,3 +137,17 @@ def test_large_jpeg_is_decoded_at_reduced_scale_for_square_models(tmp_path):
     big.save(rotated, quality=92, exif=exif)
     rgb, size = load_for_model(str(rotated), prep)
     assert size == (1200, 1600) and rgb.shape[0] > rgb.shape[1]
+
+
+def test_symlink_loop_is_named_as_such(tmp_path):
+    import os
+
+    from runtime.preprocess import ImageError, load_rgb
+
+    os.symlink(tmp_path / "b.jpg", tmp_path / "a.jpg")
+    os.symlink(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    os.symlink(tmp_path / "missing.jpg", tmp_path / "c.jpg")
+    with pytest.raises(ImageError, match="symlink loop"):
+        load_rgb(str(tmp_path / "a.jpg"))
+    with pytest.raises(ImageError, match="broken symbolic link"):
+        load_rgb(str(tmp_path / "c.jpg"))

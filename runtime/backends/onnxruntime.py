@@ -50,6 +50,20 @@ def default_threads() -> int:
     return max(1, usable)
 
 
+# onnxruntime 1.32's NCHWc layout transformer crashes (SIGSEGV while the session is created) on some fp16
+# graphs, e.g. a CLIP ViT whose fp16 patch-embedding Conv feeds Shape/Reshape; the CPU runs fp16 convolutions
+# slowly anyway, so fp16 models are opened without that pass.
+FP16_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
+
+
+def open_session(path: str, precision: str = "fp32", threads: int | None = None, providers=None):
+    """An onnxruntime session with icrt's settings (every caller opens models through this)."""
+    ort = _ort()
+    disabled = FP16_DISABLED_OPTIMIZERS if precision == "fp16" else None
+    return ort.InferenceSession(path, sess_options=session_options(threads),
+                                providers=providers or ["CPUExecutionProvider"], disabled_optimizers=disabled)
+
+
 def session_options(threads: int | None = None):
     ort = _ort()
     so = ort.SessionOptions()
@@ -88,7 +102,7 @@ class OrtBackend(Backend):
                  threads: int | None = None, notes=None, size: int | None = None):
         ort = _ort()
         try:
-            self.session = ort.InferenceSession(path, sess_options=session_options(threads), providers=providers)
+            self.session = open_session(path, precision, threads, providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad models
             raise BackendError(f"{path}: onnxruntime cannot load this model ({type(e).__name__}: {e})") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
