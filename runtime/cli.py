@@ -34,6 +34,25 @@ def _positive_int(text):
     return v
 
 
+MAX_BATCH = 1024  # model inputs per call: beyond this, memory grows with no speed left to gain
+
+
+def _batch_size(text):
+    v = _positive_int(text)
+    if v > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"at most {MAX_BATCH}, got {v}")
+    return v
+
+
+def _threads(text):
+    """1 .. 4 x the CPUs: more threads than that only add scheduling overhead (5000 took 94 s per image)."""
+    v = _positive_int(text)
+    cap = 4 * (os.cpu_count() or 1)
+    if v > cap:
+        raise argparse.ArgumentTypeError(f"at most {cap} (4 x the {os.cpu_count()} CPUs), got {v}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="icrt", description="Score image complexity with an exported icrt model bundle.")
     sub = p.add_subparsers(dest="command", title="commands")
@@ -46,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table")
     s.add_argument("-o", "--output", metavar="FILE", help="write the results here (atomically) instead of stdout")
     s.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
-    s.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    s.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
                    help="model inputs (images or patches, across images) per inference call (default 32)")
     s.add_argument("--heatmap", metavar="DIR", help="write one patch-score heatmap PNG per image into DIR")
-    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for onnxruntime")
+    s.add_argument("--threads", type=_threads, default=None, help="CPU threads for onnxruntime")
 
     i = sub.add_parser("info", help="show a bundle's model card")
     i.add_argument("bundle", nargs="?", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
@@ -65,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iters", type=_positive_int, default=20, metavar="N")
     b.add_argument("--images", metavar="PATH", help="image file, folder or glob (default: synthetic JPEGs)")
     b.add_argument("--report", metavar="DIR", default="bench-report")
-    b.add_argument("--threads", type=_positive_int, default=None)
+    b.add_argument("--threads", type=_threads, default=None)
     return p
 
 

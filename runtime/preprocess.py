@@ -13,6 +13,7 @@ Resize policies:
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import warnings
@@ -27,9 +28,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# A patch model on an extremely elongated image (a 1 x 5000 strip is upscaled to 224 x 1.1 M) would need
-# more memory than any machine has; such images get a clear error instead.
-MAX_PATCHES = 4096
+# Patch inputs are made batch by batch (PatchInputs), so memory does not grow with the patch count; what
+# stays bounded is the fitted image itself (a 1 x 5000 strip upscaled for 224 px patches would be 224 x 1.1 M
+# pixels) and the work (patches). Beyond these an image gets a clear error instead.
+MAX_PATCHES = 16384
+MAX_FITTED_PIXELS = 64_000_000  # 192 MB of uint8 RGB
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
@@ -247,12 +250,25 @@ def patch_grid(height: int, width: int, patch: int, stride: int) -> list[tuple[i
     return [(t, l) for t in grid_positions(height, patch, stride) for l in grid_positions(width, patch, stride)]
 
 
+@functools.lru_cache(maxsize=16)
+def _lookup(mean: tuple, std: tuple) -> np.ndarray:
+    """3 x 256 table: the normalised value of every uint8 level, per channel."""
+    levels = np.arange(256, dtype=np.float32)[None, :] * np.float32(1.0 / 255.0)
+    table = (levels - np.asarray(mean, np.float32)[:, None]) / np.asarray(std, np.float32)[:, None]
+    return table.astype(np.float32)
+
+
 def normalize(img: np.ndarray, mean, std) -> np.ndarray:
-    """HxWx3 uint8 (or NxHxWx3) -> float32 channels-first, (x/255 - mean) / std."""
-    x = img.astype(np.float32) * np.float32(1.0 / 255.0)
-    x -= np.asarray(mean, np.float32)
-    x /= np.asarray(std, np.float32)
-    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+    """HxWx3 uint8 (or NxHxWx3) -> float32 channels-first, (x/255 - mean) / std.
+
+    A 256-entry table per channel on the channels-first uint8 copy: the same values as the arithmetic
+    (within 1 ulp), ~6x faster (0.8 vs 5.5 ms at 384 x 384 here), which matters next to a 25 ms model."""
+    table = _lookup(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    chw = np.ascontiguousarray(np.moveaxis(np.asarray(img, np.uint8), -1, -3))
+    out = np.empty(chw.shape, np.float32)
+    for c in range(3):
+        np.take(table[c], chw[..., c, :, :], out=out[..., c, :, :])
+    return out
 
 
 def geometry(img: np.ndarray, prep: Preprocessing) -> np.ndarray:
@@ -262,22 +278,64 @@ def geometry(img: np.ndarray, prep: Preprocessing) -> np.ndarray:
     return fit_for_patches(img, prep)
 
 
-def to_model_input(img: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """RGB uint8 image -> (N x 3 x size x size float32 batch, patch positions).
+class PatchInputs:
+    """The model inputs of one patch-policy image, normalised slice by slice from the fitted uint8 image.
 
-    ``square``: one input, position [(0, 0)]. ``patches``: one input per grid patch.
+    Behaves like the N x 3 x S x S array for ``len()`` and slicing, so a batcher can take a few patches at a
+    time: memory is the fitted image plus one batch, not N float32 crops (a 12 MP photo has ~2,700 patches of
+    224 px: 1.6 GB as one array).
     """
-    if prep.resize == "patches":
-        n = patch_count(img.shape[0], img.shape[1], prep)
-        if n > MAX_PATCHES:
-            raise ImageError("<image>", f"a {img.shape[1]}x{img.shape[0]} image needs {n} patches of {prep.size} px "
-                             f"(limit {MAX_PATCHES}): too elongated for patch scoring")
+
+    def __init__(self, fitted: np.ndarray, positions: list[tuple[int, int]], prep: Preprocessing):
+        self.fitted, self.positions, self.prep = fitted, positions, prep
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, index) -> np.ndarray:
+        pos = self.positions[index] if isinstance(index, slice) else [self.positions[index]]
+        s = self.prep.size
+        crops = np.stack([self.fitted[t : t + s, l : l + s] for t, l in pos])
+        out = normalize(crops, self.prep.mean, self.prep.std)
+        return out if isinstance(index, slice) else out[0]
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)
+
+
+def check_patch_limits(height: int, width: int, prep: Preprocessing) -> None:
+    """ImageError for an image whose patch scoring would need too much memory or work."""
+    if prep.resize != "patches":
+        return
+    fh, fw = fitted_size(height, width, prep)
+    if fh * fw > MAX_FITTED_PIXELS:
+        raise ImageError("<image>", f"a {width}x{height} image is {fw}x{fh} px once fitted to {prep.size} px patches "
+                         f"(limit {MAX_FITTED_PIXELS // 1_000_000} MP): too elongated for patch scoring")
+    n = patch_count(height, width, prep)
+    if n > MAX_PATCHES:
+        raise ImageError("<image>", f"a {width}x{height} image needs {n} patches of {prep.size} px "
+                         f"(limit {MAX_PATCHES}): too large or too elongated for patch scoring")
+
+
+def model_inputs(img: np.ndarray, prep: Preprocessing):
+    """RGB uint8 image -> (inputs, patch positions), where inputs is a 1 x 3 x S x S array (``square``) or a
+    :class:`PatchInputs` (``patches``: one input per grid patch, made on demand)."""
+    check_patch_limits(img.shape[0], img.shape[1], prep)
     img = geometry(img, prep)
     if prep.resize == "square":
         return normalize(img, prep.mean, prep.std)[None], [(0, 0)]
     pos = patch_grid(img.shape[0], img.shape[1], prep.size, prep.stride)
-    crops = np.stack([img[t : t + prep.size, l : l + prep.size] for t, l in pos])
-    return normalize(crops, prep.mean, prep.std), pos
+    return PatchInputs(img, pos, prep), pos
+
+
+def to_model_input(img: np.ndarray, prep: Preprocessing) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """RGB uint8 image -> (N x 3 x size x size float32 batch, patch positions), all inputs at once.
+
+    ``square``: one input, position [(0, 0)]. ``patches``: one input per grid patch.
+    """
+    x, pos = model_inputs(img, prep)
+    return (x if isinstance(x, np.ndarray) else x[:]), pos
 
 
 def pool_scores(scores: np.ndarray, prep: Preprocessing) -> float:

@@ -18,9 +18,10 @@ import numpy as np
 
 from .backends import Backend, open_backend
 from .manifest import Manifest, load_manifest
-from .preprocess import ImageError, _to_rgb, load_for_model, pool_scores, to_model_input
+from .preprocess import ImageError, _to_rgb, load_for_model, model_inputs, pool_scores, resize
 
 DEFAULT_BATCH = 32
+LOOKAHEAD_MAX = 8  # images decoded ahead of the model at most
 SCORE_TOLERANCE = 1e-3  # scores this far outside the model's range are clipped into it; further out is an error
 
 
@@ -36,6 +37,18 @@ def as_rgb_array(image) -> np.ndarray:
     if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
         return np.asarray(_to_rgb(Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a)))
     raise ValueError(f"image arrays must be HxW, HxWx3 or HxWx4 (got shape {a.shape})")
+
+
+HEATMAP_SIDE = 1024  # heatmaps are drawn over a copy of the image with this long side at most
+
+
+def heatmap_copy(rgb: np.ndarray) -> np.ndarray:
+    """The image a heatmap is drawn over: reduced, so that images waiting in a batch stay small."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= HEATMAP_SIDE:
+        return rgb
+    f = HEATMAP_SIDE / max(h, w)
+    return resize(rgb, max(1, round(w * f)), max(1, round(h * f)), "bilinear")
 
 
 class _Item:
@@ -100,7 +113,7 @@ class Scorer:
             else:
                 rgb = as_rgb_array(image)
                 h, w = rgb.shape[:2]
-            x, pos = to_model_input(rgb, self.prep)
+            x, pos = model_inputs(rgb, self.prep)
         except ImageError as e:
             return _Item({"image": name, "error": e.problem})
         except (ValueError, MemoryError) as e:
@@ -110,7 +123,7 @@ class Scorer:
             from .preprocess import fitted_size
             geometry = fitted_size(h, w, self.prep)
         rec = {"image": name, "score": None, "patches": len(x), "width": int(w), "height": int(h)}
-        return _Item(rec, x, pos, rgb if keep_rgb else None, geometry)
+        return _Item(rec, x, pos, heatmap_copy(rgb) if keep_rgb else None, geometry)
 
     def _decoded(self, images, keep_rgb: bool):
         """prepare() over ``images``, the next ones decoded ahead on a helper thread (bounded)."""
@@ -120,9 +133,12 @@ class Scorer:
             return
         with ThreadPoolExecutor(self.workers, thread_name_prefix="icrt-decode") as pool:
             ahead = collections.deque()
+            # decode up to one batch ahead, so the next batch is ready when the model finishes this one;
+            # capped at 8 images to bound memory (a patch-policy photo can be hundreds of MB of inputs)
+            limit = max(2 * self.workers, min(self.batch_size, LOOKAHEAD_MAX))
             for i, im in enumerate(images):
                 ahead.append(pool.submit(self.prepare, im, i, keep_rgb))
-                if len(ahead) > 2 * self.workers:
+                if len(ahead) > limit:
                     yield ahead.popleft().result()
             while ahead:
                 yield ahead.popleft().result()

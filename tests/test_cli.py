@@ -170,3 +170,35 @@ def test_entry_point_subprocess_exit_codes(bundle, folder, tmp_path):
     assert len(r.stdout.splitlines()) == 2 and str(bad) in r.stderr.splitlines()[0]
     r = subprocess.run([sys.executable, "-m", "runtime.cli"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "score" in r.stdout
+
+
+@pytest.mark.parametrize("flag,value,words", [("--batch-size", "100000", "at most 1024"),
+                                              ("--threads", "5000", "at most"), ("--batch-size", "0", "positive")])
+def test_absurd_batch_size_and_threads_are_refused(capsys, bundle, folder, flag, value, words):
+    with pytest.raises(SystemExit) as e:
+        main(["score", str(folder), "-m", bundle, flag, value])
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(tmp_path_factory, tmp_path, monkeypatch):
+    """A big photo's patches are made batch by batch: the batches the model sees never exceed --batch-size,
+    and the scores equal scoring all patches at once."""
+    import numpy as np
+
+    from runtime import Scorer
+    from runtime.preprocess import to_model_input
+
+    bundle = cached_bundle(tmp_path_factory, "patches")
+    p = tmp_path / "big.png"
+    textured(900, 700, seed=3).save(p)
+    scorer = Scorer.load(bundle, batch_size=8)
+    seen = []
+    real_run = scorer.backend.run
+    monkeypatch.setattr(scorer.backend, "run", lambda x: (seen.append(len(x)), real_run(x))[1])
+    rec = scorer.score(str(p))
+    assert rec["patches"] > 40 and max(seen) <= 8
+    from runtime.preprocess import load_rgb
+
+    x, _ = to_model_input(load_rgb(str(p)), scorer.prep)
+    full = np.concatenate([real_run(x[i:i + 64]) for i in range(0, len(x), 64)])
+    assert abs(rec["score"] - float(full.mean())) < 1e-5

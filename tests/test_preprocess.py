@@ -80,10 +80,23 @@ def test_fitted_size_and_patch_count_predict_geometry(shape):
 
 
 def test_too_many_patches_is_an_image_error_before_any_resize():
-    from runtime.preprocess import MAX_PATCHES
+    from runtime.preprocess import MAX_FITTED_PIXELS, MAX_PATCHES
 
-    with pytest.raises(ImageError, match=f"limit {MAX_PATCHES}"):
+    with pytest.raises(ImageError, match=f"limit {MAX_FITTED_PIXELS // 1_000_000} MP"):  # 224 x 4.5 M px once fitted
         to_model_input(np.zeros((1, 20000, 3), np.uint8), Preprocessing(resize="patches", size=224))
+    with pytest.raises(ImageError, match=f"limit {MAX_PATCHES}"):  # ~34,000 patches of 64 px
+        to_model_input(np.zeros((3000, 3000, 3), np.uint8), Preprocessing(resize="patches", size=64, stride=16))
+
+
+def test_patch_inputs_are_made_slice_by_slice_with_the_same_values():
+    from runtime.preprocess import PatchInputs, model_inputs
+
+    img = np.random.default_rng(0).integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    prep = Preprocessing(resize="patches", size=64, stride=32)
+    lazy, pos = model_inputs(img, prep)
+    full, pos2 = to_model_input(img, prep)
+    assert isinstance(lazy, PatchInputs) and len(lazy) == len(full) == len(pos) and pos == pos2
+    assert np.array_equal(lazy[3:7], full[3:7]) and np.array_equal(lazy[5], full[5])
 
 
 def test_corrupt_pixel_data_is_not_hidden_by_exif_handling(tmp_path):

@@ -138,12 +138,14 @@ def test_broken_inputs_get_one_clear_error_each_and_the_rest_is_scored(square_bu
 
 def test_too_elongated_for_patches_is_a_clear_error(patches_bundle, tmp_path):
     from runtime import Scorer
-    from runtime.preprocess import MAX_PATCHES
+    from runtime.preprocess import MAX_FITTED_PIXELS
 
-    p = tmp_path / "strip.png"
-    Image.new("RGB", (4000, 1), (1, 2, 3)).save(p)
-    rec = Scorer.load(patches_bundle).score_many([str(p)])[0]
-    assert "too elongated" in rec["error"] and str(MAX_PATCHES) in rec["error"]
+    scorer = Scorer.load(patches_bundle)
+    side = scorer.prep.size
+    p = tmp_path / "strip.png"  # upscaled to side px high, it would be wider than the pixel limit allows
+    Image.new("RGB", (MAX_FITTED_PIXELS // side ** 2 + 10, 1), (1, 2, 3)).save(p)
+    rec = scorer.score_many([str(p)])[0]
+    assert "too elongated" in rec["error"] and f"limit {MAX_FITTED_PIXELS // 1_000_000} MP" in rec["error"]
 
 
 def test_permission_denied_is_reported(monkeypatch, tmp_path, square_bundle):
