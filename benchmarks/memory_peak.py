@@ -1,0 +1,92 @@
+"""Peak memory (max RSS) of ``icrt score`` on 12-megapixel photos, for each bundle policy.
+
+    python -m benchmarks.memory_peak [--images 3] [--out runs/memory]
+
+Writes N generated 4000 x 3000 JPEG photos, then runs ``icrt score`` in a fresh process (``/usr/bin/time``
+reports its peak resident memory) with: the bundled default model (square policy), a patch-policy bundle
+(224 px patches on a stride-64 grid, as CM-SSA scores; a random-weight EfficientNet-Lite0 exported by
+``export``), and the same two with ``--heatmap``. Prints a table and writes ``OUT/memory.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def photos(folder: str, n: int) -> list[str]:
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        small = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)  # texture at several scales
+        img = Image.fromarray(small).resize((4000, 3000), Image.Resampling.BICUBIC)
+        path = os.path.join(folder, f"photo{i}.jpg")
+        img.save(path, quality=90)
+        out.append(path)
+    return out
+
+
+def patch_bundle(folder: str) -> str:
+    import torch
+
+    from export import export_checkpoint
+    from runtime.preprocess import Preprocessing
+    from train.checkpoint import FORMAT, atomic_torch_save
+    from train.models.d2s import D2S, D2SConfig
+
+    cfg = {"backbone": "tf_efficientnet_lite0", "pretrained": "none", "image_size": 224, "pool": "stats",
+           "head": "linear"}
+    torch.manual_seed(0)
+    model = D2S(D2SConfig(**cfg), load_pretrained=False).eval()
+    ckpt = os.path.join(folder, "patches.pt")
+    prep = Preprocessing(resize="patches", size=224, stride=64, interpolation="bicubic")
+    atomic_torch_save({"format": FORMAT, "kind": "d2s", "config": cfg, "preprocessing": prep.to_dict(),
+                       "model": model.state_dict()}, ckpt)
+    out = os.path.join(folder, "bundle-patches")
+    export_checkpoint(ckpt, out, log=lambda *_: None)
+    return out
+
+
+def peak_rss_mb(cmd: list[str]) -> tuple[float, float, int]:
+    t0 = time.time()
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], capture_output=True, text=True)
+    kb = int(r.stderr.strip().splitlines()[-1])
+    return kb / 1024, time.time() - t0, r.returncode
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.memory_peak", description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=3)
+    p.add_argument("--out", default="runs/memory")
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    folder = os.path.join(args.out, "photos")
+    photos(folder, args.images)
+    icrt = [sys.executable, "-m", "runtime.cli", "score", "--format", "json", "-o", os.devnull]
+    bundles = {"square (default model, 384 px)": None, "patches (224 px, stride 64)": patch_bundle(args.out)}
+    rows = []
+    for name, bundle in bundles.items():
+        for heatmap in (False, True):
+            cmd = icrt + (["-m", bundle] if bundle else []) + [folder]
+            if heatmap:
+                cmd += ["--heatmap", os.path.join(args.out, "maps")]
+            mb, secs, rc = peak_rss_mb(cmd)
+            row = {"bundle": name, "heatmap": heatmap, "images": args.images, "peak_rss_mb": round(mb),
+                   "seconds": round(secs, 1), "exit": rc}
+            rows.append(row)
+            print(f"{name:32s} heatmap={int(heatmap)}  peak RSS {mb:7.0f} MB  {secs:6.1f} s  exit {rc}", flush=True)
+    with open(os.path.join(args.out, "memory.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
