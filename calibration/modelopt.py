@@ -2,7 +2,7 @@
 
 ModelOpt places Q/DQ by TensorRT's rules (and handles vision transformers' attention well), but it pulls in
 onnxruntime-gpu and cupy, and its output (fp16 + Q/DQ) is for TensorRT only: on onnxruntime CPU it ran
-slower than fp32 (issue 3's probe). So it is an extra (``pip install 'icrt[modelopt]'``), used only for
+slower than fp32 (a probe on an early D2S export). So it is an extra (``pip install 'icrt[modelopt]'``), used only for
 ``model.int8.qdq.onnx`` when asked for (``--int8-tool modelopt``). Not installed in this project's test
 environment: this path has not been run here.
 """

@@ -13,8 +13,8 @@ from runtime.files import write_json
 from runtime.manifest import Manifest
 from runtime.preprocess import Preprocessing, pool_scores, to_model_input
 
-FP32_TOLERANCE = 1e-4  # issue 3: max |score difference| onnxruntime fp32 vs PyTorch
-TARGETS = {"fp16": {"srcc": 0.999}, "int8": {"srcc": 0.99}}  # issue 3's agreement targets vs fp32
+FP32_TOLERANCE = 1e-4  # max |score difference| onnxruntime fp32 vs PyTorch
+TARGETS = {"fp16": {"srcc": 0.999}, "int8": {"srcc": 0.99}}  # agreement targets vs fp32
 FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx", "int8_qdq": "model.int8.qdq.onnx"}
 
 

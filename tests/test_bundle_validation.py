@@ -1,5 +1,5 @@
 """A bundle is untrusted input: file names must stay inside it, manifest values are checked when it is loaded,
-and the model's input/output shapes and scores are checked when it runs (issue "Hardening", items 2-4).
+and the model's input/output shapes and scores are checked when it runs.
 
 Models here are a few ONNX nodes built with ``onnx.helper`` (no torch)."""
 import json

@@ -32,7 +32,7 @@ FP16_MAX_DIFF, FP16_SRCC = 5e-3, 0.99
 INT8_MAX_DIFF, INT8_SRCC = 0.1, 0.9
 
 
-# --- a tiny CM-SSA-like model (the real CM-SSA is a later issue) ---------------------------------------------
+# --- a tiny CM-SSA-like model (stands in for train.models.cmssa in fast tests) --------------------------------------------
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""icrt training (PyTorch): D2S now, CM-SSA later. Entry point: ``python -m train``."""
+"""icrt training (PyTorch): D2S and CM-SSA models, trainers, data readers, metrics. Entry point: ``python -m train``."""

@@ -40,7 +40,7 @@ class EntropyBuffers:
     """The two FIFO entropy buffers of Algorithm 1 (visual B_v, textual B_s), capacity M each.
 
     Each entry remembers the data-set index of the sample it came from, so that the momentum model can
-    refresh old entries. ``refresh_indices(r)`` hands out the r entries refreshed least recently (a
+    refresh old entries. ``refresh_slots(r)`` hands out the r entries refreshed least recently (a
     rotating cursor), so with M = 2048 and r = 41 every entry is refreshed about every 50 steps, which
     is how the paper's "refresh step 50 (~40 entries per iteration)" reads.
     """
