@@ -21,8 +21,11 @@ import numpy as np
 
 
 def stats_module(model):
-    """The frozen network -> [mean, std] over space of every block stage's output and of the head."""
+    """The frozen network -> [mean, std] over space of every block stage's output and of the 1x1 head
+    (train.models.d2s walks the stages); also the width of each part."""
     import torch
+
+    from train.models.d2s import mean_std, stage_outputs
 
     class BlockStats(torch.nn.Module):
         def __init__(self, m):
@@ -30,22 +33,14 @@ def stats_module(model):
             self.m = m
 
         def forward(self, x):
-            m, out = self.m, []
-            h = m.bn1(m.conv_stem(x))
-            for stage in m.blocks:
-                h = stage(h)
-                out.append(torch.cat([h.mean((2, 3)), h.flatten(2).std(2)], 1))
-            h = m.bn2(m.conv_head(h))
-            out.append(torch.cat([h.mean((2, 3)), h.flatten(2).std(2)], 1))
-            return torch.cat(out, 1)
+            stages = stage_outputs(self.m, x, 0)
+            head = self.m.bn2(self.m.conv_head(stages[-1]))
+            return torch.cat([mean_std(f) for f in stages + [head]], 1)
 
-    with torch.no_grad():  # channel counts of each stage, from a small forward
-        h, dims = model.bn1(model.conv_stem(torch.zeros(1, 3, 64, 64))), []
-        for stage in model.blocks:
-            h = stage(h)
-            dims.append(2 * h.shape[1])
-    dims.append(2 * model.bn2.num_features)
-    return BlockStats(model).eval(), dims
+    module = BlockStats(model).eval()
+    with torch.no_grad():  # channel counts of each part, from a small forward
+        stages = stage_outputs(model, torch.zeros(1, 3, 64, 64), 0)
+    return module, [2 * f.shape[1] for f in stages] + [2 * model.bn2.num_features]
 
 
 def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
@@ -80,40 +75,14 @@ def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
     return dims, feats, flips
 
 
-def ridge_fit(x, y, alpha):
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    z = (x - mu) / sd
-    ym = y.mean()
-    k = z @ z.T
-    a = np.linalg.solve(k + alpha * len(y) * np.eye(len(y)), y - ym)
-    w = z.T @ a
-    return w / sd, ym - (mu / sd) @ w
+def cv_srcc(x, y, cats, alphas, x_flip=None):
+    """Best (pooled SRCC, mean per-category SRCC, alpha) of a ridge head by stratified 5-fold CV (train.ridge),
+    on the raw scores; with ``x_flip``, mirrors are extra training samples and averaged at test time."""
+    from train.ridge import cross_validate
 
-
-def cv_srcc(x, y, cats, alphas, folds=5, seed=0, x_flip=None):
-    """5-fold CV inside the given set: pooled and mean per-category SRCC of the best alpha (and that alpha)."""
-    from train import metrics
-
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), int)
-    for c in sorted(set(cats)):  # stratified folds
-        idx = np.flatnonzero(np.asarray(cats) == c)
-        rng.shuffle(idx)
-        fold[idx] = np.arange(len(idx)) % folds
-    best = None
-    for alpha in alphas:
-        pred = np.empty(len(y))
-        for f in range(folds):
-            tr, te = fold != f, fold == f
-            xt, yt = x[tr], y[tr]
-            if x_flip is not None:  # flips as extra training samples, averaged at test time
-                xt, yt = np.concatenate([xt, x_flip[tr]]), np.concatenate([yt, yt])
-            w, b = ridge_fit(xt, yt, alpha)
-            pred[te] = x[te] @ w + b if x_flip is None else 0.5 * (x[te] + x_flip[te]) @ w + b
-        rep = metrics.report(pred, y, cats)
-        if best is None or rep["srcc"] > best[0]:
-            best = (rep["srcc"], rep["mean_category_srcc"], alpha)
-    return best
+    rows = cross_validate(x, y, cats, alphas, x_flip=x_flip, target=lambda v: v, average_flips=True)
+    best = max(rows, key=lambda r: r["srcc"])
+    return best["srcc"], best["mean_category_srcc"], best["alpha"]
 
 
 def main(argv=None) -> int:

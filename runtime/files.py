@@ -22,6 +22,8 @@ import shutil
 import stat
 import tempfile
 
+from .inputs import SYMLINK_LOOP, is_symlink_loop
+
 
 def _clean(o):
     if isinstance(o, float) and not math.isfinite(o):
@@ -65,11 +67,8 @@ def resolve(path: str):
     the file it points to; a link loop is an OSError (ELOOP)."""
     target = path
     if os.path.islink(path):
-        try:
-            os.stat(path)
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise OSError(errno.ELOOP, "symlink loop", path) from None
+        if is_symlink_loop(path):
+            raise OSError(errno.ELOOP, SYMLINK_LOOP, path)
         target = os.path.realpath(path)
     try:
         return target, os.stat(target)
@@ -167,7 +166,7 @@ def folder_problem(path: str) -> str | None:
         d, problem = _nearest_folder(path)
         return problem or _writable_folder(d)
     except OSError as e:
-        return "symlink loop" if e.errno == errno.ELOOP else e.strerror
+        return SYMLINK_LOOP if e.errno == errno.ELOOP else e.strerror
     except ValueError as e:
         return str(e)
     if not stat.S_ISDIR(st.st_mode):

@@ -15,7 +15,7 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _is_loop(path: str) -> bool:
+def is_symlink_loop(path: str) -> bool:
     """A symbolic link that never ends in a file (a -> b -> a)."""
     try:
         os.stat(path)
@@ -161,6 +161,6 @@ def collect(args, recursive: bool = False, problems: dict | None = None) -> list
         if p not in seen:
             seen.add(p)
             unique.append(p)
-            if p not in problems and os.path.islink(p) and _is_loop(p):
+            if p not in problems and os.path.islink(p) and is_symlink_loop(p):
                 problems[p] = SYMLINK_LOOP
     return unique

@@ -12,7 +12,6 @@ Resize policies:
 """
 from __future__ import annotations
 
-import errno
 import functools
 import io
 import os
@@ -22,6 +21,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from .inputs import SYMLINK_LOOP, is_symlink_loop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -137,12 +138,7 @@ def _decode(source, draft: tuple[int, int] | None = None) -> tuple[np.ndarray, t
             raise ImageError(name, "is a directory, not an image")
         if not os.path.exists(source):
             if os.path.islink(source):
-                try:
-                    os.stat(source)
-                except OSError as e:
-                    if e.errno == errno.ELOOP:
-                        raise ImageError(name, "symlink loop") from None
-                raise ImageError(name, "broken symbolic link")
+                raise ImageError(name, SYMLINK_LOOP if is_symlink_loop(source) else "broken symbolic link")
             raise ImageError(name, "no such file")
         if not os.path.isfile(source):  # a FIFO or device would block or never end
             raise ImageError(name, "not a regular file")

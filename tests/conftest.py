@@ -31,6 +31,22 @@ def make_images(folder, n: int, categories=("a", "b"), size: int = 48, seed: int
     return rows
 
 
+def interrupt_after_first_epoch(trainer) -> None:
+    """Run ``trainer.fit()`` and kill it (KeyboardInterrupt) once epoch 1 was saved, as a crash would."""
+    calls = []
+    validate = type(trainer).validate
+
+    def crash_in_second_epoch():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return validate(trainer)
+
+    trainer.validate = crash_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+
+
 @pytest.fixture
 def labels_csv(tmp_path):
     rows = make_images(tmp_path, 32)

@@ -86,6 +86,15 @@ def textured(w: int, h: int, seed: int = 0, level: float = 0.5) -> Image.Image:
 _BUILT: dict = {}
 
 
+def run_cli(capsys, *argv):
+    """``icrt`` in process: (exit code, stdout, stderr)."""
+    from runtime.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def cached_bundle(tmp_path_factory, resize: str) -> str:
     if resize not in _BUILT:
         _BUILT[resize] = build_bundle(str(tmp_path_factory.mktemp(f"bundle-{resize}")), resize, int8=resize == "square")

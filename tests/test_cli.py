@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from runtime.cli import main
-from runtime_fixtures import broken_inputs, cached_bundle, textured
+from runtime_fixtures import broken_inputs, cached_bundle, textured, run_cli as run
 
 
 @pytest.fixture(scope="session")
@@ -26,12 +26,6 @@ def folder(tmp_path):
     textured(70, 70, seed=7).save(d / "sub" / "deep.jpg")
     (d / "notes.txt").write_text("not an image, and not named like one")
     return d
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_json_format_lists_objects_with_image_and_score(capsys, bundle, folder):

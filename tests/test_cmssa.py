@@ -13,6 +13,7 @@ from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.cmssa_trainer import CMSSATrainConfig, CMSSATrainer
 from train.evaluate import predict
 from train.models.cmssa import LEVEL_PROMPTS, CMSSA, CMSSAConfig, level_values
+from conftest import interrupt_after_first_epoch
 
 # 3 vision + 3 text layers (so deep prompts have layers to reach), vision width != text width
 TINY3 = {
@@ -220,17 +221,7 @@ def test_checkpoint_round_trip_and_resume_matches_uninterrupted_run(labels_csv, 
     full = CMSSATrainer(_cfg(labels_csv, captions_csv, tmp_path / "full", tiny3), **QUIET)
     full.fit()
     part = CMSSATrainer(_cfg(labels_csv, captions_csv, tmp_path / "part", tiny3), **QUIET)
-    calls = []
-
-    def crash_in_second_epoch():
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return CMSSATrainer.validate(part)
-
-    part.validate = crash_in_second_epoch
-    with pytest.raises(KeyboardInterrupt):
-        part.fit()
+    interrupt_after_first_epoch(part)
     resumed = CMSSATrainer(_cfg(labels_csv, captions_csv, tmp_path / "part", tiny3), **QUIET)
     resumed.load_state(str(tmp_path / "part" / "last.pt"))
     resumed.fit()

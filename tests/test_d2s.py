@@ -9,6 +9,7 @@ from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkp
 from train.d2s_trainer import D2STrainConfig, D2STrainer
 from train.models.d2s import D2S, D2SConfig
 from train.text import TextTeacher
+from conftest import interrupt_after_first_epoch
 
 TINY = {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "head_hidden": 32, "head_dropout": 0.0}
 
@@ -91,17 +92,7 @@ def test_checkpoint_round_trip_and_resume_matches_uninterrupted_run(labels_csv, 
     full = D2STrainer(_cfg(labels_csv, tmp_path / "full", epochs=2), log=lambda *_: None)
     full.fit()
     part = D2STrainer(_cfg(labels_csv, tmp_path / "part", epochs=2), log=lambda *_: None)
-    calls = []
-
-    def crash_in_second_epoch():  # the run is killed after epoch 1 was saved
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return D2STrainer.validate(part)
-
-    part.validate = crash_in_second_epoch
-    with pytest.raises(KeyboardInterrupt):
-        part.fit()
+    interrupt_after_first_epoch(part)
     resumed = D2STrainer(_cfg(labels_csv, tmp_path / "part", epochs=2), log=lambda *_: None)
     resumed.load_state(str(tmp_path / "part" / "last.pt"))
     resumed.fit()

@@ -12,8 +12,7 @@ import threading
 
 import pytest
 
-from runtime.cli import main
-from runtime_fixtures import cached_bundle, textured
+from runtime_fixtures import cached_bundle, textured, run_cli as run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,12 +27,6 @@ def image(tmp_path):
     path = tmp_path / "ok.png"
     textured(50, 40, seed=1).save(path)
     return path
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def icrt(*argv, cwd=None, env=None):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from train.checkpoint import FORMAT, CheckpointError, load_checkpoint
+from conftest import interrupt_after_first_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"backbone": "resnet10t", "pretrained": "none", "image_size": 48, "head_hidden": 32, "head_dropout": 0.0}
@@ -138,17 +139,7 @@ def test_caption_guided_resume_is_bit_exact_from_a_weights_only_state(labels_csv
     full = D2STrainer(_d2s_cfg(labels_csv, captions_csv, tiny_clip_config, tmp_path / "full"), **quiet)
     full.fit()
     part = D2STrainer(_d2s_cfg(labels_csv, captions_csv, tiny_clip_config, tmp_path / "part"), **quiet)
-    calls = []
-
-    def crash_in_second_epoch():
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return D2STrainer.validate(part)
-
-    part.validate = crash_in_second_epoch
-    with pytest.raises(KeyboardInterrupt):
-        part.fit()
+    interrupt_after_first_epoch(part)
     last = str(tmp_path / "part" / "last.pt")
     state = torch.load(last, weights_only=True)  # plain data only
     assert state["buffers"]["count"] > 0

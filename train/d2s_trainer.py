@@ -171,8 +171,7 @@ class D2STrainer(Trainer):
         cv = "  ".join(f"{c['alpha']:g}: {c['srcc']:.4f}" for c in r["cv"])
         self.log(f"ridge head on {x.shape[1]} features of {len(y)} images (+ mirrors) in {time.time() - t0:.0f}s; "
                  f"5-fold CV SRCC by alpha  {cv}  -> alpha {r['alpha']:g}")
-        best = max(r["cv"], key=lambda c: c["srcc"]) if r["cv"] else {"srcc": float("nan")}
-        return {"ridge_alpha": float(r["alpha"]), "ridge_cv_srcc": float(best["srcc"])}
+        return {"ridge_alpha": float(r["alpha"]), "ridge_cv_srcc": float(r["cv_srcc"])}
 
     def train_step(self, x, y, idx) -> dict:
         x, y = x.to(self.device), y.to(self.device)

@@ -23,18 +23,20 @@ def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0), x.std(0) + 1e-6
 
 
-def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Weights ``w`` and bias ``b`` on raw features (standardisation folded in): pred = x @ w + b.
-
-    Solved in the dual (n x n), as features outnumber images; the penalty is ``alpha * n``.
-    """
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    mu, sd = standardise(x)
-    z = (x - mu) / sd
+def ridge_standardised(z: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Weights and bias on standardised features ``z``. Solved in the dual (n x n), as features outnumber
+    images; the penalty is ``alpha * n``."""
     ym = y.mean()
     a = np.linalg.solve(z @ z.T + alpha * len(y) * np.eye(len(y)), y - ym)
-    w = z.T @ a
-    return w / sd, float(ym - (mu / sd) @ w)
+    return z.T @ a, float(ym)
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Weights ``w`` and bias ``b`` on raw features (standardisation folded in): pred = x @ w + b."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    mu, sd = standardise(x)
+    w, b = ridge_standardised((x - mu) / sd, y, alpha)
+    return w / sd, b - float((mu / sd) @ w)
 
 
 def folds(groups, k: int = 5, seed: int = 0) -> np.ndarray:
@@ -49,9 +51,11 @@ def folds(groups, k: int = 5, seed: int = 0) -> np.ndarray:
     return out
 
 
-def cross_validate(x, y, groups, alphas=ALPHAS, k: int = 5, x_flip=None, target=logit) -> list[dict]:
+def cross_validate(x, y, groups, alphas=ALPHAS, k: int = 5, x_flip=None, target=logit,
+                   average_flips: bool = False) -> list[dict]:
     """Pooled and per-group SRCC of each alpha by k-fold CV. ``x_flip``: features of the mirrored images,
-    added as training samples (a flip leaves complexity unchanged)."""
+    added as training samples (a flip leaves complexity unchanged); ``average_flips``: test-time averaging of
+    each held-out image with its mirror too."""
     from . import metrics
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -65,19 +69,20 @@ def cross_validate(x, y, groups, alphas=ALPHAS, k: int = 5, x_flip=None, target=
             if x_flip is not None:
                 xt, yt = np.concatenate([xt, x_flip[tr]]), np.concatenate([yt, yt])
             w, b = ridge_fit(xt, target(yt), alpha)
-            pred[te] = x[te] @ w + b
+            xe = 0.5 * (x[te] + x_flip[te]) if average_flips and x_flip is not None else x[te]
+            pred[te] = xe @ w + b
         rep = metrics.report(pred, y, list(groups))
         rows.append({"alpha": alpha, "srcc": rep["srcc"], "mean_category_srcc": rep["mean_category_srcc"]})
     return rows
 
 
 def fit_head(x, y, groups, alphas=ALPHAS, k: int = 5, x_flip=None) -> dict:
-    """Choose alpha by CV, fit on everything; returns weights, bias, standardisation and the CV table."""
+    """Choose alpha by CV, fit on everything; returns the standardisation (mean, std), the head on standardised
+    features (weight, bias), the chosen alpha with its CV SRCC, and the CV table."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     cv = cross_validate(x, y, groups, alphas, k, x_flip) if len(alphas) > 1 and len(y) >= 2 * k else []
-    alpha = max(cv, key=lambda r: r["srcc"])["alpha"] if cv else alphas[0]
+    best = max(cv, key=lambda r: r["srcc"]) if cv else {"alpha": alphas[0], "srcc": float("nan")}
     xt, yt = (x, y) if x_flip is None else (np.concatenate([x, x_flip]), np.concatenate([y, y]))
     mu, sd = standardise(xt)
-    w, b = ridge_fit(xt, logit(yt), alpha)
-    # in the standardised space the head is Linear(w * sd) + (b + mu @ w)
-    return {"alpha": alpha, "cv": cv, "mean": mu, "std": sd, "weight": w * sd, "bias": b + float(mu @ w)}
+    w, b = ridge_standardised((xt - mu) / sd, logit(yt), best["alpha"])
+    return {"alpha": best["alpha"], "cv_srcc": best["srcc"], "cv": cv, "mean": mu, "std": sd, "weight": w, "bias": b}

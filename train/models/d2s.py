@@ -72,12 +72,15 @@ def stage_outputs(backbone: nn.Module, x: torch.Tensor, first: int) -> list[torc
     return out
 
 
+def mean_std(f: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W -> N x 2C: the mean, then the standard deviation, over space."""
+    return torch.cat([f.mean((2, 3)), f.flatten(2).std(2)], 1)
+
+
 def stage_stats(backbone: nn.Module, x: torch.Tensor, first: int, std: bool = True) -> torch.Tensor:
     """Mean (and standard deviation) over space of each stage output from ``first`` on, concatenated."""
     feats = stage_outputs(backbone, x, first)
-    if not std:
-        return torch.cat([f.mean((2, 3)) for f in feats], 1)
-    return torch.cat([torch.cat([f.mean((2, 3)), f.flatten(2).std(2)], 1) for f in feats], 1)
+    return torch.cat([mean_std(f) if std else f.mean((2, 3)) for f in feats], 1)
 
 
 def stage_stats_dim(backbone: nn.Module, first: int, std: bool = True) -> int:
