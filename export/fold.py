@@ -1,19 +1,20 @@
 """Folding: turn a trained model into a plain image -> score module with nothing left that is constant.
 
+Each model kind declares how (``fold`` of its ``train.kinds.ModelKind``); :func:`fold_for_export` dispatches on
+the kind. The built-in ones:
+
 - D2S: the inference model already is backbone -> attention pool -> head; the training-only projection and
-  text teacher live outside it (the checkpoint's ``projection`` entry), so folding drops them.
-- CM-SSA (``train.models.cmssa``, registered below): the text features of the complexity-level prompts, L2-normalised and multiplied by the
-  logit scale, become one constant matrix; the learned visual (deep) prompts are parameters of the image
-  encoder and so become graph constants on export. :class:`LevelScorer` is the folded graph:
+  text teacher live outside it (the checkpoint's ``projection`` entry), so folding keeps the model.
+- CM-SSA (``train.models.cmssa``): the text features of the complexity-level prompts, L2-normalised and
+  multiplied by the logit scale, become one constant matrix; the learned visual (deep) prompts are parameters
+  of the image encoder and so become graph constants on export. :class:`LevelScorer` is the folded graph:
   image -> image encoder -> L2 norm -> matmul -> softmax -> score (expectation over the level values),
   with the level probabilities as a second output.
 
-A model kind plugs in either through :data:`FOLDERS` (kind -> function(model) -> module) or by defining
-``model.fold_for_export()``; the folded module returns ``score`` (B,) or ``(score, levels)``.
+A kind without a ``fold`` function (or a model of an unregistered kind) may define ``model.fold_for_export()``;
+the folded module returns ``score`` (B,) or ``(score, levels)``.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 from torch import nn
@@ -57,31 +58,20 @@ def fold_level_scorer(encoder: nn.Module, text_features: torch.Tensor, logit_sca
     return LevelScorer(encoder, t * scale, levels).eval()
 
 
-def _fold_d2s(model: nn.Module) -> nn.Module:
-    return model  # projection / teacher are not part of the inference module (see module doc)
-
-
-def _fold_cmssa(model: nn.Module) -> nn.Module:
-    """train.models.cmssa.CMSSA -> LevelScorer: the complexity branch's visual prompts (projected from the
-    text and alignment prompts) become buffers of the image encoder; the level text features (learned context
-    and deep text prompts run through the text tower once) become the constant matrix; the alignment branch
-    and the text tower are dropped. The score rule is carried by the level values (0..1 for the expectation,
-    (1, 0, ..., 0) for the first-level probability)."""
-    encoder, text_features, logit_scale, levels = model.folded_parts()
-    return fold_level_scorer(encoder, text_features, logit_scale, levels)
-
-
-FOLDERS: dict[str, Callable[[nn.Module], nn.Module]] = {"d2s": _fold_d2s, "cmssa": _fold_cmssa}
-
-
 def fold_for_export(model: nn.Module, kind: str) -> nn.Module:
-    """The eval-mode image -> score[, levels] module to export for ``model`` of ``kind``."""
-    if kind in FOLDERS:
-        folded = FOLDERS[kind](model)
+    """The eval-mode image -> score[, levels] module to export for ``model`` of ``kind``: the kind's registered
+    ``fold``, else the model's ``fold_for_export()``, else (a registered kind) the model itself."""
+    from train.kinds import get_kind, is_kind
+
+    spec = get_kind(kind) if is_kind(kind) else None
+    if spec is not None and spec.fold is not None:
+        folded = spec.fold(model)
     elif hasattr(model, "fold_for_export"):
         folded = model.fold_for_export()
+    elif spec is not None:
+        folded = model
     else:
-        raise ValueError(f"no folding for model kind {kind!r}: register it in export.fold.FOLDERS "
+        raise ValueError(f"no folding for model kind {kind!r}: register it (train.kinds.register_kind) "
                          f"or give the model a fold_for_export() method")
     return folded.eval()
 

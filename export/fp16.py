@@ -6,8 +6,10 @@ onnxconverter-common 1.16 original fails on our OpenCLIP ViT exports: with an op
 exporter's own Cast(to=float) nodes feeding fp16 consumers (the model does not load). onnxruntime's copy
 handles both (probed on the tiny CM-SSA-like model in tests/test_export.py).
 
-Kept in fp32: normalisation, softmax, reductions, exp/pow/sqrt/div/erf, and the scoring tail (everything
-outside the image encoder: D2S's head and sigmoid, CM-SSA's L2 norm, level matmul, softmax and expectation).
+Kept in fp32: normalisation, softmax, reductions, exp/pow/sqrt/div/erf, and the scoring tail: the folded
+module's own top-level operations plus the submodules its kind names as ``tail`` in the registry
+(``train.kinds``): D2S's head (and sigmoid) and low-level cues, CM-SSA's L2 norm, level matmul, softmax and
+expectation. The int8 quantizer leaves the same nodes out (``tail_nodes``).
 Inputs and outputs stay float32 (``keep_io_types``), so the runtime feeds the same arrays to every precision.
 """
 from __future__ import annotations
@@ -20,10 +22,14 @@ FP32_OPS = [
     "ReduceLogSumExp", "ReduceSumSquare", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Div", "Erf", "Sigmoid",
     "CumSum", "Range", "TopK", "NonMaxSuppression", "RandomUniformLike",
 ]
-# Module scopes treated as the scoring tail (with the top-level nodes). D2S's optional low-level cues
-# (``--cues``) are small differences of pixel values (Sobel magnitudes, thresholds, logs): int8 rounding moved
-# held-out SRCC vs fp32 to 0.968 on the Savoias default model, so they stay fp32 like the head.
-TAIL_SCOPES = ("head", "cues")
+
+
+def registered_tail_scopes(kind: str | None = None) -> tuple[str, ...]:
+    """The submodule names treated as the scoring tail (with the top-level nodes): those registered for
+    ``kind``, or for every registered kind when None."""
+    from train.kinds import tail_names
+
+    return tail_names(kind)
 
 
 def node_scope(node) -> list[str]:
@@ -32,24 +38,26 @@ def node_scope(node) -> list[str]:
     return parts[:-1]
 
 
-def tail_nodes(model: onnx.ModelProto, tail_scopes=TAIL_SCOPES) -> list[str]:
-    """Nodes outside the image encoder: top level of the folded module, or under a tail scope."""
+def tail_nodes(model: onnx.ModelProto, tail_scopes=None, kind: str | None = None) -> list[str]:
+    """Nodes outside the image encoder: top level of the folded module, or under a tail scope (``tail_scopes``;
+    default: those registered for ``kind``, or for every registered kind)."""
+    scopes = tuple(tail_scopes) if tail_scopes is not None else registered_tail_scopes(kind)
     out = []
     for n in model.graph.node:
         scope = node_scope(n)
-        if n.name and (not scope or scope[0] in tail_scopes):
+        if n.name and (not scope or scope[0] in scopes):
             out.append(n.name)
     return out
 
 
-def convert_fp16(src: str, dst: str, tail_scopes=TAIL_SCOPES) -> dict:
+def convert_fp16(src: str, dst: str, tail_scopes=None, kind: str | None = None) -> dict:
     """Write the fp16 form of ``src``; returns what was kept in fp32."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     model = onnx.load(src)
-    tail = tail_nodes(model, tail_scopes)
+    tail = tail_nodes(model, tail_scopes, kind)
     m16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_OPS, node_block_list=tail)
     # the converter appends the Cast nodes it inserts for fp32 initializers after their consumers; an unsorted
     # graph is invalid ONNX (onnx.checker refuses it, other runtimes may too), so sort it and check it

@@ -77,7 +77,7 @@ def test_d2s_preset_blip_joins_the_four_template_parts(tiny_blip, labels_csv, tm
     cap = Captioner(tiny_blip, "d2s", "cpu", max_new_tokens=3)
     assert cap.family == "blip" and cap.prompts() == list(D2S_TEMPLATE)
     out = tmp_path / "caps.csv"
-    stats = caption_dataset(labels_csv, str(out), cap, batch_size=16, log=lambda *_: None, progress=False)
+    stats = caption_dataset(labels_csv, str(out), cap, batch_size=16, progress=False)
     assert stats == {"total": 32, "done_before": 0, "written": 32, "failed": 0}
     rows = _rows(out)
     assert [r["image"] for r in rows] == [s.key for s in load_samples(labels_csv)]

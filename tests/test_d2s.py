@@ -53,7 +53,7 @@ def _batch_mse(trainer, x, y):
 
 
 def test_training_steps_lower_the_loss(labels_csv, tmp_path):
-    tr = D2STrainer(_cfg(labels_csv, tmp_path / "run"), log=lambda *_: None)
+    tr = D2STrainer(_cfg(labels_csv, tmp_path / "run"))
     x, y, idx = next(iter(tr.loader))
     before = _batch_mse(tr, x, y)
     for _ in range(15):
@@ -62,7 +62,7 @@ def test_training_steps_lower_the_loss(labels_csv, tmp_path):
 
 
 def test_fit_writes_checkpoint_metrics_and_config(labels_csv, tmp_path):
-    tr = D2STrainer(_cfg(labels_csv, tmp_path / "run", epochs=1), log=lambda *_: None)
+    tr = D2STrainer(_cfg(labels_csv, tmp_path / "run", epochs=1))
     best = tr.fit()
     for f in ("checkpoint.pt", "metrics.json", "config.json", "last.pt"):
         assert os.path.isfile(tmp_path / "run" / f)
@@ -74,7 +74,7 @@ def test_fit_writes_checkpoint_metrics_and_config(labels_csv, tmp_path):
 def test_caption_guided_training_uses_fal_and_eal(labels_csv, captions_csv, tiny_clip_config, tmp_path):
     cfg = _cfg(labels_csv, tmp_path / "run", text="clip", captions=captions_csv, text_encoder=tiny_clip_config,
                text_pretrained="none", buffer_size=32, refresh_step=4, epochs=1)
-    tr = D2STrainer(cfg, log=lambda *_: None)
+    tr = D2STrainer(cfg)
     assert tr.proj.out_features == 32
     mom_before = [p.clone() for p in tr.momentum_model.parameters()]
     x, y, idx = next(iter(tr.loader))
@@ -89,11 +89,11 @@ def test_caption_guided_training_uses_fal_and_eal(labels_csv, captions_csv, tiny
 
 
 def test_checkpoint_round_trip_and_resume_matches_uninterrupted_run(labels_csv, tmp_path):
-    full = D2STrainer(_cfg(labels_csv, tmp_path / "full", epochs=2), log=lambda *_: None)
+    full = D2STrainer(_cfg(labels_csv, tmp_path / "full", epochs=2))
     full.fit()
-    part = D2STrainer(_cfg(labels_csv, tmp_path / "part", epochs=2), log=lambda *_: None)
+    part = D2STrainer(_cfg(labels_csv, tmp_path / "part", epochs=2))
     interrupt_after_first_epoch(part)
-    resumed = D2STrainer(_cfg(labels_csv, tmp_path / "part", epochs=2), log=lambda *_: None)
+    resumed = D2STrainer(_cfg(labels_csv, tmp_path / "part", epochs=2))
     resumed.load_state(str(tmp_path / "part" / "last.pt"))
     resumed.fit()
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
@@ -145,7 +145,7 @@ def test_patch_policy_trains_on_random_crops_and_scores_the_grid(labels_csv, tmp
 
     cfg = _cfg(labels_csv, tmp_path / "patch", epochs=1, model={**TINY, "image_size": 32},
                preprocessing={"resize": "patches", "stride": 8})
-    tr = D2STrainer(cfg, log=lambda *_: None)
+    tr = D2STrainer(cfg)
     crops = [tr.train_set[0][0] for _ in range(6)]
     assert crops[0].shape == (3, 32, 32)
     assert any(not torch.equal(crops[0], c) for c in crops[1:])  # random positions (and flips)
@@ -179,7 +179,7 @@ def test_low_level_cues_rank_busy_above_plain_and_feed_the_head():
 def test_val_fraction_zero_trains_on_everything_and_keeps_the_last_epoch(labels_csv, tmp_path):
     import json
 
-    tr = D2STrainer(_cfg(labels_csv, tmp_path / "all", epochs=2, val_fraction=0.0), log=lambda *_: None)
+    tr = D2STrainer(_cfg(labels_csv, tmp_path / "all", epochs=2, val_fraction=0.0))
     assert len(tr.train_samples) == 32 and tr.val_samples == []
     tr.fit()
     assert json.load(open(tmp_path / "all" / "metrics.json"))["epoch"] == 2

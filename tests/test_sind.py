@@ -113,7 +113,7 @@ def test_scale_shift_training_step_runs_with_scene_sampling(labels_csv, tmp_path
     cfg = D2STrainConfig(data=labels_csv, out=str(tmp_path / "run"), text="none", epochs=1, batch_size=8,
                          device="cpu", scene_sampling=2, loss="scale-shift",
                          model={"backbone": "resnet10t", "pretrained": "none", "image_size": 64})
-    tr = D2STrainer(cfg, log=lambda *_: None)
+    tr = D2STrainer(cfg)
     assert isinstance(tr.loader.batch_sampler, SceneBatchSampler)
     x, y, idx = next(iter(tr.loader))
     assert Counter(tr.domains[int(i)] for i in idx) == Counter({"a": 4, "b": 4})
@@ -124,7 +124,7 @@ def test_scale_shift_training_step_runs_with_scene_sampling(labels_csv, tmp_path
 
 
 def test_several_data_sets_and_dataset_domain(labels_csv, ic9600_dir, tmp_path):
-    from train.__main__ import build_parser, d2s_config, trainer_for
+    from train.__main__ import build_parser, train_config, trainer_for
 
     s = load_many(f"{labels_csv},{ic9600_dir}")
     assert {x.source for x in s} == {labels_csv, ic9600_dir}
@@ -132,8 +132,8 @@ def test_several_data_sets_and_dataset_domain(labels_csv, ic9600_dir, tmp_path):
                                       "--text", "none", "--pretrained", "none", "--backbone", "resnet10t",
                                       "--image-size", "64", "--dataset-domain", "--scene-sampling", "2",
                                       "--batch-size", "8", "--device", "cpu"])
-    assert d2s_config(args).data == f"{labels_csv},{ic9600_dir}"
-    tr = trainer_for(args, log=lambda *_: None)
+    assert train_config(args).data == f"{labels_csv},{ic9600_dir}"
+    tr = trainer_for(args)
     assert set(tr.domains) == {labels_csv, ic9600_dir}
     _, _, idx = next(iter(tr.loader))
     assert Counter(tr.domains[int(i)] for i in idx) == Counter({labels_csv: 4, ic9600_dir: 4})

@@ -1,4 +1,5 @@
 """Training data is checked before the first epoch: images decode, scores in range, no repeats, clean text."""
+import logging
 import os
 
 import pytest
@@ -22,7 +23,7 @@ def _train(labels_csv, tmp_path, *extra):
 
 
 def _splits(data, **kw):
-    return load_splits(RunConfig(data=data, **kw), need_captions=False, log=lambda *_: None)
+    return load_splits(RunConfig(data=data, **kw), need_captions=False)
 
 
 # --- unreadable images ---------------------------------------------------------------------------------------
@@ -37,11 +38,11 @@ def test_a_corrupt_image_is_refused_before_training_with_file_and_line(labels_cs
     rc = _train(labels_csv, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
-    assert err[0].startswith(f"error: {labels_csv}:4: {bad}: ") and "--skip-bad-images" in err[0]
+    assert err[0].startswith(f"python -m train d2s: error: {labels_csv}:4: {bad}: ") and "--skip-bad-images" in err[0]
     assert not os.path.exists(tmp_path / "run" / "last.pt")
 
 
-def test_several_bad_images_are_listed_one_per_line(labels_csv, tmp_path, capsys):
+def test_several_bad_images_are_listed_in_one_line(labels_csv, tmp_path, capsys):
     folder = os.path.join(os.path.dirname(labels_csv), "images")
     open(os.path.join(folder, "empty.png"), "wb").close()
     with open(os.path.join(folder, "text.png"), "w") as f:
@@ -49,9 +50,10 @@ def test_several_bad_images_are_listed_one_per_line(labels_csv, tmp_path, capsys
     _append(labels_csv, "images/empty.png,0.5,a", "images/text.png,0.5,b")
     rc = _train(labels_csv, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err[0].startswith("error: 2 unreadable images"), err
-    assert err[1].startswith(f"{labels_csv}:34: ") and "empty file" in err[1]
-    assert err[2].startswith(f"{labels_csv}:35: ") and "not a recognised image format" in err[2]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("python -m train d2s: error: 2 unreadable images"), err
+    first, second = err[0].split("; ")
+    assert f"leave them out): {labels_csv}:34: " in first and "empty file" in first, first
+    assert second.startswith(f"{labels_csv}:35: ") and "not a recognised image format" in second
 
 
 def test_skip_bad_images_leaves_them_out_and_says_how_many(labels_csv, tmp_path, capsys):
@@ -62,7 +64,7 @@ def test_skip_bad_images_leaves_them_out_and_says_how_many(labels_csv, tmp_path,
     assert rc == 0
     captured = capsys.readouterr()
     assert "skipped 1 unreadable image(s) of 33" in captured.err
-    assert "train 32 images" in captured.out
+    assert "train 32 images" in captured.err
 
 
 # --- scores ------------------------------------------------------------------------------------------------
@@ -81,10 +83,10 @@ def test_scores_outside_0_1_are_refused_unless_a_range_is_given(labels_csv):
 
 
 def test_score_range_option_parses_and_reaches_the_config(labels_csv, tmp_path, capsys):
-    from train.__main__ import build_parser, d2s_config
+    from train.__main__ import build_parser, train_config
 
     args = build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", "--score-range", "0,100"])
-    assert d2s_config(args).score_range == (0.0, 100.0)
+    assert train_config(args).score_range == (0.0, 100.0)
     for bad in ("1,0", "0", "a,b", "0,inf"):
         with pytest.raises(SystemExit) as e:
             build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", "--score-range", bad])
@@ -98,7 +100,13 @@ def test_score_range_option_parses_and_reaches_the_config(labels_csv, tmp_path, 
 def test_identical_repeat_is_dropped_and_never_reaches_both_sides(labels_csv):
     _append(labels_csv, "images/a_0.png,0.05,a", "./images/b_3.png,0.4357,b")  # same rows again (other spelling)
     warnings = []
-    train, val = load_splits(RunConfig(data=labels_csv), need_captions=False, log=warnings.append)
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger("train.data").addHandler(handler)
+    try:
+        train, val = load_splits(RunConfig(data=labels_csv), need_captions=False)
+    finally:
+        logging.getLogger("train.data").removeHandler(handler)
     assert len(train) + len(val) == 32
     assert not {s.image for s in train} & {s.image for s in val}
     assert len(warnings) == 1 and "dropped 2 repeated row(s)" in warnings[0] and "labels.csv:34" in warnings[0]
@@ -141,7 +149,7 @@ def test_invalid_utf8_is_one_line_naming_the_file(labels_csv, tmp_path, capsys):
     assert str(e.value).startswith(labels_csv) and "\n" not in str(e.value)
     rc = _train(labels_csv, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {labels_csv}: not UTF-8")
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"python -m train d2s: error: {labels_csv}: not UTF-8")
 
 
 # --- command-line values -----------------------------------------------------------------------------------

@@ -28,9 +28,14 @@ import argparse
 import csv
 import hashlib
 import io
+import logging
 import os
 import re
 import sys
+
+from runtime.errors import UserInputError, one_line
+
+logger = logging.getLogger(__name__)
 
 MODEL_IDS = {
     "instructblip": "Salesforce/instructblip-vicuna-7b",
@@ -45,7 +50,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 HEADER = ["image", "caption", "sha256"]
 
 
-class CaptionError(RuntimeError):
+class CaptionError(UserInputError):
     pass
 
 
@@ -213,8 +218,9 @@ class Captioner:
 # --- the run --------------------------------------------------------------------------------------
 
 
-def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, log=print, progress: bool = True) -> dict:
-    """Caption every image of ``data`` not yet in ``out``; returns counts {total, done_before, written, failed}."""
+def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, progress: bool = True) -> dict:
+    """Caption every image of ``data`` not yet in ``out``; returns counts {total, done_before, written, failed}.
+    Counts go to the ``train.captions`` logger (INFO), skipped images to it as warnings."""
     from PIL import Image
 
     from runtime.preprocess import load_rgb
@@ -231,8 +237,8 @@ def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, log=pri
         if (key, h) not in done:
             todo.append((key, path, h))
     done_before = len(items) - len(todo) - len(failed)
-    log(f"{len(items)} images, {done_before} already captioned in {out}, "
-        f"{len(todo)} to caption with {captioner.name} ({captioner.preset} preset)")
+    logger.info(f"{len(items)} images, {done_before} already captioned in {out}, "
+                f"{len(todo)} to caption with {captioner.name} ({captioner.preset} preset)")
     writer = CaptionWriter(out)
     bar = None
     if progress:
@@ -249,7 +255,7 @@ def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, log=pri
                     batch.append((key, h))
                 except Exception as e:  # any decoder failure: report, skip, keep going
                     failed.append((key, str(e)))
-                    print(f"warning: {path}: skipped ({e})", file=sys.stderr)
+                    logger.warning(f"warning: {path}: skipped ({e})")
             rows = []
             if images:
                 for (key, h), cap in zip(batch, captioner.generate(images)):
@@ -267,12 +273,14 @@ def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, log=pri
         if bar is not None:
             bar.close()
     if failed:
-        log(f"{len(failed)} image(s) skipped, e.g. " + "; ".join(f"{k}: {why}" for k, why in failed[:3]))
-    log(f"wrote {written} captions to {out}")
+        logger.info(f"{len(failed)} image(s) skipped, e.g. " + "; ".join(f"{k}: {why}" for k, why in failed[:3]))
+    logger.info(f"wrote {written} captions to {out}")
     return {"total": len(items), "done_before": done_before, "written": written, "failed": len(failed)}
 
 
 def main(argv=None) -> int:
+    from runtime.errors import run_command, setup_logging
+
     p = argparse.ArgumentParser(prog="python -m train.captions", description=__doc__.strip().splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", required=True, help="IC9600 folder, labels CSV, or image folder")
@@ -284,14 +292,17 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--max-new-tokens", type=int, help="default 60 (cmssa) or 20 per template part (d2s)")
     args = p.parse_args(argv)
-    from .data import DataError
+    setup_logging()
+    return run_command(p.prog, run, args)
 
+
+def run(args) -> int:
+    """``python -m train.captions`` after argument parsing: 0, or 1 when some images were skipped."""
     try:
         captioner = Captioner(args.model or PRESET_MODEL[args.preset], args.preset, args.device, args.max_new_tokens)
         stats = caption_dataset(args.data, args.out, captioner, args.batch_size)
-    except (CaptionError, DataError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:  # a model that is not there (transformers raises OSError), an unwritable --out
+        raise CaptionError(one_line(e)) from None
     return 0 if stats["failed"] == 0 else 1
 
 

@@ -9,11 +9,12 @@ import tempfile
 import warnings
 
 import torch
+from runtime.errors import UserInputError
 
 FORMAT = "icrt-checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     pass
 
 

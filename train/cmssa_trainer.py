@@ -16,16 +16,20 @@ validation scores every patch of a stride-64 grid with the runtime's numpy code 
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from runtime.errors import UserInputError
 from runtime.preprocess import Preprocessing
 
 from .models.cmssa import CMSSA, CMSSAConfig
 from .trainer import RunConfig, Trainer, load_splits
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,8 +46,8 @@ class CMSSATrainConfig(RunConfig):
 class CMSSATrainer(Trainer):
     kind = "cmssa"
 
-    def __init__(self, cfg: CMSSATrainConfig, log=print, samples=None):
-        super().__init__(cfg, log)
+    def __init__(self, cfg: CMSSATrainConfig, samples=None):
+        super().__init__(cfg)
         self.model_cfg = CMSSAConfig.from_dict(cfg.model)
         self.train_samples, self.val_samples = load_splits(cfg, need_captions=cfg.alpha > 0, samples=samples)
         self.model = CMSSA(self.model_cfg).to(self.device)
@@ -52,19 +56,19 @@ class CMSSATrainer(Trainer):
         prep.update({k: v for k, v in cfg.preprocessing.items() if v is not None})
         self.prep = Preprocessing.from_dict(prep)
         if self.prep.size != self.model.image_size:
-            raise ValueError(f"input side {self.prep.size} != the CLIP image tower's {self.model.image_size}")
+            raise UserInputError(f"input side {self.prep.size} (--image-size) != the CLIP image tower's {self.model.image_size}")
         self.caption_feats = None
         if cfg.alpha > 0:
             t0 = time.time()
             self.caption_feats = self.model.encode_captions([s.caption for s in self.train_samples], device=self.device)
-            self.log(f"encoded {len(self.train_samples)} captions with the frozen {self.model_cfg.backbone} text tower "
-                     f"in {time.time() - t0:.1f}s")
+            logger.info(f"encoded {len(self.train_samples)} captions with the frozen {self.model_cfg.backbone} text tower "
+                        f"in {time.time() - t0:.1f}s")
         self.optimizer = torch.optim.Adam(self.model.prompt_parameters(), lr=cfg.lr)
         self.build_data()
         n_train = sum(p.numel() for p in self.model.prompt_parameters())
         n_all = sum(p.numel() for p in self.model.parameters())
-        self.log(f"CM-SSA on {self.model_cfg.backbone}: {n_train:,} trainable prompt parameters of {n_all:,}; "
-                 f"prompt depth {self.model.depth}, {self.model_cfg.levels} levels, score {self.model_cfg.score}")
+        logger.info(f"CM-SSA on {self.model_cfg.backbone}: {n_train:,} trainable prompt parameters of {n_all:,}; "
+                    f"prompt depth {self.model.depth}, {self.model_cfg.levels} levels, score {self.model_cfg.score}")
 
     def train_step(self, x, y, idx) -> dict:
         x, y = x.to(self.device), y.to(self.device)

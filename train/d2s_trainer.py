@@ -11,6 +11,7 @@ projected visual feature, so that visual and text entropies live on the same log
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from .data import DataError, Sample
 from .trainer import RunConfig, Trainer, load_splits as _load_splits
 from .losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
 from .models.d2s import D2S, D2SConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,8 +56,8 @@ def load_splits(cfg: D2STrainConfig, samples=None) -> tuple[list[Sample], list[S
 class D2STrainer(Trainer):
     kind = "d2s"
 
-    def __init__(self, cfg: D2STrainConfig, log=print, samples=None):
-        super().__init__(cfg, log)
+    def __init__(self, cfg: D2STrainConfig, samples=None):
+        super().__init__(cfg)
         from .weights import preprocessing_for
 
         model = dict(cfg.model)
@@ -107,8 +110,8 @@ class D2STrainer(Trainer):
         self.text_feats = teacher.encode_all([s.caption for s in self.train_samples], device=self.device)
         self.text_entropy = feature_entropy(self.text_feats)
         del teacher
-        self.log(f"encoded {len(self.train_samples)} captions with {self.cfg.text_encoder} "
-                 f"({self.text_feats.shape[1]}-d) in {time.time() - t0:.1f}s")
+        logger.info(f"encoded {len(self.train_samples)} captions with {self.cfg.text_encoder} "
+                    f"({self.text_feats.shape[1]}-d) in {time.time() - t0:.1f}s")
 
     # --- one step (Algorithm 1) -----------------------------------------------------------------
     def _momentum_entropy(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,8 +172,8 @@ class D2STrainer(Trainer):
         lin.weight.data.copy_(torch.as_tensor(r["weight"], dtype=torch.float32).view(1, -1))
         lin.bias.data.fill_(r["bias"])
         cv = "  ".join(f"{c['alpha']:g}: {c['srcc']:.4f}" for c in r["cv"])
-        self.log(f"ridge head on {x.shape[1]} features of {len(y)} images (+ mirrors) in {time.time() - t0:.0f}s; "
-                 f"5-fold CV SRCC by alpha  {cv}  -> alpha {r['alpha']:g}")
+        logger.info(f"ridge head on {x.shape[1]} features of {len(y)} images (+ mirrors) in {time.time() - t0:.0f}s; "
+                    f"5-fold CV SRCC by alpha  {cv}  -> alpha {r['alpha']:g}")
         return {"ridge_alpha": float(r["alpha"]), "ridge_cv_srcc": float(r["cv_srcc"])}
 
     def train_step(self, x, y, idx) -> dict:

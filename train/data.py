@@ -16,15 +16,19 @@ with another score or category it is refused; and every image must decode (refus
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import random
-import sys
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
+from runtime.errors import UserInputError
 
-class DataError(ValueError):
+logger = logging.getLogger(__name__)
+
+
+class DataError(UserInputError):
     """A malformed data file; the message names the file and line."""
 
 
@@ -236,7 +240,7 @@ def check_scores(samples: list[Sample], score_range: tuple[float, float] = (0.0,
                             f"(pass --score-range LO,HI for data on another scale)")
 
 
-def drop_repeats(samples: list[Sample], log=None) -> list[Sample]:
+def drop_repeats(samples: list[Sample]) -> list[Sample]:
     """The samples with each image once. A repeat with the same score and category is dropped (one
     warning line); a repeat with another score or category is refused at its file and line. An image is
     the same file, whatever path or symbolic link names it."""
@@ -257,7 +261,7 @@ def drop_repeats(samples: list[Sample], log=None) -> list[Sample]:
                             f"{_at(seen)})")
     if dropped:
         s, seen = dropped[0]
-        (log or _warn)(f"warning: dropped {len(dropped)} repeated row(s) (same image, same score), "
+        logger.warning(f"warning: dropped {len(dropped)} repeated row(s) (same image, same score), "
                        f"e.g. {_at(s)} repeats {_at(seen)}")
     return out
 
@@ -304,9 +308,9 @@ def bad_images(samples: list[Sample]) -> list[tuple[Sample, str]]:
     return [(s, p) for s, p in zip(samples, problems) if p is not None]
 
 
-def drop_bad_images(samples: list[Sample], skip: bool = False, log=None) -> list[Sample]:
-    """Decode every image once. Unreadable ones are refused (a DataError listing the first few, one per
-    line), or with ``skip`` left out and counted in one log line."""
+def drop_bad_images(samples: list[Sample], skip: bool = False) -> list[Sample]:
+    """Decode every image once. Unreadable ones are refused (a one-line DataError listing the first few, ``; ``
+    between them), or with ``skip`` left out and counted in one warning (the ``train.data`` logger)."""
     bad = bad_images(samples)
     if not bad:
         return samples
@@ -314,18 +318,14 @@ def drop_bad_images(samples: list[Sample], skip: bool = False, log=None) -> list
     if not skip:
         if len(bad) == 1:
             raise DataError(f"{lines[0]} (pass --skip-bad-images to leave unreadable images out)")
-        raise DataError(f"{len(bad)} unreadable images (pass --skip-bad-images to leave them out):\n" + "\n".join(lines))
-    (log or _warn)(f"warning: skipped {len(bad)} unreadable image(s) of {len(samples)}, e.g. {lines[0]}")
+        raise DataError(f"{len(bad)} unreadable images (pass --skip-bad-images to leave them out): " + "; ".join(lines))
+    logger.warning(f"warning: skipped {len(bad)} unreadable image(s) of {len(samples)}, e.g. {lines[0]}")
     drop = {id(s) for s, _ in bad}
     return [s for s in samples if id(s) not in drop]
 
 
-def check_training_samples(samples: list[Sample], score_range=(0.0, 1.0), skip_bad_images: bool = False,
-                           log=None) -> list[Sample]:
+def check_training_samples(samples: list[Sample], score_range=(0.0, 1.0), skip_bad_images: bool = False) -> list[Sample]:
     """All checks before training, in order: scores in range, repeats, images decode."""
     check_scores(samples, score_range)
-    return drop_bad_images(drop_repeats(samples, log), skip_bad_images, log)
+    return drop_bad_images(drop_repeats(samples), skip_bad_images)
 
-
-def _warn(msg: str) -> None:
-    print(msg, file=sys.stderr)

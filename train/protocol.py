@@ -19,6 +19,8 @@ the per-scene means noted in the JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import os
 import random
@@ -29,8 +31,13 @@ from collections import defaultdict
 
 import numpy as np
 
+from runtime.errors import UserInputError
+
 from . import metrics
 from .data import DataError, Sample, data_paths, is_ic9600, load_many, split_train_val
+from .kinds import kind_names
+
+logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("random-split", "leave-one-scene-out", "cross-set", "few-shot")
 SEEDS = (42, 826, 1215)
@@ -120,21 +127,39 @@ def _share_decoded(trainer):
     return test_cache
 
 
+@contextlib.contextmanager
+def _quiet(*names):
+    """The loggers ``names`` (and their children) pass warnings and errors only, for the duration."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def train_and_test(model_argv: list[str], data: str, out: str, seed: int, train: list[Sample],
-                   test: list[Sample], log=print) -> dict:
-    """Train one model (``python -m train`` arguments) on ``train`` and score ``test`` with its best checkpoint."""
+                   test: list[Sample]) -> dict:
+    """Train one model (``python -m train`` arguments) on ``train`` and score ``test`` with its best checkpoint.
+    The trainer's progress lines are left out (its warnings stay)."""
     from .__main__ import build_parser, trainer_for
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .evaluate import evaluate
+    from .kinds import get_kind
 
     args = build_parser().parse_args(model_argv + ["--data", data, "--out", out])
     args.seed = seed
-    trainer = trainer_for(args, log=lambda *a: None, samples=train)
-    test_cache = _share_decoded(trainer)
-    t0 = time.time()
-    trainer.fit()
-    model = model_from_checkpoint(load_checkpoint(os.path.join(out, "checkpoint.pt"))).to(trainer.device)
-    rep, _ = evaluate(model, test, trainer.prep, trainer.device, trainer.cfg.batch_size, test_cache)
+    trainer_cls = get_kind(args.kind).trainer_class()
+    with _quiet("train", *{c.__module__ for c in trainer_cls.__mro__ if c is not object}):
+        trainer = trainer_for(args, samples=train)
+        test_cache = _share_decoded(trainer)
+        t0 = time.time()
+        trainer.fit()
+        model = model_from_checkpoint(load_checkpoint(os.path.join(out, "checkpoint.pt"))).to(trainer.device)
+        rep, _ = evaluate(model, test, trainer.prep, trainer.device, trainer.cfg.batch_size, test_cache)
     rep["seconds"] = round(time.time() - t0, 1)
     rep["n_train"] = len(train)
     return rep
@@ -218,7 +243,7 @@ def make_rounds(args):
                             f"{','.join(data_paths(args.data))} -> {','.join(data_paths(args.test_data))}")
 
 
-def run(args, log=print) -> list[dict]:
+def run(args) -> list[dict]:
     rounds = make_rounds(args)
     models = [shlex.split(m) for m in args.model]
     runs = []
@@ -226,9 +251,9 @@ def run(args, log=print) -> list[dict]:
     for mi, (m_text, argv) in enumerate(zip(args.model, models)):
         for ri, (setting, seed, train, test) in enumerate(rounds):
             run_dir = os.path.join(args.out, "runs", f"model{mi}", f"{setting.replace(' ', '_').replace('/', '_')}_seed{seed}")
-            rep = train_and_test(argv, ",".join(data_paths(args.data)), run_dir, seed, train, test, log)
-            log(f"[{m_text}] {setting} seed {seed}: train {len(train)} test {len(test)} "
-                f"({rep['seconds']}s)  {metrics.format_line(rep)}")
+            rep = train_and_test(argv, ",".join(data_paths(args.data)), run_dir, seed, train, test)
+            logger.info(f"[{m_text}] {setting} seed {seed}: train {len(train)} test {len(test)} "
+                        f"({rep['seconds']}s)  {metrics.format_line(rep)}")
             runs.append({"model": m_text, "setting": setting, "seed": seed, "n_train": len(train), "n_test": len(test),
                          "seconds": rep["seconds"], "metrics": {k: v for k, v in rep.items() if k != "per_category"},
                          "per_category": rep.get("per_category", {})})
@@ -237,7 +262,7 @@ def run(args, log=print) -> list[dict]:
     if args.test_data:
         header["test_data"] = ",".join(data_paths(args.test_data))
     jpath, mpath = write_results(args.out, args.protocol, runs, header)
-    log(f"wrote {mpath} and {jpath}")
+    logger.info(f"wrote {mpath} and {jpath}")
     return runs
 
 
@@ -249,29 +274,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-data", action="append", help="cross-set: the test data set B")
     p.add_argument("--out", required=True, help="folder for results.md, results.json and runs/")
     p.add_argument("--model", action="append", required=True,
-                   help='"d2s|cmssa [train options]" (no --data/--out); repeat for several models or settings')
+                   help=f'"{"|".join(kind_names(trainable=True))} [train options]" (no --data/--out); repeat for '
+                        'several models or settings')
     p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                    help="rounds (random-split, few-shot; leave-one-scene-out and cross-set run seed 42 unless given)")
     p.add_argument("--shots", type=int, nargs="+", default=list(SHOTS), help="few-shot training set sizes")
     return p
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    args.seeds_given = "--seeds" in argv
-    for m in args.model:
+def check_models(models: list[str]) -> None:
+    """Each ``--model`` starts with a registered kind and leaves ``--data`` / ``--out`` to the protocol."""
+    names = kind_names(trainable=True)
+    choices = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
+    for m in models:
         words = shlex.split(m)
-        if not words or words[0] not in ("d2s", "cmssa") or "--data" in words or "--out" in words:
-            print(f"error: --model {m!r}: start with d2s or cmssa and leave --data / --out to the protocol",
-                  file=sys.stderr)
-            return 2
-    try:
+        if not words or words[0] not in names or "--data" in words or "--out" in words:
+            raise UserInputError(f"--model {m!r}: start with {choices} and leave --data / --out to the protocol")
+
+
+def main(argv=None) -> int:
+    from runtime.errors import run_command, setup_logging
+
+    argv = sys.argv[1:] if argv is None else argv
+    p = build_parser()
+    args = p.parse_args(argv)
+    args.seeds_given = "--seeds" in argv
+    setup_logging()
+
+    def protocol():
+        check_models(args.model)
         run(args)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(p.prog, protocol)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ def resolve_openclip_name(name: str) -> str:
 
     if name.endswith(".json"):
         if not os.path.isfile(name):
-            raise FileNotFoundError(f"{name}: OpenCLIP model config not found")
+            from runtime.errors import UserInputError
+
+            raise UserInputError(f"{name}: OpenCLIP model config not found")
         open_clip.add_model_config(name)
         return os.path.splitext(os.path.basename(name))[0]
     return name

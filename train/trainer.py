@@ -9,10 +9,13 @@ the best checkpoint by validation SRCC (``checkpoint.pt``, ``metrics.json``), ``
 Hooks a subclass may override: ``checkpoint_extra`` (more entries in checkpoint.pt),
 ``model_state`` / ``load_model_state`` (what of the model goes into last.pt), ``extra_state`` /
 ``load_extra_state`` (its own resumable state), ``current_lr``.
+
+Progress lines go to the ``train.trainer`` logger (INFO): a caller quiets them by that logger's level.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -32,7 +35,9 @@ from .data import (DataError, Sample, attach_captions, check_training_samples, d
 from .scene import SceneBatchSampler, regression_loss
 from .dataset import GeometryCache, ImageScoreDataset
 from .evaluate import evaluate
+from runtime.manifest import DEFAULT_SCORE
 
+logger = logging.getLogger(__name__)
 
 @dataclass
 class RunConfig:
@@ -70,7 +75,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_splits(cfg, need_captions: bool, samples: list[Sample] | None = None, log=None) -> tuple[list[Sample], list[Sample]]:
+def load_splits(cfg, need_captions: bool, samples: list[Sample] | None = None) -> tuple[list[Sample], list[Sample]]:
     """Train / validation samples from ``cfg.data`` (one or several data sets; or ``samples`` when given,
     as the protocols do) + ``val_data`` or a seeded stratified split; captions joined to the training
     samples when ``need_captions``. Before splitting, the samples are checked (scores in
@@ -79,10 +84,10 @@ def load_splits(cfg, need_captions: bool, samples: list[Sample] | None = None, l
     is refused."""
     rng, skip = getattr(cfg, "score_range", (0.0, 1.0)), getattr(cfg, "skip_bad_images", False)
     train = list(samples) if samples is not None else load_many(cfg.data, "train")
-    train = check_training_samples(train, rng, skip, log)
+    train = check_training_samples(train, rng, skip)
     if cfg.val_data:
         val = load_many(cfg.val_data, "test" if all(is_ic9600(p) for p in data_paths(cfg.val_data)) else "train")
-        val = check_training_samples(val, rng, skip, log)
+        val = check_training_samples(val, rng, skip)
         refuse_overlap(train, val)
     elif cfg.val_fraction > 0:
         train, val = split_train_val(train, cfg.val_fraction, cfg.seed, stratify=True)
@@ -99,14 +104,15 @@ def load_splits(cfg, need_captions: bool, samples: list[Sample] | None = None, l
 
 
 class Trainer:
-    """Base trainer. Subclasses set ``kind`` and, in ``__init__``, call ``super().__init__`` first, then
-    set ``model_cfg``, ``prep``, ``model``, ``optimizer`` (``scheduler`` optional, stepped per iteration by
-    the subclass), load samples (``self.train_samples, self.val_samples``) and call ``build_data()``."""
+    """Base trainer. Subclasses set ``kind`` (the name their ``train.kinds.ModelKind`` registers) and, in
+    ``__init__(cfg, samples=None)``, call ``super().__init__(cfg)`` first, then set ``model_cfg``, ``prep``,
+    ``model``, ``optimizer`` (``scheduler`` optional, stepped per iteration by the subclass), load samples
+    (``self.train_samples, self.val_samples``) and call ``build_data()``."""
 
     kind = ""
 
-    def __init__(self, cfg, log=print):
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg):
+        self.cfg = cfg
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         self.scheduler = None
@@ -183,13 +189,13 @@ class Trainer:
         os.makedirs(self.cfg.out, exist_ok=True)
         write_json(os.path.join(self.cfg.out, "config.json"), self.config_dict())
         patience = int(getattr(self.cfg, "early_stop", 0) or 0)
-        self.log(f"train {len(self.train_samples)} images, validate {len(self.val_samples)}; "
-                 f"{self.cfg.epochs} epochs x {self.steps_per_epoch} steps on {self.device}"
-                 + (f"; early stop after {patience} epochs without gain" if patience and self.val_samples else ""))
+        logger.info(f"train {len(self.train_samples)} images, validate {len(self.val_samples)}; "
+                    f"{self.cfg.epochs} epochs x {self.steps_per_epoch} steps on {self.device}"
+                    + (f"; early stop after {patience} epochs without gain" if patience and self.val_samples else ""))
         best = None
         while self.epoch < self.cfg.epochs:
             if patience and self.val_samples and self.epoch - self.best_epoch >= patience and self.best_epoch > 0:
-                self.log(f"early stop: no SRCC gain for {self.epoch - self.best_epoch} epochs")
+                logger.info(f"early stop: no SRCC gain for {self.epoch - self.best_epoch} epochs")
                 break
             t0 = time.time()
             losses = self.train_epoch()
@@ -200,7 +206,7 @@ class Trainer:
             self.history.append(record)
             loss_txt = "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
             val_txt = metrics.format_line(val) if self.val_samples else "none (training on all data)"
-            self.log(f"epoch {self.epoch}/{self.cfg.epochs} [{record['seconds']}s]  {loss_txt}  | val {val_txt}")
+            logger.info(f"epoch {self.epoch}/{self.cfg.epochs} [{record['seconds']}s]  {loss_txt}  | val {val_txt}")
             srcc = val["srcc"] if math.isfinite(val["srcc"]) else -1.0
             if srcc > self.best_srcc or not self.val_samples:
                 self.best_srcc, self.best_epoch = srcc, self.epoch
@@ -211,7 +217,7 @@ class Trainer:
         if best is None:  # resumed after the last epoch (or stopped early right after resuming)
             with open(os.path.join(self.cfg.out, "metrics.json")) as f:
                 best = json.load(f)
-        self.log(f"best epoch {self.best_epoch}: val SRCC {self.best_srcc:.4f}; checkpoint {os.path.join(self.cfg.out, 'checkpoint.pt')}")
+        logger.info(f"best epoch {self.best_epoch}: val SRCC {self.best_srcc:.4f}; checkpoint {os.path.join(self.cfg.out, 'checkpoint.pt')}")
         return best
 
     # --- persistence ----------------------------------------------------------------------------
@@ -228,7 +234,7 @@ class Trainer:
             "format": FORMAT, "kind": self.kind, "config": self.model_cfg.to_dict(), "preprocessing": self.prep.to_dict(),
             "model": self.model.state_dict(), **self.checkpoint_extra(),
             "epoch": self.epoch, "val_metrics": val, "train_config": self.config_dict(),
-            "score": {"range": [0.0, 1.0], "meaning": "higher = more complex"},
+            "score": dict(DEFAULT_SCORE),
         }, path)
 
     def model_state(self) -> dict:
@@ -279,7 +285,7 @@ class Trainer:
             self.loader.generator.set_state(rng["loader"])
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
             raise CheckpointError(f"{path}: does not fit this run ({brief(e)})") from None
-        self.log(f"resumed from {path} after epoch {self.epoch} (best SRCC {self.best_srcc:.4f} at epoch {self.best_epoch})")
+        logger.info(f"resumed from {path} after epoch {self.epoch} (best SRCC {self.best_srcc:.4f} at epoch {self.best_epoch})")
 
 
 # last.pt files written before the numpy RNG state was stored as a tensor hold a uint32 numpy array; these
