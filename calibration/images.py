@@ -11,11 +11,14 @@ import os
 import random
 from dataclasses import dataclass
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+from runtime.errors import UserInputError
+from runtime.inputs import IMAGE_EXTENSIONS, is_image_name
+
+IMAGE_EXTS = IMAGE_EXTENSIONS  # the runtime's one list (kept under its old name)
 SPLITS = ("all", "train", "val")
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(UserInputError):
     """No usable images at the given path; the message names it."""
 
 
@@ -29,7 +32,7 @@ class LabeledImage:
 def _folder_images(root: str) -> list[LabeledImage]:
     out = []
     for d, _, files in os.walk(root):
-        out += [LabeledImage(os.path.join(d, f)) for f in files if f.lower().endswith(IMAGE_EXTS)]
+        out += [LabeledImage(os.path.join(d, f)) for f in files if is_image_name(f)]
     return sorted(out, key=lambda s: s.path)
 
 

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from runtime.errors import UnavailableError
+from runtime.manifest import INPUT_NAME
 
-class ModelOptMissing(RuntimeError):
+
+class ModelOptMissing(UnavailableError):
     pass
 
 
@@ -24,7 +27,7 @@ def available() -> bool:
 
 
 def quantize_tensorrt_form(src: str, dst: str, calib_inputs: np.ndarray, method: str = "minmax",
-                           input_name: str = "image", exclude_nodes=()) -> dict:  # pragma: no cover - optional
+                           input_name: str = INPUT_NAME, exclude_nodes=()) -> dict:  # pragma: no cover - optional
     """Write the TensorRT Q/DQ model with ModelOpt, calibrated on the same preprocessed inputs."""
     try:
         from modelopt.onnx.quantization import quantize

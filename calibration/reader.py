@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 
+from runtime.manifest import INPUT_NAME
 from runtime.preprocess import Preprocessing, load_for_model, to_model_input
 
 
@@ -47,7 +48,7 @@ except ImportError:  # pragma: no cover - onnxruntime is a runtime dependency
 class PreprocessedImageReader(CalibrationDataReader):
     """onnxruntime.quantization data reader over preprocessed calibration inputs (held in memory, rewindable)."""
 
-    def __init__(self, inputs: np.ndarray, input_name: str = "image", batch_size: int = 16):
+    def __init__(self, inputs: np.ndarray, input_name: str = INPUT_NAME, batch_size: int = 16):
         self.inputs, self.input_name, self.batch_size = inputs, input_name, max(1, int(batch_size))
         self._pos = 0
 

@@ -8,6 +8,7 @@ like-for-like comparison unless the hardware matches.
 """
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import tempfile
@@ -15,7 +16,10 @@ import time
 
 import numpy as np
 
+from .errors import UserInputError
 from .files import atomic_path, write_json, write_text
+
+logger = logging.getLogger("runtime.bench")
 
 REPORTED = [
     {"model": "CM-SSA", "ms": 35.43, "hardware": "NVIDIA V100", "input": "512x512", "source": "CM-SSA paper"},
@@ -136,31 +140,37 @@ def bench_backend(manifest, backend, image_paths, batch_sizes, warmup, iters) ->
 
 
 def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 8), warmup: int = 3, iters: int = 20,
-              images=None, report_dir: str = "bench-report", threads: int | None = None, log=print) -> dict:
+              images=None, report_dir: str = "bench-report", threads: int | None = None, log=None) -> dict:
+    """Time every backend x precision x batch size and write the report into ``report_dir``; the report.
+
+    ``backends``: registered names or ``auto``; ``precisions``: default every precision in the bundle. A setting
+    that cannot run here (BackendError, or a precision the bundle lacks) is skipped with its reason. Progress
+    goes to ``log`` (default: the ``runtime.bench`` logger)."""
     from .backends import BackendError, open_backend
     from .inputs import collect
     from .manifest import load_manifest
 
+    info, warn = (log, log) if log else (logger.info, logger.warning)
     manifest = load_manifest(bundle)
     precisions = list(precisions or manifest.precisions())
     results, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="icrt-bench-") as tmp:
         paths = collect([images] if isinstance(images, str) else images, recursive=True)[:16] if images else synthetic_images(tmp, manifest.preprocessing)
         if not paths:
-            raise ValueError(f"no images found in {images}")
+            raise UserInputError(f"no images found in {images}")
         for be in backends:
             for prec in precisions:
                 try:
                     backend = open_backend(manifest, be, prec, threads=threads)
-                except BackendError as e:
+                except BackendError as e:  # cannot run here, or the bundle lacks it (a broken bundle is raised)
                     skipped.append({"backend": be, "precision": prec, "reason": str(e)})
-                    log(f"skipped {be}/{prec}: {e}")
+                    warn(f"skipped {be}/{prec}: {e}")
                     continue
-                log(f"timing {backend.name}/{prec} ({backend.device}) ...")
+                info(f"timing {backend.name}/{prec} ({backend.device}) ...")
                 for row in bench_backend(manifest, backend, paths, list(batch_sizes), warmup, iters):
                     results.append(row)
-                    log(f"  batch {row['batch_size']:>3}: {row['mean_ms']:.2f} ms/batch, {row['per_image_ms']:.2f} ms/image, "
-                        f"{row['images_per_s']:.1f} images/s; end to end {row['e2e_ms_per_image']:.2f} ms/image")
+                    info(f"  batch {row['batch_size']:>3}: {row['mean_ms']:.2f} ms/batch, {row['per_image_ms']:.2f} ms/image, "
+                         f"{row['images_per_s']:.1f} images/s; end to end {row['e2e_ms_per_image']:.2f} ms/image")
         report = {"bundle": os.path.abspath(bundle), "model": manifest.name, "kind": manifest.kind,
                   "input_size": manifest.input_size, "preprocessing": manifest.preprocessing.to_dict(),
                   "images": [os.path.basename(p) for p in paths] if images else f"{len(paths)} synthetic JPEGs",

@@ -1,18 +1,26 @@
 """`icrt` command line: score, info, bench. A thin layer over :mod:`runtime.scorer` and :mod:`runtime.bench`.
 
-Exit codes: 0 every file scored; 1 some files failed (the rest are scored and written); 2 usage, model or
-destination errors (-o / --heatmap are checked before scoring; a write that fails at the end leaves the
-scores in a fallback file, see ``_fallback``). Start-up imports only argparse here; numpy, Pillow and onnxruntime load when a command needs them,
-and tqdm / matplotlib only when a progress bar or a plot is drawn.
+Exit codes (runtime.errors): 0 every file scored; 1 some files failed (the rest are scored and written); 2
+usage, model or destination errors (-o / --heatmap are checked before scoring; a write that fails at the end
+leaves the scores in a fallback file, see ``_fallback``); EXIT_UNAVAILABLE when the backend asked for cannot
+run here. Commands run through ``runtime.errors.run_command``, the one place that turns an ``IcrtError`` into
+an ``icrt: error: ...`` line and its exit code; any other exception is a bug and keeps its traceback.
+
+Start-up imports only argparse here (and the light registry / manifest names); numpy, Pillow and onnxruntime
+load when a command needs them, and tqdm / matplotlib only when a progress bar or a plot is drawn.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+from .errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError, run_command, setup_logging
+
+EXIT_SOME_FAILED = EXIT_FAILURES
 PROGRESS_MIN_FILES = 10
+log = logging.getLogger("icrt")
 
 
 def _csv_list(kind):
@@ -54,15 +62,20 @@ def _threads(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import backend_choices
+    from .formats import FORMATS
+    from .manifest import PRECISIONS
+
+    backends = backend_choices()
     p = argparse.ArgumentParser(prog="icrt", description="Score image complexity with an exported icrt model bundle.")
     sub = p.add_subparsers(dest="command", title="commands")
 
     s = sub.add_parser("score", help="score images (files, folders, globs)")
     s.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     s.add_argument("-m", "--model", metavar="BUNDLE", help="model bundle folder (default: the bundled default model)")
-    s.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
-    s.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
-    s.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table")
+    s.add_argument("--backend", choices=backends, default="auto")
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    s.add_argument("--format", choices=FORMATS, default="table")
     s.add_argument("-o", "--output", metavar="FILE", help="write the results here (atomically) instead of stdout")
     s.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
     s.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
@@ -76,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="measure latency and throughput; writes report.md, report.json, latency.png")
     b.add_argument("-m", "--model", metavar="BUNDLE")
-    b.add_argument("--backend", type=_csv_list(str), default=["auto"], metavar="auto|onnxruntime|tensorrt[,...]")
-    b.add_argument("--precision", type=_csv_list(str), default=None, metavar="fp32,int8,...",
+    b.add_argument("--backend", type=_csv_list(str), default=["auto"], metavar="|".join(backends) + "[,...]")
+    b.add_argument("--precision", type=_csv_list(str), default=None, metavar=",".join(PRECISIONS),
                    help="default: every precision in the bundle")
     b.add_argument("--batch-sizes", type=_csv_list(int), default=[1, 8], metavar="1,8,32")
     b.add_argument("--warmup", type=int, default=3, metavar="N")
@@ -195,17 +208,14 @@ def cmd_score(args) -> int:
 
     problem = _destination_problem(args)
     if problem:
-        _err(problem)
-        return EXIT_USAGE
+        raise UserInputError(problem)
     problems = {}  # paths found bad while listing (symlink loops) -> problem
     try:
         paths = collect(args.paths, recursive=args.recursive, problems=problems)
     except OSError as e:
-        _err(f"cannot list {_os_error(e)}")
-        return EXIT_USAGE
+        raise UserInputError(f"cannot list {_os_error(e)}") from None
     if not paths:
-        _err("no images found in " + " ".join(printable(p) for p in args.paths))
-        return EXIT_USAGE
+        raise UserInputError("no images found in " + " ".join(printable(p) for p in args.paths))
     from .scorer import Scorer
 
     scorer = Scorer.load(_bundle(args.model), backend=args.backend, precision=args.precision,
@@ -231,7 +241,7 @@ def cmd_score(args) -> int:
     code = _write_out(args, encode(render(records, args.format))) or (EXIT_USAGE if failures else EXIT_OK)
     failed = sum("error" in r for r in records)
     if failed:
-        print(f"icrt: {failed} of {len(records)} file(s) could not be scored", file=sys.stderr)
+        log.warning("icrt: %d of %d file(s) could not be scored", failed, len(records))
     return code or (EXIT_SOME_FAILED if failed else EXIT_OK)
 
 
@@ -249,22 +259,24 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .backends import BACKEND_CHOICES
+    from .backends import backend_choices
     from .bench import run_bench
     from .manifest import PRECISIONS
 
-    bad = [b for b in args.backend if b not in BACKEND_CHOICES] + [p for p in args.precision or [] if p not in PRECISIONS]
+    bad = [b for b in args.backend if b not in backend_choices()] + [p for p in args.precision or [] if p not in PRECISIONS]
     if bad or any(n < 1 for n in args.batch_sizes) or not args.batch_sizes:
-        _err(f"invalid --backend/--precision/--batch-sizes value(s): {', '.join(map(str, bad)) or args.batch_sizes}")
-        return EXIT_USAGE
+        raise UserInputError(f"invalid --backend/--precision/--batch-sizes value(s): "
+                             f"{', '.join(map(str, bad)) or args.batch_sizes}")
     report = run_bench(_bundle(args.model), backends=args.backend, precisions=args.precision,
                        batch_sizes=args.batch_sizes, warmup=args.warmup, iters=args.iters, images=args.images,
-                       report_dir=args.report, threads=args.threads, log=lambda s: print(s, file=sys.stderr))
+                       report_dir=args.report, threads=args.threads)
     if not report["results"]:
-        _err("nothing could be timed (see the skipped settings above)")
-        return EXIT_USAGE
+        raise UserInputError("nothing could be timed (see the skipped settings above)")
     print(os.path.join(args.report, "report.md"))
     return EXIT_OK
+
+
+COMMANDS = {"score": cmd_score, "info": cmd_info, "bench": cmd_bench}
 
 
 def main(argv=None) -> int:
@@ -273,20 +285,8 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    from .backends import BackendError
-    from .manifest import BundleError
-
-    try:
-        return {"score": cmd_score, "info": cmd_info, "bench": cmd_bench}[args.command](args)
-    except (BundleError, BackendError) as e:
-        _err(str(e))
-        return EXIT_USAGE
-    except ValueError as e:  # e.g. bench --images with nothing in it
-        _err(str(e))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("icrt: interrupted", file=sys.stderr)
-        return 130
+    setup_logging()
+    return run_command("icrt", COMMANDS[args.command], args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Mapping
 
 from .inputs import SYMLINK_LOOP, is_symlink_loop
 
@@ -28,7 +29,7 @@ from .inputs import SYMLINK_LOOP, is_symlink_loop
 def _clean(o):
     if isinstance(o, float) and not math.isfinite(o):
         return None
-    if isinstance(o, dict):
+    if isinstance(o, Mapping):  # dicts, and manifest sections (runtime.manifest.Section)
         return {k: _clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_clean(v) for v in o]

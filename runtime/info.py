@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
-from .manifest import Manifest
+from .manifest import PRECISIONS, EngineRecord, Manifest, as_plain
 
 
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, (dict, list)):
-        return json.dumps(v)
+    if isinstance(v, (Mapping, list, tuple)):
+        return json.dumps(as_plain(v))
     return str(v)
 
 
@@ -32,24 +33,25 @@ def model_card(m: Manifest) -> str:
     if m.engines:
         lines.append("  TensorRT engines")
         for e in m.engines:
-            lines.append(f"    {e.get('precision', '?'):<5} {e.get('file')}  TensorRT {e.get('tensorrt')}, "
-                         f"sm {e.get('compute_capability')}, batch {e.get('min_batch', '?')}/{e.get('opt_batch', '?')}/"
-                         f"{e.get('max_batch', '?')}")
+            if not isinstance(e, EngineRecord):
+                continue
+            lines.append(f"    {e.precision or '?':<5} {e.file}  TensorRT {e.tensorrt}, sm {e.compute_capability}, "
+                         f"batch {e.min_batch or '?'}/{e.opt_batch or '?'}/{e.max_batch or '?'}")
     if m.parity:
         lines.append("  agreement with fp32 (check images)")
         for prec, figs in m.parity.items():
-            if not isinstance(figs, dict):
+            if not isinstance(figs, Mapping):
                 continue
             keys = [k for k in ("n", "srcc", "max_abs_diff", "label_srcc", "label_plcc") if k in figs]
             text = ", ".join(f"{k} {_fmt(figs[k])}" for k in keys)
             trt = figs.get("tensorrt_form")
-            if isinstance(trt, dict) and "srcc" in trt:
+            if isinstance(trt, Mapping) and "srcc" in trt:
                 text += f"; TensorRT form srcc {_fmt(trt['srcc'])}"
             lines.append(f"    {prec:<5} {text}")
     if m.calibration:
         keys = [k for k in ("method", "images", "inputs", "split", "tool") if k in m.calibration]
         lines.append("  calibration   " + ", ".join(f"{k} {_fmt(m.calibration[k])}" for k in keys))
-    card = dict(m.model_card)
+    card = m.model_card.to_dict()
     if card:
         lines.append("  model card")
         for key, label in (("summary", "what"), ("training_data", "trained on"), ("licence", "licence"),
@@ -59,7 +61,7 @@ def model_card(m: Manifest) -> str:
         held = card.pop("heldout", None)
         if isinstance(held, dict):
             lines.append(f"    held-out accuracy ({held.get('images', '?')} images; {held.get('split', '')})")
-            for prec in ("fp32", "fp16", "int8"):
+            for prec in PRECISIONS:
                 f = held.get(prec)
                 if not isinstance(f, dict):
                     continue

@@ -6,13 +6,16 @@ import fnmatch
 import glob
 import os
 
-IMAGE_EXTENSIONS = frozenset(
+# The one list of file-name extensions taken for images when a folder is listed (icrt score, calibration,
+# training data folders); lower case, with the dot. Files named on the command line are taken whatever their name.
+IMAGE_EXTENSIONS = tuple(
     ".jpg .jpeg .jpe .jfif .png .bmp .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .tga .ico .jp2 .avif .heic".split())
 SYMLINK_LOOP = "symlink loop"
 
 
-def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+def is_image_name(name) -> bool:
+    """``name`` (str, bytes or path) ends in one of IMAGE_EXTENSIONS (any case)."""
+    return os.path.splitext(os.fsdecode(name))[1].lower() in IMAGE_EXTENSIONS
 
 
 def is_symlink_loop(path: str) -> bool:

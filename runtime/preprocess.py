@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .inputs import SYMLINK_LOOP, is_symlink_loop
+from .errors import UserInputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,7 +39,7 @@ MAX_FITTED_PIXELS = 64_000_000  # 192 MB of uint8 RGB
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-class ImageError(ValueError):
+class ImageError(UserInputError):
     """An image that cannot be decoded; the message names the file and the problem."""
 
     def __init__(self, path, problem: str):

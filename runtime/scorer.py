@@ -18,7 +18,7 @@ import numpy as np
 
 from .backends import Backend, open_backend
 from .manifest import Manifest, load_manifest
-from .preprocess import ImageError, _to_rgb, load_for_model, model_inputs, pool_scores, resize
+from .preprocess import ImageError, Preprocessing, _to_rgb, load_for_model, model_inputs, pool_scores, resize
 
 DEFAULT_BATCH = 32
 LOOKAHEAD_MAX = 8  # images decoded ahead of the model at most
@@ -67,14 +67,26 @@ class _Item:
 
 
 class Scorer:
-    def __init__(self, manifest: Manifest, backend: Backend, batch_size: int | None = None, workers: int = 1):
-        self.manifest, self.backend = manifest, backend
-        self.prep = manifest.preprocessing
+    """Images -> model inputs -> shared batches -> pooled scores, on any object with the Backend interface.
+
+    ``manifest`` gives the preprocessing and the score range; code without a bundle (training-time
+    evaluation, export parity) passes ``preprocessing`` instead, and ``score_range=None`` to take raw scores
+    unchecked. ``loader(image) -> (rgb, (width, height))`` replaces decoding (e.g. a cache of decoded images).
+    """
+
+    def __init__(self, manifest: Manifest | None, backend: Backend, batch_size: int | None = None, workers: int = 1,
+                 preprocessing: Preprocessing | None = None, score_range="manifest", loader=None):
+        if manifest is None and preprocessing is None:
+            raise TypeError("Scorer needs a manifest or a preprocessing")
+        self.manifest, self.backend, self.loader = manifest, backend, loader
+        self.prep = preprocessing or manifest.preprocessing
         self.batch_size = max(1, int(batch_size or DEFAULT_BATCH))
         if backend.max_batch:
             self.batch_size = min(self.batch_size, backend.max_batch)
         self.workers = workers
-        self.score_range = tuple(float(v) for v in manifest.score.get("range", [0.0, 1.0]))
+        if isinstance(score_range, str):
+            score_range = manifest.score.get("range", [0.0, 1.0]) if manifest is not None else None
+        self.score_range = None if score_range is None else tuple(float(v) for v in score_range)
 
     @classmethod
     def load(cls, bundle: str | None = None, backend: str = "auto", precision: str = "fp32",
@@ -99,7 +111,8 @@ class Scorer:
         return list(self.iter_score(images, heatmap_dir=heatmap_dir, details=details, progress=progress))
 
     def info(self) -> dict:
-        return {"bundle": self.manifest.root, "kind": self.manifest.kind, "name": self.manifest.name,
+        m = self.manifest
+        return {"bundle": m.root if m else None, "kind": m.kind if m else None, "name": m.name if m else None,
                 "batch_size": self.batch_size, **self.backend.describe()}
 
     # --- the batcher -------------------------------------------------------------------------------
@@ -108,7 +121,9 @@ class Scorer:
         is_path = isinstance(image, (str, os.PathLike))
         name = os.fspath(image) if is_path else getattr(image, "filename", "") or f"<image {index}>"
         try:
-            if is_path or isinstance(image, (bytes, bytearray)):
+            if self.loader is not None:
+                rgb, (w, h) = self.loader(image)
+            elif is_path or isinstance(image, (bytes, bytearray)):
                 rgb, (w, h) = load_for_model(image, self.prep)
             else:
                 rgb = as_rgb_array(image)
@@ -212,9 +227,11 @@ class Scorer:
 
     def check_scores(self, scores: np.ndarray) -> str | None:
         """What is wrong with a model's scores for one image (None: nothing; near-misses are clipped in place)."""
-        lo, hi = self.score_range
+        if self.score_range is None:  # raw scores (training-time evaluation): no checks
+            return None
         if not np.all(np.isfinite(scores)):
             return "model returned a non-finite score"
+        lo, hi = self.score_range
         out = scores[(scores < lo - SCORE_TOLERANCE) | (scores > hi + SCORE_TOLERANCE)]
         if out.size:
             return f"score {float(out[0]):.4g} outside the model's range [{lo:g}, {hi:g}]"
@@ -243,7 +260,7 @@ class Scorer:
             else:
                 geometry, positions, side, scores, note = item.geometry, item.positions, self.prep.size, item.scores, None
             write_heatmap(path, item.rgb, geometry, positions, side, scores, rec["score"], title=os.path.basename(rec["image"]),
-                          score_range=self.manifest.score.get("range", [0, 1]), note=note)
+                          score_range=self.score_range or (0.0, 1.0), note=note)
             rec["heatmap"] = path
         item.x = item.rgb = None  # free the inputs as soon as the record is out
         return rec

@@ -1,10 +1,17 @@
-"""Tiny test bundles built here (tiny D2S -> torch.onnx.export -> runtime.manifest), independent of ``export``."""
+"""Tiny test bundles built here (tiny D2S -> torch.onnx.export -> runtime.manifest), independent of ``export``.
+
+Bundles are written through the bundle contract (``runtime.manifest``: its names, ``Manifest``, ``write_bundle``),
+never as hand-written manifest dicts."""
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 from PIL import Image
+
+from runtime.manifest import (FILE_NAMES, INPUT_NAME, MANIFEST_FILE, SCORE_OUTPUT, EngineRecord, Manifest,
+                              engine_file_name, write_bundle)
 
 TINY_D2S = {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "head_hidden": 32, "head_dropout": 0.0}
 PARITY_TOL = 1e-4  # the fp32 parity tolerance of the export contract
@@ -27,8 +34,8 @@ def export_onnx(model, path: str, size: int) -> str:
     import torch
 
     x = torch.randn(2, 3, size, size)
-    torch.onnx.export(model, (x,), path, input_names=["image"], output_names=["score"], opset_version=17,
-                      dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(model, (x,), path, input_names=[INPUT_NAME], output_names=[SCORE_OUTPUT], opset_version=17,
+                      dynamic_axes={INPUT_NAME: {0: "batch"}, SCORE_OUTPUT: {0: "batch"}}, dynamo=False)
     return path
 
 
@@ -39,7 +46,7 @@ def quantize_int8(src: str, dst: str, size: int) -> str:
     class Reader(CalibrationDataReader):
         def __init__(self):
             rng = np.random.default_rng(0)
-            self.data = iter([{"image": rng.standard_normal((1, 3, size, size), dtype=np.float32)} for _ in range(4)])
+            self.data = iter([{INPUT_NAME: rng.standard_normal((1, 3, size, size), dtype=np.float32)} for _ in range(4)])
 
         def get_next(self):
             return next(self.data, None)
@@ -51,7 +58,6 @@ def quantize_int8(src: str, dst: str, size: int) -> str:
 
 def build_bundle(folder: str, resize: str = "square", int8: bool = False, model=None) -> str:
     """A bundle folder with model.onnx (+ model.int8.onnx) and a manifest for ``resize`` (square|patches)."""
-    from runtime.manifest import Manifest
     from runtime.preprocess import Preprocessing
 
     os.makedirs(folder, exist_ok=True)
@@ -59,16 +65,93 @@ def build_bundle(folder: str, resize: str = "square", int8: bool = False, model=
     size = 64
     prep = (Preprocessing(resize="square", size=size) if resize == "square"
             else Preprocessing(resize="patches", size=size, stride=32, max_long_side=256))
-    export_onnx(model, os.path.join(folder, "model.onnx"), size)
-    files = {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}}
+    fp32, int8_file = FILE_NAMES["fp32"], FILE_NAMES["int8"]
+    export_onnx(model, os.path.join(folder, fp32), size)
+    files = {"fp32": {"onnxruntime": fp32, "tensorrt": fp32}}
     if int8:
-        quantize_int8(os.path.join(folder, "model.onnx"), os.path.join(folder, "model.int8.onnx"), size)
-        files["int8"] = {"onnxruntime": "model.int8.onnx"}
-    m = Manifest(kind="d2s", name=f"tiny-d2s-{resize}", preprocessing=prep, files=files,
-                 engines=[{"precision": "fp16", "file": "engine.fp16.trt10.3.0.sm8.7.plan", "tensorrt": "10.3.0",
-                           "compute_capability": "8.7", "min_batch": 1, "opt_batch": 8, "max_batch": 32}],
+        quantize_int8(os.path.join(folder, fp32), os.path.join(folder, int8_file), size)
+        files["int8"] = {"onnxruntime": int8_file}
+    engine = EngineRecord(precision="fp16", file=engine_file_name("fp16", "10.3.0", "8.7"), tensorrt="10.3.0",
+                          compute_capability="8.7", min_batch=1, opt_batch=8, max_batch=32)
+    m = Manifest(kind="d2s", name=f"tiny-d2s-{resize}", preprocessing=prep, files=files, engines=[engine],
                  parity={"fp32": {"max_abs_diff": 0.0}}, model_card={"training data": "none (random weights, tests)"})
-    m.save(folder)
+    return write_bundle(folder, m)
+
+
+# --- ONNX models of a few nodes (onnx.helper, no torch) and bundles around them -------------------------------
+
+
+SIZE = 32  # input side of the few-node models
+
+
+def _const(name, value):
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
+
+
+def tiny_onnx(path, variant="sigmoid", in_shape=("N", 3, SIZE, SIZE)):
+    """image -> score. sigmoid: sigmoid(mean pixel) in (0, 1); sqrt: sqrt(mean), NaN for dark images;
+    const:V: V for every image; column: [N, 1]; wide: [N, 3] declared; flat: [3N] (declared [M])."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    all_axes = list(range(1, len(in_shape)))
+    mean = lambda axes, keep=0: helper.make_node("ReduceMean", [INPUT_NAME], ["m"], axes=axes, keepdims=keep)
+    inits, out_shape = [], ["N"]
+    if variant == "sigmoid":
+        nodes = [mean(all_axes), helper.make_node("Sigmoid", ["m"], [SCORE_OUTPUT])]
+    elif variant == "sqrt":
+        nodes = [mean([1, 2, 3]), helper.make_node("Sqrt", ["m"], [SCORE_OUTPUT])]
+    elif variant.startswith("const:"):
+        inits = [_const("zero", 0.0), _const("v", float(variant[6:]))]
+        nodes = [mean([1, 2, 3]), helper.make_node("Mul", ["m", "zero"], ["z"]), helper.make_node("Add", ["z", "v"], [SCORE_OUTPUT])]
+    elif variant == "column":
+        inits = [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1])]
+        nodes = [mean([1, 2, 3], 1), helper.make_node("Sigmoid", ["m"], ["s"]), helper.make_node("Reshape", ["s", "shape"], [SCORE_OUTPUT])]
+        out_shape = ["N", 1]
+    elif variant == "wide":
+        nodes = [mean([2, 3]), helper.make_node("Sigmoid", ["m"], [SCORE_OUTPUT])]
+        out_shape = ["N", 3]
+    elif variant == "flat":
+        inits = [helper.make_tensor("shape", TensorProto.INT64, [1], [-1])]
+        nodes = [mean([2, 3]), helper.make_node("Sigmoid", ["m"], ["s"]), helper.make_node("Reshape", ["s", "shape"], [SCORE_OUTPUT])]
+        out_shape = ["M"]
+    else:
+        raise ValueError(variant)
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, list(in_shape))],
+                              [helper.make_tensor_value_info(SCORE_OUTPUT, TensorProto.FLOAT, out_shape)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def make_bundle(folder, variant="sigmoid", in_shape=("N", 3, SIZE, SIZE), files=None, score=None, **prep):
+    """A bundle around :func:`tiny_onnx` (fp32 only), written through runtime.manifest."""
+    from runtime.preprocess import Preprocessing
+
+    folder = str(folder)
+    os.makedirs(folder, exist_ok=True)
+    tiny_onnx(os.path.join(folder, FILE_NAMES["fp32"]), variant, in_shape)
+    prep = {"size": SIZE, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), **prep}
+    m = Manifest(kind="d2s", name=f"tiny-{variant}", preprocessing=Preprocessing(**prep),
+                 files=files or {"fp32": {"onnxruntime": FILE_NAMES["fp32"], "tensorrt": FILE_NAMES["fp32"]}})
+    if score is not None:
+        m.score = score
+    return write_bundle(folder, m)
+
+
+def edit_manifest(folder, change):
+    """Change a bundle's manifest.json as raw JSON, past the manifest module: how a bad or foreign manifest
+    is made (``change(d)`` edits the dict in place)."""
+    path = os.path.join(folder, MANIFEST_FILE)
+    with open(path) as f:
+        d = json.load(f)
+    change(d)
+    with open(path, "w") as f:
+        json.dump(d, f)
     return folder
 
 

@@ -7,73 +7,15 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 from PIL import Image
 
 from runtime.cli import main
-from runtime.manifest import BundleError, Manifest, load_manifest
+from runtime.manifest import INPUT_NAME, BundleError, Manifest, load_manifest, write_bundle
 from runtime.preprocess import Preprocessing
+from runtime_fixtures import SIZE, edit_manifest, make_bundle, tiny_onnx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZE = 32
-
-
-# --- tiny ONNX models and bundles -----------------------------------------------------------------
-
-
-def _const(name, value):
-    return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
-
-
-def tiny_onnx(path, variant="sigmoid", in_shape=("N", 3, SIZE, SIZE)):
-    """image -> score. sigmoid: sigmoid(mean pixel) in (0, 1); sqrt: sqrt(mean), NaN for dark images;
-    const:V: V for every image; column: [N, 1]; wide: [N, 3] declared; flat: [3N] (declared [M])."""
-    all_axes = list(range(1, len(in_shape)))
-    mean = lambda axes, keep=0: helper.make_node("ReduceMean", ["image"], ["m"], axes=axes, keepdims=keep)
-    inits, out_shape = [], ["N"]
-    if variant == "sigmoid":
-        nodes = [mean(all_axes), helper.make_node("Sigmoid", ["m"], ["score"])]
-    elif variant == "sqrt":
-        nodes = [mean([1, 2, 3]), helper.make_node("Sqrt", ["m"], ["score"])]
-    elif variant.startswith("const:"):
-        inits = [_const("zero", 0.0), _const("v", float(variant[6:]))]
-        nodes = [mean([1, 2, 3]), helper.make_node("Mul", ["m", "zero"], ["z"]), helper.make_node("Add", ["z", "v"], ["score"])]
-    elif variant == "column":
-        inits = [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1])]
-        nodes = [mean([1, 2, 3], 1), helper.make_node("Sigmoid", ["m"], ["s"]), helper.make_node("Reshape", ["s", "shape"], ["score"])]
-        out_shape = ["N", 1]
-    elif variant == "wide":
-        nodes = [mean([2, 3]), helper.make_node("Sigmoid", ["m"], ["score"])]
-        out_shape = ["N", 3]
-    elif variant == "flat":
-        inits = [helper.make_tensor("shape", TensorProto.INT64, [1], [-1])]
-        nodes = [mean([2, 3]), helper.make_node("Sigmoid", ["m"], ["s"]), helper.make_node("Reshape", ["s", "shape"], ["score"])]
-        out_shape = ["M"]
-    else:
-        raise ValueError(variant)
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, list(in_shape))],
-                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, out_shape)], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return str(path)
-
-
-def make_bundle(folder, variant="sigmoid", in_shape=("N", 3, SIZE, SIZE), files=None, score=None, **prep):
-    folder = str(folder)
-    os.makedirs(folder, exist_ok=True)
-    tiny_onnx(os.path.join(folder, "model.onnx"), variant, in_shape)
-    prep = {"size": SIZE, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), **prep}
-    m = Manifest(kind="d2s", name=f"tiny-{variant}", preprocessing=Preprocessing(**prep),
-                 files=files or {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}})
-    if score is not None:
-        m.score = score
-    m.save(folder)
-    return folder
 
 
 @pytest.fixture
@@ -100,16 +42,6 @@ def strict_json(text):
     def bad(name):
         raise ValueError(f"bare {name} in JSON output")
     return json.loads(text, parse_constant=bad)
-
-
-def edit_manifest(folder, change):
-    path = os.path.join(folder, "manifest.json")
-    with open(path) as f:
-        d = json.load(f)
-    change(d)
-    with open(path, "w") as f:
-        json.dump(d, f)
-    return folder
 
 
 # --- item 2: file names stay inside the bundle ------------------------------------------------------
@@ -194,6 +126,16 @@ BAD_MANIFESTS = [
     ("score output null", lambda d: d["outputs"].update(score=None), "outputs.score"),
     ("score range reversed", lambda d: d["score"].update(range=[1, 0]), "score.range"),
     ("model card a list", lambda d: d.update(model_card=["x"]), "model_card"),
+    ("input a list", lambda d: d.update(input=["image"]), "input"),
+    ("input shape of another size", lambda d: d["input"].update(shape=[None, 3, 64, 64]), "input.shape"),
+    ("input shape with 4 channels", lambda d: d["input"].update(shape=[None, 4, SIZE, SIZE]), "input.shape"),
+    ("input shape of 3 dims", lambda d: d["input"].update(shape=[None, 3, SIZE]), "input.shape"),
+    ("input shape batch a string", lambda d: d["input"].update(shape=["N", 3, SIZE, SIZE]), "input.shape"),
+    ("input shape batch 0", lambda d: d["input"].update(shape=[0, 3, SIZE, SIZE]), "input.shape"),
+    ("input shape side a float", lambda d: d["input"].update(shape=[None, 3, 32.0, SIZE]), "input.shape"),
+    ("input shape a string", lambda d: d["input"].update(shape="NCHW"), "input.shape"),
+    ("input dtype float16", lambda d: d["input"].update(dtype="float16"), "input.dtype"),
+    ("input layout NHWC", lambda d: d["input"].update(layout="NHWC"), "input.layout"),
 ]
 
 
@@ -214,6 +156,111 @@ def test_bad_manifest_exits_2_with_the_example_line(tmp_path, images):
     line = f"icrt: error: {bundle}/manifest.json: preprocessing.std: must be 3 positive numbers, got [0, 1, 1]"
     assert icrt("info", bundle) == (2, "", [line])
     assert icrt("score", images[0], "-m", bundle) == (2, "", [line])
+
+
+def test_input_shape_line_names_the_expected_shape(tmp_path):
+    bundle = edit_manifest(make_bundle(tmp_path / "b"), lambda d: d["input"].update(shape=[None, 3, 64, 64]))
+    with pytest.raises(BundleError) as e:
+        load_manifest(bundle)
+    assert str(e.value) == (f"{bundle}/manifest.json: input.shape: must be [null or batch, 3, 32, 32] "
+                            "(preprocessing.size 32), got [null, 3, 64, 64]")
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.update(input={"name": "image"}),  # older bundles: no shape, dtype or layout
+    lambda d: d.pop("input"),
+    lambda d: d["input"].update(shape=[8, 3, SIZE, SIZE]),  # a fixed batch is still an N x 3 x S x S input
+], ids=["name only", "no input", "fixed batch"])
+def test_input_shape_dtype_layout_may_be_missing(tmp_path, change):
+    bundle = edit_manifest(make_bundle(tmp_path / "b"), change)
+    m = load_manifest(bundle)
+    assert m.input_name == INPUT_NAME and m.to_dict()["input"] == {
+        "name": "image", "shape": [None, 3, SIZE, SIZE], "dtype": "float32", "layout": "NCHW"}
+
+
+# --- the manifest module is the one reader and writer: typed sections, nothing lost on a round trip -------------
+
+
+def test_shipped_manifest_round_trips_unchanged():
+    path = os.path.join(ROOT, "runtime", "default_bundle", "manifest.json")
+    with open(path) as f:
+        d = json.load(f)
+    m = Manifest.from_dict(d, os.path.dirname(path))
+    assert m.to_dict() == d
+    assert json.dumps(m.to_dict(), sort_keys=True) == json.dumps(d, sort_keys=True)
+
+
+def test_unknown_keys_and_nulls_survive_load_and_save(tmp_path):
+    def add(d):
+        d["future_section"] = {"anything": [1, 2]}
+        d["parity"] = {"fp32": {"n": 4, "srcc": None, "label_srcc": None, "new_figure": 0.5},
+                       "int8": {"srcc": 0.99, "tensorrt_form": {"srcc": 0.98, "run_on": "x", "more": 1},
+                                "onnxruntime_form": {"srcc": 0.97}}}
+        d["calibration"] = {"method": "minmax", "split_rule": None, "new_field": {"a": 1}}
+        d["model_card"] = {"summary": "s", "val_metrics": None, "figures": {"srcc": 0.8}, "extra": "a key named extra"}
+        d["engines"] = [{"precision": "fp16", "file": "e.plan", "tensorrt": "10.3.0", "compute_capability": "8.7",
+                         "future_flag": True}]
+        d["versions"] = {"icrt": "0.1.0"}
+
+    bundle = edit_manifest(make_bundle(tmp_path / "b"), add)
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        before = json.load(f)
+    m = load_manifest(bundle)
+    assert m.to_dict() == before
+    m.save()
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        assert json.load(f) == before
+    assert m.parity["fp32"].srcc is None and "srcc" in m.parity["fp32"] and m.parity.fp32["new_figure"] == 0.5
+    assert m.parity.int8.tensorrt_form.srcc == 0.98 and m.parity["int8"]["onnxruntime_form"] == {"srcc": 0.97}
+    assert m.model_card.extra == {"figures": {"srcc": 0.8}, "extra": "a key named extra"}
+    assert m.engines[0].extra == {"future_flag": True} and m.extra == {"future_section": {"anything": [1, 2]}}
+
+
+def test_sections_are_typed_and_still_read_and_write_like_dicts():
+    from runtime.manifest import Calibration, EngineRecord, Files, ModelCard, Parity, ParityFigures
+
+    m = Manifest(kind="d2s", name="x", preprocessing={"size": SIZE},
+                 files={"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}},
+                 engines=[{"precision": "fp32", "file": "e.plan", "tensorrt": "10.3.0", "compute_capability": "8.7",
+                           "max_batch": 16}],
+                 parity={"fp32": {"srcc": 1.0, "passed": True}, "int8": {"srcc": 0.99, "tensorrt_form": {"srcc": 0.98}}},
+                 calibration={"method": "minmax", "images": 8}, model_card={"summary": "tiny", "figures": [1]})
+    assert isinstance(m.preprocessing, Preprocessing) and m.input_size == SIZE
+    assert isinstance(m.files, Files) and isinstance(m.engines[0], EngineRecord) and isinstance(m.parity, Parity)
+    assert isinstance(m.parity.int8, ParityFigures) and isinstance(m.parity.int8.tensorrt_form, ParityFigures)
+    assert isinstance(m.calibration, Calibration) and isinstance(m.model_card, ModelCard)
+    # typed reads
+    assert m.files.fp32 == {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"} and m.precisions() == ["fp32"]
+    assert m.engines[0].max_batch == 16 and m.parity.fp32.passed is True and m.calibration.images == 8
+    # dict-style reads and writes, as code written against the old dicts does
+    assert m.files.get("int8") is None and m.files["fp32"]["onnxruntime"] == "model.onnx"
+    assert m.engines[0]["file"] == "e.plan" and m.engines[0].get("opt_batch") is None
+    assert set(m.parity) == {"fp32", "int8"} and m.parity["int8"]["tensorrt_form"]["srcc"] == 0.98
+    assert m.parity == {"fp32": {"srcc": 1.0, "passed": True}, "int8": {"srcc": 0.99, "tensorrt_form": {"srcc": 0.98}}}
+    assert m.parity.get("fp16") is None and "fp16" not in m.parity and len(m.parity) == 2
+    m.model_card["checkpoint"] = "c.pt"
+    m.model_card.update({"licence": "MIT", "new": 1})
+    del m.model_card["figures"]
+    assert m.model_card.checkpoint == "c.pt" and m.model_card.to_dict() == {
+        "summary": "tiny", "licence": "MIT", "checkpoint": "c.pt", "new": 1}
+    m.parity = {"fp16": {"srcc": 0.999}}  # assigned later: converted too
+    assert isinstance(m.parity.fp16, ParityFigures) and m.to_dict()["parity"] == {"fp16": {"srcc": 0.999}}
+    m.files.add("int8", "onnxruntime", "model.int8.onnx")
+    assert m.files.name_for("int8") == "model.int8.onnx" and m.precisions() == ["fp32", "int8"]
+    json.dumps(m.to_dict())  # plain JSON all the way down
+
+
+def test_save_validates_first_and_writes_atomically(tmp_path):
+    bad = Manifest(kind="d2s", name="x", preprocessing=Preprocessing(size=SIZE),
+                   files={"fp32": {"onnxruntime": "../outside.onnx"}})
+    with pytest.raises(BundleError, match=r"files\.fp32\.onnxruntime: .* outside the bundle"):
+        bad.save(str(tmp_path / "bad"))
+    assert not (tmp_path / "bad" / "manifest.json").exists()
+    folder = tmp_path / "new" / "bundle"  # made when missing
+    good = Manifest(kind="d2s", name="x", preprocessing=Preprocessing(size=SIZE))
+    assert write_bundle(str(folder), good) == str(folder) and good.root == str(folder)
+    assert os.listdir(folder) == ["manifest.json"]  # no temporary file left behind
+    assert load_manifest(str(folder)).to_dict() == good.to_dict()
 
 
 def test_manifest_not_an_object_is_refused(tmp_path):

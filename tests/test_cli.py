@@ -196,3 +196,26 @@ def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(tmp_path_factory, tmp
     x, _ = to_model_input(load_rgb(str(p)), scorer.prep)
     full = np.concatenate([real_run(x[i:i + 64]) for i in range(0, len(x), 64)])
     assert abs(rec["score"] - float(full.mean())) < 1e-5
+
+
+def test_a_bug_keeps_its_traceback_and_is_not_a_usage_error(capsys, bundle, monkeypatch):
+    """Only icrt's own errors (runtime.errors.IcrtError) become `icrt: error:` lines; a plain ValueError is a bug."""
+    import runtime.info
+
+    def bug(manifest):
+        raise ValueError("a bug, not a bad input")
+
+    monkeypatch.setattr(runtime.info, "model_card", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["info", bundle])
+    assert "icrt: error" not in capsys.readouterr().err
+
+
+def test_interrupt_is_exit_130(capsys, bundle, monkeypatch):
+    import runtime.info
+
+    def interrupted(manifest):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime.info, "model_card", interrupted)
+    assert main(["info", bundle]) == 130 and capsys.readouterr().err == "icrt: interrupted\n"

@@ -293,18 +293,18 @@ def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, mon
     from runtime.scorer import Scorer
 
     out = tmp_path / "b"
-    core.export_checkpoint(str(checkpoints[0]), str(out), log=lambda *_: None)
+    core.export_checkpoint(str(checkpoints[0]), str(out))
     before = _files(out)
 
     def boom(*a, **k):  # after model.onnx is written, before the manifest
         raise RuntimeError("boom")
     with monkeypatch.context() as m:
-        m.setattr(core, "run_onnx", boom)
+        m.setattr(core, "parity_figures", boom)
         with pytest.raises(RuntimeError, match="boom"):
-            core.export_checkpoint(str(checkpoints[1]), str(out), log=lambda *_: None)
+            core.export_checkpoint(str(checkpoints[1]), str(out))
     assert _files(out) == before and os.listdir(tmp_path) == ["b"]  # no temporary folder left either
     assert 0 <= Scorer.load(str(out)).score(textured(40, 40))["score"] <= 1
-    man = core.export_checkpoint(str(checkpoints[1]), str(out), log=lambda *_: None)  # a good one replaces it
+    man = core.export_checkpoint(str(checkpoints[1]), str(out))  # a good one replaces it
     assert man.root == str(out) and man.model_card["checkpoint"] == str(checkpoints[1])
     assert _files(out)["model.onnx"] != before["model.onnx"] and os.listdir(tmp_path) == ["b"]
 
@@ -319,5 +319,6 @@ def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_
         code = export_main(["--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / out)])
         err = capsys.readouterr().err
         assert code == 2 and words in err and "Traceback" not in err
-        assert err.strip().splitlines()[-1].startswith("error: ")
+        last = err.strip().splitlines()[-1]  # one `PROG: error: message` line (runtime.errors.run_command)
+        assert ": error: " in last and words in last.split(": error: ", 1)[1]
     assert (tmp_path / "file").read_text() == "x" and os.listdir(tmp_path / "stuff") == ["notes.txt"]

@@ -1,22 +1,39 @@
-"""Inference backends: a bundle file in, ``run(batch) -> scores`` out.
+"""Inference backends: a bundle file in, ``run(batch) -> scores`` out, found through a small registry.
 
-Two implementations: onnxruntime (CPU, or CUDA / TensorRT execution providers with onnxruntime-gpu) and
-native TensorRT engines. ``open_backend(manifest, "auto", ...)`` tries TensorRT, then onnxruntime with GPU
-providers, then onnxruntime on CPU, and remembers why each earlier choice was passed over.
+Each backend module registers itself with :func:`register_backend`: its name (``--backend NAME``), an
+``open`` function, an ``available()`` check (cheap: it must not import the backend's library), its place in
+``auto``'s order, and the manifest ``files`` key it reads. The built-in modules (``tensorrt``, then
+``onnxruntime``) are imported on the first look at the registry; importing them loads neither TensorRT nor
+onnxruntime (nor numpy).
+
+``open_backend(manifest, "auto", ...)`` walks the registry in ``auto`` order and remembers why each earlier
+choice was passed over (the built-ins: TensorRT, then onnxruntime with GPU providers, then on CPU).
 """
 from __future__ import annotations
 
-import numpy as np
+import importlib
+from dataclasses import dataclass
+from typing import Callable
 
-BACKEND_CHOICES = ("auto", "onnxruntime", "tensorrt")
+from ..errors import EXIT_USAGE, UnavailableError
+from ..manifest import PRECISIONS, BundleError
+
+AUTO = "auto"
+BUILTIN_MODULES = ("runtime.backends.tensorrt", "runtime.backends.onnxruntime")
 
 
-class BackendError(RuntimeError):
+class BackendError(UnavailableError):
     """The requested backend or precision cannot run here; the message says why and what to do."""
 
 
+class NotInBundleError(BackendError, BundleError):
+    """The bundle has no (or a missing) file for the requested precision / backend: a usage error (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
 class Backend:
-    """What the scorer needs from an inference engine."""
+    """What the scorer needs from an inference engine (any object with this interface will do)."""
 
     name = "?"
     precision = "fp32"
@@ -25,8 +42,8 @@ class Backend:
     file = ""
     notes: list
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """N x 3 x S x S float32 -> N float32 scores."""
+    def run(self, batch):
+        """N x 3 x S x S float32 numpy array -> N float32 scores."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -34,37 +51,102 @@ class Backend:
                 "max_batch": self.max_batch, "notes": list(getattr(self, "notes", []))}
 
 
-def open_backend(manifest, backend: str = "auto", precision: str = "fp32", threads: int | None = None,
-                 device_id: int = 0) -> Backend:
-    """Open ``precision`` of the bundle on ``backend`` (auto: TensorRT, then ORT GPU, then ORT CPU)."""
-    from ..manifest import PRECISIONS
+@dataclass(frozen=True)
+class BackendSpec:
+    """A registered backend.
 
-    if backend not in BACKEND_CHOICES:
-        raise BackendError(f"unknown backend {backend!r} (choose from {', '.join(BACKEND_CHOICES)})")
+    ``open(manifest, precision, *, threads=None, device_id=0, notes=None) -> Backend`` raises BackendError when
+    it cannot run here (``auto`` then tries the next one) and BundleError for a broken bundle. ``notes``: what
+    ``auto`` passed over before it, for the backend to keep in its own ``notes``.
+    """
+
+    name: str
+    open: Callable
+    available: Callable[[], bool]  # cheap: e.g. importlib.util.find_spec, never an import of the library
+    auto_order: int | None = None  # place in "auto" (lower first); None: only when asked for by name
+    files_key: str = ""  # the key of manifest files[precision] it reads
+    unavailable: str = "not installed"  # what auto notes when available() is False
+
+
+_REGISTRY: dict[str, BackendSpec] = {}
+_builtins_loaded = False
+
+
+def register_backend(name: str, open: Callable, available: Callable[[], bool], auto_order: int | None = None,
+                     files_key: str | None = None, unavailable: str = "not installed") -> BackendSpec:
+    """Add (or replace) the backend ``name``; see :class:`BackendSpec`. ``files_key`` defaults to ``name``."""
+    if not name or name == AUTO or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"invalid backend name {name!r}")
+    spec = BackendSpec(name, open, available, auto_order, files_key or name, unavailable)
+    _REGISTRY[name] = spec
+    return spec
+
+
+def registry() -> dict[str, BackendSpec]:
+    """name -> BackendSpec of every registered backend (the built-ins are registered on the first call)."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
+    return _REGISTRY
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(sorted(registry()))
+
+
+def backend_choices() -> tuple[str, ...]:
+    """What ``--backend`` accepts: ``auto`` and every registered name."""
+    return (AUTO, *backend_names())
+
+
+def auto_order() -> list[BackendSpec]:
+    """The backends ``auto`` tries, in order."""
+    specs = [s for s in registry().values() if s.auto_order is not None]
+    return sorted(specs, key=lambda s: (s.auto_order, s.name))
+
+
+def files_keys() -> tuple[str, ...]:
+    """The keys a manifest's files[precision] may have: one per registered backend."""
+    return tuple(dict.fromkeys(s.files_key for s in sorted(registry().values(), key=lambda s: s.name)))
+
+
+def backend_spec(name: str) -> BackendSpec:
+    spec = registry().get(name)
+    if spec is None:
+        raise BackendError(f"unknown backend {name!r} (choose from {', '.join(backend_choices())})")
+    return spec
+
+
+def __getattr__(name):  # BACKEND_CHOICES: read from the registry when asked for
+    if name == "BACKEND_CHOICES":
+        return backend_choices()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_backend(manifest, backend: str = AUTO, precision: str = "fp32", threads: int | None = None,
+                 device_id: int = 0) -> Backend:
+    """Open ``precision`` of the bundle on ``backend``; ``auto``: the first registered backend, in auto order,
+    that is available and opens (the notes of the one returned say why the earlier ones were passed over).
+    When none opens, the last one's error is raised."""
+    if backend != AUTO:
+        spec = backend_spec(backend)
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
-    if backend == "tensorrt":
-        from .tensorrt import TensorRTBackend
-        return TensorRTBackend.open(manifest, precision, device_id=device_id)
-    if backend == "onnxruntime":
-        from .onnxruntime import OrtBackend
-        return OrtBackend.open(manifest, precision, threads=threads, device_id=device_id)
-    passed_over = []
-    from .tensorrt import TensorRTBackend, tensorrt_available
-    if tensorrt_available():
+    if backend != AUTO:
+        return spec.open(manifest, precision, threads=threads, device_id=device_id)
+    passed_over, last = [], None
+    for spec in auto_order():
+        if not spec.available():
+            passed_over.append(f"{spec.name}: {spec.unavailable}")
+            continue
         try:
-            return TensorRTBackend.open(manifest, precision, device_id=device_id)
+            return spec.open(manifest, precision, threads=threads, device_id=device_id, notes=passed_over)
         except BackendError as e:
-            passed_over.append(f"tensorrt: {e}")
-    else:
-        passed_over.append("tensorrt: not installed")
-    from .onnxruntime import OrtBackend, gpu_providers
-    if gpu_providers():
-        try:
-            return OrtBackend.open(manifest, precision, gpu=True, threads=threads, device_id=device_id,
-                                   notes=passed_over)
-        except BackendError as e:
-            passed_over.append(f"onnxruntime-gpu: {e}")
-    else:
-        passed_over.append("onnxruntime GPU providers: not available")
-    return OrtBackend.open(manifest, precision, gpu=False, threads=threads, notes=passed_over)
+            passed_over.append(f"{spec.name}: {e}")
+            last = e
+    if last is not None:
+        raise last
+    raise BackendError("no inference backend is available here (" + "; ".join(passed_over) + "); "
+                       "pip install onnxruntime")

@@ -6,11 +6,11 @@ next to another busy process) is the usual reason a plain export looks slow, so 
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
-import numpy as np
-
-from . import Backend, BackendError
+from ..manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
+from . import Backend, BackendError, NotInBundleError, register_backend
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
@@ -21,6 +21,14 @@ def _ort():
     except ImportError as e:  # the runtime's one required inference library
         raise BackendError(f"onnxruntime is not installed ({e}); pip install onnxruntime") from None
     return onnxruntime
+
+
+def onnxruntime_available() -> bool:
+    """onnxruntime is installed (found without importing it)."""
+    try:
+        return importlib.util.find_spec("onnxruntime") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def gpu_providers() -> list[str]:
@@ -79,8 +87,6 @@ def session_options(threads: int | None = None):
 def check_shapes(path: str, image, score, size: int | None) -> None:
     """The model's declared input must take N x 3 x size x size and its score output be [N] or [N, 1];
     otherwise the bundle is broken (BundleError). Dynamic dimensions pass (the output is checked again per run)."""
-    from ..manifest import BundleError
-
     def fixed(d):
         return d if isinstance(d, int) else None
 
@@ -96,11 +102,15 @@ def check_shapes(path: str, image, score, size: int | None) -> None:
 
 
 class OrtBackend(Backend):
+    """An onnxruntime session over one ONNX file: from a bundle (:meth:`open`) or a plain file (:meth:`from_file`)."""
+
     name = "onnxruntime"
 
     def __init__(self, path: str, input_name: str, score_output: str, precision: str, providers: list,
                  threads: int | None = None, notes=None, size: int | None = None):
-        ort = _ort()
+        import numpy as np
+
+        _ort()
         try:
             self.session = open_session(path, precision, threads, providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad models
@@ -108,9 +118,9 @@ class OrtBackend(Backend):
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if input_name not in inputs:
-            raise BackendError(f"{path}: no input named {input_name!r} (has {', '.join(inputs)})")
+            raise BundleError(f"{path}: no input named {input_name!r} (has {', '.join(inputs)})")
         if score_output not in outputs:
-            raise BackendError(f"{path}: no output named {score_output!r} (has {', '.join(outputs)})")
+            raise BundleError(f"{path}: no output named {score_output!r} (has {', '.join(outputs)})")
         check_shapes(path, inputs[input_name], self.session.get_outputs()[outputs.index(score_output)], size)
         self.input_name, self.score_output = input_name, score_output
         self.input_dtype = np.float16 if inputs[input_name].type == "tensor(float16)" else np.float32
@@ -122,38 +132,50 @@ class OrtBackend(Backend):
         self.notes = list(notes or [])
 
     @classmethod
+    def from_file(cls, path: str, precision: str = "fp32", threads: int | None = None, gpu: bool = False,
+                  device_id: int = 0, input_name: str = INPUT_NAME, score_output: str = SCORE_OUTPUT,
+                  size: int | None = None) -> "OrtBackend":
+        """A backend over a plain ONNX file (no bundle): CPU unless ``gpu``; ``size`` checks the input side."""
+        if not os.path.isfile(path):
+            raise BackendError(f"{path}: no such ONNX file")
+        providers = providers_for(precision, gpu, device_id, os.path.join(os.path.dirname(os.path.abspath(path)),
+                                                                          ORT_TRT_CACHE))
+        return cls(path, input_name, score_output, precision, providers, threads, size=size)
+
+    @classmethod
     def open(cls, manifest, precision: str = "fp32", gpu: bool | None = None, threads: int | None = None,
              device_id: int = 0, notes=None) -> "OrtBackend":
-        from ..manifest import BundleError
-
+        """The bundle's onnxruntime file for ``precision``. ``gpu=None``: GPU providers when this onnxruntime
+        has them, else (or when the GPU session fails) CPU, noting why in ``notes``."""
         try:
             path = manifest.file_for(precision, "onnxruntime")
         except BundleError as e:
-            raise BackendError(str(e)) from None
+            raise NotInBundleError(str(e)) from None
+        notes = list(notes or [])
         avail = gpu_providers()
-        if gpu is None:
-            gpu = bool(avail)
         if gpu and not avail:
             raise BackendError("onnxruntime has no GPU providers here (pip install onnxruntime-gpu)")
-        providers = []
-        if gpu:
-            if "TensorrtExecutionProvider" in avail:
-                trt_opts = {"device_id": device_id, "trt_fp16_enable": precision == "fp16",
-                            "trt_int8_enable": precision == "int8", "trt_engine_cache_enable": True,
-                            "trt_engine_cache_path": os.path.join(manifest.root, "ort-trt-cache")}
-                providers.append(("TensorrtExecutionProvider", trt_opts))
-            if "CUDAExecutionProvider" in avail:
-                providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
-        providers.append("CPUExecutionProvider")
-        return cls(path, manifest.input_name, manifest.score_output, precision, providers, threads, notes,
-                   size=manifest.input_size)
+        cache = os.path.join(manifest.root, ORT_TRT_CACHE)
+        args = (path, manifest.input_name, manifest.score_output, precision)
+        if gpu or (gpu is None and avail):
+            try:
+                return cls(*args, providers_for(precision, True, device_id, cache), threads, notes,
+                           size=manifest.input_size)
+            except (BackendError, BundleError) as e:
+                if gpu:
+                    raise
+                notes.append(f"onnxruntime-gpu: {e}")
+        elif gpu is None:
+            notes.append("onnxruntime GPU providers: not available")
+        return cls(*args, providers_for(precision, False, device_id, cache), threads, notes, size=manifest.input_size)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch):
+        import numpy as np
+
         x = batch if batch.dtype == self.input_dtype else batch.astype(self.input_dtype)
         out = np.asarray(self.session.run([self.score_output], {self.input_name: x})[0])
         n = len(batch)
         if out.shape not in ((n,), (n, 1)):  # e.g. [N, 4] would otherwise be cut to its first column
-            from ..manifest import BundleError
             raise BundleError(f"{self.file}: output {self.score_output!r} has shape {list(out.shape)} for a batch of "
                               f"{n}; the score output must be [batch] or [batch, 1]")
         return out.astype(np.float32).reshape(n)
@@ -162,3 +184,25 @@ class OrtBackend(Backend):
         d = super().describe()
         d.update(providers=self.providers, threads=self.threads)
         return d
+
+
+def providers_for(precision: str, gpu: bool, device_id: int = 0, trt_cache: str = ORT_TRT_CACHE) -> list:
+    """onnxruntime providers: with ``gpu``, the TensorRT and CUDA providers this build has; CPU always last."""
+    providers = []
+    if gpu:
+        avail = gpu_providers()
+        if "TensorrtExecutionProvider" in avail:
+            providers.append(("TensorrtExecutionProvider", {
+                "device_id": device_id, "trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
+                "trt_engine_cache_enable": True, "trt_engine_cache_path": trt_cache}))
+        if "CUDAExecutionProvider" in avail:
+            providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+def _open(manifest, precision: str, *, threads: int | None = None, device_id: int = 0, notes=None) -> OrtBackend:
+    return OrtBackend.open(manifest, precision, threads=threads, device_id=device_id, notes=notes)
+
+
+register_backend("onnxruntime", open=_open, available=onnxruntime_available, auto_order=20, files_key="onnxruntime")

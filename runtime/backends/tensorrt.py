@@ -11,16 +11,16 @@ CUDA calls go through cuda-python (``cuda.bindings.runtime``, or the older ``cud
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
+from collections.abc import Mapping
 
-import numpy as np
-
-from . import Backend, BackendError
+from ..manifest import FILE_NAMES, BundleError, EngineRecord
+from . import Backend, BackendError, register_backend
 
 
 def tensorrt_available() -> bool:
-    import importlib.util
-
+    """TensorRT is installed (found without importing it)."""
     try:
         return importlib.util.find_spec("tensorrt") is not None
     except (ImportError, ValueError):
@@ -61,21 +61,21 @@ def cc_key(cc) -> str:
 
 def rebuild_hint(manifest, precision: str) -> str:
     flag = {"fp16": " --fp16", "int8": " --int8 --calib-data IMAGES"}.get(precision, "")
-    onnx = (manifest.files.get(precision) or {}).get("tensorrt") or "model.onnx"
+    onnx = manifest.files.name_for(precision, "tensorrt") or FILE_NAMES["fp32"]
     return (f"rebuild the engine on this machine: python -m export --checkpoint CHECKPOINT --out {manifest.root or 'BUNDLE'}"
             f"{flag} --trt (or: trtexec --onnx={os.path.join(manifest.root or 'BUNDLE', onnx)} --saveEngine=...), "
             "or use --backend onnxruntime")
 
 
-def select_engine(manifest, precision: str, trt_version, compute_capability) -> dict:
+def select_engine(manifest, precision: str, trt_version, compute_capability) -> EngineRecord:
     """The manifest engine for ``precision`` built with this TensorRT version for this GPU, or a clear error."""
     here_v, here_cc = version_key(trt_version), cc_key(compute_capability)
-    candidates = [e for e in manifest.engines if e.get("precision") == precision]
+    candidates = [EngineRecord.coerce(e) for e in manifest.engines
+                  if isinstance(e, Mapping) and e.get("precision") == precision]
     for e in candidates:
-        if version_key(e.get("tensorrt", "")) == here_v and cc_key(e.get("compute_capability", "0.0")) == here_cc:
+        if version_key(e.tensorrt or "") == here_v and cc_key(e.compute_capability or "0.0") == here_cc:
             return e
-    have = "; ".join(f"{e.get('file')} (TensorRT {e.get('tensorrt')}, sm {e.get('compute_capability')})"
-                     for e in candidates) or "none"
+    have = "; ".join(f"{e.file} (TensorRT {e.tensorrt}, sm {e.compute_capability})" for e in candidates) or "none"
     raise BackendError(f"{manifest.root}: no {precision} TensorRT engine for TensorRT {'.'.join(map(str, here_v))} on a "
                        f"GPU with compute capability {here_cc} (bundle has: {have}); {rebuild_hint(manifest, precision)}")
 
@@ -106,7 +106,9 @@ class _CudaPython:
         props = self._check(self.rt.cudaGetDeviceProperties(device_id))
         return f"{props.major}.{props.minor}"
 
-    def pinned(self, shape, dtype) -> np.ndarray:
+    def pinned(self, shape, dtype):
+        import numpy as np
+
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         ptr = self._check(self.rt.cudaMallocHost(nbytes))
         self._host.append(ptr)
@@ -118,11 +120,11 @@ class _CudaPython:
         self._device.append(ptr)
         return int(ptr)
 
-    def htod(self, dptr: int, host: np.ndarray):
+    def htod(self, dptr: int, host):
         self._check(self.rt.cudaMemcpyAsync(dptr, host.ctypes.data, host.nbytes,
                                             self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
 
-    def dtoh(self, host: np.ndarray, dptr: int):
+    def dtoh(self, host, dptr: int):
         self._check(self.rt.cudaMemcpyAsync(host.ctypes.data, dptr, host.nbytes,
                                             self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
 
@@ -156,7 +158,7 @@ class _PyCuda:
         major, minor = self.cuda.Device(device_id).compute_capability()
         return f"{major}.{minor}"
 
-    def pinned(self, shape, dtype) -> np.ndarray:
+    def pinned(self, shape, dtype):
         return self.cuda.pagelocked_empty(shape, dtype)
 
     def device(self, nbytes: int) -> int:
@@ -203,19 +205,26 @@ class TensorRTBackend(Backend):
     device = "cuda"
 
     @classmethod
-    def open(cls, manifest, precision: str = "fp32", device_id: int = 0) -> "TensorRTBackend":
+    def open(cls, manifest, precision: str = "fp32", device_id: int = 0, threads: int | None = None,
+             notes=None) -> "TensorRTBackend":
+        """The manifest engine for ``precision``, this TensorRT version and this GPU (``threads`` is unused)."""
         trt = _import_tensorrt()
         cuda = open_cuda(device_id)
         try:
             entry = select_engine(manifest, precision, trt.__version__, cuda.compute_capability(device_id))
-            return cls(manifest, entry, trt, cuda)
+            backend = cls(manifest, entry, trt, cuda)
         except BaseException:
             cuda.close()
             raise
+        backend.notes = list(notes or []) + backend.notes
+        return backend
 
-    def __init__(self, manifest, entry: dict, trt, cuda):
-        self.precision, self.cuda, self.trt = entry["precision"], cuda, trt
-        self.file = manifest.path(entry["file"], "engines.file")  # BundleError unless inside the bundle
+    def __init__(self, manifest, entry: EngineRecord, trt, cuda):
+        import numpy as np
+
+        entry = EngineRecord.coerce(entry)
+        self.precision, self.cuda, self.trt = entry.precision, cuda, trt
+        self.file = manifest.path(entry.file, "engines.file")  # BundleError unless inside the bundle
         if not os.path.isfile(self.file):
             raise BackendError(f"{self.file}: engine file named in the manifest is missing")
         self.logger = trt.Logger(trt.Logger.WARNING)
@@ -232,9 +241,8 @@ class TensorRTBackend(Backend):
         if self.input_name not in names or self.score_output not in names:
             raise BackendError(f"{self.file}: engine tensors {names} lack {self.input_name!r} / {self.score_output!r}")
         _, _, max_shape = self.engine.get_tensor_profile_shape(self.input_name, 0)
-        self.max_batch = int(entry.get("max_batch") or max_shape[0])
+        self.max_batch = int(entry.max_batch or max_shape[0])
         self.size = int(max_shape[-1])
-        from ..manifest import BundleError
         if tuple(max_shape[1:]) != (3, manifest.input_size, manifest.input_size):
             raise BundleError(f"{self.file}: engine input {self.input_name!r} takes {list(max_shape)}; the manifest "
                               f"expects [N, 3, {manifest.input_size}, {manifest.input_size}]")
@@ -255,9 +263,11 @@ class TensorRTBackend(Backend):
             self.buffers[n] = (host, dptr)
             self.context.set_tensor_address(n, dptr)
         self.outputs = [n for n in names if not is_input[n]]
-        self.notes = [f"engine {entry['file']} (TensorRT {entry.get('tensorrt')}, sm {entry.get('compute_capability')})"]
+        self.notes = [f"engine {entry.file} (TensorRT {entry.tensorrt}, sm {entry.compute_capability})"]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch):
+        import numpy as np
+
         n = len(batch)
         if n > self.max_batch:
             return np.concatenate([self.run(batch[i:i + self.max_batch]) for i in range(0, n, self.max_batch)])
@@ -274,3 +284,10 @@ class TensorRTBackend(Backend):
 
     def close(self):
         self.cuda.close()
+
+
+def _open(manifest, precision: str, *, threads: int | None = None, device_id: int = 0, notes=None) -> TensorRTBackend:
+    return TensorRTBackend.open(manifest, precision, device_id=device_id, notes=notes)
+
+
+register_backend("tensorrt", open=_open, available=tensorrt_available, auto_order=10, files_key="tensorrt")
