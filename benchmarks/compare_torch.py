@@ -5,9 +5,9 @@
     python -m benchmarks.compare_torch ... --device cuda                          # torch fp32 vs fp16 + CUDA graphs
     python -m benchmarks.compare_torch ... --cold-start                           # `icrt score` vs `import torch`
 
-Without ``--bundle`` the model is exported here with torch.onnx.export (fp32, dynamic batch, opset 17) and,
-for int8, quantized here with onnxruntime's quantize_static (QDQ, uint8 activations, int8 per-channel
-weights, the bundle contract's CPU form); ``--export`` uses ``export.export_checkpoint`` when it exists.
+Without ``--bundle`` the model is exported here by icrt's exporter (``export.core.export_model``: folding,
+constant padding, parity checks, the int8 forms), so the runtime rows time exactly what ``python -m export``
+ships.
 Prints a table and the speed-up ratios; ``--json FILE`` keeps them.
 """
 from __future__ import annotations
@@ -41,68 +41,38 @@ def timed(fn, warmup: int, iters: int, sync=None) -> dict:
 
 
 def load_model(args):
-    """(torch model in eval mode, Preprocessing, description)."""
-    from runtime.preprocess import Preprocessing
-
+    """(torch model in eval mode, checkpoint fields for the exporter, description)."""
     if args.checkpoint:
-        from train.checkpoint import load_checkpoint, model_from_checkpoint
+        from export.core import load_source
 
-        ckpt = load_checkpoint(args.checkpoint)
-        return model_from_checkpoint(ckpt), Preprocessing.from_dict(ckpt["preprocessing"]), args.checkpoint
+        source, model = load_source(args.checkpoint)
+        return model.eval(), source, args.checkpoint
+    from runtime.preprocess import Preprocessing
     from train.models.d2s import D2S, D2SConfig
 
     cfg = D2SConfig(backbone=args.backbone, pretrained="none", image_size=args.image_size)
     model = D2S(cfg, load_pretrained=False).eval()
-    return model, Preprocessing(resize="square", size=args.image_size), f"random-weight D2S-{args.backbone}"
+    source = {"kind": "d2s", "preprocessing": Preprocessing(resize="square", size=args.image_size).to_dict(),
+              "config": {"backbone": args.backbone, "image_size": args.image_size}, "path": None}
+    return model, source, f"random-weight D2S-{args.backbone}"
 
 
-def calibration_batches(prep, images, n: int = 16):
-    from runtime.inputs import collect
-    from runtime.preprocess import load_rgb, to_model_input
+def export_bundle(model, source: dict, folder: str, precisions, calib_images: str | None, tmp: str) -> str:
+    """The bundle through icrt's exporter (folding, parity checks, both int8 forms); without calibration
+    images, int8 calibrates on generated ones (latency does not depend on them)."""
+    from export.core import ExportOptions, export_model
 
-    if images:
-        out = []
-        for p in collect([images], recursive=True):
-            try:
-                out.extend(to_model_input(load_rgb(p), prep)[0][:4])
-            except Exception:
-                continue
-            if len(out) >= n:
-                break
-        if out:
-            return [x[None] for x in out[:n]]
-    rng = np.random.default_rng(0)
-    return [rng.standard_normal((1, 3, prep.size, prep.size), dtype=np.float32) for _ in range(n)]
+    if "int8" in precisions and not calib_images:
+        from PIL import Image
 
+        from export.checks import generated_images
 
-def plain_bundle(model, prep, folder: str, want_int8: bool, images=None) -> str:
-    """fp32 export (+ the CPU int8 form) with a manifest: enough of a bundle for the runtime."""
-    import torch
-    from runtime.manifest import Manifest
-
-    os.makedirs(folder, exist_ok=True)
-    onnx = os.path.join(folder, "model.onnx")
-    x = torch.randn(1, 3, prep.size, prep.size)
-    torch.onnx.export(model, (x,), onnx, input_names=["image"], output_names=["score"], opset_version=17,
-                      dynamic_axes={"image": {0: "batch"}, "score": {0: "batch"}}, dynamo=False)
-    files = {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}}
-    if want_int8:
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        batches = iter(calibration_batches(prep, images))
-
-        class Reader(CalibrationDataReader):
-            def get_next(self):
-                b = next(batches, None)
-                return None if b is None else {"image": b}
-
-        pre = os.path.join(folder, "model.pre.onnx")
-        quant_pre_process(onnx, pre)
-        quantize_static(pre, os.path.join(folder, "model.int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-        files["int8"] = {"onnxruntime": "model.int8.onnx"}
-    Manifest(kind="d2s", name="benchmark-export", preprocessing=prep, files=files).save(folder)
+        calib_images = os.path.join(tmp, "calibration")
+        os.makedirs(calib_images, exist_ok=True)
+        for i, img in enumerate(generated_images(16)):
+            Image.fromarray(img).save(os.path.join(calib_images, f"{i:02d}.png"))
+    export_model(model, source, folder, ExportOptions(fp16="fp16" in precisions, int8="int8" in precisions,
+                                                      calib_data=calib_images))
     return folder
 
 
@@ -213,11 +183,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="icrt training checkpoint (default: a random-weight D2S)")
     p.add_argument("--bundle", help="exported bundle of the same model (default: exported here)")
-    p.add_argument("--export", action="store_true", help="build the bundle with export.export_checkpoint")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--image", help="image to score (default: a synthetic one)")
-    p.add_argument("--calib-images", help="images to calibrate the benchmark's own int8 model on")
+    p.add_argument("--calib-images", help="int8 calibration images for the export (default: generated ones)")
     p.add_argument("--precisions", default="fp32,int8")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -231,20 +200,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.precisions = [s for s in args.precisions.split(",") if s]
 
-    model, prep, what = load_model(args)
+    model, source, what = load_model(args)
+    from runtime.preprocess import Preprocessing
+
+    prep = Preprocessing.from_dict(source["preprocessing"])
     with tempfile.TemporaryDirectory(prefix="icrt-cmp-") as tmp:
-        bundle = args.bundle
-        if not bundle and args.export:
-            import export
-            if not hasattr(export, "export_checkpoint") or not args.checkpoint:
-                p.error("--export needs --checkpoint and an export package with export_checkpoint()")
-            bundle = os.path.join(tmp, "bundle")
-            if "int8" in args.precisions and not args.calib_images:
-                p.error("--export with int8 needs --calib-images (the exporter calibrates on real images)")
-            export.export_checkpoint(args.checkpoint, bundle, fp16="fp16" in args.precisions,
-                                     int8="int8" in args.precisions, calib_data=args.calib_images)
-        if not bundle:
-            bundle = plain_bundle(model, prep, args.save_bundle or tmp, "int8" in args.precisions, args.calib_images)
+        bundle = args.bundle or export_bundle(model, source, args.save_bundle or os.path.join(tmp, "bundle"),
+                                              args.precisions, args.calib_images, tmp)
         x = input_batch(prep, args.image, args.batch_size)
         rows = []
         (run_cuda if args.device == "cuda" else run_cpu)(args, model, prep, bundle, x, rows)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -33,9 +34,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    from .core import ExportError, ParityError, export_checkpoint
+def export(args) -> int:
+    from runtime.errors import UserInputError
+
+    from runtime.manifest import MANIFEST_FILE
+
+    from .core import export_checkpoint
 
     try:
         export_checkpoint(args.checkpoint, args.out, fp16=args.fp16, int8=args.int8, calib_data=args.calib_data,
@@ -43,20 +47,21 @@ def main(argv=None) -> int:
                           calib_split=args.calib_split, check_data=args.check_data, check_split=args.check_split,
                           check_images=args.check_images, val_fraction=args.val_fraction,
                           split_seed=args.split_seed, opset=args.opset, trt=args.trt, max_batch=args.max_batch,
-                          workspace_mb=args.workspace, exporter=args.exporter, int8_tool=args.int8_tool,
-                          log=lambda m: print(m, file=sys.stderr))
-    except ParityError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+                          workspace_mb=args.workspace, exporter=args.exporter, int8_tool=args.int8_tool)
     except OSError as e:  # e.g. no room or no permission for the bundle folder
         where = f"{e.filename}: " if isinstance(e.filename, str) else ""
-        print(f"error: cannot write the bundle: {where}{e.strerror or e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}/manifest.json", file=sys.stderr)
+        raise UserInputError(f"cannot write the bundle: {where}{e.strerror or e}") from None
+    print(f"wrote {os.path.join(args.out, MANIFEST_FILE)}", file=sys.stderr)
     return 0
+
+
+def main(argv=None) -> int:
+    from runtime.errors import run_command, setup_logging
+
+    p = parser()
+    args = p.parse_args(argv)
+    setup_logging()
+    return run_command(p.prog, export, args)
 
 
 if __name__ == "__main__":

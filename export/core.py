@@ -1,96 +1,90 @@
-"""export_checkpoint: checkpoint -> bundle (fp32 ONNX + optional fp16 / int8 / TensorRT) with parity figures."""
+"""export_checkpoint: checkpoint -> bundle (fp32 ONNX + optional fp16 / int8 / TensorRT) with parity figures.
+
+The pipeline is a list of stages run by :class:`export.stages.Stages` (timed, reported the same way):
+check set, fp32 (+ parity with PyTorch), one stage per extra precision (export.precisions), engines, write.
+Every form is scored on the check images through the runtime's Scorer, as ``icrt score`` would score them.
+"""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.errors import EXIT_PARITY, IcrtError
 from runtime.files import write_json
-from runtime.manifest import Manifest
-from runtime.preprocess import Preprocessing, pool_scores, to_model_input
+from runtime.manifest import DEFAULT_SCORE, EXPORT_REPORT, FILE_NAMES, INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT, Manifest
+from runtime.preprocess import Preprocessing
 
-FP32_TOLERANCE = 1e-4  # max |score difference| onnxruntime fp32 vs PyTorch
-TARGETS = {"fp16": {"srcc": 0.999}, "int8": {"srcc": 0.99}}  # agreement targets vs fp32
-FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx", "int8_qdq": "model.int8.qdq.onnx"}
+from .checks import (CheckSet, Scores, check_set_from_images, check_set_from_paths, generated_images,
+                     score_check_set)
+from .stages import Stages
+
+log = logging.getLogger("export")
+
+FP32_TOLERANCE = 1e-4  # max |score difference| per model input, onnxruntime fp32 vs PyTorch
+FILES = FILE_NAMES  # precision / form -> file name in the bundle
 
 
-class ExportError(RuntimeError):
+class ExportError(IcrtError):
     """Export cannot proceed (bad checkpoint, bad data, missing tools); the message says why."""
 
 
 class ParityError(ExportError):
     """The fp32 ONNX model disagrees with PyTorch beyond the tolerance (the bundle is written anyway)."""
 
+    exit_code = EXIT_PARITY
+
 
 @dataclass
-class CheckSet:
-    """Check images as model inputs: ``inputs`` (N x 3 x S x S), ``owner`` (image index per input)."""
-    inputs: np.ndarray
-    owner: np.ndarray
-    labels: np.ndarray | None
-    source: str
-    n_images: int
+class ExportOptions:
+    fp16: bool = False
+    int8: bool = False
+    calib_data: str | None = None
+    calib_images: int | None = 256
+    calib_method: str = "minmax"
+    calib_split: str = "all"
+    check_data: str | None = None
+    check_split: str = "all"
+    check_images: int | None = None
+    val_fraction: float = 0.2
+    split_seed: int = 42
+    opset: int = 17
+    trt: bool = False
+    max_batch: int = 64
+    workspace_mb: int = 4096
+    exporter: str = "torchscript"
+    tolerance: float = FP32_TOLERANCE
+    int8_tool: str = "ort"
 
-    def pool(self, per_input: np.ndarray, prep: Preprocessing) -> np.ndarray:
-        return np.array([pool_scores(per_input[self.owner == i], prep) for i in range(self.n_images)])
-
-    def usual_batch(self) -> int:
-        """Median inputs per image: the 'opt' batch of a TensorRT profile."""
-        return int(np.median(np.bincount(self.owner))) if len(self.owner) else 1
-
-
-def generated_images(n: int = 16, seed: int = 0) -> list[np.ndarray]:
-    """Synthetic RGB images of graded complexity (share of noisy pixels) and varied aspect ratios."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        h, w = int(rng.integers(48, 160)), int(rng.integers(48, 160))
-        img = np.full((h, w, 3), rng.integers(64, 192), np.uint8)
-        mask = rng.random((h, w)) < (i + 0.5) / n
-        img[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
-        out.append(img)
-    return out
+    def precisions(self) -> list[str]:
+        return [p for p, on in (("fp16", self.fp16), ("int8", self.int8)) if on]
 
 
-def check_set_from_images(images, prep: Preprocessing, labels=None, source: str = "") -> CheckSet:
-    xs, owner = [], []
-    for i, img in enumerate(images):
-        x, _ = to_model_input(img, prep)
-        xs.append(x)
-        owner += [i] * len(x)
-    lab = None if labels is None or any(v is None for v in labels) else np.asarray(labels, np.float64)
-    return CheckSet(np.concatenate(xs), np.asarray(owner), lab, source, len(images))
+@dataclass
+class ExportJob:
+    """What the stages share: inputs, the staging folder, and what each stage produced."""
 
-
-def check_set_from_paths(items, prep: Preprocessing, source: str) -> CheckSet:
-    from runtime.preprocess import load_for_model
-
-    return check_set_from_images([load_for_model(s.path, prep)[0] for s in items], prep, [s.score for s in items], source)
-
-
-def run_torch(module, inputs: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    import torch
-
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(inputs), batch_size):
-            o = module(torch.from_numpy(inputs[i : i + batch_size]))
-            outs.append((o[0] if isinstance(o, (tuple, list)) else o).float().numpy())
-    return np.concatenate(outs).astype(np.float64)
-
-
-def run_onnx(path: str, inputs: np.ndarray, input_name: str = "image", batch_size: int = 32,
-             precision: str = "fp32") -> np.ndarray:
-    from runtime.backends.onnxruntime import open_session
-
-    sess = open_session(path, precision)  # the runtime's session settings (fp16: see FP16_DISABLED_OPTIMIZERS)
-    outs = [sess.run(["score"], {input_name: inputs[i : i + batch_size]})[0]
-            for i in range(0, len(inputs), batch_size)]
-    return np.concatenate(outs).astype(np.float64)
+    options: ExportOptions
+    source: dict  # checkpoint fields: kind, preprocessing, config, score, val_metrics, epoch, path
+    model: object
+    prep: Preprocessing
+    folder: str = ""
+    folded: object = None
+    checks: CheckSet | None = None
+    calib_items: list | None = None
+    fp32_path: str = ""
+    outputs: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)  # form -> Scores
+    details: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+    engines: list = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+    fold_diff: float | None = None
 
 
 def library_versions(extra=()) -> dict:
@@ -106,7 +100,8 @@ def library_versions(extra=()) -> dict:
     return out
 
 
-def _load(checkpoint: str):
+def load_source(checkpoint: str):
+    """(checkpoint dict, rebuilt model); ExportError naming the file when it cannot be used."""
     from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
     try:
@@ -116,16 +111,16 @@ def _load(checkpoint: str):
         raise ExportError(str(e)) from None
     except (ValueError, KeyError, RuntimeError, TypeError) as e:  # unknown kind, mismatched weights
         raise ExportError(f"{checkpoint}: cannot rebuild the model ({type(e).__name__}: {e})") from None
-    return ckpt, model
+    return {**ckpt, "path": os.path.abspath(checkpoint)}, model
 
 
-def _model_name(ckpt: dict) -> str:
-    cfg = ckpt.get("config") or {}
-    return f"{ckpt['kind']}-{cfg['backbone']}" if isinstance(cfg, dict) and cfg.get("backbone") else ckpt["kind"]
+def _model_name(src: dict) -> str:
+    cfg = src.get("config") or {}
+    return f"{src['kind']}-{cfg['backbone']}" if isinstance(cfg, dict) and cfg.get("backbone") else src["kind"]
 
 
 def _figures(ref: np.ndarray, scores: np.ndarray, labels) -> dict:
-    from calibration.report import agreement, label_agreement
+    from train.metrics import agreement, label_agreement
 
     d = agreement(ref, scores)
     if labels is not None:
@@ -133,226 +128,209 @@ def _figures(ref: np.ndarray, scores: np.ndarray, labels) -> dict:
     return d
 
 
-def label_agreement_or_none(scores, labels):
-    from calibration.report import label_agreement
+def _check_options(o: ExportOptions) -> None:
+    from .precisions import get_precision
 
-    return None if labels is None else label_agreement(scores, labels)
-
-
-def _bundle_destination(out: str) -> str:
-    """The folder the bundle will replace (a link to a folder: the folder); ExportError if it cannot be one."""
-    target = os.path.realpath(out) if os.path.islink(out) else out
-    if os.path.lexists(target) and not os.path.isdir(target):
-        raise ExportError(f"--out {out}: exists and is not a folder")
-    if os.path.isdir(target) and os.listdir(target) and not os.path.isfile(os.path.join(target, "manifest.json")):
-        raise ExportError(f"--out {out}: folder exists and is not a bundle (no manifest.json); "
-                          "it would be replaced: choose a new or empty folder")
-    return target
-
-
-def _staging_folder(final: str) -> str:
-    """A new, empty temporary sibling of ``final`` (same file system: the bundle is renamed into place)."""
-    parent = os.path.dirname(os.path.abspath(final))
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(final))}.tmp-")
-    old = os.path.join(final, "timing.cache")  # keep TensorRT's timing cache: later engine builds are faster
-    if os.path.isfile(old):
-        shutil.copy2(old, work)
-    return work
-
-
-def _install(work: str, final: str) -> None:
-    """Rename the finished bundle ``work`` to ``final``; an old bundle there is replaced only now."""
-    mode = os.stat(final).st_mode & 0o7777 if os.path.isdir(final) else 0o777 & ~_umask()
-    os.chmod(work, mode)  # mkdtemp's own mode is 0700
-    if not os.path.isdir(final):
-        os.rename(work, final)
-        return
-    backup = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(final)), prefix=f".{os.path.basename(final)}.old-")
-    os.rename(final, backup)  # onto the empty folder mkdtemp made
-    try:
-        os.rename(work, final)
-    except BaseException:
-        os.rename(backup, final)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def export_checkpoint(checkpoint: str, out: str, fp16: bool = False, int8: bool = False, calib_data: str | None = None,
-                      calib_images: int | None = 256, calib_method: str = "minmax", calib_split: str = "all",
-                      check_data: str | None = None, check_split: str = "all", check_images: int | None = None,
-                      val_fraction: float = 0.2, split_seed: int = 42, opset: int = 17, trt: bool = False,
-                      max_batch: int = 64, workspace_mb: int = 4096, exporter: str = "torchscript",
-                      tolerance: float = FP32_TOLERANCE, int8_tool: str = "ort", log=print) -> Manifest:
-    """Export ``checkpoint`` into the bundle folder ``out``; returns its manifest.
-
-    Raises ExportError for unusable inputs and ParityError (after writing the bundle and report) when the
-    fp32 ONNX model differs from PyTorch by more than ``tolerance``. The bundle is built in a temporary
-    sibling folder and renamed into place when complete: a failed export leaves an old bundle as it was.
-    """
-    from calibration.images import CalibrationDataError, choose, read_images
-
-    from . import fold as folding
-    from .onnx_export import export_onnx, opset_of
-
-    t0 = time.time()
-    if int8 and not calib_data:
+    for p in o.precisions():
+        get_precision(p)
+    if o.int8 and not o.calib_data:
         raise ExportError("--int8 needs --calib-data (images to calibrate on)")
-    if int8_tool not in ("ort", "modelopt"):
-        raise ExportError(f"unknown --int8-tool {int8_tool!r} (ort|modelopt)")
-    if int8 and int8_tool == "modelopt":
+    if o.int8_tool not in ("ort", "modelopt"):
+        raise ExportError(f"unknown --int8-tool {o.int8_tool!r} (ort|modelopt)")
+    if o.int8 and o.int8_tool == "modelopt":
         from calibration import modelopt
 
         if not modelopt.available():
             raise ExportError("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'")
-    final = _bundle_destination(out)
-    ckpt, model = _load(checkpoint)
-    prep = Preprocessing.from_dict(ckpt["preprocessing"])
-    kind = ckpt["kind"]
-    folded = folding.fold_for_export(model, kind)
-    projection = ckpt.get("projection") or {}
-    params = {"before_folding": folding.count_parameters(model) + int(sum(v.numel() for v in projection.values())),
-              "after_folding": folding.count_parameters(folded), "folded_constants": folding.count_constants(folded)}
-    log(f"{checkpoint}: {kind}, parameters {params['before_folding'] / 1e6:.2f} M before folding, "
-        f"{params['after_folding'] / 1e6:.2f} M after")
 
-    # check images: --check-data, else the calibration images, else generated ones
+
+# --- stages -----------------------------------------------------------------------------------------
+def stage_fold(job: ExportJob) -> None:
+    from . import fold as folding
+
+    kind = job.source["kind"]
+    job.folded = folding.fold_for_export(job.model, kind)
+    projection = job.source.get("projection") or {}
+    job.params = {"before_folding": folding.count_parameters(job.model) + int(sum(v.numel() for v in projection.values())),
+                  "after_folding": folding.count_parameters(job.folded),
+                  "folded_constants": folding.count_constants(job.folded)}
+    log.info(f"{job.source.get('path', 'model')}: {kind}, parameters {job.params['before_folding'] / 1e6:.2f} M "
+             f"before folding, {job.params['after_folding'] / 1e6:.2f} M after")
+
+
+def stage_check_set(job: ExportJob) -> None:
+    """Check images: --check-data, else the calibration images, else generated ones."""
+    from calibration.images import choose, read_images
+
+    o = job.options
+    if o.calib_data:
+        job.calib_items = choose(read_images(o.calib_data, o.calib_split, o.val_fraction, o.split_seed),
+                                 o.calib_images, seed=0)
+    if o.check_data:
+        items = choose(read_images(o.check_data, o.check_split, o.val_fraction, o.split_seed), o.check_images, seed=1)
+        job.checks = check_set_from_paths(items, job.prep, f"{o.check_data} (split {o.check_split})")
+    elif job.calib_items:
+        job.checks = check_set_from_paths(job.calib_items, job.prep, f"{o.calib_data} (calibration images)")
+    else:
+        job.checks = check_set_from_images(generated_images(), source="generated")
+    log.info(f"check set: {job.checks.n_images} images from {job.checks.source}")
+
+
+def stage_fp32(job: ExportJob) -> None:
+    """The fp32 ONNX file, and PyTorch's scores on the check set (folded model, and the unfolded one)."""
+    from train.torch_backend import TorchBackend
+
+    from .onnx_export import export_onnx, opset_of
+
+    job.fp32_path = os.path.join(job.folder, FILES["fp32"])
+    job.outputs = export_onnx(job.folded, job.fp32_path, job.prep.size, job.options.opset,
+                              exporter=job.options.exporter)
+    job.options.opset = opset_of(job.fp32_path)
+    job.files["fp32"] = {"onnxruntime": FILES["fp32"], "tensorrt": FILES["fp32"]}
+    job.scores["pytorch"] = score_check_set(TorchBackend(job.folded), job.checks, job.prep)
+    if job.folded is not job.model:
+        unfolded = score_check_set(TorchBackend(job.model), job.checks, job.prep)
+        job.fold_diff = float(np.abs(unfolded.inputs - job.scores["pytorch"].inputs).max())
+    job.scores["fp32"] = _score_file(job, FILES["fp32"], "fp32")
+
+
+def _score_file(job: ExportJob, name: str, precision: str) -> Scores:
+    from runtime.backends.onnxruntime import OrtBackend
+
+    backend = OrtBackend.from_file(os.path.join(job.folder, name), precision)
+    return score_check_set(backend, job.checks, job.prep)
+
+
+def stage_precision(job: ExportJob, name: str) -> None:
+    from .precisions import get_precision
+
+    files, details = get_precision(name).build(job)
+    job.files[name] = files
+    job.details[name] = details
+    for form, file in files.items():  # each distinct file once (fp16 serves both backends with one)
+        if form == "onnxruntime":
+            job.scores[name] = _score_file(job, file, name)
+        elif file != files.get("onnxruntime"):
+            job.scores[f"{name}:{form}"] = _score_file(job, file, name)
+
+
+def stage_engines(job: ExportJob) -> None:
+    from .tensorrt import TensorRTError, build_engines
+
+    o = job.options
     try:
-        calib_items = None
-        if calib_data:
-            calib_items = choose(read_images(calib_data, calib_split, val_fraction, split_seed), calib_images, seed=0)
-        if check_data:
-            items = choose(read_images(check_data, check_split, val_fraction, split_seed), check_images, seed=1)
-            checks = check_set_from_paths(items, prep, f"{check_data} (split {check_split})")
-        elif calib_items:
-            checks = check_set_from_paths(calib_items, prep, f"{calib_data} (calibration images)")
-        else:
-            checks = check_set_from_images(generated_images(), prep, source="generated")
-    except (CalibrationDataError, ValueError) as e:
+        job.engines = build_engines(job.folder, job.files, [p for p in ("fp32", "fp16", "int8") if p in job.files],
+                                    INPUT_NAME, job.prep.size, job.scores["fp32"].usual_batch(), o.max_batch,
+                                    o.workspace_mb)
+    except TensorRTError as e:
         raise ExportError(str(e)) from None
-    log(f"check set: {checks.n_images} images, {len(checks.inputs)} inputs from {checks.source}")
 
-    out = _staging_folder(final)  # built here, renamed into place when complete
+
+def parity_figures(job: ExportJob) -> dict:
+    """fp32 ONNX vs PyTorch (per model input: the gate), every other form vs fp32 ONNX (per image)."""
+    from .precisions import get_precision
+
+    labels, o = job.checks.labels, job.options
+    torch_s, fp32 = job.scores["pytorch"], job.scores["fp32"]
+    diff = float(np.abs(fp32.inputs - torch_s.inputs).max())
+    parity = {"fp32": {**_figures(torch_s.images, fp32.images, labels), "reference": "pytorch",
+                       "input_max_abs_diff": diff, "tolerance": o.tolerance, "passed": diff <= o.tolerance}}
+    for name in job.files:
+        if name == "fp32":
+            continue
+        target = get_precision(name).target_srcc
+        fig = {**_figures(fp32.images, job.scores[name].images, labels), "reference": "fp32 onnx",
+               "file": job.files[name]["onnxruntime"], "target_srcc": target}
+        fig["meets_target"] = fig["srcc"] is not None and fig["srcc"] >= target
+        for form, file in job.files[name].items():
+            if f"{name}:{form}" in job.scores:
+                fig[f"{form}_form"] = {**_figures(fp32.images, job.scores[f"{name}:{form}"].images, labels),
+                                       "file": file, "run_on": "onnxruntime CPU"}
+        parity[name] = fig
+    if labels is not None:
+        base = parity["fp32"].get("label_srcc")
+        for name, fig in parity.items():
+            for f in [fig] + [v for k, v in fig.items() if k.endswith("_form")]:
+                if name != "fp32" and base is not None and f.get("label_srcc") is not None:
+                    f["label_srcc_drop"] = base - f["label_srcc"]
+    return parity
+
+
+def stage_write(job: ExportJob, parity: dict) -> tuple[Manifest, dict]:
+    """The manifest (through the manifest module), and the report's content (written after the last stage)."""
+    from train.metrics import label_agreement
+
+    src, o = job.source, job.options
+    check_info = {"source": job.checks.source, "images": job.checks.n_images,
+                  "inputs": int(len(job.scores["fp32"].inputs))}
+    manifest = Manifest(
+        kind=src["kind"], name=_model_name(src), preprocessing=job.prep, input_name=INPUT_NAME,
+        score_output=SCORE_OUTPUT, level_output=LEVELS_OUTPUT if LEVELS_OUTPUT in job.outputs else None,
+        score=src.get("score") or dict(DEFAULT_SCORE),
+        files=job.files, engines=job.engines, opset=o.opset,
+        versions=library_versions([("tensorrt", "tensorrt")] if o.trt else ()),
+        parity=parity, calibration=job.calibration,
+        model_card={"config": src.get("config") or {}, "check_data": check_info, "val_metrics": src.get("val_metrics"),
+                    "epoch": src.get("epoch"), "parameters": job.params, "checkpoint": src.get("path")},
+    )
+    manifest.save(job.folder)
+    labels = job.checks.labels
+    report = {"checkpoint": src.get("path"), "kind": src["kind"], "parameters": job.params,
+              "fold_max_abs_diff": job.fold_diff, "opset": o.opset, "exporter": o.exporter, "files": job.files,
+              "fp16": job.details.get("fp16"), "calibration": job.calibration, "check_data": check_info,
+              "parity": parity, "engines": job.engines,
+              "pytorch_vs_labels": None if labels is None else label_agreement(job.scores["pytorch"].images, labels)}
+    return manifest, report
+
+
+# --- the pipeline -------------------------------------------------------------------------------------
+def export_model(model, source: dict, out: str, options: ExportOptions | None = None) -> Manifest:
+    """Export a rebuilt model (``source``: its checkpoint fields, at least kind and preprocessing) to ``out``.
+
+    Raises ExportError (or another IcrtError) for unusable inputs and ParityError (after writing the bundle
+    and report) when the fp32 ONNX model differs from PyTorch by more than the tolerance. The bundle is built
+    in a temporary sibling folder and renamed into place when complete: a failed export leaves an old
+    bundle as it was.
+    """
+    from .staging import bundle_destination, install, staging_folder
+
+    o = options or ExportOptions()
+    t0 = time.time()
+    _check_options(o)
+    final = bundle_destination(out)
+    job = ExportJob(o, source, model, Preprocessing.from_dict(source["preprocessing"]))
+    stages = Stages()
+    stages.run("fold", stage_fold, job)
+    stages.run("check set", stage_check_set, job)
+    job.folder = staging_folder(final)  # built here, renamed into place when complete
     try:
-        fp32_path = os.path.join(out, FILES["fp32"])
-        outputs = export_onnx(folded, fp32_path, prep.size, opset, exporter=exporter)
-        opset = opset_of(fp32_path)
-
-        torch_scores = run_torch(folded, checks.inputs)
-        fold_diff = None
-        if folded is not model:
-            fold_diff = float(np.abs(run_torch(model, checks.inputs) - torch_scores).max())
-        per_input = {"fp32": run_onnx(fp32_path, checks.inputs)}
-        files = {"fp32": {"onnxruntime": FILES["fp32"], "tensorrt": FILES["fp32"]}}
-        details = {}
-
-        if fp16:
-            from .fp16 import convert_fp16
-
-            details["fp16"] = convert_fp16(fp32_path, os.path.join(out, FILES["fp16"]))
-            files["fp16"] = {"onnxruntime": FILES["fp16"], "tensorrt": FILES["fp16"]}
-            per_input["fp16"] = run_onnx(os.path.join(out, FILES["fp16"]), checks.inputs, precision="fp16")
-
-        calibration = {}
-        if int8:
-            import onnx
-
-            from calibration.reader import PreprocessedImageReader, load_inputs
-
-            from .fp16 import tail_nodes
-            from .int8 import quantize_both
-
-            try:
-                calib_x = load_inputs([s.path for s in calib_items], prep)
-            except ValueError as e:
-                raise ExportError(f"calibration: {e}") from None
-            reader = PreprocessedImageReader(calib_x, "image")
-            forms = quantize_both(fp32_path, out, reader, calib_method, exclude_nodes=tail_nodes(onnx.load(fp32_path)),
-                                  names={"onnxruntime": FILES["int8"], "tensorrt": FILES["int8_qdq"]})
-            if int8_tool == "modelopt":  # the TensorRT form from ModelOpt instead (optional extra, see calibration/)
-                from calibration.modelopt import quantize_tensorrt_form
-
-                forms["tensorrt"] = {**quantize_tensorrt_form(fp32_path, os.path.join(out, FILES["int8_qdq"]), calib_x,
-                                                              calib_method, "image"), "file": FILES["int8_qdq"]}
-            files["int8"] = {"onnxruntime": FILES["int8"], "tensorrt": FILES["int8_qdq"]}
-            calibration = {"method": calib_method, "images": len(calib_items), "inputs": int(len(calib_x)),
-                           "data": os.path.abspath(calib_data), "split": calib_split,
-                           "split_rule": {"val_fraction": val_fraction, "seed": split_seed, "stratify": True}
-                           if calib_split != "all" else None,
-                           "tool": "onnxruntime.quantization.quantize_static", "forms": forms}
-            per_input["int8"] = run_onnx(os.path.join(out, FILES["int8"]), checks.inputs)
-            per_input["int8_qdq"] = run_onnx(os.path.join(out, FILES["int8_qdq"]), checks.inputs)
-
-        # agreement: per input vs PyTorch (fp32 gate) and per image vs fp32 ONNX (all precisions)
-        fp32_diff = float(np.abs(per_input["fp32"] - torch_scores).max())
-        image_scores = {k: checks.pool(v, prep) for k, v in per_input.items()}
-        torch_images = checks.pool(torch_scores, prep)
-        parity = {"fp32": {**_figures(torch_images, image_scores["fp32"], checks.labels), "reference": "pytorch",
-                           "input_max_abs_diff": fp32_diff, "tolerance": tolerance, "passed": fp32_diff <= tolerance}}
-        for prec, file_key in [("fp16", "fp16"), ("int8", "int8")]:
-            if prec not in image_scores:
-                continue
-            fig = {**_figures(image_scores["fp32"], image_scores[file_key], checks.labels), "reference": "fp32 onnx",
-                   "file": FILES[file_key], "target_srcc": TARGETS[prec]["srcc"]}
-            fig["meets_target"] = fig["srcc"] is not None and fig["srcc"] >= TARGETS[prec]["srcc"]
-            if prec == "int8":
-                fig["tensorrt_form"] = {**_figures(image_scores["fp32"], image_scores["int8_qdq"], checks.labels),
-                                        "file": FILES["int8_qdq"], "run_on": "onnxruntime CPU"}
-            parity[prec] = fig
-        pytorch_labels = label_agreement_or_none(torch_images, checks.labels)
-        if checks.labels is not None:
-            for prec in ("fp16", "int8"):
-                if prec in parity and parity[prec].get("label_srcc") is not None:
-                    parity[prec]["label_srcc_drop"] = parity["fp32"]["label_srcc"] - parity[prec]["label_srcc"]
-            if "int8" in parity and parity["int8"]["tensorrt_form"].get("label_srcc") is not None:
-                t = parity["int8"]["tensorrt_form"]
-                t["label_srcc_drop"] = parity["fp32"]["label_srcc"] - t["label_srcc"]
-        check_info = {"source": checks.source, "images": checks.n_images, "inputs": int(len(checks.inputs))}
-
-        engines = []
-        if trt:
-            from .tensorrt import TensorRTError, build_engines
-
-            try:
-                engines = build_engines(out, files, [p for p in ("fp32", "fp16", "int8") if p in files], "image",
-                                        prep.size, checks.usual_batch(), max_batch, workspace_mb)
-            except TensorRTError as e:
-                raise ExportError(str(e)) from None
-
-        cfg = ckpt.get("config") or {}
-        manifest = Manifest(
-            kind=kind, name=_model_name(ckpt), preprocessing=prep, input_name="image", score_output="score",
-            level_output="levels" if "levels" in outputs else None,
-            score=ckpt.get("score") or {"range": [0.0, 1.0], "meaning": "higher = more complex"},
-            files=files, engines=engines, opset=opset,
-            versions=library_versions([("tensorrt", "tensorrt")] if trt else ()),
-            parity=parity, calibration=calibration,
-            model_card={"config": cfg, "check_data": check_info, "val_metrics": ckpt.get("val_metrics"),
-                        "epoch": ckpt.get("epoch"), "parameters": params, "checkpoint": os.path.abspath(checkpoint)},
-        )
-        manifest.save(out)
-        report = {"checkpoint": os.path.abspath(checkpoint), "kind": kind, "parameters": params,
-                  "fold_max_abs_diff": fold_diff, "opset": opset, "exporter": exporter, "files": files,
-                  "fp16": details.get("fp16"), "calibration": calibration, "check_data": check_info,
-                  "parity": parity, "pytorch_vs_labels": pytorch_labels, "engines": engines,
-                  "seconds": round(time.time() - t0, 1)}
-        write_json(os.path.join(out, "export-report.json"), report)
-        _install(out, final)
+        stages.run("fp32", stage_fp32, job)
+        for name in o.precisions():
+            stages.run(name, stage_precision, job, name)
+        parity = parity_figures(job)
+        if o.trt:
+            stages.run("engines", stage_engines, job)
+        manifest, report = stages.run("write", stage_write, job, parity)
+        report.update(stages=stages.records, seconds=round(time.time() - t0, 1))
+        write_json(os.path.join(job.folder, EXPORT_REPORT), report)
+        install(job.folder, final)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(job.folder, ignore_errors=True)
         raise
     manifest.root = final
     for prec, fig in parity.items():
-        log(f"{prec}: SRCC vs {fig['reference']} {fig['srcc']}, max |diff| {fig['max_abs_diff']:.3g}, "
-            f"mean |diff| {fig['mean_abs_diff']:.3g}" + (f", label SRCC {fig['label_srcc']:.4f}"
-                                                          if fig.get("label_srcc") is not None else ""))
+        log.info(f"{prec}: SRCC vs {fig['reference']} {fig['srcc']}, max |diff| {fig['max_abs_diff']:.3g}, "
+                 f"mean |diff| {fig['mean_abs_diff']:.3g}" + (f", label SRCC {fig['label_srcc']:.4f}"
+                                                               if fig.get("label_srcc") is not None else ""))
     if not parity["fp32"]["passed"]:
-        raise ParityError(f"fp32 ONNX differs from PyTorch by {fp32_diff:.3g} > {tolerance:g} "
-                          f"(bundle written to {final} for inspection)")
+        raise ParityError(f"fp32 ONNX differs from PyTorch by {parity['fp32']['input_max_abs_diff']:.3g} > "
+                          f"{o.tolerance:g} (bundle written to {final} for inspection)")
     return manifest
+
+
+def export_checkpoint(checkpoint: str, out: str, **options) -> Manifest:
+    """Export ``checkpoint`` into the bundle folder ``out`` (options: the fields of :class:`ExportOptions`)."""
+    o = ExportOptions(**options)
+    _check_options(o)  # before the (slow) checkpoint load
+    source, model = load_source(checkpoint)
+    return export_model(model, source, out, o)

@@ -89,7 +89,9 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
 def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclude_nodes=(),
                   names=None) -> dict:
     """Write both INT8 forms next to each other; returns form -> settings (with the file name)."""
-    names = names or {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
+    from runtime.manifest import FILE_NAMES
+
+    names = names or {"onnxruntime": FILE_NAMES["int8"], "tensorrt": FILE_NAMES["int8_qdq"]}
     fp32, out_dir = os.path.abspath(fp32), os.path.abspath(out_dir)
     out = {}
     cwd = os.getcwd()

@@ -11,6 +11,7 @@ import warnings
 
 import onnx
 import torch
+from runtime.manifest import INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT
 
 MIN_OPSET = 17
 
@@ -67,10 +68,10 @@ def static_same_padding(module: torch.nn.Module, size: int) -> torch.nn.Module:
 def output_names(module: torch.nn.Module, example: torch.Tensor) -> list[str]:
     with torch.no_grad():
         out = module(example)
-    return ["score", "levels"] if isinstance(out, (tuple, list)) else ["score"]
+    return [SCORE_OUTPUT, LEVELS_OUTPUT] if isinstance(out, (tuple, list)) else [SCORE_OUTPUT]
 
 
-def export_onnx(module: torch.nn.Module, path: str, size: int, opset: int = MIN_OPSET, input_name: str = "image",
+def export_onnx(module: torch.nn.Module, path: str, size: int, opset: int = MIN_OPSET, input_name: str = INPUT_NAME,
                 exporter: str = "torchscript") -> list[str]:
     """Write ``module`` (image batch -> score[, levels]) to ``path``; returns the output names."""
     if opset < MIN_OPSET:

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import os
 
+from runtime.errors import UnavailableError
+from runtime.manifest import TIMING_CACHE, engine_file_name
 
-class TensorRTError(RuntimeError):
+
+class TensorRTError(UnavailableError):
     """TensorRT missing, no GPU, or a failed parse/build; the message says which."""
 
 
@@ -55,7 +58,7 @@ def compute_capability() -> str:
 
 def engine_name(precision: str, trt_version: str, cc: str) -> str:
     """engine.<precision>.trt<version>.sm<cc>.plan (docs/bundle.md): an engine only runs where it was built."""
-    return f"engine.{precision}.trt{trt_version}.sm{cc}.plan"
+    return engine_file_name(precision, trt_version, cc)
 
 
 def profile_shapes(size: int, opt_batch: int, max_batch: int) -> tuple[tuple, tuple, tuple]:
@@ -128,7 +131,7 @@ def build_engines(bundle: str, files: dict, precisions, input_name: str, size: i
     cc = compute_capability()
     version = trt.__version__
     shapes = profile_shapes(size, opt_batch, max_batch)
-    cache = os.path.join(bundle, "timing.cache")
+    cache = os.path.join(bundle, TIMING_CACHE)
     entries = []
     for precision in precisions:
         onnx_file, flags = source_onnx(precision, version, files)

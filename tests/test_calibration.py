@@ -1,11 +1,10 @@
-"""Calibration images, splits, the onnxruntime data reader and agreement figures."""
+"""Calibration images, splits and the onnxruntime data reader."""
 import os
 
 import numpy as np
 import pytest
 
-from calibration import (CalibrationDataError, PreprocessedImageReader, agreement, batches, choose, label_agreement,
-                         load_inputs, read_images)
+from calibration import CalibrationDataError, PreprocessedImageReader, batches, choose, load_inputs, read_images
 from runtime.preprocess import Preprocessing
 from train.data import load_samples, split_train_val
 
@@ -53,13 +52,3 @@ def test_reader_uses_runtime_preprocessing_and_patches(labels_csv):
     assert sizes == [10, 10, 4] and r.get_next() is None
     r.rewind()
     np.testing.assert_array_equal(r.get_next()["image"], patches[:10])
-
-
-def test_agreement_figures():
-    a = np.array([0.1, 0.2, 0.3, 0.4])
-    d = agreement(a, a + np.array([0, 0.01, 0, -0.02]))
-    assert d["srcc"] == 1.0 and d["max_abs_diff"] == pytest.approx(0.02) and d["mean_abs_diff"] == pytest.approx(0.0075)
-    assert agreement(a, a[::-1])["srcc"] == pytest.approx(-1.0)
-    lab = label_agreement(a, [1, 2, 3, 5])
-    assert lab["label_srcc"] == pytest.approx(1.0) and 0.9 < lab["label_plcc"] < 1.0
-    assert agreement(np.ones(3), np.ones(3))["srcc"] is None  # constant: undefined, not NaN

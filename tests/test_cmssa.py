@@ -27,7 +27,7 @@ TINY224 = {
     "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "head_width": 16, "patch_size": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-QUIET = dict(log=lambda *_: None)
+QUIET = {}  # progress goes to the train.* loggers, silent unless configured
 
 
 
@@ -246,7 +246,8 @@ def test_early_stop_after_epochs_without_gain(labels_csv, captions_csv, tmp_path
 
 def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, tiny3, capsys):
     from export import export_checkpoint
-    from export.core import check_set_from_images, generated_images, run_onnx
+    from export.checks import generated_images
+    from model_helpers import inputs_of, run_onnx
     from export.fold import LevelScorer, count_parameters, fold_for_export
     from train.__main__ import main as train_main
     from train.evaluate import main as eval_main
@@ -268,14 +269,14 @@ def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, ti
     assert count_parameters(folded) == count_parameters(model.clip.visual)
     assert folded.text_matrix.shape == (5, 24) and folded.levels.tolist() == [1, 0, 0, 0, 0]
     prep = Preprocessing.from_dict(ckpt["preprocessing"])
-    x = check_set_from_images(generated_images(4), prep).inputs  # patches of 32 px on a stride-16 grid
+    x = inputs_of(generated_images(4), prep)  # patches of 32 px on a stride-16 grid
     assert len(x) > 4
     with torch.no_grad():
         score, levels = folded(torch.from_numpy(x))
         torch.testing.assert_close(score, model(torch.from_numpy(x)), atol=1e-6, rtol=0)
         torch.testing.assert_close(score, levels[:, 0])
 
-    man = export_checkpoint(str(out / "checkpoint.pt"), str(tmp_path / "bundle"), log=lambda *_: None)
+    man = export_checkpoint(str(out / "checkpoint.pt"), str(tmp_path / "bundle"))
     assert man.level_output == "levels" and man.preprocessing.resize == "patches"
     onnx_scores = run_onnx(man.file_for("fp32"), x)
     with torch.no_grad():

@@ -17,12 +17,14 @@ from torch import nn
 from calibration.images import read_images
 from export import ExportError, ParityError, export_checkpoint
 from export import tensorrt as trtmod
-from export.core import check_set_from_images, generated_images, run_onnx, run_torch
+from export.checks import generated_images
+from model_helpers import inputs_of, run_onnx, run_torch
 from export.fold import LevelScorer, count_parameters, fold_for_export, fold_level_scorer
+from runtime.errors import IcrtError
 from runtime.manifest import load_manifest
 from runtime.preprocess import Preprocessing
 from train.checkpoint import FORMAT, atomic_torch_save
-from train.models import MODELS
+from train.kinds import ModelKind, register_kind, unregister_kind
 from train.models.d2s import D2S, D2SConfig
 
 TINY = {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "head_hidden": 32, "head_dropout": 0.0}
@@ -111,7 +113,7 @@ class TinyCMSSA(nn.Module):
 
 def _spread(model, images, prep, target=(0.2, 0.8)):
     """Scale the final linear layer so that scores on ``images`` spread over ``target``."""
-    x = check_set_from_images(images, prep).inputs
+    x = inputs_of(images, prep)
     s = run_torch(model, x)
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     logit = np.log(s / (1 - s))
@@ -134,9 +136,10 @@ def _d2s_checkpoint(path, seed=0):
 
 
 @pytest.fixture
-def tiny_cmssa_kind(monkeypatch):
-    monkeypatch.setitem(MODELS, "tinycmssa", (TinyCMSSA, TinyCMSSAConfig))
-    return "tinycmssa"
+def tiny_cmssa_kind():
+    register_kind(ModelKind("tinycmssa", config=TinyCMSSAConfig, model=TinyCMSSA))  # folds by its own method
+    yield "tinycmssa"
+    unregister_kind("tinycmssa")
 
 
 def _cmssa_checkpoint(path, clip_config, seed=0):
@@ -206,7 +209,7 @@ def d2s_bundle(tmp_path_factory):
     os.chdir(work)
     try:
         man = export_checkpoint(str(ckpt), str(out), fp16=True, int8=True, calib_data=str(csv), calib_split="train",
-                                check_data=str(csv), check_split="val", log=lambda *_: None)
+                                check_data=str(csv), check_split="val")
     finally:
         os.chdir(cwd)
     assert os.listdir(work) == [], "export left scratch files in the working directory"
@@ -237,8 +240,50 @@ def test_d2s_fp32_parity_and_dynamic_batch(d2s_bundle):
 
     model = model_from_checkpoint(str(ckpt))
     for n in (1, 3, 7):
-        x = check_set_from_images(generated_images(n, seed=n), man.preprocessing).inputs
+        x = inputs_of(generated_images(n, seed=n), man.preprocessing)
         assert np.abs(run_onnx(str(out / "model.onnx"), x) - run_torch(model, x)).max() <= 1e-4
+
+
+def test_training_time_scores_come_from_the_deployment_path(d2s_bundle):
+    """train.evaluate scores through the runtime's Scorer (PyTorch backend): equal to `icrt score` on the bundle."""
+    from runtime.scorer import Scorer
+    from train.checkpoint import model_from_checkpoint
+    from train.data import load_samples
+    from train.evaluate import predict
+
+    man, out, csv, ckpt = d2s_bundle
+    samples = load_samples(str(csv))[:12]
+    trained = predict(model_from_checkpoint(str(ckpt)), samples, man.preprocessing, batch_size=5)
+    deployed = [r["score"] for r in Scorer.load(str(out), backend="onnxruntime").score_many([s.image for s in samples])]
+    assert np.ptp(trained) > 0.1 and np.abs(trained - np.asarray(deployed)).max() <= 1e-4
+
+
+def test_export_runs_as_timed_stages(d2s_bundle):
+    import json
+
+    _, out, _, _ = d2s_bundle
+    stages = json.loads((out / "export-report.json").read_text())["stages"]
+    assert [s["stage"] for s in stages] == ["fold", "check set", "fp32", "fp16", "int8", "write"]
+    assert all(s["ok"] and s["seconds"] >= 0 for s in stages)
+
+
+def test_a_failing_stage_is_recorded_and_raised():
+    from export.stages import Stages
+
+    st = Stages()
+    assert st.run("one", lambda x: x + 1, 1) == 2
+    with pytest.raises(ZeroDivisionError):
+        st.run("two", lambda: 1 / 0)
+    assert [(r["stage"], r["ok"]) for r in st.records] == [("one", True), ("two", False)]
+    assert "division by zero" in st.records[1]["error"]
+
+
+def test_precisions_are_a_registry():
+    from export.precisions import PRECISIONS, get_precision
+
+    assert {"fp16", "int8"} <= set(PRECISIONS) and get_precision("int8").target_srcc == 0.99
+    with pytest.raises(IcrtError, match="unknown precision 'int4'"):
+        get_precision("int4")
 
 
 def test_d2s_fp16_graph_is_fp16_with_sensitive_ops_in_fp32(d2s_bundle):
@@ -255,7 +300,7 @@ def test_d2s_fp16_graph_is_fp16_with_sensitive_ops_in_fp32(d2s_bundle):
     p = man.parity["fp16"]
     assert p["max_abs_diff"] <= FP16_MAX_DIFF and p["srcc"] >= FP16_SRCC
     # agreement on generated images too
-    x = check_set_from_images(generated_images(), man.preprocessing).inputs
+    x = inputs_of(generated_images(), man.preprocessing)
     a, b = run_onnx(str(out / "model.onnx"), x), run_onnx(str(out / "model.fp16.onnx"), x)
     assert np.abs(a - b).max() <= FP16_MAX_DIFF and np.ptp(a) > 0.5
 
@@ -304,7 +349,7 @@ def test_cmssa_like_export_all_precisions(tmp_path, tiny_clip_config, tiny_cmssa
     ckpt = tmp_path / "cm.pt"
     m = _cmssa_checkpoint(ckpt, tiny_clip_config)
     man = export_checkpoint(str(ckpt), str(tmp_path / "b"), fp16=True, int8=True, calib_data=labels_csv,
-                            calib_images=12, log=lambda *_: None)
+                            calib_images=12)
     assert man.level_output == "levels" and man.preprocessing.resize == "patches"
     assert man.model_card["check_data"]["inputs"] == 4 * man.model_card["check_data"]["images"]  # 48 px -> 2x2 patches of 32
     assert man.parity["fp32"]["input_max_abs_diff"] <= 1e-4
@@ -316,7 +361,7 @@ def test_cmssa_like_export_all_precisions(tmp_path, tiny_clip_config, tiny_cmssa
     rep = json.loads((tmp_path / "b" / "export-report.json").read_text())
     assert rep["fold_max_abs_diff"] <= 1e-5
     # the level probabilities are a second output in every file
-    x = check_set_from_images(generated_images(6), man.preprocessing).inputs
+    x = inputs_of(generated_images(6), man.preprocessing)
     import onnxruntime as ort
 
     for prec in man.precisions():
@@ -346,26 +391,26 @@ def test_cmssa_like_export_all_precisions(tmp_path, tiny_clip_config, tiny_cmssa
 
 def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(ExportError, match="checkpoint not found"):
-        export_checkpoint(str(tmp_path / "nope.pt"), str(tmp_path / "b"), log=lambda *_: None)
+        export_checkpoint(str(tmp_path / "nope.pt"), str(tmp_path / "b"))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ExportError, match="not a readable checkpoint"):
-        export_checkpoint(str(bad), str(tmp_path / "b"), log=lambda *_: None)
+        export_checkpoint(str(bad), str(tmp_path / "b"))
     torch.save({"format": "other"}, tmp_path / "other.pt")
     with pytest.raises(ExportError, match="not an icrt checkpoint"):
-        export_checkpoint(str(tmp_path / "other.pt"), str(tmp_path / "b"), log=lambda *_: None)
+        export_checkpoint(str(tmp_path / "other.pt"), str(tmp_path / "b"))
     assert not (tmp_path / "b" / "manifest.json").exists()
 
 
 def test_int8_without_calibration_data_is_an_error(tmp_path):
     with pytest.raises(ExportError, match="--int8 needs --calib-data"):
-        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True, log=lambda *_: None)
+        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True)
 
 
 def test_parity_failure_raises_after_writing_the_report(tmp_path):
     _d2s_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ParityError, match="differs from PyTorch"):
-        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), tolerance=-1.0, log=lambda *_: None)
+        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), tolerance=-1.0)
     assert load_manifest(str(tmp_path / "b")).parity["fp32"]["passed"] is False
 
 
@@ -373,7 +418,8 @@ def test_cli_exit_codes(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     r = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(tmp_path / "missing.pt"),
                         "--out", str(tmp_path / "b")], capture_output=True, text=True, cwd=ROOT, env=env)
-    assert r.returncode == 2 and "checkpoint not found" in r.stderr
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("python -m export: error: ")
+    assert "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
     _d2s_checkpoint(tmp_path / "c.pt")
     r = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(tmp_path / "c.pt"),
                         "--out", str(tmp_path / "b")], capture_output=True, text=True, cwd=ROOT, env=env)
@@ -413,7 +459,7 @@ def test_trt_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
         trtmod.require_tensorrt()
     _d2s_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ExportError, match="tensorrt"):
-        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), trt=True, log=lambda *_: None)
+        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), trt=True)
 
 
 def test_modelopt_path_is_optional_with_a_clear_error(tmp_path, monkeypatch):
@@ -421,15 +467,13 @@ def test_modelopt_path_is_optional_with_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(modelopt, "available", lambda: False)
     with pytest.raises(ExportError, match="needs NVIDIA ModelOpt"):
-        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True, calib_data="x", int8_tool="modelopt",
-                          log=lambda *_: None)
+        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True, calib_data="x", int8_tool="modelopt")
 
 
 def test_bad_calibration_data_is_a_clear_error_before_writing(tmp_path):
     _d2s_checkpoint(tmp_path / "c.pt")
-    with pytest.raises(ExportError, match="no such file"):
-        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), int8=True, calib_data=str(tmp_path / "none"),
-                          log=lambda *_: None)
+    with pytest.raises(IcrtError, match="no such file"):  # a CalibrationDataError, one of the user errors
+        export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), int8=True, calib_data=str(tmp_path / "none"))
     assert not (tmp_path / "b").exists()
 
 

@@ -45,3 +45,13 @@ def test_report_has_per_category_and_means():
 
 def test_constant_prediction_gives_nan_not_crash():
     assert np.isnan(metrics.srcc([0.5, 0.5, 0.5], [0.1, 0.2, 0.3]))
+
+
+def test_agreement_figures():
+    a = np.array([0.1, 0.2, 0.3, 0.4])
+    d = metrics.agreement(a, a + np.array([0, 0.01, 0, -0.02]))
+    assert d["srcc"] == 1.0 and d["max_abs_diff"] == pytest.approx(0.02) and d["mean_abs_diff"] == pytest.approx(0.0075)
+    assert metrics.agreement(a, a[::-1])["srcc"] == pytest.approx(-1.0)
+    lab = metrics.label_agreement(a, [1, 2, 3, 5])
+    assert lab["label_srcc"] == pytest.approx(1.0) and 0.9 < lab["label_plcc"] < 1.0
+    assert metrics.agreement(np.ones(3), np.ones(3))["srcc"] is None  # constant: undefined, not NaN

@@ -82,6 +82,23 @@ def report(pred, target, categories=None) -> dict:
     return out
 
 
+# --- agreement between two forms of one model (export parity, calibration) ------------------------------
+def _or_none(v: float) -> float | None:
+    return None if not np.isfinite(v) else v
+
+
+def agreement(reference, scores) -> dict:
+    """How closely ``scores`` follow ``reference`` (same images): SRCC (None when undefined) and |difference|."""
+    r, s = _pair(reference, scores)
+    d = np.abs(r - s)
+    return {"n": int(len(r)), "srcc": _or_none(srcc(r, s)),
+            "max_abs_diff": float(d.max()) if len(d) else 0.0, "mean_abs_diff": float(d.mean()) if len(d) else 0.0}
+
+
+def label_agreement(scores, labels) -> dict:
+    return {"label_srcc": _or_none(srcc(scores, labels)), "label_plcc": _or_none(plcc(scores, labels))}
+
+
 def format_line(m: dict) -> str:
     s = (f"SRCC {m['srcc']:.4f}  PLCC {m['plcc']:.4f}  KRCC {m['krcc']:.4f}  "
          f"RMSE {m['rmse']:.4f}  RMAE {m['rmae']:.4f}  MAE {m['mae']:.4f}")

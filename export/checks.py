@@ -1,0 +1,75 @@
+"""The check set: images that export scores with every form of the model, through the runtime's Scorer.
+
+Parity figures compare the forms on exactly what ``icrt score`` does with these images: the same decoding,
+preprocessing, batching and pooling (``runtime.scorer.Scorer``), with a PyTorch backend for the reference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.preprocess import Preprocessing, load_for_model
+from runtime.scorer import Scorer
+
+
+@dataclass
+class CheckSet:
+    """Decoded check images (RGB uint8, as the Scorer's loader hands them out) and their labels, if any."""
+
+    images: list
+    labels: np.ndarray | None
+    source: str
+
+    @property
+    def n_images(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Scores:
+    """One form's scores on the check set: per image (pooled) and per model input (patch)."""
+
+    images: np.ndarray
+    inputs: np.ndarray
+    patches: np.ndarray  # model inputs per image
+
+    def usual_batch(self) -> int:
+        """Median inputs per image: the 'opt' batch of a TensorRT profile."""
+        return int(np.median(self.patches)) if len(self.patches) else 1
+
+
+def generated_images(n: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """Synthetic RGB images of graded complexity (share of noisy pixels) and varied aspect ratios."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        h, w = int(rng.integers(48, 160)), int(rng.integers(48, 160))
+        img = np.full((h, w, 3), rng.integers(64, 192), np.uint8)
+        mask = rng.random((h, w)) < (i + 0.5) / n
+        img[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
+        out.append(img)
+    return out
+
+
+def check_set_from_images(images, labels=None, source: str = "") -> CheckSet:
+    lab = None if labels is None or any(v is None for v in labels) else np.asarray(labels, np.float64)
+    return CheckSet(list(images), lab, source)
+
+
+def check_set_from_paths(items, prep: Preprocessing, source: str) -> CheckSet:
+    """Labelled image items (``.path``, ``.score``), decoded once as the runtime decodes them."""
+    return check_set_from_images([load_for_model(s.path, prep)[0] for s in items], [s.score for s in items], source)
+
+
+def score_check_set(backend, checks: CheckSet, prep: Preprocessing, batch_size: int = 32) -> Scores:
+    """Raw scores of ``backend`` (any object with the runtime's Backend interface) on the check images."""
+    scorer = Scorer(None, backend, batch_size, workers=0, preprocessing=prep, score_range=None)
+    images, inputs, patches = [], [], []
+    for rec in scorer.iter_score(checks.images, details=True):
+        if "error" in rec:  # decoded already; only a model problem can land here
+            raise ValueError(f"check image {rec['image']}: {rec['error']}")
+        images.append(rec["score"])
+        inputs.extend(rec["patch_scores"])
+        patches.append(rec["patches"])
+    return Scores(np.asarray(images, np.float64), np.asarray(inputs, np.float64), np.asarray(patches))

@@ -1,0 +1,58 @@
+"""Bundles are built in a temporary sibling folder and renamed into place when complete.
+
+A failed or interrupted export leaves an old bundle as it was; a folder that is not a bundle is never
+replaced.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from runtime.errors import UserInputError
+from runtime.manifest import MANIFEST_FILE, TIMING_CACHE
+
+
+def bundle_destination(out: str) -> str:
+    """The folder the bundle will replace (a link to a folder: the folder); UserInputError if it cannot be one."""
+    target = os.path.realpath(out) if os.path.islink(out) else out
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise UserInputError(f"--out {out}: exists and is not a folder")
+    if os.path.isdir(target) and os.listdir(target) and not os.path.isfile(os.path.join(target, MANIFEST_FILE)):
+        raise UserInputError(f"--out {out}: folder exists and is not a bundle (no {MANIFEST_FILE}); "
+                             "it would be replaced: choose a new or empty folder")
+    return target
+
+
+def staging_folder(final: str) -> str:
+    """A new, empty temporary sibling of ``final`` (same file system: the bundle is renamed into place)."""
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(final))}.tmp-")
+    old = os.path.join(final, TIMING_CACHE)  # keep TensorRT's timing cache: later engine builds are faster
+    if os.path.isfile(old):
+        shutil.copy2(old, work)
+    return work
+
+
+def install(work: str, final: str) -> None:
+    """Rename the finished bundle ``work`` to ``final``; an old bundle there is replaced only now."""
+    mode = os.stat(final).st_mode & 0o7777 if os.path.isdir(final) else 0o777 & ~_umask()
+    os.chmod(work, mode)  # mkdtemp's own mode is 0700
+    if not os.path.isdir(final):
+        os.rename(work, final)
+        return
+    backup = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(final)), prefix=f".{os.path.basename(final)}.old-")
+    os.rename(final, backup)  # onto the empty folder mkdtemp made
+    try:
+        os.rename(work, final)
+    except BaseException:
+        os.rename(backup, final)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
