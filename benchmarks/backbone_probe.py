@@ -7,7 +7,7 @@ For each backbone and input side, every image goes through the runtime's preproc
 the backbone's own normalisation) and the frozen network once (and once mirrored); the mean and standard
 deviation of every block's output (and of the final 1x1 head) are cached. A ridge head on chosen blocks is
 then judged by 5-fold cross-validation **inside the development part** (the seeded 80% of
-``benchmarks.default_model``); the held-out 20% is never read here. Prints a table and writes
+``train.recipes.default_model``); the held-out 20% is never read here. Prints a table and writes
 ``WORK/probe.json``.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def cv_srcc(x, y, cats, alphas, x_flip=None):
 
 
 def main(argv=None) -> int:
-    from benchmarks.default_model import split_samples
+    from train.recipes.default_model import split_samples
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.backbone_probe", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/savoias/labels.csv")

