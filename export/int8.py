@@ -4,11 +4,11 @@
   the inputs of Conv/MatMul/Gemm only, biases left in float (TensorRT's explicit quantization takes int8
   Q/DQ, not int32 bias DQ).
 - ``onnxruntime`` (model.int8.onnx): uint8 activations, int8 per-channel weights, QDQ, for onnxruntime's
-  CPU kernels (U8S8 with VNNI; 3.2x faster than fp32 in the issue's probe, S8S8 only 1.1x).
+  CPU kernels (U8S8 with VNNI; 3.2x faster than fp32 in an early probe on a VNNI CPU, S8S8 only 1.1x).
 
 Both are calibrated once, on the same preprocessed inputs (calibration.reader). In transformer graphs (any
 LayerNormalization) only the inputs of Conv/MatMul/Gemm are quantized (their outputs stay float), so
-LayerNorm, Softmax and GELU (exported as Erf/Mul/Add) see float values, as the issue asks; the onnxruntime
+LayerNorm, Softmax and GELU (exported as Erf/Mul/Add) see float values (they lose most accuracy when quantized); the onnxruntime
 form of CNN graphs uses onnxruntime's QDQ op set minus the same sensitive ops. The scoring tail (nodes outside the image encoder) is never quantized.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Closed-form ridge regression for linear heads on frozen features (``--fit ridge``).
 
 With ~1k training images a linear head on a frozen ImageNet backbone is hard to beat by gradient
-training (the issue's end-to-end fine-tune reached 0.76 held-out SRCC where a frozen probe reached 0.80+).
+training (an end-to-end fine-tune reached 0.76 held-out SRCC where a frozen probe reached 0.80+).
 The head is fitted exactly: features standardised, targets mapped through the logit (the model's
 sigmoid maps back, so scores stay in [0, 1]), the penalty chosen by stratified k-fold cross-validation
 on the training images only (pooled SRCC), then one fit on all of them.
