@@ -13,11 +13,13 @@ then judged by 5-fold cross-validation **inside the development part** (the seed
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
+
 import numpy as np
+
+from runtime.files import write_json
 
 
 def stats_module(model):
@@ -120,8 +122,7 @@ def main(argv=None) -> int:
                     results.append(row)
                     print(f"{backbone:24s} {size:4d} {vname:18s} {x.shape[1]:5d} flips={int(tta)}  "
                           f"SRCC {s:.4f}  per-category {m:.4f}  alpha {a}", flush=True)
-            with open(os.path.join(args.work, "probe.json"), "w") as f:
-                json.dump(results, f, indent=1)
+            write_json(os.path.join(args.work, "probe.json"), results)
     return 0
 
 

@@ -10,13 +10,14 @@ reports its peak resident memory) with: the bundled default model (square policy
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from runtime.files import write_json
 
 
 def photos(folder: str, n: int) -> list[str]:
@@ -83,8 +84,7 @@ def main(argv=None) -> int:
                    "seconds": round(secs, 1), "exit": rc}
             rows.append(row)
             print(f"{name:32s} heatmap={int(heatmap)}  peak RSS {mb:7.0f} MB  {secs:6.1f} s  exit {rc}", flush=True)
-    with open(os.path.join(args.out, "memory.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+    write_json(os.path.join(args.out, "memory.json"), rows)
     return 0
 
 

@@ -33,7 +33,8 @@ import os
 import re
 import sys
 
-from runtime.errors import UserInputError, one_line
+from runtime.errors import UserInputError
+from runtime.inputs import IMAGE_EXTENSIONS as IMAGE_EXTS, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ PRESET_MODEL = {"cmssa": "instructblip", "d2s": "blip"}
 CMSSA_INSTRUCTION = ("Describe this image in one or two sentences: the main objects and how many there are, "
                      "where they are, any motion, the mood, and the cultural context.")
 D2S_TEMPLATE = ("This image shows", "The main objects are", "The background looks", "The overall visual complexity is")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 HEADER = ["image", "caption", "sha256"]
 
 

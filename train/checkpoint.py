@@ -5,7 +5,6 @@ import contextlib
 import os
 import pickle
 import re
-import tempfile
 import warnings
 
 import torch
@@ -56,16 +55,11 @@ def safe_load(path: str, what: str = "checkpoint", allow: tuple = ()):
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
+    """torch.save through the runtime's atomic writer: ``path`` is complete or as it was."""
+    from runtime.files import atomic_path
+
+    with atomic_path(path, ".pt") as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_checkpoint(path: str) -> dict:

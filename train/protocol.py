@@ -208,7 +208,7 @@ def scene_mean_rows(runs: list[dict]) -> list[dict]:
 
 
 def write_results(out: str, protocol: str, runs: list[dict], header: dict) -> tuple[str, str]:
-    from runtime.files import write_json
+    from runtime.files import write_json, write_text
 
     rows = summarise(runs)
     if protocol == "leave-one-scene-out":
@@ -222,8 +222,7 @@ def write_results(out: str, protocol: str, runs: list[dict], header: dict) -> tu
     for r in rows:
         lines.append(f"| `{r['model']}` | {r['setting']} | {r['rounds']} | " + " | ".join(r[k]["cell"] for k in CELLS) + " |")
     lines.append("")
-    with open(mpath, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+    write_text(mpath, "\n".join(lines))
     return jpath, mpath
 
 

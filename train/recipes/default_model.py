@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from runtime.files import write_json, write_text
+
 LITE0 = ["--backbone", "tf_efficientnet_lite0", "--pretrained", "imagenet", "--pool", "stats", "--fit", "ridge"]
 CANDIDATES = {
     # name: extra `python -m train d2s` arguments (common: --text none --seed 42)
@@ -153,8 +155,7 @@ def main(argv=None) -> int:
     export(py, os.path.join(shipped, "checkpoint.pt"), bundle, args.data, None, args.calib_method, log)
     minutes = (time.time() - t_start) / 60
     write_card(bundle, chosen, selection, figures, train_minutes, minutes, args, len(read_rows(args.data)))
-    with open(os.path.join(args.work, "recipe-log.txt"), "w") as f:
-        f.write("\n".join(log_lines) + "\n")
+    write_text(os.path.join(args.work, "recipe-log.txt"), "\n".join(log_lines) + "\n")
     log(f"total {minutes:.1f} min")
     if args.install:
         from runtime.manifest import TIMING_CACHE
@@ -182,8 +183,7 @@ def train_fit(py, data, out, chosen, reuse, log) -> float:
         t0 = time.time()
         run([py, "-m", "train", "d2s", "--data", data, "--out", out, "--val-fraction", "0", *COMMON,
              *CANDIDATES[chosen]], log)
-        with open(timing, "w") as f:
-            json.dump({"seconds": round(time.time() - t0)}, f)
+        write_json(timing, {"seconds": round(time.time() - t0)})
     return json.load(open(timing))["seconds"] / 60 if os.path.isfile(timing) else float("nan")
 
 
