@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--images", metavar="PATH", help="image file, folder or glob (default: synthetic JPEGs)")
     b.add_argument("--report", metavar="DIR", default="bench-report")
     b.add_argument("--threads", type=_threads, default=None)
+    for name in COMMAND_MODULES:  # further commands, one module each: add_command(sub) -> (name, run)
+        import importlib
+
+        command, run = importlib.import_module(name).add_command(sub)
+        COMMANDS[command] = run
     return p
 
 
@@ -277,6 +282,9 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"score": cmd_score, "info": cmd_info, "bench": cmd_bench}
+# Commands in their own modules (imported when the parser is built: they must import nothing heavy at module
+# level). Each has ``add_command(subparsers) -> (name, run)``; ``run(args) -> exit code``.
+COMMAND_MODULES: list[str] = []
 
 
 def main(argv=None) -> int:
