@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
 
+from runtime.errors import setup_logging
 from runtime.files import write_json, write_text
 
 LITE0 = ["--backbone", "tf_efficientnet_lite0", "--pretrained", "imagenet", "--pool", "stats", "--fit", "ridge"]
@@ -48,7 +50,21 @@ COMMON = ["--text", "none", "--seed", "42"]
 PACKAGE_BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime", "default_bundle")
 
 
-def run(cmd: list[str], log) -> None:
+log = logging.getLogger(__name__).info
+
+
+class _Lines(logging.Handler):
+    """Keeps the recipe's messages for recipe-log.txt."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def run(cmd: list[str]) -> None:
     log(f"$ {' '.join(cmd)}")
     t0 = time.time()
     subprocess.run(cmd, check=True)
@@ -110,11 +126,9 @@ def main(argv=None) -> int:
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     args = p.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
-    log_lines = []
-
-    def log(msg):
-        print(msg, flush=True)
-        log_lines.append(msg)
+    setup_logging()
+    kept = _Lines()
+    logging.getLogger(__name__).addHandler(kept)
 
     t_start = time.time()
     dev_csv, held_csv = write_split(args.data, args.work)
@@ -129,7 +143,7 @@ def main(argv=None) -> int:
             if reused:
                 log(f"reusing {out}")
             else:
-                run([py, "-m", "train", "d2s", "--data", dev_csv, "--out", out, *COMMON, *CANDIDATES[name]], log)
+                run([py, "-m", "train", "d2s", "--data", dev_csv, "--out", out, *COMMON, *CANDIDATES[name]])
             with open(os.path.join(out, "metrics.json")) as f:
                 m = json.load(f)
             selection[name] = {"inner_val_srcc": round(m["srcc"], 4), "inner_val_mean_category_srcc":
@@ -141,21 +155,21 @@ def main(argv=None) -> int:
         log(f"chosen: {chosen} (the cheapest within {TIE} of the best inner SRCC {best:.4f})")
     # step 3: trained on the development part, measured on the held-out part
     final = os.path.join(args.work, "final")
-    train_fit(py, dev_csv, final, chosen, args.reuse_final, log)
+    train_fit(py, dev_csv, final, chosen, args.reuse_final)
     run([py, "-m", "train.evaluate", "--checkpoint", os.path.join(final, "checkpoint.pt"), "--data", held_csv,
-         "--out", os.path.join(args.work, "heldout-pytorch.json")], log)
+         "--out", os.path.join(args.work, "heldout-pytorch.json")])
     bundle = os.path.join(args.work, "bundle-dev")
-    export(py, os.path.join(final, "checkpoint.pt"), bundle, dev_csv, held_csv, args.calib_method, log)
+    export(py, os.path.join(final, "checkpoint.pt"), bundle, dev_csv, held_csv, args.calib_method)
     figures = heldout_figures(bundle, held_csv)
     log(json.dumps(figures, indent=1))
     # step 4: the shipped model, on every image
     shipped = os.path.join(args.work, "all")
-    train_minutes = train_fit(py, args.data, shipped, chosen, args.reuse_final, log)
+    train_minutes = train_fit(py, args.data, shipped, chosen, args.reuse_final)
     bundle = os.path.join(args.work, "bundle")
-    export(py, os.path.join(shipped, "checkpoint.pt"), bundle, args.data, None, args.calib_method, log)
+    export(py, os.path.join(shipped, "checkpoint.pt"), bundle, args.data, None, args.calib_method)
     minutes = (time.time() - t_start) / 60
     write_card(bundle, chosen, selection, figures, train_minutes, minutes, args, len(read_rows(args.data)))
-    write_text(os.path.join(args.work, "recipe-log.txt"), "\n".join(log_lines) + "\n")
+    write_text(os.path.join(args.work, "recipe-log.txt"), "\n".join(kept.lines) + "\n")
     log(f"total {minutes:.1f} min")
     if args.install:
         from runtime.manifest import TIMING_CACHE
@@ -174,7 +188,7 @@ def read_rows(data: str) -> list:
     return load_samples(data)
 
 
-def train_fit(py, data, out, chosen, reuse, log) -> float:
+def train_fit(py, data, out, chosen, reuse) -> float:
     """``python -m train d2s`` on all of ``data`` (no validation split); returns minutes."""
     timing = os.path.join(out, "train-seconds.json")
     if reuse and os.path.isfile(os.path.join(out, "checkpoint.pt")):
@@ -182,17 +196,17 @@ def train_fit(py, data, out, chosen, reuse, log) -> float:
     else:
         t0 = time.time()
         run([py, "-m", "train", "d2s", "--data", data, "--out", out, "--val-fraction", "0", *COMMON,
-             *CANDIDATES[chosen]], log)
+             *CANDIDATES[chosen]])
         write_json(timing, {"seconds": round(time.time() - t0)})
     return json.load(open(timing))["seconds"] / 60 if os.path.isfile(timing) else float("nan")
 
 
-def export(py, checkpoint, bundle, calib, check, method, log) -> None:
+def export(py, checkpoint, bundle, calib, check, method) -> None:
     if os.path.isdir(bundle):
         shutil.rmtree(bundle)
     cmd = [py, "-m", "export", "--checkpoint", checkpoint, "--out", bundle, "--int8", "--calib-data", calib,
            "--calib-method", method]
-    run(cmd + (["--check-data", check] if check else []), log)
+    run(cmd + (["--check-data", check] if check else []))
 
 
 def write_card(bundle, chosen, selection, figures, train_minutes, minutes, args, n_images) -> None:
