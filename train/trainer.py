@@ -290,8 +290,11 @@ class Trainer:
 
 # last.pt files written before the numpy RNG state was stored as a tensor hold a uint32 numpy array; these
 # globals rebuild a plain array (no code of the file's choosing), so such runs still resume.
-_OLD_NUMPY_RNG = (np.dtype, type(np.dtype(np.uint32)), np.ndarray,
-                  (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct)
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
+_OLD_NUMPY_RNG = (np.dtype, type(np.dtype(np.uint32)), np.ndarray, _reconstruct)
 
 
 def numpy_rng_state() -> dict:
