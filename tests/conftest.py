@@ -1,50 +1,19 @@
-"""Fixtures: tiny generated images, data sets in each supported layout, and a tiny OpenCLIP config."""
+"""Fixtures: data sets in each supported layout (generated images, tests/images.py), a tiny OpenCLIP config.
+
+Loaded for tests/runtime too, so it needs no torch (nor scipy): the one-thread setting below applies to the
+top-level tests only, and only where torch is installed."""
 from __future__ import annotations
 
-import json
+import csv
 import os
+from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from tests.images import make_images
+from tests.tiny import CLIP, write_clip_config
 
-def complexity_image(level: float, size: int = 48, seed: int = 0) -> Image.Image:
-    """A flat grey image with a share ``level`` of its pixels replaced by random colours."""
-    rng = np.random.default_rng(seed)
-    img = np.full((size, size, 3), 128, np.uint8)
-    mask = rng.random((size, size)) < level
-    img[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
-    return Image.fromarray(img)
-
-
-def make_images(folder, n: int, categories=("a", "b"), size: int = 48, seed: int = 0):
-    """Write n images; returns [(relative path, score, category)] with score = noise level."""
-    rows = []
-    os.makedirs(os.path.join(folder, "images"), exist_ok=True)
-    for i in range(n):
-        level = (i % 8) / 7.0
-        cat = categories[i % len(categories)]
-        name = f"{cat}_{i}.png"
-        complexity_image(level, size, seed + i).save(os.path.join(folder, "images", name))
-        rows.append((f"images/{name}", round(0.05 + 0.9 * level, 4), cat))
-    return rows
-
-
-def interrupt_after_first_epoch(trainer) -> None:
-    """Run ``trainer.fit()`` and kill it (KeyboardInterrupt) once epoch 1 was saved, as a crash would."""
-    calls = []
-    validate = type(trainer).validate
-
-    def crash_in_second_epoch():
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return validate(trainer)
-
-    trainer.validate = crash_in_second_epoch
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+RUNTIME_TESTS = Path(__file__).parent / "runtime"
 
 
 @pytest.fixture
@@ -57,8 +26,6 @@ def labels_csv(tmp_path):
 
 @pytest.fixture
 def captions_csv(tmp_path, labels_csv):
-    import csv
-
     rows = list(csv.DictReader(open(labels_csv)))
     path = tmp_path / "captions.csv"
     with open(path, "w", newline="") as f:
@@ -79,18 +46,9 @@ def ic9600_dir(tmp_path):
     return str(root)
 
 
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
 @pytest.fixture(scope="session")
 def tiny_clip_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clipcfg") / "icrt-tiny-clip.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    return str(path)
+    return write_clip_config(tmp_path_factory.mktemp("clipcfg"), "icrt-tiny-clip.json", CLIP)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -99,9 +57,14 @@ def no_model_hub():
     os.environ["HF_HUB_OFFLINE"] = "1"
 
 
-@pytest.fixture(autouse=True, scope="session")
-def one_torch_thread():
-    """Tiny models run many times faster on one thread than on two on a shared 2-core machine."""
-    import torch
-
+def pytest_collection_finish(session):
+    """One torch thread: tiny models run many times faster on one thread than on two on a shared 2-core machine.
+    Set before any test or fixture runs, when top-level tests were collected (they have imported torch then);
+    tests/runtime alone never load torch."""
+    if all(RUNTIME_TESTS in item.path.parents for item in session.items):
+        return
+    try:
+        import torch
+    except ImportError:
+        return
     torch.set_num_threads(1)

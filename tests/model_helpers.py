@@ -1,8 +1,10 @@
-"""Raw model outputs for tests that compare forms of one model input by input (export's own checks
-score images through the runtime's Scorer; these look one level below it)."""
+"""Helpers for tests of torch models: raw model outputs for tests that compare forms of one model input by input
+(export's own checks score images through the runtime's Scorer; these look one level below it), and a crash in
+training."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from runtime.preprocess import to_model_input
 
@@ -24,3 +26,19 @@ def run_onnx(path: str, x: np.ndarray, precision: str = "fp32", batch_size: int 
 
     backend = OrtBackend.from_file(path, precision)
     return np.concatenate([backend.run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).astype(np.float64)
+
+
+def interrupt_after_first_epoch(trainer) -> None:
+    """Run ``trainer.fit()`` and kill it (KeyboardInterrupt) once epoch 1 was saved, as a crash would."""
+    calls = []
+    validate = type(trainer).validate
+
+    def crash_in_second_epoch():
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return validate(trainer)
+
+    trainer.validate = crash_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()

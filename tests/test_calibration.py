@@ -52,3 +52,17 @@ def test_reader_uses_runtime_preprocessing_and_patches(labels_csv):
     assert sizes == [10, 10, 4] and r.get_next() is None
     r.rewind()
     np.testing.assert_array_equal(r.get_next()["image"], patches[:10])
+
+
+def test_one_image_extension_list_for_the_cli_and_calibration(tmp_path):
+    """`icrt score FOLDER` and calibration folders take the same files: runtime.inputs.IMAGE_EXTENSIONS."""
+    from calibration.images import _folder_images
+    from runtime.inputs import IMAGE_EXTENSIONS, list_folder
+
+    names = ["a.jpg", "b.JPEG", "c.png", "d.webp", "e.ppm", "f.tif", "notes.txt", "g.jpg.bak", "h"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    listed = [os.path.basename(p) for p in list_folder(str(tmp_path))]
+    assert listed == ["a.jpg", "b.JPEG", "c.png", "d.webp", "e.ppm", "f.tif"]
+    assert [os.path.basename(s.path) for s in _folder_images(str(tmp_path))] == listed
+    assert all(e.startswith(".") and e == e.lower() for e in IMAGE_EXTENSIONS)

@@ -5,15 +5,13 @@ import os
 import pytest
 import torch
 
+from tests.tiny import BLIP_VISION as VIS
 from train.captions import D2S_TEMPLATE, Captioner, caption_dataset, main, read_done
 from train.data import attach_captions, load_samples, read_captions
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "this", "image", "shows", "the", "main", "objects", "are",
          "background", "looks", "overall", "visual", "complexity", "is", "a", "cat", "dog", "red", "busy", "describe",
          "one", "two", "sentences", "mood", "motion", "where", "and", ".", ",", ":"]
-VIS = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16)
-
-
 
 
 def _tokenizer(folder):
@@ -121,11 +119,11 @@ def test_cmssa_preset_instructblip_cli_resumes_and_skips_bad_images(tiny_instruc
 
 
 def test_plain_image_folder_and_bad_output_file(tiny_blip, tmp_path):
-    from tests.conftest import complexity_image
+    from tests.images import textured
 
     (tmp_path / "imgs" / "sub").mkdir(parents=True)
-    complexity_image(0.3).save(tmp_path / "imgs" / "a.png")
-    complexity_image(0.7).save(tmp_path / "imgs" / "sub" / "b.jpg")
+    textured(48, 48, level=0.3).save(tmp_path / "imgs" / "a.png")
+    textured(48, 48, level=0.7).save(tmp_path / "imgs" / "sub" / "b.jpg")
     out = tmp_path / "caps.csv"
     assert main(["--data", str(tmp_path / "imgs"), "--out", str(out), "--model", tiny_blip, "--preset", "d2s",
                  "--device", "cpu", "--max-new-tokens", "2"]) == 0

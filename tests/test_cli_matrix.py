@@ -11,15 +11,12 @@ import sys
 
 import pytest
 
-from conftest import make_images
+from tests.images import make_images
+from tests.tiny import CLIP_SMALL, D2S_ARGS, write_clip_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL_CLIP = {"embed_dim": 64, "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 16,
-                                              "head_width": 32},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 KINDS = {
-    "d2s": ["d2s", "--backbone", "resnet10t", "--pretrained", "none", "--text", "none", "--image-size", "64",
-            "--batch-size", "8"],
+    "d2s": ["d2s", *D2S_ARGS, "--image-size", "64", "--batch-size", "8"],
     "cmssa": ["cmssa", "--pretrained", "none", "--batch-size", "8"],  # --backbone: the config file below
 }
 
@@ -42,9 +39,7 @@ def bundle(request, tmp_path_factory):
             w.writerow([r, s, c, "a plain grey image" if s < 0.5 else "a busy image full of coloured dots"])
     args = list(KINDS[kind])
     if kind == "cmssa":
-        cfg = root / "small-clip.json"
-        cfg.write_text(json.dumps(SMALL_CLIP))
-        args += ["--backbone", str(cfg)]
+        args += ["--backbone", write_clip_config(root, "small-clip.json", CLIP_SMALL)]
     run = root / "run"
     r = _run(["-m", "train", *args, "--data", str(labels), "--out", str(run), "--epochs", "1", "--device", "cpu"])
     assert r.returncode == 0, r.stderr[-3000:]

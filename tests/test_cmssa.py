@@ -13,37 +13,21 @@ from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.cmssa_trainer import CMSSATrainConfig, CMSSATrainer
 from train.evaluate import predict
 from train.models.cmssa import LEVEL_PROMPTS, CMSSA, CMSSAConfig, level_values
-from conftest import interrupt_after_first_epoch
+from tests.images import textured
+from tests.model_helpers import interrupt_after_first_epoch
+from tests.tiny import CLIP3, CLIP224, write_clip_config
 
-# 3 vision + 3 text layers (so deep prompts have layers to reach), vision width != text width
-TINY3 = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 32, "layers": 3, "width": 48, "head_width": 16, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 3},
-}
-# a ViT with the real 224 input (7x7 grid of 32 px patches) for patch evaluation at the paper's size
-TINY224 = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "head_width": 16, "patch_size": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
 QUIET = {}  # progress goes to the train.* loggers, silent unless configured
-
-
 
 
 @pytest.fixture(scope="module")
 def tiny3(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip3") / "icrt-cmssa-tiny3.json"
-    path.write_text(json.dumps(TINY3))
-    return str(path)
+    return write_clip_config(tmp_path_factory.mktemp("clip3"), "icrt-cmssa-tiny3.json", CLIP3)
 
 
 @pytest.fixture(scope="module")
 def tiny224(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clip224") / "icrt-cmssa-tiny224.json"
-    path.write_text(json.dumps(TINY224))
-    return str(path)
+    return write_clip_config(tmp_path_factory.mktemp("clip224"), "icrt-cmssa-tiny224.json", CLIP224)
 
 
 def _model(backbone, **kw):
@@ -151,16 +135,13 @@ def test_both_scoring_rules(tiny3):
 
 
 def test_patch_evaluation_on_images_smaller_and_larger_than_224(tiny224, tmp_path):
-    from PIL import Image
-
     m = _model(tiny224).eval()
     assert m.image_size == 224
     prep = Preprocessing(resize="patches", size=224, stride=64, mean=m.cfg.mean, std=m.cfg.std)
-    rng = np.random.default_rng(0)
     paths = []
-    for name, (h, w) in {"small": (150, 200), "large": (300, 260)}.items():
+    for i, (name, (h, w)) in enumerate({"small": (150, 200), "large": (300, 260)}.items()):
         paths.append(str(tmp_path / f"{name}.png"))
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1])
+        textured(w, h, seed=i, level=1.0).save(paths[-1])  # every pixel random
     assert patch_count(150, 200, prep) == 3 and patch_count(300, 260, prep) == 6  # 224x299: 1x3; 300x260: 3x2
     from train.data import Sample
 
@@ -247,7 +228,7 @@ def test_early_stop_after_epochs_without_gain(labels_csv, captions_csv, tmp_path
 def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, tiny3, capsys):
     from export import export_checkpoint
     from export.checks import generated_images
-    from model_helpers import inputs_of, run_onnx
+    from tests.model_helpers import inputs_of, run_onnx
     from export.fold import LevelScorer, count_parameters, fold_for_export
     from train.__main__ import main as train_main
     from train.evaluate import main as eval_main

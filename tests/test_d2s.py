@@ -9,9 +9,8 @@ from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkp
 from train.d2s_trainer import D2STrainConfig, D2STrainer
 from train.models.d2s import D2S, D2SConfig
 from train.text import TextTeacher
-from conftest import interrupt_after_first_epoch
-
-TINY = {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "head_hidden": 32, "head_dropout": 0.0}
+from tests.model_helpers import interrupt_after_first_epoch
+from tests.tiny import D2S as TINY, D2S_ARGS
 
 
 @pytest.mark.parametrize("size", [64, 96, 160])
@@ -123,8 +122,8 @@ def test_cli_trains_and_evaluates(labels_csv, tmp_path, capsys):
     from train.evaluate import main as eval_main
 
     out = tmp_path / "cli"
-    rc = train_main(["d2s", "--data", labels_csv, "--out", str(out), "--backbone", "resnet10t", "--pretrained", "none",
-                     "--text", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "64"])
+    rc = train_main(["d2s", "--data", labels_csv, "--out", str(out), *D2S_ARGS, "--epochs", "1", "--batch-size", "8",
+                     "--image-size", "64"])
     assert rc == 0
     rc = eval_main(["--checkpoint", str(out / "checkpoint.pt"), "--data", labels_csv, "--out", str(out / "eval.json")])
     assert rc == 0 and "SRCC" in capsys.readouterr().out
@@ -163,11 +162,11 @@ def test_patch_policy_trains_on_random_crops_and_scores_the_grid(labels_csv, tmp
 
 def test_low_level_cues_rank_busy_above_plain_and_feed_the_head():
     from runtime.preprocess import normalize
-    from tests.conftest import complexity_image
+    from tests.images import textured
     from train.models.d2s import LowLevelCues
 
     cues = LowLevelCues((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).eval()
-    imgs = [np.asarray(complexity_image(level, 64, seed=1)) for level in (0.0, 0.2, 0.8)]
+    imgs = [np.asarray(textured(64, 64, seed=1, level=level)) for level in (0.0, 0.2, 0.8)]
     x = torch.from_numpy(np.stack([normalize(i, (0.5,) * 3, (0.5,) * 3) for i in imgs]))
     f = cues(x)  # BatchNorm in eval mode with fresh statistics is the identity up to eps
     edge_density = f[:, 1]

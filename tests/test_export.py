@@ -1,4 +1,5 @@
-"""Export: folding, fp32 / fp16 / int8 ONNX agreement, bundle manifest, checkpoint errors, TensorRT pure parts.
+"""Export: folding, fp32 / fp16 / int8 ONNX agreement, bundle manifest, checkpoint errors, TensorRT pure parts,
+replacing a bundle only with a complete one.
 
 Models are tiny and random; their final layer is scaled up so that scores spread over (0, 1) and rank
 agreement (SRCC) between precisions means something.
@@ -6,7 +7,7 @@ agreement (SRCC) between precisions means something.
 import os
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -18,16 +19,17 @@ from calibration.images import read_images
 from export import ExportError, ParityError, export_checkpoint
 from export import tensorrt as trtmod
 from export.checks import generated_images
-from model_helpers import inputs_of, run_onnx, run_torch
 from export.fold import LevelScorer, count_parameters, fold_for_export, fold_level_scorer
 from runtime.errors import IcrtError
 from runtime.manifest import load_manifest
 from runtime.preprocess import Preprocessing
+from tests.images import make_images, textured
+from tests.model_helpers import inputs_of, run_onnx, run_torch
+from tests.tiny import D2S as TINY, DictConfig
 from train.checkpoint import FORMAT, atomic_torch_save
 from train.kinds import ModelKind, register_kind, unregister_kind
 from train.models.d2s import D2S, D2SConfig
 
-TINY = {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "head_hidden": 32, "head_dropout": 0.0}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Stated tolerances on generated images / the fixture images (random tiny models).
 FP16_MAX_DIFF, FP16_SRCC = 5e-3, 0.99
@@ -38,17 +40,10 @@ INT8_MAX_DIFF, INT8_SRCC = 0.1, 0.9
 
 
 @dataclass
-class TinyCMSSAConfig:
+class TinyCMSSAConfig(DictConfig):
     clip_config: str = ""  # an OpenCLIP config JSON
     n_visual_prompts: int = 2
     n_text_ctx: int = 2
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 class PromptedViT(nn.Module):
@@ -193,9 +188,6 @@ def test_unknown_kind_without_fold_hook_is_a_clear_error():
 @pytest.fixture(scope="module")
 def d2s_bundle(tmp_path_factory):
     """One tiny D2S export with every precision, calibrated on the train part, checked on the held-out part."""
-    sys.path.insert(0, os.path.dirname(__file__))
-    from conftest import make_images
-
     root = tmp_path_factory.mktemp("d2s")
     rows = make_images(root, 40, categories=("a", "b"))
     csv = root / "labels.csv"
@@ -462,6 +454,30 @@ def test_trt_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
         export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), trt=True)
 
 
+def test_trt_export_builds_engines_with_the_runtime_builder(tmp_path, monkeypatch):
+    """python -m export --trt runs runtime.engines (the code behind icrt build), here on the fake TensorRT 10.3 /
+    CUDA of tests/fakes (no real TensorRT or GPU exists on the test machines)."""
+    from runtime import engines
+    from tests.fakes.fake_cuda import CudaState, install_cuda
+    from tests.fakes.fake_tensorrt import VERSIONS, install_tensorrt
+
+    assert trtmod.build_engines is engines.build_engines and trtmod.TensorRTError is engines.TensorRTError
+    state = CudaState("Orin", (8, 7))
+    install_cuda(monkeypatch, state)
+    fake = install_tensorrt(monkeypatch, VERSIONS["10.3"], state).fake
+    _d2s_checkpoint(tmp_path / "c.pt")
+    man = export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), trt=True, max_batch=16, workspace_mb=256)
+    v = VERSIONS["10.3"]
+    [e] = man.engines
+    assert (e["precision"], e["file"], e["onnx"], e["tensorrt"], e["compute_capability"]) == (
+        "fp32", f"engine.fp32.trt{v}.sm87.plan", "model.onnx", v, "8.7")
+    assert (e["strongly_typed"], e["builder_flags"], e["cleared_builder_flags"]) == (True, [], ["TF32"])
+    assert (e["min_batch"], e["opt_batch"], e["max_batch"]) == (1, 1, 16)
+    assert fake.builds[0]["profile"]["image"][2] == [16, 3, 64, 64] and "TF32" not in fake.builds[0]["builder_flags"]
+    assert {e["file"], f"timing.trt{v}.sm87.cache"} <= set(os.listdir(tmp_path / "b"))
+    assert load_manifest(str(tmp_path / "b")).engines[0]["file"] == e["file"]
+
+
 def test_modelopt_path_is_optional_with_a_clear_error(tmp_path, monkeypatch):
     from calibration import modelopt
 
@@ -552,3 +568,54 @@ def test_int8_quantization_leaves_no_scratch_files(tmp_path, monkeypatch):
     forms = quantize_both(fp32, str(tmp_path), PreprocessedImageReader(x, "image"))
     assert set(forms) == {"onnxruntime", "tensorrt"} and os.path.isfile(tmp_path / "model.int8.onnx")
     assert os.listdir(work) == []
+
+
+# --- python -m export replaces a bundle only when the new one is complete (moved from tests/runtime/test_outputs.py) --
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpts")
+    _d2s_checkpoint(d / "c0.pt", seed=0)
+    _d2s_checkpoint(d / "c1.pt", seed=1)
+    return d / "c0.pt", d / "c1.pt"
+
+
+def _files(folder):
+    return {n: (folder / n).read_bytes() for n in sorted(os.listdir(folder))}
+
+
+def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, monkeypatch):
+    import export.core as core
+    from runtime.scorer import Scorer
+
+    out = tmp_path / "b"
+    core.export_checkpoint(str(checkpoints[0]), str(out))
+    before = _files(out)
+
+    def boom(*a, **k):  # after model.onnx is written, before the manifest
+        raise RuntimeError("boom")
+    with monkeypatch.context() as m:
+        m.setattr(core, "parity_figures", boom)
+        with pytest.raises(RuntimeError, match="boom"):
+            core.export_checkpoint(str(checkpoints[1]), str(out))
+    assert _files(out) == before and os.listdir(tmp_path) == ["b"]  # no temporary folder left either
+    assert 0 <= Scorer.load(str(out)).score(textured(40, 40))["score"] <= 1
+    man = core.export_checkpoint(str(checkpoints[1]), str(out))  # a good one replaces it
+    assert man.root == str(out) and man.model_card["checkpoint"] == str(checkpoints[1])
+    assert _files(out)["model.onnx"] != before["model.onnx"] and os.listdir(tmp_path) == ["b"]
+
+
+def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_path, capsys):
+    from export.__main__ import main as export_main
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("mine")
+    for out, words in [("file", "is not a folder"), ("stuff", "not a bundle")]:
+        code = export_main(["--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / out)])
+        err = capsys.readouterr().err
+        assert code == 2 and words in err and "Traceback" not in err
+        last = err.strip().splitlines()[-1]  # one `PROG: error: message` line (runtime.errors.run_command)
+        assert ": error: " in last and words in last.split(": error: ", 1)[1]
+    assert (tmp_path / "file").read_text() == "x" and os.listdir(tmp_path / "stuff") == ["notes.txt"]

@@ -1,7 +1,7 @@
 """The model-kind registry (train.kinds): the built-in kinds, and a third kind defined here in one place that
 ``python -m train``, ``python -m train.protocol``, checkpoints, folding and the fp32 tail all pick up."""
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -12,6 +12,8 @@ from torch import nn
 from export.fold import count_constants, count_parameters, fold_for_export
 from export.fp16 import convert_fp16, tail_nodes
 from runtime.preprocess import Preprocessing
+from tests import tiny
+from tests.tiny import DictConfig
 from train.kinds import (ModelKind, UnknownKindError, get_kind, is_kind, kind_names, register_kind, tail_names,
                          unregister_kind)
 from train.kinds.common import positive_int, run_options
@@ -22,16 +24,9 @@ from train.trainer import RunConfig, Trainer, load_splits
 
 
 @dataclass
-class ToyConfig:
+class ToyConfig(DictConfig):
     width: int = 4
     image_size: int = 32
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 class Toy(nn.Module):
@@ -138,8 +133,7 @@ def test_builtin_kinds_are_registered_with_their_fp32_tails():
 def test_d2s_tail_names_are_submodules_of_the_folded_model():
     from train.models import create_model
 
-    model = create_model("d2s", {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "cues": True,
-                                 "head_hidden": 8}, load_pretrained=False)
+    model = create_model("d2s", tiny.d2s(cues=True, head_hidden=8), load_pretrained=False)
     folded = fold_for_export(model, "d2s")
     assert folded is model and not folded.training
     assert set(get_kind("d2s").tail) <= {name for name, _ in folded.named_children()}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests import tiny
 from train.data import Sample, load_many
 from train.protocol import (
     cross_set_rounds, few_shot_rounds, few_shot_sample, leave_one_scene_out_rounds, main as protocol_main,
@@ -112,7 +113,7 @@ def test_scale_shift_training_step_runs_with_scene_sampling(labels_csv, tmp_path
 
     cfg = D2STrainConfig(data=labels_csv, out=str(tmp_path / "run"), text="none", epochs=1, batch_size=8,
                          device="cpu", scene_sampling=2, loss="scale-shift",
-                         model={"backbone": "resnet10t", "pretrained": "none", "image_size": 64})
+                         model=dict(tiny.D2S))
     tr = D2STrainer(cfg)
     assert isinstance(tr.loader.batch_sampler, SceneBatchSampler)
     x, y, idx = next(iter(tr.loader))
@@ -129,8 +130,7 @@ def test_several_data_sets_and_dataset_domain(labels_csv, ic9600_dir, tmp_path):
     s = load_many(f"{labels_csv},{ic9600_dir}")
     assert {x.source for x in s} == {labels_csv, ic9600_dir}
     args = build_parser().parse_args(["d2s", "--data", labels_csv, "--data", ic9600_dir, "--out", str(tmp_path / "r"),
-                                      "--text", "none", "--pretrained", "none", "--backbone", "resnet10t",
-                                      "--image-size", "64", "--dataset-domain", "--scene-sampling", "2",
+                                      *tiny.D2S_ARGS, "--image-size", "64", "--dataset-domain", "--scene-sampling", "2",
                                       "--batch-size", "8", "--device", "cpu"])
     assert train_config(args).data == f"{labels_csv},{ic9600_dir}"
     tr = trainer_for(args)
@@ -194,7 +194,7 @@ def test_cross_set_rounds_keep_the_sets_apart():
 # --- the command ---------------------------------------------------------------------------------------
 def test_protocol_writes_results_files(labels_csv, tmp_path):
     out = tmp_path / "loso"
-    model = "d2s --backbone resnet10t --pretrained none --text none --image-size 48 --epochs 1 --batch-size 8 --device cpu"
+    model = " ".join(["d2s", *tiny.D2S_TRAIN_ARGS])
     rc = protocol_main(["leave-one-scene-out", "--data", labels_csv, "--out", str(out), "--model", model,
                         "--model", model + " --scene-sampling 1 --loss scale-shift"])
     assert rc == 0

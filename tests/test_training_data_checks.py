@@ -4,11 +4,9 @@ import os
 
 import pytest
 
+from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS
 from train.data import DataError, load_samples, read_captions, read_ic9600, read_labels_csv
 from train.trainer import RunConfig, load_splits
-
-TRAIN_ARGS = ["--backbone", "resnet10t", "--pretrained", "none", "--text", "none", "--image-size", "48",
-              "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
 
 
 def _append(csv_path, *rows):

@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model_helpers import interrupt_after_first_epoch
+from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS, d2s
 from train.checkpoint import FORMAT, CheckpointError, load_checkpoint
-from conftest import interrupt_after_first_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = {"backbone": "resnet10t", "pretrained": "none", "image_size": 48, "head_hidden": 32, "head_dropout": 0.0}
-TRAIN_ARGS = ["--backbone", "resnet10t", "--pretrained", "none", "--text", "none", "--image-size", "48",
-              "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+TINY = d2s(image_size=48)
 
 
 class Payload:

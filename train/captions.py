@@ -34,7 +34,8 @@ import re
 import sys
 
 from runtime.errors import UserInputError
-from runtime.inputs import IMAGE_EXTENSIONS as IMAGE_EXTS, one_line
+from runtime.errors import one_line
+from runtime.inputs import IMAGE_EXTENSIONS as IMAGE_EXTS
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,14 @@
-"""The runtime must import and work with torch made unimportable."""
+"""The runtime must import and work with torch made unimportable. (CI also runs tests/runtime where torch is not
+installed at all; the blocker refuses torch the same way there.)"""
+import json
 import subprocess
 import sys
 import textwrap
+
+import pytest
+
+from tests.images import textured
+from tests.runtime.fixtures import needs_matplotlib
 
 
 BLOCK_TORCH = textwrap.dedent("""
@@ -51,18 +58,13 @@ def test_preprocessing_runs_without_torch(tmp_path):
 
 # --- scoring with torch unimportable ---------------------------------------------------------------
 
-import json  # noqa: E402
-
-import pytest  # noqa: E402
-
-from runtime_fixtures import cached_bundle, textured  # noqa: E402
-
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    return {r: cached_bundle(tmp_path_factory, r) for r in ("square", "patches")}
+def bundles(square_bundle, patches_bundle):
+    return {"square": square_bundle, "patches": patches_bundle}
 
 
+@needs_matplotlib  # the CLI run draws heatmaps
 def test_scorer_and_cli_score_images_without_torch(tmp_path, bundles):
     from runtime import Scorer
 

@@ -1,5 +1,5 @@
 """Where `icrt score` writes, and what: CSV cells, -o destinations, checks before scoring, fallbacks, odd file
-names; and `python -m export` replacing a bundle only when the new one is complete."""
+names. (`python -m export` replacing a bundle only when the new one is complete: tests/test_export.py.)"""
 import csv
 import errno
 import io
@@ -12,14 +12,8 @@ import threading
 
 import pytest
 
-from runtime_fixtures import cached_bundle, textured, run_cli as run
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return cached_bundle(tmp_path_factory, "square")
+from tests.images import textured
+from tests.runtime.fixtures import ROOT, needs_matplotlib, run_cli as run
 
 
 @pytest.fixture
@@ -52,74 +46,74 @@ def mknod_or_skip(path, major, minor):
 # --- 5: CSV injection ------------------------------------------------------------------------------------------
 
 
-def test_csv_cells_a_spreadsheet_would_run_get_a_quote(capsys, bundle, tmp_path, monkeypatch):
+def test_csv_cells_a_spreadsheet_would_run_get_a_quote(capsys, square_bundle, tmp_path, monkeypatch):
     names = ["=1+2.png", "+a.png", "-b.png", "@c.png", "\td.png", "ok=.png"]
     for i, n in enumerate(names):
         textured(40, 40, seed=i).save(tmp_path / n)
     (tmp_path / "=bad.png").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    code, out, _ = run(capsys, "score", "-m", bundle, "--format", "csv", "--", *names, "=bad.png")
+    code, out, _ = run(capsys, "score", "-m", square_bundle, "--format", "csv", "--", *names, "=bad.png")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 1
     assert [r["image"] for r in rows] == ["'=1+2.png", "'+a.png", "'-b.png", "'@c.png", "'\td.png", "ok=.png", "'=bad.png"]
     assert all(0 <= float(r["score"]) <= 1 for r in rows[:-1]) and rows[-1]["error"] == "empty file (0 bytes)"
-    code, out, _ = run(capsys, "score", "=1+2.png", "-m", bundle, "--format", "json")  # JSON is not a spreadsheet
+    code, out, _ = run(capsys, "score", "=1+2.png", "-m", square_bundle, "--format", "json")  # not a spreadsheet
     assert json.loads(out)[0]["image"] == "=1+2.png"
 
 
 # --- 6: what -o writes to ----------------------------------------------------------------------------------------
 
 
-def test_output_through_a_symlink_keeps_the_link_and_the_mode(capsys, bundle, image, tmp_path):
+def test_output_through_a_symlink_keeps_the_link_and_the_mode(capsys, square_bundle, image, tmp_path):
     real = tmp_path / "real.csv"
     real.write_text("old\n")
     os.chmod(real, 0o600)
     link = tmp_path / "link.csv"
     link.symlink_to("real.csv")
-    assert run(capsys, "score", image, "-m", bundle, "--format", "csv", "-o", link)[0] == 0
+    assert run(capsys, "score", image, "-m", square_bundle, "--format", "csv", "-o", link)[0] == 0
     assert link.is_symlink() and os.readlink(link) == "real.csv"
     assert real.read_text().startswith("image,score,") and stat.S_IMODE(real.stat().st_mode) == 0o600
     dangling = tmp_path / "dangling.csv"
     dangling.symlink_to("made/by/icrt.csv")  # written where it points, the link stays
-    assert run(capsys, "score", image, "-m", bundle, "--format", "csv", "-o", dangling)[0] == 0
+    assert run(capsys, "score", image, "-m", square_bundle, "--format", "csv", "-o", dangling)[0] == 0
     assert dangling.is_symlink() and (tmp_path / "made/by/icrt.csv").read_text().startswith("image,score,")
 
 
-def test_output_replacing_a_file_keeps_its_mode_and_owner(capsys, bundle, image, tmp_path):
+def test_output_replacing_a_file_keeps_its_mode_and_owner(capsys, square_bundle, image, tmp_path):
     out = tmp_path / "private.json"
     out.write_text("[]\n")
     os.chmod(out, 0o600)
     owner = (12345, 12345) if os.geteuid() == 0 else (os.getuid(), os.getgid())  # root gives the file away
     os.chown(out, *owner)
-    assert run(capsys, "score", image, "-m", bundle, "--format", "json", "-o", out)[0] == 0
+    assert run(capsys, "score", image, "-m", square_bundle, "--format", "json", "-o", out)[0] == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and json.loads(out.read_text())[0]["score"] is not None
     assert (out.stat().st_uid, out.stat().st_gid) == owner
 
 
-def test_output_to_a_fifo_writes_through_it(capsys, bundle, image, tmp_path):
+def test_output_to_a_fifo_writes_through_it(capsys, square_bundle, image, tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = []
     reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()), daemon=True)
     reader.start()
-    code, _, err = run(capsys, "score", image, "-m", bundle, "--format", "jsonl", "-o", fifo)
+    code, _, err = run(capsys, "score", image, "-m", square_bundle, "--format", "jsonl", "-o", fifo)
     reader.join(60)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO was replaced by a regular file"
     assert code == 0 and err == "" and json.loads(got[0])["image"] == str(image)
 
 
-def test_output_to_a_character_device_writes_through_it(bundle, image, tmp_path):
+def test_output_to_a_character_device_writes_through_it(square_bundle, image, tmp_path):
     null = tmp_path / "null"
     mknod_or_skip(null, 1, 3)  # what /dev/null is, made here so that a bad run cannot break the real one
-    r = icrt("score", image, "-m", bundle, "-o", null)
+    r = icrt("score", image, "-m", square_bundle, "-o", null)
     assert r.returncode == 0, r.stderr
     assert stat.S_ISCHR(os.lstat(null).st_mode) and sorted(os.listdir(tmp_path)) == ["null", "ok.png"]
 
 
-def test_output_symlink_loop_is_a_usage_error(capsys, bundle, image, tmp_path):
+def test_output_symlink_loop_is_a_usage_error(capsys, square_bundle, image, tmp_path):
     (tmp_path / "a.csv").symlink_to("b.csv")
     (tmp_path / "b.csv").symlink_to("a.csv")
-    code, out, err = run(capsys, "score", image, "-m", bundle, "--format", "csv", "-o", tmp_path / "a.csv")
+    code, out, err = run(capsys, "score", image, "-m", square_bundle, "--format", "csv", "-o", tmp_path / "a.csv")
     assert code == 2 and out == ""
     one_error_line(err, "a.csv", "symlink loop")
 
@@ -136,7 +130,7 @@ def no_scoring(monkeypatch):
     monkeypatch.setattr(scorer.Scorer, "load", classmethod(refuse))
 
 
-def test_bad_destinations_fail_before_scoring(capsys, bundle, image, tmp_path, no_scoring):
+def test_bad_destinations_fail_before_scoring(capsys, square_bundle, image, tmp_path, no_scoring):
     (tmp_path / "folder").mkdir()
     (tmp_path / "file").write_text("x")
     cases = [
@@ -153,13 +147,14 @@ def test_bad_destinations_fail_before_scoring(capsys, bundle, image, tmp_path, n
         cases += [(["-o", ro / "scores.csv"], ["-o", "cannot create files in"]),
                   (["--heatmap", ro / "maps"], ["--heatmap", "cannot create files in"])]
     for extra, words in cases:
-        code, out, err = run(capsys, "score", image, "-m", bundle, "--format", "csv", *extra)
+        code, out, err = run(capsys, "score", image, "-m", square_bundle, "--format", "csv", *extra)
         assert code == 2 and out == "", (extra, err)
         one_error_line(err, *words)
     os.chmod(ro, 0o755)
 
 
-def test_a_failed_write_at_the_end_leaves_the_scores_in_a_fallback_file(capsys, bundle, image, tmp_path, monkeypatch):
+def test_a_failed_write_at_the_end_leaves_the_scores_in_a_fallback_file(capsys, square_bundle, image, tmp_path,
+                                                                        monkeypatch):
     import runtime.files as files
 
     out = tmp_path / "scores.csv"
@@ -169,7 +164,7 @@ def test_a_failed_write_at_the_end_leaves_the_scores_in_a_fallback_file(capsys, 
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(files.os, "replace", disk_full)
     monkeypatch.chdir(tmp_path)
-    code, stdout, err = run(capsys, "score", image, "-m", bundle, "--format", "csv", "-o", out)
+    code, stdout, err = run(capsys, "score", image, "-m", square_bundle, "--format", "csv", "-o", out)
     fallback = f"icrt-scores-{os.getpid()}.csv"
     assert code == 2 and stdout == "" and out.read_text() == "old\n"
     one_error_line(err, "cannot write -o", "No space left on device", fallback)
@@ -178,10 +173,10 @@ def test_a_failed_write_at_the_end_leaves_the_scores_in_a_fallback_file(capsys, 
     assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp")] == []
 
 
-def test_a_full_device_at_the_end_is_one_line_and_a_fallback_file(bundle, image, tmp_path):
+def test_a_full_device_at_the_end_is_one_line_and_a_fallback_file(square_bundle, image, tmp_path):
     full = tmp_path / "full"
     mknod_or_skip(full, 1, 7)  # /dev/full: every write fails with ENOSPC
-    r = icrt("score", image, "-m", bundle, "--format", "json", "-o", full, cwd=tmp_path)
+    r = icrt("score", image, "-m", square_bundle, "--format", "json", "-o", full, cwd=tmp_path)
     err = r.stderr.decode()
     assert r.returncode == 2 and "Traceback" not in err and stat.S_ISCHR(os.lstat(full).st_mode)
     [saved] = [p for p in os.listdir(tmp_path) if p.startswith("icrt-scores-")]
@@ -189,12 +184,13 @@ def test_a_full_device_at_the_end_is_one_line_and_a_fallback_file(bundle, image,
     assert json.loads((tmp_path / saved).read_text())[0]["image"] == str(image)
 
 
-def test_a_heatmap_that_cannot_be_written_ends_heatmaps_not_scoring(capsys, tmp_path_factory, tmp_path, monkeypatch):
+@needs_matplotlib
+def test_a_heatmap_that_cannot_be_written_ends_heatmaps_not_scoring(capsys, patches_bundle, tmp_path, monkeypatch):
     import contextlib
 
     import runtime.heatmap as heatmap
 
-    patches = cached_bundle(tmp_path_factory, "patches")
+    patches = patches_bundle
     for i in range(3):
         textured(70, 50, seed=i).save(tmp_path / f"i{i}.png")
     real, calls = heatmap.atomic_path, []
@@ -229,96 +225,44 @@ def odd_names(tmp_path):
     return d, raw
 
 
-def test_undecodable_names_round_trip_in_every_format(bundle, odd_names, tmp_path):
+def test_undecodable_names_round_trip_in_every_format(square_bundle, odd_names, tmp_path):
     d, raw = odd_names
-    r = icrt("score", d, "-m", bundle, "--format", "json")
+    r = icrt("score", d, "-m", square_bundle, "--format", "json")
     assert r.returncode == 0, r.stderr
     recs = json.loads(r.stdout)  # ASCII: the name's lone surrogates are \udcXX escapes
     assert b"\\udcff\\udcfe" in r.stdout and [os.fsencode(x["image"]) for x in recs] == [os.fsencode(str(d / "ok.png")), raw]
-    r = icrt("score", d, "-m", bundle, "--format", "jsonl")
+    r = icrt("score", d, "-m", square_bundle, "--format", "jsonl")
     assert os.fsencode(json.loads(r.stdout.splitlines()[1])["image"]) == raw
     out = tmp_path / "scores.csv"
-    r = icrt("score", d, "-m", bundle, "--format", "csv", "-o", out)
+    r = icrt("score", d, "-m", square_bundle, "--format", "csv", "-o", out)
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(out.read_bytes().decode("utf-8", "surrogateescape"))))
     assert os.fsencode(rows[1]["image"]) == raw and float(rows[1]["score"]) > 0
-    r = icrt("score", d, "-m", bundle, env={"PYTHONIOENCODING": "utf-8:strict"})  # table, strict stdout
+    r = icrt("score", d, "-m", square_bundle, env={"PYTHONIOENCODING": "utf-8:strict"})  # table, strict stdout
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[2].startswith(raw + b"  ") and len(r.stdout.splitlines()) == 3
 
 
-def test_undecodable_name_with_heatmaps(tmp_path_factory, odd_names, tmp_path):
+@needs_matplotlib
+def test_undecodable_name_with_heatmaps(patches_bundle, odd_names, tmp_path):
     d, raw = odd_names
-    r = icrt("score", d, "-m", cached_bundle(tmp_path_factory, "patches"), "--heatmap", tmp_path / "maps",
+    r = icrt("score", d, "-m", patches_bundle, "--heatmap", tmp_path / "maps",
              "--format", "csv")
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(os.fsencode(str(tmp_path / "maps")))) == [b"ok.heatmap.png", b"\xff\xfe.heatmap.png"]
 
 
-def test_newlines_in_names_keep_one_line_per_error(capsys, bundle, tmp_path):
+def test_newlines_in_names_keep_one_line_per_error(capsys, square_bundle, tmp_path):
     bad = tmp_path / "two\nlines.png"
     bad.write_bytes(b"")
     odd = os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xff\nbad.png")
     open(odd, "wb").close()
     good = tmp_path / "also\nfine.png"
     textured(40, 40).save(good)
-    code, out, err = run(capsys, "score", bad, odd, good, "-m", bundle, "--format", "json")
+    code, out, err = run(capsys, "score", bad, odd, good, "-m", square_bundle, "--format", "json")
     assert code == 1 and [r["image"] for r in json.loads(out)] == [str(bad), odd, str(good)]
     assert err.splitlines() == [f"icrt: {tmp_path}/two\\nlines.png: empty file (0 bytes)",
                                 f"icrt: {tmp_path}/\\xff\\nbad.png: empty file (0 bytes)",
                                 "icrt: 2 of 3 file(s) could not be scored"]
-    code, out, _ = run(capsys, "score", bad, good, "-m", bundle)  # the table keeps one row per image
+    code, out, _ = run(capsys, "score", bad, good, "-m", square_bundle)  # the table keeps one row per image
     assert len(out.splitlines()) == 3 and "two\\nlines.png" in out
-
-
-# --- 9: python -m export replaces a bundle only when the new one is complete -----------------------------------------
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    from test_export import _d2s_checkpoint
-
-    d = tmp_path_factory.mktemp("ckpts")
-    _d2s_checkpoint(d / "c0.pt", seed=0)
-    _d2s_checkpoint(d / "c1.pt", seed=1)
-    return d / "c0.pt", d / "c1.pt"
-
-
-def _files(folder):
-    return {n: (folder / n).read_bytes() for n in sorted(os.listdir(folder))}
-
-
-def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, monkeypatch):
-    import export.core as core
-    from runtime.scorer import Scorer
-
-    out = tmp_path / "b"
-    core.export_checkpoint(str(checkpoints[0]), str(out))
-    before = _files(out)
-
-    def boom(*a, **k):  # after model.onnx is written, before the manifest
-        raise RuntimeError("boom")
-    with monkeypatch.context() as m:
-        m.setattr(core, "parity_figures", boom)
-        with pytest.raises(RuntimeError, match="boom"):
-            core.export_checkpoint(str(checkpoints[1]), str(out))
-    assert _files(out) == before and os.listdir(tmp_path) == ["b"]  # no temporary folder left either
-    assert 0 <= Scorer.load(str(out)).score(textured(40, 40))["score"] <= 1
-    man = core.export_checkpoint(str(checkpoints[1]), str(out))  # a good one replaces it
-    assert man.root == str(out) and man.model_card["checkpoint"] == str(checkpoints[1])
-    assert _files(out)["model.onnx"] != before["model.onnx"] and os.listdir(tmp_path) == ["b"]
-
-
-def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_path, capsys):
-    from export.__main__ import main as export_main
-
-    (tmp_path / "file").write_text("x")
-    (tmp_path / "stuff").mkdir()
-    (tmp_path / "stuff" / "notes.txt").write_text("mine")
-    for out, words in [("file", "is not a folder"), ("stuff", "not a bundle")]:
-        code = export_main(["--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / out)])
-        err = capsys.readouterr().err
-        assert code == 2 and words in err and "Traceback" not in err
-        last = err.strip().splitlines()[-1]  # one `PROG: error: message` line (runtime.errors.run_command)
-        assert ": error: " in last and words in last.split(": error: ", 1)[1]
-    assert (tmp_path / "file").read_text() == "x" and os.listdir(tmp_path / "stuff") == ["notes.txt"]

@@ -6,14 +6,17 @@ import pytest
 from PIL import Image
 
 from runtime.cli import main
-from runtime_fixtures import cached_bundle, textured
+from tests.images import textured
+from tests.runtime.fixtures import needs_matplotlib
+
+pytestmark = needs_matplotlib  # every bench writes its plot
 
 FIELDS = {"backend", "precision", "batch_size", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "images_per_s",
           "patches_per_s", "per_image_ms", "e2e_ms_per_image", "e2e_images_per_s", "device"}
 
 
-def test_bench_writes_report_md_json_and_plot(tmp_path_factory, tmp_path, capsys):
-    bundle = cached_bundle(tmp_path_factory, "square")
+def test_bench_writes_report_md_json_and_plot(square_bundle, tmp_path, capsys):
+    bundle = square_bundle
     out = tmp_path / "report"
     code = main(["bench", "-m", bundle, "--backend", "onnxruntime", "--precision", "fp32,int8", "--batch-sizes", "1,4",
                  "--warmup", "1", "--iters", "3", "--report", str(out)])
@@ -35,10 +38,10 @@ def test_bench_writes_report_md_json_and_plot(tmp_path_factory, tmp_path, capsys
     assert png.format == "PNG" and png.width >= 800
 
 
-def test_bench_patch_model_counts_patches_per_image(tmp_path_factory, tmp_path, capsys):
+def test_bench_patch_model_counts_patches_per_image(patches_bundle, tmp_path, capsys):
     from runtime.bench import run_bench
 
-    bundle = cached_bundle(tmp_path_factory, "patches")
+    bundle = patches_bundle
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     textured(160, 96, seed=1).save(imgs / "a.png")  # 160x96 at 64 px patches, stride 32: 4 x 2 = 8 patches
@@ -49,8 +52,8 @@ def test_bench_patch_model_counts_patches_per_image(tmp_path_factory, tmp_path, 
     assert x["e2e_images"] == 16  # a stream of at least 16 images (4 batches), so decoding overlaps inference
 
 
-def test_bench_reports_skipped_settings_and_fails_when_nothing_ran(tmp_path_factory, tmp_path, capsys):
-    bundle = cached_bundle(tmp_path_factory, "patches")  # fp32 only
+def test_bench_reports_skipped_settings_and_fails_when_nothing_ran(patches_bundle, tmp_path, capsys):
+    bundle = patches_bundle  # fp32 only
     code = main(["bench", "-m", bundle, "--backend", "onnxruntime", "--precision", "int8", "--iters", "1",
                  "--report", str(tmp_path / "r")])
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Scorer API, backends and heatmaps on tiny bundles built in tests/runtime_fixtures.py."""
+"""Scorer API, backends and heatmaps on the tiny bundles of tests/runtime/fixtures.py (square_bundle and
+patches_bundle: tests/runtime/conftest.py)."""
 import json
 import os
 
@@ -6,50 +7,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime_fixtures import PARITY_TOL, awkward_inputs, broken_inputs, cached_bundle, textured, tiny_model
-
-
-@pytest.fixture(scope="session")
-def square_bundle(tmp_path_factory):
-    return cached_bundle(tmp_path_factory, "square")
-
-
-@pytest.fixture(scope="session")
-def patches_bundle(tmp_path_factory):
-    return cached_bundle(tmp_path_factory, "patches")
+from tests.images import textured
+from tests.runtime.fixtures import (PARITY_TOL, awkward_inputs, broken_inputs, needs_matplotlib, reference_images,
+                                    reference_scores, sample_images)
 
 
 @pytest.fixture
 def images(tmp_path):
-    paths = []
-    for i, (w, h) in enumerate([(120, 90), (64, 64), (300, 110), (50, 200), (200, 150)]):
-        p = tmp_path / f"img{i}.png"
-        textured(w, h, seed=i, level=i / 4).save(p)
-        paths.append(str(p))
-    return paths
-
-
-def torch_scores(paths, prep):
-    """Reference: the PyTorch model on the runtime's preprocessing, pooled per image."""
-    import torch
-    from runtime.preprocess import load_rgb, pool_scores, to_model_input
-
-    model = tiny_model()
-    out = []
-    with torch.no_grad():
-        for p in paths:
-            x, _ = to_model_input(load_rgb(p), prep)
-            out.append(pool_scores(model(torch.from_numpy(x)).numpy(), prep))
-    return np.array(out)
+    return sample_images(tmp_path)
 
 
 @pytest.mark.parametrize("resize", ["square", "patches"])
-def test_scores_match_pytorch_within_parity(resize, tmp_path_factory, images):
+def test_scores_match_the_stored_pytorch_reference_within_parity(resize, square_bundle, patches_bundle):
+    """The PyTorch model's own scores of the reference images, stored when tiny.onnx was made (64 x 64 images: one
+    input each under both policies, no resize). tests/test_tiny_models.py compares other images and sizes, patches
+    pooled, against the live PyTorch model."""
     from runtime import Scorer
 
-    s = Scorer.load(cached_bundle(tmp_path_factory, resize), backend="onnxruntime", precision="fp32")
-    got = np.array([r["score"] for r in s.score_many(images)])
-    ref = torch_scores(images, s.prep)
+    bundle = square_bundle if resize == "square" else patches_bundle
+    s = Scorer.load(bundle, backend="onnxruntime", precision="fp32")
+    got = np.array([r["score"] for r in s.score_many([np.asarray(img) for img in reference_images()])])
+    ref = np.array(reference_scores()["fp32"])
     assert np.abs(got - ref).max() <= PARITY_TOL
     assert np.ptp(ref) > 1e-3  # the images really score differently, so a mix-up would show
 
@@ -203,6 +181,7 @@ def test_default_bundle_is_a_clear_error_until_installed_and_env_overrides(monke
     assert Scorer.load().score(images[0])["score"] == Scorer.load(square_bundle).score(images[0])["score"]
 
 
+@needs_matplotlib
 def test_heatmap_png_is_written_per_image(patches_bundle, tmp_path, images):
     from runtime import Scorer
 
@@ -251,6 +230,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "m.json").st_mode) == 0o644
 
 
+@needs_matplotlib
 def test_square_model_heatmap_maps_local_windows(square_bundle, tmp_path, images):
     from runtime import Scorer
     from runtime.preprocess import load_rgb

@@ -6,7 +6,7 @@ import pytest
 
 from runtime.cli import main
 from runtime.inputs import collect
-from runtime_fixtures import cached_bundle, textured
+from tests.images import textured
 
 
 @pytest.fixture
@@ -61,8 +61,8 @@ def test_glob_semantics_kept(tmp_path, monkeypatch):
     assert collect(["**/*.jpg"]) == ["**/*.jpg"]  # without --recursive ** is *: no match, kept for its error
 
 
-def test_cli_reports_loops_once_each_image_once(capsys, tmp_path_factory, tree):
-    bundle = cached_bundle(tmp_path_factory, "square")
+def test_cli_reports_loops_once_each_image_once(capsys, square_bundle, tree):
+    bundle = square_bundle
     for argv in ([str(tree), "--recursive"], [f"{tree}/**/*.png", "--recursive"]):
         code = main(["score", *argv, "-m", bundle, "--format", "jsonl"])
         out, err = capsys.readouterr()
@@ -72,17 +72,3 @@ def test_cli_reports_loops_once_each_image_once(capsys, tmp_path_factory, tree):
         assert err.splitlines() == [f"icrt: {tree}/l1.png: symlink loop", f"icrt: {tree}/l2.png: symlink loop",
                                     f"icrt: {tree}/sub/up: symlink loop", "icrt: 3 of 6 file(s) could not be scored"]
         assert "broken" not in err
-
-
-def test_one_image_extension_list_for_the_cli_and_calibration(tmp_path):
-    """`icrt score FOLDER` and calibration folders take the same files: runtime.inputs.IMAGE_EXTENSIONS."""
-    from calibration.images import _folder_images
-    from runtime.inputs import IMAGE_EXTENSIONS, list_folder
-
-    names = ["a.jpg", "b.JPEG", "c.png", "d.webp", "e.ppm", "f.tif", "notes.txt", "g.jpg.bak", "h"]
-    for n in names:
-        (tmp_path / n).write_bytes(b"")
-    listed = [os.path.basename(p) for p in list_folder(str(tmp_path))]
-    assert listed == ["a.jpg", "b.JPEG", "c.png", "d.webp", "e.ppm", "f.tif"]
-    assert [os.path.basename(s.path) for s in _folder_images(str(tmp_path))] == listed
-    assert all(e.startswith(".") and e == e.lower() for e in IMAGE_EXTENSIONS)

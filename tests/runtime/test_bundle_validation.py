@@ -1,7 +1,8 @@
 """A bundle is untrusted input: file names must stay inside it, manifest values are checked when it is loaded,
 and the model's input/output shapes and scores are checked when it runs.
 
-Models here are a few ONNX nodes built with ``onnx.helper`` (no torch)."""
+Models here are a few ONNX nodes, committed (tests/runtime/data/nodes, written with ``onnx.helper`` by
+data/make_tiny_models.py)."""
 import json
 import os
 import subprocess
@@ -13,9 +14,7 @@ from PIL import Image
 from runtime.cli import main
 from runtime.manifest import INPUT_NAME, BundleError, Manifest, load_manifest, write_bundle
 from runtime.preprocess import Preprocessing
-from runtime_fixtures import SIZE, edit_manifest, make_bundle, tiny_onnx
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.runtime.fixtures import ROOT, SIZE, edit_manifest, make_bundle, node_model
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ def strict_json(text):
 
 @pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "engine"])
 def test_file_outside_the_bundle_is_refused(tmp_path, images, how):
-    outside = tiny_onnx(tmp_path / "elsewhere.onnx")  # a working model: the old code scored with it
+    outside = node_model(tmp_path / "elsewhere.onnx")  # a working model: the old code scored with it
     bundle = make_bundle(tmp_path / "b")
     key = "files.fp32.onnxruntime"
     if how == "dotdot":

@@ -9,12 +9,8 @@ import sys
 import pytest
 
 from runtime.cli import main
-from runtime_fixtures import broken_inputs, cached_bundle, textured, run_cli as run
-
-
-@pytest.fixture(scope="session")
-def bundle(tmp_path_factory):
-    return cached_bundle(tmp_path_factory, "square")
+from tests.images import textured
+from tests.runtime.fixtures import broken_inputs, needs_matplotlib, needs_tqdm, run_cli as run
 
 
 @pytest.fixture
@@ -28,26 +24,27 @@ def folder(tmp_path):
     return d
 
 
-def test_json_format_lists_objects_with_image_and_score(capsys, bundle, folder):
-    code, out, err = run(capsys, "score", folder, "-m", bundle, "--format", "json")
+def test_json_format_lists_objects_with_image_and_score(capsys, square_bundle, folder):
+    code, out, err = run(capsys, "score", folder, "-m", square_bundle, "--format", "json")
     recs = json.loads(out)
     assert code == 0 and err == ""
     assert [os.path.basename(r["image"]) for r in recs] == ["a0.png", "a1.png", "a2.png"]  # not recursive, no .txt
     assert all(isinstance(r["score"], float) and 0 <= r["score"] <= 1 and r["patches"] == 1 for r in recs)
 
 
-def test_recursive_and_globs(capsys, bundle, folder):
-    code, out, _ = run(capsys, "score", folder, "-m", bundle, "--format", "jsonl", "--recursive")
+def test_recursive_and_globs(capsys, square_bundle, folder):
+    code, out, _ = run(capsys, "score", folder, "-m", square_bundle, "--format", "jsonl", "--recursive")
     assert code == 0 and [os.path.basename(json.loads(l)["image"]) for l in out.splitlines()] == \
         ["a0.png", "a1.png", "a2.png", "deep.jpg"]
-    code, out, _ = run(capsys, "score", f"{folder}/a[12].png", f"{folder}/**/*.jpg", "-m", bundle, "--format", "jsonl",
-                       "--recursive")
+    code, out, _ = run(capsys, "score", f"{folder}/a[12].png", f"{folder}/**/*.jpg", "-m", square_bundle,
+                       "--format", "jsonl", "--recursive")
     assert code == 0 and [os.path.basename(json.loads(l)["image"]) for l in out.splitlines()] == \
         ["a1.png", "a2.png", "deep.jpg"]
 
 
-def test_formats_agree(capsys, bundle, folder):
-    outs = {f: run(capsys, "score", folder, "-m", bundle, "--format", f)[1] for f in ("table", "json", "jsonl", "csv")}
+def test_formats_agree(capsys, square_bundle, folder):
+    outs = {f: run(capsys, "score", folder, "-m", square_bundle, "--format", f)[1]
+            for f in ("table", "json", "jsonl", "csv")}
     scores = [r["score"] for r in json.loads(outs["json"])]
     assert [json.loads(l)["score"] for l in outs["jsonl"].splitlines()] == scores
     rows = list(csv.DictReader(io.StringIO(outs["csv"])))
@@ -59,11 +56,11 @@ def test_formats_agree(capsys, bundle, folder):
     assert lines[1].split()[-1] == "60x50"
 
 
-def test_partial_failure_exit_1_one_line_per_bad_file_rest_written(capsys, bundle, folder, tmp_path):
+def test_partial_failure_exit_1_one_line_per_bad_file_rest_written(capsys, square_bundle, folder, tmp_path):
     broken = broken_inputs(str(tmp_path / "broken"))
     out_file = tmp_path / "out" / "scores.json"
     code, out, err = run(capsys, "score", folder / "a0.png", *[p for p, _ in broken.values()], folder / "a1.png",
-                         "-m", bundle, "--format", "json", "-o", out_file)
+                         "-m", square_bundle, "--format", "json", "-o", out_file)
     assert code == 1 and out == ""
     recs = json.loads(out_file.read_text())
     assert len(recs) == len(broken) + 2 and "score" in recs[0] and "score" in recs[-1]
@@ -74,17 +71,17 @@ def test_partial_failure_exit_1_one_line_per_bad_file_rest_written(capsys, bundl
     assert err_lines[-1] == f"icrt: {len(broken)} of {len(broken) + 2} file(s) could not be scored"
 
 
-def test_csv_and_table_carry_errors(capsys, bundle, tmp_path):
+def test_csv_and_table_carry_errors(capsys, square_bundle, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"")
-    code, out, _ = run(capsys, "score", bad, "-m", bundle, "--format", "csv")
+    code, out, _ = run(capsys, "score", bad, "-m", square_bundle, "--format", "csv")
     row = next(csv.DictReader(io.StringIO(out)))
     assert code == 1 and row["score"] == "" and row["error"] == "empty file (0 bytes)"
-    code, out, _ = run(capsys, "score", bad, "-m", bundle)
+    code, out, _ = run(capsys, "score", bad, "-m", square_bundle)
     assert code == 1 and "error" in out.splitlines()[1] and "empty file" in out
 
 
-def test_usage_and_model_errors_exit_2(capsys, bundle, folder, tmp_path, monkeypatch):
+def test_usage_and_model_errors_exit_2(capsys, square_bundle, folder, tmp_path, monkeypatch):
     from runtime import defaults
 
     with pytest.raises(SystemExit) as e:
@@ -95,12 +92,12 @@ def test_usage_and_model_errors_exit_2(capsys, bundle, folder, tmp_path, monkeyp
     assert e.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
     code, _, err = run(capsys, "score", folder, "-m", tmp_path / "nowhere")
     assert code == 2 and err.startswith("icrt: error:") and "not a model bundle" in err
-    code, _, err = run(capsys, "score", folder, "-m", bundle, "--precision", "fp16")
+    code, _, err = run(capsys, "score", folder, "-m", square_bundle, "--precision", "fp16")
     assert code == 2 and "no fp16 model in this bundle" in err
-    code, _, err = run(capsys, "score", tmp_path / "empty-dir-that-is-missing", "-m", bundle)
+    code, _, err = run(capsys, "score", tmp_path / "empty-dir-that-is-missing", "-m", square_bundle)
     assert code == 1  # a missing file is a per-file error, not a usage error
     (tmp_path / "void").mkdir()
-    code, _, err = run(capsys, "score", tmp_path / "void", "-m", bundle)
+    code, _, err = run(capsys, "score", tmp_path / "void", "-m", square_bundle)
     assert code == 2 and "no images found" in err
     monkeypatch.delenv(defaults.ENV_VAR, raising=False)
     monkeypatch.setattr(defaults, "PACKAGE_BUNDLE", str(tmp_path / "none"))
@@ -108,7 +105,8 @@ def test_usage_and_model_errors_exit_2(capsys, bundle, folder, tmp_path, monkeyp
     assert code == 2 and "no default model is installed" in err and "-m BUNDLE" in err
 
 
-def test_output_file_is_atomic_and_old_file_survives_a_failed_write(capsys, bundle, folder, tmp_path, monkeypatch):
+def test_output_file_is_atomic_and_old_file_survives_a_failed_write(capsys, square_bundle, folder, tmp_path,
+                                                                   monkeypatch):
     out_file = tmp_path / "scores.csv"
     out_file.write_text("old contents\n")
     import runtime.files as files
@@ -116,50 +114,52 @@ def test_output_file_is_atomic_and_old_file_survives_a_failed_write(capsys, bund
     real_replace = os.replace
     monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     monkeypatch.chdir(tmp_path)  # the scores' fallback file lands here
-    code, _, err = run(capsys, "score", folder, "-m", bundle, "--format", "csv", "-o", out_file)
+    code, _, err = run(capsys, "score", folder, "-m", square_bundle, "--format", "csv", "-o", out_file)
     assert code == 2 and "the scores were saved in" in err
     assert out_file.read_text() == "old contents\n"
     assert (tmp_path / f"icrt-scores-{os.getpid()}.csv").read_text().startswith("image,score,")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")] == []  # no half-written leftovers
     monkeypatch.setattr(files.os, "replace", real_replace)
     capsys.readouterr()
-    assert run(capsys, "score", folder, "-m", bundle, "--format", "csv", "-o", out_file)[0] == 0
+    assert run(capsys, "score", folder, "-m", square_bundle, "--format", "csv", "-o", out_file)[0] == 0
     assert out_file.read_text().startswith("image,score,")
 
 
-def test_heatmap_option(capsys, tmp_path_factory, folder, tmp_path):
-    patches = cached_bundle(tmp_path_factory, "patches")
+@needs_matplotlib
+def test_heatmap_option(capsys, patches_bundle, folder, tmp_path):
+    patches = patches_bundle
     code, out, _ = run(capsys, "score", folder, "-m", patches, "--heatmap", tmp_path / "hm", "--format", "json")
     recs = json.loads(out)
     assert code == 0 and sorted(os.listdir(tmp_path / "hm")) == ["a0.heatmap.png", "a1.heatmap.png", "a2.heatmap.png"]
     assert all(r["heatmap"].endswith(".heatmap.png") and r["patches"] > 1 for r in recs)
 
 
-def test_progress_bar_on_stderr_for_many_files(capsys, bundle, tmp_path, monkeypatch):
+@needs_tqdm
+def test_progress_bar_on_stderr_for_many_files(capsys, square_bundle, tmp_path, monkeypatch):
     for i in range(12):
         textured(40, 40, seed=i).save(tmp_path / f"p{i:02d}.png")
     monkeypatch.setenv("ICRT_PROGRESS", "1")
-    code, out, err = run(capsys, "score", tmp_path, "-m", bundle, "--format", "jsonl")
+    code, out, err = run(capsys, "score", tmp_path, "-m", square_bundle, "--format", "jsonl")
     assert code == 0 and len(out.splitlines()) == 12
     assert "scoring" in err and "12/12" in err
 
 
-def test_info_shows_model_card(capsys, tmp_path_factory):
-    code, out, _ = run(capsys, "info", cached_bundle(tmp_path_factory, "patches"))
+def test_info_shows_model_card(capsys, square_bundle, patches_bundle):
+    code, out, _ = run(capsys, "info", patches_bundle)
     assert code == 0
     for words in ("tiny-d2s-patches  (d2s)", "64x64 patches, stride 32, pooled by mean, long side capped at 256",
                   "fp32  onnxruntime: model.onnx", "TensorRT 10.3.0, sm 8.7", "training data: none"):
         assert words in out
-    code, out, _ = run(capsys, "info", cached_bundle(tmp_path_factory, "square"), "--json")
+    code, out, _ = run(capsys, "info", square_bundle, "--json")
     assert code == 0 and json.loads(out)["files"]["int8"]["onnxruntime"] == "model.int8.onnx"
 
 
-def test_entry_point_subprocess_exit_codes(bundle, folder, tmp_path):
+def test_entry_point_subprocess_exit_codes(square_bundle, folder, tmp_path):
     """The real process: stdout has the records, stderr the error line, exit code 1."""
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"GIF89a-truncated")
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", str(folder / "a0.png"), str(bad), "-m", bundle,
-                        "--format", "jsonl"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", str(folder / "a0.png"), str(bad),
+                        "-m", square_bundle, "--format", "jsonl"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stderr
     assert len(r.stdout.splitlines()) == 2 and str(bad) in r.stderr.splitlines()[0]
     r = subprocess.run([sys.executable, "-m", "runtime.cli"], capture_output=True, text=True, timeout=60)
@@ -168,13 +168,13 @@ def test_entry_point_subprocess_exit_codes(bundle, folder, tmp_path):
 
 @pytest.mark.parametrize("flag,value,words", [("--batch-size", "100000", "at most 1024"),
                                               ("--threads", "5000", "at most"), ("--batch-size", "0", "positive")])
-def test_absurd_batch_size_and_threads_are_refused(capsys, bundle, folder, flag, value, words):
+def test_absurd_batch_size_and_threads_are_refused(capsys, square_bundle, folder, flag, value, words):
     with pytest.raises(SystemExit) as e:
-        main(["score", str(folder), "-m", bundle, flag, value])
+        main(["score", str(folder), "-m", square_bundle, flag, value])
     assert e.value.code == 2 and words in capsys.readouterr().err
 
 
-def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(tmp_path_factory, tmp_path, monkeypatch):
+def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(patches_bundle, tmp_path, monkeypatch):
     """A big photo's patches are made batch by batch: the batches the model sees never exceed --batch-size,
     and the scores equal scoring all patches at once."""
     import numpy as np
@@ -182,10 +182,9 @@ def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(tmp_path_factory, tmp
     from runtime import Scorer
     from runtime.preprocess import to_model_input
 
-    bundle = cached_bundle(tmp_path_factory, "patches")
     p = tmp_path / "big.png"
     textured(900, 700, seed=3).save(p)
-    scorer = Scorer.load(bundle, batch_size=8)
+    scorer = Scorer.load(patches_bundle, batch_size=8)
     seen = []
     real_run = scorer.backend.run
     monkeypatch.setattr(scorer.backend, "run", lambda x: (seen.append(len(x)), real_run(x))[1])
@@ -198,7 +197,7 @@ def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(tmp_path_factory, tmp
     assert abs(rec["score"] - float(full.mean())) < 1e-5
 
 
-def test_a_bug_keeps_its_traceback_and_is_not_a_usage_error(capsys, bundle, monkeypatch):
+def test_a_bug_keeps_its_traceback_and_is_not_a_usage_error(capsys, square_bundle, monkeypatch):
     """Only icrt's own errors (runtime.errors.IcrtError) become `icrt: error:` lines; a plain ValueError is a bug."""
     import runtime.info
 
@@ -207,15 +206,15 @@ def test_a_bug_keeps_its_traceback_and_is_not_a_usage_error(capsys, bundle, monk
 
     monkeypatch.setattr(runtime.info, "model_card", bug)
     with pytest.raises(ValueError, match="a bug"):
-        main(["info", bundle])
+        main(["info", square_bundle])
     assert "icrt: error" not in capsys.readouterr().err
 
 
-def test_interrupt_is_exit_130(capsys, bundle, monkeypatch):
+def test_interrupt_is_exit_130(capsys, square_bundle, monkeypatch):
     import runtime.info
 
     def interrupted(manifest):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runtime.info, "model_card", interrupted)
-    assert main(["info", bundle]) == 130 and capsys.readouterr().err == "icrt: interrupted\n"
+    assert main(["info", square_bundle]) == 130 and capsys.readouterr().err == "icrt: interrupted\n"

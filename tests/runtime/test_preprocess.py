@@ -101,9 +101,7 @@ def test_patch_inputs_are_made_slice_by_slice_with_the_same_values():
 
 def test_corrupt_pixel_data_is_not_hidden_by_exif_handling(tmp_path):
     """Regression: decoding must happen before EXIF transposition, whose errors are forgiven."""
-    import sys
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from runtime_fixtures import broken_inputs
+    from tests.runtime.fixtures import broken_inputs
 
     path, _ = broken_inputs(str(tmp_path))["corrupt.png"]
     with pytest.raises(ImageError, match="corrupt.png: truncated or corrupt image data"):

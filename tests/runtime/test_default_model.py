@@ -7,8 +7,9 @@ import pytest
 
 from runtime import Scorer, defaults
 from runtime.manifest import load_manifest
+from tests.runtime.fixtures import ROOT
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLES = os.path.join(ROOT, "examples")
 SIMPLE = os.path.join(EXAMPLES, "savoias_advertisement_46.jpg")  # human score 0.10
 COMPLEX = os.path.join(EXAMPLES, "savoias_art_371.jpg")  # human score 0.95
 MIDDLE = os.path.join(EXAMPLES, "savoias_interior_design_46.jpg")  # human score 0.80

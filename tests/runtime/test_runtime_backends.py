@@ -1,5 +1,5 @@
 """The backend registry: registration, `auto` order and its notes, what reads the registry (CLI, manifest
-validation, bench), and `OrtBackend.from_file`. Models are a few ONNX nodes (no torch)."""
+validation, bench), and `OrtBackend.from_file`. Models are a few ONNX nodes (tests/runtime/data/nodes)."""
 import json
 import os
 import subprocess
@@ -12,7 +12,7 @@ from PIL import Image
 import runtime.backends as backends
 from runtime.backends import Backend, BackendError, NotInBundleError, open_backend, register_backend
 from runtime.manifest import BundleError, load_manifest
-from runtime_fixtures import SIZE, edit_manifest, make_bundle, tiny_onnx
+from tests.runtime.fixtures import SIZE, edit_manifest, make_bundle, needs_matplotlib, node_model
 
 
 class ConstBackend(Backend):
@@ -103,6 +103,7 @@ def test_auto_falls_through_to_onnxruntime_and_raises_the_last_error(registry, b
     assert e.value.exit_code == 2 and isinstance(e.value, BundleError)
 
 
+@needs_matplotlib  # the bench's plot
 def test_a_registered_backend_serves_the_cli_bench_and_manifest(registry, bundle, image, tmp_path, capsys):
     from runtime.cli import main
 
@@ -136,7 +137,7 @@ def test_any_object_with_the_backend_interface_scores(bundle, image):
 def test_ort_backend_from_a_plain_onnx_file(tmp_path):
     from runtime.backends.onnxruntime import OrtBackend
 
-    path = tiny_onnx(tmp_path / "plain.onnx")
+    path = node_model(tmp_path / "plain.onnx")
     b = OrtBackend.from_file(path, precision="fp32", threads=1)
     x = np.zeros((3, 3, SIZE, SIZE), np.float32)
     assert b.file == path and b.device == "cpu" and b.threads == 1 and b.describe()["backend"] == "onnxruntime"

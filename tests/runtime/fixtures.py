@@ -1,140 +1,139 @@
-"""Tiny test bundles built here (tiny D2S -> torch.onnx.export -> runtime.manifest), independent of ``export``.
+"""Test bundles for the runtime's tests, torch-free: committed ONNX files (tests/runtime/data, written by
+data/make_tiny_models.py) in bundles written through the bundle contract (``runtime.manifest``: its names,
+``Manifest``, ``write_bundle``), never as hand-written manifest dicts; and awkward or broken input files.
 
-Bundles are written through the bundle contract (``runtime.manifest``: its names, ``Manifest``, ``write_bundle``),
-never as hand-written manifest dicts."""
+Two kinds of model:
+- the tiny conv net (``tiny.onnx`` + its int8 form ``tiny.int8.onnx``): N x 3 x 64 x 64 -> [N] scores spread over
+  (0, 1), for scoring, CLI, bench and heatmap tests (:func:`build_bundle`);
+- models of a few ONNX nodes with chosen misbehaviour (``data/nodes``; :data:`NODE_MODELS`), for validation tests
+  (:func:`make_bundle`, :func:`node_model`).
+"""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from runtime.manifest import (FILE_NAMES, INPUT_NAME, MANIFEST_FILE, SCORE_OUTPUT, EngineRecord, Manifest,
-                              engine_file_name, write_bundle)
+from runtime.manifest import FILE_NAMES, MANIFEST_FILE, EngineRecord, Manifest, engine_file_name, write_bundle
+from runtime.preprocess import Preprocessing
+from tests.images import textured
 
-TINY_D2S = {"backbone": "resnet10t", "pretrained": "none", "image_size": 64, "head_hidden": 32, "head_dropout": 0.0}
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+TINY_FILES = {"fp32": "tiny.onnx", "int8": "tiny.int8.onnx"}  # in DATA
+REFERENCE_FILE = "tiny_reference.json"  # in DATA: the PyTorch model's scores on reference_images()
+TINY_SIZE = 64  # input side of the tiny conv net
 PARITY_TOL = 1e-4  # the fp32 parity tolerance of the export contract
 
 
-def tiny_model(seed: int = 0):
-    import torch
-    from train.models.d2s import D2S, D2SConfig
-
-    torch.manual_seed(seed)
-    model = D2S(D2SConfig(**TINY_D2S), load_pretrained=False).eval()
-    # Random heads sit near sigmoid(0) = 0.5 for every input; a larger last layer spreads the scores so that
-    # tests comparing images see real differences.
-    with torch.no_grad():
-        model.head[-1].weight.mul_(20.0)
-    return model
+# --- optional libraries ----------------------------------------------------------------------------------------
 
 
-def export_onnx(model, path: str, size: int) -> str:
-    import torch
-
-    x = torch.randn(2, 3, size, size)
-    torch.onnx.export(model, (x,), path, input_names=[INPUT_NAME], output_names=[SCORE_OUTPUT], opset_version=17,
-                      dynamic_axes={INPUT_NAME: {0: "batch"}, SCORE_OUTPUT: {0: "batch"}}, dynamo=False)
-    return path
+def needs(module: str, feature: str):
+    """Skip where ``module`` is not installed. The runtime imports it lazily for one feature, and it is not among the
+    runtime's dependencies in pyproject.toml, so an environment with the runtime's dependencies only lacks it."""
+    return pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                              reason=f"{module} is not installed ({feature}; not a declared runtime dependency)")
 
 
-def quantize_int8(src: str, dst: str, size: int) -> str:
-    """The CPU int8 form (QDQ, uint8 activations, int8 per-channel weights), calibrated on random inputs."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rng = np.random.default_rng(0)
-            self.data = iter([{INPUT_NAME: rng.standard_normal((1, 3, size, size), dtype=np.float32)} for _ in range(4)])
-
-        def get_next(self):
-            return next(self.data, None)
-
-    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True)
-    return dst
+needs_matplotlib = needs("matplotlib", "heatmaps and bench plots")
+needs_tqdm = needs("tqdm", "the progress bar")
 
 
-def build_bundle(folder: str, resize: str = "square", int8: bool = False, model=None) -> str:
-    """A bundle folder with model.onnx (+ model.int8.onnx) and a manifest for ``resize`` (square|patches)."""
-    from runtime.preprocess import Preprocessing
+# --- the tiny conv net -----------------------------------------------------------------------------------------
 
+
+def tiny_preprocessing(resize: str = "square") -> Preprocessing:
+    """The tiny bundles' preprocessing: 64 x 64 (square), or 64 px patches at stride 32, long side capped at 256."""
+    if resize == "square":
+        return Preprocessing(resize="square", size=TINY_SIZE)
+    return Preprocessing(resize="patches", size=TINY_SIZE, stride=32, max_long_side=256)
+
+
+def reference_images() -> list[Image.Image]:
+    """Eight 64 x 64 images of rising noise: square-policy inputs without any resize, so that the stored PyTorch
+    scores (tiny_reference.json) depend on the model and the normalisation only."""
+    return [textured(TINY_SIZE, TINY_SIZE, seed=i, level=i / 7) for i in range(8)]
+
+
+def reference_scores() -> dict:
+    with open(os.path.join(DATA, REFERENCE_FILE)) as f:
+        return json.load(f)
+
+
+def sample_images(folder) -> list[str]:
+    """Five PNGs of several sizes and noise levels (img0.png .. img4.png; img2 is 300 x 110) in ``folder``."""
+    paths = []
+    for i, (w, h) in enumerate([(120, 90), (64, 64), (300, 110), (50, 200), (200, 150)]):
+        p = os.path.join(str(folder), f"img{i}.png")
+        textured(w, h, seed=i, level=i / 4).save(p)
+        paths.append(p)
+    return paths
+
+
+def build_bundle(folder: str, resize: str = "square", int8: bool = False) -> str:
+    """A bundle folder with model.onnx (+ model.int8.onnx) from the committed tiny conv net and a manifest for
+    ``resize`` (square|patches)."""
     os.makedirs(folder, exist_ok=True)
-    model = model or tiny_model()
-    size = 64
-    prep = (Preprocessing(resize="square", size=size) if resize == "square"
-            else Preprocessing(resize="patches", size=size, stride=32, max_long_side=256))
     fp32, int8_file = FILE_NAMES["fp32"], FILE_NAMES["int8"]
-    export_onnx(model, os.path.join(folder, fp32), size)
+    shutil.copyfile(os.path.join(DATA, TINY_FILES["fp32"]), os.path.join(folder, fp32))
     files = {"fp32": {"onnxruntime": fp32, "tensorrt": fp32}}
     if int8:
-        quantize_int8(os.path.join(folder, fp32), os.path.join(folder, int8_file), size)
+        shutil.copyfile(os.path.join(DATA, TINY_FILES["int8"]), os.path.join(folder, int8_file))
         files["int8"] = {"onnxruntime": int8_file}
     engine = EngineRecord(precision="fp16", file=engine_file_name("fp16", "10.3.0", "8.7"), tensorrt="10.3.0",
                           compute_capability="8.7", min_batch=1, opt_batch=8, max_batch=32)
-    m = Manifest(kind="d2s", name=f"tiny-d2s-{resize}", preprocessing=prep, files=files, engines=[engine],
-                 parity={"fp32": {"max_abs_diff": 0.0}}, model_card={"training data": "none (random weights, tests)"})
+    m = Manifest(kind="d2s", name=f"tiny-d2s-{resize}", preprocessing=tiny_preprocessing(resize), files=files,
+                 engines=[engine], parity={"fp32": {"max_abs_diff": 0.0}},
+                 model_card={"training data": "none (random weights, tests)"})
     return write_bundle(folder, m)
 
 
-# --- ONNX models of a few nodes (onnx.helper, no torch) and bundles around them -------------------------------
+# --- models of a few ONNX nodes --------------------------------------------------------------------------------
 
 
 SIZE = 32  # input side of the few-node models
+NODE_SHAPE = ("N", 3, SIZE, SIZE)
+# (variant, input shape) of every committed few-node model, image -> score. sigmoid: sigmoid(mean pixel) in
+# (0, 1); sqrt: sqrt(mean), NaN for dark images; const:V: V for every image; column: [N, 1]; wide: [N, 3]
+# declared; flat: [3N] (declared [M]).
+NODE_MODELS = [
+    ("sigmoid", NODE_SHAPE), ("sqrt", NODE_SHAPE), ("column", NODE_SHAPE), ("wide", NODE_SHAPE), ("flat", NODE_SHAPE),
+    *[(f"const:{v}", NODE_SHAPE) for v in ("nan", "inf", "1e30", "-1e30", "1.5", "1.0005", "7", "12")],
+    ("sigmoid", ("N", 3, 64, 64)), ("sigmoid", ("N", 4, SIZE, SIZE)), ("sigmoid", ("N", 3, SIZE)),
+    ("sigmoid", ("N", 3, "H", "W")),
+]
 
 
-def _const(name, value):
-    from onnx import TensorProto, helper
+def node_file(variant: str, in_shape=NODE_SHAPE) -> str:
+    """File name in data/nodes: ``const:1.5`` -> ``const_1.5.onnx``; another input shape is appended
+    (``sigmoid_Nx3xHxW.onnx``)."""
+    name = variant.replace(":", "_")
+    if tuple(in_shape) != NODE_SHAPE:
+        name += "_" + "x".join(map(str, in_shape))
+    return name + ".onnx"
 
-    return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
 
-
-def tiny_onnx(path, variant="sigmoid", in_shape=("N", 3, SIZE, SIZE)):
-    """image -> score. sigmoid: sigmoid(mean pixel) in (0, 1); sqrt: sqrt(mean), NaN for dark images;
-    const:V: V for every image; column: [N, 1]; wide: [N, 3] declared; flat: [3N] (declared [M])."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    all_axes = list(range(1, len(in_shape)))
-    mean = lambda axes, keep=0: helper.make_node("ReduceMean", [INPUT_NAME], ["m"], axes=axes, keepdims=keep)
-    inits, out_shape = [], ["N"]
-    if variant == "sigmoid":
-        nodes = [mean(all_axes), helper.make_node("Sigmoid", ["m"], [SCORE_OUTPUT])]
-    elif variant == "sqrt":
-        nodes = [mean([1, 2, 3]), helper.make_node("Sqrt", ["m"], [SCORE_OUTPUT])]
-    elif variant.startswith("const:"):
-        inits = [_const("zero", 0.0), _const("v", float(variant[6:]))]
-        nodes = [mean([1, 2, 3]), helper.make_node("Mul", ["m", "zero"], ["z"]), helper.make_node("Add", ["z", "v"], [SCORE_OUTPUT])]
-    elif variant == "column":
-        inits = [helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1])]
-        nodes = [mean([1, 2, 3], 1), helper.make_node("Sigmoid", ["m"], ["s"]), helper.make_node("Reshape", ["s", "shape"], [SCORE_OUTPUT])]
-        out_shape = ["N", 1]
-    elif variant == "wide":
-        nodes = [mean([2, 3]), helper.make_node("Sigmoid", ["m"], [SCORE_OUTPUT])]
-        out_shape = ["N", 3]
-    elif variant == "flat":
-        inits = [helper.make_tensor("shape", TensorProto.INT64, [1], [-1])]
-        nodes = [mean([2, 3]), helper.make_node("Sigmoid", ["m"], ["s"]), helper.make_node("Reshape", ["s", "shape"], [SCORE_OUTPUT])]
-        out_shape = ["M"]
-    else:
-        raise ValueError(variant)
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, list(in_shape))],
-                              [helper.make_tensor_value_info(SCORE_OUTPUT, TensorProto.FLOAT, out_shape)], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+def node_model(path, variant: str = "sigmoid", in_shape=NODE_SHAPE) -> str:
+    """The committed few-node model ``variant`` with input shape ``in_shape``, copied to ``path``."""
+    src = os.path.join(DATA, "nodes", node_file(variant, in_shape))
+    if (variant, tuple(in_shape)) not in NODE_MODELS or not os.path.isfile(src):
+        raise FileNotFoundError(f"{src}: no committed model for {variant} {tuple(in_shape)}: add it to NODE_MODELS "
+                                "and run tests/runtime/data/make_tiny_models.py")
+    shutil.copyfile(src, str(path))
     return str(path)
 
 
-def make_bundle(folder, variant="sigmoid", in_shape=("N", 3, SIZE, SIZE), files=None, score=None, **prep):
-    """A bundle around :func:`tiny_onnx` (fp32 only), written through runtime.manifest."""
-    from runtime.preprocess import Preprocessing
-
+def make_bundle(folder, variant="sigmoid", in_shape=NODE_SHAPE, files=None, score=None, **prep):
+    """A bundle around :func:`node_model` (fp32 only), written through runtime.manifest."""
     folder = str(folder)
     os.makedirs(folder, exist_ok=True)
-    tiny_onnx(os.path.join(folder, FILE_NAMES["fp32"]), variant, in_shape)
+    node_model(os.path.join(folder, FILE_NAMES["fp32"]), variant, in_shape)
     prep = {"size": SIZE, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), **prep}
     m = Manifest(kind="d2s", name=f"tiny-{variant}", preprocessing=Preprocessing(**prep),
                  files=files or {"fp32": {"onnxruntime": FILE_NAMES["fp32"], "tensorrt": FILE_NAMES["fp32"]}})
@@ -155,18 +154,7 @@ def edit_manifest(folder, change):
     return folder
 
 
-def textured(w: int, h: int, seed: int = 0, level: float = 0.5) -> Image.Image:
-    """Grey image with a share ``level`` of random-coloured pixels: more noise, more 'complex'."""
-    rng = np.random.default_rng(seed)
-    img = np.full((h, w, 3), 128, np.uint8)
-    mask = rng.random((h, w)) < level
-    img[mask] = rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8)
-    return Image.fromarray(img)
-
-
-# --- bundles shared across test modules (built once per session) ----------------------------------
-
-_BUILT: dict = {}
+# --- the CLI in process ----------------------------------------------------------------------------------------
 
 
 def run_cli(capsys, *argv):
@@ -176,12 +164,6 @@ def run_cli(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def cached_bundle(tmp_path_factory, resize: str) -> str:
-    if resize not in _BUILT:
-        _BUILT[resize] = build_bundle(str(tmp_path_factory.mktemp(f"bundle-{resize}")), resize, int8=resize == "square")
-    return _BUILT[resize]
 
 
 # --- awkward but valid inputs: (file written, the plain RGB array it must score as) ---------------
@@ -195,8 +177,6 @@ def _png_with_exif_orientation(path, stored: Image.Image, orientation: int):
 
 def awkward_inputs(folder) -> dict:
     """name -> (path, expected RGB array). Each must score exactly as its expected array."""
-    import os
-
     base = textured(97, 61, seed=3, level=0.6)
     out = {}
 
@@ -276,7 +256,6 @@ def bomb_png(path: str, side: int = 100_000):
 
 def broken_inputs(folder) -> dict:
     import io
-    import os
 
     os.makedirs(folder, exist_ok=True)
     out = {}

@@ -1,0 +1,1 @@
+"""icrt's tests: top level with torch (training, export); runtime/ torch-free (the runtime only)."""

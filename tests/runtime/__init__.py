@@ -1,0 +1,1 @@
+"""The runtime's tests: need only the runtime's dependencies (numpy, Pillow, onnxruntime) and pytest."""
