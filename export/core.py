@@ -215,7 +215,9 @@ def stage_precision(job: ExportJob, name: str) -> None:
 
 
 def stage_engines(job: ExportJob) -> None:
-    from .tensorrt import TensorRTError, build_engines
+    """TensorRT engines for this machine's GPU, built into the staging folder by runtime.engines (the code behind
+    ``icrt build``); the manifest written next records them."""
+    from runtime.engines import TensorRTError, build_engines
 
     o = job.options
     try:

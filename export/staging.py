@@ -5,6 +5,7 @@ replaced.
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -29,9 +30,9 @@ def staging_folder(final: str) -> str:
     parent = os.path.dirname(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(final))}.tmp-")
-    old = os.path.join(final, TIMING_CACHE)  # keep TensorRT's timing cache: later engine builds are faster
-    if os.path.isfile(old):
-        shutil.copy2(old, work)
+    for old in glob.glob(os.path.join(final, TIMING_CACHE)):  # keep TensorRT's timing caches: later builds are faster
+        if os.path.isfile(old) and not os.path.islink(old):
+            shutil.copy2(old, work)
     return work
 
 

@@ -38,7 +38,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # File names in a bundle. "int8" is the onnxruntime CPU form, "int8_qdq" the TensorRT form.
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
               "int8_qdq": "model.int8.qdq.onnx"}
-TIMING_CACHE = "timing.cache"  # TensorRT's timing cache (export --trt)
+TIMING_CACHE = "timing.*.cache"  # glob of TensorRT timing caches, one per TensorRT version / GPU (timing_cache_file_name)
 EXPORT_REPORT = "export-report.json"
 ORT_TRT_CACHE = "ort-trt-cache"  # engine cache folder of onnxruntime's TensorRT execution provider
 DEFAULT_SCORE = {"range": [0.0, 1.0], "meaning": "higher = more complex"}
@@ -51,6 +51,12 @@ MIN_SIZE, MAX_SIZE = 16, 4096
 def engine_file_name(precision: str, trt_version, compute_capability) -> str:
     """``engine.<precision>.trt<version>.sm<cc>.plan``: an engine only runs where it was built."""
     return f"engine.{precision}.trt{trt_version}.sm{compute_capability}.plan"
+
+
+def timing_cache_file_name(trt_version, compute_capability) -> str:
+    """``timing.trt<version>.sm<cc>.cache``: TensorRT rejects a timing cache made by another version or GPU, so
+    each gets its own, keyed like the engines (matches :data:`TIMING_CACHE`)."""
+    return f"timing.trt{trt_version}.sm{compute_capability}.cache"
 
 
 class BundleError(UserInputError):
