@@ -1,0 +1,268 @@
+"""``icrt score --url``: score image files through a server — ``icrt serve``, or Triton running a repository from
+``icrt triton`` — with the same records as local scoring (docs/serving.md).
+
+:class:`RemoteScorer` has the part of :class:`~runtime.scorer.Scorer`'s interface the CLI uses (``iter_score``,
+``score_many``, ``info``): files are read here (a file that cannot be read gets the same error record as locally),
+sent as encoded bytes in requests of up to the server's ``max_batch_size`` images (several requests in flight,
+Triton batches them further), and the outputs (runtime/triton.py) become records named after the local files, in
+input order. A request the server fails gives each of its images an error record; the rest go on.
+
+Needs ``tritonclient[http,grpc]`` (``pip install 'icrt[serve]'``), imported only when a URL is used.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from .errors import UnavailableError, UserInputError
+from .preprocess import ImageError
+from .triton import DEFAULT_MODEL_NAME, IMAGE_INPUT, OUTPUTS, records_from_outputs
+
+INSTALL_HINT = "pip install 'icrt[serve]'"
+DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)
+INFLIGHT = 4  # requests in flight at once
+MAX_FILE_BYTES = 64 * 1024 * 1024  # Triton's default limit on one HTTP request's input
+MAX_REQUEST_BYTES = 32 * 1024 * 1024  # files per request are packed up to this size
+TIMEOUT_S = 120.0  # one request, sent to answered
+SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False), "grpcs": ("grpc", True)}
+
+
+def read_image_file(path: str) -> bytes:
+    """The bytes of an image file to send; ImageError with the problem ``icrt score`` reports locally."""
+    from .inputs import SYMLINK_LOOP, is_symlink_loop
+
+    if os.path.isdir(path):
+        raise ImageError(path, "is a directory, not an image")
+    if not os.path.exists(path):
+        if os.path.islink(path):
+            raise ImageError(path, SYMLINK_LOOP if is_symlink_loop(path) else "broken symbolic link")
+        raise ImageError(path, "no such file")
+    if not os.path.isfile(path):
+        raise ImageError(path, "not a regular file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    if size > MAX_FILE_BYTES:
+        raise ImageError(path, f"file too large to send ({size / 2**20:.0f} MB; a request takes at most "
+                               f"{MAX_FILE_BYTES // 2**20} MB)")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError as e:
+        raise ImageError(path, e.strerror or str(e)) from None
+
+
+def parse_url(url: str) -> tuple[str, str, bool]:
+    """``http://HOST:PORT`` (also https, grpc, grpcs; no scheme: http) -> (protocol, "host:port", ssl)."""
+    text = url if "://" in url else "http://" + url
+    parts = urlsplit(text)
+    if parts.scheme not in SCHEMES:
+        raise UserInputError(f"--url {url}: unknown scheme {parts.scheme!r} (http, https, grpc, grpcs)")
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UserInputError(f"--url {url}: expected SCHEME://HOST:PORT (e.g. http://127.0.0.1:8000)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise UserInputError(f"--url {url}: bad port") from None
+    protocol, ssl = SCHEMES[parts.scheme]
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return protocol, f"{host}:{port or (8001 if protocol == 'grpc' else 8000)}", ssl
+
+
+def _tritonclient(protocol: str):
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError as e:
+        raise UnavailableError(f"icrt score --url needs tritonclient, which is not installed here ({e}); "
+                               f"{INSTALL_HINT}") from None
+    return module
+
+
+class RemoteScorer:
+    """Scores through the Triton model ``model`` at ``url``; see the module notes."""
+
+    def __init__(self, url: str, model: str = DEFAULT_MODEL_NAME, batch_size: int | None = None,
+                 inflight: int = INFLIGHT, timeout: float = TIMEOUT_S):
+        self.url, self.model, self.timeout = url, model, float(timeout)
+        self.protocol, self.address, self.ssl = parse_url(url)
+        self.module = _tritonclient(self.protocol)
+        self.inflight = max(1, int(inflight))
+        self._local = threading.local()
+        self._clients, self._lock = [], threading.Lock()
+        try:
+            self.max_batch = self._check()
+        finally:
+            self.close()
+        self.batch_size = max(1, min(int(batch_size or DEFAULT_BATCH), self.max_batch or DEFAULT_BATCH))
+
+    @classmethod
+    def connect(cls, url: str, **kwargs) -> "RemoteScorer":
+        return cls(url, **kwargs)
+
+    # --- the connection ----------------------------------------------------------------------------------
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.protocol == "grpc":
+                client = self.module.InferenceServerClient(self.address, ssl=self.ssl)
+            else:
+                client = self.module.InferenceServerClient(self.address, ssl=self.ssl, connection_timeout=min(self.timeout, 30.0),
+                                                           network_timeout=self.timeout)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for c in clients:
+            with contextlib.suppress(Exception):
+                c.close()
+        self._local = threading.local()
+
+    def _check(self) -> int:
+        """The model is ready and speaks icrt's tensors; its max_batch_size (0: no batching)."""
+        client = self._client()
+        try:
+            client.is_server_live()
+        except Exception as e:
+            raise UnavailableError(f"cannot reach a server at {self.url} ({type(e).__name__}: {e})") from None
+        try:
+            ready = client.is_model_ready(self.model)
+        except Exception as e:
+            raise UnavailableError(f"{self.url}: cannot ask for the model {self.model!r} ({e})") from None
+        if not ready:
+            raise UnavailableError(f"{self.url}: the model {self.model!r} is not ready on this server (icrt serve and "
+                                   "a repository written by icrt triton serve 'icrt')")
+        if self.protocol == "grpc":
+            config = client.get_model_config(self.model, as_json=True).get("config", {})
+        else:
+            config = client.get_model_config(self.model)
+        inputs = {t.get("name"): t for t in config.get("input", [])}
+        outputs = {t.get("name") for t in config.get("output", [])}
+        missing = [n for n in OUTPUTS if n not in outputs]
+        if IMAGE_INPUT not in inputs or inputs[IMAGE_INPUT].get("data_type") != "TYPE_STRING" or missing:
+            raise UnavailableError(f"{self.url}: the model {self.model!r} does not take encoded images as icrt's "
+                                   f"servers do (input {IMAGE_INPUT!r} BYTES; outputs {', '.join(OUTPUTS)})")
+        return int(config.get("max_batch_size") or 0)
+
+    def info(self) -> dict:
+        return {"bundle": None, "url": self.url, "model": self.model, "protocol": self.protocol,
+                "batch_size": self.batch_size, "backend": "remote", "precision": None, "device": self.url}
+
+    # --- scoring -----------------------------------------------------------------------------------------
+    def _send(self, data: list[bytes]) -> dict:
+        import numpy as np
+
+        m = self.module
+        rows = np.empty((len(data), 1), dtype=object)
+        rows[:, 0] = data
+        image = m.InferInput(IMAGE_INPUT, list(rows.shape), "BYTES")
+        if self.protocol == "grpc":
+            image.set_data_from_numpy(rows)
+            outputs = [m.InferRequestedOutput(k) for k in OUTPUTS]
+            result = self._client().infer(self.model, [image], outputs=outputs, client_timeout=self.timeout)
+        else:
+            image.set_data_from_numpy(rows, binary_data=True)
+            outputs = [m.InferRequestedOutput(k, binary_data=True) for k in OUTPUTS]
+            result = self._client().infer(self.model, [image], outputs=outputs)
+        got = {k: result.as_numpy(k) for k in OUTPUTS}
+        missing = [k for k, v in got.items() if v is None]
+        if missing:
+            raise RuntimeError(f"the server's response has no {', '.join(missing)}")
+        return got
+
+    def _requests(self, images):
+        """Lists of (name, bytes or None, problem or None), each list one request's worth."""
+        chunk, size = [], 0
+        for i, image in enumerate(images):
+            if isinstance(image, (bytes, bytearray)):
+                name, data, problem = f"<image {i}>", bytes(image), None
+                if not data:
+                    data, problem = None, "empty file (0 bytes)"
+            else:
+                name = os.fspath(image)
+                try:
+                    data, problem = read_image_file(name), None
+                except ImageError as e:
+                    data, problem = None, e.problem
+            if data is not None and chunk and (sum(d is not None for _, d, _ in chunk) >= self.batch_size
+                                               or size + len(data) > MAX_REQUEST_BYTES):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append((name, data, problem))
+            size += len(data) if data is not None else 0
+        if chunk:
+            yield chunk
+
+    def _records(self, chunk, future) -> list[dict]:
+        sent = [(name, data) for name, data, _ in chunk if data is not None]
+        by_name = {}
+        if sent:
+            try:
+                outputs = future.result()
+                recs = records_from_outputs([n for n, _ in sent], outputs)
+            except Exception as e:  # the server failed this request: each of its images gets the error
+                problem = f"server error ({type(e).__name__}: {' '.join(str(e).split())})"
+                recs = [{"image": n, "error": problem} for n, _ in sent]
+            by_name = iter(recs)
+        out = []
+        for name, data, problem in chunk:
+            out.append(next(by_name) if data is not None else {"image": name, "error": problem})
+        return out
+
+    def iter_score(self, images, heatmap_dir: str | None = None, details: bool = False, progress=None):
+        """One record per image (paths or encoded bytes), in input order, as :meth:`Scorer.iter_score`."""
+        if heatmap_dir or details:
+            raise UserInputError("heatmaps and patch details need the model here: not with --url")
+        pending = collections.deque()
+        try:
+            with ThreadPoolExecutor(self.inflight, thread_name_prefix="icrt-client") as pool:
+                for chunk in self._requests(images):
+                    data = [d for _, d, _ in chunk if d is not None]
+                    pending.append((chunk, pool.submit(self._send, data) if data else None))
+                    while len(pending) > self.inflight:
+                        yield from self._done(pending.popleft(), progress)
+                while pending:
+                    yield from self._done(pending.popleft(), progress)
+        finally:
+            for _, future in pending:
+                if future is not None:
+                    future.cancel()
+            self.close()
+
+    def _done(self, item, progress):
+        chunk, future = item
+        for rec in self._records(chunk, future):
+            if progress:
+                progress(rec)
+            yield rec
+
+    def score_many(self, images, progress=None) -> list[dict]:
+        return list(self.iter_score(images, progress=progress))
+
+
+def check_score_args(args) -> None:
+    """Options of ``icrt score`` that mean nothing with ``--url`` (the server has the model) are refused."""
+    clash = [flag for flag, given in (("-m", args.model), ("--heatmap", args.heatmap),
+                                      ("--backend", args.backend != "auto"), ("--precision", args.precision != "fp32"),
+                                      ("--threads", args.threads)) if given]
+    if clash:
+        raise UserInputError(f"{', '.join(clash)} with --url: the server has the model and chooses how it runs")
+
+
+def open_remote(args) -> RemoteScorer:
+    """The RemoteScorer ``icrt score --url`` uses (``--batch-size``: images per request)."""
+    check_score_args(args)
+    return RemoteScorer.connect(args.url, batch_size=args.batch_size)
+

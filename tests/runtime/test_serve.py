@@ -1,0 +1,282 @@
+"""``icrt serve`` on a real Triton server (the PyTriton wheel's tritonserver) and ``icrt score --url``.
+
+The server tests start ``icrt serve`` as a child process on free loopback ports, score images through HTTP and gRPC
+and compare with local scores (<= 1e-5, the same error records), send garbage, and stop it (SIGINT, SIGTERM) checking
+that no process it started is left. Everything is bounded in time. They are skipped only where nvidia-pytriton /
+tritonclient are not installed (``pip install 'icrt[serve]'``); the missing-package messages are tested everywhere.
+Torch-free."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+from runtime.scorer import Scorer
+from tests.images import textured
+from tests.runtime.fixtures import ROOT, broken_inputs, run_cli
+
+SERVE_EXTRA = "pip install 'icrt[serve]'"
+READY_TIMEOUT = 120
+
+
+def need_serve():
+    pytest.importorskip("pytriton", reason=f"nvidia-pytriton is not installed ({SERVE_EXTRA})")
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient[http] is not installed ({SERVE_EXTRA})")
+    pytest.importorskip("tritonclient.grpc", reason=f"tritonclient[grpc] is not installed ({SERVE_EXTRA})")
+
+
+def images(folder, n=6):
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(n):
+        w, h = [(64, 64), (120, 80), (33, 200), (300, 300), (97, 61), (64, 65)][i % 6]
+        path = os.path.join(folder, f"img{i}.png" if i % 2 else f"img{i}.jpg")
+        textured(w, h, seed=i, level=(i + 1) / (n + 1)).save(path)
+        paths.append(path)
+    return paths
+
+
+def same_records(local, remote, tol=1e-5):
+    assert [r["image"] for r in remote] == [r["image"] for r in local]
+    for lo, re_ in zip(local, remote):
+        assert set(lo) == set(re_), (lo, re_)
+        if "error" in lo:
+            assert re_["error"] == lo["error"]
+        else:
+            assert abs(lo["score"] - re_["score"]) <= tol, (lo, re_)
+            assert [lo[k] for k in ("patches", "width", "height")] == [re_[k] for k in ("patches", "width", "height")]
+
+
+@pytest.fixture(scope="module")
+def server(square_bundle, tmp_path_factory):
+    """``icrt serve`` of the tiny square bundle: up for the module, stopped with SIGINT at its end."""
+    need_serve()
+    from runtime.serve import ServerProcess
+
+    log = str(tmp_path_factory.mktemp("serve") / "serve.log")
+    sp = ServerProcess(["-m", square_bundle, "--max-batch", "8", "--max-queue-delay-us", "100000"], log_path=log, cwd=ROOT)
+    sp.start()
+    try:
+        sp.wait_ready(READY_TIMEOUT)
+        yield sp
+    finally:
+        code = sp.stop(signal.SIGINT, timeout=60)
+        left = sp.leftovers()
+        sp.kill_leftovers()
+    assert code == 0, sp.log()[-3000:]
+    assert not left, f"processes left after icrt serve stopped: {left}"
+    assert "icrt serve: stopping (interrupted)" in sp.log()
+
+
+def test_scores_through_http_and_grpc_equal_local_scores(server, square_bundle, tmp_path, capsys):
+    import json
+
+    paths = images(str(tmp_path / "imgs"))
+    local = Scorer.load(square_bundle).score_many(paths)
+    for url in (server.http_url, server.grpc_url):
+        code, out, err = run_cli(capsys, "score", *paths, "--url", url, "--format", "json", "--batch-size", "4")
+        assert code == 0, err
+        same_records(local, json.loads(out))
+    # the table, as local
+    code, out_local, _ = run_cli(capsys, "score", *paths, "-m", square_bundle)
+    code2, out_remote, _ = run_cli(capsys, "score", *paths, "--url", server.http_url)
+    assert code == code2 == 0 and out_remote == out_local
+
+
+def test_files_that_cannot_be_scored_get_the_local_error_records(server, square_bundle, tmp_path, capsys):
+    import json
+
+    bad = broken_inputs(str(tmp_path / "bad"))
+    paths = images(str(tmp_path / "imgs"), 2) + [p for p, _ in bad.values()]
+    local = Scorer.load(square_bundle).score_many(paths)
+    code, out, err = run_cli(capsys, "score", *paths, "--url", server.http_url, "--format", "jsonl")
+    assert code == 1
+    remote = [json.loads(line) for line in out.splitlines()]
+    same_records(local, remote)
+    assert sum("error" in r for r in remote) == len(bad)
+    for name in ("text.jpg", "empty.jpg", "bomb.png", "missing.png"):  # one line each, as locally
+        assert f"icrt: {bad[name][0]}: " in err
+
+
+def test_garbage_gets_an_error_and_the_server_stays_up(server, tmp_path):
+    import tritonclient.http as http
+
+    good = images(str(tmp_path / "imgs"), 1)[0]
+    rows = np.empty((3, 1), dtype=object)
+    rows[:, 0] = [b"\x00\xffgarbage", open(good, "rb").read(), b""]
+    inp = http.InferInput("image", [3, 1], "BYTES")
+    inp.set_data_from_numpy(rows, binary_data=True)
+    client = http.InferenceServerClient(f"127.0.0.1:{server.http_port}", network_timeout=60)
+    try:
+        res = client.infer("icrt", [inp])
+        score, error = res.as_numpy("score").reshape(-1), res.as_numpy("error").reshape(-1)
+        assert error[0] == b"not a recognised image format" and np.isnan(score[0])
+        assert error[1] == b"" and 0 <= score[1] <= 1 and res.as_numpy("patches")[1, 0] == 1
+        assert error[2] == b"empty file (0 bytes)" and np.isnan(score[2])
+        # a request the model cannot take (a wrong type) is refused by Triton; the server stays up and scores
+        wrong = http.InferInput("image", [1, 1], "FP32")
+        wrong.set_data_from_numpy(np.zeros((1, 1), np.float32))
+        with pytest.raises(Exception):
+            client.infer("icrt", [wrong])
+        assert client.is_server_ready() and client.is_model_ready("icrt")
+        assert client.infer("icrt", [inp]).as_numpy("error")[1, 0] == b""
+    finally:
+        client.close()
+
+
+def test_concurrent_requests_are_batched_by_triton(server, square_bundle, tmp_path):
+    import tritonclient.grpc as grpc
+
+    paths = images(str(tmp_path / "imgs"), 6)
+    local = {r["image"]: r["score"] for r in Scorer.load(square_bundle).score_many(paths)}
+    before = metrics(server)
+    n = 24
+    results, errors = [None] * n, []
+    barrier = threading.Barrier(n)
+
+    def send(i):
+        client = grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        try:
+            rows = np.empty((1, 1), dtype=object)
+            rows[0, 0] = open(paths[i % len(paths)], "rb").read()
+            inp = grpc.InferInput("image", [1, 1], "BYTES")
+            inp.set_data_from_numpy(rows)
+            barrier.wait(30)
+            results[i] = float(client.infer("icrt", [inp], client_timeout=60).as_numpy("score")[0, 0])
+        except Exception as e:
+            errors.append(e)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and all(abs(results[i] - local[paths[i % len(paths)]]) <= 1e-5 for i in range(n))
+    after = metrics(server)
+    requests = after["nv_inference_request_success"] - before["nv_inference_request_success"]
+    executions = after["nv_inference_exec_count"] - before["nv_inference_exec_count"]
+    assert requests == n and executions < n  # Triton's dynamic batching put requests together
+
+
+def metrics(server) -> dict:
+    """Triton's Prometheus counters for model icrt."""
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for name in ("nv_inference_request_success", "nv_inference_exec_count"):
+        m = re.search(rf'^{name}{{[^}}]*model="icrt"[^}}]*}} (\S+)$', text, re.M)
+        assert m, f"{name} for icrt not in the metrics"
+        out[name] = float(m.group(1))
+    return out
+
+
+def test_patch_model_scores_and_sigterm_stops_everything(patches_bundle, tmp_path, capsys):
+    need_serve()
+    import json
+
+    from runtime.serve import ServerProcess
+
+    paths = images(str(tmp_path / "imgs"))
+    local = Scorer.load(patches_bundle).score_many(paths)
+    assert max(r["patches"] for r in local) > 4
+    sp = ServerProcess(["-m", patches_bundle, "--max-batch", "4", "--instances", "2"], log_path=str(tmp_path / "log"),
+                       cwd=ROOT)
+    sp.start()
+    try:
+        sp.wait_ready(READY_TIMEOUT)
+        code, out, err = run_cli(capsys, "score", *paths, "--url", sp.grpc_url, "--format", "json")
+        assert code == 0, err
+        same_records(local, json.loads(out))
+        assert len(sp.tree) >= 2 and any("tritonserver" in n for n in map(process_name, sp.tree))
+    finally:
+        code = sp.stop(signal.SIGTERM, timeout=60)
+        left = sp.leftovers()
+        sp.kill_leftovers()
+    assert code == 0 and not left, (code, left, sp.log()[-3000:])
+    assert "icrt serve: stopping (SIGTERM)" in sp.log()
+
+
+def process_name(pid):
+    from runtime.serve import process_name as name
+    return name(pid)
+
+
+# --- errors before any server ----------------------------------------------------------------------------------
+
+
+def _without(module: str, *argv) -> subprocess.CompletedProcess:
+    """``icrt ARGV`` in a fresh Python where ``module`` cannot be imported."""
+    code = (f"import sys; sys.modules[{module!r}] = None; from runtime.cli import main; "
+            f"sys.exit(main({list(argv)!r}))")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_serve_without_pytriton_says_what_to_install(square_bundle):
+    r = _without("pytriton", "serve", "-m", square_bundle)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("icrt: error: icrt serve needs NVIDIA PyTriton")
+    assert "pip install 'icrt[serve]'" in r.stderr
+
+
+def test_score_url_without_tritonclient_says_what_to_install(tmp_path):
+    img = images(str(tmp_path), 1)[0]
+    r = _without("tritonclient", "score", img, "--url", "http://127.0.0.1:9")
+    assert r.returncode == 2 and "pip install 'icrt[serve]'" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["-m", "x"], "-m with --url"),
+    (["--heatmap", "maps"], "--heatmap with --url"),
+    (["--backend", "onnxruntime"], "--backend with --url"),
+    (["--url", "ftp://h:1"], "unknown scheme"),
+    (["--url", "http://h:1/v2/models"], "expected SCHEME://HOST:PORT"),
+])
+def test_score_url_usage_errors(tmp_path, capsys, argv, words):
+    img = images(str(tmp_path), 1)[0]
+    if "--url" not in argv:
+        argv = [*argv, "--url", "http://127.0.0.1:9"]
+    code, out, err = run_cli(capsys, "score", img, *argv)
+    assert code == 2 and words in err and out == ""
+
+
+def test_score_url_with_no_server_there(tmp_path, capsys):
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    from runtime.serve import free_ports
+
+    img = images(str(tmp_path), 1)[0]
+    code, out, err = run_cli(capsys, "score", img, "--url", f"http://127.0.0.1:{free_ports(1)[0]}")
+    assert code == 2 and "cannot reach a server" in err and out == ""
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--http-port", "0"], "--http-port must be in"),
+    (["--grpc-port", "8000"], "must differ"),
+    (["--instances", "0"], "--instances"),
+    (["--max-batch", "5000"], "--max-batch"),
+    (["--name", "a b"], "--name"),
+])
+def test_serve_usage_errors(square_bundle, capsys, argv, words):
+    code, _, err = run_cli(capsys, "serve", "-m", square_bundle, *argv)
+    assert code == 2 and words in err
+
+
+def test_serve_on_a_port_in_use_is_one_line(square_bundle, capsys):
+    need_serve()
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, _, err = run_cli(capsys, "serve", "-m", square_bundle, "--http-port", port, "--grpc-port", port + 1,
+                               "--metrics-port", port + 2)
+    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err
