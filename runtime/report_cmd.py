@@ -1,0 +1,52 @@
+"""``icrt report``: one self-contained HTML page (histogram, folders, thumbnails, errors) from scores.
+
+    icrt report DIR_OR_FILE [-o report.html] [--thumbs N] [--title TEXT]
+
+DIR_OR_FILE: a folder written by ``icrt batch --out`` (its Parquet parts; pyarrow, from ``icrt[scale]``), one
+Parquet part, or the JSON / JSONL / CSV of ``icrt score -o``. See runtime/report.py and docs/report.md.
+
+Imports nothing heavy at module level (the parser is built at every ``icrt`` start).
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def _thumbs(text: str) -> int:
+    from .report import MAX_THUMBS
+
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= MAX_THUMBS:
+        raise argparse.ArgumentTypeError(f"expected 0 .. {MAX_THUMBS}, got {text!r}")
+    return v
+
+
+def add_command(subparsers):
+    from .report import DEFAULT_THUMBS
+
+    p = subparsers.add_parser(
+        "report", help="one self-contained HTML page from icrt batch output or icrt score results",
+        description="Write one self-contained HTML page (score histogram, per-folder counts and medians, contact "
+                    "sheets of thumbnails from the simplest to the most complex image, the error list) from a "
+                    "folder written by `icrt batch` or the JSON/JSONL/CSV of `icrt score -o`.")
+    p.add_argument("source", metavar="DIR_OR_FILE",
+                   help="an `icrt batch --out` folder, a part-*.parquet file, or a scores file of `icrt score -o`")
+    p.add_argument("-o", "--output", metavar="FILE", default="report.html",
+                   help="the HTML page to write, atomically (default: report.html)")
+    p.add_argument("--thumbs", type=_thumbs, default=DEFAULT_THUMBS, metavar="N",
+                   help=f"thumbnails evenly spaced by rank, simplest to most complex (default {DEFAULT_THUMBS}; "
+                        "0: no thumbnails)")
+    p.add_argument("--title", metavar="TEXT", help="page title (default: 'icrt report: ' and the input's name)")
+    return "report", run
+
+
+def run(args) -> int:
+    from .formats import printable
+    from .report import write_report
+
+    rep = write_report(args.source, args.output, thumbs=args.thumbs, title=args.title)
+    print(f"{printable(args.output)}: {rep.rows:,} images, {rep.scored:,} scored, {rep.error_count:,} errors")
+    return 0

@@ -1,0 +1,336 @@
+"""``icrt report``: one self-contained HTML page from ``icrt score`` results (JSON, JSONL, CSV) or an ``icrt batch``
+folder (Parquet parts; skipped where pyarrow is missing). Torch-free; the scores come from the tiny conv net."""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+import re
+import statistics
+from html.parser import HTMLParser
+
+import pytest
+
+from runtime import report
+from tests.images import textured
+from tests.runtime.fixtures import run_cli
+
+EVIL = "<img src=x onerror=alert(1)>.png"  # a valid file name that is also HTML
+FORMULA = "=sum.png"  # written '=sum.png in CSV (runtime.formats.csv_safe)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, square_bundle):
+    """Generated images in three folders (one broken file, an HTML-like and a formula-like name), scored by
+    ``icrt score`` into scores.json, scores.jsonl and scores.csv."""
+    from runtime.cli import main
+
+    root = tmp_path_factory.mktemp("report")
+    imgs = root / "imgs"
+    for sub in ("plain", "busy", "mixed folder"):
+        (imgs / sub).mkdir(parents=True)
+    for i in range(4):
+        textured(80, 60, seed=i, level=0.05 * i).save(imgs / "plain" / f"p{i}.png")
+        textured(60, 90, seed=10 + i, level=0.6 + 0.1 * i).save(imgs / "busy" / f"b{i}.jpg")
+    textured(70, 70, seed=20, level=0.3).save(imgs / "mixed folder" / EVIL)
+    textured(70, 70, seed=21, level=0.5).save(imgs / "mixed folder" / FORMULA)
+    (imgs / "mixed folder" / "bad.png").write_bytes(b"not an image at all")
+    out = {}
+    for fmt in ("json", "jsonl", "csv"):
+        out[fmt] = str(root / f"scores.{fmt}")
+        code = main(["score", str(imgs), "--recursive", "-m", square_bundle, "-o", out[fmt], "--format", fmt])
+        assert code == 1  # one file failed
+    with open(out["json"]) as f:
+        out["records"] = json.load(f)
+    out["root"] = str(root)
+    return out
+
+
+def make(capsys, tmp_path, source, *extra):
+    dest = str(tmp_path / "report.html")
+    code, out, err = run_cli(capsys, "report", source, "-o", dest, *extra)
+    assert code == 0, err
+    with open(dest, encoding="utf-8") as f:
+        return f.read(), out
+
+
+def section(page: str, heading: str) -> str:
+    start = page.index(f"<h2>{heading}")
+    return page[start:page.index("</section>", start)]
+
+
+def sheet_scores(page: str, heading: str) -> list[float]:
+    return [float(v) for v in re.findall(r"<figcaption><b>([0-9.]+)</b>", section(page, heading))]
+
+
+def folder_row(page: str, folder: str) -> tuple[int, int, str]:
+    m = re.search(r'<tr><td class="p">' + re.escape(html.escape(folder)) + r'</td><td class="n">([\d,]+)</td>'
+                  r'<td class="n">([\d,]+)</td><td class="n">([^<]*)</td>', page)
+    assert m, folder
+    return int(m[1].replace(",", "")), int(m[2].replace(",", "")), m[3]
+
+
+class Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def handle_starttag(self, tag, attrs):
+        self.seen.append((tag, attrs))
+
+
+def check_page(page: str, records: list[dict]):
+    """What every report of these records must show."""
+    # self-contained: no script, no link; every src is a data: URI (the HTML as a browser's parser reads it)
+    tags = Tags()
+    tags.feed(page)
+    tags.close()
+    assert not {"script", "link", "iframe", "object", "embed", "a", "base"} & {t for t, _ in tags.seen}
+    urls = [v for _, attrs in tags.seen for k, v in attrs if k in ("src", "href", "srcset", "action", "poster")]
+    assert urls and all(v.startswith("data:image/jpeg;base64,") for v in urls)
+    assert not any(k.startswith("on") for _, attrs in tags.seen for k, _ in attrs)
+    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    assert "Content-Security-Policy" in page
+    # the HTML-like name is text, never markup
+    assert EVIL not in page and html.escape(EVIL) in page
+    # errors: path and message
+    bad = [r for r in records if "error" in r]
+    errors = section(page, "Errors")
+    assert f"Errors ({len(bad)})" in errors
+    for r in bad:
+        assert html.escape(r["image"]) in errors and html.escape(r["error"]) in errors
+    # thumbnails: every scored image (fewer than --thumbs), ordered by score, each a real thumbnail
+    good = sorted(r["score"] for r in records if "error" not in r)
+    spread = sheet_scores(page, "From simplest to most complex")
+    assert spread == sorted(spread) and len(spread) == len(good)
+    assert spread == pytest.approx(good, abs=6e-5)
+    assert section(page, "From simplest to most complex").count('src="data:image/jpeg;base64,') == len(good)
+    assert sheet_scores(page, "Simplest") == pytest.approx(good[:report.EXTREMES], abs=6e-5)
+    assert sheet_scores(page, "Most complex") == pytest.approx(good[-report.EXTREMES:], abs=6e-5)
+    # per-folder counts, errors and medians
+    folders: dict[str, list] = {}
+    for r in records:
+        folders.setdefault(os.path.dirname(r["image"]), []).append(r)
+    for folder, rs in folders.items():
+        scores = [r["score"] for r in rs if "error" not in r]
+        assert folder_row(page, folder) == (len(rs), len(rs) - len(scores), f"{statistics.median(scores):.4f}")
+
+
+def test_report_from_json_scores(scored, capsys, tmp_path):
+    page, out = make(capsys, tmp_path, scored["json"])
+    check_page(page, scored["records"])
+    assert "11 images, 10 scored, 1 errors" in out
+    assert "not a recognised image format" in page
+
+
+def test_report_from_csv_and_jsonl_scores(scored, capsys, tmp_path):
+    for fmt in ("csv", "jsonl"):
+        page, _ = make(capsys, tmp_path, scored[fmt])
+        check_page(page, scored["records"])
+
+
+def test_csv_formula_cell_and_relative_paths(scored, square_bundle, capsys, tmp_path, monkeypatch):
+    """Relative paths are found from the folder of the scores file too; a CSV cell icrt score wrote as '=sum.png
+    is the image =sum.png again."""
+    folder = os.path.join(scored["root"], "imgs", "mixed folder")
+    monkeypatch.chdir(folder)
+    code, _, _ = run_cli(capsys, "score", FORMULA, EVIL, "-m", square_bundle, "-o", "rel.csv", "--format", "csv")
+    assert code == 0
+    with open("rel.csv", newline="") as f:
+        assert [row["image"] for row in csv.DictReader(f)] == ["'" + FORMULA, EVIL]
+    monkeypatch.chdir(tmp_path)
+    page, _ = make(capsys, tmp_path, os.path.join(folder, "rel.csv"))
+    assert 'title="' + html.escape(FORMULA) + " (" in page and "'" + FORMULA not in page
+    assert page.count('src="data:image/jpeg;base64,') >= 2 and 'class="ph"' not in page
+
+
+def test_thumbs_option_and_missing_image_placeholder(scored, capsys, tmp_path):
+    records = [dict(r) for r in scored["records"]]
+    records[0]["image"] = str(tmp_path / "gone.png")  # scored once, missing now
+    records[1]["image"] = str(tmp_path)  # a folder where an image was
+    src = tmp_path / "moved.json"
+    src.write_text(json.dumps(records))
+    page, _ = make(capsys, tmp_path, src, "--title", "<b>mine</b>")
+    assert "<title>&lt;b&gt;mine&lt;/b&gt;</title>" in page
+    spread = section(page, "From simplest to most complex")
+    assert spread.count('class="ph"') == 2 and "no such file" in spread and "is a directory, not an image" in spread
+    assert spread.count('src="data:image/jpeg;base64,') == 8
+    page, _ = make(capsys, tmp_path, src, "--thumbs", "3")
+    assert len(sheet_scores(page, "From simplest to most complex")) == 3
+    assert len(sheet_scores(page, "Simplest")) == 3
+    page, _ = make(capsys, tmp_path, src, "--thumbs", "0")
+    assert "<img" not in page and "From simplest" not in page
+
+
+def test_bad_inputs_are_one_line_errors(scored, capsys, tmp_path):
+    cases = {
+        "empty.json": "",
+        "garbage.json": "hello there\n",
+        "numbers.json": "[1, 2]",
+        "cut.json": '[{"image": "a.png", "score": 0.5}, {"image": "b.p',
+        "text-score.json": '[{"image": "a.png", "score": "high"}]',
+        "nan.json": '[{"image": "a.png", "score": NaN}]',
+        "neither.json": '[{"image": "a.png"}]',
+        "no-image.json": '[{"score": 0.5}]',
+        "after.json": '[{"image": "a.png", "score": 0.5}] trailing',
+        "comma.json": '[{"image": "a.png", "score": 0.5},]',
+        "object.jsonl": '{"image": "a.png", "score": 0.5}\n{"image": \n',
+        "columns.csv": "path,value\na.png,0.5\n",
+        "score.csv": "image,score,error\na.png,zero,\n",
+        "fields.csv": "image,score,error\na.png,0.5\n",
+        "width.csv": "image,score,patches,width,height,error\na.png,0.5,1,-3,4,\n",
+        "empty-list.json": "[]",
+    }
+    for name, text in cases.items():
+        p = tmp_path / name
+        p.write_text(text)
+        code, out, err = run_cli(capsys, "report", p, "-o", tmp_path / "r.html")
+        assert code == 2, name
+        assert err.startswith("icrt: error: " + str(p)) and err.count("\n") == 1, (name, err)
+        assert not (tmp_path / "r.html").exists()
+    for args, says in [((tmp_path / "missing.json",), "no such file"),
+                       ((tmp_path,), "no part-*.parquet"),
+                       ((scored["json"], "-o", tmp_path), "not a regular file"),
+                       ((scored["json"], "-o", scored["json"]), "it is the input")]:
+        code, out, err = run_cli(capsys, "report", *args)
+        assert code == 2 and says in err and err.count("\n") == 1, (args, err)
+    with pytest.raises(SystemExit) as e:
+        run_cli(capsys, "report", scored["json"], "--thumbs", "-1")
+    assert e.value.code == 2 and "expected 0 .. 500" in capsys.readouterr().err
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(capsys, "report", scored["json"], "-o", fifo)
+    assert code == 2 and "not a regular file" in err
+    code, _, err = run_cli(capsys, "report", fifo)
+    assert code == 2 and err.startswith("icrt: error: " + str(fifo))
+
+
+def test_json_list_is_streamed_across_chunks(tmp_path, monkeypatch):
+    records = [{"image": f"d{i % 3}/x\"{i},].png", "score": i / 10} if i % 4 else {"image": f"e{i}.png", "error": "]{"}
+               for i in range(40)]
+    p = tmp_path / "s.json"
+    p.write_text("\ufeff" + json.dumps(records, indent=1))
+    monkeypatch.setattr(report, "CHUNK", 7)
+    rows = list(report.Source(str(p)).rows())
+    assert [r.path for r in rows] == [r["image"] for r in records]
+    assert [r.score for r in rows] == [r.get("score") for r in records]
+    assert [r.error for r in rows] == [r.get("error") for r in records]
+
+
+def test_memory_bounded_selection(tmp_path, monkeypatch):
+    """More rows than every limit: the sample, exact lists and error list stay at their caps; the extremes and
+    the first / last thumbnails are still exact; binned medians are close."""
+    for k, v in {"SAMPLE_SIZE": 50, "EXACT_FOLDER": 20, "EXACT_GLOBAL": 100, "MAX_FOLDERS": 3, "MAX_ERRORS": 5,
+                 "FOLDER_BINS": 512, "GLOBAL_BINS": 1024}.items():
+        monkeypatch.setattr(report, k, v)
+    n = 3000
+    scores = [((i * 7919) % n) / n * 3 - 1 for i in range(n)]  # -1 .. 2: a permutation, not in [0, 1]
+    p = tmp_path / "big.jsonl"
+    with open(p, "w") as f:
+        for i, s in enumerate(scores):
+            rec = {"image": f"f{i % 5}/{i}.png", "error": f"bad {i % 2}"} if i % 10 == 0 else \
+                {"image": f"f{i % 5}/{i}.png", "score": s}
+            f.write(json.dumps(rec) + "\n")
+    src = report.Source(str(p))
+    page, rep = report._render_source(src, thumbs=9, title=None)
+    good = [s for i, s in enumerate(scores) if i % 10]
+    assert len(rep.sample) == 50 and rep.dist.values is None and len(rep.errors) == 5
+    assert rep.error_count == n // 10 and rep.scored == len(good)
+    assert all(f.dist.values is None for f in rep.folders.values()) and len(rep.folders) == 3
+    assert rep.other.rows == n - sum(f.rows for f in rep.folders.values()) > 0
+    spread = [x.score for x in rep.spread()]
+    assert spread == sorted(spread) and len(spread) == 9
+    assert spread[0] == min(good) and spread[-1] == max(good)
+    assert [x.score for x in rep.simplest()] == sorted(good)[:report.EXTREMES]
+    assert [x.score for x in rep.most_complex()] == sorted(good)[-report.EXTREMES:]
+    assert rep.dist.quantile(0.5) == pytest.approx(statistics.median(good), abs=3 / 1024)
+    for name, f in rep.folders.items():
+        exact = statistics.median(s for i, s in enumerate(scores) if i % 10 and f"f{i % 5}" == name)
+        assert f.dist.quantile(0.5) == pytest.approx(exact, abs=3 / 512)
+    assert "other folders" in page and "The first 5 of 300 errors" in page and "\u2248" in page
+    assert page.count('class="ph"') >= 9  # no such images here: placeholders, no crash
+
+
+def test_dist_quantiles_exact_then_binned():
+    d = report.Dist(0.0, 1.0, exact_limit=10, bins=1000)
+    for v in (0.3, 0.1, 0.2):
+        d.add(v)
+    assert d.exact and d.quantile(0.5) == 0.2 and d.quantile(0) == 0.1 and d.quantile(1) == 0.3
+    d.add(0.4)
+    assert d.quantile(0.5) == pytest.approx(0.25)
+    for i in range(1000):
+        d.add(i / 1000)
+    assert not d.exact and d.quantile(0.5) == pytest.approx(statistics.median([0.1, 0.2, 0.3, 0.4] +
+                                                                               [i / 1000 for i in range(1000)]), abs=2e-3)
+
+
+# --- icrt batch folders (Parquet) ------------------------------------------------------------------------------
+
+
+def write_batch(folder, records, parts=2, summary=None):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    os.makedirs(folder, exist_ok=True)
+    step = -(-len(records) // parts)
+    for k in range(parts):
+        chunk = records[k * step:(k + 1) * step]
+        table = pa.table({
+            "path": pa.array([r["image"] for r in chunk], pa.string()),
+            "score": pa.array([r.get("score") for r in chunk], pa.float64()),
+            "error": pa.array([r.get("error") for r in chunk], pa.string()),
+            "width": pa.array([r.get("width") for r in chunk], pa.int32()),
+            "height": pa.array([r.get("height") for r in chunk], pa.int32()),
+            "patches": pa.array([r.get("patches") for r in chunk], pa.int32()),
+        })
+        pq.write_table(table, os.path.join(folder, f"part-{k:05d}.parquet"))
+    if summary is not None:
+        with open(os.path.join(folder, "summary.json"), "w") as f:
+            json.dump(summary, f)
+    return str(folder)
+
+
+def test_report_from_batch_folder(scored, capsys, tmp_path):
+    summary = {"count": 11, "errors": 1, "bundle": {"name": "tiny-<b>d2s</b>", "version": 3}, "images_per_s": 12.5}
+    folder = write_batch(tmp_path / "out", scored["records"], parts=3, summary=summary)
+    page, out = make(capsys, tmp_path, folder)
+    check_page(page, scored["records"])
+    assert "3 Parquet part(s)" in page and "No completion marker" in page
+    assert "tiny-&lt;b&gt;d2s&lt;/b&gt;" in page and "bundle.name" in page
+    part = os.path.join(folder, "part-00001.parquet")  # one part alone
+    page, _ = make(capsys, tmp_path, part)
+    assert "Parquet file" in page
+
+
+def test_bad_batch_folders_are_one_line_errors(scored, capsys, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "cols"
+    bad.mkdir()
+    pq.write_table(pa.table({"image": ["a.png"], "score": [0.5]}), bad / "part-00000.parquet")
+    typed = tmp_path / "typed"
+    typed.mkdir()
+    pq.write_table(pa.table({"path": ["a.png"], "score": ["0.5"], "error": [None]}), typed / "part-00000.parquet")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "part-00000.parquet").write_bytes(b"PAR1 not really")
+    summ = tmp_path / "summ"
+    write_batch(summ, scored["records"][:2], parts=1)
+    (summ / "summary.json").write_text("{not json")
+    for folder, says in [(bad, "no column path, error"), (typed, "column score has type string"),
+                         (junk, "not a readable Parquet file"), (summ, "summary.json: unreadable")]:
+        code, _, err = run_cli(capsys, "report", folder, "-o", tmp_path / "r.html")
+        assert code == 2 and err.startswith("icrt: error: " + str(folder)) and says in err, err
+        assert err.count("\n") == 1
+
+
+def test_batch_folder_without_pyarrow(scored, capsys, tmp_path, monkeypatch):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "part-00000.parquet").write_bytes(b"")
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
+    code, _, err = run_cli(capsys, "report", folder, "-o", tmp_path / "r.html")
+    assert code == 2 and err.count("\n") == 1 and "pip install 'icrt[scale]'" in err
