@@ -1,0 +1,379 @@
+"""`icrt batch --engine local` (runtime/batch.py): Parquet parts equal `icrt score`, resume, lists, shards, the
+watchdog. Needs pyarrow (the [scale] extra); torch-free. The Ray engine: test_batch_ray*.py.
+
+Helpers here are shared with the Ray tests (import only the helpers from this module, never its tests)."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
+
+from runtime.batch import COLUMNS, row_path  # noqa: E402
+from runtime.worklist import shard_of  # noqa: E402
+from tests.images import textured  # noqa: E402
+from tests.runtime.fixtures import ROOT, broken_inputs, run_cli  # noqa: E402
+
+TOL = 1e-6
+ODD_NAMES = ["with space.png", "com,ma#hash.png", "-leading-dash.png", os.fsdecode(b"caf\xe9-latin1.png"),
+             "\u00fcml\u00e4ut.png"]
+
+
+# --- helpers (also used by test_batch_ray*.py) -----------------------------------------------------------------
+
+
+def make_inputs(folder, n: int = 40, broken: bool = True, odd: bool = True) -> list[str]:
+    """n Pillow images of several sizes and noise levels, some awkwardly named, and the broken files of
+    fixtures.broken_inputs (empty, truncated, not an image, bomb, missing, folder, broken link, FIFO)."""
+    folder = str(folder)
+    os.makedirs(os.path.join(folder, "good"), exist_ok=True)
+    paths = []
+    for i in range(n):
+        name = ODD_NAMES[i % len(ODD_NAMES)].replace(".", f"-{i}.", 1) if odd and i % 7 == 3 else f"im{i:03d}.png"
+        p = os.path.join(folder, "good", name)
+        textured(30 + (i * 13) % 90, 25 + (i * 7) % 80, seed=i, level=(i % 9) / 8).save(p, format="PNG")
+        paths.append(p)
+    if broken:
+        paths += [p for p, _ in broken_inputs(os.path.join(folder, "broken")).values()]
+    return paths
+
+
+def reference(bundle, paths, tmp, *extra) -> list[dict]:
+    """`icrt score` records for ``paths`` (in process)."""
+    from runtime.cli import main
+
+    out = os.path.join(str(tmp), "reference.json")
+    lst = os.path.join(str(tmp), "reference-list.txt")
+    with open(lst, "wb") as f:
+        f.write(b"".join(os.fsencode(p) + b"\n" for p in paths))
+    code = main(["score", "--files-from", lst, "-m", bundle, "--format", "json", "-o", out, *extra])
+    assert code in (0, 1)
+    with open(out) as f:
+        return json.load(f)
+
+
+def read_rows(out) -> list[dict]:
+    parts = sorted(glob.glob(os.path.join(str(out), "part-*.parquet")))
+    rows = []
+    for p in parts:
+        t = pq.read_table(p)
+        assert t.schema.names == list(COLUMNS)
+        rows += t.to_pylist()
+    return rows
+
+
+def assert_rows_match(rows, ref):
+    """One row per reference record, with its score (<= TOL), size, patches, or the very same error text."""
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths)), "duplicate rows"
+    by_path = {r["path"]: r for r in rows}
+    assert set(by_path) == {row_path(r["image"]) for r in ref}, "missing or extra rows"
+    for r in ref:
+        row = by_path[row_path(r["image"])]
+        if "error" in r:
+            assert row["error"] == r["error"] and row["score"] is None, (row, r)
+        else:
+            assert row["error"] is None, row
+            assert abs(row["score"] - r["score"]) <= TOL, (row, r)
+            assert (row["width"], row["height"], row["patches"]) == (r["width"], r["height"], r["patches"])
+
+
+def write_list(path, paths) -> str:
+    with open(path, "wb") as f:
+        f.write(b"".join(os.fsencode(p) + b"\n" for p in paths))
+    return str(path)
+
+
+def slow_env(tmp_path, delay: float = 0.0, stall: bool = False) -> dict:
+    """Environment for an `icrt` subprocess whose Scorers are slowed down (``delay`` s a record) or never return
+    (``stall``): a sitecustomize module on PYTHONPATH wraps Scorer.iter_score in every Python process started with
+    it, Ray's workers included. Test machinery only: the product has no such hook."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import os, time\n"
+        "if os.environ.get('ICRT_TEST_DELAY') or os.environ.get('ICRT_TEST_STALL'):\n"
+        "    import runtime.scorer as _s\n"
+        "    _orig = _s.Scorer.iter_score\n"
+        "    def iter_score(self, *a, **k):\n"
+        "        if os.environ.get('ICRT_TEST_STALL'):\n"
+        "            time.sleep(3600)\n"
+        "        for rec in _orig(self, *a, **k):\n"
+        "            time.sleep(float(os.environ.get('ICRT_TEST_DELAY') or 0))\n"
+        "            yield rec\n"
+        "    _s.Scorer.iter_score = iter_score\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), ROOT, os.environ.get("PYTHONPATH", "")]),
+           "ICRT_PROGRESS": "0"}
+    env.pop("ICRT_TEST_DELAY", None)
+    env.pop("ICRT_TEST_STALL", None)
+    if delay:
+        env["ICRT_TEST_DELAY"] = str(delay)
+    if stall:
+        env["ICRT_TEST_STALL"] = "1"
+    return env
+
+
+def icrt(*argv, env=None, timeout=300):
+    """`icrt` in a subprocess: (exit code, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, argv)], cwd=ROOT, env=env or plain_env(),
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def plain_env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "ICRT_PROGRESS": "0"}
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = open(stat).read()
+            fields = text[text.rindex(")") + 2:].split()
+            if int(fields[3]) == sid:  # field 6 of stat: the session id
+                pids.append(int(stat.split("/")[2]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def kill_after_first_part(argv, out, env, timeout=240) -> bool:
+    """Start `icrt batch` in a new session, SIGKILL it (and every process of its session: a local Ray's too) as
+    soon as its first part appears. True when it was killed before it finished."""
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *map(str, argv)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    killed = False
+    try:
+        while time.monotonic() < deadline:
+            if glob.glob(os.path.join(str(out), "part-*.parquet")):
+                for pid in [proc.pid] + _session_pids(proc.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                killed = True
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"no part appeared in {timeout} s")
+    finally:
+        if proc.poll() is None and not killed:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        stderr = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+    time.sleep(0.5)
+    for pid in _session_pids(proc.pid):  # nothing of the killed run may go on in the background
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert killed or proc.returncode in (0, 1), stderr
+    return killed
+
+
+# --- the local engine ------------------------------------------------------------------------------------------
+
+
+def test_local_rows_equal_icrt_score(tmp_path, capsys, square_bundle):
+    paths = make_inputs(tmp_path / "in", 40)
+    ref = reference(square_bundle, paths, tmp_path)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    lst = write_list(tmp_path / "list.txt", paths[20:])
+    code, stdout, err = run_cli(capsys, "batch", *paths[:20], "--files-from", lst, "--out", out, "-m", square_bundle,
+                                "--part-rows", 7)
+    assert code == 1, err  # some files could not be scored
+    rows = read_rows(out)
+    assert_rows_match(rows, ref)
+    parts = sorted(glob.glob(str(out / "part-*.parquet")))
+    assert [pq.ParquetFile(p).metadata.num_rows for p in parts] == [7] * (len(paths) // 7) + (
+        [len(paths) % 7] if len(paths) % 7 else [])
+    assert not glob.glob(str(out / ".tmp-*"))
+    assert os.path.isfile(out / "_SUCCESS")
+    s = json.load(open(out / "summary.json"))
+    n_err = sum("error" in r for r in ref)
+    assert s["complete"] is True
+    assert s["counts"]["rows"] == len(paths) and s["counts"]["errors"] == n_err
+    assert s["counts"]["scored"] == len(paths) - n_err == sum(s["histogram"]["counts"])
+    assert len(s["histogram"]["edges"]) == len(s["histogram"]["counts"]) + 1
+    scores = sorted(r["score"] for r in ref if "error" not in r)
+    assert s["scores"]["min"] == pytest.approx(scores[0]) and s["scores"]["max"] == pytest.approx(scores[-1])
+    assert s["scores"]["quantiles"]["0.5"] == pytest.approx(float(__import__("numpy").median(scores)))
+    assert {e["path"] for e in s["errors"]} == {row_path(r["image"]) for r in ref if "error" in r}
+    assert s["bundle"]["name"] == "tiny-d2s-square" and s["bundle"]["precision"] == "fp32"
+    assert s["speed"]["images_per_s"] > 0 and s["versions"]["pyarrow"]
+    assert f"{out}: {len(paths)} row(s)" in stdout
+    for r in ref:  # the error lines of `icrt score`
+        if "error" in r and r["image"].isprintable():
+            assert f"icrt: {r['image']}: {r['error']}" in err
+
+
+def test_out_in_use_needs_resume_and_resume_keeps_rows(tmp_path, capsys, square_bundle):
+    paths = make_inputs(tmp_path / "in", 12, broken=False, odd=False)
+    out = tmp_path / "out"
+    assert run_cli(capsys, "batch", *paths[:8], "--out", out, "-m", square_bundle, "--part-rows", 3)[0] == 0
+    first = read_rows(out)
+    code, _, err = run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle)
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+    code, stdout, err = run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle, "--resume",
+                                "--part-rows", 3)
+    assert code == 0, err
+    rows = read_rows(out)
+    assert rows[:len(first)] == first and len(rows) == 12 and len({r["path"] for r in rows}) == 12
+    s = json.load(open(out / "summary.json"))
+    assert s["counts"]["skipped_resume"] == 8 and s["counts"]["scored_this_run"] == 4 and s["counts"]["rows"] == 12
+    # resuming a finished run does nothing but rewrite the summary
+    assert run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle, "--resume")[0] == 0
+    assert read_rows(out) == rows
+    # one folder, one model: another precision is refused
+    code, _, err = run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle, "--resume", "--precision", "int8")
+    assert code == 2 and "precision" in err
+
+
+def test_resume_ignores_half_written_files(tmp_path, capsys, square_bundle):
+    paths = make_inputs(tmp_path / "in", 6, broken=False, odd=False)
+    out = tmp_path / "out"
+    assert run_cli(capsys, "batch", *paths[:3], "--out", out, "-m", square_bundle)[0] == 0
+    (out / ".tmp-abcd.parquet").write_bytes(b"PAR1 half a part")  # what a kill during a write leaves
+    os.remove(out / "_SUCCESS")
+    assert run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle, "--resume")[0] == 0
+    assert sorted(r["path"] for r in read_rows(out)) == sorted(paths)
+    assert not glob.glob(str(out / ".tmp-*")) and os.path.isfile(out / "_SUCCESS")
+
+
+def test_local_killed_and_resumed_has_no_duplicates_and_no_gaps(tmp_path, square_bundle):
+    paths = make_inputs(tmp_path / "in", 100, broken=True)
+    out = tmp_path / "out"
+    lst = write_list(tmp_path / "list.txt", paths)
+    argv = ["batch", "--files-from", lst, "--out", out, "-m", square_bundle, "--part-rows", 10]
+    assert kill_after_first_part(argv, out, slow_env(tmp_path, delay=0.05))
+    before = read_rows(out)
+    assert 0 < len(before) < len(paths) and not os.path.exists(out / "_SUCCESS")
+    code, stdout, err = icrt(*argv, "--resume", timeout=240)
+    assert code == 1, err
+    rows = read_rows(out)
+    assert sorted(r["path"] for r in rows) == sorted(row_path(p) for p in paths)  # no gap, no duplicate
+    assert rows[:len(before)] == before
+    assert json.load(open(out / "summary.json"))["counts"]["rows"] == len(paths)
+
+
+def test_batch_shards_partition_and_files_from(tmp_path, capsys, square_bundle):
+    paths = make_inputs(tmp_path / "in", 30, broken=False)
+    lst = write_list(tmp_path / "list.txt", paths)
+    seen = []
+    for i in range(3):
+        out = tmp_path / f"shard{i}"
+        code, _, err = run_cli(capsys, "batch", "--files-from", lst, "--shard", f"{i}/3", "--out", out,
+                               "-m", square_bundle)
+        assert code == 0, err
+        rows = [r["path"] for r in read_rows(out)]
+        assert sorted(rows) == sorted(row_path(p) for p in paths if shard_of(p, 3) == i)
+        assert json.load(open(out / "summary.json"))["shard"] == f"{i}/3"
+        seen += rows
+    assert sorted(seen) == sorted(row_path(p) for p in paths)
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "binary", "empty"])
+def test_batch_bad_list_files_give_one_line_errors(tmp_path, capsys, square_bundle, case):
+    lst = tmp_path / "list.txt"
+    if case == "folder":
+        lst.mkdir()
+    elif case == "binary":
+        textured(20, 20).save(lst, format="PNG")
+    elif case == "empty":
+        lst.write_text("\n\n")
+    code, _, err = run_cli(capsys, "batch", "--files-from", lst, "--out", tmp_path / "out", "-m", square_bundle)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("icrt: error:"), err
+    assert not glob.glob(str(tmp_path / "out" / "part-*"))
+
+
+def test_uri_inputs(tmp_path, capsys, square_bundle):
+    paths = make_inputs(tmp_path / "in", 5, broken=False, odd=False)
+    ref = {row_path(r["image"]): r for r in reference(square_bundle, paths, tmp_path)}
+    capsys.readouterr()
+    folder = os.path.dirname(paths[0])
+    code, _, err = run_cli(capsys, "batch", "file://" + folder, "file://" + folder + "/nothing.png",
+                           "--out", tmp_path / "out", "-m", square_bundle)
+    assert code == 1, err
+    rows = {r["path"]: r for r in read_rows(tmp_path / "out")}
+    assert rows.pop("file://" + folder + "/nothing.png")["error"] == "no such file"
+    assert sorted(rows) == sorted("file://" + p for p in paths)
+    for p in paths:
+        assert abs(rows["file://" + p]["score"] - ref[p]["score"]) <= TOL
+
+
+def test_stalled_local_run_fails_clearly(tmp_path, square_bundle):
+    paths = make_inputs(tmp_path / "in", 3, broken=False, odd=False)
+    t0 = time.monotonic()
+    code, _, err = icrt("batch", *paths, "--out", tmp_path / "out", "-m", square_bundle, "--stall-timeout", 2,
+                        env=slow_env(tmp_path, stall=True), timeout=120)
+    assert code == 2 and "no progress for 2 s" in err and "--resume" in err, err
+    assert time.monotonic() - t0 < 100
+
+
+def test_ray_options_need_the_ray_engine(tmp_path, capsys, square_bundle):
+    paths = make_inputs(tmp_path / "in", 1, broken=False, odd=False)
+    code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--ray-address", "auto")
+    assert code == 2 and "--engine ray" in err
+
+
+def test_ray_engine_without_ray_says_what_to_install(tmp_path, capsys, square_bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    paths = make_inputs(tmp_path / "in", 2, broken=False, odd=False)
+    code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--engine", "ray")
+    assert code == 2 and "pip install 'icrt[scale]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ray_budget_leaves_cpus_for_reading():
+    from runtime.batch import READ_RESERVE, Job, ray_budget
+    from runtime.errors import UnavailableError
+
+    job = Job(out="o", bundle="b", engine="ray", workers=2)
+    cpw, gpw, threads = ray_budget(job, {"CPU": 2.0}, 2.0)
+    assert cpw == 0.75 and gpw == 0 and threads == 1 and 2 * cpw + READ_RESERVE <= 2
+    assert ray_budget(Job(out="o", bundle="b", workers=1), {"CPU": 2.0}, 2.0)[2] == 2  # one worker: both cores
+    # the issue's hang: two 1-CPU actors on 2 CPUs leave nothing for the read task -> refused at once
+    with pytest.raises(UnavailableError, match="read tasks would wait"):
+        ray_budget(Job(out="o", bundle="b", workers=2, cpus_per_worker=1.0), {"CPU": 2.0}, 2.0)
+    with pytest.raises(UnavailableError, match="GPUs"):
+        ray_budget(Job(out="o", bundle="b", workers=2, gpus_per_worker=1.0), {"CPU": 8.0, "GPU": 1.0}, 8.0)
+    cpw, gpw, _ = ray_budget(Job(out="o", bundle="b", workers=2, gpus_per_worker=0.5), {"CPU": 8.0, "GPU": 1.0}, 8.0)
+    assert (cpw, gpw) == (1.0, 0.5)
+
+
+def test_one_run_per_folder(tmp_path, capsys, square_bundle):
+    from runtime.batch import _lock
+
+    paths = make_inputs(tmp_path / "in", 2, broken=False, odd=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    held = _lock(str(out))  # another run writing this folder
+    try:
+        code, _, err = run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle)
+        assert code == 2 and "being written by another icrt batch run" in err and f"pid {os.getpid()}" in err
+    finally:
+        held.close()
+    assert run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle)[0] == 0  # free again
+
+
+def test_slow_runs_still_write_parts(tmp_path):
+    from runtime.batch import PartWriter, records_table
+
+    w = PartWriter(str(tmp_path), part_rows=1000, part_seconds=0.0)  # every row older than 0 s: written at once
+    w.add(records_table([{"image": "a.png", "score": 0.5, "patches": 1, "width": 2, "height": 3}]))
+    w.add(records_table([{"image": "b.png", "error": "no such file"}]))
+    assert [os.path.basename(p) for p in w.parts] == ["part-000000.parquet", "part-000001.parquet"]
+    assert [r["path"] for r in read_rows(tmp_path)] == ["a.png", "b.png"]

@@ -1,0 +1,62 @@
+"""`icrt batch --engine ray` as a user runs it (a subprocess that starts and stops its own local Ray): killed at
+the first part and resumed, and a run that cannot make progress. Skipped only when Ray Data is not installed."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+pytest.importorskip("pyarrow")
+
+from runtime.batch import row_path  # noqa: E402
+from tests.runtime.test_batch import (_session_pids, icrt, kill_after_first_part, make_inputs, read_rows,  # noqa: E402
+                                      slow_env, write_list)
+
+
+def test_ray_killed_and_resumed_has_no_duplicates_and_no_gaps(tmp_path, square_bundle):
+    paths = make_inputs(tmp_path / "in", 100)
+    out = tmp_path / "out"
+    lst = write_list(tmp_path / "list.txt", paths)
+    argv = ["batch", "--files-from", lst, "--out", out, "-m", square_bundle, "--engine", "ray", "--workers", 2,
+            "--part-rows", 10, "--images-per-task", 8, "--stall-timeout", 240]
+    assert kill_after_first_part(argv, out, slow_env(tmp_path, delay=0.1), timeout=300)
+    before = read_rows(out)
+    assert 0 < len(before) < len(paths) and not os.path.exists(out / "_SUCCESS")
+    code, stdout, err = icrt(*argv, "--resume", env=slow_env(tmp_path), timeout=300)
+    assert code == 1, err
+    rows = read_rows(out)
+    assert sorted(r["path"] for r in rows) == sorted(row_path(p) for p in paths)  # no gap, no duplicate
+    assert rows[:len(before)] == before
+    assert json.load(open(out / "summary.json"))["counts"]["skipped_resume"] == len(before)
+
+
+def test_ray_run_without_progress_fails_clearly(tmp_path, square_bundle):
+    """Actors that never return: the run stops with one clear error within the stall timeout, not a hang, and
+    leaves no Ray process behind."""
+    import subprocess
+    import sys
+
+    from tests.runtime.fixtures import ROOT
+
+    paths = make_inputs(tmp_path / "in", 4, broken=False, odd=False)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "batch", *paths, "--out", str(tmp_path / "out"),
+                             "-m", square_bundle, "--engine", "ray", "--stall-timeout", "8"], cwd=ROOT,
+                            env=slow_env(tmp_path, stall=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    assert proc.returncode == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("icrt: error:")]
+    assert len(lines) == 1 and "no progress for 8 s" in lines[0], err
+    assert time.monotonic() - t0 < 200
+    time.sleep(2)
+    assert _session_pids(proc.pid) == []  # Ray was shut down with the run
