@@ -64,6 +64,49 @@ def gpu_names() -> list[str]:
     return [l.strip() for l in out.splitlines() if l.strip()]
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").strip().strip("\0").strip()
+    except OSError:
+        return None
+
+
+def jetson_info() -> dict | None:
+    """On a Jetson (None elsewhere): board, L4T release, power mode (``nvpmodel -q``) and whether the clocks are
+    pinned, as ``sudo jetson_clocks`` pins them (each clock's minimum raised to its maximum; read from sysfs,
+    no sudo needed). Benchmark figures on a Jetson mean little without these."""
+    import glob
+    import shutil
+    import subprocess
+
+    release = _read("/etc/nv_tegra_release")
+    if release is None:
+        return None
+    info = {"board": _read("/proc/device-tree/model"), "l4t": release.splitlines()[0] if release else release}
+    if shutil.which("nvpmodel"):
+        try:
+            out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10).stdout
+            lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+            mode = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("NV Power Mode")), None)
+            info["power_mode"] = mode + (f" (mode {lines[-1]})" if mode and lines[-1].isdigit() else "") if mode else None
+        except (OSError, subprocess.SubprocessError):
+            info["power_mode"] = None
+    pinned = []
+    for d in sorted(glob.glob("/sys/class/devfreq/*")):
+        if any(k in os.path.basename(d) for k in ("gpu", "ga10b", "gv11b", "gp10b")):
+            cur, lo, hi = (_read(os.path.join(d, n)) for n in ("cur_freq", "min_freq", "max_freq"))
+            if cur and hi and cur.isdigit() and hi.isdigit():
+                info["gpu_clock_mhz"], info["gpu_clock_max_mhz"] = int(cur) // 10**6, int(hi) // 10**6
+                pinned.append(lo == hi)
+            break
+    lo, hi = (_read(f"/sys/devices/system/cpu/cpu0/cpufreq/scaling_{n}_freq") for n in ("min", "max"))
+    if lo and hi:
+        pinned.append(lo == hi)
+    info["clocks_pinned"] = all(pinned) if pinned else None  # True: as after sudo jetson_clocks
+    return info
+
+
 def machine() -> dict:
     import importlib.metadata as md
 
@@ -77,9 +120,13 @@ def machine() -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
-            "cpu_count": os.cpu_count(), "usable_cpus": usable, "gpus": gpu_names(), "versions": versions,
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    out = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
+           "cpu_count": os.cpu_count(), "usable_cpus": usable, "gpus": gpu_names(), "versions": versions,
+           "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    jetson = jetson_info()
+    if jetson is not None:
+        out["jetson"] = jetson
+    return out
 
 
 def synthetic_images(folder: str, prep, n: int = 4) -> list[str]:
@@ -184,7 +231,19 @@ def write_report(report: dict, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     write_json(os.path.join(folder, "report.json"), report)
     write_text(os.path.join(folder, "report.md"), markdown(report))
-    plot(report, os.path.join(folder, "latency.png"))
+    if has_matplotlib():
+        plot(report, os.path.join(folder, "latency.png"))
+    else:
+        logging.getLogger("runtime.bench").warning("latency.png not drawn: it needs matplotlib "
+                                                   "(pip install 'icrt[plots]'); report.md and report.json are written")
+
+
+def _jetson_line(j: dict) -> str:
+    pinned = {True: "pinned (sudo jetson_clocks)", False: "not pinned (run sudo jetson_clocks first)"}.get(
+        j.get("clocks_pinned"), "unknown")
+    gpu = f", GPU clock {j['gpu_clock_mhz']} of {j['gpu_clock_max_mhz']} MHz" if "gpu_clock_mhz" in j else ""
+    return (f"- Jetson: {j.get('board') or 'unknown board'}, {j.get('l4t')}; power mode {j.get('power_mode') or 'unknown'}"
+            f" (nvpmodel -q); clocks {pinned}{gpu}")
 
 
 def markdown(r: dict) -> str:
@@ -192,6 +251,7 @@ def markdown(r: dict) -> str:
     lines = [f"# icrt bench: {r['model']} ({r['kind']}, input {r['input_size']})", "",
              f"- machine: {m['cpu']}, {m['usable_cpus']} usable CPUs; GPU: {', '.join(m['gpus']) or 'none'}",
              f"- {m['platform']}, Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+             *([_jetson_line(m["jetson"])] if m.get("jetson") else []),
              f"- load average at start: {m['load_average']}", f"- images: {r['images']}; warmup {r['warmup']}, "
              f"iterations {r['iters']}", f"- {r['time']}", "",
              "Inference only: one batch of model inputs through the backend. End to end: decode + preprocess + "
@@ -217,6 +277,15 @@ def markdown(r: dict) -> str:
     for ref in r["reported"]:
         lines.append(f"| {ref['model']} | {ref['ms']} | {ref['hardware']}, {ref['input']} | {ref['source']} |")
     return "\n".join(lines) + "\n"
+
+
+def has_matplotlib() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ImportError:
+        return False
 
 
 def plot(r: dict, path: str) -> None:

@@ -65,23 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     from .backends import backend_choices
     from .formats import FORMATS
     from .manifest import PRECISIONS
+    from .worklist import add_worklist_options
 
     backends = backend_choices()
     p = argparse.ArgumentParser(prog="icrt", description="Score image complexity with an exported icrt model bundle.")
     sub = p.add_subparsers(dest="command", title="commands")
 
     s = sub.add_parser("score", help="score images (files, folders, globs)")
-    s.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    s.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders or glob patterns")
     s.add_argument("-m", "--model", metavar="BUNDLE", help="model bundle folder (default: the bundled default model)")
     s.add_argument("--backend", choices=backends, default="auto")
     s.add_argument("--precision", choices=PRECISIONS, default="fp32")
     s.add_argument("--format", choices=FORMATS, default="table")
     s.add_argument("-o", "--output", metavar="FILE", help="write the results here (atomically) instead of stdout")
     s.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
+    add_worklist_options(s)
     s.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
                    help="model inputs (images or patches, across images) per inference call (default 32)")
     s.add_argument("--heatmap", metavar="DIR", help="write one patch-score heatmap PNG per image into DIR")
     s.add_argument("--threads", type=_threads, default=None, help="CPU threads for onnxruntime")
+    s.add_argument("--url", metavar="URL", help="score through a server instead (icrt serve, or Triton with an "
+                   "icrt triton repository): http://HOST:PORT or grpc://HOST:PORT; --batch-size: images per request")
 
     i = sub.add_parser("info", help="show a bundle's model card")
     i.add_argument("bundle", nargs="?", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
@@ -131,6 +135,11 @@ def _destination_problem(args) -> str | None:
         return f"cannot write -o {printable(args.output)}: {p}"
     if args.heatmap and (p := folder_problem(args.heatmap)):
         return f"cannot write heatmaps into --heatmap {printable(args.heatmap)}: {p}"
+    if args.heatmap:
+        from .bench import has_matplotlib
+
+        if not has_matplotlib():
+            return "--heatmap needs matplotlib, which the slim runtime leaves out: pip install 'icrt[plots]'"
     return None
 
 
@@ -209,26 +218,27 @@ def _write_out(args, data: bytes) -> int:
 
 def cmd_score(args) -> int:
     from .formats import encode, printable, render
-    from .inputs import collect
+    from .worklist import gather
 
     problem = _destination_problem(args)
     if problem:
         raise UserInputError(problem)
     problems = {}  # paths found bad while listing (symlink loops) -> problem
-    try:
-        paths = collect(args.paths, recursive=args.recursive, problems=problems)
-    except OSError as e:
-        raise UserInputError(f"cannot list {_os_error(e)}") from None
-    if not paths:
-        raise UserInputError("no images found in " + " ".join(printable(p) for p in args.paths))
-    from .scorer import Scorer
-
-    scorer = Scorer.load(_bundle(args.model), backend=args.backend, precision=args.precision,
-                         batch_size=args.batch_size, threads=args.threads)
+    paths = gather(args, problems)  # PATHs, --files-from, --shard (runtime/worklist.py)
+    if args.url:  # the same records, from a server (runtime/client.py)
+        from .client import open_remote
+        scorer = open_remote(args)
+    else:
+        from .scorer import Scorer
+        scorer = Scorer.load(_bundle(args.model), backend=args.backend, precision=args.precision,
+                             batch_size=args.batch_size, threads=args.threads)
     bar = None
     if len(paths) >= PROGRESS_MIN_FILES and (sys.stderr.isatty() or os.environ.get("ICRT_PROGRESS") == "1"):
-        from tqdm import tqdm
-        bar = tqdm(total=len(paths), unit="image", file=sys.stderr, desc="scoring", leave=True)
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(paths), unit="image", file=sys.stderr, desc="scoring", leave=True)
+        except ImportError:  # tqdm comes with the [plots] extra; without it, no bar
+            pass
 
     def progress(rec):
         if "error" in rec:  # one line per file, whatever its name holds
@@ -284,7 +294,7 @@ def cmd_bench(args) -> int:
 COMMANDS = {"score": cmd_score, "info": cmd_info, "bench": cmd_bench}
 # Commands in their own modules (imported when the parser is built: they must import nothing heavy at module
 # level). Each has ``add_command(subparsers) -> (name, run)``; ``run(args) -> exit code``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["runtime.build_cmd", "runtime.triton_cmd", "runtime.serve", "runtime.report_cmd", "runtime.batch_cmd"]
 
 
 def main(argv=None) -> int:
