@@ -787,8 +787,9 @@ def _quiet_ray(ctx, job: Job) -> None:
     """Ray Data's own progress output off (icrt draws its own), and its no-progress guard set to ours."""
     for name, value in (("enable_progress_bars", False), ("print_on_execution_start", False),
                         ("enable_auto_log_stats", False), ("execution_no_progress_timeout_s",
-                                                           job.stall_timeout if job.stall_timeout > 0 else -1),
-                        ("wait_for_min_actors_s", int(job.stall_timeout) if job.stall_timeout > 0 else -1)):
+                                                           job.stall_timeout if job.stall_timeout > 0 else -1)):
+        # (not wait_for_min_actors_s: a positive value makes the executor wait for the actors before it starts
+        # any read, so reading no longer overlaps the actors' start; the watchdog covers actors that never start)
         if hasattr(ctx, name):
             setattr(ctx, name, value)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
