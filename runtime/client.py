@@ -33,19 +33,9 @@ SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", Fa
 
 def read_image_file(path: str) -> bytes:
     """The bytes of an image file to send; ImageError with the problem ``icrt score`` reports locally."""
-    from .inputs import SYMLINK_LOOP, is_symlink_loop
+    from .preprocess import check_image_file
 
-    if os.path.isdir(path):
-        raise ImageError(path, "is a directory, not an image")
-    if not os.path.exists(path):
-        if os.path.islink(path):
-            raise ImageError(path, SYMLINK_LOOP if is_symlink_loop(path) else "broken symbolic link")
-        raise ImageError(path, "no such file")
-    if not os.path.isfile(path):
-        raise ImageError(path, "not a regular file")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+    size = check_image_file(path)
     if size > MAX_FILE_BYTES:
         raise ImageError(path, f"file too large to send ({size / 2**20:.0f} MB; a request takes at most "
                                f"{MAX_FILE_BYTES // 2**20} MB)")

@@ -132,19 +132,28 @@ def load_for_model(source, prep: "Preprocessing | None") -> tuple[np.ndarray, tu
     return _decode(source, draft_size(prep))
 
 
+def check_image_file(path) -> int:
+    """The size of the image file ``path``; ImageError (the problem ``icrt score`` reports) for a folder, a missing
+    file or broken link, a symlink loop, a FIFO or device (it would block or never end), or an empty file."""
+    name = os.fspath(path)
+    if os.path.isdir(path):
+        raise ImageError(name, "is a directory, not an image")
+    if not os.path.exists(path):
+        if os.path.islink(path):
+            raise ImageError(name, SYMLINK_LOOP if is_symlink_loop(path) else "broken symbolic link")
+        raise ImageError(name, "no such file")
+    if not os.path.isfile(path):
+        raise ImageError(name, "not a regular file")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ImageError(name, "empty file (0 bytes)")
+    return size
+
+
 def _decode(source, draft: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<bytes>")
     if isinstance(source, (str, os.PathLike)):
-        if os.path.isdir(source):
-            raise ImageError(name, "is a directory, not an image")
-        if not os.path.exists(source):
-            if os.path.islink(source):
-                raise ImageError(name, SYMLINK_LOOP if is_symlink_loop(source) else "broken symbolic link")
-            raise ImageError(name, "no such file")
-        if not os.path.isfile(source):  # a FIFO or device would block or never end
-            raise ImageError(name, "not a regular file")
-        if os.path.getsize(source) == 0:
-            raise ImageError(name, "empty file (0 bytes)")
+        check_image_file(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError(name, "empty file (0 bytes)")
