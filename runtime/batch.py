@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 
-from .errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, IcrtError, UnavailableError, UserInputError
+from .errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, IcrtError, UnavailableError, UserInputError, one_line
 
 log = logging.getLogger("icrt")
 
@@ -60,6 +60,9 @@ DEFAULT_STALL_TIMEOUT = 600.0  # seconds without a row before the run is stopped
 READ_CPUS = 0.25  # CPUs one Ray read task reserves (Ray's default, 1, starves actors on small machines)
 READ_RESERVE = 2 * READ_CPUS  # CPUs kept free of actors, so that reading always goes on
 MAX_ERRORS_LISTED = 1000  # errors named in summary.json (all of them are in the parts)
+MAX_ERRORS_CHARS = 256 * 1024  # ... and at most this many characters of paths and texts (summary.json stays small)
+MAX_ERROR_KINDS = 100  # kinds of problem counted one by one in summary.json (then "other problems")
+MAX_LISTED_PATH = 1024  # characters of a path listed there (longer ones are cut, marked with "...")
 MAX_ERROR_LINES = 200  # error lines printed on stderr
 HISTOGRAM_BINS = 20
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
@@ -83,6 +86,7 @@ def row_path(path: str) -> str:
 def _pa():
     try:
         import pyarrow as pa
+        import pyarrow.compute  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
         raise UnavailableError("icrt batch writes Parquet and needs pyarrow: pip install 'icrt[scale]'") from None
@@ -122,36 +126,196 @@ def _part_number(path: str) -> int:
     return int(stem) if stem.isdigit() else -1
 
 
-def read_parts(out: str, columns):
-    """Yield (part file, pyarrow Table of ``columns``) for each finished part; UserInputError for a part that
-    is not an icrt batch part."""
+def _part_problem(table) -> str | None:
+    """What makes ``table`` (a part read back) something other than an icrt batch part, or None: the column types
+    of :func:`schema`, a path in every row, and in each row either a finite score or an error."""
     pa = _pa()
+    want = schema()
+    for name in table.column_names:
+        if table.schema.field(name).type != want.field(name).type:
+            return f"column {name} has type {table.schema.field(name).type}, not {want.field(name).type}"
+    if "path" in table.column_names and table.column("path").null_count:
+        return "a row without a path"
+    if "score" in table.column_names:
+        import numpy as np
+        score = table.column("score")
+        values = score.drop_null().to_numpy()
+        if values.size and not np.all(np.isfinite(values)):
+            return "a score that is not a finite number (NaN or infinity)"
+        if "error" in table.column_names:
+            both = pa.compute.and_(pa.compute.is_valid(score), pa.compute.is_valid(table.column("error")))
+            neither = pa.compute.and_(pa.compute.is_null(score), pa.compute.is_null(table.column("error")))
+            if pa.compute.any(both).as_py() or pa.compute.any(neither).as_py():
+                return "a row with both a score and an error, or neither"
+    return None
+
+
+def read_part(path: str, columns):
+    """The pyarrow Table of ``columns`` of one part, checked (:func:`_part_problem`); the part is opened without
+    following a link and never blocks (``runtime.files.open_owned``). UserInputError naming the part otherwise."""
+    pa = _pa()
+    from .files import open_owned
     from .formats import printable
+
+    def bad(problem):
+        return UserInputError(f"{printable(path)}: not an icrt batch part ({problem}); move it away and rerun with "
+                              "--resume (its rows will be scored again)")
+    try:
+        with os.fdopen(open_owned(path), "rb") as f:  # read here, parsed from memory (parts are small)
+            data = f.read()
+        table = pa.parquet.read_table(pa.BufferReader(data), columns=list(columns))
+    except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as e:
+        text = getattr(e, "strerror", None) if isinstance(e, OSError) else None
+        raise bad(text or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    problem = _part_problem(table)
+    if problem:
+        raise bad(problem)
+    return table
+
+
+def read_parts(out: str, columns):
+    """Yield (part file, checked pyarrow Table of ``columns``) for each finished part (:func:`read_part`)."""
     for p in part_files(out):
-        try:
-            yield p, pa.parquet.read_table(p, columns=list(columns))
-        except (OSError, pa.ArrowException, KeyError, ValueError) as e:
-            raise UserInputError(f"{printable(p)}: not a readable icrt batch part ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0] if str(e) else ''}); move it away and rerun with "
-                                 "--resume (its rows will be scored again)") from None
+        yield p, read_part(p, columns)
 
 
 def done_paths(out: str) -> set[str]:
-    """The ``path`` cells of every finished part."""
+    """The ``path`` cells of every finished part, each part checked whole first (a tampered part is refused
+    before anything is scored, not when the summary is written)."""
     done = set()
-    for _, t in read_parts(out, ["path"]):
+    for _, t in read_parts(out, ["path", "score", "error"]):
         done.update(t.column("path").to_pylist())
     return done
 
 
+RUN_FORMAT = "icrt-batch/1"
+MAX_RUN_BYTES = 1 << 20
+OWNED_FILES = (RUN_FILE, SUMMARY_FILE, SUCCESS_FILE, LOCK_FILE)  # besides the parts and .tmp-* files
+
+
+def file_digest(path: str) -> str | None:
+    """SHA-256 of a regular file (hex); None when it is missing or not a regular file."""
+    import hashlib
+
+    from .files import open_owned
+    try:
+        fd = open_owned(path)
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(m, precision: str) -> dict:
+    """What scores a folder, for ``run.json``: the SHA-256 of each model file the bundle has for ``precision``
+    (one per backend form: the file that scores is one of them), of the preprocessing, and the score range."""
+    import hashlib
+
+    files = {}
+    for key, name in sorted((m.files.get(precision) or {}).items()):
+        try:
+            path = m.path(name, f"files.{precision}.{key}")
+        except IcrtError:
+            continue
+        files[key] = {"file": name, "sha256": file_digest(path)}
+    prep = m.preprocessing.to_dict()
+    text = json.dumps(prep, sort_keys=True)
+    return {"files": files, "preprocessing": prep,
+            "preprocessing_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "score_range": [float(v) for v in m.score.get("range", [0.0, 1.0])]}
+
+
 def _run_config(job) -> dict:
-    return {"format": "icrt-batch/1", "bundle": job.bundle_name, "bundle_path": job.bundle,
-            "precision": job.precision, "kind": job.bundle_kind}
+    return {"format": RUN_FORMAT, "bundle": job.bundle_name, "bundle_path": job.bundle,
+            "precision": job.precision, "kind": job.bundle_kind, "model": job.extra.get("model")}
+
+
+def _read_run(run_file: str) -> dict:
+    """A previous run's ``run.json`` (read without following a link); UserInputError when it is not icrt's."""
+    from .files import read_owned
+    from .formats import printable
+    try:
+        prev = json.loads(read_owned(run_file, MAX_RUN_BYTES).decode("utf-8"))
+        if not isinstance(prev, dict) or prev.get("format") != RUN_FORMAT:
+            raise ValueError(f"not an {RUN_FORMAT} run file")
+    except (OSError, ValueError, RecursionError) as e:
+        why = (getattr(e, "strerror", None) if isinstance(e, OSError) else None) or str(e) or type(e).__name__
+        raise UserInputError(f"{printable(run_file)}: {one_line(why)}; is --out an icrt batch folder? (choose a new "
+                             "or empty folder)") from None
+    return prev
+
+
+def _check_folder(out: str) -> tuple[dict | None, list[str]]:
+    """(the previous run.json or None, the parts) of DIR, or UserInputError: icrt's own files there must be
+    regular files (never links, FIFOs or folders), and a folder that is not empty must be an icrt batch folder
+    (a run.json of icrt's), so that nothing of someone else's is replaced or removed."""
+    from .files import owned_problem
+    from .formats import printable
+
+    for name in OWNED_FILES:
+        path = os.path.join(out, name)
+        problem = owned_problem(path)
+        if problem:
+            raise UserInputError(f"{printable(path)} {problem}")
+    parts = part_files(out)
+    for p in parts:
+        problem = owned_problem(p)
+        if problem:
+            raise UserInputError(f"{printable(p)} {problem}")
+    run_file = os.path.join(out, RUN_FILE)
+    prev = _read_run(run_file) if os.path.lexists(run_file) else None
+    if prev is None:
+        if parts:
+            raise UserInputError(f"--out {printable(out)} holds {len(parts)} part(s) but no {RUN_FILE}: which model "
+                                 "scored them cannot be checked, so icrt will not add to them; choose another --out")
+        try:
+            others = [e for e in os.listdir(out) if e != LOCK_FILE]
+        except OSError as e:
+            raise UserInputError(f"cannot list --out {printable(out)}: {e.strerror or e}") from None
+        if others:
+            raise UserInputError(f"--out {printable(out)} is not empty and is not an icrt batch folder (no {RUN_FILE}; "
+                                 f"it holds {printable(sorted(others)[0])}{' ...' if len(others) > 1 else ''}): icrt "
+                                 "batch would replace or remove files in it; choose a new or empty folder")
+    return prev, parts
+
+
+def _same_model(prev: dict, mine: dict, out: str) -> None:
+    """UserInputError unless the previous run scored with the same model (bundle name, precision, model file
+    digests, preprocessing, score range)."""
+    from .formats import printable
+
+    def refuse(what, there, here):
+        raise UserInputError(f"--resume: {printable(out)} was scored with {what} {there}, this run uses {here}; one "
+                             "folder holds the scores of one model (use another --out)")
+    for key in ("bundle", "precision"):
+        if prev.get(key) != mine[key]:
+            refuse(key, printable(repr(prev.get(key))), printable(repr(mine[key])))
+    was, now = prev.get("model"), mine["model"]
+    if not isinstance(was, dict):
+        raise UserInputError(f"--resume: {printable(os.path.join(out, RUN_FILE))} records no model digest (an older "
+                             "icrt wrote it), so the model cannot be checked; use another --out")
+    files_was = was.get("files") if isinstance(was.get("files"), dict) else {}
+    for key, entry in now["files"].items():
+        old = files_was.get(key)
+        old_digest = old.get("sha256") if isinstance(old, dict) else None
+        if old_digest != entry["sha256"]:
+            refuse(f"another {key} model file", f"({entry['file']}: sha256 {str(old_digest)[:12]}...)",
+                   f"sha256 {str(entry['sha256'])[:12]}...")
+    if set(files_was) != set(now["files"]):
+        refuse("model files for", printable(", ".join(sorted(map(str, files_was)))), ", ".join(sorted(now["files"])))
+    if was.get("preprocessing_sha256") != now["preprocessing_sha256"]:
+        refuse("other preprocessing", printable(json.dumps(was.get("preprocessing"))[:200]),
+               json.dumps(now["preprocessing"]))
+    if was.get("score_range") != now["score_range"]:
+        refuse("the score range", printable(repr(was.get("score_range"))), repr(now["score_range"]))
 
 
 def prepare_out(job) -> set[str]:
     """Check DIR (before any work), clean what a killed run left, and return the paths already done."""
-    from .files import folder_problem, write_json
+    from .files import folder_problem
     from .formats import printable
 
     out = job.out
@@ -159,53 +323,63 @@ def prepare_out(job) -> set[str]:
     if problem:
         raise UserInputError(f"cannot write into --out {printable(out)}: {problem}")
     os.makedirs(out, exist_ok=True)
+    prev, parts = _check_folder(out)
     job.extra["lock"] = _lock(out)
-    parts = part_files(out)
-    run_file = os.path.join(out, RUN_FILE)
+    parts = part_files(out)  # again, under the lock
     if parts and not job.resume:
         raise UserInputError(f"--out {printable(out)} already holds a batch run ({len(parts)} part(s)): pass "
                              "--resume to continue it, or choose another folder")
-    if parts and os.path.exists(run_file):
-        try:
-            with open(run_file, encoding="utf-8") as f:
-                prev = json.load(f)
-            if not isinstance(prev, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError) as e:
-            raise UserInputError(f"{printable(run_file)}: unreadable ({e}); is --out an icrt batch folder?") from None
-        mine = _run_config(job)
-        for key in ("bundle", "precision"):
-            if prev.get(key) != mine[key]:
-                raise UserInputError(f"--resume: {printable(out)} was scored with {key} {prev.get(key)!r}, this run "
-                                     f"uses {mine[key]!r}; one folder holds the scores of one model (use another "
-                                     "--out)")
+    if parts:
+        if prev is None:
+            prev, _ = _check_folder(out)
+        _same_model(prev, _run_config(job), out)
+    done = done_paths(out) if parts else set()
     for stale in glob.glob(os.path.join(glob.escape(out), ".tmp-*")):  # a killed run's half-written file
         try:
-            os.remove(stale)
+            os.remove(stale)  # a link is removed, never what it points to
         except OSError:
             pass
-    for name in (SUCCESS_FILE,):
-        try:
-            os.remove(os.path.join(out, name))
-        except FileNotFoundError:
-            pass
-    write_json(run_file, _run_config(job))
-    return done_paths(out) if parts else set()
+    try:
+        os.remove(os.path.join(out, SUCCESS_FILE))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserInputError(f"cannot remove {printable(os.path.join(out, SUCCESS_FILE))}: {e.strerror or e}") from None
+    write_owned_file(os.path.join(out, RUN_FILE), json.dumps(_run_config(job), indent=2) + "\n")
+    return done
+
+
+def write_owned_file(path: str, data) -> None:
+    """Write one of icrt's files in DIR (``runtime.files.write_owned``: atomic, never through a link); an
+    IcrtError naming the file and the problem (the parts already written are kept)."""
+    from .files import write_owned
+    from .formats import printable
+    try:
+        write_owned(path, data.encode("utf-8") if isinstance(data, str) else data)
+    except OSError as e:
+        raise IcrtError(f"cannot write {printable(path)}: {e.strerror or e} (the parts written so far are kept: fix "
+                        "the cause, then rerun with --resume)") from None
 
 
 def _lock(out: str):
     """Hold ``DIR/.lock`` (an advisory lock, released when the process ends, even by SIGKILL): one run writes a
-    folder at a time (two would number their parts alike). The open file; keep it for the run."""
+    folder at a time (two would number their parts alike). The open file; keep it for the run. The lock file is
+    opened without following a link and must be a regular file (``runtime.files.open_owned``)."""
     import fcntl
 
+    from .files import open_owned
     from .formats import printable
     path = os.path.join(out, LOCK_FILE)
-    f = open(path, "a+")
+    try:
+        f = os.fdopen(open_owned(path, write=True), "r+")
+    except OSError as e:
+        raise UserInputError(f"{printable(path)} {e.strerror or e}" if e.strerror and e.strerror.startswith(("is ", "has "))
+                             else f"cannot open {printable(path)}: {e.strerror or e}") from None
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
-        holder = f.read().strip()
+        holder = printable(f.read(200).strip())
         f.close()
         raise UserInputError(f"--out {printable(out)} is being written by another icrt batch run ({holder or 'unknown'}); "
                              "give each run (each shard) its own folder") from None
@@ -273,12 +447,11 @@ class PartWriter:
         self._write(head)
 
     def _write(self, table) -> None:
-        from .files import write_bytes
         pa = _pa()
         sink = pa.BufferOutputStream()
         pa.parquet.write_table(table.combine_chunks(), sink, compression="zstd")
         path = os.path.join(self.out, PART_FORMAT.format(self.next_part))
-        write_bytes(path, sink.getvalue().to_pybytes())
+        write_owned_file(path, sink.getvalue().to_pybytes())
         self.next_part += 1
         self.parts.append(path)
 
@@ -496,6 +669,7 @@ def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
         raise UserInputError(f"precision {job.precision} is not in the bundle (it has {', '.join(m.precisions())})")
     job.bundle_name, job.bundle_kind, job.versions = m.name, m.kind, dict(m.versions or {})
     job.extra["score_range"] = list(m.score.get("range", [0.0, 1.0]))
+    job.extra["model"] = model_identity(m, job.precision)
     try:
         done = prepare_out(job)
         return _run(job, paths, problems, shard, done)
@@ -824,11 +998,11 @@ def write_summary(job: Job, stats: dict, shard=None) -> dict:
     import numpy as np
 
     from . import __version__
-    from .files import write_json, write_text
+    from .files import _clean
 
     pa = _pa()
     scores, errors, by_problem = [], [], {}
-    rows = n_err = 0
+    rows = n_err = chars = 0
     parts = part_files(job.out)
     for _, t in read_parts(job.out, ["path", "score", "error"]):
         rows += t.num_rows
@@ -840,10 +1014,15 @@ def write_summary(job: Job, stats: dict, shard=None) -> dict:
             bad = t.filter(mask)
             n_err += bad.num_rows
             for p, e in zip(bad.column("path").to_pylist(), bad.column("error").to_pylist()):
-                kind = e.split(" (", 1)[0]
+                kind = e.split(" (", 1)[0][:200]
+                if kind not in by_problem and len(by_problem) >= MAX_ERROR_KINDS:
+                    kind = "other problems"
                 by_problem[kind] = by_problem.get(kind, 0) + 1
-                if len(errors) < MAX_ERRORS_LISTED:
+                p = p if len(p) <= MAX_LISTED_PATH else p[:MAX_LISTED_PATH - 3] + "..."
+                e = e if len(e) <= MAX_LISTED_PATH else e[:MAX_LISTED_PATH - 3] + "..."
+                if len(errors) < MAX_ERRORS_LISTED and chars + len(p) + len(e) <= MAX_ERRORS_CHARS:
                     errors.append({"path": p, "error": e})
+                    chars += len(p) + len(e)
     s = np.concatenate(scores) if scores else np.zeros(0)
     lo, hi = job.extra.get("score_range", [0.0, 1.0])
     counts, edges = np.histogram(s, bins=HISTOGRAM_BINS, range=(float(lo), float(hi)))
@@ -881,7 +1060,7 @@ def write_summary(job: Job, stats: dict, shard=None) -> dict:
     }
     if "ray" in job.extra:
         summary["ray"] = job.extra["ray"]
-    write_json(os.path.join(job.out, SUMMARY_FILE), summary)
-    write_text(os.path.join(job.out, SUCCESS_FILE),
-               json.dumps({"rows": rows, "parts": [os.path.basename(p) for p in parts]}) + "\n")
+    write_owned_file(os.path.join(job.out, SUMMARY_FILE), json.dumps(_clean(summary), indent=2) + "\n")
+    write_owned_file(os.path.join(job.out, SUCCESS_FILE),
+                     json.dumps({"rows": rows, "parts": [os.path.basename(p) for p in parts]}) + "\n")
     return summary
