@@ -705,6 +705,10 @@ def _run(job: Job, paths: list[str], problems: dict, shard, done: set) -> int:
     c = summary["counts"]
     print(f"{job.out}: {c['rows']} row(s) ({c['scored']} scored, {c['errors']} error(s)) in {c['parts']} part(s); "
           f"this run: {writer.rows} image(s) in {seconds:.1f} s ({summary['speed']['images_per_s']:.1f} images/s)")
+    failures = job.extra.get("run_failures")
+    if failures:  # the model failed at run time: its images have error rows; a model error (exit 2)
+        print(f"icrt: error: {failures.message()}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_FAILURES if c["errors"] else EXIT_OK
 
 
@@ -730,6 +734,7 @@ def run_local(job: Job, paths: list[str], problems: dict, writer: PartWriter) ->
 
     scorer = Scorer.load(job.bundle, backend=job.backend, precision=job.precision, batch_size=job.batch_size,
                          threads=job.threads, workers=max(1, job.workers))
+    job.extra["run_failures"] = scorer.run_failures
     if any(is_uri(p) for p in paths):
         def loader(image):  # URIs read through pyarrow, local files as the Scorer reads them
             if isinstance(image, str) and is_uri(image):

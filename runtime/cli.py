@@ -257,6 +257,10 @@ def cmd_score(args) -> int:
     failed = sum("error" in r for r in records)
     if failed:
         log.warning("icrt: %d of %d file(s) could not be scored", failed, len(records))
+    run_failures = getattr(scorer, "run_failures", None)
+    if run_failures:  # a model that fails at run time is a model error (exit 2), reported after every record is out
+        _err(run_failures.message())
+        return code or EXIT_USAGE
     return code or (EXIT_SOME_FAILED if failed else EXIT_OK)
 
 

@@ -11,18 +11,21 @@ runs on a helper thread while the backend works (Pillow and onnxruntime release 
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backends import Backend, open_backend
+from .backends import Backend, ModelRunError, open_backend
 from .manifest import Manifest, load_manifest
 from .preprocess import ImageError, Preprocessing, _to_rgb, load_for_model, model_inputs, pool_scores, resize
 
 DEFAULT_BATCH = 32
 LOOKAHEAD_MAX = 8  # images decoded ahead of the model at most
 SCORE_TOLERANCE = 1e-3  # scores this far outside the model's range are clipped into it; further out is an error
+MAX_FAILURE_LINES = 20  # failed batches told one by one on stderr (all are counted)
+log = logging.getLogger("runtime")
 
 
 def as_rgb_array(image) -> np.ndarray:
@@ -54,12 +57,13 @@ def heatmap_copy(rgb: np.ndarray) -> np.ndarray:
 class _Item:
     """One image on its way through the batcher."""
 
-    __slots__ = ("record", "x", "positions", "scores", "filled", "rgb", "geometry")
+    __slots__ = ("record", "x", "positions", "scores", "filled", "rgb", "geometry", "error")
 
     def __init__(self, record, x=None, positions=None, rgb=None, geometry=None):
         self.record, self.x, self.positions, self.rgb, self.geometry = record, x, positions, rgb, geometry
         self.scores = None if x is None else np.empty(len(x), np.float32)
         self.filled = 0
+        self.error = None  # the model failed on a batch holding some of this image's inputs
 
     @property
     def done(self) -> bool:
@@ -87,6 +91,7 @@ class Scorer:
         if isinstance(score_range, str):
             score_range = manifest.score.get("range", [0.0, 1.0]) if manifest is not None else None
         self.score_range = None if score_range is None else tuple(float(v) for v in score_range)
+        self.run_failures = RunFailures()
 
     @classmethod
     def load(cls, bundle: str | None = None, backend: str = "auto", precision: str = "fp32",
@@ -179,8 +184,15 @@ class Scorer:
                     queue[0] = (item, start + take)
                 n -= take
             batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            scores = self.backend.run(batch)
             waiting -= len(batch)
+            try:
+                scores = self.backend.run(batch)
+            except ModelRunError as e:  # this batch's images get error records; the others go on
+                problem = self.run_failures.add(e, len(batch), len(owners))
+                for item, _, take in owners:
+                    item.error = problem
+                    item.filled += take
+                return
             off = 0
             for item, start, take in owners:
                 item.scores[start:start + take] = scores[off:off + take]
@@ -242,7 +254,7 @@ class Scorer:
         rec = item.record
         if item.x is None:
             return rec
-        problem = self.check_scores(item.scores)
+        problem = item.error or self.check_scores(item.scores)
         if problem:
             item.x = item.rgb = None
             return {"image": rec["image"], "error": problem}
@@ -254,16 +266,53 @@ class Scorer:
         if heatmaps is not None:
             from .heatmap import write_heatmap
             path = heatmaps.name_for(rec["image"])
-            if self.prep.resize == "square":  # one input per image: map local windows instead
-                geometry, positions, side, scores = self.local_windows(item.rgb)
-                note = f"map: {len(scores)} local windows"
+            try:
+                if self.prep.resize == "square":  # one input per image: map local windows instead
+                    geometry, positions, side, scores = self.local_windows(item.rgb)
+                    note = f"map: {len(scores)} local windows"
+                else:
+                    geometry, positions, side, scores, note = (item.geometry, item.positions, self.prep.size,
+                                                               item.scores, None)
+            except ModelRunError as e:  # the image is scored; only its map is missing
+                self.run_failures.add(e, 0, 0)
             else:
-                geometry, positions, side, scores, note = item.geometry, item.positions, self.prep.size, item.scores, None
-            write_heatmap(path, item.rgb, geometry, positions, side, scores, rec["score"], title=os.path.basename(rec["image"]),
-                          score_range=self.score_range or (0.0, 1.0), note=note)
-            rec["heatmap"] = path
+                write_heatmap(path, item.rgb, geometry, positions, side, scores, rec["score"],
+                              title=os.path.basename(rec["image"]), score_range=self.score_range or (0.0, 1.0),
+                              note=note)
+                rec["heatmap"] = path
         item.x = item.rgb = None  # free the inputs as soon as the record is out
         return rec
+
+
+class RunFailures:
+    """Batches the model failed to run (``ModelRunError``): counted, the first ones told on stderr (one line each).
+    The images of a failed batch get an error record; commands end with exit code 2 (a model error)."""
+
+    def __init__(self):
+        self.batches = self.inputs = self.images = 0
+        self.first: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.batches > 0
+
+    def add(self, e: ModelRunError, inputs: int, images: int) -> str:
+        """Count one failed batch of ``inputs`` model inputs from ``images`` images; the error text for them."""
+        self.batches += 1
+        self.inputs += inputs
+        self.images += images
+        text = " ".join(str(e).split())
+        self.first = self.first or text
+        if self.batches <= MAX_FAILURE_LINES:
+            what = f"a batch of {inputs} input(s), {images} image(s)" if inputs else "a heatmap's local windows"
+            log.error("icrt: error: the model failed on %s: %s", what, text)
+        elif self.batches == MAX_FAILURE_LINES + 1:
+            log.error("icrt: error: the model failed on more batches; their images have error records")
+        return f"the model failed on this image's batch ({getattr(e, 'cause', None) or 'see the error above'})"
+
+    def message(self) -> str:
+        """The one line a command ends with."""
+        return (f"the model failed while running {self.batches} batch(es) ({self.images} image(s) got an error "
+                f"record, the others were scored and written): {self.first}")
 
 
 class HeatmapNames:

@@ -32,6 +32,12 @@ class NotInBundleError(BackendError, BundleError):
     exit_code = EXIT_USAGE
 
 
+class ModelRunError(BundleError):
+    """A model that loaded and passed the checks failed while running a batch (an onnxruntime or TensorRT error):
+    the model is broken for such inputs. The Scorer gives the images of that batch error records and goes on;
+    commands end with exit code 2 (a model error) after writing every record."""
+
+
 class Backend:
     """What the scorer needs from an inference engine (any object with this interface will do)."""
 

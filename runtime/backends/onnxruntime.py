@@ -10,17 +10,56 @@ import importlib.util
 import os
 
 from ..manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
-from . import Backend, BackendError, NotInBundleError, register_backend
+from ..errors import one_line
+from . import Backend, BackendError, ModelRunError, NotInBundleError, register_backend
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 def _ort():
+    # onnxruntime (1.2x+, Linux too) writes a device id and an event database under ~/.cache/Microsoft/DeveloperTools
+    # when it is imported, and warns when it cannot; this variable, read at import, stops that (a user may set it to
+    # 0 to allow it). disable_telemetry_events() below turns off the events themselves.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
         import onnxruntime
     except ImportError as e:  # the runtime's one required inference library
         raise BackendError(f"onnxruntime is not installed ({e}); pip install onnxruntime") from None
+    _no_telemetry(onnxruntime)
     return onnxruntime
+
+
+_TELEMETRY_OFF = []
+
+
+def _no_telemetry(ort) -> None:
+    """onnxruntime's telemetry events off, once per process (builds without telemetry have the switch too)."""
+    if _TELEMETRY_OFF:
+        return
+    _TELEMETRY_OFF.append(True)
+    off = getattr(ort, "disable_telemetry_events", None)
+    if off is not None:
+        try:
+            off()
+        except Exception:  # a switch that fails must not stop scoring
+            pass
+
+
+MAX_ERROR_TEXT = 300  # characters of onnxruntime's message kept in a run error
+
+
+def run_error(path: str, e: Exception) -> ModelRunError:
+    """An onnxruntime exception raised while running a batch -> one line naming the model and the cause."""
+    import re
+    text = one_line(str(e)).replace("[ONNXRuntimeError] : ", "")
+    text = re.sub(r"^\d+ : [A-Z_]+ : ", "", text)  # "1 : FAIL : "
+    text = re.sub(r"/onnxruntime_src/\S*:\d+ [\w:~<>]+\([^)]*\)\s*", "", text)  # the source line and function
+    text = text.replace(" Name:''", "")
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[:MAX_ERROR_TEXT - 3] + "..."
+    err = ModelRunError(f"{path}: onnxruntime failed to run the model ({type(e).__name__}: {text})")
+    err.cause = f"onnxruntime {type(e).__name__}: {text[:160]}{'...' if len(text) > 160 else ''}"
+    return err
 
 
 def onnxruntime_available() -> bool:
@@ -130,6 +169,8 @@ class OrtBackend(Backend):
         self.device = "cuda" if any(p in GPU_PROVIDERS for p in used) else "cpu"
         self.threads = threads or default_threads()
         self.notes = list(notes or [])
+        self.run_options = _ort().RunOptions()
+        self.run_options.log_severity_level = 4  # a failed run is raised (one line), not logged in red as well
 
     @classmethod
     def from_file(cls, path: str, precision: str = "fp32", threads: int | None = None, gpu: bool = False,
@@ -173,7 +214,10 @@ class OrtBackend(Backend):
         import numpy as np
 
         x = batch if batch.dtype == self.input_dtype else batch.astype(self.input_dtype)
-        out = np.asarray(self.session.run([self.score_output], {self.input_name: x})[0])
+        try:
+            out = np.asarray(self.session.run([self.score_output], {self.input_name: x}, self.run_options)[0])
+        except Exception as e:  # onnxruntime's own exception types (Fail, RuntimeException, InvalidArgument, ...)
+            raise run_error(self.file, e) from None
         n = len(batch)
         if out.shape not in ((n,), (n, 1)):  # e.g. [N, 4] would otherwise be cut to its first column
             raise BundleError(f"{self.file}: output {self.score_output!r} has shape {list(out.shape)} for a batch of "

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 from ..errors import one_line
 from ..manifest import FILE_NAMES, BundleError, EngineRecord
-from . import Backend, BackendError, register_backend
+from . import Backend, BackendError, ModelRunError, register_backend
 
 
 def tensorrt_available() -> bool:
@@ -377,7 +377,7 @@ class TensorRTBackend(Backend):
         host[:n] = batch  # casts to the engine's input dtype (fp16 for strongly typed fp16 engines)
         self.cuda.htod(dptr, host[:n])  # a leading slice of a C-contiguous buffer is contiguous
         if not self.context.execute_async_v3(self.cuda.stream_handle):
-            raise BackendError(f"{self.file}: TensorRT execution failed")
+            raise ModelRunError(f"{self.file}: TensorRT execution failed")
         out_host, out_dptr = self.buffers[self.score_output]
         self.cuda.dtoh(out_host[:n], out_dptr)
         self.cuda.sync()

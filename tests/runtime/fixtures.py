@@ -101,9 +101,11 @@ SIZE = 32  # input side of the few-node models
 NODE_SHAPE = ("N", 3, SIZE, SIZE)
 # (variant, input shape) of every committed few-node model, image -> score. sigmoid: sigmoid(mean pixel) in
 # (0, 1); sqrt: sqrt(mean), NaN for dark images; const:V: V for every image; column: [N, 1]; wide: [N, 3]
-# declared; flat: [3N] (declared [M]).
+# declared; flat: [3N] (declared [M]); fails-bright: sigmoid, but onnxruntime fails to run a batch whose mean input
+# is > 0.9 (a white image alone in a batch): a model that loads and passes the checks, then fails at run time.
 NODE_MODELS = [
     ("sigmoid", NODE_SHAPE), ("sqrt", NODE_SHAPE), ("column", NODE_SHAPE), ("wide", NODE_SHAPE), ("flat", NODE_SHAPE),
+    ("fails-bright", NODE_SHAPE),
     *[(f"const:{v}", NODE_SHAPE) for v in ("nan", "inf", "1e30", "-1e30", "1.5", "1.0005", "7", "12")],
     ("sigmoid", ("N", 3, 64, 64)), ("sigmoid", ("N", 4, SIZE, SIZE)), ("sigmoid", ("N", 3, SIZE)),
     ("sigmoid", ("N", 3, "H", "W")),

@@ -157,6 +157,21 @@ def node_onnx(path, variant="sigmoid", in_shape=NODE_SHAPE) -> str:
     elif variant == "wide":
         nodes = [mean([2, 3]), helper.make_node("Sigmoid", ["m"], [SCORE_OUTPUT])]
         out_shape = ["N", 3]
+    elif variant == "fails-bright":  # sigmoid, but the run fails when a batch's mean input is > 0.9 (a Reshape
+        # to [-1, 7] of N x 3 x 32 x 32 values, which 7 does not divide unless 7 divides N): a run-time error only
+        inits = [helper.make_tensor("thr", TensorProto.FLOAT, [], [0.9]),
+                 helper.make_tensor("seven", TensorProto.INT64, [1], [7]),
+                 helper.make_tensor("one", TensorProto.INT64, [1], [1]),
+                 helper.make_tensor("minus1", TensorProto.INT64, [1], [-1]), const("zero", 0.0)]
+        nodes = [mean(all_axes), helper.make_node("Sigmoid", ["m"], ["s"]),
+                 helper.make_node("ReduceMean", [INPUT_NAME], ["all"], keepdims=0),
+                 helper.make_node("Greater", ["all", "thr"], ["bright"]),
+                 helper.make_node("Where", ["bright", "seven", "one"], ["k"]),
+                 helper.make_node("Concat", ["minus1", "k"], ["shape"], axis=0),
+                 helper.make_node("Reshape", [INPUT_NAME, "shape"], ["r"]),
+                 helper.make_node("ReduceSum", ["r"], ["rs"], keepdims=0),
+                 helper.make_node("Mul", ["rs", "zero"], ["z"]),
+                 helper.make_node("Add", ["s", "z"], [SCORE_OUTPUT])]
     elif variant == "flat":
         inits = [helper.make_tensor("shape", TensorProto.INT64, [1], [-1])]
         nodes = [mean([2, 3]), helper.make_node("Sigmoid", ["m"], ["s"]),
