@@ -21,7 +21,14 @@ from .backends import Backend, ModelRunError, open_backend
 from .manifest import Manifest, load_manifest
 from .preprocess import ImageError, Preprocessing, _to_rgb, load_for_model, model_inputs, pool_scores, resize
 
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = 32  # model inputs per inference call at most by default (small inputs); larger ones get fewer
+# Memory is bounded by bytes, not by a count of inputs: one model input costs about ACTIVATION_FACTOR times its own
+# float32 size while the model runs (the default model, EfficientNet-Lite0 at 384 px: ~50 MB an input, 29x its
+# 1.77 MB; measured with /usr/bin/time, docs/runtime.md "Memory"). The default batch keeps that cost under
+# DEFAULT_BATCH_BYTES and any batch asked for under MAX_BATCH_BYTES.
+ACTIVATION_FACTOR = 32
+DEFAULT_BATCH_BYTES = 256 * 2**20
+MAX_BATCH_BYTES = 2 * 2**30
 LOOKAHEAD_MAX = 8  # images decoded ahead of the model at most
 SCORE_TOLERANCE = 1e-3  # scores this far outside the model's range are clipped into it; further out is an error
 MAX_FAILURE_LINES = 20  # failed batches told one by one on stderr (all are counted)
@@ -54,6 +61,17 @@ def heatmap_copy(rgb: np.ndarray) -> np.ndarray:
     return resize(rgb, max(1, round(w * f)), max(1, round(h * f)), "bilinear")
 
 
+def input_cost(size: int) -> int:
+    """Bytes one model input of ``size`` x ``size`` costs while the model runs (an estimate, see above)."""
+    return ACTIVATION_FACTOR * 3 * int(size) * int(size) * 4
+
+
+def batch_limits(size: int) -> tuple[int, int]:
+    """(default, largest) model inputs per inference call for inputs of ``size`` x ``size`` pixels."""
+    cost = input_cost(size)
+    return max(1, min(DEFAULT_BATCH, DEFAULT_BATCH_BYTES // cost)), max(1, MAX_BATCH_BYTES // cost)
+
+
 class _Item:
     """One image on its way through the batcher."""
 
@@ -84,7 +102,13 @@ class Scorer:
             raise TypeError("Scorer needs a manifest or a preprocessing")
         self.manifest, self.backend, self.loader = manifest, backend, loader
         self.prep = preprocessing or manifest.preprocessing
-        self.batch_size = max(1, int(batch_size or DEFAULT_BATCH))
+        default, cap = batch_limits(self.prep.size)
+        self.batch_size = max(1, int(batch_size or default))
+        if self.batch_size > cap:
+            log.warning("icrt: batch size %d lowered to %d: %d px model inputs cost about %d MB each while the model "
+                        "runs, and a batch is kept under %d MB", self.batch_size, cap, self.prep.size,
+                        round(input_cost(self.prep.size) / 2**20), MAX_BATCH_BYTES // 2**20)
+            self.batch_size = cap
         if backend.max_batch:
             self.batch_size = min(self.batch_size, backend.max_batch)
         self.workers = workers
