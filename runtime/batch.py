@@ -522,23 +522,16 @@ class Watchdog:
 def path_problem(path: str, problems: dict) -> str | None:
     """Why ``path`` cannot even be read as a file, in the words ``icrt score`` uses (runtime.preprocess), or
     None. Only such files are kept from Ray: its read of a missing file or a folder fails the whole run."""
-    from .inputs import SYMLINK_LOOP, is_symlink_loop
+    from .preprocess import ImageError, check_image_file
 
     if path in problems:
         return problems[path]
     try:
-        if os.path.isdir(path):
-            return "is a directory, not an image"
-        if not os.path.exists(path):
-            if os.path.islink(path):
-                return SYMLINK_LOOP if is_symlink_loop(path) else "broken symbolic link"
-            return "no such file"
-        if not os.path.isfile(path):
-            return "not a regular file"
-        if not os.access(path, os.R_OK):
-            return "permission denied"
-    except ValueError:  # a NUL byte in the name
-        return "no such file"
+        check_image_file(path)
+    except ImageError as e:
+        return e.problem
+    if not os.access(path, os.R_OK):
+        return "permission denied"
     return None
 
 
@@ -606,18 +599,13 @@ def gather_inputs(args, problems: dict) -> list[str]:
     """PATHs (local: the runtime's walker, ``runtime.inputs.collect``; URIs: listed through pyarrow), then the
     ``--files-from`` list, duplicates dropped, then ``--shard``."""
     from .formats import printable
-    from .inputs import collect
-    from .worklist import is_uri, read_path_list, select_shard, unique
+    from .worklist import collect_paths, is_uri, read_path_list, select_shard, unique
 
     if not args.paths and not args.files_from:
         raise UserInputError("nothing to score: give image PATHs or --files-from LIST")
     paths = []
     local = [a for a in args.paths if not is_uri(a)]
-    try:
-        paths += collect(local, recursive=args.recursive, problems=problems) if local else []
-    except OSError as e:
-        where = printable(os.fsdecode(e.filename)) if isinstance(e.filename, (str, bytes)) else ""
-        raise UserInputError(f"cannot list {where}: {e.strerror or e}") from None
+    paths += collect_paths(local, args.recursive, problems)
     for u in args.paths:
         if is_uri(u):
             paths += list_uri(u, args.recursive)

@@ -134,20 +134,31 @@ def load_for_model(source, prep: "Preprocessing | None") -> tuple[np.ndarray, tu
 
 def check_image_file(path) -> int:
     """The size of the image file ``path``; ImageError (the problem ``icrt score`` reports) for a folder, a missing
-    file or broken link, a symlink loop, a FIFO or device (it would block or never end), or an empty file."""
+    file or broken link, a symlink loop, a FIFO or device (it would block or never end), an empty file, or a file
+    that cannot be reached (a folder on the way that may not be searched: ``permission denied``)."""
+    import errno
+    import stat
+
     name = os.fspath(path)
-    if os.path.isdir(path):
-        raise ImageError(name, "is a directory, not an image")
-    if not os.path.exists(path):
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
         if os.path.islink(path):
-            raise ImageError(name, SYMLINK_LOOP if is_symlink_loop(path) else "broken symbolic link")
-        raise ImageError(name, "no such file")
-    if not os.path.isfile(path):
+            raise ImageError(name, SYMLINK_LOOP if is_symlink_loop(path) else "broken symbolic link") from None
+        raise ImageError(name, "no such file") from None
+    except PermissionError:
+        raise ImageError(name, "permission denied") from None
+    except OSError as e:
+        raise ImageError(name, SYMLINK_LOOP if e.errno == errno.ELOOP else (e.strerror or str(e))) from None
+    except ValueError:  # a NUL byte in the name
+        raise ImageError(name, "no such file") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(name, "is a directory, not an image")
+    if not stat.S_ISREG(st.st_mode):
         raise ImageError(name, "not a regular file")
-    size = os.path.getsize(path)
-    if size == 0:
+    if st.st_size == 0:
         raise ImageError(name, "empty file (0 bytes)")
-    return size
+    return st.st_size
 
 
 def _decode(source, draft: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:

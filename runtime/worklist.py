@@ -141,19 +141,34 @@ def add_worklist_options(parser) -> None:
                         help="score only shard I of N (counted from 0): a stable split by a hash of the path")
 
 
+def collect_paths(args_paths, recursive: bool, problems: dict) -> list[str]:
+    """PATH arguments through the runtime's walker (``runtime.inputs.collect``): folders that cannot be listed
+    are failed inputs (in ``problems``), and symlink loops met while walking are told on stderr, one line each
+    (they are no inputs: the folder they point back to is listed once)."""
+    import logging
+
+    from .formats import printable
+    from .inputs import collect
+
+    notes = []
+    try:
+        paths = collect(args_paths, recursive=recursive, problems=problems, notes=notes) if args_paths else []
+    except OSError as e:
+        where = printable(os.fsdecode(e.filename)) if isinstance(e.filename, (str, bytes)) else ""
+        raise UserInputError(f"cannot list {where}: {e.strerror or e}") from None
+    for path, text in notes:
+        logging.getLogger("icrt").warning("icrt: %s: %s", printable(path), text)
+    return paths
+
+
 def gather(args, problems: dict) -> list[str]:
     """The command's paths: PATH arguments through the runtime's walker (``runtime.inputs.collect``), then the
     ``--files-from`` list, duplicates dropped, then ``--shard``. UserInputError when neither gives a path."""
     from .formats import printable
-    from .inputs import collect
 
     if not args.paths and not args.files_from:
         raise UserInputError("nothing to score: give image PATHs or --files-from LIST")
-    try:
-        paths = collect(args.paths, recursive=args.recursive, problems=problems) if args.paths else []
-    except OSError as e:
-        where = printable(os.fsdecode(e.filename)) if isinstance(e.filename, (str, bytes)) else ""
-        raise UserInputError(f"cannot list {where}: {e.strerror or e}") from None
+    paths = collect_paths(args.paths, args.recursive, problems)
     listed = read_path_list(args.files_from) if args.files_from else []
     paths = unique(paths + listed)
     if not paths:
