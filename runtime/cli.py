@@ -302,8 +302,10 @@ COMMAND_MODULES: list[str] = ["runtime.build_cmd", "runtime.triton_cmd", "runtim
 
 
 def main(argv=None) -> int:
+    from .worklist import shard_argv
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(shard_argv(sys.argv[1:] if argv is None else argv))
     if not args.command:
         parser.print_help()
         return EXIT_USAGE

@@ -7,13 +7,17 @@ those and returns their exit code; anything else is a bug and keeps its tracebac
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # the command ran, but some inputs failed (e.g. unreadable images in a batch)
 EXIT_USAGE = 2  # bad arguments or inputs (argparse uses 2 as well)
 EXIT_UNAVAILABLE = 2  # the requested backend / tool is not available here (a usage error, as before)
 EXIT_PARITY = 3  # export: the bundle was written but disagrees with PyTorch
+EXIT_INTERRUPTED = 130  # Ctrl+C (128 + SIGINT), as a shell reports it
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 
 class IcrtError(Exception):
@@ -37,16 +41,35 @@ def one_line(text) -> str:
     return " ".join(str(text).split())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl+C, so that ``finally`` blocks run: temporary files are removed
+    (a heatmap being written, an -o file), a Ray cluster started for the run is shut down."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def run_command(prog: str, fn, *args, **kwargs) -> int:
-    """Call ``fn``; an IcrtError becomes ``prog: error: message`` on stderr and its exit code."""
+    """Call ``fn``; an IcrtError becomes ``prog: error: message`` on stderr and its exit code. SIGTERM and Ctrl+C
+    end the command through its ``finally`` blocks (exit codes 143 and 130)."""
+    old = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = fn(*args, **kwargs)
     except IcrtError as e:
         print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
     return EXIT_OK if code is None else int(code)
 
 

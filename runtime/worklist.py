@@ -89,15 +89,28 @@ def read_path_list(path: str) -> list[str]:
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` -> (I, N) with 0 <= I < N; ValueError with a one-line reason."""
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    m = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text or "", re.ASCII)  # ASCII digits only
     if not m:
-        raise ValueError(f"expected I/N (shard I of N, counted from 0, e.g. 0/4), got {text!r}")
+        if re.fullmatch(r"\s*-\s*[0-9]+\s*/.*", text or ""):
+            raise ValueError(f"I must be 0 or more (shards are counted from 0), got {text!r}")
+        raise ValueError(f"expected I/N (shard I of N, counted from 0, e.g. 0/4; ASCII digits), got {text!r}")
     i, n = int(m.group(1)), int(m.group(2))
     if n < 1 or n > 1_000_000:
         raise ValueError(f"N must be 1 .. 1000000, got {text!r}")
     if i >= n:
         raise ValueError(f"I must be 0 .. {n - 1} (shards are counted from 0), got {text!r}")
     return i, n
+
+
+def shard_argv(argv: list[str]) -> list[str]:
+    """``--shard -1/2`` as ``--shard=-1/2``: argparse takes a value that starts with '-' for an option (and says
+    only "expected one argument"); joined, the value reaches :func:`parse_shard`, which says what is wrong."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] == "--shard" and out[i + 1].startswith("-") and "/" in out[i + 1]:
+            out[i:i + 2] = [f"--shard={out[i + 1]}"]
+            break
+    return out
 
 
 def shard_arg(text: str) -> tuple[int, int]:
