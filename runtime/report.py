@@ -49,7 +49,7 @@ import stat
 from array import array
 from typing import NamedTuple
 
-from .errors import UnavailableError, UserInputError
+from .errors import UnavailableError, UserInputError, one_line
 from .formats import FORMULA_START, printable
 
 DEFAULT_THUMBS = 48
@@ -71,7 +71,7 @@ MAX_PATH_CHARS = 4096  # a longer path cannot be opened anyway (PATH_MAX); kept 
 SHOW_PATH = 300  # characters of a path shown
 SHOW_ERROR = 500
 MAX_LINE = 1 << 20  # one JSON record / JSONL line / CSV field
-MAX_SUMMARY_BYTES = 1 << 20
+MAX_SUMMARY_BYTES = 16 << 20  # a larger summary.json is not shown (icrt batch keeps its own well under 1 MB)
 CHUNK = 1 << 16
 PARQUET_BATCH = 8192
 PART_GLOB = "part-*.parquet"
@@ -192,6 +192,8 @@ def _json_list(path: str, name: str):
                 try:
                     rec, end = dec.raw_decode(r.buf, r.pos)
                     break
+                except RecursionError:
+                    raise _bad(name, f"record {n}", "JSON nested too deeply") from None
                 except json.JSONDecodeError as e:
                     if len(r.buf) - r.pos > MAX_LINE or not r.more():
                         raise _bad(name, f"record {n}", f"invalid JSON ({e.msg})" if len(r.buf) - r.pos <= MAX_LINE
@@ -218,6 +220,8 @@ def _jsonl(path: str, name: str):
                 continue
             try:
                 rec = json.loads(line)
+            except RecursionError:
+                raise _bad(name, f"line {number}", "JSON nested too deeply") from None
             except json.JSONDecodeError as e:
                 raise _bad(name, f"line {number}", f"invalid JSON ({e.msg})") from None
             yield _dict_row(name, f"line {number}", rec)
@@ -316,6 +320,7 @@ class Source:
     def __init__(self, path: str):
         self.path = path
         self.summary: dict | None = None
+        self.summary_note: str | None = None  # why summary.json is not shown
         self.complete: bool | None = None  # batch folders only
         self.parts: list[str] = []
         try:
@@ -340,22 +345,31 @@ class Source:
         self.kind = self._sniff()
 
     def _batch_folder(self):
+        from .files import owned_problem, read_owned
+
         self.parts = sorted(glob.glob(os.path.join(glob.escape(self.path), PART_GLOB)))
         if not self.parts:
             raise _bad(self.path, "", f"no {PART_GLOB} files: not an `icrt batch --out` folder (or give a scores "
                                       "file written by `icrt score -o`)")
+        for p in self.parts:  # a link or a FIFO among the parts is no part (a FIFO would block the read forever)
+            problem = owned_problem(p)
+            if problem:
+                raise _bad(p, "", f"not an icrt batch part: it {problem}")
         _pyarrow()
         spath = os.path.join(self.path, SUMMARY_FILE)
-        if os.path.lexists(spath):
+        if os.path.lexists(spath):  # shown when readable; the parts are the data, so a bad summary is only noted
             try:
-                if not os.path.isfile(spath) or os.path.getsize(spath) > MAX_SUMMARY_BYTES:
-                    raise _bad(spath, "", f"not a regular file of at most {MAX_SUMMARY_BYTES} bytes")
-                with open(spath, encoding="utf-8") as f:
-                    self.summary = json.load(f)
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise _bad(spath, "", f"unreadable ({getattr(e, 'strerror', None) or e})") from None
-            if not isinstance(self.summary, dict):
-                raise _bad(spath, "", "not a JSON object")
+                summary = json.loads(read_owned(spath, MAX_SUMMARY_BYTES).decode("utf-8"))
+                if not isinstance(summary, dict):
+                    raise ValueError("not a JSON object")
+                self.summary = summary
+            except OSError as e:
+                self.summary_note = f"{SUMMARY_FILE} not shown: it {e.strerror}" if (e.strerror or "").startswith(
+                    ("is ", "has ")) else f"{SUMMARY_FILE} not shown: {e.strerror or e}"
+            except RecursionError:
+                self.summary_note = f"{SUMMARY_FILE} not shown: JSON nested too deeply"
+            except ValueError as e:  # not UTF-8, not JSON, not an object
+                self.summary_note = f"{SUMMARY_FILE} not shown: {one_line(e)[:200]}"
         self.complete = (any(os.path.exists(os.path.join(self.path, m)) for m in COMPLETION_MARKERS)
                          or (self.summary or {}).get("complete") is True)
 
@@ -391,23 +405,39 @@ class Source:
 # --- statistics -----------------------------------------------------------------------------------------
 
 
+def frac(x: float, lo: float, hi: float) -> float:
+    """Where ``x`` lies in [lo, hi], as 0 .. 1; computed on halves, so that no difference overflows (scores of
+    -1e308 and 1e308 are finite, their difference is not)."""
+    if not hi > lo:
+        return 0.0
+    return (x / 2 - lo / 2) / (hi / 2 - lo / 2)
+
+
+def lerp(lo: float, hi: float, f: float) -> float:
+    """The value at ``f`` (0 .. 1) of the way from lo to hi, without overflow."""
+    return lo * (1 - f) + hi * f
+
+
+def width(lo: float, hi: float, n: int) -> float:
+    """(hi - lo) / n without overflow (inf only when the result itself is beyond float)."""
+    return hi / n - lo / n
+
+
 class Dist:
     """Scores of one group: exact quantiles up to ``exact_limit`` scores, then from ``bins`` bins over [lo, hi]."""
 
     def __init__(self, lo: float, hi: float, exact_limit: int, bins: int):
         self.lo, self.hi, self.exact_limit, self.nbins = lo, hi, exact_limit, bins
-        self.n, self.total, self.min, self.max = 0, 0.0, math.inf, -math.inf
+        self.n, self.avg, self.min, self.max = 0, 0.0, math.inf, -math.inf
         self.values: array | None = array("d")
         self.bins: list[int] | None = None
 
     def _bin(self, x: float) -> int:
-        if self.hi <= self.lo:
-            return 0
-        return min(self.nbins - 1, max(0, int((x - self.lo) / (self.hi - self.lo) * self.nbins)))
+        return min(self.nbins - 1, max(0, int(frac(x, self.lo, self.hi) * self.nbins)))
 
     def add(self, x: float) -> None:
         self.n += 1
-        self.total += x
+        self.avg += x / self.n - self.avg / self.n  # a running mean: a sum of huge scores would overflow
         self.min, self.max = min(self.min, x), max(self.max, x)
         if self.values is not None:
             self.values.append(x)
@@ -425,7 +455,7 @@ class Dist:
 
     @property
     def mean(self) -> float | None:
-        return self.total / self.n if self.n else None
+        return self.avg if self.n else None
 
     def quantile(self, q: float) -> float | None:
         if not self.n:
@@ -435,12 +465,11 @@ class Dist:
             s = sorted(self.values)
             i = int(math.floor(target))
             j = min(i + 1, self.n - 1)
-            return s[i] + (s[j] - s[i]) * (target - i)
-        width = (self.hi - self.lo) / self.nbins
+            return lerp(s[i], s[j], target - i)
         seen = 0
         for i, c in enumerate(self.bins):
             if c and seen + c > target:
-                v = self.lo + (i + (target - seen + 0.5) / c) * width
+                v = lerp(self.lo, self.hi, (i + (target - seen + 0.5) / c) / self.nbins)
                 return min(self.max, max(self.min, v))
             seen += c
         return self.max
@@ -483,9 +512,7 @@ class Report:
         self._rng = random.Random(SAMPLE_SEED)
 
     def hist_bin(self, x: float) -> int:
-        if self.hi <= self.lo:
-            return 0
-        return min(HIST_BINS - 1, max(0, int((x - self.lo) / (self.hi - self.lo) * HIST_BINS)))
+        return min(HIST_BINS - 1, max(0, int(frac(x, self.lo, self.hi) * HIST_BINS)))
 
     def add(self, r: Row) -> None:
         self.rows += 1
@@ -587,11 +614,47 @@ class Report:
 # --- thumbnails ----------------------------------------------------------------------------------------
 
 
-def _image_path(path: str, base: str) -> str:
-    if os.path.isabs(path) or os.path.lexists(path):
-        return path
-    alt = os.path.join(base, path)
-    return alt if os.path.lexists(alt) else path
+OUTSIDE_ROOT = "not shown: outside the images root (--images-root)"
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class ImagesRoot:
+    """Where thumbnails may come from: files below ``root`` only (the scores file's folder unless the user names
+    another), symbolic links resolved, so that a scores file cannot make the page embed any image of this machine
+    (``/home/you/id.jpg``, ``../../x.jpg``, a link out). Relative paths are looked up from the root, the folder
+    that holds the scores, then the current folder. A path outside gets :data:`OUTSIDE_ROOT` whether or not it
+    exists (the page does not tell what is on this machine)."""
+
+    def __init__(self, base: str, root: str | None = None):
+        self.base = os.path.abspath(base)
+        self.root = os.path.abspath(root) if root else self.base
+        self.real_root = os.path.realpath(self.root)
+
+    def locate(self, path: str) -> tuple[str | None, str | None]:
+        """(the file to decode, resolved; or None and why not)."""
+        if not path or "\0" in path:
+            return None, OUTSIDE_ROOT
+        if os.path.isabs(path):
+            candidates = [path]
+        else:
+            candidates = list(dict.fromkeys([os.path.join(self.root, path), os.path.join(self.base, path),
+                                             os.path.abspath(path)]))
+        inside = []
+        for c in candidates:
+            try:
+                real = os.path.realpath(c)
+            except (OSError, ValueError):
+                continue
+            if _inside(real, self.real_root):
+                if os.path.lexists(real):
+                    return real, None
+                inside.append(real)
+        if inside:  # below the root, but missing: the decoder says so
+            return inside[0], None
+        return None, OUTSIDE_ROOT
 
 
 def thumbnail(path: str) -> tuple[str | None, str | None]:
@@ -626,7 +689,9 @@ def esc(text, limit: int | None = None) -> str:
 
 
 def fmt(v: float | None, digits: int = 4) -> str:
-    return "&ndash;" if v is None else f"{v:.{digits}f}"
+    if v is None:
+        return "&ndash;"
+    return f"{v:.{digits}f}" if abs(v) < 1e6 else f"{v:.{digits}g}"  # 1e308 in fixed point is 309 digits
 
 
 CSS = """
@@ -665,35 +730,48 @@ footer{color:#5b6475;font-size:12px}
 """
 
 
+def count_ticks(peak: int) -> tuple[int, int]:
+    """(step, number of steps) of the count axis: whole counts, every label different (1, 2, 3 ... for small
+    peaks; 1, 2 or 5 times a power of ten otherwise), at most 5 steps, the last at or above ``peak``."""
+    peak = max(1, int(peak))
+    if peak <= 5:
+        return 1, peak
+    step = 1
+    while True:
+        for m in (1, 2, 5):
+            if m * step * 5 >= peak:
+                return m * step, -(-peak // (m * step))
+        step *= 10
+
+
 def _hist_svg(rep: Report, median: float | None) -> str:
     w, h, left, right, top, bottom = 1100, 250, 52, 12, 22, 34
     pw, ph = w - left - right, h - top - bottom
-    peak = max(rep.hist) or 1
-    span = rep.hi - rep.lo or 1.0
+    step, ticks = count_ticks(max(rep.hist))
+    peak = step * ticks  # the top of the count axis: a whole number of steps, each label a different count
     bw = pw / HIST_BINS
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="100%" role="img" '
            f'aria-label="score histogram" style="max-width:{w}px;display:block">']
-    for k in range(5):  # horizontal grid lines and count labels
-        v = peak * k / 4
-        y = top + ph - ph * k / 4
+    for k in range(ticks + 1):  # horizontal grid lines and count labels
+        y = top + ph - ph * k / ticks
         out.append(f'<line x1="{left}" x2="{w - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eceef2"/>'
                    f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#5b6475">'
-                   f'{v:.0f}</text>')
+                   f'{step * k:,}</text>')
     for i, c in enumerate(rep.hist):
         if c:
             bh = ph * c / peak
-            lo = rep.lo + span * i / HIST_BINS
+            lo, hi = lerp(rep.lo, rep.hi, i / HIST_BINS), lerp(rep.lo, rep.hi, (i + 1) / HIST_BINS)
             out.append(f'<rect x="{left + i * bw + 0.5:.1f}" y="{top + ph - bh:.1f}" width="{bw - 1:.1f}" '
-                       f'height="{bh:.1f}" fill="#5b8def"><title>{lo:.4f} to {lo + span / HIST_BINS:.4f}: {c}'
+                       f'height="{bh:.1f}" fill="#5b8def"><title>{lo:.4g} to {hi:.4g}: {c}'
                        f'</title></rect>')
     for k in range(11):  # score ticks
         x = left + pw * k / 10
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#8a93a3"/>'
                    f'<text x="{x:.1f}" y="{top + ph + 17}" font-size="11" text-anchor="middle" fill="#5b6475">'
-                   f'{rep.lo + span * k / 10:.3g}</text>')
+                   f'{lerp(rep.lo, rep.hi, k / 10):.3g}</text>')
     out.append(f'<line x1="{left}" x2="{w - right}" y1="{top + ph}" y2="{top + ph}" stroke="#8a93a3"/>')
     if median is not None:
-        x = left + pw * (median - rep.lo) / span
+        x = left + pw * frac(median, rep.lo, rep.hi)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="#d9480f" '
                    f'stroke-dasharray="4 3"/><text x="{x:.1f}" y="{top - 8}" font-size="11" text-anchor="middle" '
                    f'fill="#d9480f">'
@@ -703,13 +781,14 @@ def _hist_svg(rep: Report, median: float | None) -> str:
     return "".join(out)
 
 
-def _figure(p: Pick, thumbs: dict, base: str) -> str:
+def _figure(p: Pick, thumbs: dict, images: ImagesRoot) -> str:
     if p.path not in thumbs:
-        thumbs[p.path] = thumbnail(_image_path(p.path, base))
+        where, why = images.locate(p.path)
+        thumbs[p.path] = thumbnail(where) if where else (None, why)
     data, why = thumbs[p.path]
     full = esc(p.path, SHOW_PATH)
     size = f" \u00b7 {p.width}\u00d7{p.height}" if p.width and p.height else ""
-    title = f'{full} ({p.score:.4f}{esc(size)})'
+    title = f'{full} ({fmt(p.score)}{esc(size)})'
     if data:
         img = f'<img src="data:image/jpeg;base64,{data}" alt="{full}" title="{title}">'
     else:
@@ -717,12 +796,12 @@ def _figure(p: Pick, thumbs: dict, base: str) -> str:
     parts = p.path.replace(os.sep, "/").rstrip("/").split("/")
     name = esc(parts[-1] or p.path, 80)
     parent = esc(parts[-2] + "/" if len(parts) > 1 else "\u00a0", 80)
-    return (f'<figure>{img}<figcaption><b>{p.score:.4f}</b> <span class="note">p{100 * p.rank:.0f}</span>'
+    return (f'<figure>{img}<figcaption><b>{fmt(p.score)}</b> <span class="note">p{100 * p.rank:.0f}</span>'
             f'<span class="f" title="{full}">{name}</span><span class="f d">{parent}</span></figcaption></figure>')
 
 
-def _sheet(picks: list[Pick], thumbs: dict, base: str) -> str:
-    return '<div class="sheet">' + "".join(_figure(p, thumbs, base) for p in picks) + "</div>"
+def _sheet(picks: list[Pick], thumbs: dict, images: ImagesRoot) -> str:
+    return '<div class="sheet">' + "".join(_figure(p, thumbs, images) for p in picks) + "</div>"
 
 
 def _summary_items(summary: dict) -> list[tuple[str, str]]:
@@ -748,12 +827,12 @@ def _summary_items(summary: dict) -> list[tuple[str, str]]:
     return items[:60]
 
 
-def render(rep: Report, source: Source, title: str) -> str:
+def render(rep: Report, source: Source, title: str, images_root: str | None = None) -> str:
     d = rep.dist
     median = d.quantile(0.5)
     approx = "" if d.exact else "\u2248"
     thumbs: dict = {}
-    base = source.base
+    base = ImagesRoot(source.base, images_root)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     h = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
          f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -780,7 +859,7 @@ def render(rep: Report, source: Source, title: str) -> str:
                                              f"{fmt(d.quantile(q))}</div>" for k, q in qs) + "</div>")
         if not d.exact:
             h.append(f'<p class="note">Quantiles over {d.n:,} scores from {GLOBAL_BINS} fine bins (to within '
-                     f'{(rep.hi - rep.lo) / GLOBAL_BINS:.2g}).</p>')
+                     f'{width(rep.lo, rep.hi, GLOBAL_BINS):.2g}).</p>')
     else:
         h.append('<p class="note">No image was scored.</p>')
     h.append("</section>")
@@ -799,13 +878,12 @@ def render(rep: Report, source: Source, title: str) -> str:
     h.append(f"<section><h2>Folders ({len(rep.folders):,}{more})</h2><table><tr><th>folder</th>"
              '<th class="n">images</th><th class="n">errors</th><th class="n">median</th><th class="n">mean</th>'
              '<th class="n">min</th><th class="n">max</th><th>range (bar: min to max, mark: median)</th></tr>')
-    span = rep.hi - rep.lo or 1.0
     for key, f in rep.folder_rows():
         fd = f.dist
         name = esc(key, SHOW_PATH) if key is not None else "<i>other folders</i>"
         bar = ""
         if fd.n:
-            a, b, m = ((v - rep.lo) / span * 100 for v in (fd.min, fd.max, fd.quantile(0.5)))
+            a, b, m = (frac(v, rep.lo, rep.hi) * 100 for v in (fd.min, fd.max, fd.quantile(0.5)))
             bar = (f'<div class="bar"><s style="left:{a:.1f}%;width:{max(b - a, 0.5):.1f}%"></s>'
                    f'<i style="left:calc({m:.1f}% - 1px)"></i></div>')
         fa = "" if fd.exact else "\u2248"
@@ -834,6 +912,8 @@ def render(rep: Report, source: Source, title: str) -> str:
         h.append('<p class="note">None: every image was scored.</p>')
     h.append("</section>")
 
+    if source.summary_note:
+        h.append(f'<section><h2>Run ({SUMMARY_FILE})</h2><p class="note">{esc(source.summary_note, 300)}</p></section>')
     if source.summary:
         items = _summary_items(source.summary)
         h.append(f"<section><h2>Run ({SUMMARY_FILE})</h2><table>" + "".join(
@@ -872,12 +952,22 @@ def _check_output(output: str, source: Source) -> None:
                 pass
 
 
-def make_report(source_path: str, thumbs: int = DEFAULT_THUMBS, title: str | None = None) -> str:
-    """The HTML page for ``source_path`` (a batch folder, a Parquet part, or a scores file)."""
-    return _render_source(Source(source_path), thumbs, title)[0]
+def check_images_root(images_root: str | None) -> None:
+    """UserInputError unless ``images_root`` (when given) is a folder."""
+    if images_root is not None and not os.path.isdir(images_root):
+        raise UserInputError(f"--images-root {printable(images_root)}: not a folder")
 
 
-def _render_source(source: Source, thumbs: int, title: str | None) -> tuple[str, Report]:
+def make_report(source_path: str, thumbs: int = DEFAULT_THUMBS, title: str | None = None,
+                images_root: str | None = None) -> str:
+    """The HTML page for ``source_path`` (a batch folder, a Parquet part, or a scores file); thumbnails only of
+    images below ``images_root`` (default: the folder that holds the scores, see :class:`ImagesRoot`)."""
+    check_images_root(images_root)
+    return _render_source(Source(source_path), thumbs, title, images_root)[0]
+
+
+def _render_source(source: Source, thumbs: int, title: str | None, images_root: str | None = None
+                   ) -> tuple[str, Report]:
     lo, hi, n = math.inf, -math.inf, 0
     for r in source.rows():  # pass 1: check everything, find the range
         n += 1
@@ -895,15 +985,17 @@ def _render_source(source: Source, thumbs: int, title: str | None) -> tuple[str,
     for r in source.rows():  # pass 2
         rep.add(r)
     name = os.path.basename(os.path.normpath(source.path)) or source.path
-    return render(rep, source, title or f"icrt report: {name}"), rep
+    return render(rep, source, title or f"icrt report: {name}", images_root), rep
 
 
-def write_report(source_path: str, output: str, thumbs: int = DEFAULT_THUMBS, title: str | None = None) -> Report:
+def write_report(source_path: str, output: str, thumbs: int = DEFAULT_THUMBS, title: str | None = None,
+                 images_root: str | None = None) -> Report:
     from .files import write_text
 
+    check_images_root(images_root)
     source = Source(source_path)
     _check_output(output, source)
-    page, rep = _render_source(source, thumbs, title)
+    page, rep = _render_source(source, thumbs, title, images_root)
     try:
         write_text(output, page)
     except OSError as e:

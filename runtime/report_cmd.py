@@ -1,6 +1,6 @@
 """``icrt report``: one self-contained HTML page (histogram, folders, thumbnails, errors) from scores.
 
-    icrt report DIR_OR_FILE [-o report.html] [--thumbs N] [--title TEXT]
+    icrt report DIR_OR_FILE [-o report.html] [--thumbs N] [--title TEXT] [--images-root DIR]
 
 DIR_OR_FILE: a folder written by ``icrt batch --out`` (its Parquet parts; pyarrow, from ``icrt[scale]``), one
 Parquet part, or the JSON / JSONL / CSV of ``icrt score -o``. See runtime/report.py and docs/report.md.
@@ -40,6 +40,9 @@ def add_command(subparsers):
                    help=f"thumbnails evenly spaced by rank, simplest to most complex (default {DEFAULT_THUMBS}; "
                         "0: no thumbnails)")
     p.add_argument("--title", metavar="TEXT", help="page title (default: 'icrt report: ' and the input's name)")
+    p.add_argument("--images-root", metavar="DIR",
+                   help="thumbnails only of images below DIR (default: the folder that holds the scores file, or "
+                        "the batch folder); relative paths are looked up from it too")
     return "report", run
 
 
@@ -47,6 +50,6 @@ def run(args) -> int:
     from .formats import printable
     from .report import write_report
 
-    rep = write_report(args.source, args.output, thumbs=args.thumbs, title=args.title)
+    rep = write_report(args.source, args.output, thumbs=args.thumbs, title=args.title, images_root=args.images_root)
     print(f"{printable(args.output)}: {rep.rows:,} images, {rep.scored:,} scored, {rep.error_count:,} errors")
     return 0

@@ -151,12 +151,16 @@ def test_thumbs_option_and_missing_image_placeholder(scored, capsys, tmp_path):
     records[1]["image"] = str(tmp_path)  # a folder where an image was
     src = tmp_path / "moved.json"
     src.write_text(json.dumps(records))
-    page, _ = make(capsys, tmp_path, src, "--title", "<b>mine</b>")
+    page, _ = make(capsys, tmp_path, src)  # the images are not below the scores file's folder: not shown
+    spread = section(page, "From simplest to most complex")
+    assert spread.count('class="ph"') == 10 and spread.count(report.OUTSIDE_ROOT) == 8  # (two are below it)
+    root = os.path.commonpath([str(tmp_path), scored["root"]])  # a root the user names: below it, shown
+    page, _ = make(capsys, tmp_path, src, "--title", "<b>mine</b>", "--images-root", root)
     assert "<title>&lt;b&gt;mine&lt;/b&gt;</title>" in page
     spread = section(page, "From simplest to most complex")
     assert spread.count('class="ph"') == 2 and "no such file" in spread and "is a directory, not an image" in spread
     assert spread.count('src="data:image/jpeg;base64,') == 8
-    page, _ = make(capsys, tmp_path, src, "--thumbs", "3")
+    page, _ = make(capsys, tmp_path, src, "--thumbs", "3", "--images-root", root)
     assert len(sheet_scores(page, "From simplest to most complex")) == 3
     assert len(sheet_scores(page, "Simplest")) == 3
     page, _ = make(capsys, tmp_path, src, "--thumbs", "0")
@@ -294,7 +298,8 @@ def write_batch(folder, records, parts=2, summary=None):
 def test_report_from_batch_folder(scored, capsys, tmp_path):
     summary = {"count": 11, "errors": 1, "bundle": {"name": "tiny-<b>d2s</b>", "version": 3}, "images_per_s": 12.5}
     folder = write_batch(tmp_path / "out", scored["records"], parts=3, summary=summary)
-    page, out = make(capsys, tmp_path, folder)
+    root = os.path.commonpath([str(tmp_path), scored["root"]])  # the images are elsewhere: a root the user names
+    page, out = make(capsys, tmp_path, folder, "--images-root", root)
     check_page(page, scored["records"])
     assert "3 Parquet part(s)" in page and "No completion marker" in page
     assert "tiny-&lt;b&gt;d2s&lt;/b&gt;" in page and "bundle.name" in page
@@ -316,14 +321,35 @@ def test_bad_batch_folders_are_one_line_errors(scored, capsys, tmp_path):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "part-00000.parquet").write_bytes(b"PAR1 not really")
-    summ = tmp_path / "summ"
-    write_batch(summ, scored["records"][:2], parts=1)
-    (summ / "summary.json").write_text("{not json")
+    fifo = tmp_path / "fifo"
+    write_batch(fifo, scored["records"][:2], parts=1)
+    os.mkfifo(fifo / "part-00009.parquet")  # would block a read forever
     for folder, says in [(bad, "no column path, error"), (typed, "column score has type string"),
-                         (junk, "not a readable Parquet file"), (summ, "summary.json: unreadable")]:
+                         (junk, "not a readable Parquet file"), (fifo, "not an icrt batch part: it is a FIFO")]:
         code, _, err = run_cli(capsys, "report", folder, "-o", tmp_path / "r.html")
         assert code == 2 and err.startswith("icrt: error: " + str(folder)) and says in err, err
         assert err.count("\n") == 1
+
+
+def test_a_bad_summary_is_noted_not_fatal(scored, capsys, tmp_path):
+    """N15: the parts are the data; a summary.json that is not JSON, too large, nested too deeply, a FIFO or a
+    link is not shown, with a note saying why, and the report is made."""
+    cases = {"json": ("{not json", "summary.json not shown: Expecting property name"),
+             "large": ('{"x": "' + "a" * report.MAX_SUMMARY_BYTES + '"}', "larger than"),
+             "deep": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+             "fifo": (None, "is a FIFO"), "link": ("/etc/passwd", "is a symbolic link")}
+    for name, (text, says) in cases.items():
+        folder = tmp_path / name
+        write_batch(folder, scored["records"][:3], parts=1)
+        if name == "fifo":
+            os.mkfifo(folder / "summary.json")
+        elif name == "link":
+            (folder / "summary.json").symlink_to(text)
+        else:
+            (folder / "summary.json").write_text(text)
+        page, out = make(capsys, tmp_path, folder)
+        assert says in section(page, "Run (summary.json)"), name
+        assert "3 images" in out
 
 
 def test_batch_folder_without_pyarrow(scored, capsys, tmp_path, monkeypatch):
@@ -334,3 +360,90 @@ def test_batch_folder_without_pyarrow(scored, capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
     code, _, err = run_cli(capsys, "report", folder, "-o", tmp_path / "r.html")
     assert code == 2 and err.count("\n") == 1 and "pip install 'icrt[scale]'" in err
+
+
+# --- hardening, round 2 (N6, N10, N20) ---------------------------------------------------------------------------
+
+
+def placeholders(page: str) -> list[str]:
+    return re.findall(r'<div class="ph" title="[^"]*">([^<]*)</div>', page)
+
+
+def test_thumbnails_only_from_below_the_scores_folder(capsys, tmp_path):
+    """N6: a scores file cannot make the page embed images from elsewhere on this machine (absolute paths, ../, a
+    link out), and the placeholder does not tell whether such a path exists or what it is."""
+    outside = tmp_path / "private"
+    outside.mkdir()
+    textured(50, 50, seed=1).save(outside / "id.jpg")
+    here = tmp_path / "shared"
+    here.mkdir()
+    textured(50, 50, seed=2).save(here / "mine.jpg")
+    (here / "link.jpg").symlink_to(outside / "id.jpg")
+    records = [{"image": str(outside / "id.jpg"), "score": 0.9}, {"image": "/etc/shadow", "score": 0.8},
+               {"image": str(outside / "missing.jpg"), "score": 0.7}, {"image": "../private/id.jpg", "score": 0.6},
+               {"image": "link.jpg", "score": 0.5}, {"image": "mine.jpg", "score": 0.4},
+               {"image": str(here / "gone.jpg"), "score": 0.3}]
+    src = here / "s.json"
+    src.write_text(json.dumps(records))
+    page, _ = make(capsys, tmp_path, src)
+    spread = section(page, "From simplest to most complex")
+    assert spread.count('src="data:image/jpeg;base64,') == 1  # mine.jpg only
+    assert placeholders(spread) == ["no such file", *[html.escape(report.OUTSIDE_ROOT)] * 5]
+    assert "exists" not in page and "not a recognised image format" not in page and "permission" not in page
+    # the user names a wider root: then they are shown
+    page, _ = make(capsys, tmp_path, src, "--images-root", str(tmp_path))
+    spread = section(page, "From simplest to most complex")
+    assert spread.count('src="data:image/jpeg;base64,') == 4  # id.jpg (absolute, ../ and link) and mine.jpg
+    code, _, err = run_cli(capsys, "report", str(src), "-o", str(tmp_path / "r.html"), "--images-root",
+                           str(tmp_path / "nope"))
+    assert code == 2 and err.count("\n") == 1 and "--images-root" in err and "not a folder" in err
+
+
+def test_relative_paths_from_the_scores_folder_or_the_images_root(capsys, tmp_path, monkeypatch):
+    """N20: a scores file written from another working folder: relative paths are looked up from the scores file's
+    folder, and from --images-root when the names are relative to that."""
+    data = tmp_path / "data"
+    (data / "photos").mkdir(parents=True)
+    textured(50, 50, seed=3).save(data / "photos" / "a.jpg")
+    (data / "s.json").write_text(json.dumps([{"image": "photos/a.jpg", "score": 0.5}]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "s.json").write_text(json.dumps([{"image": "photos/a.jpg", "score": 0.5}]))  # written from data/
+    monkeypatch.chdir(tmp_path)  # anywhere else
+    page, _ = make(capsys, tmp_path, str(data / "s.json"))
+    assert page.count('src="data:image/jpeg;base64,') == 3  # simplest, spread, most complex
+    page, _ = make(capsys, tmp_path, str(out / "s.json"), "--images-root", str(data))
+    assert page.count('src="data:image/jpeg;base64,') == 3
+
+
+def test_extreme_scores_and_deep_json_are_one_line_or_a_page(capsys, tmp_path):
+    """N10: scores of -1e308 and 1e308 (finite, their difference is not) make a page; JSON nested 100,000 deep is
+    one line."""
+    src = tmp_path / "h.json"
+    src.write_text('[{"image":"a.jpg","score":1e308},{"image":"b.jpg","score":-1e308},{"image":"c.jpg","score":0}]')
+    page, out = make(capsys, tmp_path, src)
+    assert "3 images, 3 scored" in out and "nan" not in page.lower().replace("nanum", "")
+    assert "1e+308" in page and ">inf<" not in page
+    for name, text in (("deep.json", "[" + "[" * 100_000 + "]" * 100_000 + "]"),
+                       ("deep.jsonl", '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")):
+        (tmp_path / name).write_text(text)
+        code, _, err = run_cli(capsys, "report", str(tmp_path / name), "-o", str(tmp_path / "r.html"))
+        assert code == 2 and err.count("\n") == 1 and "nested too deeply" in err
+
+
+@pytest.mark.parametrize("peak", [1, 2, 3, 4, 5, 6, 7, 9, 11, 17, 99, 101, 1234, 999_999])
+def test_histogram_count_labels_are_distinct_whole_numbers(peak):
+    """N20: the count axis of small histograms labelled 0, 1, 2, 2, 3."""
+    step, ticks = report.count_ticks(peak)
+    labels = [step * k for k in range(ticks + 1)]
+    assert len(set(labels)) == len(labels) and labels[-1] >= peak and 1 <= ticks <= 5
+    assert labels[-1] < peak + step
+
+
+def test_histogram_labels_in_the_page(capsys, tmp_path):
+    src = tmp_path / "s.json"
+    src.write_text(json.dumps([{"image": f"{i}.jpg", "score": s} for i, s in enumerate([0.1, 0.1, 0.1, 0.5])]))
+    page, _ = make(capsys, tmp_path, src)
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    labels = re.findall(r'text-anchor="end" fill="#5b6475">([^<]*)</text>', svg)
+    assert labels == ["0", "1", "2", "3"]
