@@ -1,18 +1,36 @@
-"""``icrt info``: a bundle's model card as readable text."""
+"""``icrt info``: a bundle's model card as readable text.
+
+A bundle is untrusted: the free-form parts of its manifest (``model_card``, ``versions``, names) are shown
+whatever their shape (a field of an unexpected type is printed as JSON, never walked into), and every line is
+made printable (``runtime.formats.printable``: control characters such as ESC and BEL, which a terminal would
+obey, are shown as ``\\xNN``)."""
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 
+from .formats import printable
 from .manifest import PRECISIONS, EngineRecord, Manifest, as_plain
+
+MAX_VALUE = 500  # characters of one value shown
 
 
 def _fmt(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (Mapping, list, tuple)):
-        return json.dumps(as_plain(v))
-    return str(v)
+        text = f"{v:.4g}"
+    elif isinstance(v, (Mapping, list, tuple)):
+        try:
+            text = json.dumps(as_plain(v))
+        except (TypeError, ValueError, RecursionError):
+            text = "?"
+    else:
+        text = str(v)
+    return text if len(text) <= MAX_VALUE else text[:MAX_VALUE - 3] + "..."
+
+
+def _get(d, key, default=None):
+    """``d[key]`` when ``d`` is a mapping, else ``default`` (a malformed card is shown, not walked into)."""
+    return d.get(key, default) if isinstance(d, Mapping) else default
 
 
 def model_card(m: Manifest) -> str:
@@ -59,19 +77,31 @@ def model_card(m: Manifest) -> str:
             if key in card:
                 lines.append(f"    {label:<13} {_fmt(card.pop(key))}")
         held = card.pop("heldout", None)
-        if isinstance(held, dict):
-            lines.append(f"    held-out accuracy ({held.get('images', '?')} images; {held.get('split', '')})")
+        if isinstance(held, Mapping):
+            lines.append(f"    held-out accuracy ({_fmt(held.get('images', '?'))} images; {_fmt(held.get('split', ''))})")
             for prec in PRECISIONS:
                 f = held.get(prec)
-                if not isinstance(f, dict):
+                if not isinstance(f, Mapping):
+                    if f is not None:
+                        lines.append(f"      {prec:<5} {_fmt(f)}")
                     continue
                 lines.append(f"      {prec:<5} pooled SRCC {_fmt(f.get('srcc'))}  PLCC {_fmt(f.get('plcc'))}  |  "
                              f"mean per-category SRCC {_fmt(f.get('mean_category_srcc'))}  PLCC {_fmt(f.get('mean_category_plcc'))}")
-                for cat, c in (f.get("per_category") or {}).items():
-                    lines.append(f"            {cat:<16} n {c.get('n', '?'):<4} SRCC {_fmt(c.get('srcc'))}  PLCC {_fmt(c.get('plcc'))}")
+                cats = f.get("per_category")
+                if isinstance(cats, Mapping):
+                    for cat, c in cats.items():
+                        if isinstance(c, Mapping):
+                            lines.append(f"            {_fmt(cat):<16} n {_fmt(c.get('n', '?')):<4} SRCC {_fmt(c.get('srcc'))}  "
+                                         f"PLCC {_fmt(c.get('plcc'))}")
+                        else:
+                            lines.append(f"            {_fmt(cat):<16} {_fmt(c)}")
+                elif cats is not None:
+                    lines.append(f"            per_category {_fmt(cats)}")
+        elif held is not None:
+            lines.append(f"    heldout: {_fmt(held)}")
         card.pop("val_metrics", None)  # the export's own check figures are listed above
         for k, v in card.items():
             lines.append(f"    {k}: {_fmt(v)}")
     if m.versions:
-        lines.append("  exported with " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
-    return "\n".join(lines) + "\n"
+        lines.append("  exported with " + ", ".join(f"{_fmt(k)} {_fmt(v)}" for k, v in m.versions.items()))
+    return "\n".join(printable(line) for line in lines) + "\n"

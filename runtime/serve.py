@@ -257,7 +257,9 @@ def run(args) -> int:
                     raise UnavailableError(f"Triton started, but the model {args.name!r} did not load "
                                            f"({reason or 'no reason given'}); see {where_log}")
                 host = _client_host(args.host)
-                print(f"icrt serve: model {args.name!r} ready ({info['name']}, {info['backend']} {info['precision']}, "
+                from .formats import printable
+                print(f"icrt serve: model {args.name!r} ready ({printable(str(info['name']))}, {info['backend']} "
+                      f"{info['precision']}, "
                       f"{args.instances} instance(s), {threads} thread(s) each): HTTP http://{http}, gRPC "
                       f"grpc://{host}:{args.grpc_port}, metrics http://{host}:{args.metrics_port}/metrics; "
                       "Ctrl+C or SIGTERM stops it", file=sys.stderr, flush=True)
