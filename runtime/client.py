@@ -18,14 +18,15 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from .errors import UnavailableError, UserInputError
+from .errors import IcrtError, UnavailableError, UserInputError, one_line
+from .formats import printable
 from .preprocess import ImageError
-from .triton import DEFAULT_MODEL_NAME, IMAGE_INPUT, OUTPUTS, records_from_outputs
+from .triton import DEFAULT_MODEL_NAME, IMAGE_INPUT, MAX_IMAGE_BYTES, OUTPUTS, records_from_outputs
 
 INSTALL_HINT = "pip install 'icrt[serve]'"
 DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)
 INFLIGHT = 4  # requests in flight at once
-MAX_FILE_BYTES = 64 * 1024 * 1024  # Triton's default limit on one HTTP request's input
+MAX_FILE_BYTES = MAX_IMAGE_BYTES  # what icrt serve takes (and Triton's limit on one HTTP request's input)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # files per request are packed up to this size
 TIMEOUT_S = 120.0  # one request, sent to answered
 SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False), "grpcs": ("grpc", True)}
@@ -51,17 +52,22 @@ def read_image_file(path: str) -> bytes:
 def parse_url(url: str) -> tuple[str, str, bool]:
     """``http://HOST:PORT`` (also https, grpc, grpcs; no scheme: http) -> (protocol, "host:port", ssl)."""
     text = url if "://" in url else "http://" + url
-    parts = urlsplit(text)
-    if parts.scheme not in SCHEMES:
-        raise UserInputError(f"--url {url}: unknown scheme {parts.scheme!r} (http, https, grpc, grpcs)")
-    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UserInputError(f"--url {url}: expected SCHEME://HOST:PORT (e.g. http://127.0.0.1:8000)")
     try:
+        parts = urlsplit(text)
+    except ValueError as e:  # e.g. "Invalid IPv6 URL" for http://[::1
+        raise UserInputError(f"--url {printable(url)}: not a URL ({e}); expected SCHEME://HOST:PORT") from None
+    if parts.scheme not in SCHEMES:
+        raise UserInputError(f"--url {printable(url)}: unknown scheme {printable(repr(parts.scheme))} (http, https, "
+                             "grpc, grpcs)")
+    try:
+        hostname = parts.hostname
         port = parts.port
     except ValueError:
-        raise UserInputError(f"--url {url}: bad port") from None
+        raise UserInputError(f"--url {printable(url)}: bad host or port") from None
+    if not hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UserInputError(f"--url {printable(url)}: expected SCHEME://HOST:PORT (e.g. http://127.0.0.1:8000)")
     protocol, ssl = SCHEMES[parts.scheme]
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host = f"[{hostname}]" if ":" in hostname else hostname
     return protocol, f"{host}:{port or (8001 if protocol == 'grpc' else 8000)}", ssl
 
 
@@ -121,7 +127,18 @@ class RemoteScorer:
         self._local = threading.local()
 
     def _check(self) -> int:
-        """The model is ready and speaks icrt's tensors; its max_batch_size (0: no batching)."""
+        """The model is ready and speaks icrt's tensors; its max_batch_size (0: no batching). Whatever the server
+        answers (a truncated or malformed reply included) is one UnavailableError line, never a traceback."""
+        try:
+            return self._check_server()
+        except IcrtError:
+            raise
+        except Exception as e:  # tritonclient / geventhttpclient / grpc raise their own types for bad replies
+            text = one_line(e)[:300]
+            raise UnavailableError(f"{printable(self.url)}: cannot read the server's reply ({type(e).__name__}: "
+                                   f"{printable(text)}); is this an icrt serve or Triton server?") from None
+
+    def _check_server(self) -> int:
         client = self._client()
         try:
             client.is_server_live()
@@ -135,16 +152,28 @@ class RemoteScorer:
             raise UnavailableError(f"{self.url}: the model {self.model!r} is not ready on this server (icrt serve and "
                                    "a repository written by icrt triton serve 'icrt')")
         if self.protocol == "grpc":
-            config = client.get_model_config(self.model, as_json=True).get("config", {})
+            config = client.get_model_config(self.model, as_json=True)
+            config = config.get("config", {}) if isinstance(config, dict) else None
         else:
             config = client.get_model_config(self.model)
-        inputs = {t.get("name"): t for t in config.get("input", [])}
-        outputs = {t.get("name") for t in config.get("output", [])}
+
+        def tensors(key):
+            value = config.get(key) if isinstance(config, dict) else None
+            return [t for t in value if isinstance(t, dict)] if isinstance(value, list) else []
+        inputs = {t.get("name"): t for t in tensors("input")}
+        outputs = {t.get("name") for t in tensors("output")}
         missing = [n for n in OUTPUTS if n not in outputs]
         if IMAGE_INPUT not in inputs or inputs[IMAGE_INPUT].get("data_type") != "TYPE_STRING" or missing:
             raise UnavailableError(f"{self.url}: the model {self.model!r} does not take encoded images as icrt's "
                                    f"servers do (input {IMAGE_INPUT!r} BYTES; outputs {', '.join(OUTPUTS)})")
-        return int(config.get("max_batch_size") or 0)
+        try:
+            max_batch = int(config.get("max_batch_size") or 0)
+        except (TypeError, ValueError):
+            max_batch = -1
+        if not 0 <= max_batch <= 1 << 20:
+            raise UnavailableError(f"{self.url}: the model's max_batch_size is not a batch size "
+                                   f"({printable(repr(config.get('max_batch_size'))[:80])})")
+        return max_batch
 
     def info(self) -> dict:
         return {"bundle": None, "url": self.url, "model": self.model, "protocol": self.protocol,

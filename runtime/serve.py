@@ -117,16 +117,28 @@ def libpython_env(environ=None):
 
 def infer_function(scorer):
     """PyTriton's inference callable for one model instance: a batch of requests (each ``image``: [n, 1] BYTES)
-    -> one dict of output arrays per request."""
-    from .triton import IMAGE_INPUT, outputs_for
+    -> one dict of output arrays per request. Rows too large to be an image icrt takes (``MAX_IMAGE_BYTES``), and
+    every row of a request larger than ``MAX_REQUEST_BYTES``, get an error row without being decoded."""
+    from .triton import IMAGE_INPUT, MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, outputs_for
+
+    mb = 2 ** 20
 
     def infer(requests):
-        images, counts = [], []
+        images, counts, refused = [], [], {}
         for request in requests:
-            rows = request[IMAGE_INPUT].reshape(-1)
-            images.extend(r if isinstance(r, bytes) else bytes(r) for r in rows)
+            rows = [r if isinstance(r, bytes) else bytes(r) for r in request[IMAGE_INPUT].reshape(-1)]
+            total = sum(len(r) for r in rows)
+            for r in rows:
+                if total > MAX_REQUEST_BYTES:
+                    refused[len(images)] = (f"request too large ({total / mb:.0f} MB; this server takes at most "
+                                            f"{MAX_REQUEST_BYTES // mb} MB a request)")
+                elif len(r) > MAX_IMAGE_BYTES:
+                    refused[len(images)] = (f"file too large ({len(r) / mb:.0f} MB; this server takes at most "
+                                            f"{MAX_IMAGE_BYTES // mb} MB an image)")
+                images.append(b"" if len(images) in refused else r)
             counts.append(len(rows))
-        records = scorer.score_many(images)
+        scored = iter(scorer.score_many([im for i, im in enumerate(images) if i not in refused]))
+        records = [{"image": "", "error": refused[i]} if i in refused else next(scored) for i in range(len(images))]
         responses, start = [], 0
         for n in counts:
             responses.append(outputs_for(records[start:start + n]))

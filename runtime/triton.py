@@ -42,6 +42,12 @@ ERROR = "error"  # BYTES [batch, 1]: UTF-8 problem text, empty when the image wa
 INT_OUTPUTS = ("patches", "width", "height")  # INT32 [batch, 1]: the score record's fields
 OUTPUTS = (SCORE, ERROR, *INT_OUTPUTS)
 DEFAULT_MODEL_NAME = "icrt"
+# Sizes icrt's servers take (``icrt serve``) and its client sends (``icrt score --url``). Triton's HTTP endpoint has
+# its own 64 MB limit on a request, fixed in the tritonserver that PyTriton ships (no option lowers it); its gRPC
+# endpoint takes up to 2 GB. ``icrt serve`` refuses, before any decoding, an image larger than MAX_IMAGE_BYTES and
+# every image of a request larger than MAX_REQUEST_BYTES, with an error row each.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 def outputs_for(records: list[dict]) -> dict:
