@@ -46,6 +46,8 @@ DEFAULT_OPSET = 17
 
 # Model input side: a 4096 x 4096 input is 200 MB of float32 per image; beyond that is a broken bundle.
 MIN_SIZE, MAX_SIZE = 16, 4096
+STD_RANGE = (1e-3, 10.0)  # preprocessing.std, as float32
+STRIDE_DIVISOR = 8  # patches: stride >= size / 8 (a 500 x 419 image at stride 1 was 4,212 patches of 224 px)
 
 
 def engine_file_name(precision: str, trt_version, compute_capability) -> str:
@@ -423,6 +425,8 @@ def load_manifest(bundle: str) -> Manifest:
             d = json.load(f)
     except (OSError, ValueError) as e:  # ValueError: JSON syntax, or text that is not UTF-8
         raise BundleError(f"{path}: unreadable manifest ({e})") from None
+    except RecursionError:
+        raise BundleError(f"{path}: unreadable manifest (JSON nested too deeply)") from None
     return Manifest.from_dict(d, root)
 
 
@@ -440,6 +444,15 @@ def _is_int(v) -> bool:
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _as_float32(v: float) -> float:
+    """``v`` rounded to float32 (inf when it overflows), without numpy (this module imports none)."""
+    import struct
+    try:
+        return struct.unpack("f", struct.pack("f", v))[0]
+    except OverflowError:
+        return math.inf
 
 
 def bundle_path(root: str, name, key: str = "file") -> str:
@@ -505,16 +518,22 @@ def validate(d, root: str = "") -> None:
     size = p["size"]
     if not _is_int(size) or not MIN_SIZE <= size <= MAX_SIZE:
         fail("preprocessing.size", f"must be a whole number of pixels in [{MIN_SIZE}, {MAX_SIZE}]", size)
+    # checked as the float32 values the runtime computes with: a std of 1e-50 is 0 in float32 (every input
+    # infinite), one of 1e300 overflows; a sane normalisation divides pixels in [0, 1] by 0.001 .. 10
     for key, ok, what in (("mean", lambda v: 0 <= v <= 1, "3 numbers in [0, 1]"),
-                          ("std", lambda v: v > 0, "3 positive numbers")):
+                          ("std", lambda v: STD_RANGE[0] <= v <= STD_RANGE[1],
+                           f"3 numbers in [{STD_RANGE[0]:g}, {STD_RANGE[1]:g}]")):
         v = p[key]
-        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(x) and ok(x) for x in v)):
-            fail(f"preprocessing.{key}", f"must be {what}", v)
+        if not (isinstance(v, list) and len(v) == 3 and all(_is_number(x) and ok(_as_float32(x)) for x in v)):
+            fail(f"preprocessing.{key}", f"must be {what} (as float32)", v)
     if p["interpolation"] not in _FILTERS:
         fail("preprocessing.interpolation", f"must be one of {', '.join(_FILTERS)}", p["interpolation"])
     stride = p["stride"]
-    if not _is_int(stride) or stride < 1 or (p["resize"] == "patches" and stride > size):
-        fail("preprocessing.stride", f"must be a whole number in [1, size = {size}]", stride)
+    low = -(-size // STRIDE_DIVISOR) if p["resize"] == "patches" else 1  # stride 1: ~size^2 times the work
+    if not _is_int(stride) or stride < low or (p["resize"] == "patches" and stride > size):
+        fail("preprocessing.stride", f"must be a whole number in [{low}, size = {size}]"
+             + (f" (at least size / {STRIDE_DIVISOR}: patches overlap at most {STRIDE_DIVISOR}-fold each way)"
+                if low > 1 else ""), stride)
     cap = p["max_long_side"]
     if cap is not None and (not _is_int(cap) or cap < size):
         fail("preprocessing.max_long_side", f"must be null or a whole number >= size ({size})", cap)

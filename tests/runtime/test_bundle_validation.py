@@ -104,6 +104,13 @@ BAD_MANIFESTS = [
     ("zero stride", _prep(resize="patches", stride=0), "preprocessing.stride"),
     ("negative stride", _prep(stride=-4), "preprocessing.stride"),
     ("stride over size", _prep(resize="patches", stride=64), "preprocessing.stride"),
+    # N13: checked as float32 in a sane range; a patch stride of at least size / 8
+    ("huge std", _prep(std=[1e300] * 3), "preprocessing.std"),
+    ("tiny std", _prep(std=[1e-50] * 3), "preprocessing.std"),
+    ("std over 10", _prep(std=[11.0, 0.5, 0.5]), "preprocessing.std"),
+    ("std under 0.001", _prep(std=[0.5, 0.0009, 0.5]), "preprocessing.std"),
+    ("stride 1", _prep(resize="patches", stride=1), "preprocessing.stride"),
+    ("stride under size / 8", _prep(resize="patches", stride=3), "preprocessing.stride"),
     ("long side under size", _prep(resize="patches", stride=16, max_long_side=8), "preprocessing.max_long_side"),
     ("preprocessing a string", lambda d: d.update(preprocessing="square"), "preprocessing"),
     ("preprocessing missing", lambda d: d.pop("preprocessing"), "preprocessing"),
@@ -152,7 +159,7 @@ def test_bad_manifest_value_is_one_line_naming_the_field(tmp_path, capsys, chang
 
 def test_bad_manifest_exits_2_with_the_example_line(tmp_path, images):
     bundle = edit_manifest(make_bundle(tmp_path / "b"), _prep(std=[0, 1, 1]))
-    line = f"icrt: error: {bundle}/manifest.json: preprocessing.std: must be 3 positive numbers, got [0, 1, 1]"
+    line = f"icrt: error: {bundle}/manifest.json: preprocessing.std: must be 3 numbers in [0.001, 10] (as float32), got [0, 1, 1]"
     assert icrt("info", bundle) == (2, "", [line])
     assert icrt("score", images[0], "-m", bundle) == (2, "", [line])
 
@@ -345,3 +352,21 @@ def test_wrongly_shaped_output_is_a_bundle_error(tmp_path, images, variant, word
     bundle = make_bundle(tmp_path / "b", variant)
     code, out, err = icrt("score", *images, "-m", bundle, "--format", "json")
     assert (code, out, err) == (2, "", [f"icrt: error: {os.path.join(bundle, 'model.onnx')}: {words}"])
+
+
+def test_deeply_nested_manifest_is_one_line(tmp_path, capsys):
+    """N10/N11: a manifest nested 100,000 deep is one line (json's RecursionError caught), for info and score."""
+    bundle = make_bundle(tmp_path / "b")
+    with open(os.path.join(bundle, "manifest.json"), "w") as f:
+        f.write('{"format": "icrt-bundle/1", "model_card": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert main(["info", bundle]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "nested too deeply" in err
+
+
+def test_extreme_std_values_are_refused_not_scored(tmp_path, images):
+    """N13: std 1e300 (overflows float32: every image the same score) and 1e-50 (0 in float32) are bundle errors."""
+    for std in (1e300, 1e-50):
+        bundle = edit_manifest(make_bundle(tmp_path / f"b{std}"), _prep(std=[std] * 3))
+        code, out, err = icrt("score", images[0], "-m", bundle)
+        assert code == 2 and out == "" and len(err) == 1 and "preprocessing.std" in err[0]
