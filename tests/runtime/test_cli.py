@@ -218,3 +218,38 @@ def test_interrupt_is_exit_130(capsys, square_bundle, monkeypatch):
 
     monkeypatch.setattr(runtime.info, "model_card", interrupted)
     assert main(["info", square_bundle]) == 130 and capsys.readouterr().err == "icrt: interrupted\n"
+
+
+# --- N11: icrt info on a malformed model card, and terminal escapes from a bundle ------------------------------
+
+
+@pytest.mark.parametrize("card", [
+    {"heldout": {"fp32": {"per_category": {"x": 5}}}},
+    {"heldout": {"fp32": {"per_category": [1, 2]}}},
+    {"heldout": {"fp32": {"per_category": {"x": {"n": {"a": 1}, "srcc": "high"}}}}},
+    {"heldout": {"fp32": 7, "images": [1]}},
+    {"heldout": [1, 2]},
+    {"summary": {"nested": [1, {"x": None}]}, "limits": 5},
+])
+def test_info_shows_a_malformed_model_card_without_a_traceback(capsys, tmp_path, card):
+    from tests.runtime.fixtures import edit_manifest, make_bundle
+
+    bundle = edit_manifest(make_bundle(tmp_path / "b"), lambda d: d.update(model_card=card))
+    code, out, err = run(capsys, "info", bundle)
+    assert code == 0 and err == "" and "model card" in out
+
+
+def test_info_escapes_terminal_control_sequences(capsys, tmp_path):
+    from tests.runtime.fixtures import edit_manifest, make_bundle
+
+    def evil(d):
+        d["name"] = "tiny\x1b[2J\x9b31m"
+        d["model_card"] = {"summary": "\x1b]0;title\x07 hi", "heldout": {"fp32": {"per_category": {"\x1b[1m": {"n": 3}}}}}
+        d["versions"] = {"torch": "\x1b[31mred"}
+    bundle = edit_manifest(make_bundle(tmp_path / "b"), evil)
+    code, out, err = run(capsys, "info", bundle)
+    assert code == 0 and err == ""
+    assert not any(c in out for c in "\x1b\x07\x9b")
+    assert "tiny\\x1b[2J\\x9b31m" in out and "\\x1b]0;title\\x07 hi" in out and "torch \\x1b[31mred" in out
+    code, out, _ = run(capsys, "info", bundle, "--json")  # JSON escapes them itself
+    assert code == 0 and "\x1b" not in out and "\\u001b" in out

@@ -266,3 +266,119 @@ def test_newlines_in_names_keep_one_line_per_error(capsys, square_bundle, tmp_pa
                                 "icrt: 2 of 3 file(s) could not be scored"]
     code, out, _ = run(capsys, "score", bad, good, "-m", square_bundle)  # the table keeps one row per image
     assert len(out.splitlines()) == 3 and "two\\nlines.png" in out
+
+
+# --- N4: paths that name an open descriptor are written as they are ---------------------------------------------
+
+
+@pytest.mark.parametrize("dest", ["/dev/stdout", "/proc/self/fd/1", "/dev/fd/1", "link"])
+def test_dev_stdout_appends_to_a_redirected_file(square_bundle, image, tmp_path, dest):
+    """`icrt score -o /dev/stdout >> log`: the earlier lines of log stay (the descriptor is written as it is)."""
+    log = tmp_path / "log.txt"
+    log.write_text("PREVIOUS LINE\n")
+    if dest == "link":  # a link the user made to /dev/stdout is followed to the descriptor too
+        (tmp_path / "link").symlink_to("/dev/stdout")
+        dest = str(tmp_path / "link")
+    with open(log, "ab") as out:
+        p = subprocess.run([sys.executable, "-m", "runtime.cli", "score", str(image), "-m", square_bundle, "--format",
+                            "jsonl", "-o", dest], stdout=out, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT},
+                           timeout=300)
+    assert p.returncode == 0, p.stderr
+    first, second = log.read_text().splitlines()
+    assert first == "PREVIOUS LINE" and json.loads(second)["image"] == str(image)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+
+
+def test_dev_stdout_and_dev_fd_work_into_a_pipe(square_bundle, image):
+    r = icrt("score", image, "-m", square_bundle, "--format", "csv", "-o", "/dev/stdout")
+    assert r.returncode == 0 and r.stdout.decode().splitlines()[1].startswith(str(image) + ","), r.stderr
+    read, write = os.pipe()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "score", str(image), "-m", square_bundle,
+                              "--format", "jsonl", "-o", f"/dev/fd/{write}"], pass_fds=(write,),
+                             env={**os.environ, "PYTHONPATH": ROOT}, stderr=subprocess.PIPE)
+        os.close(write)
+        write = None
+        with os.fdopen(read, "rb") as f:
+            data = f.read()
+        read = None
+        assert p.wait(300) == 0 and json.loads(data)["image"] == str(image)
+        p.stderr.close()
+    finally:
+        for fd in (read, write):
+            if fd is not None:
+                os.close(fd)
+
+
+@pytest.mark.parametrize("dest, words", [("/dev/fd/57", "file descriptor 57 is not open"),
+                                         ("/dev/stdin", "not open for writing")])
+def test_a_descriptor_that_cannot_be_written_is_refused_before_scoring(square_bundle, image, dest, words):
+    with open(os.devnull, "rb") as stdin:
+        p = subprocess.run([sys.executable, "-m", "runtime.cli", "score", str(image), "-m", square_bundle, "-o", dest],
+                           stdin=stdin, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT},
+                           timeout=300)
+    assert p.returncode == 2 and p.stdout == ""
+    one_error_line(p.stderr, f"cannot write -o {dest}", words)
+
+
+def test_fd_target_names_descriptors_only():
+    from runtime.files import fd_target
+
+    assert fd_target("/dev/stdout").fd == 1 and fd_target("/dev/stderr").fd == 2 and fd_target("/dev/fd/7").fd == 7
+    assert fd_target(f"/proc/{os.getpid()}/fd/4").fd == 4 and fd_target("/proc/self/fd/0").fd == 0
+    other = fd_target("/proc/1/fd/1")
+    assert other.fd is None and other.path == "/proc/1/fd/1"  # another process's: opened for appending
+    for plain in ("/dev/null", "/tmp/x.json", "/proc/self/status", "/dev/fd", "/dev/fd/x", "out.csv"):
+        assert fd_target(plain) is None, plain
+
+
+# --- N5: a model that fails at run time --------------------------------------------------------------------------
+
+
+def test_a_model_failing_at_run_time_still_writes_o(tmp_path):
+    """The images of the failed batch get error records, the others are scored, -o is written, no traceback, and
+    the exit code is 2 (a model error)."""
+    from PIL import Image
+
+    from tests.runtime.fixtures import make_bundle
+
+    bundle = make_bundle(tmp_path / "fails", "fails-bright")
+    for name, grey in (("dark.png", 30), ("white.png", 255), ("dark2.png", 60)):
+        Image.new("RGB", (40, 40), (grey,) * 3).save(tmp_path / name)
+    r = icrt("score", "dark.png", "white.png", "dark2.png", "-m", bundle, "--batch-size", "1", "--format", "json",
+             "-o", "r.json", cwd=tmp_path)
+    err = r.stderr.decode()
+    assert r.returncode == 2 and "Traceback" not in err and "\x1b[" not in err  # nor onnxruntime's red log
+    recs = json.loads((tmp_path / "r.json").read_text())
+    assert [("score" in rec) for rec in recs] == [True, False, True]
+    assert recs[1]["error"].startswith("the model failed on this image's batch (onnxruntime Fail: ")
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("icrt: error: the model failed on a batch of 1 input(s), 1 image(s): ")
+    assert "Reshape" in lines[0] and lines[-1].startswith("icrt: error: the model failed while running 1 batch(es)")
+    assert len(lines) == 4  # the batch, the image, the count, the end
+
+
+# --- N16: SIGTERM --------------------------------------------------------------------------------------------------
+
+
+def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path, capsys):
+    """SIGTERM becomes an exception in the main thread (runtime.errors.run_command), so atomic writers remove their
+    temporary file, as with Ctrl+C; exit code 143."""
+    import signal
+
+    from runtime.errors import EXIT_TERMINATED, run_command
+    from runtime.files import atomic_path
+
+    def write_heatmap_and_get_killed():
+        with atomic_path(str(tmp_path / "a.heatmap.png")) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half a png")
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler raises at the next bytecode
+                pass
+        raise AssertionError("not terminated")
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_command("icrt", write_heatmap_and_get_killed) == EXIT_TERMINATED
+    assert os.listdir(tmp_path) == [] and signal.getsignal(signal.SIGTERM) == before
+    assert capsys.readouterr().err == "icrt: terminated (SIGTERM)\n"

@@ -245,3 +245,73 @@ def test_square_model_heatmap_maps_local_windows(square_bundle, tmp_path, images
     rec = scorer.score_many([images[2]], heatmap_dir=str(tmp_path / "maps"))[0]
     assert rec["score"] == scorer.score(images[2])["score"]  # the image score is unchanged
     assert Image.open(rec["heatmap"]).format == "PNG"
+
+
+# --- N9: memory bounded by bytes --------------------------------------------------------------------------------
+
+
+def test_batch_size_is_bounded_by_bytes_from_the_input_size():
+    """The default batch and the largest one follow from what one model input costs (its float32 size times
+    ACTIVATION_FACTOR): the default model's 384 px inputs get a small default batch and a cap well under 1024."""
+    from runtime.scorer import DEFAULT_BATCH, DEFAULT_BATCH_BYTES, MAX_BATCH_BYTES, batch_limits, input_cost
+
+    assert batch_limits(64) == (DEFAULT_BATCH, MAX_BATCH_BYTES // input_cost(64))  # small inputs: 32, many
+    default, cap = batch_limits(384)
+    assert 1 <= default <= 8 and default * input_cost(384) <= DEFAULT_BATCH_BYTES and cap * input_cost(384) <= MAX_BATCH_BYTES
+    assert cap < 64 and batch_limits(4096) == (1, 1)
+    sizes = [64, 128, 224, 384, 512, 1024]
+    assert [batch_limits(s)[1] for s in sizes] == sorted((batch_limits(s)[1] for s in sizes), reverse=True)
+
+
+def test_a_batch_size_over_the_cap_is_lowered_with_a_line(square_bundle, caplog):
+    import logging
+
+    from runtime import Scorer
+    from runtime.manifest import load_manifest
+    from runtime.scorer import batch_limits
+
+    m = load_manifest(square_bundle)
+    big = m.preprocessing.__class__(**{**m.preprocessing.to_dict(), "size": 384})
+    s = Scorer(m, Scorer.load(square_bundle).backend, batch_size=1024, preprocessing=big)
+    assert s.batch_size == batch_limits(384)[1]
+    assert any("batch size 1024 lowered to" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert Scorer.load(square_bundle).batch_size == batch_limits(64)[0]  # the default: 32 for 64 px inputs
+
+
+def test_the_default_model_peaks_under_600_mb_with_default_options(tmp_path):
+    """N9 with the shipped model: 24 JPEGs (more than a few batches) through `icrt score` with default options; the
+    child's peak RSS (ru_maxrss) under 600 MB. Skipped where the default bundle is not installed."""
+    import subprocess
+    import sys
+
+    from runtime.defaults import PACKAGE_BUNDLE
+    from tests.runtime.fixtures import ROOT
+
+    if not os.path.isfile(os.path.join(PACKAGE_BUNDLE, "manifest.json")):
+        pytest.skip("no default bundle in this copy")
+    for i in range(24):
+        textured(640, 480, seed=i, level=(i % 8) / 8).save(tmp_path / f"{i:02d}.jpg", quality=90)
+    code = ("import resource, sys; from runtime.cli import main; c = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(c)")
+    r = subprocess.run([sys.executable, "-c", code, "score", str(tmp_path), "--format", "jsonl"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 24
+    peak_mb = int(r.stderr.strip().splitlines()[-1]) / 1024
+    assert peak_mb < 600, peak_mb
+
+
+def test_onnxruntime_writes_no_telemetry_files(square_bundle, images, tmp_path):
+    """N17: onnxruntime's device id and event database (~/.cache/Microsoft/DeveloperTools) are not written."""
+    import subprocess
+    import sys
+
+    from tests.runtime.fixtures import ROOT
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", images[0], "-m", square_bundle], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, env={**env, "HOME": str(home), "PYTHONPATH": ROOT})
+    assert r.returncode == 0, r.stderr
+    assert list(home.rglob("*")) == [] and "telemetry" not in r.stderr.lower()

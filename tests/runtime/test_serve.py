@@ -280,3 +280,141 @@ def test_serve_on_a_port_in_use_is_one_line(square_bundle, capsys):
         code, _, err = run_cli(capsys, "serve", "-m", square_bundle, "--http-port", port, "--grpc-port", port + 1,
                                "--metrics-port", port + 2)
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+# --- N12, N21: hostile URLs and servers, request caps ----------------------------------------------------------
+
+
+class FakeServer:
+    """A loopback HTTP server answering like Triton until ``bad`` (``"config"`` or ``"infer"``), where it sends a
+    truncated reply (a Content-Length it never fills) and closes. Threads only; stopped by ``close``."""
+
+    CONFIG = {"name": "icrt", "max_batch_size": 8, "input": [{"name": "image", "data_type": "TYPE_STRING"}],
+              "output": [{"name": n} for n in ("score", "error", "patches", "width", "height")]}
+
+    def __init__(self, bad: str, config=None):
+        import json
+        import socket
+
+        self.bad, self.config = bad, json.dumps(config if config is not None else self.CONFIG).encode()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        import socket
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        head += chunk
+                    line = head.split(b"\r\n", 1)[0]
+                    if b"/infer" in line and self.bad == "infer" or b"/config" in line and self.bad == "config":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"a\"")
+                        continue
+                    body = self.config if b"/config" in line else b""
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                                 % len(body) + body)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("url, words", [("http://[::1", "not a URL"), ("http://h:99999", "bad host or port"),
+                                        ("http://\x1b[2J:80", "")])
+def test_score_url_hostile_urls_are_one_line(tmp_path, capsys, url, words):
+    img = images(str(tmp_path), 1)[0]
+    code, out, err = run_cli(capsys, "score", img, "--url", url)
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("icrt: error: --url ") and words in err
+    assert "\x1b" not in err
+
+
+@pytest.mark.parametrize("config", [None, {"input": 5, "output": None}, {**FakeServer.CONFIG, "max_batch_size": "x"},
+                                    [1, 2]])
+def test_score_url_truncated_or_malformed_replies(tmp_path, capsys, config):
+    """A truncated reply while checking the model, or a config of the wrong shape: one line, exit 2."""
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    img = images(str(tmp_path), 1)[0]
+    server = FakeServer("config" if config is None else "none", config)
+    try:
+        code, out, err = run_cli(capsys, "score", img, "--url", f"http://127.0.0.1:{server.port}")
+    finally:
+        server.close()
+    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("icrt: error: http://127.0.0.1:")
+    assert "Traceback" not in err
+
+
+def test_score_url_truncated_inference_replies_are_error_records(tmp_path, capsys):
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    paths = images(str(tmp_path), 3)
+    server = FakeServer("infer")
+    try:
+        code, out, err = run_cli(capsys, "score", *paths, "--url", f"http://127.0.0.1:{server.port}", "--format", "jsonl")
+    finally:
+        server.close()
+    import json
+
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert code == 1 and [r["image"] for r in recs] == paths and "Traceback" not in err
+    assert all(r["error"].startswith("server error (") for r in recs)
+
+
+def test_serve_refuses_oversized_images_and_requests_before_decoding(monkeypatch):
+    """N21: icrt serve's own caps (Triton's HTTP limit is fixed at 64 MB, its gRPC one is 2 GB): rows over
+    MAX_IMAGE_BYTES, and every row of a request over MAX_REQUEST_BYTES, get error rows and are never decoded."""
+    import runtime.triton as triton
+    from runtime.serve import infer_function
+
+    monkeypatch.setattr(triton, "MAX_IMAGE_BYTES", 10)
+    monkeypatch.setattr(triton, "MAX_REQUEST_BYTES", 25)
+    decoded = []
+
+    class Scorer:
+        def score_many(self, ims):
+            decoded.extend(ims)
+            return [{"image": "", "score": 0.5, "patches": 1, "width": 2, "height": 3} for _ in ims]
+
+    infer = infer_function(Scorer())
+    small = {"image": np.array([[b"a" * 5], [b"b" * 11]], dtype=object)}
+    big = {"image": np.array([[b"c" * 20], [b"d" * 6]], dtype=object)}
+    one, two = infer([small, big])
+    assert decoded == [b"a" * 5]
+    assert list(one["error"].reshape(-1)) == [b"", b"file too large (0 MB; this server takes at most 0 MB an image)"]
+    assert one["score"][0, 0] == 0.5 and np.isnan(one["score"][1, 0])
+    assert all(e.startswith(b"request too large") for e in two["error"].reshape(-1))
+    assert np.isnan(two["score"]).all()
+
+
+def test_malformed_json_gets_an_error_and_the_server_stays_up(server):
+    """Triton's own HTTP front end answers a malformed JSON body (status 500 in the tritonserver PyTriton ships: icrt
+    cannot change it; docs/security.md); the message is one line and the server keeps serving."""
+    import urllib.error
+
+    for body in (b"{not json", b'{"inputs": 5}', b"[" * 10_000 + b"]" * 10_000,
+                 b'{"inputs": [{"name": "image", "shape": [1, 1], "datatype": "BYTES", "data": [5]}]}'):
+        req = urllib.request.Request(f"{server.http_url}/v2/models/icrt/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=60)
+        assert 400 <= e.value.code < 600 and b"error" in e.value.read()
+    with urllib.request.urlopen(f"{server.http_url}/v2/health/ready", timeout=30) as r:
+        assert r.status == 200

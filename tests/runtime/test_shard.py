@@ -11,7 +11,7 @@ from tests.runtime.fixtures import broken_inputs, run_cli, sample_images
 def test_parse_shard():
     assert parse_shard("0/1") == (0, 1)
     assert parse_shard(" 3 / 4 ") == (3, 4)
-    for bad in ("4/4", "1/0", "-1/4", "a/b", "1", "", "1/2/3", "0.5/2"):
+    for bad in ("4/4", "1/0", "-1/4", "a/b", "1", "", "1/2/3", "0.5/2", "\u0660/\u0662", "1/\uff12", "\u00b9/2"):
         with pytest.raises(ValueError):
             parse_shard(bad)
 
@@ -112,8 +112,19 @@ def test_score_input_errors_are_one_line(capsys, square_bundle, argv, words):
     assert code == 2 and len(lines) == 1 and lines[0].startswith("icrt: error:") and words in lines[0], err
 
 
-@pytest.mark.parametrize("shard,words", [("2/2", "counted from 0"), ("x", "expected I/N"), ("1/0", "N must be")])
+@pytest.mark.parametrize("shard,words", [("2/2", "counted from 0"), ("x", "expected I/N"), ("1/0", "N must be"),
+                                         ("-1/2", "I must be 0 or more"), ("-1/-2", "I must be 0 or more"),
+                                         ("\u0660/\u0662", "ASCII digits")])
 def test_score_bad_shard_is_a_usage_error(tmp_path, capsys, square_bundle, shard, words):
     with pytest.raises(SystemExit) as e:
         run_cli(capsys, "score", str(tmp_path), "--shard", shard, "-m", square_bundle)
     assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_shard_argv_joins_a_negative_value():
+    """N19: argparse would take -1/2 for an option ("expected one argument"); joined, parse_shard says why."""
+    from runtime.worklist import shard_argv
+
+    assert shard_argv(["score", "x", "--shard", "-1/2"]) == ["score", "x", "--shard=-1/2"]
+    assert shard_argv(["score", "--shard", "0/2", "-o", "-"]) == ["score", "--shard", "0/2", "-o", "-"]
+    assert shard_argv(["score", "--shard", "--recursive"]) == ["score", "--shard", "--recursive"]
