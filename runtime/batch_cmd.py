@@ -67,7 +67,9 @@ def add_command(subparsers):
     p.add_argument("--ray-cpus", type=_positive(int), default=None, metavar="N",
                    help="CPUs of the local Ray started without --ray-address (default: this machine's)")
     p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
-                   help="model inputs (images or patches) per inference call (default 32)")
+                   help="model inputs (images or patches) per inference call (default: as many as fit in 64 MB for the "
+                        "model's input size, at most 32: 1 for the default model; larger values are lowered to what "
+                        "fits in 2 GB)")
     p.add_argument("--images-per-task", type=_positive(int), default=DEFAULT_RAY_BATCH, metavar="N",
                    help=f"ray: images handed to an actor at a time (default {DEFAULT_RAY_BATCH})")
     p.add_argument("--threads", type=_threads, default=None,

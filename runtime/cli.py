@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
     add_worklist_options(s)
     s.add_argument("--batch-size", type=_batch_size, default=None, metavar="N",
-                   help="model inputs (images or patches, across images) per inference call (default 32)")
+                   help="model inputs (images or patches, across images) per inference call (default: as many as "
+                        "fit in 64 MB for the model's input size, at most 32: 1 for the default model; larger values "
+                        "are lowered to what fits in 2 GB)")
     s.add_argument("--heatmap", metavar="DIR", help="write one patch-score heatmap PNG per image into DIR")
     s.add_argument("--threads", type=_threads, default=None, help="CPU threads for onnxruntime")
     s.add_argument("--url", metavar="URL", help="score through a server instead (icrt serve, or Triton with an "

@@ -27,7 +27,7 @@ DEFAULT_BATCH = 32  # model inputs per inference call at most by default (small 
 # 1.77 MB; measured with /usr/bin/time, docs/runtime.md "Memory"). The default batch keeps that cost under
 # DEFAULT_BATCH_BYTES and any batch asked for under MAX_BATCH_BYTES.
 ACTIVATION_FACTOR = 32
-DEFAULT_BATCH_BYTES = 256 * 2**20
+DEFAULT_BATCH_BYTES = 64 * 2**20
 MAX_BATCH_BYTES = 2 * 2**30
 LOOKAHEAD_MAX = 8  # images decoded ahead of the model at most
 SCORE_TOLERANCE = 1e-3  # scores this far outside the model's range are clipped into it; further out is an error

@@ -228,8 +228,10 @@ def run(args) -> int:
             raise UserInputError(f"cannot listen on {args.host}:{port}: {problem}")
     bundle = args.model or default_bundle()
     threads = args.threads or max(1, default_threads() // args.instances)
-    scorers = [Scorer.load(bundle, backend=args.backend, precision=args.precision, batch_size=args.max_batch,
-                           threads=threads) for _ in range(args.instances)]
+    # Triton hands up to --max-batch images at a time; each Scorer runs them in model batches bounded by bytes
+    # (runtime.scorer.batch_limits: one input at a time for the default model's 384 px inputs on a CPU)
+    scorers = [Scorer.load(bundle, backend=args.backend, precision=args.precision, threads=threads)
+               for _ in range(args.instances)]
     info = scorers[0].info()
     config = TritonConfig(http_address=args.host, http_port=args.http_port, grpc_address=args.host,
                           grpc_port=args.grpc_port, metrics_address=args.host, metrics_port=args.metrics_port,
