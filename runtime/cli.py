@@ -194,6 +194,8 @@ def _write_out(args, data: bytes) -> int:
         try:
             write_bytes(args.output, data)
             return EXIT_OK
+        except BrokenPipeError:  # -o /dev/stdout | head: the reader stopped reading, as for stdout below
+            return EXIT_SOME_FAILED
         except OSError as e:
             problem = f"cannot write -o {printable(args.output)}: {e.strerror or e}"
     else:

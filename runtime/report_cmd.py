@@ -47,9 +47,15 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
+    import sys
+
+    from .files import fd_target
     from .formats import printable
     from .report import write_report
 
     rep = write_report(args.source, args.output, thumbs=args.thumbs, title=args.title, images_root=args.images_root)
-    print(f"{printable(args.output)}: {rep.rows:,} images, {rep.scored:,} scored, {rep.error_count:,} errors")
+    # the page may have gone to stdout (-o /dev/stdout): then the count line goes to stderr
+    stream = sys.stderr if fd_target(args.output) is not None else sys.stdout
+    print(f"{printable(args.output)}: {rep.rows:,} images, {rep.scored:,} scored, {rep.error_count:,} errors",
+          file=stream)
     return 0

@@ -61,6 +61,9 @@ def heatmap_copy(rgb: np.ndarray) -> np.ndarray:
     return resize(rgb, max(1, round(w * f)), max(1, round(h * f)), "bilinear")
 
 
+_LOWERED_TOLD: set = set()
+
+
 def input_cost(size: int) -> int:
     """Bytes one model input of ``size`` x ``size`` costs while the model runs (an estimate, see above)."""
     return ACTIVATION_FACTOR * 3 * int(size) * int(size) * 4
@@ -105,9 +108,11 @@ class Scorer:
         default, cap = batch_limits(self.prep.size)
         self.batch_size = max(1, int(batch_size or default))
         if self.batch_size > cap:
-            log.warning("icrt: batch size %d lowered to %d: %d px model inputs cost about %d MB each while the model "
-                        "runs, and a batch is kept under %d MB", self.batch_size, cap, self.prep.size,
-                        round(input_cost(self.prep.size) / 2**20), MAX_BATCH_BYTES // 2**20)
+            if (self.batch_size, cap) not in _LOWERED_TOLD:  # once per process (training makes a Scorer an epoch)
+                _LOWERED_TOLD.add((self.batch_size, cap))
+                log.warning("icrt: batch size %d lowered to %d: %d px model inputs cost about %d MB each while the "
+                            "model runs, and a batch is kept under %d MB", self.batch_size, cap, self.prep.size,
+                            round(input_cost(self.prep.size) / 2**20), MAX_BATCH_BYTES // 2**20)
             self.batch_size = cap
         if backend.max_batch:
             self.batch_size = min(self.batch_size, backend.max_batch)

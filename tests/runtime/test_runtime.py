@@ -266,9 +266,11 @@ def test_batch_size_is_bounded_by_bytes_from_the_input_size():
 def test_a_batch_size_over_the_cap_is_lowered_with_a_line(square_bundle, caplog):
     import logging
 
-    from runtime import Scorer
+    from runtime import Scorer, scorer
     from runtime.manifest import load_manifest
     from runtime.scorer import batch_limits
+
+    scorer._LOWERED_TOLD.clear()  # told once per process
 
     m = load_manifest(square_bundle)
     big = m.preprocessing.__class__(**{**m.preprocessing.to_dict(), "size": 384})
