@@ -271,11 +271,14 @@ def test_a_batch_size_over_the_cap_is_lowered_with_a_line(square_bundle, caplog)
     from runtime.scorer import batch_limits
 
     scorer._LOWERED_TOLD.clear()  # told once per process
+    caplog.set_level(logging.WARNING, logger="runtime")
+    logging.getLogger("runtime").addHandler(caplog.handler)  # setup_logging (an earlier CLI test) stops propagation
 
     m = load_manifest(square_bundle)
     big = m.preprocessing.__class__(**{**m.preprocessing.to_dict(), "size": 384})
     s = Scorer(m, Scorer.load(square_bundle).backend, batch_size=1024, preprocessing=big)
     assert s.batch_size == batch_limits(384)[1]
+    logging.getLogger("runtime").removeHandler(caplog.handler)
     assert any("batch size 1024 lowered to" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
     assert Scorer.load(square_bundle).batch_size == batch_limits(64)[0]  # the default: 32 for 64 px inputs
 
@@ -293,8 +296,11 @@ def test_the_default_model_peaks_under_600_mb_with_default_options(tmp_path):
         pytest.skip("no default bundle in this copy")
     for i in range(24):
         textured(640, 480, seed=i, level=(i % 8) / 8).save(tmp_path / f"{i:02d}.jpg", quality=90)
-    code = ("import resource, sys; from runtime.cli import main; c = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(c)")
+    # VmHWM: the peak RSS of this process's own memory (ru_maxrss would also count the parent's peak, which Linux
+    # carries over when the child is started with vfork + exec)
+    code = ("import sys; from runtime.cli import main; c = main(sys.argv[1:]); "
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr); "
+            "sys.exit(c)")
     r = subprocess.run([sys.executable, "-c", code, "score", str(tmp_path), "--format", "jsonl"], cwd=ROOT,
                        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr
