@@ -19,21 +19,6 @@ def model_inputs(paths, prep: Preprocessing) -> Iterator[tuple[int, np.ndarray]]
         yield i, x
 
 
-def batches(paths, prep: Preprocessing, batch_size: int = 16) -> Iterator[np.ndarray]:
-    """Model inputs of all images, regrouped into batches of at most ``batch_size``."""
-    pending, n = [], 0
-    for _, x in model_inputs(paths, prep):
-        pending.append(x)
-        n += len(x)
-        while n >= batch_size:
-            allx = np.concatenate(pending)
-            yield allx[:batch_size]
-            rest = allx[batch_size:]
-            pending, n = ([rest] if len(rest) else []), len(rest)
-    if n:
-        yield np.concatenate(pending)
-
-
 def load_inputs(paths, prep: Preprocessing) -> np.ndarray:
     """All calibration inputs in memory (calibration sets are small: a few hundred images)."""
     return np.concatenate([x for _, x in model_inputs(paths, prep)])

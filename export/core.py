@@ -160,7 +160,7 @@ def stage_fold(job: ExportJob) -> None:
 
 def stage_check_set(job: ExportJob) -> None:
     """Check images: --check-data, else the calibration images, else generated ones."""
-    from calibration.images import choose, read_images
+    from .images import choose, read_images
 
     o = job.options
     if o.calib_data:

@@ -30,6 +30,10 @@ class UserInputError(IcrtError, ValueError):
     """Bad input: a file, folder, option value, CSV row, manifest field."""
 
 
+class BundleError(UserInputError):
+    """A missing or malformed bundle; the message names the bundle and the problem (``runtime.manifest``)."""
+
+
 class UnavailableError(IcrtError, RuntimeError):
     """What was asked for cannot run on this machine (a backend, a GPU, an optional package)."""
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from .errors import UserInputError
+from .errors import BundleError
 from .files import write_json
 
 FORMAT = "icrt-bundle/1"
@@ -59,10 +59,6 @@ def timing_cache_file_name(trt_version, compute_capability) -> str:
     """``timing.trt<version>.sm<cc>.cache``: TensorRT rejects a timing cache made by another version or GPU, so
     each gets its own, keyed like the engines (matches :data:`TIMING_CACHE`)."""
     return f"timing.trt{trt_version}.sm{compute_capability}.cache"
-
-
-class BundleError(UserInputError):
-    """A missing or malformed bundle; the message names the bundle and the problem."""
 
 
 # --- typed sections -----------------------------------------------------------------------------

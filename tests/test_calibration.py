@@ -1,10 +1,11 @@
-"""Calibration images, splits and the onnxruntime data reader."""
+"""Calibration and check images (export.images), splits and the onnxruntime data reader (calibration)."""
 import os
 
 import numpy as np
 import pytest
 
-from calibration import CalibrationDataError, PreprocessedImageReader, batches, choose, load_inputs, read_images
+from calibration import PreprocessedImageReader, load_inputs
+from export.images import CalibrationDataError, choose, read_images
 from runtime.preprocess import Preprocessing
 from train.data import load_samples, split_train_val
 
@@ -44,7 +45,6 @@ def test_reader_uses_runtime_preprocessing_and_patches(labels_csv):
     assert square.shape == (6, 3, 32, 32) and square.dtype == np.float32
     patches = load_inputs(paths, Preprocessing(resize="patches", size=32, stride=16))  # 48 px -> 2 x 2 patches
     assert patches.shape == (24, 3, 32, 32)
-    assert sum(len(b) for b in batches(paths, Preprocessing(resize="patches", size=32, stride=16), 5)) == 24
     r = PreprocessedImageReader(patches, "image", batch_size=10)
     sizes = []
     while (b := r.get_next()) is not None:
@@ -56,7 +56,7 @@ def test_reader_uses_runtime_preprocessing_and_patches(labels_csv):
 
 def test_one_image_extension_list_for_the_cli_and_calibration(tmp_path):
     """`icrt score FOLDER` and calibration folders take the same files: runtime.inputs.IMAGE_EXTENSIONS."""
-    from calibration.images import _folder_images
+    from export.images import _folder_images
     from runtime.inputs import IMAGE_EXTENSIONS, list_folder
 
     names = ["a.jpg", "b.JPEG", "c.png", "d.webp", "e.ppm", "f.tif", "notes.txt", "g.jpg.bak", "h"]

@@ -229,8 +229,9 @@ def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, ti
     from export import export_checkpoint
     from export.checks import generated_images
     from tests.model_helpers import inputs_of, run_onnx
-    from export.fold import LevelScorer, count_parameters, fold_for_export
-    from train.__main__ import main as train_main
+    from export.fold import count_parameters, fold_for_export
+    from train.models.cmssa import LevelScorer
+    from train.cli import main as train_main
     from train.evaluate import main as eval_main
 
     out = tmp_path / "cli"

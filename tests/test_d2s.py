@@ -118,7 +118,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 
 def test_cli_trains_and_evaluates(labels_csv, tmp_path, capsys):
-    from train.__main__ import main as train_main
+    from train.cli import main as train_main
     from train.evaluate import main as eval_main
 
     out = tmp_path / "cli"
@@ -132,7 +132,7 @@ def test_cli_trains_and_evaluates(labels_csv, tmp_path, capsys):
 
 
 def test_cli_without_captions_says_what_to_do(labels_csv, tmp_path, capsys):
-    from train.__main__ import main as train_main
+    from train.cli import main as train_main
 
     rc = train_main(["d2s", "--data", labels_csv, "--out", str(tmp_path / "x"), "--pretrained", "none"])
     assert rc == 2 and "--text none" in capsys.readouterr().err

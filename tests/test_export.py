@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from calibration.images import read_images
+from export.images import read_images
 from export import ExportError, ParityError, export_checkpoint
 from export import tensorrt as trtmod
 from export.checks import generated_images
-from export.fold import LevelScorer, count_parameters, fold_for_export, fold_level_scorer
+from export.fold import count_parameters, fold_for_export
+from train.models.cmssa import LevelScorer, fold_level_scorer
 from runtime.errors import IcrtError
 from runtime.manifest import load_manifest
 from runtime.preprocess import Preprocessing

@@ -60,6 +60,7 @@ class ToyTrainConfig(RunConfig):
 
 class ToyTrainer(Trainer):
     kind = "toy"
+    config_class = ToyTrainConfig
 
     def __init__(self, cfg: ToyTrainConfig, samples=None):
         super().__init__(cfg)
@@ -85,7 +86,7 @@ def _toy_arguments(p):
 
 
 def _toy_train_config(args):
-    return ToyTrainConfig(**run_options(args), model={"width": args.width, "image_size": args.image_size})
+    return dict(**run_options(args), model={"width": args.width, "image_size": args.image_size})
 
 
 TOY = ModelKind(
@@ -104,7 +105,7 @@ def toy():
 
 
 def _help(argv):
-    from train.__main__ import main
+    from train.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -164,7 +165,7 @@ def test_registration_is_checked():
 
 
 def test_new_kind_is_a_train_subcommand_with_its_options_and_defaults(toy, labels_csv, capsys):
-    from train.__main__ import build_parser, train_config, trainer_for
+    from train.cli import build_parser, train_config, trainer_for
 
     _help(["--help"])
     out = capsys.readouterr().out
@@ -182,7 +183,7 @@ def test_new_kind_is_a_train_subcommand_with_its_options_and_defaults(toy, label
 
 
 def test_new_kind_trains_from_the_cli_and_its_checkpoint_loads(toy, labels_csv, tmp_path, capsys):
-    from train.__main__ import main
+    from train.cli import main
     from train.checkpoint import load_checkpoint, model_from_checkpoint
 
     out = tmp_path / "run"
@@ -270,7 +271,7 @@ def test_new_kind_tail_stays_fp32_and_leaves_the_registry_clean(toy, tmp_path):
     np.testing.assert_allclose(a, b, atol=5e-3)
     # unregistered: gone from the CLI, the tails and the model builder
     unregister_kind("toy")
-    from train.__main__ import build_parser
+    from train.cli import build_parser
     from train.models import create_model
 
     assert "toy" not in build_parser().format_help() and "toy" not in kind_names()

@@ -125,7 +125,7 @@ def test_scale_shift_training_step_runs_with_scene_sampling(labels_csv, tmp_path
 
 
 def test_several_data_sets_and_dataset_domain(labels_csv, ic9600_dir, tmp_path):
-    from train.__main__ import build_parser, train_config, trainer_for
+    from train.cli import build_parser, train_config, trainer_for
 
     s = load_many(f"{labels_csv},{ic9600_dir}")
     assert {x.source for x in s} == {labels_csv, ic9600_dir}

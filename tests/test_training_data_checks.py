@@ -15,7 +15,7 @@ def _append(csv_path, *rows):
 
 
 def _train(labels_csv, tmp_path, *extra):
-    from train.__main__ import main
+    from train.cli import main
 
     return main(["d2s", "--data", labels_csv, "--out", str(tmp_path / "run"), *TRAIN_ARGS, *extra])
 
@@ -81,7 +81,7 @@ def test_scores_outside_0_1_are_refused_unless_a_range_is_given(labels_csv):
 
 
 def test_score_range_option_parses_and_reaches_the_config(labels_csv, tmp_path, capsys):
-    from train.__main__ import build_parser, train_config
+    from train.cli import build_parser, train_config
 
     args = build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", "--score-range", "0,100"])
     assert train_config(args).score_range == (0.0, 100.0)
@@ -158,7 +158,7 @@ def test_invalid_utf8_is_one_line_naming_the_file(labels_csv, tmp_path, capsys):
     ("--val-fraction", "1"), ("--epochs", "0"), ("--workers", "-1"),
 ])
 def test_bad_numbers_are_one_argparse_line(labels_csv, capsys, option, value):
-    from train.__main__ import build_parser
+    from train.cli import build_parser
 
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", option, value])
@@ -167,7 +167,7 @@ def test_bad_numbers_are_one_argparse_line(labels_csv, capsys, option, value):
 
 
 def test_boundary_values_are_accepted(labels_csv):
-    from train.__main__ import build_parser
+    from train.cli import build_parser
 
     args = build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", "--val-fraction", "0",
                                       "--epochs", "1", "--batch-size", "1", "--lr", "1e-6"])

@@ -90,7 +90,7 @@ def _state_bytes(tmp_path):
     ("other-run", "does not fit this run"),
 ])
 def test_resume_from_a_bad_last_pt_is_one_line(tmp_path, labels_csv, capsys, kind, problem):
-    from train.__main__ import main
+    from train.cli import main
 
     out = tmp_path / "run"
     out.mkdir()

@@ -35,7 +35,7 @@ import sys
 
 from runtime.errors import UserInputError
 from runtime.errors import one_line
-from runtime.inputs import IMAGE_EXTENSIONS as IMAGE_EXTS
+from runtime.inputs import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def list_images(data: str) -> list[tuple[str, str]]:
         out = []
         for root, _, files in os.walk(data):
             for f in sorted(files):
-                if f.lower().endswith(IMAGE_EXTS):
+                if f.lower().endswith(IMAGE_EXTENSIONS):
                     p = os.path.join(root, f)
                     out.append((os.path.relpath(p, data).replace(os.sep, "/"), os.path.abspath(p)))
         if not out:

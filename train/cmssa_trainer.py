@@ -45,6 +45,7 @@ class CMSSATrainConfig(RunConfig):
 
 class CMSSATrainer(Trainer):
     kind = "cmssa"
+    config_class = CMSSATrainConfig
 
     def __init__(self, cfg: CMSSATrainConfig, samples=None):
         super().__init__(cfg)

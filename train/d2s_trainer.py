@@ -55,6 +55,7 @@ def load_splits(cfg: D2STrainConfig, samples=None) -> tuple[list[Sample], list[S
 
 class D2STrainer(Trainer):
     kind = "d2s"
+    config_class = D2STrainConfig
 
     def __init__(self, cfg: D2STrainConfig, samples=None):
         super().__init__(cfg)

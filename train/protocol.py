@@ -145,7 +145,7 @@ def train_and_test(model_argv: list[str], data: str, out: str, seed: int, train:
                    test: list[Sample]) -> dict:
     """Train one model (``python -m train`` arguments) on ``train`` and score ``test`` with its best checkpoint.
     The trainer's progress lines are left out (its warnings stay)."""
-    from .__main__ import build_parser, trainer_for
+    from .cli import build_parser, trainer_for
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .evaluate import evaluate
     from .kinds import get_kind

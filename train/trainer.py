@@ -104,12 +104,14 @@ def load_splits(cfg, need_captions: bool, samples: list[Sample] | None = None) -
 
 
 class Trainer:
-    """Base trainer. Subclasses set ``kind`` (the name their ``train.kinds.ModelKind`` registers) and, in
+    """Base trainer. Subclasses set ``kind`` (the name their ``train.kinds.ModelKind`` registers),
+    ``config_class`` (their :class:`RunConfig` subclass, which the kind's ``train_config`` fields fill) and, in
     ``__init__(cfg, samples=None)``, call ``super().__init__(cfg)`` first, then set ``model_cfg``, ``prep``,
     ``model``, ``optimizer`` (``scheduler`` optional, stepped per iteration by the subclass), load samples
     (``self.train_samples, self.val_samples``) and call ``build_data()``."""
 
     kind = ""
+    config_class = RunConfig
 
     def __init__(self, cfg):
         self.cfg = cfg

@@ -15,8 +15,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import EXIT_USAGE, UnavailableError
-from ..manifest import PRECISIONS, BundleError
+from ..errors import EXIT_USAGE, BundleError, UnavailableError
+from ..precisions import precision_names
 
 AUTO = "auto"
 BUILTIN_MODULES = ("runtime.backends.tensorrt", "runtime.backends.onnxruntime")
@@ -138,8 +138,8 @@ def open_backend(manifest, backend: str = AUTO, precision: str = "fp32", threads
     When none opens, the last one's error is raised."""
     if backend != AUTO:
         spec = backend_spec(backend)
-    if precision not in PRECISIONS:
-        raise BackendError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if precision not in precision_names():
+        raise BackendError(f"unknown precision {precision!r} (choose from {', '.join(precision_names())})")
     if backend != AUTO:
         return spec.open(manifest, precision, threads=threads, device_id=device_id)
     passed_over, last = [], None

@@ -2,8 +2,8 @@
 ``train.cmssa_trainer``."""
 from __future__ import annotations
 
-from ..models.cmssa import CMSSA, CMSSAConfig
-from . import ModelKind, register_kind
+from ..models.cmssa import CMSSA, CMSSAConfig, fold_level_scorer
+from .registry import ModelKind, register_kind
 from .common import nonnegative_int, run_options
 
 
@@ -27,10 +27,8 @@ def add_arguments(p) -> None:
 def train_config(args):
     from runtime.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
-    from ..cmssa_trainer import CMSSATrainConfig
-
     mean, std = (CLIP_MEAN, CLIP_STD) if args.normalize == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
-    return CMSSATrainConfig(
+    return dict(
         **run_options(args), alpha=args.alpha, beta=args.beta, early_stop=args.early_stop,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "levels": args.levels, "n_ctx": args.n_ctx,
                "prompt_depth": args.prompt_depth, "score": args.score, "mean": mean, "std": std},
@@ -40,13 +38,11 @@ def train_config(args):
 
 
 def fold(model: CMSSA):
-    """CMSSA -> ``export.fold.LevelScorer``: the complexity branch's visual prompts (projected from the text and
+    """CMSSA -> ``train.models.cmssa.LevelScorer``: the complexity branch's visual prompts (projected from the text and
     alignment prompts) become buffers of the image encoder; the level text features (learned context and deep
     text prompts run through the text tower once) become the constant matrix; the alignment branch and the
     text tower are dropped. The score rule is carried by the level values (0..1 for the expectation,
     (1, 0, ..., 0) for the first-level probability)."""
-    from export.fold import fold_level_scorer
-
     encoder, text_features, logit_scale, levels = model.folded_parts()
     return fold_level_scorer(encoder, text_features, logit_scale, levels)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..models.d2s import D2S, D2SConfig
-from . import ModelKind, register_kind
+from .registry import ModelKind, register_kind
 from .common import nonnegative_int, positive_float, positive_int, run_options
 
 
@@ -43,9 +43,7 @@ def add_arguments(p) -> None:
 
 
 def train_config(args):
-    from ..d2s_trainer import D2STrainConfig
-
-    return D2STrainConfig(
+    return dict(
         **run_options(args), text=args.text, text_encoder=args.text_encoder, text_pretrained=args.text_pretrained,
         min_lr=args.min_lr, weight_decay=args.weight_decay, eal_weight=args.eal_weight, fal_weight=args.fal_weight,
         temperature=args.temperature, buffer_size=args.buffer_size, momentum=args.momentum,

@@ -16,7 +16,7 @@ Two branches share the frozen CLIP towers; only prompt parameters (and their sma
   what they say (simple -> 0, high -> 1) and uses all K probabilities.
 
 Inference needs only the complexity branch; :meth:`CMSSA.forward` returns the score (B,). Export folds
-prompts and level text features to constants (``export.fold``).
+prompts and level text features to constants (:func:`fold_level_scorer`, called by the kind's ``fold``).
 """
 from __future__ import annotations
 
@@ -232,3 +232,44 @@ class CMSSA(nn.Module):
         shallow, deep = self.prompts.complexity_visual()
         enc = PromptedImageEncoder(self.clip.visual, shallow, deep)
         return enc, self.level_text_features(), self.clip.logit_scale.exp(), tuple(self.level_values.tolist())
+
+
+# --- the folded graph (what export writes as ONNX) ----------------------------------------------
+
+# The five complexity levels of CM-SSA's prompts, scored 0, .25, ..., 1.
+DEFAULT_LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class LevelScorer(nn.Module):
+    """image -> encoder -> L2 norm -> @ text_matrix^T -> softmax -> (score, level probabilities).
+
+    ``text_matrix`` is the normalised level text features times the logit scale (a constant buffer);
+    ``levels`` are the score of each level.
+    """
+
+    def __init__(self, encoder: nn.Module, text_matrix: torch.Tensor, levels=DEFAULT_LEVELS):
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("text_matrix", text_matrix.detach().float().clone())
+        self.register_buffer("levels", torch.as_tensor(levels, dtype=torch.float32).clone())
+        if self.text_matrix.shape[0] != self.levels.shape[0]:
+            raise ValueError(f"{self.text_matrix.shape[0]} level text features but {self.levels.shape[0]} level values")
+
+    def forward(self, x: torch.Tensor):
+        f = self.encoder(x).float()
+        f = f / f.norm(dim=-1, keepdim=True)
+        probs = torch.softmax(f @ self.text_matrix.t(), dim=-1)
+        return probs @ self.levels, probs
+
+
+def fold_level_scorer(encoder: nn.Module, text_features: torch.Tensor, logit_scale, levels=DEFAULT_LEVELS) -> LevelScorer:
+    """Build the folded CM-SSA graph from the image encoder (visual prompts inside) and the level text features.
+
+    ``text_features``: (levels, dim) raw text-tower outputs for the level prompts with the learned context;
+    ``logit_scale``: the multiplier itself (CLIP stores its log: pass ``clip.logit_scale.exp()``).
+    """
+    with torch.no_grad():
+        t = text_features.detach().float()
+        t = t / t.norm(dim=-1, keepdim=True)
+        scale = float(logit_scale.detach().float().item() if torch.is_tensor(logit_scale) else logit_scale)
+    return LevelScorer(encoder, t * scale, levels).eval()

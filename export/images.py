@@ -1,4 +1,4 @@
-"""Which images calibrate (and check) an export, read with the same data readers as training.
+"""Which images calibrate (and check) an export, read with the same data readers as training (``train.data``).
 
 ``PATH`` is a labels CSV (``image,score[,category]``), an IC9600 folder (its ``train.txt``), a folder of images,
 or a text file with one image path per line. ``split`` picks the training or held-out part of the seeded,
@@ -12,9 +12,8 @@ import random
 from dataclasses import dataclass
 
 from runtime.errors import UserInputError
-from runtime.inputs import IMAGE_EXTENSIONS, is_image_name
+from runtime.inputs import is_image_name
 
-IMAGE_EXTS = IMAGE_EXTENSIONS  # the runtime's one list (kept under its old name)
 SPLITS = ("all", "train", "val")
 
 

@@ -1,0 +1,143 @@
+"""The project's import graph and its layering rules (docs/architecture.md), read from the source with ``ast``.
+
+Every import counts, function-level ones included. ``python -m tests.layering [ROOT]`` prints what breaks the
+rules (exit 1 when anything does); tests/test_layering.py runs the same check.
+
+    train ───────▶ runtime ◀─────── calibration
+      ▲               ▲                  ▲
+      └──── export ───┴──────────────────┘        benchmarks: may use all four; nothing imports benchmarks
+"""
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from collections import defaultdict
+
+PACKAGES = ("runtime", "calibration", "train", "export", "benchmarks")
+# package -> the project packages it may import (besides itself)
+ALLOWED = {
+    "runtime": set(),
+    "calibration": {"runtime"},
+    "train": {"runtime"},
+    "export": {"runtime", "calibration", "train"},
+    "benchmarks": {"runtime", "calibration", "train", "export"},
+}
+TORCH = {"torch", "torchvision", "timm", "open_clip", "transformers"}
+TORCH_FREE = ("runtime", "calibration")  # these never import the PyTorch stack
+
+
+def modules(root: str) -> dict[str, str]:
+    """Dotted module name -> file, for every .py file of the project's packages."""
+    out = {}
+    for pkg in PACKAGES:
+        for folder, dirs, files in os.walk(os.path.join(root, pkg)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__pycache__")))
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    name = os.path.relpath(os.path.join(folder, f), root)[:-3].replace(os.sep, ".")
+                    out[name.removesuffix(".__init__")] = os.path.join(folder, f)
+    return out
+
+
+def imports(name: str, path: str) -> list[tuple[str, str | None]]:
+    """What ``path`` (module ``name``) imports, wherever the import statement is: (module, imported name or None)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[:len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([base] if base else []))
+            out += [(base, a.name) for a in node.names]
+    return out
+
+
+def graph(root: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(module -> project modules it imports, module -> third-party top-level packages it imports)."""
+    mods = modules(root)
+    inner, outer = defaultdict(set), defaultdict(set)
+    for name, path in mods.items():
+        for base, item in imports(name, path):
+            target = f"{base}.{item}" if item and f"{base}.{item}" in mods else base  # a submodule, or a name in base
+            t = target
+            while t and t not in mods:
+                t = t.rpartition(".")[0]
+            if not t:
+                outer[name].add(target.split(".")[0])
+            elif t != name:
+                inner[name].add(t)
+    return inner, outer
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(g.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10000))
+    try:
+        for v in sorted(g):
+            if v not in index:
+                visit(v)
+    finally:
+        sys.setrecursionlimit(limit)
+    return out
+
+
+def problems(root: str) -> list[str]:
+    """One line per import against the rules: cycles, imports across the layers, torch in a torch-free package."""
+    inner, outer = graph(root)
+    out = [f"cycle: {' <-> '.join(c)}" for c in cycles(inner)]
+    for a in sorted(inner):
+        pa = a.split(".")[0]
+        for b in sorted(inner[a]):
+            pb = b.split(".")[0]
+            if pb != pa and pb not in ALLOWED[pa]:
+                out.append(f"layering: {a} imports {b} ({pa} may import {', '.join(sorted(ALLOWED[pa])) or 'nothing else'})")
+    for a in sorted(outer):
+        if a.split(".")[0] in TORCH_FREE:
+            for lib in sorted(outer[a] & TORCH):
+                out.append(f"torch-free: {a} imports {lib}")
+    return out
+
+
+def main(argv=None) -> int:
+    root = (argv or sys.argv[1:] or [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))])[0]
+    found = problems(root)
+    for line in found:
+        print(line)
+    inner, _ = graph(root)
+    print(f"{len(modules(root))} modules, {sum(map(len, inner.values()))} imports between them, {len(found)} problem(s)")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

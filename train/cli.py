@@ -1,0 +1,61 @@
+"""``python -m train KIND`` (``train/__main__.py`` calls :func:`main`): train an image complexity model of a
+registered kind (``train.kinds``: d2s, cmssa).
+
+Each subcommand only parses arguments and calls the library: the kind's train config and trainer.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .kinds import get_kind, kinds
+from .kinds.common import add_common_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description="Train an image complexity model.")
+    trainable = [k for k in kinds() if k.trainable]
+    sub = p.add_subparsers(dest="kind", metavar="{" + ",".join(k.name for k in trainable) + "}", required=True)
+    for kind in trainable:
+        s = sub.add_parser(kind.name, help=kind.help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        add_common_args(s)
+        if kind.defaults:
+            s.set_defaults(**kind.defaults)
+        if kind.add_arguments is not None:
+            kind.add_arguments(s)
+    return p
+
+
+def train_config(args):
+    """The train config of ``args.kind`` from the parsed arguments."""
+    return get_kind(args.kind).make_train_config(args)
+
+
+def trainer_for(args, samples=None):
+    """The trainer ``python -m train`` would build from ``args``; ``samples`` replaces ``--data``'s training set."""
+    kind = get_kind(args.kind)
+    return kind.trainer_class()(kind.make_train_config(args), samples=samples)
+
+
+def run(args) -> int:
+    """Train as ``python -m train`` does (``--resume``: continue from last.pt in ``--out``)."""
+    from .checkpoint import CheckpointError
+
+    last = os.path.join(args.out, "last.pt")
+    if args.resume and not os.path.isfile(last):
+        raise CheckpointError(f"{last}: nothing to resume")
+    trainer = trainer_for(args)
+    if args.resume:
+        trainer.load_state(last)
+    trainer.fit()
+    return 0
+
+
+def main(argv=None) -> int:
+    from runtime.errors import run_command, setup_logging
+
+    p = build_parser()
+    args = p.parse_args(argv)
+    setup_logging()
+    return run_command(f"{p.prog} {args.kind}", run, args)
+
