@@ -215,9 +215,9 @@ def stage_precision(job: ExportJob, name: str) -> None:
 
 
 def stage_engines(job: ExportJob) -> None:
-    """TensorRT engines for this machine's GPU, built into the staging folder by runtime.engines (the code behind
+    """TensorRT engines for this machine's GPU, built into the staging folder by runtime.backends.tensorrt_build (the code behind
     ``icrt build``); the manifest written next records them."""
-    from runtime.engines import TensorRTError, build_engines
+    from runtime.backends.tensorrt_build import TensorRTError, build_engines
 
     o = job.options
     try:

@@ -1,4 +1,4 @@
-"""``icrt build``: TensorRT engines for this machine's GPU, built from a bundle's ONNX files (runtime.engines).
+"""``icrt build``: TensorRT engines for this machine's GPU, built from a bundle's ONNX files (runtime.backends.tensorrt_build).
 
     icrt build [-m BUNDLE] [--precision fp16,int8] [--max-batch N] [--opt-batch N] [--workspace MB]
 
@@ -23,7 +23,7 @@ def _precisions(text: str) -> list[str]:
 
 def add_command(subparsers):
     from .cli import _positive_int as _positive
-    from .engines import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
+    from .backends.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
     from .manifest import PRECISIONS
 
     p = subparsers.add_parser("build", help="build TensorRT engines for this machine's GPU into a bundle",
@@ -44,7 +44,7 @@ def add_command(subparsers):
 
 def run(args) -> int:
     from .defaults import default_bundle
-    from .engines import build_bundle
+    from .backends.tensorrt_build import build_bundle
     from .formats import printable
     from .manifest import manifest_path
 

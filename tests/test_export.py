@@ -17,7 +17,7 @@ from torch import nn
 
 from export.images import read_images
 from export import ExportError, ParityError, export_checkpoint
-from export import tensorrt as trtmod
+from runtime.backends import tensorrt_build
 from export.checks import generated_images
 from export.fold import count_parameters, fold_for_export
 from train.models.cmssa import LevelScorer, fold_level_scorer
@@ -424,45 +424,21 @@ def test_cli_exit_codes(tmp_path):
 # --- TensorRT: the parts that need no GPU ------------------------------------------------------------------------
 
 
-FILES = {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"},
-         "fp16": {"onnxruntime": "model.fp16.onnx", "tensorrt": "model.fp16.onnx"},
-         "int8": {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}}
-
-
-def test_tensorrt_profile_names_and_sources():
-    assert trtmod.profile_shapes(224, 6, 64) == ((1, 3, 224, 224), (6, 3, 224, 224), (64, 3, 224, 224))
-    assert trtmod.profile_shapes(224, 100, 8)[1][0] == 8  # opt never exceeds max
-    assert trtmod.engine_name("int8", "10.3.0", "87") == "engine.int8.trt10.3.0.sm87.plan"
-    # TensorRT 11: strongly typed from the typed ONNX files, no builder flags
-    assert trtmod.source_onnx("fp16", "11.4.0", FILES) == ("model.fp16.onnx", [])
-    assert trtmod.source_onnx("int8", "11.4.0", FILES) == ("model.int8.qdq.onnx", [])
-    # TensorRT 10 (JetPack 6): weak typing with builder flags; int8 from the Q/DQ model
-    assert trtmod.source_onnx("fp16", "10.3.0", FILES) == ("model.onnx", ["FP16"])
-    assert trtmod.source_onnx("int8", "10.3.0", FILES) == ("model.int8.qdq.onnx", ["INT8", "FP16"])
-    with pytest.raises(trtmod.TensorRTError, match="no int8 ONNX"):
-        trtmod.source_onnx("int8", "11.0", {"fp32": FILES["fp32"]})
-    e = trtmod.engine_entry("fp16", "engine.fp16.trt11.4.0.sm90.plan", "11.4.0", "90",
-                            trtmod.profile_shapes(224, 1, 32), "model.fp16.onnx", [])
-    assert (e["min_batch"], e["opt_batch"], e["max_batch"], e["strongly_typed"]) == (1, 1, 32, True)
-
-
 def test_trt_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
-    with pytest.raises(trtmod.TensorRTError, match="needs the tensorrt Python package"):
-        trtmod.require_tensorrt()
+    with pytest.raises(tensorrt_build.TensorRTError, match="needs the tensorrt Python package"):
+        tensorrt_build.require_tensorrt()
     _d2s_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ExportError, match="tensorrt"):
         export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), trt=True)
 
 
 def test_trt_export_builds_engines_with_the_runtime_builder(tmp_path, monkeypatch):
-    """python -m export --trt runs runtime.engines (the code behind icrt build), here on the fake TensorRT 10.3 /
-    CUDA of tests/fakes (no real TensorRT or GPU exists on the test machines)."""
-    from runtime import engines
+    """python -m export --trt runs runtime.backends.tensorrt_build (the code behind icrt build), here on the fake
+    TensorRT 10.3 / CUDA of tests/fakes (no real TensorRT or GPU exists on the test machines)."""
     from tests.fakes.fake_cuda import CudaState, install_cuda
     from tests.fakes.fake_tensorrt import VERSIONS, install_tensorrt
 
-    assert trtmod.build_engines is engines.build_engines and trtmod.TensorRTError is engines.TensorRTError
     state = CudaState("Orin", (8, 7))
     install_cuda(monkeypatch, state)
     fake = install_tensorrt(monkeypatch, VERSIONS["10.3"], state).fake

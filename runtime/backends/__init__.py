@@ -125,12 +125,6 @@ def backend_spec(name: str) -> BackendSpec:
     return spec
 
 
-def __getattr__(name):  # BACKEND_CHOICES: read from the registry when asked for
-    if name == "BACKEND_CHOICES":
-        return backend_choices()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def open_backend(manifest, backend: str = AUTO, precision: str = "fp32", threads: int | None = None,
                  device_id: int = 0) -> Backend:
     """Open ``precision`` of the bundle on ``backend``; ``auto``: the first registered backend, in auto order,

@@ -12,7 +12,7 @@ per batch: ``set_input_shape`` (checked: a shape outside the profile is a clear 
 and engine first, then frees the buffers and destroys the stream. CUDA calls go through cuda-python
 (``cuda.bindings.runtime``, or the older ``cuda.cudart``) or pycuda; a binding that is missing or fails to
 load (cuda-python 13 on a CUDA 12 driver) passes to the next (:func:`open_cuda`, :func:`gpu_info`, also used
-by ``runtime.engines`` to build engines).
+by ``runtime.backends.tensorrt_build`` to build engines).
 """
 from __future__ import annotations
 
@@ -67,6 +67,11 @@ def cc_key(cc) -> str:
         major, minor = s.split(".", 1)
         return f"{int(major)}.{int(minor)}"
     return f"{int(s[:-1])}.{int(s[-1])}" if len(s) >= 2 else f"{int(s)}.0"
+
+
+def cc_compact(cc) -> str:
+    """Compute capability as in file names: '8.7' -> '87' (``engine.fp16.trt10.3.0.sm87.plan``)."""
+    return cc_key(cc).replace(".", "")
 
 
 def rebuild_hint(manifest, precision: str) -> str:

@@ -1,4 +1,4 @@
-"""``icrt build`` and runtime.engines, run end to end against the fake tensorrt / CUDA (tests/fakes), which model
+"""``icrt build`` and runtime.backends.tensorrt_build, run end to end against the fake tensorrt / CUDA (tests/fakes), which model
 the documented differences between TensorRT 8.6, 10.3 and 11.x. Torch-free. No real TensorRT or GPU is involved:
 these tests show that the code does what the documented APIs ask for, not that the real libraries agree."""
 from __future__ import annotations
@@ -9,9 +9,10 @@ import os
 
 import pytest
 
-from runtime import engines
+from runtime.backends import tensorrt_build
+from runtime.backends.tensorrt import cc_compact
 from runtime.cli import main
-from runtime.manifest import load_manifest, timing_cache_file_name
+from runtime.manifest import engine_file_name, load_manifest, timing_cache_file_name
 from tests.fakes.bundle import fake_bundle, snapshot
 from tests.fakes.fake_cuda import CudaState, install_cuda
 from tests.fakes.fake_tensorrt import CACHE_MAGIC, PLAN_MAGIC, VERSIONS, install_tensorrt
@@ -98,27 +99,27 @@ def test_8_6_needs_the_explicit_batch_flag(monkeypatch, gpu, tmp_path):
     module = install_tensorrt(monkeypatch, V86, gpu)
     assert not hasattr(module.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
     b = fake_bundle(str(tmp_path / "b"), precisions=("fp32",))
-    no_flags = engines.Recipe("fp32", "model.onnx")
-    with pytest.raises(engines.TensorRTError, match="could not parse the ONNX file: .*explicit batch"):
-        engines.build_engine(module, os.path.join(b, "model.onnx"), "image", engines.profile_shapes(64, 1, 4),
+    no_flags = tensorrt_build.Recipe("fp32", "model.onnx")
+    with pytest.raises(tensorrt_build.TensorRTError, match="could not parse the ONNX file: .*explicit batch"):
+        tensorrt_build.build_engine(module, os.path.join(b, "model.onnx"), "image", tensorrt_build.profile_shapes(64, 1, 4),
                              no_flags, 64)
-    with pytest.raises(engines.TensorRTError, match="has no network flag STRONGLY_TYPED"):
-        engines.build_engine(module, os.path.join(b, "model.onnx"), "image", engines.profile_shapes(64, 1, 4),
-                             engines.Recipe("fp32", "model.onnx", network_flags=("STRONGLY_TYPED",)), 64)
+    with pytest.raises(tensorrt_build.TensorRTError, match="has no network flag STRONGLY_TYPED"):
+        tensorrt_build.build_engine(module, os.path.join(b, "model.onnx"), "image", tensorrt_build.profile_shapes(64, 1, 4),
+                             tensorrt_build.Recipe("fp32", "model.onnx", network_flags=("STRONGLY_TYPED",)), 64)
 
 
 def test_11_has_no_weak_typing_flags_and_10_refuses_them_on_strongly_typed_networks(monkeypatch, gpu, tmp_path):
     b = fake_bundle(str(tmp_path / "b"), precisions=("fp32",))
-    shapes = engines.profile_shapes(64, 1, 4)
+    shapes = tensorrt_build.profile_shapes(64, 1, 4)
     m11 = install_tensorrt(monkeypatch, V11, gpu)
     assert not hasattr(m11.BuilderFlag, "FP16") and hasattr(m11.BuilderFlag, "TF32")
-    with pytest.raises(engines.TensorRTError, match="has no builder flag FP16"):
-        engines.build_engine(m11, os.path.join(b, "model.onnx"), "image", shapes,
-                             engines.Recipe("fp16", "model.onnx", builder_flags=("FP16",)), 64)
+    with pytest.raises(tensorrt_build.TensorRTError, match="has no builder flag FP16"):
+        tensorrt_build.build_engine(m11, os.path.join(b, "model.onnx"), "image", shapes,
+                             tensorrt_build.Recipe("fp16", "model.onnx", builder_flags=("FP16",)), 64)
     m10 = install_tensorrt(monkeypatch, V10, gpu)
-    with pytest.raises(engines.TensorRTError, match="could not build the fp16 engine"):
-        engines.build_engine(m10, os.path.join(b, "model.onnx"), "image", shapes,
-                             engines.Recipe("fp16", "model.onnx", builder_flags=("FP16",),
+    with pytest.raises(tensorrt_build.TensorRTError, match="could not build the fp16 engine"):
+        tensorrt_build.build_engine(m10, os.path.join(b, "model.onnx"), "image", shapes,
+                             tensorrt_build.Recipe("fp16", "model.onnx", builder_flags=("FP16",),
                                             network_flags=("STRONGLY_TYPED",)), 64)
 
 
@@ -241,7 +242,7 @@ def test_a_failed_write_leaves_the_bundle_as_it_was(monkeypatch, gpu, tmp_path):
     trt(monkeypatch, V10, gpu)
     b = fake_bundle(str(tmp_path / "b"), precisions=("fp32", "fp16"))
     before = snapshot(b)
-    real = engines.atomic_path
+    real = tensorrt_build.atomic_path
     calls = []
 
     def fails_second(path):
@@ -250,9 +251,9 @@ def test_a_failed_write_leaves_the_bundle_as_it_was(monkeypatch, gpu, tmp_path):
             raise OSError(28, "No space left on device", path)
         return real(path)
 
-    monkeypatch.setattr(engines, "atomic_path", fails_second)
+    monkeypatch.setattr(tensorrt_build, "atomic_path", fails_second)
     with pytest.raises(OSError, match="No space left"):
-        engines.build_bundle(b)
+        tensorrt_build.build_bundle(b)
     assert snapshot(b) == before  # the first engine's temporary file is gone, nothing was renamed
 
 
@@ -267,7 +268,7 @@ def test_a_failed_manifest_write_removes_the_new_files(monkeypatch, gpu, tmp_pat
 
     monkeypatch.setattr(Manifest, "save", no_space)
     with pytest.raises(OSError):
-        engines.build_bundle(b)
+        tensorrt_build.build_bundle(b)
     assert snapshot(b) == before
 
 
@@ -430,3 +431,25 @@ def test_links_named_like_outputs_are_refused(monkeypatch, gpu, tmp_path, capsys
     assert build(b) == 2
     assert "a symbolic link or not a regular file" in capsys.readouterr().err
     assert victim.read_text() == "keep me" and sorted(os.listdir(b)) == before
+
+
+FILES = {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"},
+         "fp16": {"onnxruntime": "model.fp16.onnx", "tensorrt": "model.fp16.onnx"},
+         "int8": {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}}
+
+
+def test_tensorrt_profile_names_and_sources():
+    assert tensorrt_build.profile_shapes(224, 6, 64) == ((1, 3, 224, 224), (6, 3, 224, 224), (64, 3, 224, 224))
+    assert tensorrt_build.profile_shapes(224, 100, 8)[1][0] == 8  # opt never exceeds max
+    assert engine_file_name("int8", "10.3.0", cc_compact("87")) == "engine.int8.trt10.3.0.sm87.plan"
+    # TensorRT 11: strongly typed from the typed ONNX files, no builder flags
+    assert tensorrt_build.source_onnx("fp16", "11.4.0", FILES) == ("model.fp16.onnx", [])
+    assert tensorrt_build.source_onnx("int8", "11.4.0", FILES) == ("model.int8.qdq.onnx", [])
+    # TensorRT 10 (JetPack 6): weak typing with builder flags; int8 from the Q/DQ model
+    assert tensorrt_build.source_onnx("fp16", "10.3.0", FILES) == ("model.onnx", ["FP16"])
+    assert tensorrt_build.source_onnx("int8", "10.3.0", FILES) == ("model.int8.qdq.onnx", ["INT8", "FP16"])
+    with pytest.raises(tensorrt_build.TensorRTError, match="no int8 ONNX"):
+        tensorrt_build.source_onnx("int8", "11.0", {"fp32": FILES["fp32"]})
+    e = tensorrt_build.engine_entry("fp16", "engine.fp16.trt11.4.0.sm90.plan", "11.4.0", "90",
+                            tensorrt_build.profile_shapes(224, 1, 32), "model.fp16.onnx", [])
+    assert (e["min_batch"], e["opt_batch"], e["max_batch"], e["strongly_typed"]) == (1, 1, 32, True)

@@ -1,5 +1,5 @@
 """The TensorRT backend's ``__init__`` / ``run`` / ``close`` run against the fake tensorrt and CUDA bindings
-(tests/fakes) for TensorRT 8.6, 10.3 and 11.x, on engines that ``runtime.engines`` built with the same fakes.
+(tests/fakes) for TensorRT 8.6, 10.3 and 11.x, on engines that ``runtime.backends.tensorrt_build`` built with the same fakes.
 Torch-free. The fake engine computes sigmoid(mean of each input), read from and written to the fake CUDA memory,
 so the numbers show that the copies, shapes and addresses are right; the real TensorRT has never run this."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from runtime import engines
+from runtime.backends import tensorrt_build
 from runtime.backends import BackendError, open_backend
 from runtime.backends.tensorrt import TensorRTBackend, open_cuda
 from runtime.manifest import BundleError, load_manifest
@@ -23,12 +23,12 @@ ALL = [VERSIONS["8.6"], VERSIONS["10.3"], VERSIONS["11.1"]]
 
 def setup(monkeypatch, tmp_path, version, max_batch=8, cuda_python="bindings", pycuda=False, error=None,
           precisions=("fp32", "fp16")):
-    """A bundle with engines built by runtime.engines on the fake GPU; (bundle, fake tensorrt module, CUDA state)."""
+    """A bundle with engines built by runtime.backends.tensorrt_build on the fake GPU; (bundle, fake tensorrt module, CUDA state)."""
     state = CudaState("Orin", (8, 7))
     install_cuda(monkeypatch, state, cuda_python="bindings")
     trt = install_tensorrt(monkeypatch, version, state)
     b = fake_bundle(str(tmp_path / "b"))
-    engines.build_bundle(b, precisions=list(precisions), max_batch=max_batch)
+    tensorrt_build.build_bundle(b, precisions=list(precisions), max_batch=max_batch)
     state.error = error  # from here on, as the runtime machine's bindings behave
     install_cuda(monkeypatch, state, cuda_python=cuda_python, pycuda=pycuda)
     return b, trt, state

@@ -48,11 +48,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import UnavailableError, UserInputError, one_line
-from .files import atomic_path
-from .manifest import PRECISIONS, BundleError, engine_file_name, timing_cache_file_name
+from ..errors import BundleError, UnavailableError, UserInputError, one_line
+from ..files import atomic_path
+from ..manifest import engine_file_name, timing_cache_file_name
+from ..precisions import precision_names
+from .tensorrt import cc_compact, cc_key, version_key
 
-log = logging.getLogger("runtime.engines")
+log = logging.getLogger(__name__)
 
 MIN_TENSORRT = (8, 6)  # JetPack 6.0; older versions lack parts of the name-based API used here and in the backend
 DEFAULT_MAX_BATCH = 32  # the Scorer's default batch size
@@ -69,36 +71,8 @@ class TensorRTError(UnavailableError):
 # --- versions, names, shapes (no TensorRT needed) ---------------------------------------------------------------
 
 
-def version_key(version) -> tuple:
-    from .backends.tensorrt import version_key as key
-
-    return key(version)
-
-
 def major(version) -> int:
     return version_key(version)[0]
-
-
-def cc_key(cc) -> str:
-    """Compute capability as 'major.minor' (8.7, '87', 'sm87', (8, 7) -> '8.7')."""
-    from .backends.tensorrt import cc_key as key
-
-    return key(cc)
-
-
-def cc_compact(cc) -> str:
-    """'8.7' -> '87', as in file names (sm87)."""
-    return cc_key(cc).replace(".", "")
-
-
-def engine_name(precision: str, trt_version: str, cc) -> str:
-    """engine.<precision>.trt<version>.sm<cc>.plan (docs/bundle.md): an engine only runs where it was built."""
-    return engine_file_name(precision, trt_version, cc_compact(cc))
-
-
-def timing_cache_name(trt_version: str, cc) -> str:
-    """timing.trt<version>.sm<cc>.cache: TensorRT rejects a cache made by another version or GPU."""
-    return timing_cache_file_name(trt_version, cc_compact(cc))
 
 
 def profile_shapes(size: int, opt_batch: int, max_batch: int) -> tuple[tuple, tuple, tuple]:
@@ -192,7 +166,7 @@ def usual_batch(prep) -> int:
     640 x 480 image for patch models."""
     if prep.resize == "square":
         return 1
-    from .preprocess import patch_count
+    from ..preprocess import patch_count
 
     return patch_count(480, 640, prep)
 
@@ -219,8 +193,8 @@ def require_tensorrt():
 
 def gpu(device_id: int = 0) -> tuple[str, str, str]:
     """(name, compute capability 'major.minor', binding) of the GPU engines are built for; TensorRTError without one."""
-    from .backends import BackendError
-    from .backends.tensorrt import gpu_info
+    from . import BackendError
+    from .tensorrt import gpu_info
 
     try:
         return gpu_info(device_id)
@@ -371,15 +345,16 @@ def build_plans(folder: str, files, precisions, input_name: str, size: int, opt_
         if not os.path.isfile(onnx_path):
             raise BundleError(f"{folder}: {rec.onnx} (the {rec.precision} engine's source) is missing")
     # A bundle is untrusted: a link named like an output could make the writes land outside it.
-    for out in [engine_name(r.precision, version, cc) for r in recipes] + [timing_cache_name(version, cc)]:
+    outputs = [engine_file_name(r.precision, version, cc_compact(cc)) for r in recipes]
+    for out in outputs + [timing_cache_file_name(version, cc_compact(cc))]:
         path = os.path.join(folder, out)
         if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
             raise BundleError(f"{path}: a symbolic link or not a regular file; engines and timing caches are "
                               "written only as regular files of the bundle (remove it first)")
-    timing = TimingCache(folder, timing_cache_name(version, cc))
+    timing = TimingCache(folder, timing_cache_file_name(version, cc_compact(cc)))
     build = EngineBuild(folder, version, name, cc_key(cc), binding, timing)
     for rec in recipes:
-        file = engine_name(rec.precision, version, cc)
+        file = engine_file_name(rec.precision, version, cc_compact(cc))
         onnx_path = os.path.join(folder, rec.onnx)
         log.info(f"{file}: building from {rec.onnx} on {name} (sm {cc_key(cc)}), TensorRT {version}"
                  + (f", flags {' '.join(rec.builder_flags)}" if rec.builder_flags else "")
@@ -446,8 +421,8 @@ def build_bundle(bundle: str, precisions=None, max_batch: int = DEFAULT_MAX_BATC
     version and GPU is replaced (its entry, and its file when the name changed); other engines are kept. Nothing
     in the bundle changes unless every engine was built.
     """
-    from .files import folder_problem
-    from .manifest import load_manifest
+    from ..files import folder_problem
+    from ..manifest import load_manifest
 
     m = load_manifest(bundle)
     root = m.root
@@ -456,9 +431,9 @@ def build_bundle(bundle: str, precisions=None, max_batch: int = DEFAULT_MAX_BATC
     has_qdq = isinstance(qdq, str) and os.path.isfile(m.path(qdq, "files.int8.tensorrt"))
     buildable = [p for p in have if p != "int8" or has_qdq]
     precisions = list(dict.fromkeys(precisions or buildable))
-    unknown = [p for p in precisions if p not in PRECISIONS]
+    unknown = [p for p in precisions if p not in precision_names()]
     if unknown:
-        raise UserInputError(f"unknown precision {', '.join(unknown)} (choose from {', '.join(PRECISIONS)})")
+        raise UserInputError(f"unknown precision {', '.join(unknown)} (choose from {', '.join(precision_names())})")
     missing = [p for p in precisions if p not in have]
     if missing:
         raise BundleError(f"{root}: no {', '.join(missing)} model in this bundle (has: {', '.join(have) or 'none'})")
