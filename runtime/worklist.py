@@ -1,4 +1,5 @@
-"""What to score: ``--files-from LIST`` (one path a line) and ``--shard I/N`` (a stable split by path).
+"""What to score: PATH arguments, ``--files-from LIST`` (one path a line) and ``--shard I/N`` (a stable split by
+path), gathered once (:func:`gather`); and the scores of such a list in input order (:func:`in_input_order`).
 
 Shared by ``icrt score`` and ``icrt batch``. Light: imports only the standard library.
 
@@ -146,14 +147,6 @@ def unique(paths) -> list[str]:
     return out
 
 
-def add_worklist_options(parser) -> None:
-    """``--files-from LIST`` and ``--shard I/N`` (icrt score and icrt batch)."""
-    parser.add_argument("--files-from", metavar="LIST", help="also score the files named in LIST, one path a line "
-                        "(taken literally: no globs, no folder listing; - reads standard input)")
-    parser.add_argument("--shard", type=shard_arg, default=None, metavar="I/N",
-                        help="score only shard I of N (counted from 0): a stable split by a hash of the path")
-
-
 def collect_paths(args_paths, recursive: bool, problems: dict) -> list[str]:
     """PATH arguments through the runtime's walker (``runtime.inputs.collect``): folders that cannot be listed
     are failed inputs (in ``problems``), and symlink loops met while walking are told on stderr, one line each
@@ -174,14 +167,18 @@ def collect_paths(args_paths, recursive: bool, problems: dict) -> list[str]:
     return paths
 
 
-def gather(args, problems: dict) -> list[str]:
-    """The command's paths: PATH arguments through the runtime's walker (``runtime.inputs.collect``), then the
+def gather(args, problems: dict, list_uri=None) -> list[str]:
+    """The command's paths: PATH arguments through the runtime's walker (``runtime.inputs.collect``; with
+    ``list_uri(uri, recursive) -> [uri]``, the URIs among them listed by it, after the local paths), then the
     ``--files-from`` list, duplicates dropped, then ``--shard``. UserInputError when neither gives a path."""
     from .formats import printable
 
     if not args.paths and not args.files_from:
         raise UserInputError("nothing to score: give image PATHs or --files-from LIST")
-    paths = collect_paths(args.paths, args.recursive, problems)
+    uris = [a for a in args.paths if is_uri(a)] if list_uri is not None else []
+    paths = collect_paths([a for a in args.paths if a not in uris], args.recursive, problems)
+    for u in uris:
+        paths += list_uri(u, args.recursive)
     listed = read_path_list(args.files_from) if args.files_from else []
     paths = unique(paths + listed)
     if not paths:
@@ -194,3 +191,14 @@ def gather(args, problems: dict) -> list[str]:
         import logging
         logging.getLogger("icrt").info("icrt: shard %d/%d holds none of the %d input(s)", *args.shard, len(paths))
     return chosen
+
+
+def in_input_order(scorer, paths: list[str], problems: dict, progress=None, **score_options):
+    """Records in input order: the scorer's (``iter_score(..., **score_options)``), and an error record for each
+    path found bad while listing (``problems``). ``progress``: a callable told of each record."""
+    it = scorer.iter_score([p for p in paths if p not in problems], **score_options)
+    for p in paths:
+        rec = {"image": p, "error": problems[p]} if p in problems else next(it)
+        if progress is not None:
+            progress(rec)
+        yield rec

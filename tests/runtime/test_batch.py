@@ -1,5 +1,5 @@
-"""`icrt batch --engine local` (runtime/batch.py): Parquet parts equal `icrt score`, resume, lists, shards, the
-watchdog. Needs pyarrow (the [scale] extra); torch-free. The Ray engine: test_batch_ray*.py.
+"""`icrt batch --runner local` (runtime/batch/): Parquet parts equal `icrt score`, resume, lists, shards, the
+watchdog. Needs pyarrow (the [scale] extra); torch-free. The Ray runner: test_batch_ray*.py.
 
 Helpers here are shared with the Ray tests (import only the helpers from this module, never its tests)."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from runtime.batch import COLUMNS, row_path  # noqa: E402
+from runtime.batch.parts import COLUMNS, row_path  # noqa: E402
 from runtime.worklist import shard_of  # noqa: E402
 from tests.images import textured  # noqa: E402
 from tests.runtime.fixtures import ROOT, broken_inputs, run_cli  # noqa: E402
@@ -183,7 +183,7 @@ def kill_after_first_part(argv, out, env, timeout=240) -> bool:
     return killed
 
 
-# --- the local engine ------------------------------------------------------------------------------------------
+# --- the local runner ------------------------------------------------------------------------------------------
 
 
 def test_local_rows_equal_icrt_score(tmp_path, capsys, square_bundle):
@@ -324,24 +324,32 @@ def test_stalled_local_run_fails_clearly(tmp_path, square_bundle):
     assert time.monotonic() - t0 < 100
 
 
-def test_ray_options_need_the_ray_engine(tmp_path, capsys, square_bundle):
+def test_ray_options_need_the_ray_runner(tmp_path, capsys, square_bundle):
     paths = make_inputs(tmp_path / "in", 1, broken=False, odd=False)
     code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--ray-address", "auto")
-    assert code == 2 and "--engine ray" in err
+    assert code == 2 and "--runner ray" in err
 
 
-def test_ray_engine_without_ray_says_what_to_install(tmp_path, capsys, square_bundle, monkeypatch):
+def test_engine_is_the_old_name_of_runner(tmp_path, capsys, square_bundle):
+    paths = make_inputs(tmp_path / "in", 1, broken=False, odd=False)
+    code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--engine", "local")
+    assert code == 0 and "--engine is now --runner" in err
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["runner"] == "local"
+
+
+def test_ray_runner_without_ray_says_what_to_install(tmp_path, capsys, square_bundle, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     paths = make_inputs(tmp_path / "in", 2, broken=False, odd=False)
-    code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--engine", "ray")
+    code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--runner", "ray")
     assert code == 2 and "pip install 'icrt[scale]'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_ray_budget_leaves_cpus_for_reading():
-    from runtime.batch import READ_RESERVE, Job, ray_budget
+    from runtime.batch.job import Job
+    from runtime.batch.ray_runner import READ_RESERVE, ray_budget
     from runtime.errors import UnavailableError
 
-    job = Job(out="o", bundle="b", engine="ray", workers=2)
+    job = Job(out="o", bundle="b", runner="ray", workers=2)
     cpw, gpw, threads = ray_budget(job, {"CPU": 2.0}, 2.0)
     assert cpw == 0.75 and gpw == 0 and threads == 1 and 2 * cpw + READ_RESERVE <= 2
     assert ray_budget(Job(out="o", bundle="b", workers=1), {"CPU": 2.0}, 2.0)[2] == 2  # one worker: both cores
@@ -355,12 +363,12 @@ def test_ray_budget_leaves_cpus_for_reading():
 
 
 def test_one_run_per_folder(tmp_path, capsys, square_bundle):
-    from runtime.batch import _lock
+    from runtime.batch.folder import lock_folder
 
     paths = make_inputs(tmp_path / "in", 2, broken=False, odd=False)
     out = tmp_path / "out"
     out.mkdir()
-    held = _lock(str(out))  # another run writing this folder
+    held = lock_folder(str(out))  # another run writing this folder
     try:
         code, _, err = run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle)
         assert code == 2 and "being written by another icrt batch run" in err and f"pid {os.getpid()}" in err
@@ -370,7 +378,7 @@ def test_one_run_per_folder(tmp_path, capsys, square_bundle):
 
 
 def test_slow_runs_still_write_parts(tmp_path):
-    from runtime.batch import PartWriter, records_table
+    from runtime.batch.parts import PartWriter, records_table
 
     w = PartWriter(str(tmp_path), part_rows=1000, part_seconds=0.0)  # every row older than 0 s: written at once
     w.add(records_table([{"image": "a.png", "score": 0.5, "patches": 1, "width": 2, "height": 3}]))

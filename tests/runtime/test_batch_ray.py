@@ -1,5 +1,5 @@
-"""`icrt batch --engine ray` in process, on one local Ray of 2 CPUs shared by this module's tests: rows equal
-`icrt score`'s (and the local engine's), shards, a starving actor pool refused. Skipped only when Ray Data (the
+"""`icrt batch --runner ray` in process, on one local Ray of 2 CPUs shared by this module's tests: rows equal
+`icrt score`'s (and the local runner's), shards, a starving actor pool refused. Skipped only when Ray Data (the
 [scale] extra) is not installed. Killed-and-resumed and stalled runs: test_batch_ray_subprocess.py."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 
-from runtime.batch import row_path  # noqa: E402
+from runtime.batch.parts import row_path  # noqa: E402
 from runtime.worklist import shard_of  # noqa: E402
 from tests.runtime.fixtures import run_cli  # noqa: E402
 from tests.runtime.test_batch import assert_rows_match, make_inputs, read_rows, reference, write_list  # noqa: E402
@@ -63,20 +63,20 @@ def test_ray_rows_equal_icrt_score(local_ray, deadline, inputs, tmp_path, capsys
     out = tmp_path / "out"
     t0 = time.monotonic()
     code, stdout, err = run_cli(capsys, "batch", "--files-from", lst, "--out", out, "-m", square_bundle,
-                                "--engine", "ray", "--workers", 2, "--part-rows", 25, "--images-per-task", 16,
+                                "--runner", "ray", "--workers", 2, "--part-rows", 25, "--images-per-task", 16,
                                 "--stall-timeout", 240)
     assert code == 1, err
     rows = read_rows(out)
     assert len(rows) == len(paths)
     assert_rows_match(rows, ref)
     s = json.load(open(out / "summary.json"))
-    assert s["engine"] == "ray" and s["ray"]["workers"] == 2 and s["ray"]["cpus_per_worker"] == 0.75
+    assert s["runner"] == "ray" and s["ray"]["workers"] == 2 and s["ray"]["cpus_per_worker"] == 0.75
     assert s["ray"]["version"] == ray.__version__ and s["counts"]["rows"] == len(paths)
     assert os.path.isfile(out / "_SUCCESS")
     for r in ref:  # `icrt score`'s error lines
         if "error" in r and r["image"].isprintable():
             assert f"icrt: {r['image']}: {r['error']}" in err
-    print(f"ray engine, 2 workers: {len(paths)} inputs in {time.monotonic() - t0:.1f} s")
+    print(f"ray runner, 2 workers: {len(paths)} inputs in {time.monotonic() - t0:.1f} s")
 
 
 def test_ray_shards_partition(local_ray, deadline, inputs, tmp_path, capsys, square_bundle):
@@ -86,7 +86,7 @@ def test_ray_shards_partition(local_ray, deadline, inputs, tmp_path, capsys, squ
     for i in range(2):
         out = tmp_path / f"shard{i}"
         code, _, err = run_cli(capsys, "batch", "--files-from", lst, "--shard", f"{i}/2", "--out", out,
-                               "-m", square_bundle, "--engine", "ray", "--workers", 1, "--stall-timeout", 240)
+                               "-m", square_bundle, "--runner", "ray", "--workers", 1, "--stall-timeout", 240)
         assert code in (0, 1), err
         rows = [r["path"] for r in read_rows(out)]
         assert sorted(rows) == sorted(row_path(p) for p in paths if shard_of(p, 2) == i)
@@ -99,7 +99,7 @@ def test_ray_refuses_a_pool_that_would_starve_reading(local_ray, deadline, input
     tmp, paths = inputs
     t0 = time.monotonic()
     code, _, err = run_cli(capsys, "batch", *paths[:5], "--out", tmp_path / "out", "-m", square_bundle,
-                           "--engine", "ray", "--workers", 2, "--cpus-per-worker", 1)
+                           "--runner", "ray", "--workers", 2, "--cpus-per-worker", 1)
     lines = [ln for ln in err.splitlines() if ln.startswith("icrt: error:")]
     assert code == 2 and len(lines) == 1 and "read tasks would wait" in lines[0], err
     assert time.monotonic() - t0 < 60

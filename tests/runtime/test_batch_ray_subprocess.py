@@ -1,4 +1,4 @@
-"""`icrt batch --engine ray` as a user runs it (a subprocess that starts and stops its own local Ray): killed at
+"""`icrt batch --runner ray` as a user runs it (a subprocess that starts and stops its own local Ray): killed at
 the first part and resumed, and a run that cannot make progress. Skipped only when Ray Data is not installed."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 
-from runtime.batch import row_path  # noqa: E402
+from runtime.batch.parts import row_path  # noqa: E402
 from tests.runtime.test_batch import (_session_pids, icrt, kill_after_first_part, make_inputs, read_rows,  # noqa: E402
                                       slow_env, write_list)
 
@@ -21,7 +21,7 @@ def test_ray_killed_and_resumed_has_no_duplicates_and_no_gaps(tmp_path, square_b
     paths = make_inputs(tmp_path / "in", 100)
     out = tmp_path / "out"
     lst = write_list(tmp_path / "list.txt", paths)
-    argv = ["batch", "--files-from", lst, "--out", out, "-m", square_bundle, "--engine", "ray", "--workers", 2,
+    argv = ["batch", "--files-from", lst, "--out", out, "-m", square_bundle, "--runner", "ray", "--workers", 2,
             "--part-rows", 10, "--images-per-task", 8, "--stall-timeout", 240]
     assert kill_after_first_part(argv, out, slow_env(tmp_path, delay=0.1), timeout=300)
     before = read_rows(out)
@@ -45,7 +45,7 @@ def test_ray_run_without_progress_fails_clearly(tmp_path, square_bundle):
     paths = make_inputs(tmp_path / "in", 4, broken=False, odd=False)
     t0 = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "batch", *paths, "--out", str(tmp_path / "out"),
-                             "-m", square_bundle, "--engine", "ray", "--stall-timeout", "8"], cwd=ROOT,
+                             "-m", square_bundle, "--runner", "ray", "--stall-timeout", "8"], cwd=ROOT,
                             env=slow_env(tmp_path, stall=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:

@@ -23,10 +23,10 @@ V86, V10, V11 = VERSIONS["8.6"], VERSIONS["10.3"], VERSIONS["11.1"]
 @pytest.fixture(autouse=True)
 def only_build_command(monkeypatch):
     """`icrt` with the build command only: other command modules (being written elsewhere) cannot break these."""
-    from runtime import cli
+    from runtime import commands
 
-    assert "runtime.build_cmd" in cli.COMMAND_MODULES  # registered
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["runtime.build_cmd"])
+    assert "build" in commands.COMMANDS  # registered
+    monkeypatch.setattr(commands, "COMMANDS", ("build",))
 
 
 @pytest.fixture

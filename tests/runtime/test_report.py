@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 import pytest
 
 from runtime import report
+from runtime.report import html as report_html, readers, statistics as report_stats
 from tests.images import textured
 from tests.runtime.fixtures import run_cli
 
@@ -106,8 +107,8 @@ def check_page(page: str, records: list[dict]):
     assert spread == sorted(spread) and len(spread) == len(good)
     assert spread == pytest.approx(good, abs=6e-5)
     assert section(page, "From simplest to most complex").count('src="data:image/jpeg;base64,') == len(good)
-    assert sheet_scores(page, "Simplest") == pytest.approx(good[:report.EXTREMES], abs=6e-5)
-    assert sheet_scores(page, "Most complex") == pytest.approx(good[-report.EXTREMES:], abs=6e-5)
+    assert sheet_scores(page, "Simplest") == pytest.approx(good[:report_stats.EXTREMES], abs=6e-5)
+    assert sheet_scores(page, "Most complex") == pytest.approx(good[-report_stats.EXTREMES:], abs=6e-5)
     # per-folder counts, errors and medians
     folders: dict[str, list] = {}
     for r in records:
@@ -153,7 +154,7 @@ def test_thumbs_option_and_missing_image_placeholder(scored, capsys, tmp_path):
     src.write_text(json.dumps(records))
     page, _ = make(capsys, tmp_path, src)  # the images are not below the scores file's folder: not shown
     spread = section(page, "From simplest to most complex")
-    assert spread.count('class="ph"') == 10 and spread.count(report.OUTSIDE_ROOT) == 8  # (two are below it)
+    assert spread.count('class="ph"') == 10 and spread.count(report_html.OUTSIDE_ROOT) == 8  # (two are below it)
     root = os.path.commonpath([str(tmp_path), scored["root"]])  # a root the user names: below it, shown
     page, _ = make(capsys, tmp_path, src, "--title", "<b>mine</b>", "--images-root", root)
     assert "<title>&lt;b&gt;mine&lt;/b&gt;</title>" in page
@@ -215,8 +216,8 @@ def test_json_list_is_streamed_across_chunks(tmp_path, monkeypatch):
                for i in range(40)]
     p = tmp_path / "s.json"
     p.write_text("\ufeff" + json.dumps(records, indent=1))
-    monkeypatch.setattr(report, "CHUNK", 7)
-    rows = list(report.Source(str(p)).rows())
+    monkeypatch.setattr(readers, "CHUNK", 7)
+    rows = list(readers.Source(str(p)).rows())
     assert [r.path for r in rows] == [r["image"] for r in records]
     assert [r.score for r in rows] == [r.get("score") for r in records]
     assert [r.error for r in rows] == [r.get("error") for r in records]
@@ -227,7 +228,7 @@ def test_memory_bounded_selection(tmp_path, monkeypatch):
     the first / last thumbnails are still exact; binned medians are close."""
     for k, v in {"SAMPLE_SIZE": 50, "EXACT_FOLDER": 20, "EXACT_GLOBAL": 100, "MAX_FOLDERS": 3, "MAX_ERRORS": 5,
                  "FOLDER_BINS": 512, "GLOBAL_BINS": 1024}.items():
-        monkeypatch.setattr(report, k, v)
+        monkeypatch.setattr(report_stats, k, v)
     n = 3000
     scores = [((i * 7919) % n) / n * 3 - 1 for i in range(n)]  # -1 .. 2: a permutation, not in [0, 1]
     p = tmp_path / "big.jsonl"
@@ -236,8 +237,8 @@ def test_memory_bounded_selection(tmp_path, monkeypatch):
             rec = {"image": f"f{i % 5}/{i}.png", "error": f"bad {i % 2}"} if i % 10 == 0 else \
                 {"image": f"f{i % 5}/{i}.png", "score": s}
             f.write(json.dumps(rec) + "\n")
-    src = report.Source(str(p))
-    page, rep = report._render_source(src, thumbs=9, title=None)
+    src = readers.Source(str(p))
+    page, rep = report.render_source(src, thumbs=9, title=None)
     good = [s for i, s in enumerate(scores) if i % 10]
     assert len(rep.sample) == 50 and rep.dist.values is None and len(rep.errors) == 5
     assert rep.error_count == n // 10 and rep.scored == len(good)
@@ -246,8 +247,8 @@ def test_memory_bounded_selection(tmp_path, monkeypatch):
     spread = [x.score for x in rep.spread()]
     assert spread == sorted(spread) and len(spread) == 9
     assert spread[0] == min(good) and spread[-1] == max(good)
-    assert [x.score for x in rep.simplest()] == sorted(good)[:report.EXTREMES]
-    assert [x.score for x in rep.most_complex()] == sorted(good)[-report.EXTREMES:]
+    assert [x.score for x in rep.simplest()] == sorted(good)[:report_stats.EXTREMES]
+    assert [x.score for x in rep.most_complex()] == sorted(good)[-report_stats.EXTREMES:]
     assert rep.dist.quantile(0.5) == pytest.approx(statistics.median(good), abs=3 / 1024)
     for name, f in rep.folders.items():
         exact = statistics.median(s for i, s in enumerate(scores) if i % 10 and f"f{i % 5}" == name)
@@ -257,7 +258,7 @@ def test_memory_bounded_selection(tmp_path, monkeypatch):
 
 
 def test_dist_quantiles_exact_then_binned():
-    d = report.Dist(0.0, 1.0, exact_limit=10, bins=1000)
+    d = report_stats.Dist(0.0, 1.0, exact_limit=10, bins=1000)
     for v in (0.3, 0.1, 0.2):
         d.add(v)
     assert d.exact and d.quantile(0.5) == 0.2 and d.quantile(0) == 0.1 and d.quantile(1) == 0.3
@@ -335,7 +336,7 @@ def test_a_bad_summary_is_noted_not_fatal(scored, capsys, tmp_path):
     """N15: the parts are the data; a summary.json that is not JSON, too large, nested too deeply, a FIFO or a
     link is not shown, with a note saying why, and the report is made."""
     cases = {"json": ("{not json", "summary.json not shown: Expecting property name"),
-             "large": ('{"x": "' + "a" * report.MAX_SUMMARY_BYTES + '"}', "larger than"),
+             "large": ('{"x": "' + "a" * readers.MAX_SUMMARY_BYTES + '"}', "larger than"),
              "deep": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
              "fifo": (None, "is a FIFO"), "link": ("/etc/passwd", "is a symbolic link")}
     for name, (text, says) in cases.items():
@@ -388,7 +389,7 @@ def test_thumbnails_only_from_below_the_scores_folder(capsys, tmp_path):
     page, _ = make(capsys, tmp_path, src)
     spread = section(page, "From simplest to most complex")
     assert spread.count('src="data:image/jpeg;base64,') == 1  # mine.jpg only
-    assert placeholders(spread) == ["no such file", *[html.escape(report.OUTSIDE_ROOT)] * 5]
+    assert placeholders(spread) == ["no such file", *[html.escape(report_html.OUTSIDE_ROOT)] * 5]
     assert "exists" not in page and "not a recognised image format" not in page and "permission" not in page
     # the user names a wider root: then they are shown
     page, _ = make(capsys, tmp_path, src, "--images-root", str(tmp_path))
@@ -434,7 +435,7 @@ def test_extreme_scores_and_deep_json_are_one_line_or_a_page(capsys, tmp_path):
 @pytest.mark.parametrize("peak", [1, 2, 3, 4, 5, 6, 7, 9, 11, 17, 99, 101, 1234, 999_999])
 def test_histogram_count_labels_are_distinct_whole_numbers(peak):
     """N20: the count axis of small histograms labelled 0, 1, 2, 2, 3."""
-    step, ticks = report.count_ticks(peak)
+    step, ticks = report_html.count_ticks(peak)
     labels = [step * k for k in range(ticks + 1)]
     assert len(set(labels)) == len(labels) and labels[-1] >= peak and 1 <= ticks <= 5
     assert labels[-1] < peak + step

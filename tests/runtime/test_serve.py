@@ -58,7 +58,7 @@ def same_records(local, remote, tol=1e-5):
 def server(square_bundle, tmp_path_factory):
     """``icrt serve`` of the tiny square bundle: up for the module, stopped with SIGINT at its end."""
     need_serve()
-    from runtime.serve import ServerProcess
+    from runtime.serving.process import ServerProcess
 
     log = str(tmp_path_factory.mktemp("serve") / "serve.log")
     sp = ServerProcess(["-m", square_bundle, "--max-batch", "8", "--max-queue-delay-us", "100000"], log_path=log, cwd=ROOT)
@@ -183,7 +183,7 @@ def test_patch_model_scores_and_sigterm_stops_everything(patches_bundle, tmp_pat
     need_serve()
     import json
 
-    from runtime.serve import ServerProcess
+    from runtime.serving.process import ServerProcess
 
     paths = images(str(tmp_path / "imgs"))
     local = Scorer.load(patches_bundle).score_many(paths)
@@ -206,7 +206,7 @@ def test_patch_model_scores_and_sigterm_stops_everything(patches_bundle, tmp_pat
 
 
 def process_name(pid):
-    from runtime.serve import process_name as name
+    from runtime.serving.process import process_name as name
     return name(pid)
 
 
@@ -250,7 +250,7 @@ def test_score_url_usage_errors(tmp_path, capsys, argv, words):
 
 def test_score_url_with_no_server_there(tmp_path, capsys):
     pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
-    from runtime.serve import free_ports
+    from runtime.serving.process import free_ports
 
     img = images(str(tmp_path), 1)[0]
     code, out, err = run_cli(capsys, "score", img, "--url", f"http://127.0.0.1:{free_ports(1)[0]}")
@@ -381,11 +381,11 @@ def test_score_url_truncated_inference_replies_are_error_records(tmp_path, capsy
 def test_serve_refuses_oversized_images_and_requests_before_decoding(monkeypatch):
     """N21: icrt serve's own caps (Triton's HTTP limit is fixed at 64 MB, its gRPC one is 2 GB): rows over
     MAX_IMAGE_BYTES, and every row of a request over MAX_REQUEST_BYTES, get error rows and are never decoded."""
-    import runtime.triton as triton
-    from runtime.serve import infer_function
+    import runtime.serving.limits as limits
+    from runtime.serving.server import infer_function
 
-    monkeypatch.setattr(triton, "MAX_IMAGE_BYTES", 10)
-    monkeypatch.setattr(triton, "MAX_REQUEST_BYTES", 25)
+    monkeypatch.setattr(limits, "MAX_IMAGE_BYTES", 10)
+    monkeypatch.setattr(limits, "MAX_REQUEST_BYTES", 25)
     decoded = []
 
     class Scorer:

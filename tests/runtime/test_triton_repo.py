@@ -17,7 +17,7 @@ import pytest
 
 from runtime.errors import UserInputError
 from runtime.manifest import FILE_NAMES, EngineRecord, Manifest, engine_file_name, load_manifest, write_bundle
-from runtime.triton import MARKER, OUTPUTS, write_repository
+from runtime.serving.repository import MARKER, OUTPUTS, write_repository
 from tests.images import textured
 from tests.runtime.fixtures import DATA, TINY_FILES, broken_inputs, run_cli, tiny_preprocessing
 
@@ -111,7 +111,7 @@ def test_cpu_repository_configs_match_the_onnx_model(square_bundle, tmp_path):
     version = out / "icrt" / "1"
     assert (version / "model.py").read_text().startswith('"""icrt\'s front model')
     copied = {str(p.relative_to(version / "runtime")) for p in (version / "runtime").rglob("*") if p.is_file()}
-    assert {"__init__.py", "scorer.py", "preprocess.py", "triton.py", "backends/__init__.py"} <= copied
+    assert {"__init__.py", "scorer.py", "preprocess.py", "serving/repository.py", "backends/__init__.py"} <= copied
     assert all(p.endswith(".py") for p in copied) and not any("default_bundle" in p or "triton_model" in p for p in copied)
 
 
@@ -297,9 +297,10 @@ def test_the_repository_serves_in_the_real_tritonserver(patches_bundle, tmp_path
     from pytriton.utils.distribution import get_libs_path, get_stub_path
 
     import pytriton
-    from runtime.client import RemoteScorer
+    from runtime.serving.client import RemoteScorer
     from runtime.scorer import Scorer
-    from runtime.serve import ServerProcess, alive, descendants, free_ports, libpython_env
+    from runtime.serving.process import ServerProcess, alive, descendants, free_ports
+    from runtime.serving.server import libpython_env
 
     repo = tmp_path / "repo"
     write_repository(patches_bundle, str(repo), max_batch=8, max_queue_delay_us=1000)

@@ -1,4 +1,5 @@
-"""``icrt build``: TensorRT engines for this machine's GPU, built from a bundle's ONNX files (runtime.backends.tensorrt_build).
+"""``icrt build``: TensorRT engines for this machine's GPU, built from a bundle's ONNX files
+(``runtime.backends.tensorrt_build``).
 
     icrt build [-m BUNDLE] [--precision fp16,int8] [--max-batch N] [--opt-batch N] [--workspace MB]
 
@@ -11,44 +12,33 @@ Imports nothing heavy at module level (the parser is built at every ``icrt`` sta
 """
 from __future__ import annotations
 
-import argparse
-
-
-def _precisions(text: str) -> list[str]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of precisions, got {text!r}")
-    return values
+from . import options
 
 
 def add_command(subparsers):
-    from .cli import _positive_int as _positive
-    from .backends.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
-    from .manifest import PRECISIONS
+    from ..backends.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
 
     p = subparsers.add_parser("build", help="build TensorRT engines for this machine's GPU into a bundle",
                               description="Build TensorRT engines for this machine's GPU from the bundle's ONNX "
                                           "files (TensorRT Python API, no torch) and record them in its manifest.")
-    p.add_argument("-m", "--model", metavar="BUNDLE", help="model bundle folder (default: the bundled default model)")
-    p.add_argument("--precision", type=_precisions, default=None, metavar=",".join(PRECISIONS),
-                   help="engines to build (default: every precision in the bundle)")
-    p.add_argument("--max-batch", type=_positive, default=DEFAULT_MAX_BATCH, metavar="N",
+    options.add_model(p)
+    options.add_precision(p, many=True, help="engines to build (default: every precision in the bundle)")
+    p.add_argument("--max-batch", type=options.positive_int, default=DEFAULT_MAX_BATCH, metavar="N",
                    help=f"largest batch of model inputs the engines take (default {DEFAULT_MAX_BATCH})")
-    p.add_argument("--opt-batch", type=_positive, default=None, metavar="N",
+    p.add_argument("--opt-batch", type=options.positive_int, default=None, metavar="N",
                    help="batch TensorRT optimises for (default: 1 for square models, the patches of a 640x480 "
                         "image for patch models)")
-    p.add_argument("--workspace", type=_positive, default=DEFAULT_WORKSPACE_MB, metavar="MB",
+    p.add_argument("--workspace", type=options.positive_int, default=DEFAULT_WORKSPACE_MB, metavar="MB",
                    help=f"TensorRT builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MB})")
     return "build", run
 
 
 def run(args) -> int:
-    from .defaults import default_bundle
-    from .backends.tensorrt_build import build_bundle
-    from .formats import printable
-    from .manifest import manifest_path
+    from ..backends.tensorrt_build import build_bundle
+    from ..formats import printable
+    from ..manifest import manifest_path
 
-    bundle = args.model or default_bundle()
+    bundle = options.bundle(args)
     build = build_bundle(bundle, precisions=args.precision, max_batch=args.max_batch, opt_batch=args.opt_batch,
                          workspace_mb=args.workspace)
     print(f"{printable(bundle)}: TensorRT {build.tensorrt}, GPU {build.gpu} (sm {build.compute_capability}, "

@@ -3,9 +3,7 @@
     icrt report DIR_OR_FILE [-o report.html] [--thumbs N] [--title TEXT] [--images-root DIR]
 
 DIR_OR_FILE: a folder written by ``icrt batch --out`` (its Parquet parts; pyarrow, from ``icrt[scale]``), one
-Parquet part, or the JSON / JSONL / CSV of ``icrt score -o``. See runtime/report.py and docs/report.md.
-
-Imports nothing heavy at module level (the parser is built at every ``icrt`` start).
+Parquet part, or the JSON / JSONL / CSV of ``icrt score -o``. See ``runtime.report`` and docs/report.md.
 """
 from __future__ import annotations
 
@@ -13,7 +11,7 @@ import argparse
 
 
 def _thumbs(text: str) -> int:
-    from .report import MAX_THUMBS
+    from ..report import MAX_THUMBS
 
     try:
         v = int(text)
@@ -25,7 +23,7 @@ def _thumbs(text: str) -> int:
 
 
 def add_command(subparsers):
-    from .report import DEFAULT_THUMBS
+    from ..report import DEFAULT_THUMBS
 
     p = subparsers.add_parser(
         "report", help="one self-contained HTML page from icrt batch output or icrt score results",
@@ -49,9 +47,9 @@ def add_command(subparsers):
 def run(args) -> int:
     import sys
 
-    from .files import fd_target
-    from .formats import printable
-    from .report import write_report
+    from ..files import fd_target
+    from ..formats import printable
+    from ..report import write_report
 
     rep = write_report(args.source, args.output, thumbs=args.thumbs, title=args.title, images_root=args.images_root)
     # the page may have gone to stdout (-o /dev/stdout): then the count line goes to stderr

@@ -1,34 +1,31 @@
-"""``icrt triton``: write a bundle as an NVIDIA Triton model repository (runtime/triton.py, docs/serving.md).
-
-Imports nothing heavy at module level (the command list is built at every ``icrt`` start)."""
+"""``icrt triton``: write a bundle as an NVIDIA Triton model repository (``runtime.serving.repository``,
+docs/serving.md)."""
 from __future__ import annotations
 
 import sys
 
-from .errors import EXIT_OK
+from ..errors import EXIT_OK
+from . import options
 
 
-def add_command(sub):
-    from .manifest import PRECISIONS
+def add_command(subparsers):
+    from ..precisions import precision_names
 
-    p = sub.add_parser("triton", help="write a Triton model repository (ONNX / TensorRT model + Python front model)",
-                       description="Write a model repository that NVIDIA Triton Inference Server loads as it is: "
-                                   "REPO/NAME (Python backend: encoded image files in, scores out), REPO/NAME_onnx "
-                                   "(onnxruntime) and, with TensorRT engines in the bundle and --device gpu, REPO/NAME_trt.")
-    p.add_argument("-m", "--model", metavar="BUNDLE", help="model bundle folder (default: the bundled default model)")
+    p = subparsers.add_parser(
+        "triton", help="write a Triton model repository (ONNX / TensorRT model + Python front model)",
+        description="Write a model repository that NVIDIA Triton Inference Server loads as it is: REPO/NAME (Python "
+                    "backend: encoded image files in, scores out), REPO/NAME_onnx (onnxruntime) and, with TensorRT "
+                    "engines in the bundle and --device gpu, REPO/NAME_trt.")
+    options.add_model(p)
     p.add_argument("--out", required=True, metavar="REPO", help="repository folder: new, empty, or a model repository")
-    p.add_argument("--name", default="icrt", help="model name clients call (default icrt)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--max-batch", type=int, default=32, metavar="N", help="max_batch_size of the models (default 32)")
-    p.add_argument("--instances", type=int, default=1, metavar="N", help="instances of each model (default 1)")
+    options.add_serving(p)
+    options.add_precision(p)
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the ONNX / TensorRT models run")
-    p.add_argument("--tensorrt-accelerator", choices=("fp32", "fp16", "int8"), default=None, metavar="PRECISION",
+    p.add_argument("--tensorrt-accelerator", choices=precision_names(), default=None, metavar="PRECISION",
                    help="run the ONNX model through onnxruntime's TensorRT accelerator at this precision (GPU)")
     p.add_argument("--tensorrt-version", default=None, metavar="X.Y.Z",
                    help="the bundle's engines to use when it has engines for several TensorRT versions")
-    p.add_argument("--max-queue-delay-us", type=int, default=2000, metavar="US",
-                   help="how long the front model's dynamic batcher waits for more requests (default 2000)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="onnxruntime threads per ONNX model instance")
+    options.add_threads(p, help="onnxruntime threads per ONNX model instance")
     p.add_argument("--execution-env", default=None, metavar="PATH",
                    help="EXECUTION_ENV_PATH of the Python model (a conda-pack archive with numpy and Pillow, as Triton "
                         "sees it, e.g. $$TRITON_MODEL_DIRECTORY/icrt-env.tar.gz)")
@@ -36,11 +33,10 @@ def add_command(sub):
 
 
 def run(args) -> int:
-    from .defaults import default_bundle
-    from .formats import printable
-    from .triton import write_repository
+    from ..formats import printable
+    from ..serving.repository import write_repository
 
-    report = write_repository(args.model or default_bundle(), args.out, name=args.name, precision=args.precision,
+    report = write_repository(options.bundle(args), args.out, name=args.name, precision=args.precision,
                               max_batch=args.max_batch, instances=args.instances, device=args.device,
                               tensorrt_accelerator=args.tensorrt_accelerator, max_queue_delay_us=args.max_queue_delay_us,
                               threads=args.threads, tensorrt_version=args.tensorrt_version,

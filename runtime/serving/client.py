@@ -4,7 +4,7 @@
 :class:`RemoteScorer` has the part of :class:`~runtime.scorer.Scorer`'s interface the CLI uses (``iter_score``,
 ``score_many``, ``info``): files are read here (a file that cannot be read gets the same error record as locally),
 sent as encoded bytes in requests of up to the server's ``max_batch_size`` images (several requests in flight,
-Triton batches them further), and the outputs (runtime/triton.py) become records named after the local files, in
+Triton batches them further), and the outputs (runtime.records) become records named after the local files, in
 input order. A request the server fails gives each of its images an error record; the rest go on.
 
 Needs ``tritonclient[http,grpc]`` (``pip install 'icrt[serve]'``), imported only when a URL is used.
@@ -18,10 +18,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from .errors import IcrtError, UnavailableError, UserInputError, one_line
-from .formats import printable
-from .preprocess import ImageError
-from .triton import DEFAULT_MODEL_NAME, IMAGE_INPUT, MAX_IMAGE_BYTES, OUTPUTS, records_from_outputs
+from ..errors import IcrtError, UnavailableError, UserInputError, one_line
+from ..formats import printable
+from ..preprocess import ImageError
+from .limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
+from .repository import IMAGE_INPUT, OUTPUTS, records_from_outputs
 
 INSTALL_HINT = "pip install 'icrt[serve]'"
 DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)
@@ -34,7 +35,7 @@ SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", Fa
 
 def read_image_file(path: str) -> bytes:
     """The bytes of an image file to send; ImageError with the problem ``icrt score`` reports locally."""
-    from .preprocess import check_image_file
+    from ..preprocess import check_image_file
 
     size = check_image_file(path)
     if size > MAX_FILE_BYTES:

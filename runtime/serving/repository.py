@@ -17,7 +17,7 @@ in the Python the Triton Python backend runs, not an installed icrt). Its settin
 the models it calls) are ``parameters`` of its config.pbtxt.
 
 The same request / response layout is used by ``icrt serve`` (PyTriton) and read by ``icrt score --url``
-(``runtime.client``): input ``image`` (BYTES, one encoded image file per batch row), outputs ``score`` (FP32, NaN
+(``runtime.serving.client``): input ``image`` (BYTES, one encoded image file per batch row), outputs ``score`` (FP32, NaN
 for an image that could not be scored), ``error`` (BYTES, empty when scored), ``patches``, ``width``, ``height``
 (INT32). :func:`outputs_for` and :func:`records_from_outputs` convert between those tensors and score records.
 
@@ -31,8 +31,10 @@ import re
 import shutil
 import tempfile
 
-from .errors import UserInputError
-from .manifest import BundleError, Manifest, load_manifest
+from ..errors import UserInputError
+from ..manifest import BundleError, Manifest, load_manifest
+from ..precisions import precision_names
+from .limits import DEFAULT_MODEL_NAME, check
 
 # --- the tensors icrt's servers speak --------------------------------------------------------------------------
 
@@ -41,13 +43,6 @@ SCORE = "score"  # FP32 [batch, 1]; NaN where ``error`` is set
 ERROR = "error"  # BYTES [batch, 1]: UTF-8 problem text, empty when the image was scored
 INT_OUTPUTS = ("patches", "width", "height")  # INT32 [batch, 1]: the score record's fields
 OUTPUTS = (SCORE, ERROR, *INT_OUTPUTS)
-DEFAULT_MODEL_NAME = "icrt"
-# Sizes icrt's servers take (``icrt serve``) and its client sends (``icrt score --url``). Triton's HTTP endpoint has
-# its own 64 MB limit on a request, fixed in the tritonserver that PyTriton ships (no option lowers it); its gRPC
-# endpoint takes up to 2 GB. ``icrt serve`` refuses, before any decoding, an image larger than MAX_IMAGE_BYTES and
-# every image of a request larger than MAX_REQUEST_BYTES, with an error row each.
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 def outputs_for(records: list[dict]) -> dict:
@@ -91,10 +86,6 @@ def records_from_outputs(names: list[str], outputs: dict) -> list[dict]:
 
 MARKER = "# written by icrt triton"  # first line of every config.pbtxt icrt writes: such a model may be replaced
 DEVICES = ("cpu", "gpu")
-ACCELERATOR_PRECISIONS = ("fp32", "fp16", "int8")  # onnxruntime backend's TensorRT precision_mode
-MAX_MAX_BATCH = 1024
-MAX_INSTANCES = 64
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 # Triton data types of ONNX tensor types (onnxruntime's names)
 _TRITON_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "tensor(double)": "TYPE_FP64"}
 NUMPY_TYPES = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_FP64": "float64"}
@@ -147,7 +138,7 @@ def _header(manifest: Manifest, what: str) -> str:
 def inspect_onnx(path: str, input_name: str, score_output: str, size: int) -> dict:
     """The ONNX model's input and score output as Triton sees them: ``{"input_type", "input_dims", "score_type",
     "score_dims", "score_reshape"}``. BundleError when it cannot serve as ``N x 3 x size x size -> [N]``."""
-    from .backends.onnxruntime import _ort, check_shapes
+    from ..backends.onnxruntime import _ort, check_shapes
 
     ort = _ort()
     so = ort.SessionOptions()
@@ -288,7 +279,7 @@ def _repository_problem(out: str) -> str | None:
 
 def _copy_runtime(dst: str) -> None:
     """The torch-free ``runtime`` package (its .py files only; no default bundle, no templates) into ``dst``."""
-    src = os.path.dirname(os.path.abspath(__file__))
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def ignore(folder, names):
         skip = set()
@@ -321,22 +312,16 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
     icrt did not write is never replaced, nor a folder that is not a repository). ``device``: where the ONNX (and
     plan) models run; the Python model always runs on CPU. ``tensorrt_accelerator``: the onnxruntime backend's
     TensorRT execution accelerator with this precision_mode (GPU only)."""
-    from .formats import printable
+    from ..formats import printable
 
-    if not _MODEL_NAME.match(name or "") or name in (".", ".."):
-        raise UserInputError(f"--name {printable(str(name))}: a Triton model name is letters, digits, '_', '-' and '.'")
+    check(name, max_batch, instances, max_queue_delay_us)
     if device not in DEVICES:
         raise UserInputError(f"--device {device!r}: choose from {', '.join(DEVICES)}")
-    if not 1 <= int(max_batch) <= MAX_MAX_BATCH:
-        raise UserInputError(f"--max-batch must be in [1, {MAX_MAX_BATCH}], got {max_batch}")
-    if not 1 <= int(instances) <= MAX_INSTANCES:
-        raise UserInputError(f"--instances must be in [1, {MAX_INSTANCES}], got {instances}")
-    if int(max_queue_delay_us) < 0:
-        raise UserInputError(f"--max-queue-delay-us must be >= 0, got {max_queue_delay_us}")
     if tensorrt_accelerator and device != "gpu":
         raise UserInputError("--tensorrt-accelerator needs --device gpu (TensorRT runs on NVIDIA GPUs only)")
-    if tensorrt_accelerator and tensorrt_accelerator not in ACCELERATOR_PRECISIONS:
-        raise UserInputError(f"--tensorrt-accelerator {tensorrt_accelerator!r}: choose from {', '.join(ACCELERATOR_PRECISIONS)}")
+    if tensorrt_accelerator and tensorrt_accelerator not in precision_names():  # its precision_mode: any precision
+        raise UserInputError(f"--tensorrt-accelerator {tensorrt_accelerator!r}: choose from "
+                             f"{', '.join(precision_names())}")
     manifest = load_manifest(bundle)
     names = model_names(name)
     notes = []

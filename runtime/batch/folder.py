@@ -1,0 +1,205 @@
+"""An ``icrt batch --out DIR`` folder, guarded: ``run.json`` (what scores the folder: the bundle, its model files'
+digests, preprocessing and score range, checked when a run is resumed), what a folder must hold before icrt writes
+into it (icrt's own regular files only: never links, FIFOs or someone else's files), the lock one run holds, and
+:func:`prepare_out`, which checks all of it before any work.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from ..errors import IcrtError, UserInputError, one_line
+from .layout import LOCK_FILE, OWNED_FILES, RUN_FILE, SUCCESS_FILE, part_files, write_owned_file
+from .parts import done_paths
+
+
+RUN_FORMAT = "icrt-batch/1"
+MAX_RUN_BYTES = 1 << 20
+
+
+def file_digest(path: str) -> str | None:
+    """SHA-256 of a regular file (hex); None when it is missing or not a regular file."""
+    import hashlib
+
+    from ..files import open_owned
+    try:
+        fd = open_owned(path)
+    except OSError:
+        return None
+    h = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_identity(m, precision: str) -> dict:
+    """What scores a folder, for ``run.json``: the SHA-256 of each model file the bundle has for ``precision``
+    (one per backend form: the file that scores is one of them), of the preprocessing, and the score range."""
+    import hashlib
+
+    files = {}
+    for key, name in sorted((m.files.get(precision) or {}).items()):
+        try:
+            path = m.path(name, f"files.{precision}.{key}")
+        except IcrtError:
+            continue
+        files[key] = {"file": name, "sha256": file_digest(path)}
+    prep = m.preprocessing.to_dict()
+    text = json.dumps(prep, sort_keys=True)
+    return {"files": files, "preprocessing": prep,
+            "preprocessing_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "score_range": [float(v) for v in m.score.get("range", [0.0, 1.0])]}
+
+
+def run_config(job) -> dict:
+    return {"format": RUN_FORMAT, "bundle": job.bundle_name, "bundle_path": job.bundle,
+            "precision": job.precision, "kind": job.bundle_kind, "model": job.extra.get("model")}
+
+
+def _read_run(run_file: str) -> dict:
+    """A previous run's ``run.json`` (read without following a link); UserInputError when it is not icrt's."""
+    from ..files import read_owned
+    from ..formats import printable
+    try:
+        prev = json.loads(read_owned(run_file, MAX_RUN_BYTES).decode("utf-8"))
+        if not isinstance(prev, dict) or prev.get("format") != RUN_FORMAT:
+            raise ValueError(f"not an {RUN_FORMAT} run file")
+    except (OSError, ValueError, RecursionError) as e:
+        why = (getattr(e, "strerror", None) if isinstance(e, OSError) else None) or str(e) or type(e).__name__
+        raise UserInputError(f"{printable(run_file)}: {one_line(why)}; is --out an icrt batch folder? (choose a new "
+                             "or empty folder)") from None
+    return prev
+
+
+def _check_folder(out: str) -> tuple[dict | None, list[str]]:
+    """(the previous run.json or None, the parts) of DIR, or UserInputError: icrt's own files there must be
+    regular files (never links, FIFOs or folders), and a folder that is not empty must be an icrt batch folder
+    (a run.json of icrt's), so that nothing of someone else's is replaced or removed."""
+    from ..files import owned_problem
+    from ..formats import printable
+
+    for name in OWNED_FILES:
+        path = os.path.join(out, name)
+        problem = owned_problem(path)
+        if problem:
+            raise UserInputError(f"{printable(path)} {problem}")
+    parts = part_files(out)
+    for p in parts:
+        problem = owned_problem(p)
+        if problem:
+            raise UserInputError(f"{printable(p)} {problem}")
+    run_file = os.path.join(out, RUN_FILE)
+    prev = _read_run(run_file) if os.path.lexists(run_file) else None
+    if prev is None:
+        if parts:
+            raise UserInputError(f"--out {printable(out)} holds {len(parts)} part(s) but no {RUN_FILE}: which model "
+                                 "scored them cannot be checked, so icrt will not add to them; choose another --out")
+        try:
+            others = [e for e in os.listdir(out) if e != LOCK_FILE]
+        except OSError as e:
+            raise UserInputError(f"cannot list --out {printable(out)}: {e.strerror or e}") from None
+        if others:
+            raise UserInputError(f"--out {printable(out)} is not empty and is not an icrt batch folder (no {RUN_FILE}; "
+                                 f"it holds {printable(sorted(others)[0])}{' ...' if len(others) > 1 else ''}): icrt "
+                                 "batch would replace or remove files in it; choose a new or empty folder")
+    return prev, parts
+
+
+def _same_model(prev: dict, mine: dict, out: str) -> None:
+    """UserInputError unless the previous run scored with the same model (bundle name, precision, model file
+    digests, preprocessing, score range)."""
+    from ..formats import printable
+
+    def refuse(what, there, here):
+        raise UserInputError(f"--resume: {printable(out)} was scored with {what} {there}, this run uses {here}; one "
+                             "folder holds the scores of one model (use another --out)")
+    for key in ("bundle", "precision"):
+        if prev.get(key) != mine[key]:
+            refuse(key, printable(repr(prev.get(key))), printable(repr(mine[key])))
+    was, now = prev.get("model"), mine["model"]
+    if not isinstance(was, dict):
+        raise UserInputError(f"--resume: {printable(os.path.join(out, RUN_FILE))} records no model digest (an older "
+                             "icrt wrote it), so the model cannot be checked; use another --out")
+    files_was = was.get("files") if isinstance(was.get("files"), dict) else {}
+    for key, entry in now["files"].items():
+        old = files_was.get(key)
+        old_digest = old.get("sha256") if isinstance(old, dict) else None
+        if old_digest != entry["sha256"]:
+            refuse(f"another {key} model file", f"({entry['file']}: sha256 {str(old_digest)[:12]}...)",
+                   f"sha256 {str(entry['sha256'])[:12]}...")
+    if set(files_was) != set(now["files"]):
+        refuse("model files for", printable(", ".join(sorted(map(str, files_was)))), ", ".join(sorted(now["files"])))
+    if was.get("preprocessing_sha256") != now["preprocessing_sha256"]:
+        refuse("other preprocessing", printable(json.dumps(was.get("preprocessing"))[:200]),
+               json.dumps(now["preprocessing"]))
+    if was.get("score_range") != now["score_range"]:
+        refuse("the score range", printable(repr(was.get("score_range"))), repr(now["score_range"]))
+
+
+def prepare_out(job) -> set[str]:
+    """Check DIR (before any work), clean what a killed run left, and return the paths already done."""
+    from ..files import folder_problem
+    from ..formats import printable
+
+    out = job.out
+    problem = folder_problem(out)
+    if problem:
+        raise UserInputError(f"cannot write into --out {printable(out)}: {problem}")
+    os.makedirs(out, exist_ok=True)
+    prev, parts = _check_folder(out)
+    job.extra["lock"] = lock_folder(out)
+    parts = part_files(out)  # again, under the lock
+    if parts and not job.resume:
+        raise UserInputError(f"--out {printable(out)} already holds a batch run ({len(parts)} part(s)): pass "
+                             "--resume to continue it, or choose another folder")
+    if parts:
+        if prev is None:
+            prev, _ = _check_folder(out)
+        _same_model(prev, run_config(job), out)
+    done = done_paths(out) if parts else set()
+    for stale in glob.glob(os.path.join(glob.escape(out), ".tmp-*")):  # a killed run's half-written file
+        try:
+            os.remove(stale)  # a link is removed, never what it points to
+        except OSError:
+            pass
+    try:
+        os.remove(os.path.join(out, SUCCESS_FILE))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserInputError(f"cannot remove {printable(os.path.join(out, SUCCESS_FILE))}: {e.strerror or e}") from None
+    write_owned_file(os.path.join(out, RUN_FILE), json.dumps(run_config(job), indent=2) + "\n")
+    return done
+
+
+def lock_folder(out: str):
+    """Hold ``DIR/.lock`` (an advisory lock, released when the process ends, even by SIGKILL): one run writes a
+    folder at a time (two would number their parts alike). The open file; keep it for the run. The lock file is
+    opened without following a link and must be a regular file (``runtime.files.open_owned``)."""
+    import fcntl
+
+    from ..files import open_owned
+    from ..formats import printable
+    path = os.path.join(out, LOCK_FILE)
+    try:
+        f = os.fdopen(open_owned(path, write=True), "r+")
+    except OSError as e:
+        raise UserInputError(f"{printable(path)} {e.strerror or e}" if e.strerror and e.strerror.startswith(("is ", "has "))
+                             else f"cannot open {printable(path)}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = printable(f.read(200).strip())
+        f.close()
+        raise UserInputError(f"--out {printable(out)} is being written by another icrt batch run ({holder or 'unknown'}); "
+                             "give each run (each shard) its own folder") from None
+    f.seek(0)
+    f.truncate()
+    import socket
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
+

@@ -1,0 +1,203 @@
+"""The Parquet parts of an ``icrt batch`` folder: their rows (:data:`COLUMNS`), reading them back checked, and
+:class:`PartWriter`, which writes them. A part exists only complete (``runtime.files.write_owned``: a temporary
+file, then a rename): the parts *are* the record of finished work.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import UnavailableError, UserInputError
+from .layout import PART_FORMAT, part_files, write_owned_file
+
+COLUMNS = ("path", "score", "error", "width", "height", "patches")
+DEFAULT_PART_ROWS = 5000
+DEFAULT_PART_SECONDS = 300.0  # a part is written at least this often while rows come (a kill loses less)
+MAX_ERROR_LINES = 200  # error lines printed on stderr
+
+
+def row_path(path: str) -> str:
+    """The ``path`` cell for an input: the name itself; bytes that are not UTF-8 (lone surrogates of
+    ``os.fsdecode``) as ``\\xNN`` escapes, since Parquet strings are UTF-8."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def require_pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.compute  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise UnavailableError("icrt batch writes Parquet and needs pyarrow: pip install 'icrt[scale]'") from None
+    return pa
+
+
+def schema():
+    pa = require_pyarrow()
+    return pa.schema([("path", pa.string()), ("score", pa.float64()), ("error", pa.string()),
+                      ("width", pa.int32()), ("height", pa.int32()), ("patches", pa.int32())])
+
+
+def records_table(records, names=None):
+    """Score records (``runtime.scorer`` dicts) -> a pyarrow Table of :data:`COLUMNS`; ``names`` replaces the
+    records' ``image`` (the inputs, in the same order)."""
+    pa = require_pyarrow()
+    cols = {c: [] for c in COLUMNS}
+    for i, r in enumerate(records):
+        cols["path"].append(row_path(names[i] if names is not None else r["image"]))
+        err = r.get("error")
+        cols["error"].append(err)
+        cols["score"].append(None if err is not None else float(r["score"]))
+        for c in ("width", "height", "patches"):
+            cols[c].append(None if err is not None else int(r[c]))
+    return pa.Table.from_pydict(cols, schema=schema())
+
+
+
+def part_number(path: str) -> int:
+    stem = os.path.basename(path)[len("part-"):-len(".parquet")]
+    return int(stem) if stem.isdigit() else -1
+
+
+def part_problem(table) -> str | None:
+    """What makes ``table`` (a part read back) something other than an icrt batch part, or None: the column types
+    of :func:`schema`, a path in every row, and in each row either a finite score or an error."""
+    pa = require_pyarrow()
+    want = schema()
+    for name in table.column_names:
+        if table.schema.field(name).type != want.field(name).type:
+            return f"column {name} has type {table.schema.field(name).type}, not {want.field(name).type}"
+    if "path" in table.column_names and table.column("path").null_count:
+        return "a row without a path"
+    if "score" in table.column_names:
+        import numpy as np
+        score = table.column("score")
+        values = score.drop_null().to_numpy()
+        if values.size and not np.all(np.isfinite(values)):
+            return "a score that is not a finite number (NaN or infinity)"
+        if "error" in table.column_names:
+            both = pa.compute.and_(pa.compute.is_valid(score), pa.compute.is_valid(table.column("error")))
+            neither = pa.compute.and_(pa.compute.is_null(score), pa.compute.is_null(table.column("error")))
+            if pa.compute.any(both).as_py() or pa.compute.any(neither).as_py():
+                return "a row with both a score and an error, or neither"
+    return None
+
+
+def read_part(path: str, columns):
+    """The pyarrow Table of ``columns`` of one part, checked (:func:`part_problem`); the part is opened without
+    following a link and never blocks (``runtime.files.open_owned``). UserInputError naming the part otherwise."""
+    pa = require_pyarrow()
+    from ..files import open_owned
+    from ..formats import printable
+
+    def bad(problem):
+        return UserInputError(f"{printable(path)}: not an icrt batch part ({problem}); move it away and rerun with "
+                              "--resume (its rows will be scored again)")
+    try:
+        with os.fdopen(open_owned(path), "rb") as f:  # read here, parsed from memory (parts are small)
+            data = f.read()
+        table = pa.parquet.read_table(pa.BufferReader(data), columns=list(columns))
+    except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as e:
+        text = getattr(e, "strerror", None) if isinstance(e, OSError) else None
+        raise bad(text or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    problem = part_problem(table)
+    if problem:
+        raise bad(problem)
+    return table
+
+
+def read_parts(out: str, columns):
+    """Yield (part file, checked pyarrow Table of ``columns``) for each finished part (:func:`read_part`)."""
+    for p in part_files(out):
+        yield p, read_part(p, columns)
+
+
+def done_paths(out: str) -> set[str]:
+    """The ``path`` cells of every finished part, each part checked whole first (a tampered part is refused
+    before anything is scored, not when the summary is written)."""
+    done = set()
+    for _, t in read_parts(out, ["path", "score", "error"]):
+        done.update(t.column("path").to_pylist())
+    return done
+
+
+class PartWriter:
+    """Buffers rows and writes ``part-NNNNNN.parquet`` files of ``part_rows`` rows, each atomically."""
+
+    def __init__(self, out: str, part_rows: int = DEFAULT_PART_ROWS, progress=None,
+                 part_seconds: float = DEFAULT_PART_SECONDS):
+        """``progress``: a ``runtime.progress.Progress`` told of every row and the error lines (None: lines on
+        stderr)."""
+        self.out, self.part_rows, self.progress = out, max(1, int(part_rows)), progress
+        self.part_seconds = part_seconds
+        self.buffer, self.buffered = [], 0
+        self.oldest = None  # when the oldest buffered row came
+        self.next_part = max([part_number(p) for p in part_files(out)] + [-1]) + 1
+        self.rows = self.errors = 0
+        self.parts = []
+        self.error_lines = 0
+
+    def add(self, table) -> None:
+        """Add a Table of :data:`COLUMNS` rows."""
+        if table.num_rows == 0:
+            return
+        self.buffer.append(table)
+        self.buffered += table.num_rows
+        if self.oldest is None:
+            self.oldest = time.monotonic()
+        self.rows += table.num_rows
+        errors = table.column("error")
+        n_err = table.num_rows - errors.null_count
+        self.errors += n_err
+        if n_err:
+            self._tell_errors(table)
+        if self.progress is not None:
+            self.progress.update(table.num_rows)
+        while self.buffered >= self.part_rows:
+            self._flush(self.part_rows)
+        if self.buffered and time.monotonic() - self.oldest >= self.part_seconds:  # a slow run still checkpoints
+            self._flush(self.buffered)
+
+    def _tell_errors(self, table) -> None:
+        from ..formats import printable
+        for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist()):
+            if e is None:
+                continue
+            self.error_lines += 1
+            if self.error_lines <= MAX_ERROR_LINES:
+                self._line(f"icrt: {printable(p)}: {printable(e)}")
+            elif self.error_lines == MAX_ERROR_LINES + 1:
+                self._line("icrt: more files could not be scored; their errors are in the parts' error column")
+
+    def _flush(self, n: int) -> None:
+        pa = require_pyarrow()
+        table = pa.concat_tables(self.buffer)
+        head, rest = table.slice(0, n), table.slice(n)
+        self.buffer = [rest] if rest.num_rows else []
+        self.buffered = rest.num_rows
+        self.oldest = time.monotonic() if rest.num_rows else None
+        self._write(head)
+
+    def _write(self, table) -> None:
+        pa = require_pyarrow()
+        sink = pa.BufferOutputStream()
+        pa.parquet.write_table(table.combine_chunks(), sink, compression="zstd")
+        path = os.path.join(self.out, PART_FORMAT.format(self.next_part))
+        write_owned_file(path, sink.getvalue().to_pybytes())
+        self.next_part += 1
+        self.parts.append(path)
+
+    def _line(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.line(text)
+        else:
+            import sys
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        while self.buffered:
+            self._flush(min(self.buffered, self.part_rows))

@@ -1,0 +1,39 @@
+"""``icrt bench``: latency and throughput of a bundle per backend, precision and batch size (``runtime.bench``);
+writes report.md, report.json and latency.png."""
+from __future__ import annotations
+
+import os
+
+from ..errors import EXIT_OK, UserInputError
+from . import options
+
+
+def add_command(subparsers):
+    p = subparsers.add_parser("bench", help="measure latency and throughput; writes report.md, report.json, "
+                                            "latency.png")
+    options.add_model(p)
+    options.add_backend(p, many=True)
+    options.add_precision(p, many=True)
+    p.add_argument("--batch-sizes", type=options.csv_list(options.positive_int), default=[1, 8], metavar="1,8,32")
+    p.add_argument("--warmup", type=int, default=3, metavar="N")
+    p.add_argument("--iters", type=options.positive_int, default=20, metavar="N")
+    p.add_argument("--images", metavar="PATH", help="image file, folder or glob (default: synthetic JPEGs)")
+    p.add_argument("--report", metavar="DIR", default="bench-report")
+    options.add_threads(p)
+    return "bench", run
+
+
+def run(args) -> int:
+    from ..backends import backend_choices
+    from ..bench import run_bench
+    from ..precisions import precision_names
+
+    options.check_choices(args.backend, backend_choices(), "--backend")
+    options.check_choices(args.precision or [], precision_names(), "--precision")
+    report = run_bench(options.bundle(args), backends=args.backend, precisions=args.precision,
+                       batch_sizes=args.batch_sizes, warmup=args.warmup, iters=args.iters, images=args.images,
+                       report_dir=args.report, threads=args.threads)
+    if not report["results"]:
+        raise UserInputError("nothing could be timed (see the skipped settings above)")
+    print(os.path.join(args.report, "report.md"))
+    return EXIT_OK

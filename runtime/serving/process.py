@@ -1,0 +1,177 @@
+"""``icrt serve`` started as a child process on free loopback ports (tests, ``benchmarks/serve_load.py``), and the
+processes it starts (tritonserver, the Python-backend stubs), tracked so that a caller can check none outlives it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+
+def free_ports(n: int = 3, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct TCP ports that were free on ``host`` a moment ago (the OS picks them)."""
+    sockets, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after ``pid (comm)``: state, ppid, ..., start time (index 19); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every running descendant of ``pid``: process id -> its start time (so that a reused id is not taken for it;
+    read from /proc, Linux)."""
+    import collections
+
+    children = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        fields = _stat(int(entry)) if entry.isdigit() else None
+        if fields and len(fields) > 19 and fields[0] != "Z":
+            children[int(fields[1])].append((int(entry), fields[19]))
+    out, todo = {}, [pid]
+    while todo:
+        for child, started in children.get(todo.pop(), []):
+            out[child] = started
+            todo.append(child)
+    return out
+
+
+def alive(pid: int, started: str | None = None) -> bool:
+    """``pid`` runs (a zombie does not count) and, when ``started`` is given, is the process that started then."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z" and (started is None or (len(fields) > 19 and fields[19] == started))
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+class ServerProcess:
+    """``icrt serve`` started as a child process on free loopback ports; its output goes to ``log_path``.
+
+    ``wait_ready`` polls Triton's health and model-ready endpoints (plain HTTP, no client library); ``stop`` sends
+    SIGINT (or ``sig``), waits, kills what is left after ``timeout`` and returns the exit code. ``tree`` is every
+    process it started (tritonserver, the Python-backend stubs), recorded while it runs, so that a caller can check
+    that none outlives it."""
+
+    def __init__(self, serve_args=(), host: str = "127.0.0.1", log_path: str | None = None, name: str = "icrt",
+                 env=None, cwd=None):
+        self.host, self.name = host, name
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3, host)
+        self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="icrt-serve-"), "serve.log")
+        self.cmd = [sys.executable, "-m", "runtime.cli", "serve", "--host", host, "--http-port", str(self.http_port),
+                    "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--name", name,
+                    *map(str, serve_args)]
+        self.env, self.cwd = env, cwd
+        self.proc = None
+        self.tree: dict[int, str] = {}  # pid -> start time
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def start(self) -> "ServerProcess":
+        import subprocess
+
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.env, cwd=self.cwd)
+        return self
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _get(self, path: str) -> int:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.http_url + path, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return 0
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Return when the model answers ready; RuntimeError (with the log's tail) if the process ends or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.tree.update(descendants(self.proc.pid))
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"icrt serve exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            if self._get("/v2/health/ready") == 200 and self._get(f"/v2/models/{self.name}/ready") == 200:
+                self.tree.update(descendants(self.proc.pid))
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"icrt serve was not ready after {timeout:.0f} s:\n{self.log()[-4000:]}")
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 60.0) -> int:
+        import subprocess
+
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.tree.update(descendants(self.proc.pid))
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        deadline = time.monotonic() + 15  # the stubs notice their server is gone within a few seconds
+        while time.monotonic() < deadline and self.leftovers():
+            time.sleep(0.2)
+        self._log.close()
+        return self.proc.returncode
+
+    def leftovers(self) -> list[tuple[int, str]]:
+        """(pid, name) of the processes it started that still run."""
+        return [(p, process_name(p)) for p, started in sorted(self.tree.items()) if alive(p, started)]
+
+    def kill_leftovers(self) -> None:
+        for pid, _ in self.leftovers():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.kill_leftovers()

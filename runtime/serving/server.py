@@ -1,0 +1,295 @@
+"""A bundle served over HTTP and gRPC (KServe v2) by a real NVIDIA Triton Inference Server, through NVIDIA PyTriton
+(``pip install 'icrt[serve]'``; docs/serving.md): :func:`serve`, behind ``icrt serve``.
+
+PyTriton starts the ``tritonserver`` binary its wheel ships and binds a Python function as model ``icrt``: Triton
+takes the requests, batches them dynamically (``--max-batch``, ``--max-queue-delay-us``) and hands each batch to
+:func:`infer_function`, which scores the encoded image files with the runtime's :class:`~runtime.scorer.Scorer`
+(the same decoding, preprocessing and model as ``icrt score``). Input ``image`` (BYTES, one encoded file per row);
+outputs ``score`` (FP32), ``error`` (BYTES), ``patches``, ``width``, ``height`` (INT32) — runtime/records.py.
+Health (``/v2/health/ready``), model readiness and Prometheus metrics (``:METRICS_PORT/metrics``) are Triton's.
+
+Triton's Python-backend stub (which relays requests to this process) links ``libpython3.X.so.1.0`` and would load
+the system's copy; when this interpreter is another build of the same version (pyenv, conda, a venv over them), the
+stub then runs this interpreter's standard library on the wrong libpython and fails. :func:`libpython_env` puts
+this interpreter's own libpython first on the server's ``LD_LIBRARY_PATH`` (through a folder holding only that
+library, so nothing else of the interpreter's library folder can shadow the server's own libraries).
+
+Nothing heavy is imported at module level: pytriton, tritonclient, numpy and onnxruntime load when the command runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import sysconfig
+import tempfile
+import time
+
+from ..errors import EXIT_FAILURES, EXIT_OK, UnavailableError, UserInputError
+from .limits import DEFAULT_MODEL_NAME, check
+
+log = logging.getLogger("icrt")
+
+INSTALL_HINT = "pip install 'icrt[serve]'"
+EXIT_TIMEOUT_S = 5  # how long Triton waits for requests in flight when it is stopped
+READY_TIMEOUT_S = 60  # after the server is up, how long the model may take to load
+
+
+# --- the interpreter's libpython for Triton's Python-backend stub -------------------------------------------------
+
+
+def libpython_path() -> str | None:
+    """This interpreter's shared libpython (``libpython3.X.so.1.0``), or None when it has none (a static build)."""
+    names = [sysconfig.get_config_var(k) for k in ("INSTSONAME", "LDLIBRARY")]
+    names = [n for n in names if n and ".so" in n]
+    folders = [sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LIBPL")]
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    if folders[0] and multiarch:
+        folders.append(os.path.join(folders[0], multiarch))
+    for folder in filter(None, folders):
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+@contextlib.contextmanager
+def libpython_env(environ=None):
+    """While in the block, ``environ`` (default ``os.environ``, which child processes inherit) has a folder holding
+    only this interpreter's libpython first on ``LD_LIBRARY_PATH``; yields that library's path (None when this
+    Python has no shared libpython: then the stub uses whatever libpython the system has, and a warning says so)."""
+    environ = os.environ if environ is None else environ
+    lib = libpython_path()
+    if lib is None:
+        log.warning("icrt: %s has no shared libpython; Triton's Python-backend stub will load the system's "
+                    "libpython%s, which works only if it is the same Python build", sys.executable,
+                    sysconfig.get_config_var("VERSION"))
+        yield None
+        return
+    before = environ.get("LD_LIBRARY_PATH")
+    with tempfile.TemporaryDirectory(prefix="icrt-libpython-") as folder:
+        soname = sysconfig.get_config_var("INSTSONAME") or os.path.basename(lib)
+        os.symlink(os.path.realpath(lib), os.path.join(folder, soname))
+        environ["LD_LIBRARY_PATH"] = folder + (os.pathsep + before if before else "")
+        try:
+            yield lib
+        finally:
+            if before is None:
+                environ.pop("LD_LIBRARY_PATH", None)
+            else:
+                environ["LD_LIBRARY_PATH"] = before
+
+
+# --- the model -------------------------------------------------------------------------------------------------
+
+
+def infer_function(scorer):
+    """PyTriton's inference callable for one model instance: a batch of requests (each ``image``: [n, 1] BYTES)
+    -> one dict of output arrays per request. Rows too large to be an image icrt takes (``MAX_IMAGE_BYTES``), and
+    every row of a request larger than ``MAX_REQUEST_BYTES``, get an error row without being decoded."""
+    from .limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
+    from .repository import IMAGE_INPUT, outputs_for
+
+    mb = 2 ** 20
+
+    def infer(requests):
+        images, counts, refused = [], [], {}
+        for request in requests:
+            rows = [r if isinstance(r, bytes) else bytes(r) for r in request[IMAGE_INPUT].reshape(-1)]
+            total = sum(len(r) for r in rows)
+            for r in rows:
+                if total > MAX_REQUEST_BYTES:
+                    refused[len(images)] = (f"request too large ({total / mb:.0f} MB; this server takes at most "
+                                            f"{MAX_REQUEST_BYTES // mb} MB a request)")
+                elif len(r) > MAX_IMAGE_BYTES:
+                    refused[len(images)] = (f"file too large ({len(r) / mb:.0f} MB; this server takes at most "
+                                            f"{MAX_IMAGE_BYTES // mb} MB an image)")
+                images.append(b"" if len(images) in refused else r)
+            counts.append(len(rows))
+        scored = iter(scorer.score_many([im for i, im in enumerate(images) if i not in refused]))
+        records = [{"image": "", "error": refused[i]} if i in refused else next(scored) for i in range(len(images))]
+        responses, start = [], 0
+        for n in counts:
+            responses.append(outputs_for(records[start:start + n]))
+            start += n
+        return responses
+
+    return infer
+
+
+def _import_pytriton():
+    import importlib
+
+    try:
+        for name in ("pytriton.triton", "pytriton.model_config"):
+            importlib.import_module(name)
+    except ImportError as e:
+        raise UnavailableError(f"icrt serve needs NVIDIA PyTriton, which is not installed here ({e}); "
+                               f"{INSTALL_HINT}") from None
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on (None: it is free)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
+def check_ports(host: str, http_port: int, grpc_port: int, metrics_port: int) -> None:
+    """UserInputError unless the three ports are distinct, valid port numbers."""
+    ports = {"--http-port": http_port, "--grpc-port": grpc_port, "--metrics-port": metrics_port}
+    for flag, port in ports.items():
+        if not 1 <= port <= 65535:
+            raise UserInputError(f"{flag} must be in [1, 65535], got {port}")
+    if len(set(ports.values())) < 3:
+        raise UserInputError(f"--http-port, --grpc-port and --metrics-port must differ, got {sorted(ports.values())}")
+
+
+def _model_state(url: str, name: str, token: str | None) -> tuple[bool, str]:
+    """(ready, reason) of model ``name`` on the HTTP endpoint ``url`` (host:port)."""
+    import tritonclient.http as http
+
+    with contextlib.closing(http.InferenceServerClient(url, connection_timeout=5, network_timeout=10)) as client:
+        try:
+            if client.is_model_ready(name):
+                return True, ""
+        except Exception as e:  # connection errors: not ready yet
+            return False, str(e)
+        reason = ""
+        with contextlib.suppress(Exception):
+            from pytriton.triton import TRITON_ACCESS_HEADER
+            headers = {TRITON_ACCESS_HEADER: token} if token else None
+            for entry in client.get_model_repository_index(headers=headers):
+                if entry.get("name") == name:
+                    reason = f"{entry.get('state', '')}: {entry.get('reason', '')}".strip(": ")
+        return False, reason
+
+
+def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
+          metrics_port: int = 8002, name: str = DEFAULT_MODEL_NAME, max_batch: int = 32,
+          max_queue_delay_us: int = 2000, instances: int = 1, backend: str = "auto", precision: str = "fp32",
+          threads: int | None = None, log_file: str | None = None) -> int:
+    """Serve ``bundle`` as the Triton model ``name`` until Ctrl+C or SIGTERM (exit code 0), or until the server
+    stops by itself (1). UserInputError / UnavailableError (one line) when it cannot start."""
+    check_ports(host, http_port, grpc_port, metrics_port)
+    check(name, max_batch, instances, max_queue_delay_us)
+    _import_pytriton()
+    import numpy as np
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    from ..backends.onnxruntime import default_threads
+    from ..scorer import Scorer
+    from .repository import ERROR, IMAGE_INPUT, INT_OUTPUTS, SCORE
+
+    for port in (http_port, grpc_port, metrics_port):
+        problem = _port_problem(host, port)
+        if problem:
+            raise UserInputError(f"cannot listen on {host}:{port}: {problem}")
+    threads = threads or max(1, default_threads() // instances)
+    # Triton hands up to --max-batch images at a time; each Scorer runs them in model batches bounded by bytes
+    # (runtime.scorer.batch_limits: one input at a time for the default model's 384 px inputs on a CPU)
+    scorers = [Scorer.load(bundle, backend=backend, precision=precision, threads=threads)
+               for _ in range(instances)]
+    info = scorers[0].info()
+    config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host,
+                          grpc_port=grpc_port, metrics_address=host, metrics_port=metrics_port,
+                          exit_timeout_secs=EXIT_TIMEOUT_S, log_verbose=0,
+                          log_file=os.path.abspath(log_file) if log_file else None)
+    outputs = [Tensor(name=SCORE, dtype=np.float32, shape=(1,)), Tensor(name=ERROR, dtype=bytes, shape=(1,)),
+               *(Tensor(name=k, dtype=np.int32, shape=(1,)) for k in INT_OUTPUTS)]
+    model_config = ModelConfig(max_batch_size=max_batch,
+                               batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us))
+    stop = {"signal": None}
+
+    def on_sigterm(signum, frame):
+        stop["signal"] = signum
+        raise KeyboardInterrupt
+
+    old_handler = None
+    if threading_main():
+        old_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    http = f"{_client_host(host)}:{http_port}"
+    where_log = f"Triton's log in {log_file}" if log_file else "Triton's log above"
+    try:
+        with libpython_env():
+            triton = Triton(config=config)
+            try:
+                triton.bind(model_name=name, infer_func=[infer_function(s) for s in scorers],
+                            inputs=[Tensor(name=IMAGE_INPUT, dtype=bytes, shape=(1,))], outputs=outputs,
+                            config=model_config, strict=True)
+                try:
+                    triton.run()
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # Triton refused to load the model, or did not start
+                    raise UnavailableError(f"Triton could not serve the model {name!r}: {_first_line(e)}; "
+                                           f"see {where_log}") from None
+                ready, reason = _wait_ready(triton, http, name)
+                if not ready:
+                    raise UnavailableError(f"Triton started, but the model {name!r} did not load "
+                                           f"({reason or 'no reason given'}); see {where_log}")
+                host = _client_host(host)
+                from ..formats import printable
+                print(f"icrt serve: model {name!r} ready ({printable(str(info['name']))}, {info['backend']} "
+                      f"{info['precision']}, "
+                      f"{instances} instance(s), {threads} thread(s) each): HTTP http://{http}, gRPC "
+                      f"grpc://{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics; "
+                      "Ctrl+C or SIGTERM stops it", file=sys.stderr, flush=True)
+                while triton.is_alive():
+                    time.sleep(0.5)
+                log.error("icrt serve: the Triton server stopped by itself (see %s)", where_log)
+                return EXIT_FAILURES
+            except KeyboardInterrupt:
+                print(f"icrt serve: stopping ({'SIGTERM' if stop['signal'] else 'interrupted'})", file=sys.stderr,
+                      flush=True)
+                return EXIT_OK
+            finally:
+                triton.stop()
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+
+
+def _first_line(e: Exception) -> str:
+    """An exception's message up to its first blank line (Triton appends Python tracebacks), on one line."""
+    text = str(e).split("\n\n")[0]
+    return " ".join(text.split()) or type(e).__name__
+
+
+def _client_host(host: str) -> str:
+    """Where a client on this machine reaches a server listening on ``host`` (a wildcard: the loopback)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def threading_main() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _wait_ready(triton, http: str, name: str) -> tuple[bool, str]:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    token = getattr(triton, "get_access_token", lambda: None)()
+    reason = ""
+    while time.monotonic() < deadline and triton.is_alive():
+        ready, reason = _model_state(http, name, token)
+        if ready:
+            return True, ""
+        if "UNAVAILABLE" in reason.upper():  # loading failed: it will not become ready
+            return False, reason
+        time.sleep(0.5)
+    if not reason:
+        reason = "timed out" if triton.is_alive() else "the server stopped"
+    return False, reason
