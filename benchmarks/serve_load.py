@@ -78,7 +78,7 @@ def percentiles(seconds: list[float]) -> dict:
 
 def run_load(url: str, protocol: str, files: list[str], clients: int, time_limit: float, request_timeout: float) -> dict:
     """``clients`` threads send ``files`` (one a request) until all are sent or ``time_limit`` passes."""
-    from runtime.serving.repository import ERROR, IMAGE_INPUT, OUTPUTS, SCORE
+    from runtime.records import ERROR, IMAGE_INPUT, OUTPUTS, SCORE
 
     if protocol == "grpc":
         import tritonclient.grpc as tc

@@ -11,9 +11,9 @@ import io
 import json
 import re
 
+from .records import ERROR, IMAGE, PATCHES, SCORE, TABLE_HEADER, TEXT_FIELDS, text_columns
+
 FORMATS = ("table", "json", "jsonl", "csv")
-COLUMNS = ("image", "score", "patches", "width", "height")
-TEXT_COLUMNS = ("image", "heatmap", "error")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP CSV injection)
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udcff]")
 
@@ -39,7 +39,7 @@ def csv_safe(cell):
 
 
 def _clean(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if v is not None or k == "score"}
+    return {k: v for k, v in rec.items() if v is not None or k == SCORE}
 
 
 def render(records: list[dict], fmt: str) -> str:
@@ -48,15 +48,14 @@ def render(records: list[dict], fmt: str) -> str:
     if fmt == "jsonl":
         return "".join(json.dumps(_clean(r)) + "\n" for r in records)
     if fmt == "csv":
-        extra = ["heatmap"] if any("heatmap" in r for r in records) else []
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=[*COLUMNS, *extra, "error"], extrasaction="ignore", lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=text_columns(records), extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in records:
             row = dict(r)
-            if row.get("score") is not None:
-                row["score"] = f"{row['score']:.6f}"
-            for k in TEXT_COLUMNS:
+            if row.get(SCORE) is not None:
+                row[SCORE] = f"{row[SCORE]:.6f}"
+            for k in TEXT_FIELDS:
                 if k in row:
                     row[k] = csv_safe(row[k])
             w.writerow(row)
@@ -67,13 +66,13 @@ def render(records: list[dict], fmt: str) -> str:
 
 
 def table(records: list[dict]) -> str:
-    rows = [("image", "score", "patches", "size")]
+    rows = [TABLE_HEADER]
     for r in records:
-        name = _one_line(r["image"])  # for people: one row per image, whatever the name holds
-        if "error" in r:
-            rows.append((name, "error", "-", _one_line(r["error"])))
+        name = _one_line(r[IMAGE])  # for people: one row per image, whatever the name holds
+        if ERROR in r:
+            rows.append((name, "error", "-", _one_line(r[ERROR])))
         else:
-            rows.append((name, f"{r['score']:.4f}", str(r["patches"]), f"{r['width']}x{r['height']}"))
+            rows.append((name, f"{r[SCORE]:.4f}", str(r[PATCHES]), f"{r['width']}x{r['height']}"))
     w0 = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{w0}}  {r[1]:>6}  {r[2]:>7}  {r[3]}" for r in rows]
     return "\n".join(lines) + "\n"

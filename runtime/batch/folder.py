@@ -11,7 +11,7 @@ import os
 
 from ..errors import IcrtError, UserInputError, one_line
 from .layout import LOCK_FILE, OWNED_FILES, RUN_FILE, SUCCESS_FILE, part_files, write_owned_file
-from .parts import done_paths
+from .parts import done_images
 
 
 RUN_FORMAT = "icrt-batch/1"
@@ -158,7 +158,7 @@ def prepare_out(job) -> set[str]:
         if prev is None:
             prev, _ = _check_folder(out)
         _same_model(prev, run_config(job), out)
-    done = done_paths(out) if parts else set()
+    done = done_images(out) if parts else set()
     for stale in glob.glob(os.path.join(glob.escape(out), ".tmp-*")):  # a killed run's half-written file
         try:
             os.remove(stale)  # a link is removed, never what it points to

@@ -5,8 +5,8 @@ other modules of this package.
 Output folder (``--out DIR``, ``runtime.batch.layout``), every file written atomically (``runtime.files``: a temporary file in DIR, then a
 rename, so no reader ever sees half a file):
 
-- ``part-NNNNNN.parquet``: one row per input, columns :data:`COLUMNS` (``path``, ``score``, ``error``,
-  ``width``, ``height``, ``patches``); a file that could not be scored has ``error`` set (the text ``icrt score``
+- ``part-NNNNNN.parquet``: one row per input, the score record's columns (``runtime.records``: ``image``,
+  ``score``, ``error``, ``width``, ``height``, ``patches``); a file that could not be scored has ``error`` set (the text ``icrt score``
   gives) and nulls in the other columns. A part exists only complete: the parts *are* the record of finished work.
 - ``run.json``: what the run scores with (bundle, precision), checked when the run is resumed.
 - ``summary.json``: counts, errors, score quantiles and histogram, images/s, the bundle's name and versions.
@@ -41,7 +41,8 @@ import time
 from ..errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
 from ..progress import Progress
 from .folder import model_identity, prepare_out
-from .parts import DEFAULT_PART_ROWS, PartWriter, require_pyarrow, row_path
+from ..records import parquet_name
+from .parts import DEFAULT_PART_ROWS, PartWriter, require_pyarrow
 from .ray_runner import DEFAULT_RAY_BATCH
 from .summary import write_summary
 from .watchdog import DEFAULT_STALL_TIMEOUT
@@ -98,7 +99,7 @@ def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
 
 
 def _run(job: Job, paths: list[str], problems: dict, shard, done: set) -> int:
-    todo = [p for p in paths if row_path(p) not in done] if done else paths
+    todo = [p for p in paths if parquet_name(p) not in done] if done else paths
     skipped = len(paths) - len(todo)
     if skipped:
         log.info("icrt: --resume: %d of %d input(s) already scored in %s, %d to go", skipped, len(paths), job.out,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .parts import records_table
+from ..records import records_table
 from .uris import read_uri
 from .watchdog import StalledError, Watchdog
 

@@ -1,4 +1,5 @@
-"""The Parquet parts of an ``icrt batch`` folder: their rows (:data:`COLUMNS`), reading them back checked, and
+"""The Parquet parts of an ``icrt batch`` folder: their rows (``runtime.records.PARQUET_COLUMNS``), reading them
+back checked, and
 :class:`PartWriter`, which writes them. A part exists only complete (``runtime.files.write_owned``: a temporary
 file, then a rename): the parts *are* the record of finished work.
 """
@@ -8,22 +9,12 @@ import os
 import time
 
 from ..errors import UnavailableError, UserInputError
+from ..records import ERROR, IMAGE, OLD_FILE_COLUMN, SCORE, parquet_schema
 from .layout import PART_FORMAT, part_files, write_owned_file
 
-COLUMNS = ("path", "score", "error", "width", "height", "patches")
 DEFAULT_PART_ROWS = 5000
 DEFAULT_PART_SECONDS = 300.0  # a part is written at least this often while rows come (a kill loses less)
 MAX_ERROR_LINES = 200  # error lines printed on stderr
-
-
-def row_path(path: str) -> str:
-    """The ``path`` cell for an input: the name itself; bytes that are not UTF-8 (lone surrogates of
-    ``os.fsdecode``) as ``\\xNN`` escapes, since Parquet strings are UTF-8."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def require_pyarrow():
@@ -36,28 +27,6 @@ def require_pyarrow():
     return pa
 
 
-def schema():
-    pa = require_pyarrow()
-    return pa.schema([("path", pa.string()), ("score", pa.float64()), ("error", pa.string()),
-                      ("width", pa.int32()), ("height", pa.int32()), ("patches", pa.int32())])
-
-
-def records_table(records, names=None):
-    """Score records (``runtime.scorer`` dicts) -> a pyarrow Table of :data:`COLUMNS`; ``names`` replaces the
-    records' ``image`` (the inputs, in the same order)."""
-    pa = require_pyarrow()
-    cols = {c: [] for c in COLUMNS}
-    for i, r in enumerate(records):
-        cols["path"].append(row_path(names[i] if names is not None else r["image"]))
-        err = r.get("error")
-        cols["error"].append(err)
-        cols["score"].append(None if err is not None else float(r["score"]))
-        for c in ("width", "height", "patches"):
-            cols[c].append(None if err is not None else int(r[c]))
-    return pa.Table.from_pydict(cols, schema=schema())
-
-
-
 def part_number(path: str) -> int:
     stem = os.path.basename(path)[len("part-"):-len(".parquet")]
     return int(stem) if stem.isdigit() else -1
@@ -65,23 +34,23 @@ def part_number(path: str) -> int:
 
 def part_problem(table) -> str | None:
     """What makes ``table`` (a part read back) something other than an icrt batch part, or None: the column types
-    of :func:`schema`, a path in every row, and in each row either a finite score or an error."""
+    of the records' Parquet schema, an image in every row, and in each row either a finite score or an error."""
     pa = require_pyarrow()
-    want = schema()
+    want = parquet_schema()
     for name in table.column_names:
         if table.schema.field(name).type != want.field(name).type:
             return f"column {name} has type {table.schema.field(name).type}, not {want.field(name).type}"
-    if "path" in table.column_names and table.column("path").null_count:
-        return "a row without a path"
-    if "score" in table.column_names:
+    if IMAGE in table.column_names and table.column(IMAGE).null_count:
+        return "a row without an image"
+    if SCORE in table.column_names:
         import numpy as np
-        score = table.column("score")
+        score = table.column(SCORE)
         values = score.drop_null().to_numpy()
         if values.size and not np.all(np.isfinite(values)):
             return "a score that is not a finite number (NaN or infinity)"
-        if "error" in table.column_names:
-            both = pa.compute.and_(pa.compute.is_valid(score), pa.compute.is_valid(table.column("error")))
-            neither = pa.compute.and_(pa.compute.is_null(score), pa.compute.is_null(table.column("error")))
+        if ERROR in table.column_names:
+            both = pa.compute.and_(pa.compute.is_valid(score), pa.compute.is_valid(table.column(ERROR)))
+            neither = pa.compute.and_(pa.compute.is_null(score), pa.compute.is_null(table.column(ERROR)))
             if pa.compute.any(both).as_py() or pa.compute.any(neither).as_py():
                 return "a row with both a score and an error, or neither"
     return None
@@ -89,7 +58,8 @@ def part_problem(table) -> str | None:
 
 def read_part(path: str, columns):
     """The pyarrow Table of ``columns`` of one part, checked (:func:`part_problem`); the part is opened without
-    following a link and never blocks (``runtime.files.open_owned``). UserInputError naming the part otherwise."""
+    following a link and never blocks (``runtime.files.open_owned``). UserInputError naming the part otherwise.
+    The file column of older parts (``path``) is read as ``image``."""
     pa = require_pyarrow()
     from ..files import open_owned
     from ..formats import printable
@@ -100,7 +70,12 @@ def read_part(path: str, columns):
     try:
         with os.fdopen(open_owned(path), "rb") as f:  # read here, parsed from memory (parts are small)
             data = f.read()
-        table = pa.parquet.read_table(pa.BufferReader(data), columns=list(columns))
+        buffer = pa.BufferReader(data)
+        if IMAGE in columns and OLD_FILE_COLUMN in pa.parquet.read_schema(buffer).names:
+            old = [OLD_FILE_COLUMN if c == IMAGE else c for c in columns]
+            table = pa.parquet.read_table(buffer, columns=old).rename_columns(list(columns))
+        else:
+            table = pa.parquet.read_table(buffer, columns=list(columns))
     except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as e:
         text = getattr(e, "strerror", None) if isinstance(e, OSError) else None
         raise bad(text or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
@@ -116,12 +91,12 @@ def read_parts(out: str, columns):
         yield p, read_part(p, columns)
 
 
-def done_paths(out: str) -> set[str]:
-    """The ``path`` cells of every finished part, each part checked whole first (a tampered part is refused
+def done_images(out: str) -> set[str]:
+    """The ``image`` cells of every finished part, each part checked whole first (a tampered part is refused
     before anything is scored, not when the summary is written)."""
     done = set()
-    for _, t in read_parts(out, ["path", "score", "error"]):
-        done.update(t.column("path").to_pylist())
+    for _, t in read_parts(out, [IMAGE, SCORE, ERROR]):
+        done.update(t.column(IMAGE).to_pylist())
     return done
 
 
@@ -142,7 +117,7 @@ class PartWriter:
         self.error_lines = 0
 
     def add(self, table) -> None:
-        """Add a Table of :data:`COLUMNS` rows."""
+        """Add a Table of rows (``runtime.records.records_table``)."""
         if table.num_rows == 0:
             return
         self.buffer.append(table)
@@ -150,7 +125,7 @@ class PartWriter:
         if self.oldest is None:
             self.oldest = time.monotonic()
         self.rows += table.num_rows
-        errors = table.column("error")
+        errors = table.column(ERROR)
         n_err = table.num_rows - errors.null_count
         self.errors += n_err
         if n_err:
@@ -164,7 +139,7 @@ class PartWriter:
 
     def _tell_errors(self, table) -> None:
         from ..formats import printable
-        for p, e in zip(table.column("path").to_pylist(), table.column("error").to_pylist()):
+        for p, e in zip(table.column(IMAGE).to_pylist(), table.column(ERROR).to_pylist()):
             if e is None:
                 continue
             self.error_lines += 1

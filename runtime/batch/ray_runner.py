@@ -14,7 +14,7 @@ import os
 import time
 
 from ..errors import IcrtError, UnavailableError
-from .parts import records_table, row_path
+from ..records import IMAGE, error_record, parquet_name, records_table
 from .uris import uri_filesystem
 from .watchdog import StalledError, Watchdog
 
@@ -44,7 +44,7 @@ def path_problem(path: str, problems: dict) -> str | None:
 
 class ScoreActor:
     """``map_batches`` callable class: one Scorer per Ray actor. Input batches (pyarrow) have ``path`` and
-    ``bytes``; output rows have :data:`COLUMNS`, ``path`` as given."""
+    ``bytes`` (Ray's names); output rows are records (``runtime.records.records_table``), ``image`` as given."""
 
     def __init__(self, bundle, backend, precision, batch_size, threads):
         from ..scorer import Scorer
@@ -55,7 +55,7 @@ class ScoreActor:
         names = batch.column("path").to_pylist()
         data = batch.column("bytes").to_pylist()
         readable = [i for i, b in enumerate(data) if b is not None]
-        recs = [{"image": n, "error": "cannot read the file"} for n in names]
+        recs = [error_record(n, "cannot read the file") for n in names]
         for i, rec in zip(readable, self.scorer.iter_score([data[i] for i in readable])):
             recs[i] = rec
         return records_table(recs, names)
@@ -121,11 +121,11 @@ def _ray_keys(paths: list[str], problems: dict):
             continue
         problem = path_problem(p, problems)
         if problem:
-            errors.append({"image": p, "error": problem})
+            errors.append(error_record(p, problem))
             continue
         key = os.path.abspath(p)
-        if row_path(key) != key:
-            odd.setdefault(row_path(key), []).append(p)
+        if parquet_name(key) != key:
+            odd.setdefault(parquet_name(key), []).append(p)
             continue
         if key not in owners:
             reads.append(key)
@@ -203,7 +203,7 @@ def run(job, paths: list[str], problems: dict, writer) -> None:
 
 def _map_back(pa, table, owners: dict):
     """Ray paths -> the inputs they were read for (several inputs may name one file); rows for each."""
-    keys = table.column("path").to_pylist()
+    keys = table.column(IMAGE).to_pylist()
     take, names = [], []
     found = 0
     for i, k in enumerate(keys):
@@ -217,9 +217,9 @@ def _map_back(pa, table, owners: dict):
         found += 1
         for p in inputs:
             take.append(i)
-            names.append(row_path(p))
+            names.append(parquet_name(p))
     out = table.take(pa.array(take, pa.int64())) if len(take) != len(keys) or take != list(range(len(keys))) else table
-    out = out.set_column(0, "path", pa.array(names, pa.string()))
+    out = out.set_column(out.schema.get_field_index(IMAGE), IMAGE, pa.array(names, pa.string()))
     return out, found
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from ..records import ERROR, IMAGE, SCORE
 from .layout import SUCCESS_FILE, SUMMARY_FILE, part_files, write_owned_file
 from .parts import read_parts, require_pyarrow
 
@@ -32,7 +33,7 @@ def write_summary(job, stats: dict, shard=None) -> dict:
     scores, errors, by_problem = [], [], {}
     rows = n_err = chars = 0
     parts = part_files(job.out)
-    for _, t in read_parts(job.out, ["path", "score", "error"]):
+    for _, t in read_parts(job.out, [IMAGE, SCORE, ERROR]):
         rows += t.num_rows
         s = t.column("score").drop_null().to_numpy()
         scores.append(s.astype(np.float64, copy=False))
@@ -41,7 +42,7 @@ def write_summary(job, stats: dict, shard=None) -> dict:
             mask = pa.compute.is_valid(err)
             bad = t.filter(mask)
             n_err += bad.num_rows
-            for p, e in zip(bad.column("path").to_pylist(), bad.column("error").to_pylist()):
+            for p, e in zip(bad.column(IMAGE).to_pylist(), bad.column(ERROR).to_pylist()):
                 kind = e.split(" (", 1)[0][:200]
                 if kind not in by_problem and len(by_problem) >= MAX_ERROR_KINDS:
                     kind = "other problems"
@@ -49,7 +50,7 @@ def write_summary(job, stats: dict, shard=None) -> dict:
                 p = p if len(p) <= MAX_LISTED_PATH else p[:MAX_LISTED_PATH - 3] + "..."
                 e = e if len(e) <= MAX_LISTED_PATH else e[:MAX_LISTED_PATH - 3] + "..."
                 if len(errors) < MAX_ERRORS_LISTED and chars + len(p) + len(e) <= MAX_ERRORS_CHARS:
-                    errors.append({"path": p, "error": e})
+                    errors.append({IMAGE: p, ERROR: e})
                     chars += len(p) + len(e)
     s = np.concatenate(scores) if scores else np.zeros(0)
     lo, hi = job.extra.get("score_range", [0.0, 1.0])

@@ -191,19 +191,19 @@ def _hist_svg(rep: Report, median: float | None) -> str:
 
 
 def _figure(p: Pick, thumbs: dict, images: ImagesRoot) -> str:
-    if p.path not in thumbs:
-        where, why = images.locate(p.path)
-        thumbs[p.path] = thumbnail(where) if where else (None, why)
-    data, why = thumbs[p.path]
-    full = esc(p.path, SHOW_PATH)
+    if p.image not in thumbs:
+        where, why = images.locate(p.image)
+        thumbs[p.image] = thumbnail(where) if where else (None, why)
+    data, why = thumbs[p.image]
+    full = esc(p.image, SHOW_PATH)
     size = f" \u00b7 {p.width}\u00d7{p.height}" if p.width and p.height else ""
     title = f'{full} ({fmt(p.score)}{esc(size)})'
     if data:
         img = f'<img src="data:image/jpeg;base64,{data}" alt="{full}" title="{title}">'
     else:
         img = f'<div class="ph" title="{title}">{esc(why, 120)}</div>'
-    parts = p.path.replace(os.sep, "/").rstrip("/").split("/")
-    name = esc(parts[-1] or p.path, 80)
+    parts = p.image.replace(os.sep, "/").rstrip("/").split("/")
+    name = esc(parts[-1] or p.image, 80)
     parent = esc(parts[-2] + "/" if len(parts) > 1 else "\u00a0", 80)
     return (f'<figure>{img}<figcaption><b>{fmt(p.score)}</b> <span class="note">p{100 * p.rank:.0f}</span>'
             f'<span class="f" title="{full}">{name}</span><span class="f d">{parent}</span></figcaption></figure>')

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from ..batch.layout import PART_GLOB, SUCCESS_FILE, SUMMARY_FILE
 from ..errors import UnavailableError, UserInputError, one_line
 from ..formats import FORMULA_START, printable
+from ..records import ERROR, HEIGHT, IMAGE, OLD_FILE_COLUMN, PATCHES, SCORE, WIDTH
 
 MAX_PATH_CHARS = 4096  # a longer path cannot be opened anyway (PATH_MAX); kept cut in memory
 MAX_LINE = 1 << 20  # one JSON record / JSONL line / CSV field
@@ -22,12 +23,12 @@ MAX_SUMMARY_BYTES = 16 << 20  # a larger summary.json is not shown (icrt batch k
 CHUNK = 1 << 16
 PARQUET_BATCH = 8192
 COMPLETION_MARKERS = (SUCCESS_FILE,)  # any of these in the folder (or "complete": true in summary.json): finished
-REQUIRED_COLUMNS = ("path", "score", "error")
-INT_COLUMNS = ("width", "height", "patches")
+REQUIRED_COLUMNS = (IMAGE, SCORE, ERROR)
+INT_COLUMNS = (WIDTH, HEIGHT, PATCHES)
 
 
 class Row(NamedTuple):
-    path: str
+    image: str
     score: float | None  # None: an error row
     error: str | None
     width: int | None
@@ -230,23 +231,27 @@ def _parquet(path: str):
         schema = pf.schema_arrow
     except (OSError, ValueError, pa.ArrowException) as e:
         raise bad_input(name, "", f"not a readable Parquet file ({e})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    file_column = OLD_FILE_COLUMN if IMAGE not in schema.names and OLD_FILE_COLUMN in schema.names else IMAGE
+    missing = [c for c in REQUIRED_COLUMNS if (file_column if c == IMAGE else c) not in schema.names]
     if missing:
-        raise bad_input(name, "", f"no column {', '.join(missing)} (an icrt batch part has {', '.join(REQUIRED_COLUMNS)})")
+        raise bad_input(name, "", f"no column {', '.join(missing)} (an icrt batch part has "
+                                  f"{', '.join(REQUIRED_COLUMNS)})")
     t = pa.types
-    kinds = {"path": (t.is_string, t.is_large_string, t.is_binary, t.is_large_binary), "score": (t.is_floating, t.is_integer, t.is_null),
-             "error": (t.is_string, t.is_large_string, t.is_null)}
+    kinds = {IMAGE: (t.is_string, t.is_large_string, t.is_binary, t.is_large_binary),
+             SCORE: (t.is_floating, t.is_integer, t.is_null), ERROR: (t.is_string, t.is_large_string, t.is_null)}
     kinds.update({c: (t.is_integer, t.is_null) for c in INT_COLUMNS})
-    cols = [c for c in (*REQUIRED_COLUMNS, *INT_COLUMNS) if c in schema.names]
-    for c in cols:
-        if not any(ok(schema.field(c).type) for ok in kinds[c]):
-            raise bad_input(name, "", f"column {c} has type {schema.field(c).type}")
+    cols = [c for c in (*REQUIRED_COLUMNS, *INT_COLUMNS) if (file_column if c == IMAGE else c) in schema.names]
+    stored = [file_column if c == IMAGE else c for c in cols]  # the names in the file
+    for c, s in zip(cols, stored):
+        if not any(ok(schema.field(s).type) for ok in kinds[c]):
+            raise bad_input(name, "", f"column {s} has type {schema.field(s).type}")
+    file_type = schema.field(file_column).type
     row = 0
     try:
-        for batch in pf.iter_batches(batch_size=PARQUET_BATCH, columns=cols):
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH, columns=stored):
             data = {c: batch.column(i).to_pylist() for i, c in enumerate(cols)}
-            if pa.types.is_binary(schema.field("path").type) or pa.types.is_large_binary(schema.field("path").type):
-                data["path"] = [p if p is None else os.fsdecode(p) for p in data["path"]]  # os.fsdecode's str form
+            if pa.types.is_binary(file_type) or pa.types.is_large_binary(file_type):
+                data[IMAGE] = [p if p is None else os.fsdecode(p) for p in data[IMAGE]]  # os.fsdecode's str form
             for j in range(batch.num_rows):
                 row += 1
                 yield _row(name, f"row {row}", *(data[c][j] if c in data else None

@@ -113,7 +113,7 @@ class Folder:
 
 class Pick(NamedTuple):
     score: float
-    path: str
+    image: str
     width: int | None
     height: int | None
     rank: float  # 0 .. 1 (share of scored images below), as far as known
@@ -144,7 +144,7 @@ class Report:
 
     def add(self, r: Row) -> None:
         self.rows += 1
-        key = os.path.dirname(r.path) or "."
+        key = os.path.dirname(r.image) or "."
         folder = self.folders.get(key)
         if folder is None:
             if len(self.folders) < MAX_FOLDERS:
@@ -161,13 +161,13 @@ class Report:
             else:
                 self.error_kinds[""] = self.error_kinds.get("", 0) + 1  # "" = other messages
             if len(self.errors) < MAX_ERRORS:
-                self.errors.append((r.path[:SHOW_PATH * 2], r.error[:SHOW_ERROR * 2]))
+                self.errors.append((r.image[:SHOW_PATH * 2], r.error[:SHOW_ERROR * 2]))
             return
         s = r.score
         folder.dist.add(s)
         self.dist.add(s)
         self.hist[self.hist_bin(s)] += 1
-        item = (s, self.scored, r.path, r.width, r.height)  # ties: input order
+        item = (s, self.scored, r.image, r.width, r.height)  # ties: input order
         self.scored += 1
         if self.extremes:
             neg = (-s, -item[1], *item[2:])

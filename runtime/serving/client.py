@@ -22,7 +22,7 @@ from ..errors import IcrtError, UnavailableError, UserInputError, one_line
 from ..formats import printable
 from ..preprocess import ImageError
 from .limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
-from .repository import IMAGE_INPUT, OUTPUTS, records_from_outputs
+from ..records import IMAGE_INPUT, OUTPUTS, error_record, records_from_outputs
 
 INSTALL_HINT = "pip install 'icrt[serve]'"
 DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)
@@ -234,11 +234,11 @@ class RemoteScorer:
                 recs = records_from_outputs([n for n, _ in sent], outputs)
             except Exception as e:  # the server failed this request: each of its images gets the error
                 problem = f"server error ({type(e).__name__}: {' '.join(str(e).split())})"
-                recs = [{"image": n, "error": problem} for n, _ in sent]
+                recs = [error_record(n, problem) for n, _ in sent]
             by_name = iter(recs)
         out = []
         for name, data, problem in chunk:
-            out.append(next(by_name) if data is not None else {"image": name, "error": problem})
+            out.append(next(by_name) if data is not None else error_record(name, problem))
         return out
 
     def iter_score(self, images, heatmap_dir: str | None = None, details: bool = False, progress=None):

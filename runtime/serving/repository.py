@@ -17,9 +17,8 @@ in the Python the Triton Python backend runs, not an installed icrt). Its settin
 the models it calls) are ``parameters`` of its config.pbtxt.
 
 The same request / response layout is used by ``icrt serve`` (PyTriton) and read by ``icrt score --url``
-(``runtime.serving.client``): input ``image`` (BYTES, one encoded image file per batch row), outputs ``score`` (FP32, NaN
-for an image that could not be scored), ``error`` (BYTES, empty when scored), ``patches``, ``width``, ``height``
-(INT32). :func:`outputs_for` and :func:`records_from_outputs` convert between those tensors and score records.
+(``runtime.serving.client``): the score record's tensors (``runtime.records``: input ``image``, BYTES, one encoded
+image file per batch row; outputs ``score``, ``error``, ``patches``, ``width``, ``height``).
 
 Nothing heavy is imported at module level (numpy and onnxruntime load inside the functions that need them).
 """
@@ -34,53 +33,8 @@ import tempfile
 from ..errors import UserInputError
 from ..manifest import BundleError, Manifest, load_manifest
 from ..precisions import precision_names
+from ..records import IMAGE_INPUT, OUTPUT_TENSORS
 from .limits import DEFAULT_MODEL_NAME, check
-
-# --- the tensors icrt's servers speak --------------------------------------------------------------------------
-
-IMAGE_INPUT = "image"  # BYTES [batch, 1]: one encoded image file (JPEG, PNG, ...) per row
-SCORE = "score"  # FP32 [batch, 1]; NaN where ``error`` is set
-ERROR = "error"  # BYTES [batch, 1]: UTF-8 problem text, empty when the image was scored
-INT_OUTPUTS = ("patches", "width", "height")  # INT32 [batch, 1]: the score record's fields
-OUTPUTS = (SCORE, ERROR, *INT_OUTPUTS)
-
-
-def outputs_for(records: list[dict]) -> dict:
-    """Score records (``Scorer.score_many``) -> the output tensors, ``name -> [n, 1] array``."""
-    import numpy as np
-
-    n = len(records)
-    out = {SCORE: np.full((n, 1), np.nan, np.float32), ERROR: np.empty((n, 1), dtype=object)}
-    for k in INT_OUTPUTS:
-        out[k] = np.zeros((n, 1), np.int32)
-    for i, rec in enumerate(records):
-        if "error" in rec:
-            out[ERROR][i, 0] = str(rec["error"]).encode("utf-8", "backslashreplace")
-            continue
-        out[ERROR][i, 0] = b""
-        out[SCORE][i, 0] = rec["score"]
-        for k in INT_OUTPUTS:
-            out[k][i, 0] = rec[k]
-    return out
-
-
-def records_from_outputs(names: list[str], outputs: dict) -> list[dict]:
-    """The output tensors of one response -> one record per row, named ``names`` (the client's file names)."""
-    import numpy as np
-
-    recs = []
-    score = np.asarray(outputs[SCORE], np.float32).reshape(-1)
-    error = np.asarray(outputs[ERROR]).reshape(-1)
-    ints = {k: np.asarray(outputs[k]).reshape(-1) for k in INT_OUTPUTS}
-    for i, name in enumerate(names):
-        problem = error[i]
-        problem = problem.decode("utf-8", "replace") if isinstance(problem, bytes) else str(problem or "")
-        if problem:
-            recs.append({"image": name, "error": problem})
-        else:
-            recs.append({"image": name, "score": float(score[i]), **{k: int(ints[k][i]) for k in INT_OUTPUTS}})
-    return recs
-
 
 # --- model repository -------------------------------------------------------------------------------------------
 
@@ -204,8 +158,7 @@ def plan_config(manifest: Manifest, name: str, info: dict, max_batch: int, insta
 def front_config(manifest: Manifest, name: str, targets: list[dict], max_batch: int, instances: int,
                  queue_delay_us: int, execution_env: str | None = None) -> str:
     """config.pbtxt of the Python model that takes encoded image files."""
-    out = [_tensor(SCORE, "TYPE_FP32", [1]), _tensor(ERROR, "TYPE_STRING", [1]),
-           *(_tensor(k, "TYPE_INT32", [1]) for k in INT_OUTPUTS)]
+    out = [_tensor(name, dtype, [1]) for name, (dtype, _) in OUTPUT_TENSORS.items()]
     params = {"icrt_preprocessing": json.dumps(manifest.preprocessing.to_dict()),
               "icrt_score_range": json.dumps([float(v) for v in manifest.score.get("range", [0.0, 1.0])]),
               "icrt_targets": json.dumps(targets), "icrt_input": manifest.input_name,

@@ -92,7 +92,7 @@ def infer_function(scorer):
     -> one dict of output arrays per request. Rows too large to be an image icrt takes (``MAX_IMAGE_BYTES``), and
     every row of a request larger than ``MAX_REQUEST_BYTES``, get an error row without being decoded."""
     from .limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
-    from .repository import IMAGE_INPUT, outputs_for
+    from ..records import IMAGE_INPUT, error_record, outputs_for
 
     mb = 2 ** 20
 
@@ -111,7 +111,7 @@ def infer_function(scorer):
                 images.append(b"" if len(images) in refused else r)
             counts.append(len(rows))
         scored = iter(scorer.score_many([im for i, im in enumerate(images) if i not in refused]))
-        records = [{"image": "", "error": refused[i]} if i in refused else next(scored) for i in range(len(images))]
+        records = [error_record("", refused[i]) if i in refused else next(scored) for i in range(len(images))]
         responses, start = [], 0
         for n in counts:
             responses.append(outputs_for(records[start:start + n]))
@@ -188,7 +188,7 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
 
     from ..backends.onnxruntime import default_threads
     from ..scorer import Scorer
-    from .repository import ERROR, IMAGE_INPUT, INT_OUTPUTS, SCORE
+    from ..records import IMAGE_INPUT, OUTPUT_TENSORS
 
     for port in (http_port, grpc_port, metrics_port):
         problem = _port_problem(host, port)
@@ -204,8 +204,8 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
                           grpc_port=grpc_port, metrics_address=host, metrics_port=metrics_port,
                           exit_timeout_secs=EXIT_TIMEOUT_S, log_verbose=0,
                           log_file=os.path.abspath(log_file) if log_file else None)
-    outputs = [Tensor(name=SCORE, dtype=np.float32, shape=(1,)), Tensor(name=ERROR, dtype=bytes, shape=(1,)),
-               *(Tensor(name=k, dtype=np.int32, shape=(1,)) for k in INT_OUTPUTS)]
+    outputs = [Tensor(name=name, dtype=bytes if dtype == "object" else np.dtype(dtype), shape=(1,))
+               for name, (_, dtype) in OUTPUT_TENSORS.items()]
     model_config = ModelConfig(max_batch_size=max_batch,
                                batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us))
     stop = {"signal": None}

@@ -17,7 +17,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from runtime.batch.parts import COLUMNS, row_path  # noqa: E402
+from runtime.records import PARQUET_COLUMNS, parquet_name  # noqa: E402
 from runtime.worklist import shard_of  # noqa: E402
 from tests.images import textured  # noqa: E402
 from tests.runtime.fixtures import ROOT, broken_inputs, run_cli  # noqa: E402
@@ -65,19 +65,19 @@ def read_rows(out) -> list[dict]:
     rows = []
     for p in parts:
         t = pq.read_table(p)
-        assert t.schema.names == list(COLUMNS)
+        assert t.schema.names == list(PARQUET_COLUMNS)
         rows += t.to_pylist()
     return rows
 
 
 def assert_rows_match(rows, ref):
     """One row per reference record, with its score (<= TOL), size, patches, or the very same error text."""
-    paths = [r["path"] for r in rows]
+    paths = [r["image"] for r in rows]
     assert len(paths) == len(set(paths)), "duplicate rows"
-    by_path = {r["path"]: r for r in rows}
-    assert set(by_path) == {row_path(r["image"]) for r in ref}, "missing or extra rows"
+    by_path = {r["image"]: r for r in rows}
+    assert set(by_path) == {parquet_name(r["image"]) for r in ref}, "missing or extra rows"
     for r in ref:
-        row = by_path[row_path(r["image"])]
+        row = by_path[parquet_name(r["image"])]
         if "error" in r:
             assert row["error"] == r["error"] and row["score"] is None, (row, r)
         else:
@@ -211,7 +211,7 @@ def test_local_rows_equal_icrt_score(tmp_path, capsys, square_bundle):
     scores = sorted(r["score"] for r in ref if "error" not in r)
     assert s["scores"]["min"] == pytest.approx(scores[0]) and s["scores"]["max"] == pytest.approx(scores[-1])
     assert s["scores"]["quantiles"]["0.5"] == pytest.approx(float(__import__("numpy").median(scores)))
-    assert {e["path"] for e in s["errors"]} == {row_path(r["image"]) for r in ref if "error" in r}
+    assert {e["image"] for e in s["errors"]} == {parquet_name(r["image"]) for r in ref if "error" in r}
     assert s["bundle"]["name"] == "tiny-d2s-square" and s["bundle"]["precision"] == "fp32"
     assert s["speed"]["images_per_s"] > 0 and s["versions"]["pyarrow"]
     assert f"{out}: {len(paths)} row(s)" in stdout
@@ -231,7 +231,7 @@ def test_out_in_use_needs_resume_and_resume_keeps_rows(tmp_path, capsys, square_
                                 "--part-rows", 3)
     assert code == 0, err
     rows = read_rows(out)
-    assert rows[:len(first)] == first and len(rows) == 12 and len({r["path"] for r in rows}) == 12
+    assert rows[:len(first)] == first and len(rows) == 12 and len({r["image"] for r in rows}) == 12
     s = json.load(open(out / "summary.json"))
     assert s["counts"]["skipped_resume"] == 8 and s["counts"]["scored_this_run"] == 4 and s["counts"]["rows"] == 12
     # resuming a finished run does nothing but rewrite the summary
@@ -249,7 +249,7 @@ def test_resume_ignores_half_written_files(tmp_path, capsys, square_bundle):
     (out / ".tmp-abcd.parquet").write_bytes(b"PAR1 half a part")  # what a kill during a write leaves
     os.remove(out / "_SUCCESS")
     assert run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle, "--resume")[0] == 0
-    assert sorted(r["path"] for r in read_rows(out)) == sorted(paths)
+    assert sorted(r["image"] for r in read_rows(out)) == sorted(paths)
     assert not glob.glob(str(out / ".tmp-*")) and os.path.isfile(out / "_SUCCESS")
 
 
@@ -264,7 +264,7 @@ def test_local_killed_and_resumed_has_no_duplicates_and_no_gaps(tmp_path, square
     code, stdout, err = icrt(*argv, "--resume", timeout=240)
     assert code == 1, err
     rows = read_rows(out)
-    assert sorted(r["path"] for r in rows) == sorted(row_path(p) for p in paths)  # no gap, no duplicate
+    assert sorted(r["image"] for r in rows) == sorted(parquet_name(p) for p in paths)  # no gap, no duplicate
     assert rows[:len(before)] == before
     assert json.load(open(out / "summary.json"))["counts"]["rows"] == len(paths)
 
@@ -278,11 +278,11 @@ def test_batch_shards_partition_and_files_from(tmp_path, capsys, square_bundle):
         code, _, err = run_cli(capsys, "batch", "--files-from", lst, "--shard", f"{i}/3", "--out", out,
                                "-m", square_bundle)
         assert code == 0, err
-        rows = [r["path"] for r in read_rows(out)]
-        assert sorted(rows) == sorted(row_path(p) for p in paths if shard_of(p, 3) == i)
+        rows = [r["image"] for r in read_rows(out)]
+        assert sorted(rows) == sorted(parquet_name(p) for p in paths if shard_of(p, 3) == i)
         assert json.load(open(out / "summary.json"))["shard"] == f"{i}/3"
         seen += rows
-    assert sorted(seen) == sorted(row_path(p) for p in paths)
+    assert sorted(seen) == sorted(parquet_name(p) for p in paths)
 
 
 @pytest.mark.parametrize("case", ["missing", "folder", "binary", "empty"])
@@ -302,13 +302,13 @@ def test_batch_bad_list_files_give_one_line_errors(tmp_path, capsys, square_bund
 
 def test_uri_inputs(tmp_path, capsys, square_bundle):
     paths = make_inputs(tmp_path / "in", 5, broken=False, odd=False)
-    ref = {row_path(r["image"]): r for r in reference(square_bundle, paths, tmp_path)}
+    ref = {parquet_name(r["image"]): r for r in reference(square_bundle, paths, tmp_path)}
     capsys.readouterr()
     folder = os.path.dirname(paths[0])
     code, _, err = run_cli(capsys, "batch", "file://" + folder, "file://" + folder + "/nothing.png",
                            "--out", tmp_path / "out", "-m", square_bundle)
     assert code == 1, err
-    rows = {r["path"]: r for r in read_rows(tmp_path / "out")}
+    rows = {r["image"]: r for r in read_rows(tmp_path / "out")}
     assert rows.pop("file://" + folder + "/nothing.png")["error"] == "no such file"
     assert sorted(rows) == sorted("file://" + p for p in paths)
     for p in paths:
@@ -328,6 +328,21 @@ def test_ray_options_need_the_ray_runner(tmp_path, capsys, square_bundle):
     paths = make_inputs(tmp_path / "in", 1, broken=False, odd=False)
     code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--ray-address", "auto")
     assert code == 2 and "--runner ray" in err
+
+
+def test_parts_written_before_the_file_column_was_image_are_resumed_and_reported(tmp_path, capsys, square_bundle):
+    """Before icrt 0.2 the file column of a part was ``path``: such parts are still read (as ``image``)."""
+    paths = make_inputs(tmp_path / "in", 4, broken=False, odd=False)
+    out = tmp_path / "out"
+    assert run_cli(capsys, "batch", *paths[:2], "--out", out, "-m", square_bundle)[0] == 0
+    part = str(out / "part-000000.parquet")
+    old = pq.read_table(part)
+    pq.write_table(old.rename_columns(["path" if c == "image" else c for c in old.column_names]), part)
+    assert run_cli(capsys, "batch", *paths, "--out", out, "-m", square_bundle, "--resume")[0] == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["rows"] == 4 and summary["counts"]["scored_this_run"] == 2
+    code, printed, _ = run_cli(capsys, "report", out, "-o", tmp_path / "r.html", "--thumbs", 0)
+    assert code == 0 and "4 images, 4 scored, 0 errors" in printed
 
 
 def test_engine_is_the_old_name_of_runner(tmp_path, capsys, square_bundle):
@@ -378,10 +393,11 @@ def test_one_run_per_folder(tmp_path, capsys, square_bundle):
 
 
 def test_slow_runs_still_write_parts(tmp_path):
-    from runtime.batch.parts import PartWriter, records_table
+    from runtime.batch.parts import PartWriter
+    from runtime.records import records_table
 
     w = PartWriter(str(tmp_path), part_rows=1000, part_seconds=0.0)  # every row older than 0 s: written at once
     w.add(records_table([{"image": "a.png", "score": 0.5, "patches": 1, "width": 2, "height": 3}]))
     w.add(records_table([{"image": "b.png", "error": "no such file"}]))
     assert [os.path.basename(p) for p in w.parts] == ["part-000000.parquet", "part-000001.parquet"]
-    assert [r["path"] for r in read_rows(tmp_path)] == ["a.png", "b.png"]
+    assert [r["image"] for r in read_rows(tmp_path)] == ["a.png", "b.png"]

@@ -185,7 +185,7 @@ def test_resume_refuses_parts_without_a_run_file_or_a_digest(tmp_path, capsys, s
 
 
 def _part(out, n, **cols):
-    base = {"path": pa.array(["x.png"], pa.string()), "score": pa.array([0.5], pa.float64()),
+    base = {"image": pa.array(["x.png"], pa.string()), "score": pa.array([0.5], pa.float64()),
             "error": pa.array([None], pa.string()), "width": pa.array([1], pa.int32()),
             "height": pa.array([1], pa.int32()), "patches": pa.array([1], pa.int32())}
     base.update(cols)
@@ -195,7 +195,7 @@ def _part(out, n, **cols):
 @pytest.mark.parametrize("case, cols, words", [
     ("score strings", {"score": pa.array(["bad"], pa.string())}, "column score has type string"),
     ("error int64", {"error": pa.array([3], pa.int64())}, "column error has type int64"),
-    ("path missing", {"path": pa.array([None], pa.string())}, "a row without a path"),
+    ("image missing", {"image": pa.array([None], pa.string())}, "a row without an image"),
     ("NaN score", {"score": pa.array([float("nan")], pa.float64())}, "not a finite number"),
     ("inf score", {"score": pa.array([float("inf")], pa.float64())}, "not a finite number"),
     ("score and error", {"error": pa.array(["boom"], pa.string())}, "both a score and an error"),
@@ -205,7 +205,7 @@ def test_resume_refuses_tampered_parts_with_one_line(tmp_path, capsys, square_bu
     out = tmp_path / "out"
     assert run_cli(capsys, "batch", *inputs[:3], "--out", out, "-m", square_bundle)[0] == 0
     if case == "no column":
-        pq.write_table(pa.table({"path": ["x.png"]}), out / "part-000002.parquet")
+        pq.write_table(pa.table({"image": ["x.png"]}), out / "part-000002.parquet")
     else:
         _part(out, 2, **cols)
     code, _, err = run_cli(capsys, "batch", *inputs, "--out", out, "-m", square_bundle, "--resume")
@@ -242,7 +242,7 @@ def test_a_model_failing_at_run_time_gives_error_rows_and_exit_2(tmp_path, capsy
     out = tmp_path / "out"
     code, stdout, err = run_cli(capsys, "batch", *paths, "--out", out, "-m", bundle, "--batch-size", 1)
     assert code == 2 and "Traceback" not in err
-    rows = {r["path"]: r for r in read_rows(out)}
+    rows = {r["image"]: r for r in read_rows(out)}
     assert rows[paths[1]]["score"] is None and "the model failed on this image's batch" in rows[paths[1]]["error"]
     assert rows[paths[0]]["score"] is not None and rows[paths[2]]["score"] is not None
     assert err.strip().splitlines()[-1].startswith("icrt: error: the model failed while running 1 batch(es)")
@@ -261,6 +261,6 @@ def test_summary_stays_small_with_many_long_error_paths(tmp_path, capsys, square
     size = os.path.getsize(out / "summary.json")
     s = json.loads((out / "summary.json").read_text())
     assert size < 512 * 1024 and s["counts"]["errors"] == 1200 and 0 < len(s["errors"]) < 1200
-    assert all(len(e["path"]) <= 1024 for e in s["errors"])
+    assert all(len(e["image"]) <= 1024 for e in s["errors"])
     code, out_text, err = run_cli(capsys, "report", out, "-o", tmp_path / "r.html")
     assert code == 0, err

@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 
-from runtime.batch.parts import row_path  # noqa: E402
+from runtime.records import parquet_name  # noqa: E402
 from runtime.worklist import shard_of  # noqa: E402
 from tests.runtime.fixtures import run_cli  # noqa: E402
 from tests.runtime.test_batch import assert_rows_match, make_inputs, read_rows, reference, write_list  # noqa: E402
@@ -88,10 +88,10 @@ def test_ray_shards_partition(local_ray, deadline, inputs, tmp_path, capsys, squ
         code, _, err = run_cli(capsys, "batch", "--files-from", lst, "--shard", f"{i}/2", "--out", out,
                                "-m", square_bundle, "--runner", "ray", "--workers", 1, "--stall-timeout", 240)
         assert code in (0, 1), err
-        rows = [r["path"] for r in read_rows(out)]
-        assert sorted(rows) == sorted(row_path(p) for p in paths if shard_of(p, 2) == i)
+        rows = [r["image"] for r in read_rows(out)]
+        assert sorted(rows) == sorted(parquet_name(p) for p in paths if shard_of(p, 2) == i)
         seen += rows
-    assert sorted(seen) == sorted(row_path(p) for p in paths)
+    assert sorted(seen) == sorted(parquet_name(p) for p in paths)
 
 
 def test_ray_refuses_a_pool_that_would_starve_reading(local_ray, deadline, inputs, tmp_path, capsys, square_bundle):

@@ -12,7 +12,7 @@ pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 
-from runtime.batch.parts import row_path  # noqa: E402
+from runtime.records import parquet_name  # noqa: E402
 from tests.runtime.test_batch import (_session_pids, icrt, kill_after_first_part, make_inputs, read_rows,  # noqa: E402
                                       slow_env, write_list)
 
@@ -29,7 +29,7 @@ def test_ray_killed_and_resumed_has_no_duplicates_and_no_gaps(tmp_path, square_b
     code, stdout, err = icrt(*argv, "--resume", env=slow_env(tmp_path), timeout=300)
     assert code == 1, err
     rows = read_rows(out)
-    assert sorted(r["path"] for r in rows) == sorted(row_path(p) for p in paths)  # no gap, no duplicate
+    assert sorted(r["image"] for r in rows) == sorted(parquet_name(p) for p in paths)  # no gap, no duplicate
     assert rows[:len(before)] == before
     assert json.load(open(out / "summary.json"))["counts"]["skipped_resume"] == len(before)
 

@@ -218,7 +218,7 @@ def test_json_list_is_streamed_across_chunks(tmp_path, monkeypatch):
     p.write_text("\ufeff" + json.dumps(records, indent=1))
     monkeypatch.setattr(readers, "CHUNK", 7)
     rows = list(readers.Source(str(p)).rows())
-    assert [r.path for r in rows] == [r["image"] for r in records]
+    assert [r.image for r in rows] == [r["image"] for r in records]
     assert [r.score for r in rows] == [r.get("score") for r in records]
     assert [r.error for r in rows] == [r.get("error") for r in records]
 
@@ -282,7 +282,7 @@ def write_batch(folder, records, parts=2, summary=None):
     for k in range(parts):
         chunk = records[k * step:(k + 1) * step]
         table = pa.table({
-            "path": pa.array([r["image"] for r in chunk], pa.string()),
+            "image": pa.array([r["image"] for r in chunk], pa.string()),
             "score": pa.array([r.get("score") for r in chunk], pa.float64()),
             "error": pa.array([r.get("error") for r in chunk], pa.string()),
             "width": pa.array([r.get("width") for r in chunk], pa.int32()),
@@ -318,14 +318,14 @@ def test_bad_batch_folders_are_one_line_errors(scored, capsys, tmp_path):
     pq.write_table(pa.table({"image": ["a.png"], "score": [0.5]}), bad / "part-00000.parquet")
     typed = tmp_path / "typed"
     typed.mkdir()
-    pq.write_table(pa.table({"path": ["a.png"], "score": ["0.5"], "error": [None]}), typed / "part-00000.parquet")
+    pq.write_table(pa.table({"image": ["a.png"], "score": ["0.5"], "error": [None]}), typed / "part-00000.parquet")
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "part-00000.parquet").write_bytes(b"PAR1 not really")
     fifo = tmp_path / "fifo"
     write_batch(fifo, scored["records"][:2], parts=1)
     os.mkfifo(fifo / "part-00009.parquet")  # would block a read forever
-    for folder, says in [(bad, "no column path, error"), (typed, "column score has type string"),
+    for folder, says in [(bad, "no column error"), (typed, "column score has type string"),
                          (junk, "not a readable Parquet file"), (fifo, "not an icrt batch part: it is a FIFO")]:
         code, _, err = run_cli(capsys, "report", folder, "-o", tmp_path / "r.html")
         assert code == 2 and err.startswith("icrt: error: " + str(folder)) and says in err, err

@@ -17,7 +17,8 @@ import pytest
 
 from runtime.errors import UserInputError
 from runtime.manifest import FILE_NAMES, EngineRecord, Manifest, engine_file_name, load_manifest, write_bundle
-from runtime.serving.repository import MARKER, OUTPUTS, write_repository
+from runtime.records import OUTPUTS
+from runtime.serving.repository import MARKER, write_repository
 from tests.images import textured
 from tests.runtime.fixtures import DATA, TINY_FILES, broken_inputs, run_cli, tiny_preprocessing
 
