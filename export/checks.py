@@ -64,7 +64,7 @@ def check_set_from_paths(items, prep: Preprocessing, source: str) -> CheckSet:
 
 def score_check_set(backend, checks: CheckSet, prep: Preprocessing, batch_size: int = 32) -> Scores:
     """Raw scores of ``backend`` (any object with the runtime's Backend interface) on the check images."""
-    scorer = Scorer(None, backend, batch_size, workers=0, preprocessing=prep, score_range=None)
+    scorer = Scorer.for_preprocessing(backend, prep, batch_size=batch_size, workers=0)
     images, inputs, patches = [], [], []
     for rec in scorer.iter_score(checks.images, details=True):
         if "error" in rec:  # decoded already; only a model problem can land here

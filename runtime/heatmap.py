@@ -3,8 +3,14 @@
 Overlapping patches are averaged per pixel, so the map shows where in the image the model found the
 complexity. A square-policy model has one input per image; its map shows the scores of overlapping local
 windows instead (``Scorer.local_windows``), while the image score stays the model's.
+
+The Scorer hands out what a map is drawn from (:class:`ScoreMap`, in a record's ``map`` when asked for); a
+consumer draws it: :class:`HeatmapWriter` (``icrt score --heatmap DIR``).
 """
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,3 +59,58 @@ def write_heatmap(path, rgb, geometry, positions, patch, scores, image_score, ti
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+@dataclass
+class ScoreMap:
+    """What the heatmap of one image is drawn from."""
+
+    rgb: np.ndarray  # the image, reduced (its long side at most runtime.scorer.HEATMAP_SIDE)
+    geometry: tuple  # (height, width) of the frame the squares lie in (the fitted image, or ``rgb`` itself)
+    positions: list  # (top, left) of each square
+    side: int  # the squares' side, in that frame
+    scores: np.ndarray  # one per square
+    image_score: float
+    note: str | None = None  # what the squares are, when not the model's own patches
+
+
+class HeatmapWriter:
+    """Draws the map of each record that carries one (``Scorer.iter_score(..., maps=...)``) into ``folder`` as
+    ``<stem>.heatmap.png`` (numbered when stems repeat) and names it in the record's ``heatmap``.
+
+    The first write that fails ends the heatmaps, not the scoring: :meth:`draw` returns the problem once, and
+    :attr:`active` turns False (pass it to ``iter_score(maps=writer.wanted)`` so that no more maps are computed).
+    """
+
+    def __init__(self, folder: str, score_range=(0.0, 1.0)):
+        self.folder, self.score_range = folder, score_range or (0.0, 1.0)
+        self.used: set[str] = set()
+        self.active = True
+
+    def wanted(self) -> bool:
+        return self.active
+
+    def name_for(self, image: str) -> str:
+        stem = os.path.splitext(os.path.basename(image))[0] or "image"
+        name, i = f"{stem}.heatmap.png", 1
+        while name in self.used:
+            name, i = f"{stem}-{i}.heatmap.png", i + 1
+        self.used.add(name)
+        return os.path.join(self.folder, name)
+
+    def draw(self, rec: dict) -> str | None:
+        """Take the record's ``map`` and write its PNG; the problem (one line) when the write failed."""
+        m = rec.pop("map", None)
+        if m is None or not self.active:
+            return None
+        path = self.name_for(rec["image"])
+        try:
+            write_heatmap(path, m.rgb, m.geometry, m.positions, m.side, m.scores, m.image_score,
+                          title=os.path.basename(rec["image"]), score_range=self.score_range, note=m.note)
+        except OSError as e:
+            self.active = False
+            where = printable(os.fsdecode(e.filename)) if isinstance(e.filename, (str, bytes)) else ""
+            what = f"{where}: {e.strerror}" if where and e.strerror else printable(str(e))
+            return f"cannot write a heatmap: {what}; scoring goes on without heatmaps"
+        rec["heatmap"] = path
+        return None

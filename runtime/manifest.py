@@ -319,6 +319,11 @@ class Manifest:
         object.__setattr__(self, name, value)
 
     @property
+    def score_range(self) -> tuple[float, float]:
+        lo, hi = self.score.get("range", DEFAULT_SCORE["range"])
+        return float(lo), float(hi)
+
+    @property
     def input_size(self) -> int:
         return self.preprocessing.size
 

@@ -83,7 +83,7 @@ class Preprocessing:
 # --- decoding ---------------------------------------------------------------------------------
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB; transparency is composited over white."""
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -182,7 +182,7 @@ def _decode(source, draft: tuple[int, int] | None = None) -> tuple[np.ndarray, t
                     im = ImageOps.exif_transpose(im)
                 except Exception:  # a corrupt EXIF block must not lose the image: keep it unrotated
                     pass
-                rgb = _to_rgb(im)
+                rgb = to_rgb(im)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

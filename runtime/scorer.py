@@ -1,12 +1,14 @@
 """The Python API: ``Scorer.load(bundle).score(path)``; the CLI is a thin layer over it.
 
-Records are plain dicts, the same the CLI writes:
-``{"image": str, "score": float, "patches": int, "width": int, "height": int}`` (plus ``"heatmap"`` when one
-was drawn), or ``{"image": str, "error": str}`` for a file that could not be scored.
+Records are plain dicts (``runtime.records``), the same the CLI writes:
+``{"image": str, "score": float, "patches": int, "width": int, "height": int}``, or ``{"image": str, "error":
+str}`` for a file that could not be scored.
 
 Patches of several images share a batch: inputs are queued until ``batch_size`` of them are waiting, run
 together, and handed back to their images; records come out in input order. Decoding of the next image
-runs on a helper thread while the backend works (Pillow and onnxruntime release the GIL).
+runs on a helper thread while the backend works (Pillow and onnxruntime release the GIL). The loop only yields
+records: what is done with them (written, drawn as heatmaps by ``runtime.heatmap.HeatmapWriter``) is the
+consumer's.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .backends import Backend, ModelRunError, open_backend
+from .heatmap import ScoreMap
 from .manifest import Manifest, load_manifest
-from .preprocess import ImageError, Preprocessing, _to_rgb, load_for_model, model_inputs, pool_scores, resize
+from .preprocess import ImageError, Preprocessing, load_for_model, model_inputs, pool_scores, resize, to_rgb
+from .records import ERROR, IMAGE, SCORE, error_record
 
 DEFAULT_BATCH = 32  # model inputs per inference call at most by default (small inputs); larger ones get fewer
 # Memory is bounded by bytes, not by a count of inputs: one model input costs about ACTIVATION_FACTOR times its own
@@ -40,12 +44,12 @@ def as_rgb_array(image) -> np.ndarray:
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        return np.asarray(_to_rgb(image), dtype=np.uint8)
+        return np.asarray(to_rgb(image), dtype=np.uint8)
     a = np.asarray(image)
     if a.dtype != np.uint8:
         raise ValueError(f"image arrays must be uint8 RGB (got {a.dtype}); convert with (x * 255).astype('uint8')")
     if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
-        return np.asarray(_to_rgb(Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a)))
+        return np.asarray(to_rgb(Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a)))
     raise ValueError(f"image arrays must be HxW, HxWx3 or HxWx4 (got shape {a.shape})")
 
 
@@ -94,31 +98,40 @@ class _Item:
 class Scorer:
     """Images -> model inputs -> shared batches -> pooled scores, on any object with the Backend interface.
 
-    ``manifest`` gives the preprocessing and the score range; code without a bundle (training-time
-    evaluation, export parity) passes ``preprocessing`` instead, and ``score_range=None`` to take raw scores
-    unchecked. ``loader(image) -> (rgb, (width, height))`` replaces decoding (e.g. a cache of decoded images).
+    ``Scorer(manifest, backend)`` scores as the bundle says (its preprocessing; scores checked against its range);
+    :meth:`load` opens a bundle and its backend; :meth:`for_preprocessing` is the bundle-less mode (training-time
+    evaluation, export parity, Triton's front model). ``loader(image) -> (rgb, (width, height))`` replaces
+    decoding (e.g. a cache of decoded images).
     """
 
-    def __init__(self, manifest: Manifest | None, backend: Backend, batch_size: int | None = None, workers: int = 1,
-                 preprocessing: Preprocessing | None = None, score_range="manifest", loader=None):
-        if manifest is None and preprocessing is None:
-            raise TypeError("Scorer needs a manifest or a preprocessing")
-        self.manifest, self.backend, self.loader = manifest, backend, loader
-        self.prep = preprocessing or manifest.preprocessing
-        default, cap = batch_limits(self.prep.size)
+    def __init__(self, manifest: Manifest, backend: Backend, batch_size: int | None = None, workers: int = 1,
+                 loader=None):
+        self._setup(backend, manifest.preprocessing, manifest.score_range, batch_size, workers, loader)
+        self.manifest = manifest
+
+    @classmethod
+    def for_preprocessing(cls, backend: Backend, preprocessing: Preprocessing, *, score_range=None,
+                          batch_size: int | None = None, workers: int = 1, loader=None) -> "Scorer":
+        """A Scorer without a bundle: ``preprocessing`` as given; ``score_range=None`` takes the model's scores
+        raw and unchecked (training-time evaluation, export parity), ``(lo, hi)`` checks them as a bundle's."""
+        self = cls.__new__(cls)
+        self._setup(backend, preprocessing, score_range, batch_size, workers, loader)
+        self.manifest = None
+        return self
+
+    def _setup(self, backend, prep: Preprocessing, score_range, batch_size, workers, loader) -> None:
+        self.backend, self.prep, self.loader, self.workers = backend, prep, loader, workers
+        default, cap = batch_limits(prep.size)
         self.batch_size = max(1, int(batch_size or default))
         if self.batch_size > cap:
             if (self.batch_size, cap) not in _LOWERED_TOLD:  # once per process (training makes a Scorer an epoch)
                 _LOWERED_TOLD.add((self.batch_size, cap))
                 log.warning("icrt: batch size %d lowered to %d: %d px model inputs cost about %d MB each while the "
-                            "model runs, and a batch is kept under %d MB", self.batch_size, cap, self.prep.size,
-                            round(input_cost(self.prep.size) / 2**20), MAX_BATCH_BYTES // 2**20)
+                            "model runs, and a batch is kept under %d MB", self.batch_size, cap, prep.size,
+                            round(input_cost(prep.size) / 2**20), MAX_BATCH_BYTES // 2**20)
             self.batch_size = cap
         if backend.max_batch:
             self.batch_size = min(self.batch_size, backend.max_batch)
-        self.workers = workers
-        if isinstance(score_range, str):
-            score_range = manifest.score.get("range", [0.0, 1.0]) if manifest is not None else None
         self.score_range = None if score_range is None else tuple(float(v) for v in score_range)
         self.run_failures = RunFailures()
 
@@ -136,13 +149,13 @@ class Scorer:
     def score(self, image, details: bool = False) -> dict:
         """Score one image (path, bytes, Pillow image or uint8 array). Raises ImageError for a bad file."""
         rec = next(self.iter_score([image], details=details))
-        if "error" in rec:
-            raise ImageError(rec["image"], rec["error"])
+        if ERROR in rec:
+            raise ImageError(rec[IMAGE], rec[ERROR])
         return rec
 
-    def score_many(self, images, heatmap_dir: str | None = None, details: bool = False, progress=None) -> list[dict]:
+    def score_many(self, images, details: bool = False) -> list[dict]:
         """Score many images; a bad file gives an ``error`` record and the rest are still scored."""
-        return list(self.iter_score(images, heatmap_dir=heatmap_dir, details=details, progress=progress))
+        return list(self.iter_score(images, details=details))
 
     def info(self) -> dict:
         m = self.manifest
@@ -164,14 +177,14 @@ class Scorer:
                 h, w = rgb.shape[:2]
             x, pos = model_inputs(rgb, self.prep)
         except ImageError as e:
-            return _Item({"image": name, "error": e.problem})
+            return _Item(error_record(name, e.problem))
         except (ValueError, MemoryError) as e:
-            return _Item({"image": name, "error": f"cannot score image ({type(e).__name__}: {e})"})
+            return _Item(error_record(name, f"cannot score image ({type(e).__name__}: {e})"))
         geometry = (self.prep.size, self.prep.size) if self.prep.resize == "square" else None
         if geometry is None:
             from .preprocess import fitted_size
             geometry = fitted_size(h, w, self.prep)
-        rec = {"image": name, "score": None, "patches": len(x), "width": int(w), "height": int(h)}
+        rec = {IMAGE: name, SCORE: None, "patches": len(x), "width": int(w), "height": int(h)}
         return _Item(rec, x, pos, heatmap_copy(rgb) if keep_rgb else None, geometry)
 
     def _decoded(self, images, keep_rgb: bool):
@@ -192,12 +205,17 @@ class Scorer:
             while ahead:
                 yield ahead.popleft().result()
 
-    def iter_score(self, images, heatmap_dir: str | None = None, details: bool = False, progress=None):
-        """Yield one record per image, in input order. ``progress``: a callable told of each finished record."""
+    def iter_score(self, images, details: bool = False, maps=False):
+        """Yield one record per image, in input order.
+
+        ``details``: add each model input's score and position (``patch_scores``, ``patch_positions``,
+        ``geometry``). ``maps``: add a :class:`runtime.heatmap.ScoreMap` under ``map`` for a heatmap consumer (the
+        patch scores; for square models the scores of local windows, run here); a callable is asked before each
+        map (``False``: no more maps, e.g. after a heatmap could not be written)."""
         pending = collections.deque()  # items not yet yielded, in input order
         queue = collections.deque()  # (item, start) of inputs waiting for a batch
         waiting = 0
-        heatmaps = HeatmapNames(heatmap_dir) if heatmap_dir else None
+        want_map = maps if callable(maps) else (lambda: bool(maps))
 
         def run_batch(n):
             nonlocal waiting
@@ -230,32 +248,25 @@ class Scorer:
 
         def finished():
             while pending and pending[0].done:
-                item = pending.popleft()
-                yield self._finish(item, heatmaps, details)
+                yield self._finish(pending.popleft(), details, want_map)
 
-        for item in self._decoded(images, keep_rgb=heatmaps is not None):
+        for item in self._decoded(images, keep_rgb=bool(maps)):
             pending.append(item)
             if item.x is not None:
                 queue.append((item, 0))
                 waiting += len(item.x)
                 while waiting >= self.batch_size:
                     run_batch(self.batch_size)
-            for rec in finished():
-                if progress:
-                    progress(rec)
-                yield rec
+            yield from finished()
         while waiting:
             run_batch(min(waiting, self.batch_size))
-        for rec in finished():
-            if progress:
-                progress(rec)
-            yield rec
+        yield from finished()
 
     def local_windows(self, rgb: np.ndarray):
         """For heatmaps of square-policy models: score overlapping square windows (half the short side,
         stride a quarter of it), each resized to the model input like a whole image. The image score is
         unaffected; this only shows where the model sees complexity."""
-        from .preprocess import normalize, patch_grid, resize
+        from .preprocess import normalize, patch_grid
 
         h, w = rgb.shape[:2]
         side = max(1, min(h, w) // 2)
@@ -279,36 +290,31 @@ class Scorer:
         np.clip(scores, lo, hi, out=scores)
         return None
 
-    def _finish(self, item: _Item, heatmaps, details: bool) -> dict:
+    def _finish(self, item: _Item, details: bool, want_map) -> dict:
         rec = item.record
         if item.x is None:
             return rec
         problem = item.error or self.check_scores(item.scores)
         if problem:
             item.x = item.rgb = None
-            return {"image": rec["image"], "error": problem}
-        rec["score"] = pool_scores(item.scores, self.prep)
+            return error_record(rec[IMAGE], problem)
+        rec[SCORE] = pool_scores(item.scores, self.prep)
         if details:
             rec["patch_scores"] = [float(s) for s in item.scores]
             rec["patch_positions"] = [list(p) for p in item.positions]
             rec["geometry"] = list(item.geometry)
-        if heatmaps is not None:
-            from .heatmap import write_heatmap
-            path = heatmaps.name_for(rec["image"])
-            try:
-                if self.prep.resize == "square":  # one input per image: map local windows instead
+        if item.rgb is not None and want_map():
+            if self.prep.resize == "square":  # one input per image: map local windows instead
+                try:
                     geometry, positions, side, scores = self.local_windows(item.rgb)
-                    note = f"map: {len(scores)} local windows"
+                except ModelRunError as e:  # the image is scored; only its map is missing
+                    self.run_failures.add(e, 0, 0)
                 else:
-                    geometry, positions, side, scores, note = (item.geometry, item.positions, self.prep.size,
-                                                               item.scores, None)
-            except ModelRunError as e:  # the image is scored; only its map is missing
-                self.run_failures.add(e, 0, 0)
+                    rec["map"] = ScoreMap(item.rgb, geometry, positions, side, scores, rec[SCORE],
+                                          f"map: {len(scores)} local windows")
             else:
-                write_heatmap(path, item.rgb, geometry, positions, side, scores, rec["score"],
-                              title=os.path.basename(rec["image"]), score_range=self.score_range or (0.0, 1.0),
-                              note=note)
-                rec["heatmap"] = path
+                rec["map"] = ScoreMap(item.rgb, item.geometry, item.positions, self.prep.size, item.scores,
+                                      rec[SCORE])
         item.x = item.rgb = None  # free the inputs as soon as the record is out
         return rec
 
@@ -342,18 +348,3 @@ class RunFailures:
         """The one line a command ends with."""
         return (f"the model failed while running {self.batches} batch(es) ({self.images} image(s) got an error "
                 f"record, the others were scored and written): {self.first}")
-
-
-class HeatmapNames:
-    """One PNG name per image in ``folder``: ``<stem>.heatmap.png``, numbered when stems repeat."""
-
-    def __init__(self, folder: str):
-        self.folder, self.used = folder, set()
-
-    def name_for(self, image: str) -> str:
-        stem = os.path.splitext(os.path.basename(image))[0] or "image"
-        name, i = f"{stem}.heatmap.png", 1
-        while name in self.used:
-            name, i = f"{stem}-{i}.heatmap.png", i + 1
-        self.used.add(name)
-        return os.path.join(self.folder, name)

@@ -30,5 +30,4 @@ def torch_scorer(model, prep, device="cpu", batch_size: int = 32, loader=None):
     """A Scorer over ``model`` that returns raw scores (no range check), images decoded on this thread."""
     from runtime.scorer import Scorer
 
-    return Scorer(None, TorchBackend(model, device), batch_size, workers=0, preprocessing=prep, score_range=None,
-                  loader=loader)
+    return Scorer.for_preprocessing(TorchBackend(model, device), prep, batch_size=batch_size, workers=0, loader=loader)

@@ -40,13 +40,6 @@ def _err(msg: str) -> None:
     print(f"icrt: error: {msg}", file=sys.stderr)
 
 
-def _os_error(e: OSError) -> str:
-    from ..formats import printable
-    if isinstance(e.filename, (str, bytes)) and e.strerror:
-        return f"{printable(os.fsdecode(e.filename))}: {e.strerror}"
-    return printable(str(e))
-
-
 def _destination_problem(args) -> str | None:
     """Why -o or --heatmap could not be written, found before any scoring (None: they look fine)."""
     from ..files import destination_problem, folder_problem
@@ -62,30 +55,6 @@ def _destination_problem(args) -> str | None:
         if not has_matplotlib():
             return "--heatmap needs matplotlib, which the slim runtime leaves out: pip install 'icrt[plots]'"
     return None
-
-
-def _records(scorer, paths, problems, heatmap_dir, progress, failures):
-    """Records in input order: the scorer's, and an error record for each path found bad while listing
-    (``problems``). A heatmap that cannot be written ends the heatmaps, not the scoring (told in ``failures``)."""
-    done = 0
-    while done < len(paths):
-        rest = paths[done:]
-        it = scorer.iter_score([p for p in rest if p not in problems], heatmap_dir=heatmap_dir, progress=progress)
-        try:
-            for p in rest:
-                if p in problems:
-                    rec = {"image": p, "error": problems[p]}
-                    progress(rec)
-                else:
-                    rec = next(it)
-                yield rec
-                done += 1
-        except OSError as e:
-            if not heatmap_dir:
-                raise
-            failures.append(f"cannot write a heatmap: {_os_error(e)}; scoring goes on without heatmaps")
-            _err(failures[-1])
-            heatmap_dir = None
 
 
 def _fallback(data: bytes, fmt: str) -> str | None:
@@ -141,8 +110,9 @@ def _write_out(args, data: bytes) -> int:
 
 def run(args) -> int:
     from ..formats import encode, printable, render
+    from ..heatmap import HeatmapWriter
     from ..progress import Progress
-    from ..worklist import gather
+    from ..worklist import gather, in_input_order
 
     problem = _destination_problem(args)
     if problem:
@@ -157,13 +127,17 @@ def run(args) -> int:
         scorer = Scorer.load(options.bundle(args), backend=args.backend, precision=args.precision,
                              batch_size=args.batch_size, threads=args.threads)
     failures = []  # destination errors met while scoring
+    heatmaps = HeatmapWriter(args.heatmap, scorer.score_range) if args.heatmap else None
+    records = []
     with Progress(len(paths)) as bar:
-        def progress(rec):
+        for rec in in_input_order(scorer, paths, problems, maps=heatmaps.wanted if heatmaps else False):
+            if heatmaps is not None and (problem := heatmaps.draw(rec)):
+                failures.append(problem)
+                _err(problem)
             if "error" in rec:  # one line per file, whatever its name holds
                 bar.line(f"icrt: {printable(rec['image'])}: {printable(rec['error'])}")
             bar.update(1)
-
-        records = list(_records(scorer, paths, problems, args.heatmap, progress, failures))
+            records.append(rec)
     code = _write_out(args, encode(render(records, args.format))) or (EXIT_USAGE if failures else EXIT_OK)
     failed = sum("error" in r for r in records)
     if failed:

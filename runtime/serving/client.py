@@ -241,9 +241,9 @@ class RemoteScorer:
             out.append(next(by_name) if data is not None else error_record(name, problem))
         return out
 
-    def iter_score(self, images, heatmap_dir: str | None = None, details: bool = False, progress=None):
+    def iter_score(self, images, details: bool = False, maps=False):
         """One record per image (paths or encoded bytes), in input order, as :meth:`Scorer.iter_score`."""
-        if heatmap_dir or details:
+        if details or maps:
             raise UserInputError("heatmaps and patch details need the model here: not with --url")
         pending = collections.deque()
         try:
@@ -252,24 +252,17 @@ class RemoteScorer:
                     data = [d for _, d, _ in chunk if d is not None]
                     pending.append((chunk, pool.submit(self._send, data) if data else None))
                     while len(pending) > self.inflight:
-                        yield from self._done(pending.popleft(), progress)
+                        yield from self._records(*pending.popleft())
                 while pending:
-                    yield from self._done(pending.popleft(), progress)
+                    yield from self._records(*pending.popleft())
         finally:
             for _, future in pending:
                 if future is not None:
                     future.cancel()
             self.close()
 
-    def _done(self, item, progress):
-        chunk, future = item
-        for rec in self._records(chunk, future):
-            if progress:
-                progress(rec)
-            yield rec
-
-    def score_many(self, images, progress=None) -> list[dict]:
-        return list(self.iter_score(images, progress=progress))
+    def score_many(self, images) -> list[dict]:
+        return list(self.iter_score(images))
 
 
 def check_score_args(args) -> None:

@@ -181,12 +181,22 @@ def test_default_bundle_is_a_clear_error_until_installed_and_env_overrides(monke
     assert Scorer.load().score(images[0])["score"] == Scorer.load(square_bundle).score(images[0])["score"]
 
 
+def draw_heatmaps(scorer, images, folder):
+    """Records of ``images`` with their heatmaps drawn into ``folder``, as ``icrt score --heatmap`` draws them."""
+    from runtime.heatmap import HeatmapWriter
+
+    writer = HeatmapWriter(folder, scorer.score_range)
+    recs = list(scorer.iter_score(images, maps=writer.wanted))
+    assert [writer.draw(r) for r in recs] == [None] * len(recs) and not any("map" in r for r in recs)
+    return recs
+
+
 @needs_matplotlib
 def test_heatmap_png_is_written_per_image(patches_bundle, tmp_path, images):
     from runtime import Scorer
 
     out = tmp_path / "maps"
-    recs = Scorer.load(patches_bundle).score_many(images[:3] + [images[0]], heatmap_dir=str(out))
+    recs = draw_heatmaps(Scorer.load(patches_bundle), images[:3] + [images[0]], str(out))
     names = sorted(os.listdir(out))
     assert names == ["img0-1.heatmap.png", "img0.heatmap.png", "img1.heatmap.png", "img2.heatmap.png"]
     assert all(os.path.isfile(r["heatmap"]) for r in recs)
@@ -242,7 +252,7 @@ def test_square_model_heatmap_maps_local_windows(square_bundle, tmp_path, images
     top, left = positions[3]
     crop_score = scorer.score(rgb[top:top + side, left:left + side])["score"]
     assert scores[3] == pytest.approx(crop_score, abs=1e-6)  # a window is scored like a whole image
-    rec = scorer.score_many([images[2]], heatmap_dir=str(tmp_path / "maps"))[0]
+    rec = draw_heatmaps(scorer, [images[2]], str(tmp_path / "maps"))[0]
     assert rec["score"] == scorer.score(images[2])["score"]  # the image score is unchanged
     assert Image.open(rec["heatmap"]).format == "PNG"
 
@@ -276,7 +286,7 @@ def test_a_batch_size_over_the_cap_is_lowered_with_a_line(square_bundle, caplog)
 
     m = load_manifest(square_bundle)
     big = m.preprocessing.__class__(**{**m.preprocessing.to_dict(), "size": 384})
-    s = Scorer(m, Scorer.load(square_bundle).backend, batch_size=1024, preprocessing=big)
+    s = Scorer.for_preprocessing(Scorer.load(square_bundle).backend, big, batch_size=1024)
     assert s.batch_size == batch_limits(384)[1]
     logging.getLogger("runtime").removeHandler(caplog.handler)
     assert any("batch size 1024 lowered to" in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)

@@ -96,7 +96,7 @@ class TritonPythonModel:
         score_range = tuple(json.loads(params.get("icrt_score_range") or "[0.0, 1.0]"))
         targets = json.loads(params["icrt_targets"])
         backend = BlsBackend(targets, params.get("icrt_input") or "image", params.get("icrt_score_output") or "score")
-        self.scorer = Scorer(None, backend, batch_size=backend.max_batch, preprocessing=prep, score_range=score_range)
+        self.scorer = Scorer.for_preprocessing(backend, prep, score_range=score_range, batch_size=backend.max_batch)
 
     def execute(self, requests):
         images, counts = [], []
