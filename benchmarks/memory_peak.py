@@ -52,7 +52,7 @@ def patch_bundle(folder: str) -> str:
     atomic_torch_save({"format": FORMAT, "kind": "d2s", "config": cfg, "preprocessing": prep.to_dict(),
                        "model": model.state_dict()}, ckpt)
     out = os.path.join(folder, "bundle-patches")
-    export_checkpoint(ckpt, out, log=lambda *_: None)
+    export_checkpoint(ckpt, out)
     return out
 
 

@@ -26,16 +26,14 @@ def available() -> bool:
     return True
 
 
-def quantize_tensorrt_form(src: str, dst: str, calib_inputs: np.ndarray, method: str = "minmax",
+def quantize_tensorrt_form(src: str, dst: str, calib_inputs: np.ndarray, mo_method: str = "max",
                            input_name: str = INPUT_NAME, exclude_nodes=()) -> dict:  # pragma: no cover - optional
-    """Write the TensorRT Q/DQ model with ModelOpt, calibrated on the same preprocessed inputs."""
+    """Write the TensorRT Q/DQ model with ModelOpt (its calibration method ``mo_method``: max or entropy),
+    calibrated on the same preprocessed inputs."""
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError:
         raise ModelOptMissing("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'") from None
-    mo_method = {"minmax": "max", "entropy": "entropy"}.get(method)
-    if mo_method is None:
-        raise ValueError(f"ModelOpt calibrates with max or entropy, not {method!r}")
     quantize(src, quantize_mode="int8", calibration_data={input_name: calib_inputs}, calibration_method=mo_method,
              calibration_eps=["cpu"], nodes_to_exclude=list(exclude_nodes) or None, output_path=dst)
     return {"form": "tensorrt", "tool": "modelopt.onnx.quantization.quantize", "method": mo_method,

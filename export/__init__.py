@@ -4,6 +4,8 @@
 
 See docs/export.md and docs/bundle.md.
 """
-from .core import ExportError, ParityError, export_checkpoint
+from .core import export_checkpoint, export_model
+from .errors import ExportError, ParityError
+from .options import ExportOptions
 
-__all__ = ["ExportError", "ParityError", "export_checkpoint"]
+__all__ = ["ExportError", "ExportOptions", "ParityError", "export_checkpoint", "export_model"]

@@ -1,8 +1,11 @@
 """export_checkpoint: checkpoint -> bundle (fp32 ONNX + optional fp16 / int8 / TensorRT) with parity figures.
 
-The pipeline is a list of stages run by :class:`export.stages.Stages` (timed, reported the same way):
-check set, fp32 (+ parity with PyTorch), one stage per extra precision (export.precisions), engines, write.
-Every form is scored on the check images through the runtime's Scorer, as ``icrt score`` would score them.
+The pipeline is a list of stages run by :class:`export.stages.Stages` (timed, reported the same way), each a
+function with explicit inputs and outputs: ``fold`` -> :class:`Folded`, ``check set`` -> :class:`CheckImages`,
+``fp32`` -> :class:`Fp32`, one stage per extra precision (its declared builder, ``export.precisions``) ->
+:class:`PrecisionFiles`, ``parity`` -> figures, ``engines`` (``--trt``) -> engine records, ``write`` -> the manifest
+and the report. Every form is scored on the check images through the runtime's Scorer, as ``icrt score`` would
+score them.
 """
 from __future__ import annotations
 
@@ -10,81 +13,25 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import EXIT_PARITY, IcrtError
 from runtime.files import write_json
-from runtime.manifest import DEFAULT_SCORE, EXPORT_REPORT, FILE_NAMES, INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT, Manifest
+from runtime.manifest import (DEFAULT_SCORE, EXPORT_REPORT, INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT, Calibration,
+                              Manifest, ModelCard, ParityFigures, ScoreSpec)
+from runtime.precisions import get_precision, precision_names
 from runtime.preprocess import Preprocessing
 
-from .checks import (CheckSet, Scores, check_set_from_images, check_set_from_paths, generated_images,
-                     score_check_set)
+from .checks import CheckSet, Scores, check_set_from_images, check_set_from_paths, generated_images, score_check_set
+from .errors import ExportError, ParityError
+from .options import ExportOptions, check
+from .parity import parity_figures
 from .stages import Stages
 
 log = logging.getLogger("export")
 
-FP32_TOLERANCE = 1e-4  # max |score difference| per model input, onnxruntime fp32 vs PyTorch
-FILES = FILE_NAMES  # precision / form -> file name in the bundle
-
-
-class ExportError(IcrtError):
-    """Export cannot proceed (bad checkpoint, bad data, missing tools); the message says why."""
-
-
-class ParityError(ExportError):
-    """The fp32 ONNX model disagrees with PyTorch beyond the tolerance (the bundle is written anyway)."""
-
-    exit_code = EXIT_PARITY
-
-
-@dataclass
-class ExportOptions:
-    fp16: bool = False
-    int8: bool = False
-    calib_data: str | None = None
-    calib_images: int | None = 256
-    calib_method: str = "minmax"
-    calib_split: str = "all"
-    check_data: str | None = None
-    check_split: str = "all"
-    check_images: int | None = None
-    val_fraction: float = 0.2
-    split_seed: int = 42
-    opset: int = 17
-    trt: bool = False
-    max_batch: int = 64
-    workspace_mb: int = 4096
-    exporter: str = "torchscript"
-    tolerance: float = FP32_TOLERANCE
-    int8_tool: str = "ort"
-
-    def precisions(self) -> list[str]:
-        return [p for p, on in (("fp16", self.fp16), ("int8", self.int8)) if on]
-
-
-@dataclass
-class ExportJob:
-    """What the stages share: inputs, the staging folder, and what each stage produced."""
-
-    options: ExportOptions
-    source: dict  # checkpoint fields: kind, preprocessing, config, score, val_metrics, epoch, path
-    model: object
-    prep: Preprocessing
-    folder: str = ""
-    folded: object = None
-    checks: CheckSet | None = None
-    calib_items: list | None = None
-    fp32_path: str = ""
-    outputs: list = field(default_factory=list)
-    files: dict = field(default_factory=dict)
-    scores: dict = field(default_factory=dict)  # form -> Scores
-    details: dict = field(default_factory=dict)
-    calibration: dict = field(default_factory=dict)
-    engines: list = field(default_factory=list)
-    params: dict = field(default_factory=dict)
-    fold_diff: float | None = None
+__all__ = ["ExportError", "ExportOptions", "ParityError", "export_checkpoint", "export_model", "load_source"]
 
 
 def library_versions(extra=()) -> dict:
@@ -119,173 +66,155 @@ def _model_name(src: dict) -> str:
     return f"{src['kind']}-{cfg['backbone']}" if isinstance(cfg, dict) and cfg.get("backbone") else src["kind"]
 
 
-def _figures(ref: np.ndarray, scores: np.ndarray, labels) -> dict:
-    from train.metrics import agreement, label_agreement
-
-    d = agreement(ref, scores)
-    if labels is not None:
-        d.update(label_agreement(scores, labels))
-    return d
+# --- stages ---------------------------------------------------------------------------------------------------------
 
 
-def _check_options(o: ExportOptions) -> None:
-    from .precisions import get_precision
-
-    for p in o.precisions():
-        get_precision(p)
-    if o.int8 and not o.calib_data:
-        raise ExportError("--int8 needs --calib-data (images to calibrate on)")
-    if o.int8_tool not in ("ort", "modelopt"):
-        raise ExportError(f"unknown --int8-tool {o.int8_tool!r} (ort|modelopt)")
-    if o.int8 and o.int8_tool == "modelopt":
-        from calibration import modelopt
-
-        if not modelopt.available():
-            raise ExportError("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'")
+@dataclass(frozen=True)
+class Folded:
+    module: object  # the image -> score[, levels] module to export
+    params: dict  # parameter counts before and after folding, folded constants
 
 
-# --- stages -----------------------------------------------------------------------------------------
-def stage_fold(job: ExportJob) -> None:
+@dataclass(frozen=True)
+class CheckImages:
+    checks: CheckSet  # what every form is scored on
+    calib_items: list | None  # the calibration images (--calib-data)
+
+
+@dataclass(frozen=True)
+class Fp32:
+    path: str  # model.onnx in the staging folder
+    outputs: list  # its output names
+    opset: int
+    torch: Scores  # PyTorch's scores (the folded model)
+    onnx: Scores  # the fp32 ONNX file's scores (onnxruntime CPU)
+    fold_diff: float | None  # |folded - unfolded| per model input, when folding changed the module
+
+
+@dataclass(frozen=True)
+class PrecisionFiles:
+    files: dict  # backend form -> file name
+    scores: dict  # backend form -> Scores, for each distinct file
+    details: dict
+    calibration: dict | None
+
+
+def stage_fold(model, source: dict) -> Folded:
     from . import fold as folding
 
-    kind = job.source["kind"]
-    job.folded = folding.fold_for_export(job.model, kind)
-    projection = job.source.get("projection") or {}
-    job.params = {"before_folding": folding.count_parameters(job.model) + int(sum(v.numel() for v in projection.values())),
-                  "after_folding": folding.count_parameters(job.folded),
-                  "folded_constants": folding.count_constants(job.folded)}
-    log.info(f"{job.source.get('path', 'model')}: {kind}, parameters {job.params['before_folding'] / 1e6:.2f} M "
-             f"before folding, {job.params['after_folding'] / 1e6:.2f} M after")
+    kind = source["kind"]
+    folded = folding.fold_for_export(model, kind)
+    projection = source.get("projection") or {}
+    params = {"before_folding": folding.count_parameters(model) + int(sum(v.numel() for v in projection.values())),
+              "after_folding": folding.count_parameters(folded), "folded_constants": folding.count_constants(folded)}
+    log.info(f"{source.get('path', 'model')}: {kind}, parameters {params['before_folding'] / 1e6:.2f} M "
+             f"before folding, {params['after_folding'] / 1e6:.2f} M after")
+    return Folded(folded, params)
 
 
-def stage_check_set(job: ExportJob) -> None:
+def stage_check_set(o: ExportOptions, prep: Preprocessing) -> CheckImages:
     """Check images: --check-data, else the calibration images, else generated ones."""
     from .images import choose, read_images
 
-    o = job.options
+    calib = None
     if o.calib_data:
-        job.calib_items = choose(read_images(o.calib_data, o.calib_split, o.val_fraction, o.split_seed),
-                                 o.calib_images, seed=0)
+        calib = choose(read_images(o.calib_data, o.calib_split, o.val_fraction, o.split_seed), o.calib_images, seed=0)
     if o.check_data:
         items = choose(read_images(o.check_data, o.check_split, o.val_fraction, o.split_seed), o.check_images, seed=1)
-        job.checks = check_set_from_paths(items, job.prep, f"{o.check_data} (split {o.check_split})")
-    elif job.calib_items:
-        job.checks = check_set_from_paths(job.calib_items, job.prep, f"{o.calib_data} (calibration images)")
+        checks = check_set_from_paths(items, prep, f"{o.check_data} (split {o.check_split})")
+    elif calib:
+        checks = check_set_from_paths(calib, prep, f"{o.calib_data} (calibration images)")
     else:
-        job.checks = check_set_from_images(generated_images(), source="generated")
-    log.info(f"check set: {job.checks.n_images} images from {job.checks.source}")
+        checks = check_set_from_images(generated_images(), source="generated")
+    log.info(f"check set: {checks.n_images} images from {checks.source}")
+    return CheckImages(checks, calib)
 
 
-def stage_fp32(job: ExportJob) -> None:
+def _score_file(folder: str, name: str, precision: str, checks: CheckSet, prep: Preprocessing) -> Scores:
+    from runtime.backends.onnxruntime import OrtBackend
+
+    return score_check_set(OrtBackend.from_file(os.path.join(folder, name), precision), checks, prep)
+
+
+def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, folder: str, o: ExportOptions) -> Fp32:
     """The fp32 ONNX file, and PyTorch's scores on the check set (folded model, and the unfolded one)."""
     from train.torch_backend import TorchBackend
 
     from .onnx_export import export_onnx, opset_of
 
-    job.fp32_path = os.path.join(job.folder, FILES["fp32"])
-    job.outputs = export_onnx(job.folded, job.fp32_path, job.prep.size, job.options.opset,
-                              exporter=job.options.exporter)
-    job.options.opset = opset_of(job.fp32_path)
-    job.files["fp32"] = {"onnxruntime": FILES["fp32"], "tensorrt": FILES["fp32"]}
-    job.scores["pytorch"] = score_check_set(TorchBackend(job.folded), job.checks, job.prep)
-    if job.folded is not job.model:
-        unfolded = score_check_set(TorchBackend(job.model), job.checks, job.prep)
-        job.fold_diff = float(np.abs(unfolded.inputs - job.scores["pytorch"].inputs).max())
-    job.scores["fp32"] = _score_file(job, FILES["fp32"], "fp32")
+    name = get_precision("fp32").file()
+    path = os.path.join(folder, name)
+    outputs = export_onnx(folded.module, path, prep.size, o.opset, exporter=o.exporter)
+    torch_scores = score_check_set(TorchBackend(folded.module), checks, prep)
+    fold_diff = None
+    if folded.module is not model:
+        unfolded = score_check_set(TorchBackend(model), checks, prep)
+        fold_diff = float(np.abs(unfolded.inputs - torch_scores.inputs).max())
+    return Fp32(path, outputs, opset_of(path), torch_scores, _score_file(folder, name, "fp32", checks, prep), fold_diff)
 
 
-def _score_file(job: ExportJob, name: str, precision: str) -> Scores:
-    from runtime.backends.onnxruntime import OrtBackend
+def stage_precision(name: str, fp32: Fp32, images: CheckImages, kind: str, prep: Preprocessing, folder: str,
+                    o: ExportOptions) -> PrecisionFiles:
+    """The files of precision ``name`` (its declared builder), each distinct file scored on the check set."""
+    from .precisions import BuildInput, build
 
-    backend = OrtBackend.from_file(os.path.join(job.folder, name), precision)
-    return score_check_set(backend, job.checks, job.prep)
-
-
-def stage_precision(job: ExportJob, name: str) -> None:
-    from .precisions import get_precision
-
-    files, details = get_precision(name).build(job)
-    job.files[name] = files
-    job.details[name] = details
-    for form, file in files.items():  # each distinct file once (fp16 serves both backends with one)
-        if form == "onnxruntime":
-            job.scores[name] = _score_file(job, file, name)
-        elif file != files.get("onnxruntime"):
-            job.scores[f"{name}:{form}"] = _score_file(job, file, name)
+    built = build(get_precision(name), BuildInput(fp32.path, folder, kind, prep, o, images.calib_items))
+    scores = {}
+    for form, file in built.files.items():  # each distinct file once (fp16 serves both backends with one)
+        if form == "onnxruntime" or file != built.files.get("onnxruntime"):
+            scores[form] = _score_file(folder, file, name, images.checks, prep)
+    return PrecisionFiles(built.files, scores, built.details, built.calibration)
 
 
-def stage_engines(job: ExportJob) -> None:
-    """TensorRT engines for this machine's GPU, built into the staging folder by runtime.backends.tensorrt_build (the code behind
-    ``icrt build``); the manifest written next records them."""
+def stage_parity(fp32: Fp32, results: dict, images: CheckImages, o: ExportOptions) -> dict:
+    return parity_figures(fp32.torch, fp32.onnx, {k: (r.files, r.scores) for k, r in results.items()},
+                          images.checks, o.tolerance)
+
+
+def stage_engines(folder: str, files: dict, prep: Preprocessing, fp32: Fp32, o: ExportOptions) -> list:
+    """TensorRT engines for this machine's GPU, built into the staging folder by runtime.backends.tensorrt_build
+    (the code behind ``icrt build``); the manifest written next records them."""
     from runtime.backends.tensorrt_build import TensorRTError, build_engines
 
-    o = job.options
     try:
-        job.engines = build_engines(job.folder, job.files, [p for p in ("fp32", "fp16", "int8") if p in job.files],
-                                    INPUT_NAME, job.prep.size, job.scores["fp32"].usual_batch(), o.max_batch,
-                                    o.workspace_mb)
+        return build_engines(folder, files, [p for p in precision_names() if p in files], INPUT_NAME, prep.size,
+                             fp32.onnx.usual_batch(), o.max_batch, o.workspace_mb)
     except TensorRTError as e:
         raise ExportError(str(e)) from None
 
 
-def parity_figures(job: ExportJob) -> dict:
-    """fp32 ONNX vs PyTorch (per model input: the gate), every other form vs fp32 ONNX (per image)."""
-    from .precisions import get_precision
-
-    labels, o = job.checks.labels, job.options
-    torch_s, fp32 = job.scores["pytorch"], job.scores["fp32"]
-    diff = float(np.abs(fp32.inputs - torch_s.inputs).max())
-    parity = {"fp32": {**_figures(torch_s.images, fp32.images, labels), "reference": "pytorch",
-                       "input_max_abs_diff": diff, "tolerance": o.tolerance, "passed": diff <= o.tolerance}}
-    for name in job.files:
-        if name == "fp32":
-            continue
-        target = get_precision(name).target_srcc
-        fig = {**_figures(fp32.images, job.scores[name].images, labels), "reference": "fp32 onnx",
-               "file": job.files[name]["onnxruntime"], "target_srcc": target}
-        fig["meets_target"] = fig["srcc"] is not None and fig["srcc"] >= target
-        for form, file in job.files[name].items():
-            if f"{name}:{form}" in job.scores:
-                fig[f"{form}_form"] = {**_figures(fp32.images, job.scores[f"{name}:{form}"].images, labels),
-                                       "file": file, "run_on": "onnxruntime CPU"}
-        parity[name] = fig
-    if labels is not None:
-        base = parity["fp32"].get("label_srcc")
-        for name, fig in parity.items():
-            for f in [fig] + [v for k, v in fig.items() if k.endswith("_form")]:
-                if name != "fp32" and base is not None and f.get("label_srcc") is not None:
-                    f["label_srcc_drop"] = base - f["label_srcc"]
-    return parity
-
-
-def stage_write(job: ExportJob, parity: dict) -> tuple[Manifest, dict]:
+def stage_write(source: dict, prep: Preprocessing, folded: Folded, images: CheckImages, fp32: Fp32, files: dict,
+                results: dict, parity: dict, engines: list, folder: str, o: ExportOptions) -> tuple[Manifest, dict]:
     """The manifest (through the manifest module), and the report's content (written after the last stage)."""
     from train.metrics import label_agreement
 
-    src, o = job.source, job.options
-    check_info = {"source": job.checks.source, "images": job.checks.n_images,
-                  "inputs": int(len(job.scores["fp32"].inputs))}
+    checks = images.checks
+    check_info = {"source": checks.source, "images": checks.n_images, "inputs": int(len(fp32.onnx.inputs))}
+    calibration = next((r.calibration for r in results.values() if r.calibration), None) or {}
     manifest = Manifest(
-        kind=src["kind"], name=_model_name(src), preprocessing=job.prep, input_name=INPUT_NAME,
-        score_output=SCORE_OUTPUT, level_output=LEVELS_OUTPUT if LEVELS_OUTPUT in job.outputs else None,
-        score=src.get("score") or dict(DEFAULT_SCORE),
-        files=job.files, engines=job.engines, opset=o.opset,
-        versions=library_versions([("tensorrt", "tensorrt")] if o.trt else ()),
-        parity=parity, calibration=job.calibration,
-        model_card={"config": src.get("config") or {}, "check_data": check_info, "val_metrics": src.get("val_metrics"),
-                    "epoch": src.get("epoch"), "parameters": job.params, "checkpoint": src.get("path")},
+        kind=source["kind"], name=_model_name(source), preprocessing=prep, input_name=INPUT_NAME,
+        score_output=SCORE_OUTPUT, level_output=LEVELS_OUTPUT if LEVELS_OUTPUT in fp32.outputs else None,
+        score=ScoreSpec.from_dict(source.get("score") or DEFAULT_SCORE), files=files, engines=list(engines),
+        opset=fp32.opset, versions=library_versions([("tensorrt", "tensorrt")] if o.trt else ()),
+        parity={k: ParityFigures.from_dict(v, f"parity.{k}") for k, v in parity.items()},
+        calibration=Calibration.from_dict(calibration),
+        model_card=ModelCard(config=source.get("config") or {}, check_data=check_info,
+                             val_metrics=source.get("val_metrics"), epoch=source.get("epoch"), parameters=folded.params,
+                             checkpoint=source.get("path")),
     )
-    manifest.save(job.folder)
-    labels = job.checks.labels
-    report = {"checkpoint": src.get("path"), "kind": src["kind"], "parameters": job.params,
-              "fold_max_abs_diff": job.fold_diff, "opset": o.opset, "exporter": o.exporter, "files": job.files,
-              "fp16": job.details.get("fp16"), "calibration": job.calibration, "check_data": check_info,
-              "parity": parity, "engines": job.engines,
-              "pytorch_vs_labels": None if labels is None else label_agreement(job.scores["pytorch"].images, labels)}
+    manifest.save(folder)
+    labels = checks.labels
+    report = {"checkpoint": source.get("path"), "kind": source["kind"], "parameters": folded.params,
+              "fold_max_abs_diff": fp32.fold_diff, "opset": fp32.opset, "exporter": o.exporter, "files": files,
+              "built": {name: r.details for name, r in results.items()}, "calibration": calibration, "check_data": check_info, "parity": parity,
+              "engines": [e.to_dict() for e in engines],
+              "pytorch_vs_labels": None if labels is None else label_agreement(fp32.torch.images, labels)}
     return manifest, report
 
 
-# --- the pipeline -------------------------------------------------------------------------------------
+# --- the pipeline ---------------------------------------------------------------------------------------------------
+
+
 def export_model(model, source: dict, out: str, options: ExportOptions | None = None) -> Manifest:
     """Export a rebuilt model (``source``: its checkpoint fields, at least kind and preprocessing) to ``out``.
 
@@ -298,26 +227,29 @@ def export_model(model, source: dict, out: str, options: ExportOptions | None = 
 
     o = options or ExportOptions()
     t0 = time.time()
-    _check_options(o)
+    check(o)
     final = bundle_destination(out)
-    job = ExportJob(o, source, model, Preprocessing.from_dict(source["preprocessing"]))
+    prep = Preprocessing.from_dict(source["preprocessing"])
     stages = Stages()
-    stages.run("fold", stage_fold, job)
-    stages.run("check set", stage_check_set, job)
-    job.folder = staging_folder(final)  # built here, renamed into place when complete
+    folded = stages.run("fold", stage_fold, model, source)
+    images = stages.run("check set", stage_check_set, o, prep)
+    folder = staging_folder(final)  # built here, renamed into place when complete
     try:
-        stages.run("fp32", stage_fp32, job)
+        fp32 = stages.run("fp32", stage_fp32, folded, model, images.checks, prep, folder, o)
+        files = {"fp32": dict(get_precision("fp32").files)}
+        results = {}
         for name in o.precisions():
-            stages.run(name, stage_precision, job, name)
-        parity = parity_figures(job)
-        if o.trt:
-            stages.run("engines", stage_engines, job)
-        manifest, report = stages.run("write", stage_write, job, parity)
+            results[name] = stages.run(name, stage_precision, name, fp32, images, source["kind"], prep, folder, o)
+            files[name] = results[name].files
+        parity = stages.run("parity", stage_parity, fp32, results, images, o)
+        engines = stages.run("engines", stage_engines, folder, files, prep, fp32, o) if o.trt else []
+        manifest, report = stages.run("write", stage_write, source, prep, folded, images, fp32, files, results,
+                                      parity, engines, folder, o)
         report.update(stages=stages.records, seconds=round(time.time() - t0, 1))
-        write_json(os.path.join(job.folder, EXPORT_REPORT), report)
-        install(job.folder, final)
+        write_json(os.path.join(folder, EXPORT_REPORT), report)
+        install(folder, final)
     except BaseException:
-        shutil.rmtree(job.folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         raise
     manifest.root = final
     for prec, fig in parity.items():
@@ -330,9 +262,13 @@ def export_model(model, source: dict, out: str, options: ExportOptions | None = 
     return manifest
 
 
-def export_checkpoint(checkpoint: str, out: str, **options) -> Manifest:
-    """Export ``checkpoint`` into the bundle folder ``out`` (options: the fields of :class:`ExportOptions`)."""
-    o = ExportOptions(**options)
-    _check_options(o)  # before the (slow) checkpoint load
+def export_checkpoint(checkpoint: str, out: str, options: ExportOptions | None = None, **fields) -> Manifest:
+    """Export ``checkpoint`` into the bundle folder ``out`` (``options``, or its fields as keywords:
+    ``fp16=True, int8=True, calib_data=...``)."""
+    try:
+        o = options or ExportOptions(**fields)
+    except TypeError as e:  # an option export does not have
+        raise ExportError(f"export_checkpoint: {e}") from None
+    check(o)  # before the (slow) checkpoint load
     source, model = load_source(checkpoint)
     return export_model(model, source, out, o)

@@ -68,3 +68,17 @@ def convert_fp16(src: str, dst: str, tail_scopes=None, kind: str | None = None) 
     onnx.save(m16, dst)
     kept = sorted({n.op_type for n in model.graph.node if n.op_type in FP32_OPS})
     return {"converter": "onnxruntime.transformers.float16", "fp32_ops": kept, "fp32_tail_nodes": len(tail)}
+
+
+def build(inp):
+    """The fp16 precision's builder (``runtime.precisions``): model.fp16.onnx for every backend form."""
+    import os
+
+    from runtime.precisions import get_precision
+
+    from .precisions import Built
+
+    files = dict(get_precision("fp16").files)
+    name = files["onnxruntime"]
+    details = convert_fp16(inp.fp32_path, os.path.join(inp.folder, name), kind=inp.kind)
+    return Built(files, details)

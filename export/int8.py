@@ -88,10 +88,11 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
 
 def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclude_nodes=(),
                   names=None) -> dict:
-    """Write both INT8 forms next to each other; returns form -> settings (with the file name)."""
-    from runtime.manifest import FILE_NAMES
+    """Write both INT8 forms next to each other (``names``: form -> file name, default the int8 precision's);
+    returns form -> settings (with the file name)."""
+    from runtime.precisions import get_precision
 
-    names = names or {"onnxruntime": FILE_NAMES["int8"], "tensorrt": FILE_NAMES["int8_qdq"]}
+    names = names or dict(get_precision("int8").files)
     fp32, out_dir = os.path.abspath(fp32), os.path.abspath(out_dir)
     out = {}
     cwd = os.getcwd()
@@ -109,3 +110,60 @@ def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclu
         finally:
             os.chdir(cwd)
     return out
+
+
+# --- the int8 precision's builder (runtime.precisions) -------------------------------------------------------------
+
+MODELOPT_METHODS = {"minmax": "max", "entropy": "entropy"}  # ModelOpt's names of the calibration methods it has
+
+
+def check(o) -> None:
+    """ExportError for int8 options that cannot work: ModelOpt without ModelOpt installed, or with a calibration
+    method it does not have (percentile)."""
+    from .errors import ExportError
+
+    if o.int8 and o.int8_tool == "modelopt":
+        if o.calib_method not in MODELOPT_METHODS:
+            raise ExportError(f"--int8-tool modelopt calibrates with {' or '.join(MODELOPT_METHODS)}, not "
+                              f"{o.calib_method}: choose another --calib-method, or --int8-tool ort")
+        from calibration import modelopt
+
+        if not modelopt.available():
+            raise ExportError("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'")
+
+
+def build(inp):
+    """Both int8 forms, calibrated once on the calibration images through the runtime's own preprocessing."""
+    import onnx
+
+    from calibration.reader import PreprocessedImageReader, load_inputs
+    from runtime.errors import UserInputError
+    from runtime.manifest import INPUT_NAME
+    from runtime.precisions import get_precision
+
+    from .errors import ExportError
+    from .fp16 import tail_nodes
+    from .precisions import Built
+
+    o = inp.options
+    if not inp.calib_items:
+        raise ExportError("--int8 needs --calib-data (images to calibrate on)")
+    try:
+        calib_x = load_inputs([s.path for s in inp.calib_items], inp.prep)
+    except ValueError as e:
+        raise UserInputError(f"calibration: {e}") from None
+    names = dict(get_precision("int8").files)
+    forms = quantize_both(inp.fp32_path, inp.folder, PreprocessedImageReader(calib_x, INPUT_NAME), o.calib_method,
+                          exclude_nodes=tail_nodes(onnx.load(inp.fp32_path), kind=inp.kind), names=names)
+    if o.int8_tool == "modelopt":  # the TensorRT form from ModelOpt instead (optional extra, see calibration/)
+        from calibration.modelopt import quantize_tensorrt_form
+
+        forms["tensorrt"] = {**quantize_tensorrt_form(inp.fp32_path, os.path.join(inp.folder, names["tensorrt"]),
+                                                      calib_x, MODELOPT_METHODS[o.calib_method], INPUT_NAME),
+                             "file": names["tensorrt"]}
+    calibration = {"method": o.calib_method, "images": len(inp.calib_items), "inputs": int(len(calib_x)),
+                   "data": os.path.abspath(o.calib_data), "split": o.calib_split,
+                   "split_rule": {"val_fraction": o.val_fraction, "seed": o.split_seed, "stratify": True}
+                   if o.calib_split != "all" else None,
+                   "tool": "onnxruntime.quantization.quantize_static", "forms": forms}
+    return Built(names, {"forms": forms}, calibration)

@@ -10,7 +10,8 @@ import json
 from collections.abc import Mapping
 
 from .formats import printable
-from .manifest import PRECISIONS, EngineRecord, Manifest, as_plain
+from .manifest import Manifest
+from .precisions import precision_names
 
 MAX_VALUE = 500  # characters of one value shown
 
@@ -20,7 +21,7 @@ def _fmt(v) -> str:
         text = f"{v:.4g}"
     elif isinstance(v, (Mapping, list, tuple)):
         try:
-            text = json.dumps(as_plain(v))
+            text = json.dumps(v)
         except (TypeError, ValueError, RecursionError):
             text = "?"
     else:
@@ -43,7 +44,7 @@ def model_card(m: Manifest) -> str:
                + (f", long side capped at {p.max_long_side}" if p.max_long_side else ""))
     lines += [f"  input         {m.input_name}: N x 3 x {p.size} x {p.size} float32 (NCHW, dynamic batch)",
               f"  preprocessing {geo}; {p.interpolation}; mean {list(p.mean)}, std {list(p.std)}",
-              f"  score         {_fmt(m.score.get('range', [0, 1]))}: {m.score.get('meaning', '')}".rstrip(),
+              f"  score         {_fmt(list(m.score.range))}: {m.score.meaning or ''}".rstrip(),
               "  precisions"]
     for prec in m.precisions():
         files = ", ".join(f"{b}: {f}" for b, f in m.files[prec].items())
@@ -51,24 +52,20 @@ def model_card(m: Manifest) -> str:
     if m.engines:
         lines.append("  TensorRT engines")
         for e in m.engines:
-            if not isinstance(e, EngineRecord):
-                continue
             lines.append(f"    {e.precision or '?':<5} {e.file}  TensorRT {e.tensorrt}, sm {e.compute_capability}, "
                          f"batch {e.min_batch or '?'}/{e.opt_batch or '?'}/{e.max_batch or '?'}")
     if m.parity:
         lines.append("  agreement with fp32 (check images)")
         for prec, figs in m.parity.items():
-            if not isinstance(figs, Mapping):
-                continue
-            keys = [k for k in ("n", "srcc", "max_abs_diff", "label_srcc", "label_plcc") if k in figs]
-            text = ", ".join(f"{k} {_fmt(figs[k])}" for k in keys)
-            trt = figs.get("tensorrt_form")
-            if isinstance(trt, Mapping) and "srcc" in trt:
-                text += f"; TensorRT form srcc {_fmt(trt['srcc'])}"
+            keys = [k for k in ("n", "srcc", "max_abs_diff", "label_srcc", "label_plcc") if getattr(figs, k) is not None]
+            text = ", ".join(f"{k} {_fmt(getattr(figs, k))}" for k in keys)
+            trt = figs.forms.get("tensorrt")
+            if trt is not None and trt.srcc is not None:
+                text += f"; TensorRT form srcc {_fmt(trt.srcc)}"
             lines.append(f"    {prec:<5} {text}")
-    if m.calibration:
-        keys = [k for k in ("method", "images", "inputs", "split", "tool") if k in m.calibration]
-        lines.append("  calibration   " + ", ".join(f"{k} {_fmt(m.calibration[k])}" for k in keys))
+    calib = {k: getattr(m.calibration, k) for k in ("method", "images", "inputs", "split", "tool")}
+    if any(v is not None for v in calib.values()):
+        lines.append("  calibration   " + ", ".join(f"{k} {_fmt(v)}" for k, v in calib.items() if v is not None))
     card = m.model_card.to_dict()
     if card:
         lines.append("  model card")
@@ -79,7 +76,7 @@ def model_card(m: Manifest) -> str:
         held = card.pop("heldout", None)
         if isinstance(held, Mapping):
             lines.append(f"    held-out accuracy ({_fmt(held.get('images', '?'))} images; {_fmt(held.get('split', ''))})")
-            for prec in PRECISIONS:
+            for prec in precision_names():
                 f = held.get(prec)
                 if not isinstance(f, Mapping):
                     if f is not None:

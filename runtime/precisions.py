@@ -23,18 +23,20 @@ ONNXRUNTIME = "onnxruntime"  # the backend form every precision has (a CPU-frien
 
 @dataclass(frozen=True)
 class Option:
-    """An export option a precision brings: a ``python -m export`` flag and an ``ExportOptions`` field."""
+    """An export option: a ``python -m export`` flag and an ``ExportOptions`` field (``export.options`` declares
+    the ones every export has; a precision declares those it brings)."""
 
-    name: str  # the ExportOptions field; the flag is --name-with-dashes
+    name: str  # the ExportOptions field
     default: Any = None
-    type: Callable | None = None  # argparse type (None: text)
+    type: Callable | None = None  # argparse type (None: text; bool: a switch)
     choices: tuple | None = None
     help: str = ""
     metavar: str | None = None
+    flag: str | None = None  # default --name-with-dashes; "": not on the command line
 
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+    def __post_init__(self):
+        if self.flag is None:
+            object.__setattr__(self, "flag", "--" + self.name.replace("_", "-"))
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ register_precision(Precision(
          "--calib-data", build="export.int8:build", requires=("calib_data",),
     options=(
         Option("calib_data", help="calibration images: labels CSV, IC9600 folder, image folder or list file",
-               metavar="PATH"),
+               metavar="IMAGES"),
         Option("calib_images", 256, int, help="calibration images drawn (seeded)", metavar="N"),
         Option("calib_method", "minmax", choices=("minmax", "entropy", "percentile"),
                help="how activation ranges are calibrated"),

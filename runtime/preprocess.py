@@ -37,6 +37,8 @@ MAX_PATCHES = 16384
 MAX_FITTED_PIXELS = 64_000_000  # 192 MB of uint8 RGB
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+INTERPOLATIONS = tuple(_FILTERS)
+RESIZE_POLICIES = ("square", "patches")
 
 
 class ImageError(UserInputError):

@@ -16,5 +16,5 @@ def test_compare_torch_times_the_exporters_bundle(tmp_path):
     assert rows["runtime onnxruntime fp32 (cpu)"]["max_abs_diff_vs_torch"] <= 1e-4
     # the bundle came from export's pipeline (folding, parity, both int8 forms), not a private export path
     report = json.loads((bundle / "export-report.json").read_text())
-    assert [s["stage"] for s in report["stages"]] == ["fold", "check set", "fp32", "int8", "write"]
+    assert [s["stage"] for s in report["stages"]] == ["fold", "check set", "fp32", "int8", "parity", "write"]
     assert report["parity"]["fp32"]["passed"] and (bundle / "model.int8.qdq.onnx").is_file()

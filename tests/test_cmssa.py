@@ -274,7 +274,7 @@ def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, ti
     visual = count_parameters(model.clip.visual)
     text = count_parameters(model.clip.transformer)
     assert n_const < visual + text // 2
-    assert man.model_card["parameters"]["after_folding"] == visual
+    assert man.model_card.parameters["after_folding"] == visual
 
 
 def test_sind_options_reach_cmssa(labels_csv, captions_csv, tmp_path, tiny3):

@@ -222,13 +222,13 @@ def test_d2s_bundle_manifest_round_trip_and_files(d2s_bundle):
     assert back.opset >= 17 and back.preprocessing.size == 64
     assert {"torch", "onnx", "onnxruntime"} <= set(back.versions)
     assert os.path.isfile(out / "export-report.json")
-    params = back.model_card["parameters"]
+    params = back.model_card.parameters
     assert params["before_folding"] - params["after_folding"] == 16 * 512  # the projection is dropped
 
 
 def test_d2s_fp32_parity_and_dynamic_batch(d2s_bundle):
     man, out, _, ckpt = d2s_bundle
-    assert man.parity["fp32"]["input_max_abs_diff"] <= 1e-4 and man.parity["fp32"]["passed"]
+    assert man.parity["fp32"].input_max_abs_diff <= 1e-4 and man.parity["fp32"].passed
     from train.checkpoint import model_from_checkpoint
 
     model = model_from_checkpoint(str(ckpt))
@@ -256,7 +256,7 @@ def test_export_runs_as_timed_stages(d2s_bundle):
 
     _, out, _, _ = d2s_bundle
     stages = json.loads((out / "export-report.json").read_text())["stages"]
-    assert [s["stage"] for s in stages] == ["fold", "check set", "fp32", "fp16", "int8", "write"]
+    assert [s["stage"] for s in stages] == ["fold", "check set", "fp32", "fp16", "int8", "parity", "write"]
     assert all(s["ok"] and s["seconds"] >= 0 for s in stages)
 
 
@@ -271,12 +271,34 @@ def test_a_failing_stage_is_recorded_and_raised():
     assert "division by zero" in st.records[1]["error"]
 
 
-def test_precisions_are_a_registry():
-    from export.precisions import PRECISIONS, get_precision
+def test_precisions_are_declared_once_and_read_by_export():
+    """A precision's flag, options, files and target come from runtime.precisions: export's flags and
+    ExportOptions fields are built from that table."""
+    from export.__main__ import parser
+    from export.options import ExportOptions
+    from runtime.precisions import get_precision, precision_names
 
-    assert {"fp16", "int8"} <= set(PRECISIONS) and get_precision("int8").target_srcc == 0.99
+    assert precision_names() == ("fp32", "fp16", "int8") and get_precision("int8").target_srcc == 0.99
+    assert get_precision("int8").files == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
     with pytest.raises(IcrtError, match="unknown precision 'int4'"):
         get_precision("int4")
+    o = ExportOptions()
+    assert (o.fp16, o.int8, o.calib_images, o.calib_method, o.max_batch, o.precisions()) == (
+        False, False, 256, "minmax", 64, [])
+    args = parser().parse_args(["--checkpoint", "c", "--out", "b", "--int8", "--calib-data", "x"])
+    assert (args.int8, args.fp16, args.calib_data, args.calib_images, args.workspace_mb) == (True, False, "x", 256, 4096)
+    assert ExportOptions(int8=True, fp16=True).precisions() == ["fp16", "int8"]
+
+
+def test_modelopt_with_percentile_is_a_clear_error(tmp_path):
+    with pytest.raises(ExportError, match="--int8-tool modelopt calibrates with minmax or entropy, not percentile"):
+        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True, calib_data="x",
+                          int8_tool="modelopt", calib_method="percentile")
+    with pytest.raises(ExportError, match="unknown --calib-method 'median'"):
+        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), int8=True, calib_data="x",
+                          calib_method="median")
+    with pytest.raises(ExportError, match="unexpected keyword argument 'log'"):
+        export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), log=print)
 
 
 def test_d2s_fp16_graph_is_fp16_with_sensitive_ops_in_fp32(d2s_bundle):
@@ -291,7 +313,7 @@ def test_d2s_fp16_graph_is_fp16_with_sensitive_ops_in_fp32(d2s_bundle):
         if n.op_type in ("Softmax", "ReduceMean", "Sigmoid"):
             assert types.get(n.input[0]) == onnx.TensorProto.FLOAT, n.name
     p = man.parity["fp16"]
-    assert p["max_abs_diff"] <= FP16_MAX_DIFF and p["srcc"] >= FP16_SRCC
+    assert p.max_abs_diff <= FP16_MAX_DIFF and p.srcc >= FP16_SRCC
     # agreement on generated images too
     x = inputs_of(generated_images(), man.preprocessing)
     a, b = run_onnx(str(out / "model.onnx"), x), run_onnx(str(out / "model.fp16.onnx"), x)
@@ -325,14 +347,14 @@ def test_d2s_int8_forms_and_agreement(d2s_bundle):
     dq_out = [n.output[0] for n in trt_form.graph.node if n.op_type == "DequantizeLinear"]
     assert dq_out and all(consumers[o] & {"Conv", "Gemm", "MatMul"} for o in dq_out)  # TensorRT placement
     p = man.parity["int8"]
-    assert p["max_abs_diff"] <= INT8_MAX_DIFF and p["srcc"] >= INT8_SRCC
-    assert p["tensorrt_form"]["max_abs_diff"] <= INT8_MAX_DIFF and p["tensorrt_form"]["srcc"] >= INT8_SRCC
+    assert p.max_abs_diff <= INT8_MAX_DIFF and p.srcc >= INT8_SRCC
+    assert p.forms["tensorrt"].max_abs_diff <= INT8_MAX_DIFF and p.forms["tensorrt"].srcc >= INT8_SRCC
     # calibrated on the train part only; checked on the held-out part (train.data's split)
     train = read_images(str(csv), "train")
     val = read_images(str(csv), "val")
-    assert man.calibration["images"] == len(train) and man.calibration["split"] == "train"
-    assert man.model_card["check_data"]["images"] == len(val)
-    assert {"label_srcc", "label_plcc"} <= set(p) and "label_srcc_drop" in p
+    assert man.calibration.images == len(train) and man.calibration.split == "train"
+    assert man.model_card.check_data["images"] == len(val)
+    assert None not in (p.label_srcc, p.label_plcc, p.label_srcc_drop)
 
 
 # --- CM-SSA-like bundle (patches, two outputs) -----------------------------------------------------------------
@@ -344,9 +366,9 @@ def test_cmssa_like_export_all_precisions(tmp_path, tiny_clip_config, tiny_cmssa
     man = export_checkpoint(str(ckpt), str(tmp_path / "b"), fp16=True, int8=True, calib_data=labels_csv,
                             calib_images=12)
     assert man.level_output == "levels" and man.preprocessing.resize == "patches"
-    assert man.model_card["check_data"]["inputs"] == 4 * man.model_card["check_data"]["images"]  # 48 px -> 2x2 patches of 32
-    assert man.parity["fp32"]["input_max_abs_diff"] <= 1e-4
-    params = man.model_card["parameters"]
+    assert man.model_card.check_data["inputs"] == 4 * man.model_card.check_data["images"]  # 48 px -> 2x2 patches of 32
+    assert man.parity["fp32"].input_max_abs_diff <= 1e-4
+    params = man.model_card.parameters
     assert params["after_folding"] == count_parameters(m.clip.visual) + m.visual_prompts.numel() < params["before_folding"]
     # folded == unfolded through the export (the report compares the training-time graph)
     import json
@@ -404,7 +426,7 @@ def test_parity_failure_raises_after_writing_the_report(tmp_path):
     _d2s_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ParityError, match="differs from PyTorch"):
         export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), tolerance=-1.0)
-    assert load_manifest(str(tmp_path / "b")).parity["fp32"]["passed"] is False
+    assert load_manifest(str(tmp_path / "b")).parity["fp32"].passed is False
 
 
 def test_cli_exit_codes(tmp_path):
@@ -418,7 +440,7 @@ def test_cli_exit_codes(tmp_path):
                         "--out", str(tmp_path / "b")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
     man = load_manifest(str(tmp_path / "b"))
-    assert man.precisions() == ["fp32"] and man.model_card["check_data"]["source"] == "generated"
+    assert man.precisions() == ["fp32"] and man.model_card.check_data["source"] == "generated"
 
 
 # --- TensorRT: the parts that need no GPU ------------------------------------------------------------------------
@@ -446,13 +468,13 @@ def test_trt_export_builds_engines_with_the_runtime_builder(tmp_path, monkeypatc
     man = export_checkpoint(str(tmp_path / "c.pt"), str(tmp_path / "b"), trt=True, max_batch=16, workspace_mb=256)
     v = VERSIONS["10.3"]
     [e] = man.engines
-    assert (e["precision"], e["file"], e["onnx"], e["tensorrt"], e["compute_capability"]) == (
+    assert (e.precision, e.file, e.onnx, e.tensorrt, e.compute_capability) == (
         "fp32", f"engine.fp32.trt{v}.sm87.plan", "model.onnx", v, "8.7")
-    assert (e["strongly_typed"], e["builder_flags"], e["cleared_builder_flags"]) == (True, [], ["TF32"])
-    assert (e["min_batch"], e["opt_batch"], e["max_batch"]) == (1, 1, 16)
+    assert (e.strongly_typed, e.builder_flags, e.cleared_builder_flags) == (True, [], ["TF32"])
+    assert (e.min_batch, e.opt_batch, e.max_batch) == (1, 1, 16)
     assert fake.builds[0]["profile"]["image"][2] == [16, 3, 64, 64] and "TF32" not in fake.builds[0]["builder_flags"]
-    assert {e["file"], f"timing.trt{v}.sm87.cache"} <= set(os.listdir(tmp_path / "b"))
-    assert load_manifest(str(tmp_path / "b")).engines[0]["file"] == e["file"]
+    assert {e.file, f"timing.trt{v}.sm87.cache"} <= set(os.listdir(tmp_path / "b"))
+    assert load_manifest(str(tmp_path / "b")).engines[0].file == e.file
 
 
 def test_modelopt_path_is_optional_with_a_clear_error(tmp_path, monkeypatch):
@@ -579,7 +601,7 @@ def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, mon
     assert _files(out) == before and os.listdir(tmp_path) == ["b"]  # no temporary folder left either
     assert 0 <= Scorer.load(str(out)).score(textured(40, 40))["score"] <= 1
     man = core.export_checkpoint(str(checkpoints[1]), str(out))  # a good one replaces it
-    assert man.root == str(out) and man.model_card["checkpoint"] == str(checkpoints[1])
+    assert man.root == str(out) and man.model_card.checkpoint == str(checkpoints[1])
     assert _files(out)["model.onnx"] != before["model.onnx"] and os.listdir(tmp_path) == ["b"]
 
 

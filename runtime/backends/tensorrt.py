@@ -19,10 +19,10 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
-from collections.abc import Mapping
 
 from ..errors import one_line
-from ..manifest import FILE_NAMES, BundleError, EngineRecord
+from ..manifest import BundleError, EngineRecord
+from ..precisions import get_precision
 from . import Backend, BackendError, ModelRunError, register_backend
 
 
@@ -75,10 +75,11 @@ def cc_compact(cc) -> str:
 
 
 def rebuild_hint(manifest, precision: str) -> str:
-    flag = {"fp16": " --fp16", "int8": " --int8 --calib-data IMAGES"}.get(precision, "")
-    onnx = manifest.files.name_for(precision, "tensorrt") or FILE_NAMES["fp32"]
+    flags = get_precision(precision).export_hint()
+    onnx = manifest.file_name(precision, "tensorrt") or get_precision("fp32").file("tensorrt")
     root = manifest.root or "BUNDLE"
-    return (f"rebuild the engine on this machine: python -m export --checkpoint CHECKPOINT --out {root}{flag} --trt "
+    return (f"rebuild the engine on this machine: python -m export --checkpoint CHECKPOINT --out {root}"
+            f"{' ' + flags if flags else ''} --trt "
             f"(without the checkpoint: icrt build -m {root} --precision {precision}; or: "
             f"trtexec --onnx={os.path.join(root, onnx)} --saveEngine=...), or use --backend onnxruntime")
 
@@ -86,8 +87,7 @@ def rebuild_hint(manifest, precision: str) -> str:
 def select_engine(manifest, precision: str, trt_version, compute_capability) -> EngineRecord:
     """The manifest engine for ``precision`` built with this TensorRT version for this GPU, or a clear error."""
     here_v, here_cc = version_key(trt_version), cc_key(compute_capability)
-    candidates = [EngineRecord.coerce(e) for e in manifest.engines
-                  if isinstance(e, Mapping) and e.get("precision") == precision]
+    candidates = manifest.engines_for(precision)
     for e in candidates:
         if version_key(e.tensorrt or "") == here_v and cc_key(e.compute_capability or "0.0") == here_cc:
             return e
@@ -300,7 +300,6 @@ class TensorRTBackend(Backend):
         return backend
 
     def __init__(self, manifest, entry: EngineRecord, trt, cuda):
-        entry = EngineRecord.coerce(entry)
         self.precision, self.cuda, self.trt = entry.precision, cuda, trt
         self.context = self.engine = self.runtime = None
         self.buffers = {}

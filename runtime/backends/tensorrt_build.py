@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 from ..errors import BundleError, UnavailableError, UserInputError, one_line
 from ..files import atomic_path
-from ..manifest import engine_file_name, timing_cache_file_name
+from ..manifest import EngineRecord, engine_file_name, timing_cache_file_name
 from ..precisions import precision_names
 from .tensorrt import cc_compact, cc_key, version_key
 
@@ -133,14 +133,14 @@ def recipe(precision: str, trt_version: str, files) -> Recipe:
 
 
 def engine_entry(precision: str, file: str, trt_version: str, cc, shapes, onnx_file: str, flags,
-                 strongly_typed: bool | None = None, **extra) -> dict:
-    """The manifest ``engines`` entry (runtime.manifest.EngineRecord fields, plus ``extra`` keys)."""
+                 strongly_typed: bool | None = None, **details) -> EngineRecord:
+    """The manifest ``engines`` entry (``details``: the record's other fields, e.g. ``gpu``)."""
     (mn, opt, mx) = shapes
     if strongly_typed is None:
         strongly_typed = major(trt_version) >= 11 or (major(trt_version) >= 10 and not flags)
-    return {"precision": precision, "file": file, "onnx": onnx_file, "tensorrt": str(trt_version),
-            "compute_capability": cc_key(cc), "min_batch": mn[0], "opt_batch": opt[0], "max_batch": mx[0],
-            "strongly_typed": bool(strongly_typed), "builder_flags": list(flags), **extra}
+    return EngineRecord(precision=precision, file=file, onnx=onnx_file, tensorrt=str(trt_version),
+                        compute_capability=cc_key(cc), min_batch=mn[0], opt_batch=opt[0], max_batch=mx[0],
+                        strongly_typed=bool(strongly_typed), builder_flags=list(flags), **details)
 
 
 def trtexec_command(onnx_path: str, engine_path: str, cache_path: str, input_name: str, shapes, rec: Recipe,
@@ -304,7 +304,7 @@ def build_engine(trt, onnx_path: str, input_name: str, shapes, rec: Recipe, work
 
 @dataclass
 class BuiltEngine:
-    entry: dict  # the manifest engines entry
+    entry: EngineRecord  # the manifest engines entry
     plan: object  # the serialized engine (a buffer)
     trtexec: str  # the equivalent trtexec command line
     seconds: float
@@ -323,7 +323,7 @@ class EngineBuild:
     engines: list = field(default_factory=list)  # [BuiltEngine]
 
     @property
-    def entries(self) -> list[dict]:
+    def entries(self) -> list[EngineRecord]:
         return [e.entry for e in self.engines]
 
     @property
@@ -377,7 +377,7 @@ def write_build(build: EngineBuild) -> list[str]:
     """Write the engines and the timing cache into the folder: each to a temporary file first, all renamed into
     place only when every one is written (a failed write leaves the folder as it was). The paths that did not
     exist before (for the caller to remove if a later step fails)."""
-    items = [(os.path.join(build.folder, e.entry["file"]), e.plan) for e in build.engines]
+    items = [(os.path.join(build.folder, e.entry.file), e.plan) for e in build.engines]
     if build.timing.changed and build.timing.blob:
         items.append((build.timing.path, build.timing.blob))
     created = [p for p, _ in items if not os.path.lexists(p)]
@@ -396,19 +396,18 @@ def build_engines(folder: str, files, precisions, input_name: str, size: int, op
     build = build_plans(folder, files, precisions, input_name, size, opt_batch, max_batch, workspace_mb)
     write_build(build)
     for e in build.engines:
-        log.info(f"{e.entry['file']}: the same with trtexec: {e.trtexec}")
+        log.info(f"{e.entry.file}: the same with trtexec: {e.trtexec}")
     return build.entries
 
 
 # --- icrt build: engines into an existing bundle ------------------------------------------------------------------
 
 
-def _same_target(a: Mapping, b: Mapping) -> bool:
+def _same_target(a: EngineRecord, b: EngineRecord) -> bool:
     """Same precision, TensorRT version (major.minor.patch) and GPU compute capability."""
     try:
-        return (a.get("precision") == b.get("precision")
-                and version_key(a.get("tensorrt") or "") == version_key(b.get("tensorrt") or "")
-                and cc_key(a.get("compute_capability") or "0.0") == cc_key(b.get("compute_capability") or "0.0"))
+        return (a.precision == b.precision and version_key(a.tensorrt or "") == version_key(b.tensorrt or "")
+                and cc_key(a.compute_capability or "0.0") == cc_key(b.compute_capability or "0.0"))
     except (TypeError, ValueError):
         return False
 
@@ -453,9 +452,9 @@ def build_bundle(bundle: str, precisions=None, max_batch: int = DEFAULT_MAX_BATC
     new = build.entries
     kept, replaced = [], []
     for e in m.engines:
-        (replaced if isinstance(e, Mapping) and any(_same_target(e, n) for n in new) else kept).append(e)
-    in_use = {n["file"] for n in new} | {e.get("file") for e in kept if isinstance(e, Mapping)}
-    stale = {e.get("file") for e in replaced if isinstance(e.get("file"), str)} - in_use
+        (replaced if any(_same_target(e, n) for n in new) else kept).append(e)
+    in_use = {e.file for e in kept + new}
+    stale = {e.file for e in replaced} - in_use
     m.engines = kept + new
     m.validate()  # before anything is written
     created = write_build(build)

@@ -50,7 +50,7 @@ def model_identity(m, precision: str) -> dict:
     text = json.dumps(prep, sort_keys=True)
     return {"files": files, "preprocessing": prep,
             "preprocessing_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "score_range": [float(v) for v in m.score.get("range", [0.0, 1.0])]}
+            "score_range": list(m.score_range)}
 
 
 def run_config(job) -> dict:

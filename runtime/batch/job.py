@@ -87,7 +87,7 @@ def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
     if job.precision not in m.precisions():
         raise UserInputError(f"precision {job.precision} is not in the bundle (it has {', '.join(m.precisions())})")
     job.bundle_name, job.bundle_kind, job.versions = m.name, m.kind, dict(m.versions or {})
-    job.extra["score_range"] = list(m.score.get("range", [0.0, 1.0]))
+    job.extra["score_range"] = list(m.score_range)
     job.extra["model"] = model_identity(m, job.precision)
     try:
         done = prepare_out(job)

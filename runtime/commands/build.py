@@ -45,11 +45,10 @@ def run(args) -> int:
           f"via {build.cuda_binding})")
     for e in build.engines:
         d = e.entry
-        how = ", ".join([*(["strongly typed"] if d["strongly_typed"] else []),
-                         *(f"+{f}" for f in d["builder_flags"]),
-                         *(f"-{f}" for f in d.get("cleared_builder_flags", []))])
-        print(f"{d['precision']:5}  {d['file']}  from {d['onnx']}  ({how or 'default flags'}), "
-              f"batch {d['min_batch']}/{d['opt_batch']}/{d['max_batch']}, {e.seconds:.1f} s")
+        how = ", ".join([*(["strongly typed"] if d.strongly_typed else []), *(f"+{f}" for f in d.builder_flags),
+                         *(f"-{f}" for f in d.cleared_builder_flags or [])])
+        print(f"{d.precision:5}  {d.file}  from {d.onnx}  ({how or 'default flags'}), "
+              f"batch {d.min_batch}/{d.opt_batch}/{d.max_batch}, {e.seconds:.1f} s")
         print(f"       trtexec: {e.trtexec}")
     cache = build.timing
     state = ("written" if cache.changed and cache.blob else "unchanged")

@@ -160,7 +160,7 @@ def front_config(manifest: Manifest, name: str, targets: list[dict], max_batch: 
     """config.pbtxt of the Python model that takes encoded image files."""
     out = [_tensor(name, dtype, [1]) for name, (dtype, _) in OUTPUT_TENSORS.items()]
     params = {"icrt_preprocessing": json.dumps(manifest.preprocessing.to_dict()),
-              "icrt_score_range": json.dumps([float(v) for v in manifest.score.get("range", [0.0, 1.0])]),
+              "icrt_score_range": json.dumps(list(manifest.score_range)),
               "icrt_targets": json.dumps(targets), "icrt_input": manifest.input_name,
               "icrt_score_output": manifest.score_output, "icrt_bundle": manifest.name}
     if execution_env:
@@ -187,23 +187,23 @@ def _engines(manifest: Manifest, precision: str, tensorrt_version: str | None) -
     """The bundle's engines for ``precision`` (one TensorRT version), checked: [(cc key, record, path)]."""
     engines = manifest.engines_for(precision)
     if tensorrt_version:
-        engines = [e for e in engines if str(e.get("tensorrt")) == tensorrt_version]
+        engines = [e for e in engines if str(e.tensorrt) == tensorrt_version]
         if not engines:
-            have = sorted({str(e.get("tensorrt")) for e in manifest.engines_for(precision)})
+            have = sorted({str(e.tensorrt) for e in manifest.engines_for(precision)})
             raise UserInputError(f"{manifest.root}: no {precision} TensorRT {tensorrt_version} engines in this bundle "
                                  f"(has: {', '.join(have) or 'none'})")
-    versions = sorted({str(e.get("tensorrt")) for e in engines})
+    versions = sorted({str(e.tensorrt) for e in engines})
     if len(versions) > 1:
         raise UserInputError(f"{manifest.root}: {precision} engines for several TensorRT versions ({', '.join(versions)}); "
                              "a Triton release has one: choose with --tensorrt-version")
     picked = {}
     for e in engines:
-        cc = _cc_key(e.get("compute_capability"))
+        cc = _cc_key(e.compute_capability)
         if cc in picked:
             raise BundleError(f"{manifest.root}: two {precision} engines for compute capability {cc}")
-        path = manifest.path(e["file"], "engines.file")
+        path = manifest.path(e.file, "engines.file")
         if not os.path.isfile(path):
-            raise BundleError(f"{manifest.root}: manifest names the engine {e['file']}, but the file is missing")
+            raise BundleError(f"{manifest.root}: manifest names the engine {e.file}, but the file is missing")
         picked[cc] = (e, path)
     return [(cc, e, p) for cc, (e, p) in picked.items()]
 
@@ -289,7 +289,7 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
             notes.append(f"the bundle's {precision} TensorRT engines are left out: --device cpu")
     plan_batch = max_batch
     if engines:
-        limits = [int(e["max_batch"]) for _, e, _ in engines if e.get("max_batch")]
+        limits = [e.max_batch for _, e, _ in engines if e.max_batch]
         plan_batch = min([max_batch, *limits])
         if plan_batch < max_batch:
             notes.append(f"{names['trt']}: max_batch_size {plan_batch}, the engines' largest batch")
@@ -297,7 +297,7 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
     # what the front model calls, in order: the plan model when there is one (falls back to ONNX when it cannot load)
     targets = []
     if engines:
-        eng_onnx = engines[0][1].get("onnx")
+        eng_onnx = engines[0][1].onnx
         eng_info = info
         if eng_onnx and os.path.isfile(manifest.path(eng_onnx, "engines.onnx")):
             eng_info = inspect_onnx(manifest.path(eng_onnx, "engines.onnx"), manifest.input_name, manifest.score_output,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 
-from runtime.manifest import FILE_NAMES, EngineRecord, Manifest, write_bundle
+from runtime.manifest import EngineRecord, Manifest, write_bundle
+from runtime.precisions import get_precision
 from runtime.preprocess import Preprocessing
 
 TINY_ONNX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime", "data", "tiny.onnx")
@@ -23,13 +24,13 @@ def onnx_bytes() -> bytes:
 def fake_bundle(folder: str, precisions=("fp32", "fp16", "int8"), qdq: bool = True, engines=(),
                 resize: str = "square") -> str:
     """A bundle folder with the ONNX files of ``precisions`` (int8: the onnxruntime form, and with ``qdq`` the
-    TensorRT Q/DQ form) and ``engines`` (EngineRecord dicts; their files are written with placeholder bytes)."""
+    TensorRT Q/DQ form) and ``engines`` (EngineRecord fields as dicts; their files are written with placeholder
+    bytes)."""
     os.makedirs(folder, exist_ok=True)
     data = onnx_bytes()
     files = {}
     for p in precisions:
-        names = {"onnxruntime": FILE_NAMES[p]}
-        names["tensorrt"] = FILE_NAMES["int8_qdq"] if p == "int8" else FILE_NAMES[p]
+        names = dict(get_precision(p).files)
         if p == "int8" and not qdq:
             del names["tensorrt"]
         files[p] = names
@@ -42,7 +43,7 @@ def fake_bundle(folder: str, precisions=("fp32", "fp16", "int8"), qdq: bool = Tr
     prep = (Preprocessing(resize="square", size=SIZE) if resize == "square"
             else Preprocessing(resize="patches", size=SIZE, stride=32, max_long_side=256))
     m = Manifest(kind="d2s", name="fake-trt", preprocessing=prep, files=files,
-                 engines=[EngineRecord.coerce(dict(e)) for e in engines])
+                 engines=[EngineRecord.from_dict(e) for e in engines])
     return write_bundle(folder, m)
 
 

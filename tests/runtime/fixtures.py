@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.manifest import FILE_NAMES, MANIFEST_FILE, EngineRecord, Manifest, engine_file_name, write_bundle
+from runtime.manifest import (MANIFEST_FILE, EngineRecord, Manifest, ModelCard, ParityFigures, ScoreSpec,
+                              engine_file_name, write_bundle)
+from runtime.precisions import get_precision
 from runtime.preprocess import Preprocessing
 from tests.images import textured
 
@@ -80,7 +82,7 @@ def build_bundle(folder: str, resize: str = "square", int8: bool = False) -> str
     """A bundle folder with model.onnx (+ model.int8.onnx) from the committed tiny conv net and a manifest for
     ``resize`` (square|patches)."""
     os.makedirs(folder, exist_ok=True)
-    fp32, int8_file = FILE_NAMES["fp32"], FILE_NAMES["int8"]
+    fp32, int8_file = get_precision("fp32").file(), get_precision("int8").file()
     shutil.copyfile(os.path.join(DATA, TINY_FILES["fp32"]), os.path.join(folder, fp32))
     files = {"fp32": {"onnxruntime": fp32, "tensorrt": fp32}}
     if int8:
@@ -89,8 +91,8 @@ def build_bundle(folder: str, resize: str = "square", int8: bool = False) -> str
     engine = EngineRecord(precision="fp16", file=engine_file_name("fp16", "10.3.0", "8.7"), tensorrt="10.3.0",
                           compute_capability="8.7", min_batch=1, opt_batch=8, max_batch=32)
     m = Manifest(kind="d2s", name=f"tiny-d2s-{resize}", preprocessing=tiny_preprocessing(resize), files=files,
-                 engines=[engine], parity={"fp32": {"max_abs_diff": 0.0}},
-                 model_card={"training data": "none (random weights, tests)"})
+                 engines=[engine], parity={"fp32": ParityFigures(max_abs_diff=0.0)},
+                 model_card=ModelCard(extra={"training data": "none (random weights, tests)"}))
     return write_bundle(folder, m)
 
 
@@ -135,12 +137,13 @@ def make_bundle(folder, variant="sigmoid", in_shape=NODE_SHAPE, files=None, scor
     """A bundle around :func:`node_model` (fp32 only), written through runtime.manifest."""
     folder = str(folder)
     os.makedirs(folder, exist_ok=True)
-    node_model(os.path.join(folder, FILE_NAMES["fp32"]), variant, in_shape)
+    fp32 = get_precision("fp32").file()
+    node_model(os.path.join(folder, fp32), variant, in_shape)
     prep = {"size": SIZE, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), **prep}
     m = Manifest(kind="d2s", name=f"tiny-{variant}", preprocessing=Preprocessing(**prep),
-                 files=files or {"fp32": {"onnxruntime": FILE_NAMES["fp32"], "tensorrt": FILE_NAMES["fp32"]}})
+                 files=files or {"fp32": {"onnxruntime": fp32, "tensorrt": fp32}})
     if score is not None:
-        m.score = score
+        m.score = ScoreSpec.from_dict(score)
     return write_bundle(folder, m)
 
 

@@ -5,6 +5,7 @@ Models here are a few ONNX nodes, committed (tests/runtime/data/nodes, written w
 data/make_tiny_models.py)."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -216,44 +217,51 @@ def test_unknown_keys_and_nulls_survive_load_and_save(tmp_path):
     m.save()
     with open(os.path.join(bundle, "manifest.json")) as f:
         assert json.load(f) == before
-    assert m.parity["fp32"].srcc is None and "srcc" in m.parity["fp32"] and m.parity.fp32["new_figure"] == 0.5
-    assert m.parity.int8.tensorrt_form.srcc == 0.98 and m.parity["int8"]["onnxruntime_form"] == {"srcc": 0.97}
-    assert m.model_card.extra == {"figures": {"srcc": 0.8}, "extra": "a key named extra"}
+    assert m.parity["fp32"].srcc is None and m.parity["fp32"].extra == {"srcc": None, "label_srcc": None,
+                                                                         "new_figure": 0.5}
+    assert m.parity["int8"].forms["tensorrt"].srcc == 0.98 and m.parity["int8"].forms["onnxruntime"].srcc == 0.97
+    assert m.parity["int8"].forms["tensorrt"].extra == {"more": 1}
+    assert m.model_card.extra == {"val_metrics": None, "figures": {"srcc": 0.8}, "extra": "a key named extra"}
     assert m.engines[0].extra == {"future_flag": True} and m.extra == {"future_section": {"anything": [1, 2]}}
 
 
-def test_sections_are_typed_and_still_read_and_write_like_dicts():
-    from runtime.manifest import Calibration, EngineRecord, Files, ModelCard, Parity, ParityFigures
+def test_sections_are_plain_typed_objects_read_by_attribute():
+    from runtime.manifest import Calibration, EngineRecord, ModelCard, ParityFigures, ScoreSpec
 
-    m = Manifest(kind="d2s", name="x", preprocessing={"size": SIZE},
-                 files={"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}},
-                 engines=[{"precision": "fp32", "file": "e.plan", "tensorrt": "10.3.0", "compute_capability": "8.7",
-                           "max_batch": 16}],
-                 parity={"fp32": {"srcc": 1.0, "passed": True}, "int8": {"srcc": 0.99, "tensorrt_form": {"srcc": 0.98}}},
-                 calibration={"method": "minmax", "images": 8}, model_card={"summary": "tiny", "figures": [1]})
-    assert isinstance(m.preprocessing, Preprocessing) and m.input_size == SIZE
-    assert isinstance(m.files, Files) and isinstance(m.engines[0], EngineRecord) and isinstance(m.parity, Parity)
-    assert isinstance(m.parity.int8, ParityFigures) and isinstance(m.parity.int8.tensorrt_form, ParityFigures)
+    d = {"format": "icrt-bundle/1", "kind": "d2s", "name": "x", "preprocessing": {"size": SIZE},
+         "files": {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}},
+         "engines": [{"precision": "fp32", "file": "e.plan", "tensorrt": "10.3.0", "compute_capability": "8.7",
+                      "max_batch": 16}],
+         "parity": {"fp32": {"srcc": 1.0, "passed": True}, "int8": {"srcc": 0.99, "tensorrt_form": {"srcc": 0.98}}},
+         "calibration": {"method": "minmax", "images": 8}, "model_card": {"summary": "tiny", "figures": [1]}}
+    m = Manifest.from_dict(d)
+    assert isinstance(m.preprocessing, Preprocessing) and m.input_size == SIZE and isinstance(m.score, ScoreSpec)
+    assert isinstance(m.engines[0], EngineRecord) and isinstance(m.parity["int8"], ParityFigures)
     assert isinstance(m.calibration, Calibration) and isinstance(m.model_card, ModelCard)
-    # typed reads
-    assert m.files.fp32 == {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"} and m.precisions() == ["fp32"]
-    assert m.engines[0].max_batch == 16 and m.parity.fp32.passed is True and m.calibration.images == 8
-    # dict-style reads and writes, as code written against the old dicts does
-    assert m.files.get("int8") is None and m.files["fp32"]["onnxruntime"] == "model.onnx"
-    assert m.engines[0]["file"] == "e.plan" and m.engines[0].get("opt_batch") is None
-    assert set(m.parity) == {"fp32", "int8"} and m.parity["int8"]["tensorrt_form"]["srcc"] == 0.98
-    assert m.parity == {"fp32": {"srcc": 1.0, "passed": True}, "int8": {"srcc": 0.99, "tensorrt_form": {"srcc": 0.98}}}
-    assert m.parity.get("fp16") is None and "fp16" not in m.parity and len(m.parity) == 2
-    m.model_card["checkpoint"] = "c.pt"
+    assert m.files["fp32"] == {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"} and m.precisions() == ["fp32"]
+    assert m.engines[0].max_batch == 16 and m.engines[0].opt_batch is None and m.parity["fp32"].passed is True
+    assert m.parity["int8"].forms["tensorrt"].srcc == 0.98 and m.calibration.images == 8
+    assert m.score.range == (0.0, 1.0) and m.model_card.summary == "tiny" and m.model_card.extra == {"figures": [1]}
+    m.model_card.checkpoint = "c.pt"
     m.model_card.update({"licence": "MIT", "new": 1})
-    del m.model_card["figures"]
-    assert m.model_card.checkpoint == "c.pt" and m.model_card.to_dict() == {
-        "summary": "tiny", "licence": "MIT", "checkpoint": "c.pt", "new": 1}
-    m.parity = {"fp16": {"srcc": 0.999}}  # assigned later: converted too
-    assert isinstance(m.parity.fp16, ParityFigures) and m.to_dict()["parity"] == {"fp16": {"srcc": 0.999}}
-    m.files.add("int8", "onnxruntime", "model.int8.onnx")
-    assert m.files.name_for("int8") == "model.int8.onnx" and m.precisions() == ["fp32", "int8"]
-    json.dumps(m.to_dict())  # plain JSON all the way down
+    assert m.model_card.to_dict() == {"figures": [1], "new": 1, "summary": "tiny", "licence": "MIT", "checkpoint": "c.pt"}
+    m.add_file("int8", "onnxruntime", "model.int8.onnx")
+    assert m.file_name("int8") == "model.int8.onnx" and m.precisions() == ["fp32", "int8"]
+    assert Manifest.from_dict(json.loads(json.dumps(m.to_dict()))).to_dict() == m.to_dict()  # plain JSON all the way
+
+
+@pytest.mark.parametrize("section, value, words", [
+    ("parity", {"fp32": {"srcc": "high"}}, "parity.fp32.srcc: must be a finite number"),
+    ("parity", {"fp32": 0.9}, "parity.fp32: must be an object"),
+    ("parity", {"int8": {"tensorrt_form": {"passed": "yes"}}}, "parity.int8.tensorrt_form.passed: must be true or false"),
+    ("calibration", {"images": -1}, "calibration.images: must be a whole number >= 0"),
+    ("engines", [{"precision": "fp16", "file": "e.plan", "tensorrt": "10.3.0", "compute_capability": "8.7",
+                  "gpu": 5}], "engines[0].gpu: must be a non-empty string"),
+])
+def test_sections_check_their_fields_as_they_are_built(tmp_path, section, value, words):
+    bundle = edit_manifest(make_bundle(tmp_path / "b"), lambda d: d.update({section: value}))
+    with pytest.raises(BundleError, match=re.escape(words)):
+        load_manifest(bundle)
 
 
 def test_save_validates_first_and_writes_atomically(tmp_path):

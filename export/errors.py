@@ -1,0 +1,12 @@
+"""The errors of ``python -m export`` (``runtime.errors.IcrtError`` subclasses: one line, an exit code)."""
+from runtime.errors import EXIT_PARITY, IcrtError
+
+
+class ExportError(IcrtError):
+    """Export cannot proceed (bad checkpoint, bad options or data, missing tools); the message says why."""
+
+
+class ParityError(ExportError):
+    """The fp32 ONNX model disagrees with PyTorch beyond the tolerance (the bundle is written anyway)."""
+
+    exit_code = EXIT_PARITY
