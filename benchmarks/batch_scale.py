@@ -16,14 +16,13 @@ so that two sizes show whether memory grows with the number of images. Model: th
 
 For each run: wall time, images/s (end to end: process start to exit, model and Ray start included), for Ray also
 images/s after the first rows came back (Ray and actor start-up excluded), and the peak memory of the process tree
-(the command and every process under it: Ray's GCS, raylet and workers), sampled every second from /proc, both as
+(the command and every process under it: Ray's GCS, raylet and workers), sampled every second (psutil), both as
 the sum of RSS (shared pages counted in each process) and of PSS (shared pages split among their users). Writes
 ``OUT/batch_scale.json`` and ``OUT/batch_scale.md``.
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -82,56 +81,42 @@ def image_set(files: list[str], folder: str, n: int) -> str:
     return folder
 
 
-# --- memory of a process tree, from /proc ---------------------------------------------------------------------
+# --- memory of a process tree (psutil) ------------------------------------------------------------------------
 
 
-def _children_map() -> dict:
-    kids = {}
-    for stat in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            with open(stat) as f:
-                text = f.read()
-            pid = int(stat.split("/")[2])
-            ppid = int(text[text.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(pid)
-    return kids
+def _tree(root: int) -> list:
+    """The process ``root`` and its descendants (psutil.Process objects; empty when it is gone)."""
+    import psutil
 
-
-def _tree(root: int) -> list[int]:
-    kids, out, todo = _children_map(), [], [root]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(kids.get(p, []))
-    return out
-
-
-def _memory(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in bytes of one process (0, 0 when it is gone)."""
-    rss = pss = 0
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return rss, pss
+        p = psutil.Process(root)
+        return [p, *p.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
-def _by_name(pids, mem) -> dict:
+def _memory(p) -> tuple[int, int]:
+    """(RSS, PSS) in bytes of one process (0, 0 when it is gone; PSS is Linux's, else RSS)."""
+    import psutil
+
+    try:
+        m = p.memory_full_info()
+    except psutil.Error:
+        return 0, 0
+    return m.rss, getattr(m, "pss", m.rss)
+
+
+def _by_name(procs, mem) -> dict:
     """PSS in MB summed by process name (Ray's processes name themselves: ray::IDLE, ray::MapWorker(...), ...)."""
+    import psutil
+
     out = {}
-    for pid, (_, pss) in zip(pids, mem):
+    for p, (_, pss) in zip(procs, mem):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                name = f.read().split(b"\0")[0].decode(errors="replace")
-        except OSError:
+            cmd = p.cmdline()
+        except psutil.Error:
             continue
+        name = cmd[0] if cmd else p.name()
         name = os.path.basename(name) if not name.startswith("ray::") else name.split(".")[0]
         out[name] = out.get(name, 0) + round(pss / 2**20)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
@@ -150,14 +135,14 @@ class TreePeak:
 
     def _run(self):
         while not self._stop.is_set():
-            pids = _tree(self.pid)
-            mem = [_memory(p) for p in pids]
+            procs = _tree(self.pid)
+            mem = [_memory(p) for p in procs]
             self.rss = max(self.rss, sum(m[0] for m in mem))
             pss = sum(m[1] for m in mem)
             if pss > self.pss:
                 self.pss = pss
-                self.breakdown = _by_name(pids, mem)
-            self.procs = max(self.procs, len(pids))
+                self.breakdown = _by_name(procs, mem)
+            self.procs = max(self.procs, len(procs))
             self._stop.wait(self.every)
 
     def __enter__(self):
@@ -214,20 +199,10 @@ def run_one(spec: str, images: str, n: int, bundle: str | None, work: str) -> di
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        flags = next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), [])
-        info["avx2"] = "avx2" in flags
-        info["avx512"] = any(f.startswith("avx512") for f in flags)
-        info["vnni"] = any("vnni" in f for f in flags)
-    except OSError:
-        pass
+    from runtime.bench import cpu_facts
+
+    cpu = cpu_facts()
+    info = {"python": platform.python_version(), "cpus": cpu["cpus"], "cpu": cpu["model"], "simd": cpu["simd"]}
     for mod in ("onnxruntime", "ray", "pyarrow", "numpy"):
         try:
             info[mod] = __import__(mod).__version__

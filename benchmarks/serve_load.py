@@ -28,28 +28,10 @@ import time
 
 import numpy as np
 
+from runtime.bench import cpu_facts
 from runtime.files import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_description() -> dict:
-    """CPU model, logical CPUs and the SIMD flags that matter for onnxruntime (AVX2, AVX-512, VNNI)."""
-    info = {"cpus": os.cpu_count(), "machine": platform.machine()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        for line in text.splitlines():
-            if line.startswith("model name") and "model" not in info:
-                info["model"] = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                info["simd"] = sorted(f for f in flags if f.startswith(("avx", "fma", "amx")) or "vnni" in f)
-                info["avx512"] = any(f.startswith("avx512") for f in flags)
-                break
-    except OSError:
-        pass
-    return info
 
 
 def load_average() -> list[float]:
@@ -201,7 +183,7 @@ def main(argv=None) -> int:
         ap.error("--clients in [1, 256], --requests in [1, 1000000]")
 
     files = image_list(args.images, args.requests)
-    report = {"settings": {k: v for k, v in vars(args).items()}, "cpu": cpu_description(),
+    report = {"settings": {k: v for k, v in vars(args).items()}, "cpu": {**cpu_facts(), "machine": platform.machine()},
               "unique_images": len(set(files))}
     print(f"serve_load: {args.requests} requests from {args.clients} clients over {args.protocol}; "
           f"{len(set(files))} distinct images; CPU {report['cpu'].get('model')} x{report['cpu']['cpus']} "

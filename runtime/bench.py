@@ -39,29 +39,50 @@ def stats_ms(seconds) -> dict:
             "p99_ms": float(np.percentile(ms, 99)), "min_ms": float(ms.min()), "n": int(len(ms))}
 
 
-def cpu_name() -> str:
+SIMD_FLAGS = ("avx", "fma", "amx", "vnni", "neon", "asimd")  # what onnxruntime's CPU kernels use (int8: VNNI)
+
+
+def cpu_facts() -> dict:
+    """The CPU: its model, logical CPUs, physical cores, the CPUs this process may use (psutil), and its SIMD
+    flags (py-cpuinfo, the ``[bench]`` extra; without it the model is what ``platform`` knows and no flags)."""
+    import psutil
+
+    logical = psutil.cpu_count() or 1
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        usable = len(psutil.Process().cpu_affinity())
+    except AttributeError:  # no CPU affinity on macOS
+        usable = logical
+    facts = {"model": platform.processor() or platform.machine(), "cpus": logical,
+             "cores": psutil.cpu_count(logical=False) or logical, "usable_cpus": usable, "simd": []}
+    try:
+        import cpuinfo
+    except ImportError:
+        return facts
+    info = cpuinfo.get_cpu_info()  # a second or two: it reads CPUID in a child process
+    flags = info.get("flags") or []
+    facts["model"] = info.get("brand_raw") or facts["model"]
+    facts["simd"] = sorted(f for f in flags if f.startswith(SIMD_FLAGS) or "vnni" in f)
+    return facts
 
 
 def gpu_names() -> list[str]:
-    import shutil
-    import subprocess
-
-    if not shutil.which("nvidia-smi"):
+    """The NVIDIA GPUs NVML sees (nvidia-ml-py, in the ``[gpu]`` / ``[trt]`` extras; none without it, or on a
+    Jetson, which has no NVML)."""
+    try:
+        import pynvml
+    except ImportError:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
         return []
-    return [l.strip() for l in out.splitlines() if l.strip()]
+    try:
+        return [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                for i in range(pynvml.nvmlDeviceGetCount())]
+    except pynvml.NVMLError:
+        return []
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def _read(path: str) -> str | None:
@@ -75,7 +96,8 @@ def _read(path: str) -> str | None:
 def jetson_info() -> dict | None:
     """On a Jetson (None elsewhere): board, L4T release, power mode (``nvpmodel -q``) and whether the clocks are
     pinned, as ``sudo jetson_clocks`` pins them (each clock's minimum raised to its maximum; read from sysfs,
-    no sudo needed). Benchmark figures on a Jetson mean little without these."""
+    no sudo needed). Benchmark figures on a Jetson mean little without these. Hand-written: no library reads
+    L4T's power mode or devfreq clocks (jtop needs its own root service)."""
     import glob
     import shutil
     import subprocess
@@ -116,12 +138,10 @@ def machine() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    out = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
-           "cpu_count": os.cpu_count(), "usable_cpus": usable, "gpus": gpu_names(), "versions": versions,
+    cpu = cpu_facts()
+    out = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu["model"],
+           "cpu_count": cpu["cpus"], "cpu_cores": cpu["cores"], "usable_cpus": cpu["usable_cpus"],
+           "cpu_simd": cpu["simd"], "gpus": gpu_names(), "versions": versions,
            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     jetson = jetson_info()
     if jetson is not None:
@@ -187,17 +207,16 @@ def bench_backend(manifest, backend, image_paths, batch_sizes, warmup, iters) ->
 
 
 def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 8), warmup: int = 3, iters: int = 20,
-              images=None, report_dir: str = "bench-report", threads: int | None = None, log=None) -> dict:
+              images=None, report_dir: str = "bench-report", threads: int | None = None) -> dict:
     """Time every backend x precision x batch size and write the report into ``report_dir``; the report.
 
     ``backends``: registered names or ``auto``; ``precisions``: default every precision in the bundle. A setting
     that cannot run here (BackendError, or a precision the bundle lacks) is skipped with its reason. Progress
-    goes to ``log`` (default: the ``runtime.bench`` logger)."""
+    goes to the ``runtime.bench`` logger."""
     from .backends import BackendError, open_backend
     from .inputs import collect
     from .manifest import load_manifest
 
-    info, warn = (log, log) if log else (logger.info, logger.warning)
     manifest = load_manifest(bundle)
     precisions = list(precisions or manifest.precisions())
     results, skipped = [], []
@@ -211,12 +230,12 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
                     backend = open_backend(manifest, be, prec, threads=threads)
                 except BackendError as e:  # cannot run here, or the bundle lacks it (a broken bundle is raised)
                     skipped.append({"backend": be, "precision": prec, "reason": str(e)})
-                    warn(f"skipped {be}/{prec}: {e}")
+                    logger.warning(f"skipped {be}/{prec}: {e}")
                     continue
-                info(f"timing {backend.name}/{prec} ({backend.device}) ...")
+                logger.info(f"timing {backend.name}/{prec} ({backend.device}) ...")
                 for row in bench_backend(manifest, backend, paths, list(batch_sizes), warmup, iters):
                     results.append(row)
-                    info(f"  batch {row['batch_size']:>3}: {row['mean_ms']:.2f} ms/batch, {row['per_image_ms']:.2f} ms/image, "
+                    logger.info(f"  batch {row['batch_size']:>3}: {row['mean_ms']:.2f} ms/batch, {row['per_image_ms']:.2f} ms/image, "
                          f"{row['images_per_s']:.1f} images/s; end to end {row['e2e_ms_per_image']:.2f} ms/image")
         report = {"bundle": os.path.abspath(bundle), "model": manifest.name, "kind": manifest.kind,
                   "input_size": manifest.input_size, "preprocessing": manifest.preprocessing.to_dict(),

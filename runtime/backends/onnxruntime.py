@@ -80,21 +80,16 @@ def gpu_providers() -> list[str]:
 
 
 def default_threads() -> int:
-    """Physical cores usable by this process (hyper-threads do not help convolutions)."""
+    """Physical cores usable by this process (hyper-threads do not help convolutions): the CPUs it may use, times
+    cores per logical CPU (psutil)."""
+    import psutil
+
+    logical = psutil.cpu_count() or 1
     try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-        siblings = [int(l.split(":")[1]) for l in info.splitlines() if l.startswith("siblings")]
-        cores = [int(l.split(":")[1]) for l in info.splitlines() if l.startswith("cpu cores")]
-        if siblings and cores and siblings[0] > cores[0]:
-            usable = max(1, usable * cores[0] // siblings[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    return max(1, usable)
+        usable = len(psutil.Process().cpu_affinity())
+    except AttributeError:  # no CPU affinity on macOS
+        usable = logical
+    return max(1, usable * (psutil.cpu_count(logical=False) or logical) // logical)
 
 
 # onnxruntime 1.32's NCHWc layout transformer crashes (SIGSEGV while the session is created) on some fp16

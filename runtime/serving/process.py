@@ -27,45 +27,46 @@ def free_ports(n: int = 3, host: str = "127.0.0.1") -> list[int]:
     return ports
 
 
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after ``pid (comm)``: state, ppid, ..., start time (index 19); None if gone."""
+# The process tree comes from psutil (a runtime dependency): the same on Linux and macOS, and a process is told
+# from a later one that reuses its id by its start time.
+
+
+def descendants(pid: int) -> dict[int, float]:
+    """Every running descendant of ``pid``: process id -> its start time (so that a reused id is not taken for
+    it)."""
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2:].split()
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Every running descendant of ``pid``: process id -> its start time (so that a reused id is not taken for it;
-    read from /proc, Linux)."""
-    import collections
-
-    children = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        fields = _stat(int(entry)) if entry.isdigit() else None
-        if fields and len(fields) > 19 and fields[0] != "Z":
-            children[int(fields[1])].append((int(entry), fields[19]))
-    out, todo = {}, [pid]
-    while todo:
-        for child, started in children.get(todo.pop(), []):
-            out[child] = started
-            todo.append(child)
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return {}
+    out = {}
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out[child.pid] = child.create_time()
+        except psutil.Error:  # gone meanwhile
+            pass
     return out
 
 
-def alive(pid: int, started: str | None = None) -> bool:
+def alive(pid: int, started: float | None = None) -> bool:
     """``pid`` runs (a zombie does not count) and, when ``started`` is given, is the process that started then."""
-    fields = _stat(pid)
-    return bool(fields) and fields[0] != "Z" and (started is None or (len(fields) > 19 and fields[19] == started))
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE and (started is None or p.create_time() == started)
+    except psutil.Error:
+        return False
 
 
 def process_name(pid: int) -> str:
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
+        return psutil.Process(pid).name()
+    except psutil.Error:
         return "?"
 
 
@@ -87,7 +88,7 @@ class ServerProcess:
                     *map(str, serve_args)]
         self.env, self.cwd = env, cwd
         self.proc = None
-        self.tree: dict[int, str] = {}  # pid -> start time
+        self.tree: dict[int, float] = {}  # pid -> start time
 
     @property
     def http_url(self) -> str:
