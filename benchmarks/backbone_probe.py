@@ -16,7 +16,6 @@ import argparse
 import os
 import time
 
-
 import numpy as np
 
 from runtime.files import write_json

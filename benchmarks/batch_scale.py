@@ -172,7 +172,8 @@ def run_one(spec: str, images: str, n: int, bundle: str | None, work: str) -> di
     wall = time.monotonic() - t0
     rec = {"config": spec, "images": n, "command": " ".join(cmd[1:]), "exit_code": proc.returncode,
            "wall_s": round(wall, 2), "images_per_s": round(n / wall, 2), "peak_rss_mb": round(peak.rss / 2**20),
-           "peak_pss_mb": round(peak.pss / 2**20), "processes": peak.procs, "at_peak_pss_mb": peak.breakdown, "load_before": [round(x, 2) for x in load0],
+           "peak_pss_mb": round(peak.pss / 2**20), "processes": peak.procs, "at_peak_pss_mb": peak.breakdown,
+           "load_before": [round(x, 2) for x in load0],
            "load_after": [round(x, 2) for x in os.getloadavg()]}
     summary = os.path.join(out, "batch", "summary.json")
     if os.path.exists(summary):

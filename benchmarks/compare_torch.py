@@ -106,6 +106,7 @@ def cold_start(bundle: str, image: str, repeats: int = 3) -> dict:
 
 def run_cpu(args, model, prep, bundle, x, rows):
     import torch
+
     from runtime.backends import BackendError, open_backend
     from runtime.backends.onnxruntime import default_threads
     from runtime.manifest import load_manifest
@@ -131,7 +132,7 @@ def run_cpu(args, model, prep, bundle, x, rows):
             continue
         diff = float(np.abs(be.run(x) - ref).max())
         rows.append({"name": f"runtime onnxruntime {prec} (cpu)", "max_abs_diff_vs_torch": diff,
-                     **timed(lambda: be.run(x), args.warmup, args.iters)})
+                     **timed(lambda be=be: be.run(x), args.warmup, args.iters)})
 
 
 def run_cuda(args, model, prep, bundle, x, rows):
@@ -176,7 +177,7 @@ def run_cuda(args, model, prep, bundle, x, rows):
             continue
         rows.append({"name": f"runtime {be.name} {prec} ({be.device})",
                      "max_abs_diff_vs_torch": float(np.abs(be.run(x) - ref).max()),
-                     **timed(lambda: be.run(x), args.warmup, args.iters)})
+                     **timed(lambda be=be: be.run(x), args.warmup, args.iters)})
 
 
 def main(argv=None) -> int:

@@ -18,8 +18,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.files import write_json
-from runtime.manifest import (DEFAULT_SCORE, EXPORT_REPORT, INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT, Calibration,
-                              Manifest, ModelCard, ParityFigures, ScoreSpec)
+from runtime.manifest import (
+    DEFAULT_SCORE,
+    EXPORT_REPORT,
+    INPUT_NAME,
+    LEVELS_OUTPUT,
+    SCORE_OUTPUT,
+    Calibration,
+    Manifest,
+    ModelCard,
+    ParityFigures,
+    ScoreSpec,
+)
 from runtime.precisions import get_precision, precision_names
 from runtime.preprocess import Preprocessing
 
@@ -206,7 +216,8 @@ def stage_write(source: dict, prep: Preprocessing, folded: Folded, images: Check
     labels = checks.labels
     report = {"checkpoint": source.get("path"), "kind": source["kind"], "parameters": folded.params,
               "fold_max_abs_diff": fp32.fold_diff, "opset": fp32.opset, "exporter": o.exporter, "files": files,
-              "built": {name: r.details for name, r in results.items()}, "calibration": calibration, "check_data": check_info, "parity": parity,
+              "built": {name: r.details for name, r in results.items()}, "calibration": calibration,
+              "check_data": check_info, "parity": parity,
               "engines": [e.to_dict() for e in engines],
               "pytorch_vs_labels": None if labels is None else label_agreement(fp32.torch.images, labels)}
     return manifest, report

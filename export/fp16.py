@@ -53,7 +53,6 @@ def tail_nodes(model: onnx.ModelProto, tail_scopes=None, kind: str | None = None
 def convert_fp16(src: str, dst: str, tail_scopes=None, kind: str | None = None) -> dict:
     """Write the fp16 form of ``src``; returns what was kept in fp32."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     model = onnx.load(src)

@@ -8,8 +8,9 @@
 
 Both are calibrated once, on the same preprocessed inputs (calibration.reader). In transformer graphs (any
 LayerNormalization) only the inputs of Conv/MatMul/Gemm are quantized (their outputs stay float), so
-LayerNorm, Softmax and GELU (exported as Erf/Mul/Add) see float values (they lose most accuracy when quantized); the onnxruntime
-form of CNN graphs uses onnxruntime's QDQ op set minus the same sensitive ops. The scoring tail (nodes outside the image encoder) is never quantized.
+LayerNorm, Softmax and GELU (exported as Erf/Mul/Add) see float values (they lose most accuracy when quantized);
+the onnxruntime form of CNN graphs uses onnxruntime's QDQ op set minus the same sensitive ops. The scoring tail
+(nodes outside the image encoder) is never quantized.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import warnings
 
 import onnx
 import torch
+
 from runtime.manifest import INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT
 
 MIN_OPSET = 17

@@ -189,7 +189,7 @@ def bench_backend(manifest, backend, image_paths, batch_sizes, warmup, iters) ->
     for b in batch_sizes:
         reps = -(-b // len(pool))
         batch = np.ascontiguousarray(np.concatenate([pool] * reps)[:b])
-        st = stats_ms(time_calls(lambda: backend.run(batch), warmup, iters))
+        st = stats_ms(time_calls(lambda batch=batch: backend.run(batch), warmup, iters))
         images_per_batch = b / per_image
         row = {"backend": backend.name, "precision": backend.precision, "batch_size": b, "device": backend.device,
                "file": os.path.basename(backend.file), **st,
@@ -199,7 +199,7 @@ def bench_backend(manifest, backend, image_paths, batch_sizes, warmup, iters) ->
         scorer = Scorer(manifest, backend, batch_size=b)
         # a stream of images (at least 4 batches), so that decoding overlaps inference as in a long run
         files = [image_paths[i % len(image_paths)] for i in range(max(1, 4 * round(images_per_batch), 16))]
-        e2e = stats_ms(time_calls(lambda: scorer.score_many(files), 1, max(3, iters // 4)))
+        e2e = stats_ms(time_calls(lambda s=scorer, f=files: s.score_many(f), 1, max(3, iters // 4)))
         row.update(e2e_ms_per_image=e2e["mean_ms"] / len(files), e2e_images_per_s=1000.0 * len(files) / e2e["mean_ms"],
                    e2e_images=len(files))
         rows.append(row)
@@ -221,7 +221,10 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
     precisions = list(precisions or manifest.precisions())
     results, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="icrt-bench-") as tmp:
-        paths = collect([images] if isinstance(images, str) else images, recursive=True)[:16] if images else synthetic_images(tmp, manifest.preprocessing)
+        if images:
+            paths = collect([images] if isinstance(images, str) else images, recursive=True)[:16]
+        else:
+            paths = synthetic_images(tmp, manifest.preprocessing)
         if not paths:
             raise UserInputError(f"no images found in {images}")
         for be in backends:
@@ -235,7 +238,8 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
                 logger.info(f"timing {backend.name}/{prec} ({backend.device}) ...")
                 for row in bench_backend(manifest, backend, paths, list(batch_sizes), warmup, iters):
                     results.append(row)
-                    logger.info(f"  batch {row['batch_size']:>3}: {row['mean_ms']:.2f} ms/batch, {row['per_image_ms']:.2f} ms/image, "
+                    logger.info(f"  batch {row['batch_size']:>3}: {row['mean_ms']:.2f} ms/batch, "
+                                f"{row['per_image_ms']:.2f} ms/image, "
                          f"{row['images_per_s']:.1f} images/s; end to end {row['e2e_ms_per_image']:.2f} ms/image")
         report = {"bundle": os.path.abspath(bundle), "model": manifest.name, "kind": manifest.kind,
                   "input_size": manifest.input_size, "preprocessing": manifest.preprocessing.to_dict(),

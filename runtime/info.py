@@ -83,7 +83,8 @@ def model_card(m: Manifest) -> str:
                         lines.append(f"      {prec:<5} {_fmt(f)}")
                     continue
                 lines.append(f"      {prec:<5} pooled SRCC {_fmt(f.get('srcc'))}  PLCC {_fmt(f.get('plcc'))}  |  "
-                             f"mean per-category SRCC {_fmt(f.get('mean_category_srcc'))}  PLCC {_fmt(f.get('mean_category_plcc'))}")
+                             f"mean per-category SRCC {_fmt(f.get('mean_category_srcc'))}  "
+                             f"PLCC {_fmt(f.get('mean_category_plcc'))}")
                 cats = f.get("per_category")
                 if isinstance(cats, Mapping):
                     for cat, c in cats.items():

@@ -64,7 +64,8 @@ class Precision:
     def export_hint(self) -> str:
         """The export flags that write it (``--int8 --calib-data PATH``), for error messages."""
         opts = {o.name: o for o in self.options}
-        return " ".join([self.flag or "", *(f"{opts[r].flag} {opts[r].metavar or 'VALUE'}" for r in self.requires)]).strip()
+        needs = [f"{opts[r].flag} {opts[r].metavar or 'VALUE'}" for r in self.requires]
+        return " ".join([self.flag or "", *needs]).strip()
 
 
 _REGISTRY: dict[str, Precision] = {}

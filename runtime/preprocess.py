@@ -16,14 +16,14 @@ import functools
 import io
 import os
 import warnings
-from struct import error as struct_error
 from dataclasses import asdict, dataclass
+from struct import error as struct_error
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .inputs import SYMLINK_LOOP, is_symlink_loop
 from .errors import UserInputError
+from .inputs import SYMLINK_LOOP, is_symlink_loop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -266,7 +266,7 @@ def grid_positions(length: int, patch: int, stride: int) -> list[int]:
 
 def patch_grid(height: int, width: int, patch: int, stride: int) -> list[tuple[int, int]]:
     """(top, left) of every patch, row-major."""
-    return [(t, l) for t in grid_positions(height, patch, stride) for l in grid_positions(width, patch, stride)]
+    return [(t, x) for t in grid_positions(height, patch, stride) for x in grid_positions(width, patch, stride)]
 
 
 @functools.lru_cache(maxsize=16)
@@ -314,7 +314,7 @@ class PatchInputs:
     def __getitem__(self, index) -> np.ndarray:
         pos = self.positions[index] if isinstance(index, slice) else [self.positions[index]]
         s = self.prep.size
-        crops = np.stack([self.fitted[t : t + s, l : l + s] for t, l in pos])
+        crops = np.stack([self.fitted[t : t + s, x : x + s] for t, x in pos])
         out = normalize(crops, self.prep.mean, self.prep.std)
         return out if isinstance(index, slice) else out[0]
 

@@ -272,8 +272,8 @@ class Scorer:
         side = max(1, min(h, w) // 2)
         positions = patch_grid(h, w, side, max(1, side // 2))
         p = self.prep
-        x = np.stack([normalize(resize(rgb[t:t + side, l:l + side], p.size, p.size, p.interpolation), p.mean, p.std)
-                      for t, l in positions])
+        x = np.stack([normalize(resize(rgb[t:t + side, left:left + side], p.size, p.size, p.interpolation), p.mean,
+                                p.std) for t, left in positions])
         scores = np.concatenate([self.backend.run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
         return (h, w), positions, side, scores
 

@@ -121,7 +121,8 @@ def problems(root: str) -> list[str]:
         for b in sorted(inner[a]):
             pb = b.split(".")[0]
             if pb != pa and pb not in ALLOWED[pa]:
-                out.append(f"layering: {a} imports {b} ({pa} may import {', '.join(sorted(ALLOWED[pa])) or 'nothing else'})")
+                allowed = ", ".join(sorted(ALLOWED[pa])) or "nothing else"
+                out.append(f"layering: {a} imports {b} ({pa} may import {allowed})")
     for a in sorted(outer):
         if a.split(".")[0] in TORCH_FREE:
             for lib in sorted(outer[a] & TORCH):
@@ -135,7 +136,8 @@ def main(argv=None) -> int:
     for line in found:
         print(line)
     inner, _ = graph(root)
-    print(f"{len(modules(root))} modules, {sum(map(len, inner.values()))} imports between them, {len(found)} problem(s)")
+    print(f"{len(modules(root))} modules, {sum(map(len, inner.values()))} imports between them, "
+          f"{len(found)} problem(s)")
     return 1 if found else 0
 
 

@@ -7,6 +7,7 @@ import pytest
 from tests.tiny import D2S
 
 
+@pytest.mark.slow
 def test_compare_torch_times_the_exporters_bundle(tmp_path):
     from benchmarks import compare_torch
 

@@ -39,8 +39,13 @@ def tiny_blip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_instructblip(tmp_path_factory):
-    from transformers import (BlipImageProcessor, InstructBlipConfig, InstructBlipForConditionalGeneration,
-                              InstructBlipProcessor, OPTConfig)
+    from transformers import (
+        BlipImageProcessor,
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,
+        OPTConfig,
+    )
 
     folder = tmp_path_factory.mktemp("instructblip")
     tok, qtok = _tokenizer(folder), _tokenizer(folder)
@@ -71,6 +76,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_d2s_preset_blip_joins_the_four_template_parts(tiny_blip, labels_csv, tmp_path):
     cap = Captioner(tiny_blip, "d2s", "cpu", max_new_tokens=3)
     assert cap.family == "blip" and cap.prompts() == list(D2S_TEMPLATE)

@@ -14,6 +14,8 @@ import pytest
 from tests.images import make_images
 from tests.tiny import CLIP_SMALL, D2S_ARGS, write_clip_config
 
+pytestmark = pytest.mark.slow  # trains a tiny model of every kind, then exports and scores each
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = {
     "d2s": ["d2s", *D2S_ARGS, "--image-size", "64", "--batch-size", "8"],

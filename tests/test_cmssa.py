@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from runtime.preprocess import Preprocessing, load_rgb, patch_count, to_model_input
-from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.cmssa_trainer import CMSSATrainConfig, CMSSATrainer
-from train.evaluate import predict
-from train.models.cmssa import LEVEL_PROMPTS, CMSSA, CMSSAConfig, level_values
 from tests.images import textured
 from tests.model_helpers import interrupt_after_first_epoch
 from tests.tiny import CLIP3, CLIP224, write_clip_config
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.cmssa_trainer import CMSSATrainConfig, CMSSATrainer
+from train.evaluate import predict
+from train.models.cmssa import CMSSA, LEVEL_PROMPTS, CMSSAConfig, level_values
 
 QUIET = {}  # progress goes to the train.* loggers, silent unless configured
 
@@ -119,6 +119,7 @@ def test_only_prompt_parameters_receive_gradients(tiny3):
             assert not p.requires_grad and p.grad is None, n
 
 
+@pytest.mark.slow
 def test_both_scoring_rules(tiny3):
     assert level_values(5) == (0.0, 0.25, 0.5, 0.75, 1.0) and level_values(3, "first-level") == (1.0, 0.0, 0.0)
     x = torch.randn(6, 3, 32, 32)
@@ -157,6 +158,7 @@ def test_patch_evaluation_on_images_smaller_and_larger_than_224(tiny224, tmp_pat
 # --- training ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_short_run_lowers_the_loss_and_writes_the_run(labels_csv, captions_csv, tmp_path, tiny3):
     tr = CMSSATrainer(_cfg(labels_csv, captions_csv, tmp_path / "run", tiny3, epochs=3), **QUIET)
     assert tr.prep.resize == "patches" and tr.prep.size == 32 and tr.prep.mean == tuple(CMSSAConfig().mean)
@@ -187,6 +189,7 @@ def test_short_run_lowers_the_loss_and_writes_the_run(labels_csv, captions_csv, 
     assert ckpt["kind"] == "cmssa" and any(k.startswith("clip.") for k in ckpt["model"])
 
 
+@pytest.mark.slow
 def test_alpha_zero_trains_the_complexity_branch_without_captions(labels_csv, tmp_path, tiny3):
     tr = CMSSATrainer(_cfg(labels_csv, None, tmp_path / "c", tiny3, epochs=1, alpha=0.0), **QUIET)
     assert tr.caption_feats is None
@@ -198,6 +201,7 @@ def test_alpha_zero_trains_the_complexity_branch_without_captions(labels_csv, tm
         CMSSATrainer(_cfg(labels_csv, None, tmp_path / "d", tiny3), **QUIET)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_resume_matches_uninterrupted_run(labels_csv, captions_csv, tmp_path, tiny3):
     full = CMSSATrainer(_cfg(labels_csv, captions_csv, tmp_path / "full", tiny3), **QUIET)
     full.fit()
@@ -225,14 +229,15 @@ def test_early_stop_after_epochs_without_gain(labels_csv, captions_csv, tmp_path
     assert tr.epoch == 4 and tr.best_epoch == 2
 
 
+@pytest.mark.slow
 def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, tiny3, capsys):
     from export import export_checkpoint
     from export.checks import generated_images
-    from tests.model_helpers import inputs_of, run_onnx
     from export.fold import count_parameters, fold_for_export
-    from train.models.cmssa import LevelScorer
+    from tests.model_helpers import inputs_of, run_onnx
     from train.cli import main as train_main
     from train.evaluate import main as eval_main
+    from train.models.cmssa import LevelScorer
 
     out = tmp_path / "cli"
     rc = train_main(["cmssa", "--data", labels_csv, "--captions", captions_csv, "--out", str(out), "--backbone", tiny3,
@@ -277,6 +282,7 @@ def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, ti
     assert man.model_card.parameters["after_folding"] == visual
 
 
+@pytest.mark.slow
 def test_sind_options_reach_cmssa(labels_csv, captions_csv, tmp_path, tiny3):
     from collections import Counter
 

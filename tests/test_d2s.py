@@ -5,14 +5,16 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model_helpers import interrupt_after_first_epoch
+from tests.tiny import D2S as TINY
+from tests.tiny import D2S_ARGS
 from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from train.d2s_trainer import D2STrainConfig, D2STrainer
 from train.models.d2s import D2S, D2SConfig
 from train.text import TextTeacher
-from tests.model_helpers import interrupt_after_first_epoch
-from tests.tiny import D2S as TINY, D2S_ARGS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [64, 96, 160])
 def test_attention_pool_and_score_shapes_for_several_input_sizes(size):
     torch.manual_seed(0)
@@ -51,6 +53,7 @@ def _batch_mse(trainer, x, y):
         return torch.nn.functional.mse_loss(trainer.model(x), y).item()
 
 
+@pytest.mark.slow
 def test_training_steps_lower_the_loss(labels_csv, tmp_path):
     tr = D2STrainer(_cfg(labels_csv, tmp_path / "run"))
     x, y, idx = next(iter(tr.loader))
@@ -70,6 +73,7 @@ def test_fit_writes_checkpoint_metrics_and_config(labels_csv, tmp_path):
     assert json.load(open(tmp_path / "run" / "metrics.json"))["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_caption_guided_training_uses_fal_and_eal(labels_csv, captions_csv, tiny_clip_config, tmp_path):
     cfg = _cfg(labels_csv, tmp_path / "run", text="clip", captions=captions_csv, text_encoder=tiny_clip_config,
                text_pretrained="none", buffer_size=32, refresh_step=4, epochs=1)
@@ -87,6 +91,7 @@ def test_caption_guided_training_uses_fal_and_eal(labels_csv, captions_csv, tiny
     assert all(not p.requires_grad for p in tr.momentum_model.parameters())
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_resume_matches_uninterrupted_run(labels_csv, tmp_path):
     full = D2STrainer(_cfg(labels_csv, tmp_path / "full", epochs=2))
     full.fit()
@@ -138,6 +143,7 @@ def test_cli_without_captions_says_what_to_do(labels_csv, tmp_path, capsys):
     assert rc == 2 and "--text none" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_patch_policy_trains_on_random_crops_and_scores_the_grid(labels_csv, tmp_path):
     from runtime.preprocess import patch_grid
     from train.evaluate import predict
@@ -175,6 +181,7 @@ def test_low_level_cues_rank_busy_above_plain_and_feed_the_head():
     assert m.features(torch.randn(2, 3, 64, 64)).shape == (2, m.backbone.num_features + LowLevelCues.n_features)
 
 
+@pytest.mark.slow
 def test_val_fraction_zero_trains_on_everything_and_keeps_the_last_epoch(labels_csv, tmp_path):
     import json
 

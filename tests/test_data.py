@@ -2,8 +2,15 @@ import os
 
 import pytest
 
-from train.data import (DataError, attach_captions, load_samples, read_captions, read_ic9600, read_labels_csv,
-                        split_train_val)
+from train.data import (
+    DataError,
+    attach_captions,
+    load_samples,
+    read_captions,
+    read_ic9600,
+    read_labels_csv,
+    split_train_val,
+)
 
 
 def test_ic9600_layout(ic9600_dir):

@@ -15,20 +15,21 @@ import pytest
 import torch
 from torch import nn
 
-from export.images import read_images
 from export import ExportError, ParityError, export_checkpoint
-from runtime.backends import tensorrt_build
 from export.checks import generated_images
 from export.fold import count_parameters, fold_for_export
-from train.models.cmssa import LevelScorer, fold_level_scorer
+from export.images import read_images
+from runtime.backends import tensorrt_build
 from runtime.errors import IcrtError
 from runtime.manifest import load_manifest
 from runtime.preprocess import Preprocessing
 from tests.images import make_images, textured
 from tests.model_helpers import inputs_of, run_onnx, run_torch
-from tests.tiny import D2S as TINY, DictConfig
+from tests.tiny import D2S as TINY
+from tests.tiny import DictConfig
 from train.checkpoint import FORMAT, atomic_torch_save
 from train.kinds import ModelKind, register_kind, unregister_kind
+from train.models.cmssa import LevelScorer, fold_level_scorer
 from train.models.d2s import D2S, D2SConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,6 +210,7 @@ def d2s_bundle(tmp_path_factory):
     return man, out, csv, ckpt
 
 
+@pytest.mark.slow
 def test_d2s_bundle_manifest_round_trip_and_files(d2s_bundle):
     man, out, _, _ = d2s_bundle
     back = load_manifest(str(out))
@@ -226,6 +228,7 @@ def test_d2s_bundle_manifest_round_trip_and_files(d2s_bundle):
     assert params["before_folding"] - params["after_folding"] == 16 * 512  # the projection is dropped
 
 
+@pytest.mark.slow
 def test_d2s_fp32_parity_and_dynamic_batch(d2s_bundle):
     man, out, _, ckpt = d2s_bundle
     assert man.parity["fp32"].input_max_abs_diff <= 1e-4 and man.parity["fp32"].passed
@@ -237,6 +240,7 @@ def test_d2s_fp32_parity_and_dynamic_batch(d2s_bundle):
         assert np.abs(run_onnx(str(out / "model.onnx"), x) - run_torch(model, x)).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_training_time_scores_come_from_the_deployment_path(d2s_bundle):
     """train.evaluate scores through the runtime's Scorer (PyTorch backend): equal to `icrt score` on the bundle."""
     from runtime.scorer import Scorer
@@ -251,6 +255,7 @@ def test_training_time_scores_come_from_the_deployment_path(d2s_bundle):
     assert np.ptp(trained) > 0.1 and np.abs(trained - np.asarray(deployed)).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_export_runs_as_timed_stages(d2s_bundle):
     import json
 
@@ -301,6 +306,7 @@ def test_modelopt_with_percentile_is_a_clear_error(tmp_path):
         export_checkpoint(str(tmp_path / "x.pt"), str(tmp_path / "b"), log=print)
 
 
+@pytest.mark.slow
 def test_d2s_fp16_graph_is_fp16_with_sensitive_ops_in_fp32(d2s_bundle):
     man, out, _, _ = d2s_bundle
     m = onnx.load(str(out / "model.fp16.onnx"))
@@ -320,10 +326,12 @@ def test_d2s_fp16_graph_is_fp16_with_sensitive_ops_in_fp32(d2s_bundle):
     assert np.abs(a - b).max() <= FP16_MAX_DIFF and np.ptp(a) > 0.5
 
 
+@pytest.mark.slow
 def test_d2s_int8_forms_and_agreement(d2s_bundle):
     man, out, csv, _ = d2s_bundle
     ort_form, trt_form = onnx.load(str(out / "model.int8.onnx")), onnx.load(str(out / "model.int8.qdq.onnx"))
-    inits = lambda m: {i.name: i for i in m.graph.initializer}
+    def inits(m):
+        return {i.name: i for i in m.graph.initializer}
 
     def zero_point_types(m):
         zp = [n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear" and len(n.input) > 2]
@@ -360,6 +368,7 @@ def test_d2s_int8_forms_and_agreement(d2s_bundle):
 # --- CM-SSA-like bundle (patches, two outputs) -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cmssa_like_export_all_precisions(tmp_path, tiny_clip_config, tiny_cmssa_kind, labels_csv):
     ckpt = tmp_path / "cm.pt"
     m = _cmssa_checkpoint(ckpt, tiny_clip_config)
@@ -429,6 +438,7 @@ def test_parity_failure_raises_after_writing_the_report(tmp_path):
     assert load_manifest(str(tmp_path / "b")).parity["fp32"].passed is False
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT}
     r = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(tmp_path / "missing.pt"),
@@ -517,6 +527,7 @@ def test_frozen_multihead_attention_exports(tmp_path):
     assert torch.backends.mha.get_fastpath_enabled()  # restored afterwards
 
 
+@pytest.mark.slow
 def test_tf_same_padding_exports_as_constants(tmp_path):
     """timm's dynamic TF-"same" padding becomes constant padding for the bundle's fixed input size:
     identical outputs, and no run-time Pad left in the graph (onnxruntime can fuse and quantize)."""
@@ -547,6 +558,7 @@ def test_tf_same_padding_exports_as_constants(tmp_path):
     assert np.abs(got - want).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_int8_quantization_leaves_no_scratch_files(tmp_path, monkeypatch):
     """onnxruntime's pre-quantization pass leaves sym_shape_infer_temp.onnx and <uuid>.data files in the working
     directory when symbolic shape inference fails (seen on EfficientNet-Lite with run-time TF padding): the
@@ -584,6 +596,7 @@ def _files(folder):
     return {n: (folder / n).read_bytes() for n in sorted(os.listdir(folder))}
 
 
+@pytest.mark.slow
 def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, monkeypatch):
     import export.core as core
     from runtime.scorer import Scorer
@@ -605,6 +618,7 @@ def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, mon
     assert _files(out)["model.onnx"] != before["model.onnx"] and os.listdir(tmp_path) == ["b"]
 
 
+@pytest.mark.slow
 def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_path, capsys):
     from export.__main__ import main as export_main
 

@@ -14,11 +14,18 @@ from export.fp16 import convert_fp16, tail_nodes
 from runtime.preprocess import Preprocessing
 from tests import tiny
 from tests.tiny import DictConfig
-from train.kinds import (ModelKind, UnknownKindError, get_kind, is_kind, kind_names, register_kind, tail_names,
-                         unregister_kind)
+from train.kinds import (
+    ModelKind,
+    UnknownKindError,
+    get_kind,
+    is_kind,
+    kind_names,
+    register_kind,
+    tail_names,
+    unregister_kind,
+)
 from train.kinds.common import positive_int, run_options
 from train.trainer import RunConfig, Trainer, load_splits
-
 
 # --- a toy kind: global average pool + linear + sigmoid, declared in one place ------------------------------------
 
@@ -183,8 +190,8 @@ def test_new_kind_is_a_train_subcommand_with_its_options_and_defaults(toy, label
 
 
 def test_new_kind_trains_from_the_cli_and_its_checkpoint_loads(toy, labels_csv, tmp_path, capsys):
-    from train.cli import main
     from train.checkpoint import load_checkpoint, model_from_checkpoint
+    from train.cli import main
 
     out = tmp_path / "run"
     assert main(["toy", "--data", labels_csv, "--out", str(out), "--device", "cpu", "--width", "5"]) == 0

@@ -12,8 +12,15 @@ import torch
 from tests import tiny
 from train.data import Sample, load_many
 from train.protocol import (
-    cross_set_rounds, few_shot_rounds, few_shot_sample, leave_one_scene_out_rounds, main as protocol_main,
-    random_split_rounds, score_bins,
+    cross_set_rounds,
+    few_shot_rounds,
+    few_shot_sample,
+    leave_one_scene_out_rounds,
+    random_split_rounds,
+    score_bins,
+)
+from train.protocol import (
+    main as protocol_main,
 )
 from train.scene import SceneBatchSampler, align_scale_shift, regression_loss, scale_shift_loss
 
@@ -108,6 +115,7 @@ def test_scale_shift_loss_penalises_inverted_ranking_and_handles_degenerate_scen
     assert torch.allclose(align_scale_shift(q, y), torch.tensor(a * q.numpy() + b, dtype=torch.float32), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_scale_shift_training_step_runs_with_scene_sampling(labels_csv, tmp_path):
     from train.d2s_trainer import D2STrainConfig, D2STrainer
 
@@ -180,7 +188,7 @@ def test_few_shot_sampling_is_even_over_score_bins():
 
 def test_few_shot_rounds_train_only_from_the_pool():
     samples = _samples(200)
-    for setting, seed, train, test in few_shot_rounds(samples, shots=(10, 50), seeds=(42, 826)):
+    for setting, _, train, test in few_shot_rounds(samples, shots=(10, 50), seeds=(42, 826)):
         assert not set(_keys(train)) & set(_keys(test))
         assert len(train) == int(setting.split()[0])
 
@@ -192,6 +200,7 @@ def test_cross_set_rounds_keep_the_sets_apart():
 
 
 # --- the command ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_protocol_writes_results_files(labels_csv, tmp_path):
     out = tmp_path / "loso"
     model = " ".join(["d2s", *tiny.D2S_TRAIN_ARGS])

@@ -54,6 +54,7 @@ def test_several_bad_images_are_listed_in_one_line(labels_csv, tmp_path, capsys)
     assert second.startswith(f"{labels_csv}:35: ") and "not a recognised image format" in second
 
 
+@pytest.mark.slow
 def test_skip_bad_images_leaves_them_out_and_says_how_many(labels_csv, tmp_path, capsys):
     folder = os.path.join(os.path.dirname(labels_csv), "images")
     open(os.path.join(folder, "empty.png"), "wb").close()

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tests.model_helpers import interrupt_after_first_epoch
-from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS, d2s
+from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS
+from tests.tiny import d2s
 from train.checkpoint import FORMAT, CheckpointError, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,6 +45,7 @@ def _refused(rc, err, path, marker):
     assert str(path) in err[0] and "refused" in err[0], err
 
 
+@pytest.mark.slow
 def test_export_refuses_a_pickle_payload(tmp_path):
     marker = tmp_path / "ran"
     ckpt = _malicious(tmp_path / "checkpoint.pt", marker)
@@ -52,6 +54,7 @@ def test_export_refuses_a_pickle_payload(tmp_path):
     assert not os.path.exists(tmp_path / "bundle" / "model.onnx")
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_pickle_payload(tmp_path, labels_csv):
     marker = tmp_path / "ran"
     ckpt = _malicious(tmp_path / "checkpoint.pt", marker)
@@ -59,6 +62,7 @@ def test_evaluate_refuses_a_pickle_payload(tmp_path, labels_csv):
     _refused(rc, err, ckpt, marker)
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_pickle_payload(tmp_path, labels_csv):
     marker, out = tmp_path / "ran", tmp_path / "run"
     out.mkdir()
@@ -131,6 +135,7 @@ def _d2s_cfg(labels_csv, captions_csv, tiny_clip_config, out, **kw):
     return D2STrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_caption_guided_resume_is_bit_exact_from_a_weights_only_state(labels_csv, captions_csv, tiny_clip_config,
                                                                       tmp_path):
     """D2S with the text branch: entropy buffers, momentum model and every RNG survive last.pt exactly."""

@@ -131,6 +131,7 @@ def test_stats_pool_shapes(backbone):
     assert not any(k.startswith("stats") for k in m.state_dict())
 
 
+@pytest.mark.slow
 def test_pretrained_ridge_training_exports_the_backbone_normalisation(labels_csv, tmp_path):
     """lite0 from its weights package + stats pooling + ridge head learns the noise level of the tiny set,
     and the bundle manifest carries the TF normalisation (the runtime then normalises as trained)."""

@@ -33,8 +33,7 @@ import os
 import re
 import sys
 
-from runtime.errors import UserInputError
-from runtime.errors import one_line
+from runtime.errors import UserInputError, one_line
 from runtime.inputs import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ import re
 import warnings
 
 import torch
+
 from runtime.errors import UserInputError
 
 FORMAT = "icrt-checkpoint/1"

@@ -23,9 +23,10 @@ from torch import nn
 from runtime.preprocess import Preprocessing
 
 from .data import DataError, Sample
-from .trainer import RunConfig, Trainer, load_splits as _load_splits
 from .losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
 from .models.d2s import D2S, D2SConfig
+from .trainer import RunConfig, Trainer
+from .trainer import load_splits as _load_splits
 
 logger = logging.getLogger(__name__)
 

@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     def run() -> int:
         ckpt = load_checkpoint(args.checkpoint)
         samples = load_samples(args.data, "test" if is_ic9600(args.data) else "train")
-        device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+        device = ("cuda" if args.device == "auto" and torch.cuda.is_available()
+                  else ("cpu" if args.device == "auto" else args.device))
         try:
             model = model_from_checkpoint(ckpt).to(device)
             prep = Preprocessing.from_dict(ckpt["preprocessing"])

@@ -145,8 +145,8 @@ def train_and_test(model_argv: list[str], data: str, out: str, seed: int, train:
                    test: list[Sample]) -> dict:
     """Train one model (``python -m train`` arguments) on ``train`` and score ``test`` with its best checkpoint.
     The trainer's progress lines are left out (its warnings stay)."""
-    from .cli import build_parser, trainer_for
     from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .cli import build_parser, trainer_for
     from .evaluate import evaluate
     from .kinds import get_kind
 
@@ -248,7 +248,7 @@ def run(args) -> list[dict]:
     runs = []
     t_all = time.time()
     for mi, (m_text, argv) in enumerate(zip(args.model, models)):
-        for ri, (setting, seed, train, test) in enumerate(rounds):
+        for setting, seed, train, test in rounds:
             run_dir = os.path.join(args.out, "runs", f"model{mi}", f"{setting.replace(' ', '_').replace('/', '_')}_seed{seed}")
             rep = train_and_test(argv, ",".join(data_paths(args.data)), run_dir, seed, train, test)
             logger.info(f"[{m_text}] {setting} seed {seed}: train {len(train)} test {len(test)} "

@@ -23,8 +23,9 @@ class SceneBatchSampler(torch.utils.data.Sampler):
     """Batches of ``k`` distinct scenes x ``batch_size // k`` images (``domains[i]`` is image i's scene).
 
     K above the number of scenes means every scene in every batch (K = the number of scenes), so the same
-    option serves leave-one-scene-out, where training has one scene fewer. One epoch has ``len(domains) // (k * per_scene)`` batches (at least 1). Scenes are drawn at random,
-    without replacement within a batch; each scene's images are drawn from its own shuffled queue, refilled
+    option serves leave-one-scene-out, where training has one scene fewer. One epoch has
+    ``len(domains) // (k * per_scene)`` batches (at least 1). Scenes are drawn at random, without replacement
+    within a batch; each scene's images are drawn from its own shuffled queue, refilled
     (reshuffled) when empty, so small scenes repeat within an epoch rather than drop out. A scene with fewer
     than ``per_scene`` images gives all its images (a smaller batch). Randomness comes from ``generator``
     (the trainer saves its state in last.pt, so ``--resume`` continues the same sequence).

@@ -27,15 +27,25 @@ import torch
 from torch.utils.data import DataLoader
 
 from runtime.files import write_json
+from runtime.manifest import DEFAULT_SCORE
 
 from . import metrics
 from .checkpoint import FORMAT, CheckpointError, atomic_torch_save, brief, safe_load
-from .data import (DataError, Sample, attach_captions, check_training_samples, data_paths, is_ic9600, load_many,
-                   read_captions, refuse_overlap, split_train_val)
-from .scene import SceneBatchSampler, regression_loss
+from .data import (
+    DataError,
+    Sample,
+    attach_captions,
+    check_training_samples,
+    data_paths,
+    is_ic9600,
+    load_many,
+    read_captions,
+    refuse_overlap,
+    split_train_val,
+)
 from .dataset import GeometryCache, ImageScoreDataset
 from .evaluate import evaluate
-from runtime.manifest import DEFAULT_SCORE
+from .scene import SceneBatchSampler, regression_loss
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +229,8 @@ class Trainer:
         if best is None:  # resumed after the last epoch (or stopped early right after resuming)
             with open(os.path.join(self.cfg.out, "metrics.json")) as f:
                 best = json.load(f)
-        logger.info(f"best epoch {self.best_epoch}: val SRCC {self.best_srcc:.4f}; checkpoint {os.path.join(self.cfg.out, 'checkpoint.pt')}")
+        logger.info(f"best epoch {self.best_epoch}: val SRCC {self.best_srcc:.4f}; "
+                    f"checkpoint {os.path.join(self.cfg.out, 'checkpoint.pt')}")
         return best
 
     # --- persistence ----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from ..manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
 from ..errors import one_line
+from ..manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
 from . import Backend, BackendError, ModelRunError, NotInBundleError, register_backend
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")

@@ -13,7 +13,6 @@ from ..errors import IcrtError, UserInputError, one_line
 from .layout import LOCK_FILE, OWNED_FILES, RUN_FILE, SUCCESS_FILE, part_files, write_owned_file
 from .parts import done_images
 
-
 RUN_FORMAT = "icrt-batch/1"
 MAX_RUN_BYTES = 1 << 20
 

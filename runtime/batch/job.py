@@ -2,22 +2,24 @@
 job (:class:`Job`, :func:`run_batch`); the folder, its parts, the runners, the watchdog and the summary are the
 other modules of this package.
 
-Output folder (``--out DIR``, ``runtime.batch.layout``), every file written atomically (``runtime.files``: a temporary file in DIR, then a
-rename, so no reader ever sees half a file):
+Output folder (``--out DIR``, ``runtime.batch.layout``), every file written atomically (``runtime.files``: a
+temporary file in DIR, then a rename, so no reader ever sees half a file):
 
 - ``part-NNNNNN.parquet``: one row per input, the score record's columns (``runtime.records``: ``image``,
-  ``score``, ``error``, ``width``, ``height``, ``patches``); a file that could not be scored has ``error`` set (the text ``icrt score``
-  gives) and nulls in the other columns. A part exists only complete: the parts *are* the record of finished work.
+  ``score``, ``error``, ``width``, ``height``, ``patches``); a file that could not be scored has ``error`` set (the
+  text ``icrt score`` gives) and nulls in the other columns. A part exists only complete: the parts *are* the
+  record of finished work.
 - ``run.json``: what the run scores with (bundle, precision), checked when the run is resumed.
 - ``summary.json``: counts, errors, score quantiles and histogram, images/s, the bundle's name and versions.
 - ``_SUCCESS``: the completion marker, written last.
 
 Runners (``--runner``; a TensorRT plan is what icrt calls an engine):
 
-- ``local`` (``runtime.batch.local_runner``): the runtime's ``Scorer`` (its own batching and decode-ahead thread) in this process; records are
-  written part by part as they come (at most one part's rows in memory).
-- ``ray`` (``runtime.batch.ray_runner``): ``ray.data.read_binary_files(paths, include_paths=True)`` -> ``map_batches(ScoreActor)`` on an actor
-  pool (one ``Scorer`` per actor, CPU or GPU) -> rows streamed back to this process, which writes the parts. The
+- ``local`` (``runtime.batch.local_runner``): the runtime's ``Scorer`` (its own batching and decode-ahead thread)
+  in this process; records are written part by part as they come (at most one part's rows in memory).
+- ``ray`` (``runtime.batch.ray_runner``): ``ray.data.read_binary_files(paths, include_paths=True)`` ->
+  ``map_batches(ScoreActor)`` on an actor pool (one ``Scorer`` per actor, CPU or GPU) -> rows streamed back to
+  this process, which writes the parts. The
   actors decode the bytes with icrt's own decoder, so scores and error texts equal ``icrt score``'s. Files that
   cannot be read as files at all (missing, folders, FIFOs, broken links) get their error rows here, with the
   texts ``icrt score`` gives, and are never handed to Ray (a missing file would fail Ray's whole read).
@@ -40,8 +42,8 @@ import time
 
 from ..errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
 from ..progress import Progress
-from .folder import model_identity, prepare_out
 from ..records import parquet_name
+from .folder import model_identity, prepare_out
 from .parts import DEFAULT_PART_ROWS, PartWriter, require_pyarrow
 from .ray_runner import DEFAULT_RAY_BATCH
 from .summary import write_summary

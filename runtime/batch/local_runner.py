@@ -9,7 +9,6 @@ from .uris import read_uri
 from .watchdog import StalledError, Watchdog
 
 
-
 def run(job, paths: list[str], problems: dict, writer) -> None:
     """The runtime's Scorer in this process; rows go to the writer as they come (one part in memory)."""
     from ..preprocess import load_for_model

@@ -7,7 +7,6 @@ import functools
 from ..errors import UserInputError
 from .parts import require_pyarrow
 
-
 BUCKET_SCHEMES = ("s3", "gs", "gcs")  # their paths are bucket/key: one file system per bucket serves all keys
 
 

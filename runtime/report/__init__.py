@@ -20,7 +20,8 @@ and finds the score range; pass 2 fills what the page shows, in bounded memory w
   images evenly spaced by rank, the errors (``runtime.report.statistics`` says how each stays exact or bounded).
 
 Thumbnails are decoded by the runtime's own decoding and embedded (``runtime.report.html``); a missing or
-unreadable image shows a placeholder with the reason. Relative paths are looked up from the current folder, then from the folder that holds the input.
+unreadable image shows a placeholder with the reason. Relative paths are looked up from the current folder, then
+from the folder that holds the input.
 
 Every text taken from the input is made printable (``runtime.formats.printable``), cut to a length, and
 HTML-escaped; the page has no script, no external resource, and a Content-Security-Policy that forbids both.

@@ -18,8 +18,21 @@ import os
 from ..batch.layout import SUMMARY_FILE
 from ..formats import printable
 from .readers import Source
-from .statistics import (EXACT_FOLDER, EXACT_GLOBAL, GLOBAL_BINS, HIST_BINS, MAX_FOLDERS, SAMPLE_SIZE, SHOW_ERROR,
-                         SHOW_PATH, Pick, Report, frac, lerp, width)
+from .statistics import (
+    EXACT_FOLDER,
+    EXACT_GLOBAL,
+    GLOBAL_BINS,
+    HIST_BINS,
+    MAX_FOLDERS,
+    SAMPLE_SIZE,
+    SHOW_ERROR,
+    SHOW_PATH,
+    Pick,
+    Report,
+    frac,
+    lerp,
+    width,
+)
 
 THUMB_PX = 160  # thumbnail bounding box
 THUMB_QUALITY = 80

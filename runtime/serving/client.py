@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from ..errors import IcrtError, UnavailableError, UserInputError, one_line
 from ..formats import printable
 from ..preprocess import ImageError
-from .limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
 from ..records import IMAGE_INPUT, OUTPUTS, error_record, records_from_outputs
+from .limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
 
 INSTALL_HINT = "pip install 'icrt[serve]'"
 DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)

@@ -337,7 +337,7 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
             d = os.path.join(stage, names["trt"])
             os.makedirs(os.path.join(d, "1"))
             files = {}
-            for cc, e, path in engines:
+            for cc, _, path in engines:
                 files[cc] = os.path.basename(path)
                 shutil.copyfile(path, os.path.join(d, "1", files[cc]))
             _write(os.path.join(d, "config.pbtxt"), plan_config(manifest, names["trt"], eng_info, plan_batch,

@@ -91,8 +91,8 @@ def infer_function(scorer):
     """PyTriton's inference callable for one model instance: a batch of requests (each ``image``: [n, 1] BYTES)
     -> one dict of output arrays per request. Rows too large to be an image icrt takes (``MAX_IMAGE_BYTES``), and
     every row of a request larger than ``MAX_REQUEST_BYTES``, get an error row without being decoded."""
-    from .limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
     from ..records import IMAGE_INPUT, error_record, outputs_for
+    from .limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
 
     mb = 2 ** 20
 
@@ -187,8 +187,8 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     from pytriton.triton import Triton, TritonConfig
 
     from ..backends.onnxruntime import default_threads
-    from ..scorer import Scorer
     from ..records import IMAGE_INPUT, OUTPUT_TENSORS
+    from ..scorer import Scorer
 
     for port in (http_port, grpc_port, metrics_port):
         problem = _port_problem(host, port)

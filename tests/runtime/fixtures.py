@@ -19,8 +19,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.manifest import (MANIFEST_FILE, EngineRecord, Manifest, ModelCard, ParityFigures, ScoreSpec,
-                              engine_file_name, write_bundle)
+from runtime.manifest import (
+    MANIFEST_FILE,
+    EngineRecord,
+    Manifest,
+    ModelCard,
+    ParityFigures,
+    ScoreSpec,
+    engine_file_name,
+    write_bundle,
+)
 from runtime.precisions import get_precision
 from runtime.preprocess import Preprocessing
 from tests.images import textured

@@ -253,6 +253,7 @@ def test_resume_ignores_half_written_files(tmp_path, capsys, square_bundle):
     assert not glob.glob(str(out / ".tmp-*")) and os.path.isfile(out / "_SUCCESS")
 
 
+@pytest.mark.slow
 def test_local_killed_and_resumed_has_no_duplicates_and_no_gaps(tmp_path, square_bundle):
     paths = make_inputs(tmp_path / "in", 100, broken=True)
     out = tmp_path / "out"
@@ -315,6 +316,7 @@ def test_uri_inputs(tmp_path, capsys, square_bundle):
         assert abs(rows["file://" + p]["score"] - ref[p]["score"]) <= TOL
 
 
+@pytest.mark.slow
 def test_stalled_local_run_fails_clearly(tmp_path, square_bundle):
     paths = make_inputs(tmp_path / "in", 3, broken=False, odd=False)
     t0 = time.monotonic()

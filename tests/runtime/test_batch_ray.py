@@ -15,6 +15,8 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 
+pytestmark = pytest.mark.ray
+
 from runtime.records import parquet_name  # noqa: E402
 from runtime.worklist import shard_of  # noqa: E402
 from tests.runtime.fixtures import run_cli  # noqa: E402

@@ -12,9 +12,18 @@ pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pytest.importorskip("pyarrow")
 
+pytestmark = pytest.mark.ray
+
 from runtime.records import parquet_name  # noqa: E402
-from tests.runtime.test_batch import (_session_pids, icrt, kill_after_first_part, make_inputs, read_rows,  # noqa: E402
-                                      slow_env, write_list)
+from tests.runtime.test_batch import (  # noqa: E402
+    _session_pids,
+    icrt,
+    kill_after_first_part,
+    make_inputs,
+    read_rows,
+    slow_env,
+    write_list,
+)
 
 
 def test_ray_killed_and_resumed_has_no_duplicates_and_no_gaps(tmp_path, square_bundle):

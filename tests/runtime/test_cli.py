@@ -10,7 +10,8 @@ import pytest
 
 from runtime.cli import main
 from tests.images import textured
-from tests.runtime.fixtures import broken_inputs, needs_matplotlib, needs_tqdm, run_cli as run
+from tests.runtime.fixtures import broken_inputs, needs_matplotlib, needs_tqdm
+from tests.runtime.fixtures import run_cli as run
 
 
 @pytest.fixture
@@ -34,11 +35,11 @@ def test_json_format_lists_objects_with_image_and_score(capsys, square_bundle, f
 
 def test_recursive_and_globs(capsys, square_bundle, folder):
     code, out, _ = run(capsys, "score", folder, "-m", square_bundle, "--format", "jsonl", "--recursive")
-    assert code == 0 and [os.path.basename(json.loads(l)["image"]) for l in out.splitlines()] == \
+    assert code == 0 and [os.path.basename(json.loads(line)["image"]) for line in out.splitlines()] == \
         ["a0.png", "a1.png", "a2.png", "deep.jpg"]
     code, out, _ = run(capsys, "score", f"{folder}/a[12].png", f"{folder}/**/*.jpg", "-m", square_bundle,
                        "--format", "jsonl", "--recursive")
-    assert code == 0 and [os.path.basename(json.loads(l)["image"]) for l in out.splitlines()] == \
+    assert code == 0 and [os.path.basename(json.loads(line)["image"]) for line in out.splitlines()] == \
         ["a1.png", "a2.png", "deep.jpg"]
 
 
@@ -46,13 +47,13 @@ def test_formats_agree(capsys, square_bundle, folder):
     outs = {f: run(capsys, "score", folder, "-m", square_bundle, "--format", f)[1]
             for f in ("table", "json", "jsonl", "csv")}
     scores = [r["score"] for r in json.loads(outs["json"])]
-    assert [json.loads(l)["score"] for l in outs["jsonl"].splitlines()] == scores
+    assert [json.loads(line)["score"] for line in outs["jsonl"].splitlines()] == scores
     rows = list(csv.DictReader(io.StringIO(outs["csv"])))
     assert list(rows[0]) == ["image", "score", "patches", "width", "height", "error"]
     assert [float(r["score"]) for r in rows] == pytest.approx(scores, abs=1e-6)
     lines = outs["table"].splitlines()
     assert lines[0].split() == ["image", "score", "patches", "size"] and len(lines) == 4
-    assert [float(l.split()[1]) for l in lines[1:]] == pytest.approx(scores, abs=1e-4)
+    assert [float(line.split()[1]) for line in lines[1:]] == pytest.approx(scores, abs=1e-4)
     assert lines[1].split()[-1] == "60x50"
 
 

@@ -54,7 +54,8 @@ def test_default_model_scores_examples_deterministically_and_in_label_order(prec
 def test_cli_without_model_uses_the_default(tmp_path):
     out = tmp_path / "scores.json"
     r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", SIMPLE, COMPLEX, "--format", "json", "-o", str(out)],
-                       capture_output=True, text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != defaults.ENV_VAR})
+                       capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if k != defaults.ENV_VAR})
     assert r.returncode == 0, r.stderr
     import json
     recs = json.loads(out.read_text())

@@ -416,6 +416,7 @@ def test_bench_reports_jetson_power_mode_and_clocks(monkeypatch):
         in bench._jetson_line(j)
     files[f"{gpu_dir}/min_freq"] = "306000000"  # clocks scaling: jetson_clocks not run
     assert bench.jetson_info()["clocks_pinned"] is False
+    monkeypatch.undo()  # glob, which and subprocess as they are (psutil and py-cpuinfo use them)
     monkeypatch.setattr(bench, "_read", lambda p: None)  # not a Jetson
     assert bench.jetson_info() is None and "jetson" not in bench.machine()
 

@@ -13,7 +13,8 @@ import threading
 import pytest
 
 from tests.images import textured
-from tests.runtime.fixtures import ROOT, needs_matplotlib, run_cli as run
+from tests.runtime.fixtures import ROOT, needs_matplotlib
+from tests.runtime.fixtures import run_cli as run
 
 
 @pytest.fixture

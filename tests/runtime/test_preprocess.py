@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.preprocess import (ImageError, Preprocessing, grid_positions, load_rgb, normalize, patch_grid,
-                                to_model_input)
+from runtime.preprocess import (
+    ImageError,
+    Preprocessing,
+    grid_positions,
+    load_rgb,
+    normalize,
+    patch_grid,
+    to_model_input,
+)
 
 
 def test_grid_covers_edges_with_stride():

@@ -13,7 +13,9 @@ from html.parser import HTMLParser
 import pytest
 
 from runtime import report
-from runtime.report import html as report_html, readers, statistics as report_stats
+from runtime.report import html as report_html
+from runtime.report import readers
+from runtime.report import statistics as report_stats
 from tests.images import textured
 from tests.runtime.fixtures import run_cli
 

@@ -8,8 +8,15 @@ import pytest
 from PIL import Image
 
 from tests.images import textured
-from tests.runtime.fixtures import (PARITY_TOL, awkward_inputs, broken_inputs, needs_matplotlib, reference_images,
-                                    reference_scores, sample_images)
+from tests.runtime.fixtures import (
+    PARITY_TOL,
+    awkward_inputs,
+    broken_inputs,
+    needs_matplotlib,
+    reference_images,
+    reference_scores,
+    sample_images,
+)
 
 
 @pytest.fixture
@@ -93,7 +100,7 @@ def test_awkward_inputs_score_exactly_as_plain_rgb(square_bundle, patches_bundle
     for bundle in (square_bundle, patches_bundle):
         s = Scorer.load(bundle)
         recs = s.score_many([p for p, _ in cases.values()])
-        for (name, (path, expected)), rec in zip(cases.items(), recs):
+        for (name, (_, expected)), rec in zip(cases.items(), recs):
             assert "error" not in rec, (name, rec)
             assert rec["score"] == s.score(expected)["score"], name  # bit-identical input -> identical score
             assert (rec["height"], rec["width"]) == expected.shape[:2], name
@@ -109,7 +116,7 @@ def test_broken_inputs_get_one_clear_error_each_and_the_rest_is_scored(square_bu
     recs = s.score_many(paths)
     assert [r["image"] for r in recs] == paths
     assert recs[0]["score"] == s.score(good[0])["score"] and recs[-1]["score"] == s.score(good[1])["score"]
-    for (name, (path, words)), rec in zip(cases.items(), recs[1:-1]):
+    for (name, (_, words)), rec in zip(cases.items(), recs[1:-1]):
         assert set(rec) == {"image", "error"}, name
         assert words in rec["error"] and rec["error"] and "\n" not in rec["error"], (name, rec["error"])
 
@@ -128,6 +135,7 @@ def test_too_elongated_for_patches_is_a_clear_error(patches_bundle, tmp_path):
 
 def test_permission_denied_is_reported(monkeypatch, tmp_path, square_bundle):
     from PIL import Image as PILImage
+
     from runtime import Scorer
 
     p = tmp_path / "locked.png"
@@ -170,8 +178,7 @@ def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle):
 
 
 def test_default_bundle_is_a_clear_error_until_installed_and_env_overrides(monkeypatch, square_bundle, images):
-    from runtime import BundleError, Scorer
-    from runtime import defaults
+    from runtime import BundleError, Scorer, defaults
 
     monkeypatch.delenv(defaults.ENV_VAR, raising=False)
     monkeypatch.setattr(defaults, "PACKAGE_BUNDLE", "/nonexistent/default_bundle")
@@ -216,6 +223,7 @@ def test_score_map_averages_overlapping_patches():
 def test_manifest_is_the_only_thing_read(square_bundle, tmp_path):
     """A bundle copied elsewhere (no training files around) scores the same."""
     import shutil
+
     from runtime import Scorer
 
     copy = tmp_path / "copy"
@@ -293,6 +301,7 @@ def test_a_batch_size_over_the_cap_is_lowered_with_a_line(square_bundle, caplog)
     assert Scorer.load(square_bundle).batch_size == batch_limits(64)[0]  # the default: 32 for 64 px inputs
 
 
+@pytest.mark.slow
 def test_the_default_model_peaks_under_600_mb_with_default_options(tmp_path):
     """N9 with the shipped model: 24 JPEGs (more than a few batches) through `icrt score` with default options; the
     child's peak RSS (ru_maxrss) under 600 MB. Skipped where the default bundle is not installed."""

@@ -10,7 +10,6 @@ import pytest
 from tests.images import textured
 from tests.runtime.fixtures import needs_matplotlib
 
-
 BLOCK_TORCH = textwrap.dedent("""
     import sys, importlib.abc
     class _NoTorch(importlib.abc.MetaPathFinder):

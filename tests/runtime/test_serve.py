@@ -75,6 +75,7 @@ def server(square_bundle, tmp_path_factory):
     assert "icrt serve: stopping (interrupted)" in sp.log()
 
 
+@pytest.mark.server
 def test_scores_through_http_and_grpc_equal_local_scores(server, square_bundle, tmp_path, capsys):
     import json
 
@@ -90,6 +91,7 @@ def test_scores_through_http_and_grpc_equal_local_scores(server, square_bundle, 
     assert code == code2 == 0 and out_remote == out_local
 
 
+@pytest.mark.server
 def test_files_that_cannot_be_scored_get_the_local_error_records(server, square_bundle, tmp_path, capsys):
     import json
 
@@ -105,6 +107,7 @@ def test_files_that_cannot_be_scored_get_the_local_error_records(server, square_
         assert f"icrt: {bad[name][0]}: " in err
 
 
+@pytest.mark.server
 def test_garbage_gets_an_error_and_the_server_stays_up(server, tmp_path):
     import tritonclient.http as http
 
@@ -123,7 +126,9 @@ def test_garbage_gets_an_error_and_the_server_stays_up(server, tmp_path):
         # a request the model cannot take (a wrong type) is refused by Triton; the server stays up and scores
         wrong = http.InferInput("image", [1, 1], "FP32")
         wrong.set_data_from_numpy(np.zeros((1, 1), np.float32))
-        with pytest.raises(Exception):
+        from tritonclient.utils import InferenceServerException
+
+        with pytest.raises(InferenceServerException):
             client.infer("icrt", [wrong])
         assert client.is_server_ready() and client.is_model_ready("icrt")
         assert client.infer("icrt", [inp]).as_numpy("error")[1, 0] == b""
@@ -131,6 +136,7 @@ def test_garbage_gets_an_error_and_the_server_stays_up(server, tmp_path):
         client.close()
 
 
+@pytest.mark.server
 def test_concurrent_requests_are_batched_by_triton(server, square_bundle, tmp_path):
     import tritonclient.grpc as grpc
 
@@ -179,6 +185,7 @@ def metrics(server) -> dict:
     return out
 
 
+@pytest.mark.server
 def test_patch_model_scores_and_sigterm_stops_everything(patches_bundle, tmp_path, capsys):
     need_serve()
     import json
@@ -269,6 +276,7 @@ def test_serve_usage_errors(square_bundle, capsys, argv, words):
     assert code == 2 and words in err
 
 
+@pytest.mark.server
 def test_serve_on_a_port_in_use_is_one_line(square_bundle, capsys):
     need_serve()
     import socket
@@ -404,6 +412,7 @@ def test_serve_refuses_oversized_images_and_requests_before_decoding(monkeypatch
     assert np.isnan(two["score"]).all()
 
 
+@pytest.mark.server
 def test_malformed_json_gets_an_error_and_the_server_stays_up(server):
     """Triton's own HTTP front end answers a malformed JSON body (status 500 in the tritonserver PyTriton ships: icrt
     cannot change it; docs/security.md); the message is one line and the server keeps serving."""

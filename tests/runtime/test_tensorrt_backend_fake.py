@@ -10,8 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from runtime.backends import tensorrt_build
-from runtime.backends import BackendError, open_backend
+from runtime.backends import BackendError, open_backend, tensorrt_build
 from runtime.backends.tensorrt import TensorRTBackend, open_cuda
 from runtime.manifest import BundleError, load_manifest
 from tests.fakes.bundle import fake_bundle
@@ -23,7 +22,8 @@ ALL = [VERSIONS["8.6"], VERSIONS["10.3"], VERSIONS["11.1"]]
 
 def setup(monkeypatch, tmp_path, version, max_batch=8, cuda_python="bindings", pycuda=False, error=None,
           precisions=("fp32", "fp16")):
-    """A bundle with engines built by runtime.backends.tensorrt_build on the fake GPU; (bundle, fake tensorrt module, CUDA state)."""
+    """A bundle with engines built by runtime.backends.tensorrt_build on the fake GPU; (bundle, fake tensorrt module,
+    CUDA state)."""
     state = CudaState("Orin", (8, 7))
     install_cuda(monkeypatch, state, cuda_python="bindings")
     trt = install_tensorrt(monkeypatch, version, state)

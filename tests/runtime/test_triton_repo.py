@@ -168,7 +168,7 @@ def test_engines_become_a_tensorrt_plan_model_per_gpu_type(tmp_path):
     m = load_manifest(bundle)
     check_tensor_model(cfg, pb, m.file_for("fp32"), m, 16)  # the engines' max batch (16) caps --max-batch 32
     assert dict(cfg.cc_model_filenames) == {cc: engine_file_name("fp16", "10.3.0", cc) for cc in ("8.7", "9.0")}
-    for cc, name in cfg.cc_model_filenames.items():
+    for name in cfg.cc_model_filenames.values():
         assert (out / "icrt_trt" / "1" / name).read_bytes() == open(os.path.join(bundle, name), "rb").read()
     assert pb.ModelInstanceGroup.Kind.Name(cfg.instance_group[0].kind) == "KIND_GPU"
     front, _ = parse_config(out / "icrt" / "config.pbtxt")
@@ -294,14 +294,15 @@ def _stand_in(repo, name):
     (folder / "1" / "model.py").write_text(STAND_IN)
 
 
+@pytest.mark.server
 def test_the_repository_serves_in_the_real_tritonserver(patches_bundle, tmp_path):
     pytest.importorskip("pytriton", reason=f"nvidia-pytriton (its tritonserver) is not installed ({SERVE_EXTRA})")
     pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    import pytriton
     from pytriton.utils.distribution import get_libs_path, get_stub_path
 
-    import pytriton
-    from runtime.serving.client import RemoteScorer
     from runtime.scorer import Scorer
+    from runtime.serving.client import RemoteScorer
     from runtime.serving.process import ServerProcess, alive, descendants, free_ports
     from runtime.serving.server import libpython_env
 

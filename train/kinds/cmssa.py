@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..models.cmssa import CMSSA, CMSSAConfig, fold_level_scorer
-from .registry import ModelKind, register_kind
 from .common import nonnegative_int, run_options
+from .registry import ModelKind, register_kind
 
 
 def add_arguments(p) -> None:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from ..models.d2s import D2S, D2SConfig
-from .registry import ModelKind, register_kind
 from .common import nonnegative_int, positive_float, positive_int, run_options
+from .registry import ModelKind, register_kind
 
 
 def add_arguments(p) -> None:

@@ -40,8 +40,15 @@ if ROOT not in sys.path:
 
 from runtime.manifest import INPUT_NAME, SCORE_OUTPUT  # noqa: E402
 from runtime.preprocess import to_model_input  # noqa: E402
-from tests.runtime.fixtures import (NODE_MODELS, NODE_SHAPE, REFERENCE_FILE, TINY_FILES, node_file,  # noqa: E402
-                                    reference_images, tiny_preprocessing)
+from tests.runtime.fixtures import (  # noqa: E402
+    NODE_MODELS,
+    NODE_SHAPE,
+    REFERENCE_FILE,
+    TINY_FILES,
+    node_file,
+    reference_images,
+    tiny_preprocessing,
+)
 from tests.tiny import CONVNET  # noqa: E402
 
 OPSET = 17
@@ -139,7 +146,9 @@ def node_onnx(path, variant="sigmoid", in_shape=NODE_SHAPE) -> str:
         return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
 
     all_axes = list(range(1, len(in_shape)))
-    mean = lambda axes, keep=0: helper.make_node("ReduceMean", [INPUT_NAME], ["m"], axes=axes, keepdims=keep)
+    def mean(axes, keep=0):
+        return helper.make_node("ReduceMean", [INPUT_NAME], ["m"], axes=axes, keepdims=keep)
+
     inits, out_shape = [], ["N"]
     if variant == "sigmoid":
         nodes = [mean(all_axes), helper.make_node("Sigmoid", ["m"], [SCORE_OUTPUT])]
