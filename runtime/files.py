@@ -38,13 +38,14 @@ from collections.abc import Mapping
 from .inputs import SYMLINK_LOOP, is_symlink_loop
 
 
-def _clean(o):
+def json_ready(o):
+    """``o`` with every non-finite float (NaN, infinity) as None, so that it is strict JSON."""
     if isinstance(o, float) and not math.isfinite(o):
         return None
-    if isinstance(o, Mapping):  # dicts, and manifest sections (runtime.manifest.Section)
-        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, Mapping):
+        return {k: json_ready(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
+        return [json_ready(v) for v in o]
     return o
 
 
@@ -61,7 +62,7 @@ def write_text(path: str, text: str) -> None:
 
 
 def write_json(path: str, obj) -> None:
-    write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
+    write_text(path, json.dumps(json_ready(obj), indent=2) + "\n")
 
 
 def write_bytes(path: str, data: bytes) -> None:

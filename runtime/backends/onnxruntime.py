@@ -16,7 +16,8 @@ from . import Backend, BackendError, ModelRunError, NotInBundleError, register_b
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
-def _ort():
+def import_onnxruntime():
+    """The onnxruntime module, imported with telemetry off (BackendError when it is not installed)."""
     # onnxruntime (1.2x+, Linux too) writes a device id and an event database under ~/.cache/Microsoft/DeveloperTools
     # when it is imported, and warns when it cannot; this variable, read at import, stops that (a user may set it to
     # 0 to allow it). disable_telemetry_events() below turns off the events themselves.
@@ -73,7 +74,7 @@ def onnxruntime_available() -> bool:
 def gpu_providers() -> list[str]:
     """The GPU execution providers this onnxruntime build offers (empty on the CPU wheel)."""
     try:
-        available = _ort().get_available_providers()
+        available = import_onnxruntime().get_available_providers()
     except BackendError:
         return []
     return [p for p in GPU_PROVIDERS if p in available]
@@ -100,14 +101,14 @@ FP16_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 
 def open_session(path: str, precision: str = "fp32", threads: int | None = None, providers=None):
     """An onnxruntime session with icrt's settings (every caller opens models through this)."""
-    ort = _ort()
+    ort = import_onnxruntime()
     disabled = FP16_DISABLED_OPTIMIZERS if precision == "fp16" else None
     return ort.InferenceSession(path, sess_options=session_options(threads),
                                 providers=providers or ["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
 def session_options(threads: int | None = None):
-    ort = _ort()
+    ort = import_onnxruntime()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -144,7 +145,7 @@ class OrtBackend(Backend):
                  threads: int | None = None, notes=None, size: int | None = None):
         import numpy as np
 
-        _ort()
+        import_onnxruntime()
         try:
             self.session = open_session(path, precision, threads, providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad models
@@ -164,7 +165,7 @@ class OrtBackend(Backend):
         self.device = "cuda" if any(p in GPU_PROVIDERS for p in used) else "cpu"
         self.threads = threads or default_threads()
         self.notes = list(notes or [])
-        self.run_options = _ort().RunOptions()
+        self.run_options = import_onnxruntime().RunOptions()
         self.run_options.log_severity_level = 4  # a failed run is raised (one line), not logged in red as well
 
     @classmethod

@@ -27,7 +27,7 @@ def write_summary(job, stats: dict, shard=None) -> dict:
     import numpy as np
 
     from .. import __version__
-    from ..files import _clean
+    from ..files import json_ready
 
     pa = require_pyarrow()
     scores, errors, by_problem = [], [], {}
@@ -89,7 +89,7 @@ def write_summary(job, stats: dict, shard=None) -> dict:
     }
     if "ray" in job.extra:
         summary["ray"] = job.extra["ray"]
-    write_owned_file(os.path.join(job.out, SUMMARY_FILE), json.dumps(_clean(summary), indent=2) + "\n")
+    write_owned_file(os.path.join(job.out, SUMMARY_FILE), json.dumps(json_ready(summary), indent=2) + "\n")
     write_owned_file(os.path.join(job.out, SUCCESS_FILE),
                      json.dumps({"rows": rows, "parts": [os.path.basename(p) for p in parts]}) + "\n")
     return summary

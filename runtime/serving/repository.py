@@ -92,9 +92,9 @@ def _header(manifest: Manifest, what: str) -> str:
 def inspect_onnx(path: str, input_name: str, score_output: str, size: int) -> dict:
     """The ONNX model's input and score output as Triton sees them: ``{"input_type", "input_dims", "score_type",
     "score_dims", "score_reshape"}``. BundleError when it cannot serve as ``N x 3 x size x size -> [N]``."""
-    from ..backends.onnxruntime import _ort, check_shapes
+    from ..backends.onnxruntime import check_shapes, import_onnxruntime
 
-    ort = _ort()
+    ort = import_onnxruntime()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # reading declarations only
     so.log_severity_level = 3
