@@ -19,7 +19,7 @@ from runtime.files import write_json
 from runtime.manifest import DEFAULT_SCORE, EXPORT_REPORT, FILE_NAMES, INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT, Manifest
 from runtime.preprocess import Preprocessing
 
-from .checks import (CheckSet, Scores, check_set_from_images, check_set_from_paths, generated_images,
+from .checks import (CheckSet, Scores, check_set_from_images, check_set_from_paths, data_name, generated_images,
                      score_check_set)
 from .stages import Stages
 
@@ -168,9 +168,9 @@ def stage_check_set(job: ExportJob) -> None:
                                  o.calib_images, seed=0)
     if o.check_data:
         items = choose(read_images(o.check_data, o.check_split, o.val_fraction, o.split_seed), o.check_images, seed=1)
-        job.checks = check_set_from_paths(items, job.prep, f"{o.check_data} (split {o.check_split})")
+        job.checks = check_set_from_paths(items, job.prep, f"{data_name(o.check_data)} (split {o.check_split})")
     elif job.calib_items:
-        job.checks = check_set_from_paths(job.calib_items, job.prep, f"{o.calib_data} (calibration images)")
+        job.checks = check_set_from_paths(job.calib_items, job.prep, f"{data_name(o.calib_data)} (calibration images)")
     else:
         job.checks = check_set_from_images(generated_images(), source="generated")
     log.info(f"check set: {job.checks.n_images} images from {job.checks.source}")
@@ -194,11 +194,18 @@ def stage_fp32(job: ExportJob) -> None:
     job.scores["fp32"] = _score_file(job, FILES["fp32"], "fp32")
 
 
-def _score_file(job: ExportJob, name: str, precision: str) -> Scores:
+def _score_file(job: ExportJob, name: str, precision: str, simulate_qdq: bool = False) -> Scores:
     from runtime.backends.onnxruntime import OrtBackend
 
-    backend = OrtBackend.from_file(os.path.join(job.folder, name), precision)
+    backend = OrtBackend.from_file(os.path.join(job.folder, name), precision, simulate_qdq=simulate_qdq)
     return score_check_set(backend, job.checks, job.prep)
+
+
+# How each backend form of a precision is scored on the check set (onnxruntime CPU, this machine): the
+# onnxruntime form as `icrt score` runs it; the TensorRT form with its Q/DQ simulated in fp32, the arithmetic
+# TensorRT runs (int32 accumulation) rather than this CPU's integer kernels (which add u8 x s8 pairs in 16
+# bits on CPUs without VNNI; export/int8.py).
+RUN_ON = {"onnxruntime": "onnxruntime CPU kernels", "tensorrt": "onnxruntime CPU, Q/DQ simulated in fp32"}
 
 
 def stage_precision(job: ExportJob, name: str) -> None:
@@ -211,7 +218,7 @@ def stage_precision(job: ExportJob, name: str) -> None:
         if form == "onnxruntime":
             job.scores[name] = _score_file(job, file, name)
         elif file != files.get("onnxruntime"):
-            job.scores[f"{name}:{form}"] = _score_file(job, file, name)
+            job.scores[f"{name}:{form}"] = _score_file(job, file, name, simulate_qdq=form == "tensorrt")
 
 
 def stage_engines(job: ExportJob) -> None:
@@ -237,17 +244,21 @@ def parity_figures(job: ExportJob) -> dict:
     diff = float(np.abs(fp32.inputs - torch_s.inputs).max())
     parity = {"fp32": {**_figures(torch_s.images, fp32.images, labels), "reference": "pytorch",
                        "input_max_abs_diff": diff, "tolerance": o.tolerance, "passed": diff <= o.tolerance}}
+    from runtime.cpu import describe
+
+    cpu = describe()
     for name in job.files:
         if name == "fp32":
             continue
         target = get_precision(name).target_srcc
         fig = {**_figures(fp32.images, job.scores[name].images, labels), "reference": "fp32 onnx",
-               "file": job.files[name]["onnxruntime"], "target_srcc": target}
+               "file": job.files[name]["onnxruntime"], "target_srcc": target, "run_on": RUN_ON["onnxruntime"],
+               "cpu": cpu}
         fig["meets_target"] = fig["srcc"] is not None and fig["srcc"] >= target
         for form, file in job.files[name].items():
             if f"{name}:{form}" in job.scores:
                 fig[f"{form}_form"] = {**_figures(fp32.images, job.scores[f"{name}:{form}"].images, labels),
-                                       "file": file, "run_on": "onnxruntime CPU"}
+                                       "file": file, "run_on": RUN_ON.get(form, RUN_ON["onnxruntime"])}
         parity[name] = fig
     if labels is not None:
         base = parity["fp32"].get("label_srcc")
@@ -273,11 +284,12 @@ def stage_write(job: ExportJob, parity: dict) -> tuple[Manifest, dict]:
         versions=library_versions([("tensorrt", "tensorrt")] if o.trt else ()),
         parity=parity, calibration=job.calibration,
         model_card={"config": src.get("config") or {}, "check_data": check_info, "val_metrics": src.get("val_metrics"),
-                    "epoch": src.get("epoch"), "parameters": job.params, "checkpoint": src.get("path")},
+                    "epoch": src.get("epoch"), "parameters": job.params,
+                    "checkpoint": os.path.basename(src["path"]) if src.get("path") else None},
     )
     manifest.save(job.folder)
     labels = job.checks.labels
-    report = {"checkpoint": src.get("path"), "kind": src["kind"], "parameters": job.params,
+    report = {"checkpoint": os.path.basename(src["path"]) if src.get("path") else None, "kind": src["kind"], "parameters": job.params,
               "fold_max_abs_diff": job.fold_diff, "opset": o.opset, "exporter": o.exporter, "files": job.files,
               "fp16": job.details.get("fp16"), "calibration": job.calibration, "check_data": check_info,
               "parity": parity, "engines": job.engines,
@@ -294,7 +306,7 @@ def export_model(model, source: dict, out: str, options: ExportOptions | None = 
     in a temporary sibling folder and renamed into place when complete: a failed export leaves an old
     bundle as it was.
     """
-    from .staging import bundle_destination, install, staging_folder
+    from runtime.staging import bundle_destination, install, staging_folder
 
     o = options or ExportOptions()
     t0 = time.time()

@@ -53,6 +53,7 @@ def _int8(job):
     from runtime.errors import UserInputError
     from runtime.manifest import INPUT_NAME
 
+    from .checks import data_name
     from .fp16 import tail_nodes
     from .int8 import quantize_both
 
@@ -72,7 +73,7 @@ def _int8(job):
         forms["tensorrt"] = {**quantize_tensorrt_form(job.fp32_path, os.path.join(job.folder, names["tensorrt"]),
                                                       calib_x, o.calib_method, INPUT_NAME), "file": names["tensorrt"]}
     job.calibration = {"method": o.calib_method, "images": len(job.calib_items), "inputs": int(len(calib_x)),
-                       "data": os.path.abspath(o.calib_data), "split": o.calib_split,
+                       "data": data_name(o.calib_data), "split": o.calib_split,
                        "split_rule": {"val_fraction": o.val_fraction, "seed": o.split_seed, "stratify": True}
                        if o.calib_split != "all" else None,
                        "tool": "onnxruntime.quantization.quantize_static", "forms": forms}

@@ -565,7 +565,9 @@ def validate(d, root: str = "") -> None:
         for backend, name in need_dict(f"files.{prec}", entry, optional=False).items():
             if backend not in keys:
                 fail(f"files.{prec}", f"unknown backend {backend!r} (known: {', '.join(keys)})", show=False)
-            bundle_path(root, name, f"files.{prec}.{backend}")
+            path = bundle_path(root, name, f"files.{prec}.{backend}")
+            if root and not os.path.isfile(path):  # a dangling entry: every user of this form would fail later
+                fail(f"files.{prec}.{backend}", f"names {_show(name)}, which is not in the bundle", show=False)
 
     engines = d.get("engines") or []
     if not isinstance(engines, list):
