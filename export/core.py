@@ -180,11 +180,12 @@ def stage_fp32(job: ExportJob) -> None:
     """The fp32 ONNX file, and PyTorch's scores on the check set (folded model, and the unfolded one)."""
     from train.torch_backend import TorchBackend
 
-    from .onnx_export import export_onnx, opset_of
+    from .onnx_export import export_onnx, opset_of, store_exact_fp16
 
     job.fp32_path = os.path.join(job.folder, FILES["fp32"])
     job.outputs = export_onnx(job.folded, job.fp32_path, job.prep.size, job.options.opset,
                               exporter=job.options.exporter)
+    _compact(job.fp32_path, store_exact_fp16)
     job.options.opset = opset_of(job.fp32_path)
     job.files["fp32"] = {"onnxruntime": FILES["fp32"], "tensorrt": FILES["fp32"]}
     job.scores["pytorch"] = score_check_set(TorchBackend(job.folded), job.checks, job.prep)
@@ -208,10 +209,19 @@ def _score_file(job: ExportJob, name: str, precision: str, simulate_qdq: bool = 
 RUN_ON = {"onnxruntime": "onnxruntime CPU kernels", "tensorrt": "onnxruntime CPU, Q/DQ simulated in fp32"}
 
 
+def _compact(path: str, store_exact_fp16) -> None:
+    saved = store_exact_fp16(path)
+    if saved:
+        log.info(f"{os.path.basename(path)}: {saved / 2**20:.1f} MB of constants that fp16 holds exactly stored as fp16")
+
+
 def stage_precision(job: ExportJob, name: str) -> None:
+    from .onnx_export import store_exact_fp16
     from .precisions import get_precision
 
     files, details = get_precision(name).build(job)
+    for file in set(files.values()):
+        _compact(os.path.join(job.folder, file), store_exact_fp16)
     job.files[name] = files
     job.details[name] = details
     for form, file in files.items():  # each distinct file once (fp16 serves both backends with one)

@@ -58,7 +58,8 @@ COMMON = ["--text", "none", "--seed", "42"]
 CALIB_IMAGES = 256
 
 
-log = logging.getLogger(__name__).info
+LOGGER = "train.recipes.default_model"  # not __name__: run with python -m, that is "__main__"
+log = logging.getLogger(LOGGER).info
 
 
 class _Lines(logging.Handler):
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     os.makedirs(args.work, exist_ok=True)
     setup_logging()
     kept = _Lines()
-    logging.getLogger(__name__).addHandler(kept)
+    logging.getLogger(LOGGER).addHandler(kept)
 
     t_start = time.time()
     lists = write_split(args.data, args.work)
