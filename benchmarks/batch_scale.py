@@ -200,7 +200,7 @@ def run_one(spec: str, images: str, n: int, bundle: str | None, work: str) -> di
 
 
 def machine() -> dict:
-    from runtime.bench import cpu_facts
+    from runtime.cpu import cpu_facts
 
     cpu = cpu_facts()
     info = {"python": platform.python_version(), "cpus": cpu["cpus"], "cpu": cpu["model"], "simd": cpu["simd"]}

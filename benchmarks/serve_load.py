@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from runtime.bench import cpu_facts
+from runtime.cpu import cpu_facts
 from runtime.files import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,6 +5,7 @@ preprocessing, batching and pooling (``runtime.scorer.Scorer``), with a PyTorch 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,11 @@ class Scores:
     def usual_batch(self) -> int:
         """Median inputs per image: the 'opt' batch of a TensorRT profile."""
         return int(np.median(self.patches)) if len(self.patches) else 1
+
+
+def data_name(path: str) -> str:
+    """A data file as a bundle records it: its name only, never a path of the exporting machine."""
+    return os.path.basename(os.path.normpath(path))
 
 
 def generated_images(n: int = 16, seed: int = 0) -> list[np.ndarray]:

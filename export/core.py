@@ -33,7 +33,15 @@ from runtime.manifest import (
 from runtime.precisions import get_precision, precision_names
 from runtime.preprocess import Preprocessing
 
-from .checks import CheckSet, Scores, check_set_from_images, check_set_from_paths, generated_images, score_check_set
+from .checks import (
+    CheckSet,
+    Scores,
+    check_set_from_images,
+    check_set_from_paths,
+    data_name,
+    generated_images,
+    score_check_set,
+)
 from .errors import ExportError, ParityError
 from .options import ExportOptions, check
 from .parity import parity_figures
@@ -69,6 +77,11 @@ def load_source(checkpoint: str):
     except (ValueError, KeyError, RuntimeError, TypeError) as e:  # unknown kind, mismatched weights
         raise ExportError(f"{checkpoint}: cannot rebuild the model ({type(e).__name__}: {e})") from None
     return {**ckpt, "path": os.path.abspath(checkpoint)}, model
+
+
+def _checkpoint_name(src: dict) -> str | None:
+    """The checkpoint as a bundle records it: its file name, never a path of the exporting machine."""
+    return os.path.basename(src["path"]) if src.get("path") else None
 
 
 def _model_name(src: dict) -> str:
@@ -131,19 +144,30 @@ def stage_check_set(o: ExportOptions, prep: Preprocessing) -> CheckImages:
         calib = choose(read_images(o.calib_data, o.calib_split, o.val_fraction, o.split_seed), o.calib_images, seed=0)
     if o.check_data:
         items = choose(read_images(o.check_data, o.check_split, o.val_fraction, o.split_seed), o.check_images, seed=1)
-        checks = check_set_from_paths(items, prep, f"{o.check_data} (split {o.check_split})")
+        checks = check_set_from_paths(items, prep, f"{data_name(o.check_data)} (split {o.check_split})")
     elif calib:
-        checks = check_set_from_paths(calib, prep, f"{o.calib_data} (calibration images)")
+        checks = check_set_from_paths(calib, prep, f"{data_name(o.calib_data)} (calibration images)")
     else:
         checks = check_set_from_images(generated_images(), source="generated")
     log.info(f"check set: {checks.n_images} images from {checks.source}")
     return CheckImages(checks, calib)
 
 
-def _score_file(folder: str, name: str, precision: str, checks: CheckSet, prep: Preprocessing) -> Scores:
+def _score_file(folder: str, name: str, precision: str, checks: CheckSet, prep: Preprocessing,
+                simulate_qdq: bool = False) -> Scores:
     from runtime.backends.onnxruntime import OrtBackend
 
-    return score_check_set(OrtBackend.from_file(os.path.join(folder, name), precision), checks, prep)
+    backend = OrtBackend.from_file(os.path.join(folder, name), precision, simulate_qdq=simulate_qdq)
+    return score_check_set(backend, checks, prep)
+
+
+def _compact(path: str) -> None:
+    """Large constants that fp16 holds exactly stored as fp16 (lossless; ``export.onnx_export.store_exact_fp16``)."""
+    from .onnx_export import store_exact_fp16
+
+    saved = store_exact_fp16(path)
+    if saved:
+        log.info(f"{os.path.basename(path)}: {saved / 2**20:.1f} MB of constants that fp16 holds exactly stored as fp16")
 
 
 def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, folder: str, o: ExportOptions) -> Fp32:
@@ -155,6 +179,7 @@ def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, fol
     name = get_precision("fp32").file()
     path = os.path.join(folder, name)
     outputs = export_onnx(folded.module, path, prep.size, o.opset, exporter=o.exporter)
+    _compact(path)
     torch_scores = score_check_set(TorchBackend(folded.module), checks, prep)
     fold_diff = None
     if folded.module is not model:
@@ -169,10 +194,13 @@ def stage_precision(name: str, fp32: Fp32, images: CheckImages, kind: str, prep:
     from .precisions import BuildInput, build
 
     built = build(get_precision(name), BuildInput(fp32.path, folder, kind, prep, o, images.calib_items))
+    for file in set(built.files.values()):
+        _compact(os.path.join(folder, file))
     scores = {}
     for form, file in built.files.items():  # each distinct file once (fp16 serves both backends with one)
         if form == "onnxruntime" or file != built.files.get("onnxruntime"):
-            scores[form] = _score_file(folder, file, name, images.checks, prep)
+            # the TensorRT form with its Q/DQ simulated in fp32: the arithmetic TensorRT runs (export/parity.py)
+            scores[form] = _score_file(folder, file, name, images.checks, prep, simulate_qdq=form == "tensorrt")
     return PrecisionFiles(built.files, scores, built.details, built.calibration)
 
 
@@ -210,11 +238,11 @@ def stage_write(source: dict, prep: Preprocessing, folded: Folded, images: Check
         calibration=Calibration.from_dict(calibration),
         model_card=ModelCard(config=source.get("config") or {}, check_data=check_info,
                              val_metrics=source.get("val_metrics"), epoch=source.get("epoch"), parameters=folded.params,
-                             checkpoint=source.get("path")),
+                             checkpoint=_checkpoint_name(source)),
     )
     manifest.save(folder)
     labels = checks.labels
-    report = {"checkpoint": source.get("path"), "kind": source["kind"], "parameters": folded.params,
+    report = {"checkpoint": _checkpoint_name(source), "kind": source["kind"], "parameters": folded.params,
               "fold_max_abs_diff": fp32.fold_diff, "opset": fp32.opset, "exporter": o.exporter, "files": files,
               "built": {name: r.details for name, r in results.items()}, "calibration": calibration,
               "check_data": check_info, "parity": parity,
@@ -234,7 +262,7 @@ def export_model(model, source: dict, out: str, options: ExportOptions | None = 
     in a temporary sibling folder and renamed into place when complete: a failed export leaves an old
     bundle as it was.
     """
-    from .staging import bundle_destination, install, staging_folder
+    from runtime.staging import bundle_destination, install, staging_folder
 
     o = options or ExportOptions()
     t0 = time.time()

@@ -3,8 +3,14 @@
 - ``tensorrt`` (model.int8.qdq.onnx): symmetric int8 activations and weights, per-channel weights, QDQ on
   the inputs of Conv/MatMul/Gemm only, biases left in float (TensorRT's explicit quantization takes int8
   Q/DQ, not int32 bias DQ).
-- ``onnxruntime`` (model.int8.onnx): uint8 activations, int8 per-channel weights, QDQ, for onnxruntime's
-  CPU kernels (U8S8 with VNNI; 3.2x faster than fp32 in an early probe on a VNNI CPU, S8S8 only 1.1x).
+- ``onnxruntime`` (model.int8.onnx): uint8 activations, int8 per-channel weights on 7 bits (``reduce_range``),
+  QDQ, for onnxruntime's CPU kernels (U8S8 with VNNI; 3.2x faster than fp32 in an early probe on a VNNI CPU,
+  S8S8 only 1.1x). 7-bit weights because onnxruntime's U8S8 kernels on x86 CPUs without VNNI (AVX2,
+  VPMADDUBSW) add pairs of u8 x s8 products in 16 bits, which saturates with full-range weights: on the
+  default model that took int8-vs-fp32 SRCC to 0.969 on an AVX2 CPU while the same file gave 0.997 where
+  nothing saturates (VNNI, or Q/DQ simulated in fp32). With 7-bit weights no pair can saturate
+  (255 x 64 x 2 < 2^15), so the file gives the same scores on every CPU, and its parity measured on one
+  machine holds on all (onnxruntime's own advice for non-VNNI CPUs).
 
 Both are calibrated once, on the same preprocessed inputs (calibration.reader). In transformer graphs (any
 LayerNormalization) only the inputs of Conv/MatMul/Gemm are quantized (their outputs stay float), so
@@ -58,14 +64,17 @@ def preprocess(src: str, dst: str) -> None:
 
 
 def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", exclude_nodes=(),
-             cache: str | None = None) -> dict:
-    """Quantize the (pre-processed) fp32 ``src`` into ``dst`` in ``form``; returns the settings used."""
+             cache: str | None = None, reduce_range: bool | None = None) -> dict:
+    """Quantize the (pre-processed) fp32 ``src`` into ``dst`` in ``form``; returns the settings used.
+    ``reduce_range`` (7-bit weights): default on for the onnxruntime form, off for the TensorRT form (GPUs
+    accumulate int8 products in 32 bits)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if form not in FORMS:
         raise ValueError(f"unknown int8 form {form!r} ({'|'.join(FORMS)})")
     model = onnx.load(src)
     trt = form == "tensorrt"
+    reduce_range = not trt if reduce_range is None else reduce_range
     # TensorRT form: Q/DQ on the inputs of Conv/MatMul/Gemm only (TensorRT's placement rule; it fuses the
     # rest). On the Savoias D2S this took the form's SRCC vs fp32 from 0.987 to 0.999 (docs/export.md).
     linear_only = trt or is_transformer(model)
@@ -80,11 +89,11 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
     reader.rewind()
     quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=ops, nodes_to_exclude=exclude, calibrate_method=calibration_method(method),
-                    extra_options=extra, calibration_cache_path=cache)
+                    reduce_range=reduce_range, op_types_to_quantize=ops, nodes_to_exclude=exclude,
+                    calibrate_method=calibration_method(method), extra_options=extra, calibration_cache_path=cache)
     return {"form": form, "activations": "int8 symmetric" if trt else "uint8 asymmetric",
-            "weights": "int8 symmetric per-channel", "format": "QDQ", "method": method, "op_types": ops,
-            "excluded_nodes": len(exclude), "bias": "float" if trt else "int32"}
+            "weights": f"int8 symmetric per-channel{' (7-bit range)' if reduce_range else ''}", "format": "QDQ",
+            "method": method, "op_types": ops, "excluded_nodes": len(exclude), "bias": "float" if trt else "int32"}
 
 
 def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclude_nodes=(),
@@ -142,6 +151,7 @@ def build(inp):
     from runtime.manifest import INPUT_NAME
     from runtime.precisions import get_precision
 
+    from .checks import data_name
     from .errors import ExportError
     from .fp16 import tail_nodes
     from .precisions import Built
@@ -163,7 +173,7 @@ def build(inp):
                                                       calib_x, MODELOPT_METHODS[o.calib_method], INPUT_NAME),
                              "file": names["tensorrt"]}
     calibration = {"method": o.calib_method, "images": len(inp.calib_items), "inputs": int(len(calib_x)),
-                   "data": os.path.abspath(o.calib_data), "split": o.calib_split,
+                   "data": data_name(o.calib_data), "split": o.calib_split,
                    "split_rule": {"val_fraction": o.val_fraction, "seed": o.split_seed, "stratify": True}
                    if o.calib_split != "all" else None,
                    "tool": "onnxruntime.quantization.quantize_static", "forms": forms}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import onnx
 import torch
 
@@ -106,6 +107,41 @@ def _export(module, example, path, names, opset, input_name, exporter) -> None:
                               dynamic_axes={n: {0: "batch"} for n in [input_name, *names]})
         else:
             raise ValueError(f"unknown exporter {exporter!r} (torchscript|dynamo)")
+
+
+COMPACT_MIN_BYTES = 1 << 20
+
+
+def store_exact_fp16(path: str, min_bytes: int = COMPACT_MIN_BYTES) -> int:
+    """Rewrite ``path`` with every large fp32 initializer whose values fp16 holds exactly stored as fp16 plus a
+    Cast back to fp32: lossless, the graph computes the same values (runtimes fold the Cast once, when they load
+    the model). A kernel head's centres are fp16-rounded when fitted (train.kernel), but tracing and the
+    quantizer's pre-processing fold their Cast into fp32 constants, doubling the file. Returns bytes saved."""
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(path)
+    g = model.graph
+    saved, keep = 0, []
+    for init in list(g.initializer):
+        if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims, dtype=np.int64) * 4 < min_bytes:
+            keep.append(init)
+            continue
+        w = numpy_helper.to_array(init)
+        half = w.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), w):
+            keep.append(init)
+            continue
+        stored = numpy_helper.from_array(half, init.name + "_fp16")
+        keep.append(stored)
+        g.node.insert(0, helper.make_node("Cast", [stored.name], [init.name], to=onnx.TensorProto.FLOAT,
+                                          name=init.name + "_to_fp32"))
+        saved += w.nbytes - half.nbytes
+    if saved:
+        del g.initializer[:]
+        g.initializer.extend(keep)
+        onnx.checker.check_model(model)
+        onnx.save(model, path)
+    return saved
 
 
 def opset_of(path: str) -> int:

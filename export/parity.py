@@ -22,9 +22,19 @@ def figures(ref: np.ndarray, scores: np.ndarray, labels) -> dict:
     return d
 
 
+# How each backend form of a precision is scored on the check set (onnxruntime CPU, this machine): the
+# onnxruntime form as `icrt score` runs it; the TensorRT form with its Q/DQ simulated in fp32, the arithmetic
+# TensorRT runs (int32 accumulation) rather than this CPU's integer kernels (which add u8 x s8 pairs in 16
+# bits on CPUs without VNNI; export/int8.py).
+RUN_ON = {"onnxruntime": "onnxruntime CPU kernels", "tensorrt": "onnxruntime CPU, Q/DQ simulated in fp32"}
+
+
 def parity_figures(torch_scores: Scores, fp32: Scores, built: dict, checks: CheckSet, tolerance: float) -> dict:
     """precision -> figures (plain dicts, as export-report.json holds them). ``built``: precision -> (files,
     {form: Scores of that form's file})."""
+    from runtime.cpu import describe
+
+    cpu = describe()
     labels = checks.labels
     diff = float(np.abs(fp32.inputs - torch_scores.inputs).max())
     parity = {"fp32": {**figures(torch_scores.images, fp32.images, labels), "reference": "pytorch",
@@ -32,12 +42,12 @@ def parity_figures(torch_scores: Scores, fp32: Scores, built: dict, checks: Chec
     for name, (files, scores) in built.items():
         target = get_precision(name).target_srcc
         fig = {**figures(fp32.images, scores["onnxruntime"].images, labels), "reference": "fp32 onnx",
-               "file": files["onnxruntime"], "target_srcc": target}
+               "file": files["onnxruntime"], "target_srcc": target, "run_on": RUN_ON["onnxruntime"], "cpu": cpu}
         fig["meets_target"] = fig["srcc"] is not None and fig["srcc"] >= target
         for form, s in scores.items():
             if form != "onnxruntime":
                 fig[f"{form}_form"] = {**figures(fp32.images, s.images, labels), "file": files[form],
-                                       "run_on": "onnxruntime CPU"}
+                                       "run_on": RUN_ON.get(form, RUN_ON["onnxruntime"])}
         parity[name] = fig
     if labels is not None:
         base = parity["fp32"].get("label_srcc")

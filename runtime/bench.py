@@ -39,32 +39,6 @@ def stats_ms(seconds) -> dict:
             "p99_ms": float(np.percentile(ms, 99)), "min_ms": float(ms.min()), "n": int(len(ms))}
 
 
-SIMD_FLAGS = ("avx", "fma", "amx", "vnni", "neon", "asimd")  # what onnxruntime's CPU kernels use (int8: VNNI)
-
-
-def cpu_facts() -> dict:
-    """The CPU: its model, logical CPUs, physical cores, the CPUs this process may use (psutil), and its SIMD
-    flags (py-cpuinfo, the ``[bench]`` extra; without it the model is what ``platform`` knows and no flags)."""
-    import psutil
-
-    logical = psutil.cpu_count() or 1
-    try:
-        usable = len(psutil.Process().cpu_affinity())
-    except AttributeError:  # no CPU affinity on macOS
-        usable = logical
-    facts = {"model": platform.processor() or platform.machine(), "cpus": logical,
-             "cores": psutil.cpu_count(logical=False) or logical, "usable_cpus": usable, "simd": []}
-    try:
-        import cpuinfo
-    except ImportError:
-        return facts
-    info = cpuinfo.get_cpu_info()  # a second or two: it reads CPUID in a child process
-    flags = info.get("flags") or []
-    facts["model"] = info.get("brand_raw") or facts["model"]
-    facts["simd"] = sorted(f for f in flags if f.startswith(SIMD_FLAGS) or "vnni" in f)
-    return facts
-
-
 def gpu_names() -> list[str]:
     """The NVIDIA GPUs NVML sees (nvidia-ml-py, in the ``[gpu]`` / ``[trt]`` extras; none without it, or on a
     Jetson, which has no NVML)."""
@@ -138,6 +112,8 @@ def machine() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
+    from .cpu import cpu_facts
+
     cpu = cpu_facts()
     out = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu["model"],
            "cpu_count": cpu["cpus"], "cpu_cores": cpu["cores"], "usable_cpus": cpu["usable_cpus"],

@@ -34,6 +34,47 @@ def _get(d, key, default=None):
     return d.get(key, default) if isinstance(d, Mapping) else default
 
 
+# A bundle's forms: (key in the card's held-out figures, precision, backend files key, where it runs)
+FORM_ROWS = (("fp32", "fp32", "onnxruntime", "onnxruntime CPU/GPU, TensorRT"),
+             ("fp16", "fp16", "onnxruntime", "TensorRT (GPU); slow on CPUs"),
+             ("int8", "int8", "onnxruntime", "onnxruntime CPU"),
+             ("int8-tensorrt", "int8", "tensorrt", "TensorRT (GPU, Jetson)"))
+
+
+def _num(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def forms(m: Manifest) -> list[str]:
+    """Per form the bundle carries: where it runs, how closely it follows fp32 and what it costs in accuracy
+    (SRCC against human ratings, and its drop from fp32's) on images the model never saw, when recorded."""
+    held = _get(m.model_card.to_dict(), "heldout")
+    base = _num(_get(_get(held, "fp32"), "srcc"))
+    rows = []
+    for key, prec, backend, where in FORM_ROWS:
+        name = m.file_name(prec, backend)
+        if not name or (backend == "tensorrt" and name == m.file_name(prec, "onnxruntime")):
+            continue
+        par = m.parity.get(prec)
+        if par is not None and backend == "tensorrt":
+            par = par.forms.get("tensorrt")
+        parts = [f"{key:<14} {name:<20} {where}"]
+        agree = par.srcc if par is not None else None
+        if prec != "fp32" and agree is not None:
+            parts.append(f"agrees with fp32 at SRCC {agree:.4f} ({_fmt(par.n if par.n is not None else '?')} images)")
+        h = _get(held, key)
+        srcc = _num(_get(h, "srcc"))
+        if srcc is not None:
+            text = f"held-out SRCC {srcc:.3f}, per category {_fmt(_get(h, 'mean_category_srcc'))}"
+            if prec != "fp32" and base is not None:
+                drop = base - srcc
+                text += f" ({'loses' if drop > 0 else 'gains'} {abs(drop):.3f})"
+            parts.append(text)
+        rows.append("    " + "; ".join(parts))
+    return (["  forms (agreement with fp32 on the check images; held-out: images the model never saw)"] + rows
+            if rows else [])
+
+
 def model_card(m: Manifest) -> str:
     p = m.preprocessing
     lines = [f"{m.name}  ({m.kind})", f"  bundle        {m.root}"]
@@ -54,6 +95,7 @@ def model_card(m: Manifest) -> str:
         for e in m.engines:
             lines.append(f"    {e.precision or '?':<5} {e.file}  TensorRT {e.tensorrt}, sm {e.compute_capability}, "
                          f"batch {e.min_batch or '?'}/{e.opt_batch or '?'}/{e.max_batch or '?'}")
+    lines += forms(m)
     if m.parity:
         lines.append("  agreement with fp32 (check images)")
         for prec, figs in m.parity.items():

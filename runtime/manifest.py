@@ -291,7 +291,8 @@ class ParityFigures(Section):
     file: str | None = None
     target_srcc: float | None = None
     meets_target: bool | None = None
-    run_on: str | None = None
+    run_on: str | None = None  # how the file was run to measure these figures
+    cpu: str | None = None  # the CPU's int8 features then (runtime.cpu.describe)
     forms: dict = field(default_factory=dict)  # backend form -> ParityFigures of that form's own file
     extra: dict = field(default_factory=dict)
 
@@ -309,7 +310,8 @@ class ParityFigures(Section):
                 forms[k[:-len(FORM_SUFFIX)]] = cls.from_dict(v, f.name(k), where)
         return cls(n=f.whole("n", low=0), **{k: f.number(k) for k in cls.NUMBERS},
                    reference=f.text("reference"), passed=f.flag("passed"), file=f.text("file"),
-                   meets_target=f.flag("meets_target"), run_on=f.text("run_on"), forms=forms, extra=f.extra())
+                   meets_target=f.flag("meets_target"), run_on=f.text("run_on"), cpu=f.text("cpu"), forms=forms,
+                   extra=f.extra())
 
     def to_dict(self) -> dict:
         d = super().to_dict()
@@ -429,6 +431,10 @@ def _files(d, where: Where) -> dict:
             if form not in keys:
                 where.fail(f"files.{prec}", f"unknown backend {form!r} (known: {', '.join(keys)})")
         out[prec] = {form: forms.file(form) for form in forms.data}
+        for form, name in out[prec].items():
+            if where.root and not os.path.isfile(os.path.join(where.root, name)):
+                # a dangling entry: every user of this form would fail later
+                where.fail(f"files.{prec}.{form}", f"names {_show(name)}, which is not in the bundle")
     return out
 
 

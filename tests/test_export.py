@@ -365,6 +365,118 @@ def test_d2s_int8_forms_and_agreement(d2s_bundle):
     assert None not in (p.label_srcc, p.label_plcc, p.label_srcc_drop)
 
 
+@pytest.mark.slow
+def test_int8_onnxruntime_form_has_7_bit_weights_and_the_tensorrt_form_8_bit(d2s_bundle):
+    """7-bit weights in the onnxruntime form: no u8 x s8 pair can saturate the 16-bit sums of onnxruntime's AVX2
+    kernels, so its scores are the same on every CPU; TensorRT accumulates in 32 bits and keeps the full range."""
+    _, out, _, _ = d2s_bundle
+
+    def weights(name):
+        m = onnx.load(str(out / name))
+        inits = {i.name: i for i in m.graph.initializer}
+        return [onnx.numpy_helper.to_array(inits[n.input[0]]) for n in m.graph.node if n.op_type == "DequantizeLinear"
+                and n.input[0] in inits and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+                and len(inits[n.input[0]].dims) >= 2]
+
+    ort_w, trt_w = weights("model.int8.onnx"), weights("model.int8.qdq.onnx")
+    assert ort_w and max(int(np.abs(w.astype(int)).max()) for w in ort_w) <= 64
+    assert max(int(np.abs(w.astype(int)).max()) for w in trt_w) == 127
+
+
+@pytest.mark.slow
+def test_parity_says_what_ran_and_where(d2s_bundle):
+    from runtime.cpu import describe
+
+    man, _, _, _ = d2s_bundle
+    p = man.parity["int8"]
+    assert p.run_on == "onnxruntime CPU kernels" and p.cpu == describe()
+    assert p.forms["tensorrt"].run_on == "onnxruntime CPU, Q/DQ simulated in fp32"
+
+
+@pytest.mark.slow
+def test_no_bundle_file_records_a_path_of_the_exporting_machine(d2s_bundle):
+    import json
+
+    _, out, csv, ckpt = d2s_bundle
+
+    def strings(v):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                yield k
+                yield from strings(x)
+        elif isinstance(v, list):
+            for x in v:
+                yield from strings(x)
+        elif isinstance(v, str):
+            yield v
+
+    for name in ("manifest.json", "export-report.json"):
+        text = (out / name).read_text()
+        assert str(csv.parent) not in text and str(ckpt.parent) not in text and os.getcwd() not in text, name
+        assert not [t for t in strings(json.loads(text)) if os.path.isabs(t)], name
+    man = load_manifest(str(out))
+    assert man.calibration.data == "labels.csv" and man.model_card.checkpoint == "checkpoint.pt"
+
+
+def test_simulated_qdq_is_the_exact_arithmetic_of_the_qdq_graph(tmp_path):
+    """OrtBackend(simulate_qdq=True) runs Q/DQ nodes as written around a float Conv: equal to numpy's
+    quantize -> dequantize -> convolution (what TensorRT computes), whatever this CPU's integer kernels do."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtime.backends.onnxruntime import OrtBackend
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, (1, 3, 1, 1)).astype(np.int8)
+    x_scale, w_scale = np.float32(0.02), np.float32(0.01)
+    nodes = [helper.make_node("QuantizeLinear", ["image", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], ["c"]),
+             helper.make_node("ReduceMean", ["c"], ["score"], axes=[1, 2, 3], keepdims=0)]
+    inits = [numpy_helper.from_array(np.array(x_scale), "xs"), numpy_helper.from_array(np.array(0, np.int8), "xz"),
+             numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(w_scale), "ws")]
+    g = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 8, 8])],
+                          [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None])], inits)
+    path = tmp_path / "qdq.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.uniform(-2, 2, (4, 3, 8, 8)).astype(np.float32)
+    xd = np.clip(np.round(x / x_scale), -128, 127).astype(np.float32) * x_scale
+    want = np.einsum("nchw,c->nhw", xd, w[0, :, 0, 0].astype(np.float32) * w_scale).mean((1, 2))
+    got = OrtBackend.from_file(str(path), "int8", simulate_qdq=True).run(x)
+    assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_constants_that_fp16_holds_exactly_are_stored_as_fp16_losslessly(tmp_path):
+    """A kernel head's fp16-rounded centres come out of tracing as fp32 constants; export stores such constants as
+    fp16 + Cast (half the bytes, the same values), and leaves any other constant as it was."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.onnx_export import store_exact_fp16
+
+    rng = np.random.default_rng(0)
+    exact = rng.normal(size=(3, 64)).astype(np.float16).astype(np.float32)
+    other = rng.normal(size=(64, 1)).astype(np.float32)  # not fp16-representable: must stay fp32
+    g = helper.make_graph([helper.make_node("MatMul", ["image", "exact_t"], ["h"]),
+                           helper.make_node("MatMul", ["h", "other"], ["score"])], "g",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3])],
+                          [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
+                          [numpy_helper.from_array(exact, "exact_t"), numpy_helper.from_array(other, "other")])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    x = rng.normal(size=(5, 3)).astype(np.float32)
+    import onnxruntime as ort
+
+    def run(p):
+        return ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(["score"], {"image": x})[0]
+    before = run(path)
+    assert store_exact_fp16(path, min_bytes=1) == exact.nbytes // 2
+    m = onnx.load(path)
+    types = {i.name: i.data_type for i in m.graph.initializer}
+    assert types == {"exact_t_fp16": TensorProto.FLOAT16, "other": TensorProto.FLOAT}
+    assert np.array_equal(run(path), before)
+    assert store_exact_fp16(path, min_bytes=1) == 0  # nothing left to do
+
+
 # --- CM-SSA-like bundle (patches, two outputs) -----------------------------------------------------------------
 
 
@@ -614,7 +726,7 @@ def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, mon
     assert _files(out) == before and os.listdir(tmp_path) == ["b"]  # no temporary folder left either
     assert 0 <= Scorer.load(str(out)).score(textured(40, 40))["score"] <= 1
     man = core.export_checkpoint(str(checkpoints[1]), str(out))  # a good one replaces it
-    assert man.root == str(out) and man.model_card.checkpoint == str(checkpoints[1])
+    assert man.root == str(out) and man.model_card.checkpoint == checkpoints[1].name  # a name, not a path
     assert _files(out)["model.onnx"] != before["model.onnx"] and os.listdir(tmp_path) == ["b"]
 
 

@@ -30,6 +30,9 @@ from .trainer import load_splits as _load_splits
 
 logger = logging.getLogger(__name__)
 
+# --fit values that fit a head in closed form on the frozen backbone's features -> the head they fit
+CLOSED_FORM_HEADS = {"ridge": "linear", "kernel": "kernel"}
+
 
 @dataclass
 class D2STrainConfig(RunConfig):
@@ -45,7 +48,8 @@ class D2STrainConfig(RunConfig):
     buffer_size: int = 2048  # M
     momentum: float = 0.995
     refresh_step: int = 50  # buffer refreshed fully every refresh_step iterations (~M/refresh_step per step)
-    fit: str = "sgd"  # sgd (the paper's training) | ridge (frozen backbone, closed-form linear head: train.ridge)
+    fit: str = "sgd"  # sgd (the paper's training) | ridge / kernel (frozen backbone, closed-form head: train.ridge,
+    # train.kernel)
     freeze_backbone: bool = False  # sgd: keep the backbone (and its batch-norm statistics) fixed
     backbone_lr_scale: float | None = None  # backbone lr = lr x this; None: 0.1 with pretrained weights, else 1
 
@@ -63,12 +67,12 @@ class D2STrainer(Trainer):
         from .weights import preprocessing_for
 
         model = dict(cfg.model)
-        if cfg.fit not in ("sgd", "ridge"):
-            raise DataError(f"--fit {cfg.fit!r}: expected sgd or ridge")
-        if cfg.fit == "ridge":
+        if cfg.fit not in CLOSED_FORM_HEADS and cfg.fit != "sgd":
+            raise DataError(f"--fit {cfg.fit!r}: expected sgd, {' or '.join(CLOSED_FORM_HEADS)}")
+        if cfg.fit in CLOSED_FORM_HEADS:
             if cfg.text != "none":
-                raise DataError("--fit ridge fits a linear head on frozen features: it takes no captions (use --text none)")
-            model["head"] = "linear"
+                raise DataError(f"--fit {cfg.fit} fits a head on frozen features: it takes no captions (use --text none)")
+            model["head"] = CLOSED_FORM_HEADS[cfg.fit]
             cfg.epochs = 1
         # the backbone's weights decide the input normalisation (train.weights), unless given explicitly
         for k, v in preprocessing_for(model.get("backbone", D2SConfig.backbone), model.get("pretrained", "imagenet")).items():
@@ -80,7 +84,7 @@ class D2STrainer(Trainer):
         self.prep = Preprocessing.from_dict(prep)
         self.train_samples, self.val_samples = load_splits(cfg, samples)
         self.model = D2S(self.model_cfg).to(self.device)
-        self.frozen = cfg.fit == "ridge" or cfg.freeze_backbone
+        self.frozen = cfg.fit in CLOSED_FORM_HEADS or cfg.freeze_backbone
         if self.frozen:
             self.model.backbone.requires_grad_(False)
         self.use_text = cfg.text != "none"
@@ -142,6 +146,8 @@ class D2STrainer(Trainer):
     def train_epoch(self) -> dict:
         if self.cfg.fit == "ridge":
             return self.fit_ridge()
+        if self.cfg.fit == "kernel":
+            return self.fit_kernel()
         return super().train_epoch()
 
     @torch.no_grad()
@@ -177,6 +183,21 @@ class D2STrainer(Trainer):
         logger.info(f"ridge head on {x.shape[1]} features of {len(y)} images (+ mirrors) in {time.time() - t0:.0f}s; "
                     f"5-fold CV SRCC by alpha  {cv}  -> alpha {r['alpha']:g}")
         return {"ridge_alpha": float(r["alpha"]), "ridge_cv_srcc": float(r["cv_srcc"])}
+
+    def fit_kernel(self) -> dict:
+        """The RBF kernel head in closed form on the frozen features of the training images and their mirrors."""
+        from .kernel import fit_head
+
+        t0 = time.time()
+        x, xf = self._features(False), self._features(True)
+        y = np.array([s.score for s in self.train_samples])
+        r = fit_head(x, y, self.domains, x_flip=xf)
+        self.model.head.set(r["mean"], r["std"], r["centres"], r["alpha"], r["gamma"], r["bias"])
+        cv = "  ".join(f"{c['g']:g}/{c['lambda']:g}: {c['srcc']:.4f}/{c['mean_category_srcc']:.4f}" for c in r["cv"])
+        logger.info(f"kernel head on {x.shape[1]} features of {len(y)} images (+ mirrors) in {time.time() - t0:.0f}s; "
+                    f"5-fold CV SRCC (pooled/per category) by g/lambda  {cv}  -> g {r['g']:g}, lambda {r['lambda']:g}")
+        return {"kernel_g": float(r["g"]), "kernel_lambda": float(r["lambda"]), "kernel_cv_srcc": float(r["cv_srcc"]),
+                "kernel_cv_mean_category_srcc": float(r["cv_mean_category_srcc"])}
 
     def train_step(self, x, y, idx) -> dict:
         x, y = x.to(self.device), y.to(self.device)

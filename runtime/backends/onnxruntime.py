@@ -99,18 +99,24 @@ def default_threads() -> int:
 FP16_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 
 
-def open_session(path: str, precision: str = "fp32", threads: int | None = None, providers=None):
-    """An onnxruntime session with icrt's settings (every caller opens models through this)."""
+def open_session(path: str, precision: str = "fp32", threads: int | None = None, providers=None,
+                 simulate_qdq: bool = False):
+    """An onnxruntime session with icrt's settings (every caller opens models through this).
+
+    ``simulate_qdq``: no graph optimisation, so Q/DQ nodes run as written around float operators: a Q/DQ
+    model's exact arithmetic (what TensorRT computes with int32 accumulation), free of the integer kernels of
+    this CPU (slow; export uses it to measure the TensorRT int8 form)."""
     ort = import_onnxruntime()
     disabled = FP16_DISABLED_OPTIMIZERS if precision == "fp16" else None
-    return ort.InferenceSession(path, sess_options=session_options(threads),
+    return ort.InferenceSession(path, sess_options=session_options(threads, optimize=not simulate_qdq),
                                 providers=providers or ["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
-def session_options(threads: int | None = None):
+def session_options(threads: int | None = None, optimize: bool = True):
     ort = import_onnxruntime()
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    level = ort.GraphOptimizationLevel
+    so.graph_optimization_level = level.ORT_ENABLE_ALL if optimize else level.ORT_DISABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.intra_op_num_threads = threads or default_threads()
     so.inter_op_num_threads = 1
@@ -142,12 +148,12 @@ class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str, input_name: str, score_output: str, precision: str, providers: list,
-                 threads: int | None = None, notes=None, size: int | None = None):
+                 threads: int | None = None, notes=None, size: int | None = None, simulate_qdq: bool = False):
         import numpy as np
 
         import_onnxruntime()
         try:
-            self.session = open_session(path, precision, threads, providers)
+            self.session = open_session(path, precision, threads, providers, simulate_qdq)
         except Exception as e:  # onnxruntime raises its own exception types for bad models
             raise BackendError(f"{path}: onnxruntime cannot load this model ({type(e).__name__}: {e})") from None
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -171,13 +177,14 @@ class OrtBackend(Backend):
     @classmethod
     def from_file(cls, path: str, precision: str = "fp32", threads: int | None = None, gpu: bool = False,
                   device_id: int = 0, input_name: str = INPUT_NAME, score_output: str = SCORE_OUTPUT,
-                  size: int | None = None) -> "OrtBackend":
-        """A backend over a plain ONNX file (no bundle): CPU unless ``gpu``; ``size`` checks the input side."""
+                  size: int | None = None, simulate_qdq: bool = False) -> "OrtBackend":
+        """A backend over a plain ONNX file (no bundle): CPU unless ``gpu``; ``size`` checks the input side;
+        ``simulate_qdq``: see :func:`open_session`."""
         if not os.path.isfile(path):
             raise BackendError(f"{path}: no such ONNX file")
         providers = providers_for(precision, gpu, device_id, os.path.join(os.path.dirname(os.path.abspath(path)),
                                                                           ORT_TRT_CACHE))
-        return cls(path, input_name, score_output, precision, providers, threads, size=size)
+        return cls(path, input_name, score_output, precision, providers, threads, size=size, simulate_qdq=simulate_qdq)
 
     @classmethod
     def open(cls, manifest, precision: str = "fp32", gpu: bool | None = None, threads: int | None = None,

@@ -79,6 +79,41 @@ def test_symlink_inside_the_bundle_is_fine(tmp_path, images):
     assert 0 < Scorer.load(bundle, backend="onnxruntime").score(images[0])["score"] < 1
 
 
+def test_a_files_entry_whose_file_is_missing_is_refused(tmp_path, images):
+    """A manifest that lists a form the bundle does not carry (as the default bundle once listed its TensorRT
+    int8 form) is a broken bundle: refused when loaded, with one line naming the entry."""
+    bundle = make_bundle(tmp_path / "b")
+    edit_manifest(bundle, lambda d: d["files"].update(int8={"onnxruntime": "model.onnx",
+                                                            "tensorrt": "model.int8.qdq.onnx"}))
+    with pytest.raises(BundleError) as e:
+        load_manifest(bundle)
+    assert str(e.value) == (os.path.join(bundle, "manifest.json") + ": files.int8.tensorrt: names "
+                            '"model.int8.qdq.onnx", which is not in the bundle')
+    code, out, err = icrt("info", bundle)
+    assert (code, out, err) == (2, "", [f"icrt: error: {e.value}"])
+
+
+def test_copy_bundle_copies_exactly_what_the_manifest_names(tmp_path):
+    from runtime.staging import copy_bundle
+
+    src = make_bundle(tmp_path / "src")
+    for junk in ("notes.txt", "model.int8.onnx", "timing.trt10.sm87.cache"):
+        (tmp_path / "src" / junk).write_text("not part of the bundle")
+    (tmp_path / "src" / "export-report.json").write_text("{}")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "manifest.json").write_text("{}")  # an old bundle there is replaced as a whole
+    (dst / "old.onnx").write_text("old")
+    copy = copy_bundle(src, str(dst))
+    assert sorted(os.listdir(dst)) == ["export-report.json", "manifest.json", "model.onnx"]
+    assert copy.root == str(dst) and load_manifest(str(dst)).to_dict() == load_manifest(src).to_dict()
+    assert sorted(os.listdir(tmp_path)) == ["dst", "src"]  # no temporary folder left
+    edit_manifest(src, lambda d: d["files"]["fp32"].update(tensorrt="gone.onnx"))
+    with pytest.raises(BundleError, match="gone.onnx"):
+        copy_bundle(src, str(dst))
+    assert sorted(os.listdir(dst)) == ["export-report.json", "manifest.json", "model.onnx"]
+
+
 # --- item 3: manifest values are checked once, at load ----------------------------------------------
 
 

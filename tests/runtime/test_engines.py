@@ -93,6 +93,24 @@ def test_icrt_build_end_to_end(tmp_path, monkeypatch, gpu, capsys, version):
     assert not [n for n in os.listdir(b) if n.startswith(".tmp-")]
 
 
+@pytest.mark.parametrize("version", [V86, V10, V11])
+def test_the_default_bundle_builds_in_every_precision(tmp_path, monkeypatch, gpu, version):
+    """The README's `icrt build` line on the shipped default model: every check of icrt's own passes, each
+    precision is built from the file that TensorRT version needs (only the fake TensorRT stands in)."""
+    from runtime.defaults import PACKAGE_BUNDLE
+    from runtime.staging import copy_bundle
+
+    fake = trt(monkeypatch, version, gpu)
+    b = str(tmp_path / "default")
+    copy_bundle(PACKAGE_BUNDLE, b)
+    assert build(b, "--precision", "fp32,fp16,int8") == 0
+    m = load_manifest(b)
+    assert [e.precision for e in m.engines] == ["fp32", "fp16", "int8"]
+    assert [e.onnx for e in m.engines] == [EXPECTED[version][p][0] for p in ("fp32", "fp16", "int8")]
+    assert [made["onnx"] for made in fake.builds] == [e.onnx for e in m.engines]
+    assert all(os.path.isfile(os.path.join(b, e.file)) for e in m.engines)
+
+
 def test_8_6_needs_the_explicit_batch_flag(monkeypatch, gpu, tmp_path):
     """8.6's create_network(0) is implicit batch, which the ONNX parser refuses (what the old code did), and 8.6
     has no STRONGLY_TYPED flag (the old code's AttributeError)."""

@@ -1,9 +1,19 @@
 """The ``d2s`` kind: D2S (Describe-to-Score), ``train.models.d2s`` trained by ``train.d2s_trainer``."""
 from __future__ import annotations
 
-from ..models.d2s import D2S, D2SConfig
+from ..models.d2s import D2S, STATISTICS, D2SConfig
 from .common import nonnegative_int, positive_float, positive_int, run_options
 from .registry import ModelKind, register_kind
+
+
+def stats_list(text: str) -> tuple:
+    import argparse
+
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in STATISTICS]
+    if bad or not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct names from {','.join(STATISTICS)}")
+    return names
 
 
 def add_arguments(p) -> None:
@@ -14,14 +24,18 @@ def add_arguments(p) -> None:
     m.add_argument("--pretrained", default="imagenet",
                    help="imagenet (a local weights package, else the timm hub) | none | FILE")
     m.add_argument("--pool", choices=["attention", "stats", "means"], default="attention",
-                   help="attention (paper) | stats: mean + std over space of every stage's output from --stats-from "
-                        "on | means: their means only (icrt; means survive int8 better)")
+                   help="attention (paper) | stats: per-channel statistics (--stats) over space of every stage's "
+                        "output from --stats-from on | means: their means only (icrt)")
     m.add_argument("--stats-from", type=int, default=2, help="stats pooling: first backbone stage used (0-based)")
-    m.add_argument("--head", choices=["mlp", "linear"], default="mlp",
-                   help="mlp (paper) | linear (standardised features -> one linear layer)")
-    m.add_argument("--fit", choices=["sgd", "ridge"], default="sgd",
-                   help="sgd: the paper's training | ridge: frozen backbone, linear head in closed form "
-                        "(penalty by 5-fold CV on the training images; --epochs is ignored)")
+    m.add_argument("--stats", type=stats_list, default=("mean", "std"),
+                   help=f"stats pooling: comma-separated, from {','.join(STATISTICS)} (default mean,std)")
+    m.add_argument("--head", choices=["mlp", "linear", "kernel"], default="mlp",
+                   help="mlp (paper) | linear (standardised features -> one linear layer) | kernel (RBF kernel "
+                        "ridge; set by --fit kernel)")
+    m.add_argument("--fit", choices=["sgd", "ridge", "kernel"], default="sgd",
+                   help="sgd: the paper's training | ridge: frozen backbone, linear head in closed form | kernel: "
+                        "frozen backbone, RBF kernel head in closed form (ridge / kernel: penalty and width by "
+                        "5-fold CV on the training images; --epochs is ignored)")
     m.add_argument("--freeze-backbone", action="store_true", help="sgd: train the pooling and head only")
     m.add_argument("--backbone-lr-scale", type=float,
                    help="backbone lr = --lr x this (default: 0.1 with pretrained weights, 1 from scratch)")
@@ -50,7 +64,7 @@ def train_config(args):
         refresh_step=args.refresh_step, fit=args.fit, freeze_backbone=args.freeze_backbone,
         backbone_lr_scale=args.backbone_lr_scale,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size,
-               "cues": args.cues, "pool": args.pool, "stats_from": args.stats_from, "head": args.head},
+               "cues": args.cues, "pool": args.pool, "stats_from": args.stats_from, "stats": args.stats, "head": args.head},
         preprocessing={"resize": args.resize, "max_long_side": args.max_long_side, "stride": args.patch_stride},
     )
 
@@ -68,5 +82,6 @@ register_kind(ModelKind(
     # The head (and its sigmoid) stays fp32; so do the optional low-level cues (--cues): small differences
     # of pixel values (Sobel magnitudes, thresholds, logs) that int8 rounding moved far from fp32 (held-out
     # SRCC vs fp32 0.968 on the Savoias default model).
-    tail=("head", "cues"),
+    # The statistics pooling too: its quantiles are TopK values, which int8 would round.
+    tail=("head", "cues", "stats"),
 ))

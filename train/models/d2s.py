@@ -5,10 +5,12 @@ Inference uses only this module; the projection and text teacher used in trainin
 attends over the spatial tokens, with learned positional embeddings defined at the training feature
 size and resampled (bicubic) to other input sizes. The paper does not specify the pooling further.
 
-icrt extension ``pool="stats"``: the mean and standard deviation over space of the output of every
-backbone stage from ``stats_from`` on, concatenated (:class:`StageStats`). Complexity is a property of
-texture and layout at several scales; on Savoias, a frozen ImageNet EfficientNet-Lite with these
-statistics and a linear head beats its final pooled feature by ~0.08 SRCC (docs/default_model.md).
+icrt extension ``pool="stats"``: per-channel statistics over space (``stats``: mean and standard deviation
+by default; quantiles too) of the output of every backbone stage from ``stats_from`` on, concatenated
+(:class:`StageStats`). Complexity is a property of texture and layout at several scales; on Savoias, a
+frozen ImageNet EfficientNet-Lite with these statistics and a linear head beats its final pooled feature by
+~0.08 SRCC, and an RBF kernel head (``head="kernel"``, :class:`KernelHead`) on mean and quantiles gains
+another ~0.02 (docs/default_model.md).
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ class D2SConfig:
     interpolation: str = "bilinear"  # resize filter the backbone's weights were trained with
     pool: str = "attention"  # attention (paper) | stats: mean + std of several stages | means: their means only (icrt)
     stats_from: int = 2  # stats: first stage (0-based) whose output is pooled
-    head: str = "mlp"  # mlp (paper) | linear (standardised features -> one linear layer)
+    stats: tuple = ("mean", "std")  # stats: what is taken of each channel over space (STATISTICS)
+    head: str = "mlp"  # mlp (paper) | linear (standardised features -> one linear layer) | kernel (KernelHead)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +43,7 @@ class D2SConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "D2SConfig":
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("mean", "std"):
+        for k in ("mean", "std", "stats"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -77,20 +80,65 @@ def mean_std(f: torch.Tensor) -> torch.Tensor:
     return torch.cat([f.mean((2, 3)), f.flatten(2).std(2)], 1)
 
 
+# Per-channel statistics over space StageStats can take; q10 / median / q90 are nearest-rank quantiles.
+QUANTILES = {"q10": 0.1, "median": 0.5, "q90": 0.9}
+STATISTICS = ("mean", "std", *QUANTILES, "max")
+
+
+class StageStats(nn.Module):
+    """Stage outputs -> the chosen statistics of every channel over space, stage by stage, concatenated.
+
+    A module of its own so that export keeps these nodes in fp32 (the kind's ``tail``): quantiles come from
+    TopK, whose values int8 would round. Quantiles at or above the median take the largest values, those below
+    the smallest, so K stays at most about half the positions (TensorRT's TopK takes K <= 3840: stage 2 of an
+    EfficientNet-Lite at 384 px has 2,304 positions). For ("mean", "std") the layout is that of :func:`mean_std`
+    per stage (checkpoints of earlier versions load unchanged).
+    """
+
+    def __init__(self, stats=("mean", "std")):
+        super().__init__()
+        unknown = [s for s in stats if s not in STATISTICS]
+        if unknown or not stats or len(set(stats)) != len(stats):
+            raise ValueError(f"stats {list(stats)}: expected distinct names from {', '.join(STATISTICS)}")
+        self.stats = tuple(stats)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for f in feats:
+            flat = f.flatten(2)
+            n = int(flat.shape[2])  # a constant in the exported graph: the model input side is fixed
+            pos = {q: int(round(p * (n - 1))) for q, p in QUANTILES.items() if q in self.stats}  # rank, ascending
+            upper = [p for p in pos.values() if p >= (n - 1) / 2]
+            lower = [p for p in pos.values() if p < (n - 1) / 2]
+            top = flat.topk(n - min(upper), dim=2).values if upper else None  # descending
+            bottom = flat.topk(max(lower) + 1, dim=2, largest=False).values if lower else None  # ascending
+            for s in self.stats:
+                if s == "mean":
+                    out.append(flat.mean(2))
+                elif s == "std":
+                    out.append(flat.std(2))
+                elif s == "max":
+                    out.append(flat.amax(2))
+                elif pos[s] >= (n - 1) / 2:  # the rank-p value is the (n - 1 - p)-th largest
+                    out.append(top[..., n - 1 - pos[s]])
+                else:
+                    out.append(bottom[..., pos[s]])
+        return torch.cat(out, 1)
+
+
 def stage_stats(backbone: nn.Module, x: torch.Tensor, first: int, std: bool = True) -> torch.Tensor:
     """Mean (and standard deviation) over space of each stage output from ``first`` on, concatenated."""
-    feats = stage_outputs(backbone, x, first)
-    return torch.cat([mean_std(f) if std else f.mean((2, 3)) for f in feats], 1)
+    return StageStats(("mean", "std") if std else ("mean",))(stage_outputs(backbone, x, first))
 
 
-def stage_stats_dim(backbone: nn.Module, first: int, std: bool = True) -> int:
+def stage_stats_dim(backbone: nn.Module, first: int, stats=("mean", "std")) -> int:
     n = len(backbone.blocks) if hasattr(backbone, "blocks") and hasattr(backbone, "conv_stem") else len(backbone.feature_info)
     if not 0 <= first < n:
         raise ValueError(f"stats_from {first} is outside the backbone's {n} stages")
     was_training = backbone.training
     backbone.eval()
     with torch.no_grad():
-        dim = stage_stats(backbone, torch.zeros(1, 3, 64, 64), first, std).shape[1]
+        dim = StageStats(stats)(stage_outputs(backbone, torch.zeros(1, 3, 64, 64), first)).shape[1]
     backbone.train(was_training)
     return dim
 
@@ -105,6 +153,49 @@ class FeatureNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+class KernelHead(nn.Module):
+    """RBF kernel ridge regression on standardised features (``--fit kernel``; fitted by :mod:`train.kernel`):
+    ``out = sum_i alpha_i exp(-gamma |z - c_i|^2) + bias``, the centres ``c_i`` being the standardised training
+    features (stored in fp16: they are most of the head's size, and fp16 moves its scores by ~1e-4).
+
+    The buffers are empty until the trainer sets them; a checkpoint's own sizes are taken when it loads.
+    """
+
+    _sized = ("centres", "centre_sq", "alpha")
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = FeatureNorm(dim)
+        self.register_buffer("centres", torch.zeros(0, dim, dtype=torch.float16))
+        self.register_buffer("centre_sq", torch.zeros(0))
+        self.register_buffer("alpha", torch.zeros(0))
+        self.register_buffer("gamma", torch.zeros(()))
+        self.register_buffer("bias", torch.zeros(()))
+
+    def set(self, mean, std, centres, alpha, gamma: float, bias: float) -> None:
+        """Install a fit (numpy arrays or tensors); ``centres`` are standardised features, stored in fp16."""
+        c = torch.as_tensor(centres).to(torch.float16)
+        self.norm.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.norm.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        self.centres = c
+        self.centre_sq = (c.float() ** 2).sum(1)
+        self.alpha = torch.as_tensor(alpha, dtype=torch.float32).clone()
+        self.gamma.fill_(float(gamma))
+        self.bias.fill_(float(bias))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in self._sized:  # take the checkpoint's number of centres
+            t = state_dict.get(prefix + name)
+            if isinstance(t, torch.Tensor) and t.dim() == getattr(self, name).dim():
+                setattr(self, name, torch.empty_like(t, dtype=getattr(self, name).dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = self.norm(z)
+        d2 = (z * z).sum(1, keepdim=True) - 2 * z @ self.centres.float().t() + self.centre_sq
+        return (torch.exp(-self.gamma * d2.clamp_min(0)) @ self.alpha + self.bias).unsqueeze(1)
 
 
 class LowLevelCues(nn.Module):
@@ -157,13 +248,15 @@ class D2S(nn.Module):
 
         if cfg.pool not in ("attention", "stats", "means"):
             raise ValueError(f"unknown pool {cfg.pool!r} (attention|stats|means)")
-        if cfg.head not in ("mlp", "linear"):
-            raise ValueError(f"unknown head {cfg.head!r} (mlp|linear)")
+        if cfg.head not in ("mlp", "linear", "kernel"):
+            raise ValueError(f"unknown head {cfg.head!r} (mlp|linear|kernel)")
         self.cfg = cfg
         self.backbone = create_backbone(cfg.backbone, cfg.pretrained if load_pretrained else "none")
+        self.stats = None
         if cfg.pool in ("stats", "means"):
             self.pool = None
-            dim = stage_stats_dim(self.backbone, cfg.stats_from, cfg.pool == "stats")
+            self.stats = StageStats(cfg.stats if cfg.pool == "stats" else ("mean",))
+            dim = stage_stats_dim(self.backbone, cfg.stats_from, self.stats.stats)
         else:
             dim = self.backbone.num_features
             reduction = self.backbone.feature_info[-1]["reduction"] if hasattr(self.backbone, "feature_info") else 32
@@ -177,6 +270,8 @@ class D2S(nn.Module):
             dim += LowLevelCues.n_features
         if cfg.head == "linear":
             self.head = nn.Sequential(FeatureNorm(dim), nn.Linear(dim, 1))
+        elif cfg.head == "kernel":
+            self.head = KernelHead(dim)
         else:
             self.head = nn.Sequential(
                 nn.Linear(dim, cfg.head_hidden), nn.ReLU(inplace=True), nn.Dropout(cfg.head_dropout),
@@ -187,7 +282,7 @@ class D2S(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """z_v of Eq. 8: the pooled visual feature (with the low-level cues appended when enabled)."""
         if self.pool is None:
-            z = stage_stats(self.backbone, x, self.cfg.stats_from, self.cfg.pool == "stats")
+            z = self.stats(stage_outputs(self.backbone, x, self.cfg.stats_from))
         else:
             z = self.pool(self.backbone.forward_features(x))
         if self.cues is not None:
@@ -195,6 +290,8 @@ class D2S(nn.Module):
         return z
 
     def score_from_features(self, z: torch.Tensor) -> torch.Tensor:
+        if self.cfg.head == "kernel":  # fitted on the scores themselves (train.kernel), kept in [0, 1]
+            return self.head(z).clamp(0.0, 1.0).squeeze(-1)
         return torch.sigmoid(self.head(z)).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Bundles are built in a temporary sibling folder and renamed into place when complete.
+"""Bundles are built (export) or copied (:func:`copy_bundle`) into a temporary sibling folder and renamed into
+place when complete.
 
 A failed or interrupted export leaves an old bundle as it was; a folder that is not a bundle is never
 replaced.
@@ -10,8 +11,8 @@ import os
 import shutil
 import tempfile
 
-from runtime.errors import UserInputError
-from runtime.manifest import MANIFEST_FILE, TIMING_CACHE
+from .errors import UserInputError
+from .manifest import EXPORT_REPORT, MANIFEST_FILE, TIMING_CACHE, Manifest, load_manifest
 
 
 def bundle_destination(out: str) -> str:
@@ -51,6 +52,29 @@ def install(work: str, final: str) -> None:
         os.rename(backup, final)
         raise
     shutil.rmtree(backup, ignore_errors=True)
+
+
+def copy_bundle(src: str, dst: str) -> Manifest:
+    """Copy the bundle ``src`` into the folder ``dst``: its manifest, export report and exactly the files the
+    manifest names (TensorRT engines included), nothing else; a bundle already at ``dst`` is replaced only when
+    the copy is complete. Returns the copy's manifest."""
+    m = load_manifest(src)
+    names = {MANIFEST_FILE, *(n for p in m.precisions() for n in m.files[p].values()), *(e.file for e in m.engines)}
+    if os.path.isfile(os.path.join(m.root, EXPORT_REPORT)):
+        names.add(EXPORT_REPORT)
+    final = bundle_destination(dst)
+    work = staging_folder(final)
+    try:
+        for name in sorted(names):
+            os.makedirs(os.path.dirname(os.path.join(work, name)) or work, exist_ok=True)
+            shutil.copyfile(m.path(name), os.path.join(work, name))
+        copy = load_manifest(work)
+        install(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    copy.root = final
+    return copy
 
 
 def _umask() -> int:

@@ -1,0 +1,44 @@
+"""The default-model recipe end to end on a tiny labelled set (64 px instead of 384): what it ships and records."""
+import json
+import os
+
+import pytest
+
+from runtime.manifest import load_manifest
+from tests.images import make_images
+
+
+@pytest.mark.slow
+def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_saw(tmp_path, monkeypatch):
+    import runtime.defaults
+    from train.recipes import default_model as recipe
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = make_images(tmp_path / "data", 60, categories=("a", "b", "c"))
+    labels = tmp_path / "data" / "labels.csv"
+    labels.write_text("image,score,category\n" + "".join(f"{r},{s},{c}\n" for r, s, c in rows))
+    installed = tmp_path / "package_bundle"
+    monkeypatch.setattr(runtime.defaults, "PACKAGE_BUNDLE", str(installed))
+    work = tmp_path / "work"
+    assert recipe.main(["--data", str(labels), "--work", str(work), "--image-size", "64", "--install"]) == 0
+
+    dev, held, parity, shipped = recipe.split_samples(str(labels))
+    assert {s.image for s in parity} <= {s.image for s in held} and not {s.image for s in parity} & {s.image for s in shipped}
+    assert len(shipped) + len(parity) == len(rows) and {s.category for s in parity} == {"a", "b", "c"}
+
+    # exactly the files the manifest names, every form, nothing else
+    man = load_manifest(str(installed))
+    names = {n for p in man.precisions() for n in man.files[p].values()}
+    assert sorted(os.listdir(installed)) == sorted(names | {"manifest.json", "export-report.json"})
+    assert man.precisions() == ["fp32", "fp16", "int8"]
+    assert man.files["int8"] == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
+    # parity of the shipped files, measured on the parity images (unseen), the TensorRT form included
+    assert man.model_card.check_data["images"] == len(parity) and man.parity["int8"].n == len(parity)
+    assert man.parity["int8"].label_srcc_drop is not None and "tensorrt" in man.parity["int8"].forms
+    card = man.model_card
+    assert set(card.heldout) >= {"fp32", "fp16", "int8", "int8-tensorrt"} and card.heldout["images"] == len(held)
+    assert set(card.extra["parity_images"]) >= {"fp32", "fp16", "int8", "int8-tensorrt"}
+    assert card.extra["parity_images"]["images"] == len(parity)
+    text = (installed / "manifest.json").read_text() + (installed / "export-report.json").read_text()
+    assert str(tmp_path) not in text and os.getcwd() not in text  # no path of this machine
+    assert json.loads((work / "bundle" / "manifest.json").read_text()) == json.loads((installed / "manifest.json").read_text())
