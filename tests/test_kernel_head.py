@@ -105,3 +105,17 @@ def test_kernel_training_exports_and_scores_like_pytorch(labels_csv, tmp_path):
         requantized = [n.name for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] in tail_outputs]
         assert not requantized, (name, requantized)  # the statistics and the head compute in float
         assert any(n.name.startswith("/stats/") and n.op_type == "TopK" for n in g.node)
+    # the onnxruntime form: 7-bit weights where onnxruntime's AVX2 GEMM kernels add u8 x s8 pairs in 16 bits,
+    # 8-bit depthwise weights (their kernels widen first); the TensorRT form: 8 bits throughout
+    from export.int8 import depthwise_weights
+
+    m = onnx.load(str(bundle / "model.int8.onnx"))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    dw = set(depthwise_weights(onnx.load(str(bundle / "model.onnx"))))
+    q = {n.input[0]: inits[n.input[0]] for n in m.graph.node if n.op_type == "DequantizeLinear"
+         and n.input[0] in inits and inits[n.input[0]].dtype == np.int8 and inits[n.input[0]].ndim == 4}
+    depthwise = [w for name, w in q.items() if name.replace("_quantized", "") in dw]
+    dense = [w for name, w in q.items() if name.replace("_quantized", "") not in dw]
+    assert len(depthwise) == len(dw) > 0 and dense
+    assert max(int(np.abs(w.astype(int)).max()) for w in depthwise) == 127
+    assert max(int(np.abs(w.astype(int)).max()) for w in dense) <= 64
