@@ -277,7 +277,9 @@ def write_card(bundle, chosen, selection, heldout, on_parity, train_minutes, min
         "licence": "Apache-2.0 (backbone weights and training data are Apache-2.0)",
         "recipe": f"python -m train.recipes.default_model --data PATH/savoias/labels.csv {'--select ' if args.select else ''}"
                   f"--install  (candidate {chosen}: {' '.join(COMMON + CANDIDATES[chosen])}); training "
-                  f"{train_minutes:.0f} min, the whole recipe {minutes:.0f} min, on a 2-core CPU",
+                  f"{train_minutes:.0f} min, " + (f"the whole recipe {minutes:.0f} min" if not args.reuse_final else
+                                                  "the fits reused from an earlier run (--reuse-final)") +
+                  ", on a 2-core CPU",
         "selection": selection or "not re-run (see docs/default_model.md)",
         "heldout": {"images": counts["heldout"],
                     "split": "seeded (42) category-stratified 20% of the project's Savoias copy",
