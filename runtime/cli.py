@@ -3,7 +3,8 @@
 It only parses arguments and runs one command of :mod:`runtime.commands` through ``runtime.errors.run_command``,
 the one place that turns an ``IcrtError`` into an ``icrt: error: ...`` line and its exit code (any other
 exception is a bug and keeps its traceback). Start-up imports only argparse and the light registries; numpy,
-Pillow and onnxruntime load when a command needs them, tqdm / matplotlib only when a bar or a plot is drawn.
+Pillow and onnxruntime load when a command needs them, tqdm only when a bar is drawn, matplotlib only for
+``icrt bench``'s plot.
 """
 from __future__ import annotations
 

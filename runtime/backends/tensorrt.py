@@ -38,8 +38,10 @@ def _import_tensorrt():
     try:
         import tensorrt
     except ImportError as e:
-        raise BackendError(f"TensorRT is not installed ({e}); install it (pip install 'icrt[trt]' on a machine "
-                           "with an NVIDIA GPU; JetPack ships it on Jetson) or use --backend onnxruntime") from None
+        from ..install import pip_line
+
+        raise BackendError(f"TensorRT is not installed ({e}); install it ({pip_line('trt')} on a machine with an "
+                           "NVIDIA GPU; JetPack ships it on Jetson) or use --backend onnxruntime") from None
     except OSError as e:  # the package is there but its libraries (libnvinfer) do not load
         raise BackendError(f"TensorRT could not be loaded ({one_line(e)}); check the TensorRT / CUDA install "
                            "or use --backend onnxruntime") from None

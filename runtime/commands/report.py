@@ -2,7 +2,7 @@
 
     icrt report DIR_OR_FILE [-o report.html] [--thumbs N] [--title TEXT] [--images-root DIR]
 
-DIR_OR_FILE: a folder written by ``icrt batch --out`` (its Parquet parts; pyarrow, from ``icrt[scale]``), one
+DIR_OR_FILE: a folder written by ``icrt batch --out`` (its Parquet parts; pyarrow, from the ``[scale]`` extra), one
 Parquet part, or the JSON / JSONL / CSV of ``icrt score -o``. See ``runtime.report`` and docs/report.md.
 """
 from __future__ import annotations

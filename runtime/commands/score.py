@@ -49,11 +49,6 @@ def _destination_problem(args) -> str | None:
         return f"cannot write -o {printable(args.output)}: {p}"
     if args.heatmap and (p := folder_problem(args.heatmap)):
         return f"cannot write heatmaps into --heatmap {printable(args.heatmap)}: {p}"
-    if args.heatmap and not getattr(args, "url", None):  # with --url, --heatmap is refused for its own reason
-        from ..bench import has_matplotlib
-
-        if not has_matplotlib():
-            return "--heatmap needs matplotlib, which the slim runtime leaves out: pip install 'icrt[plots]'"
     return None
 
 

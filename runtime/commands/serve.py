@@ -1,12 +1,12 @@
 """``icrt serve``: a bundle served over HTTP and gRPC by NVIDIA Triton through PyTriton (``runtime.serving.server``;
-``pip install 'icrt[serve]'``, docs/serving.md)."""
+the ``[serve]`` extra, docs/serving.md)."""
 from __future__ import annotations
 
 from . import options
 
 
 def add_command(subparsers):
-    p = subparsers.add_parser("serve", help="serve a bundle over HTTP/gRPC with NVIDIA Triton (PyTriton; icrt[serve])",
+    p = subparsers.add_parser("serve", help="serve a bundle over HTTP/gRPC with NVIDIA Triton (PyTriton; the [serve] extra)",
                               description="Serve a bundle as the Triton model 'icrt' (input image: encoded image files, "
                                           "BYTES; outputs score, error, patches, width, height), with Triton's dynamic "
                                           "batching, health endpoints and Prometheus metrics. Stops on Ctrl+C or "

@@ -1,5 +1,5 @@
 """A bundle served over HTTP and gRPC (KServe v2) by a real NVIDIA Triton Inference Server, through NVIDIA PyTriton
-(``pip install 'icrt[serve]'``; docs/serving.md): :func:`serve`, behind ``icrt serve``.
+(the ``[serve]`` extra; docs/serving.md): :func:`serve`, behind ``icrt serve``.
 
 PyTriton starts the ``tritonserver`` binary its wheel ships and binds a Python function as model ``icrt``: Triton
 takes the requests, batches them dynamically (``--max-batch``, ``--max-queue-delay-us``) and hands each batch to
@@ -33,7 +33,6 @@ from .limits import DEFAULT_MODEL_NAME, check
 
 log = logging.getLogger("icrt")
 
-INSTALL_HINT = "pip install 'icrt[serve]'"
 EXIT_TIMEOUT_S = 5  # how long Triton waits for requests in flight when it is stopped
 READY_TIMEOUT_S = 60  # after the server is up, how long the model may take to load
 
@@ -124,12 +123,14 @@ def infer_function(scorer):
 def _import_pytriton():
     import importlib
 
+    from ..install import extra_hint
+
     try:
         for name in ("pytriton.triton", "pytriton.model_config"):
             importlib.import_module(name)
     except ImportError as e:
         raise UnavailableError(f"icrt serve needs NVIDIA PyTriton, which is not installed here ({e}); "
-                               f"{INSTALL_HINT}") from None
+                               f"{extra_hint('serve')}") from None
 
 
 def _port_problem(host: str, port: int) -> str | None:

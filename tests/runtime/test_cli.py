@@ -10,7 +10,7 @@ import pytest
 
 from runtime.cli import main
 from tests.images import textured
-from tests.runtime.fixtures import broken_inputs, needs_matplotlib, needs_tqdm
+from tests.runtime.fixtures import broken_inputs
 from tests.runtime.fixtures import run_cli as run
 
 
@@ -126,7 +126,6 @@ def test_output_file_is_atomic_and_old_file_survives_a_failed_write(capsys, squa
     assert out_file.read_text().startswith("image,score,")
 
 
-@needs_matplotlib
 def test_heatmap_option(capsys, patches_bundle, folder, tmp_path):
     patches = patches_bundle
     code, out, _ = run(capsys, "score", folder, "-m", patches, "--heatmap", tmp_path / "hm", "--format", "json")
@@ -135,7 +134,6 @@ def test_heatmap_option(capsys, patches_bundle, folder, tmp_path):
     assert all(r["heatmap"].endswith(".heatmap.png") and r["patches"] > 1 for r in recs)
 
 
-@needs_tqdm
 def test_progress_bar_on_stderr_for_many_files(capsys, square_bundle, tmp_path, monkeypatch):
     for i in range(12):
         textured(40, 40, seed=i).save(tmp_path / f"p{i:02d}.png")
