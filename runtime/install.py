@@ -48,14 +48,16 @@ def source() -> str | None:
     return _clone() or _installed_from()
 
 
-def pip_line(extra: str) -> str:
-    """A ``pip install`` line that installs ``extra`` for this copy of icrt (``extra`` may be ``serve,scale``)."""
-    where = source()
-    if where:
-        return f"pip install {shlex.quote(f'{where}[{extra}]')}"
+def pip_line(extra: str = "") -> str:
+    """A ``pip install`` line that installs ``extra`` for this copy of icrt (``extra`` may be ``serve,scale``; empty:
+    icrt and its dependencies only)."""
     from . import __version__
 
-    return (f'pip install ".[{extra}]" in an icrt clone, or pip install "icrt-{__version__}-py3-none-any.whl[{extra}]" '
+    tail = f"[{extra}]" if extra else ""
+    where = source()
+    if where:
+        return f"pip install {shlex.quote(where + tail)}"
+    return (f'pip install ".{tail}" in an icrt clone, or pip install "icrt-{__version__}-py3-none-any.whl{tail}" '
             "(the wheel built from a clone; docs/install.md)")
 
 

@@ -308,6 +308,7 @@ class TensorRTBackend(Backend):
         self.file = manifest.path(entry.file, "engines.file")  # BundleError unless inside the bundle
         if not os.path.isfile(self.file):
             raise BackendError(f"{self.file}: engine file named in the manifest is missing")
+        manifest.check_file(entry.file)  # BundleError when it is not the file the manifest recorded
         try:
             self._load(manifest, entry, trt, cuda)
         except BaseException:

@@ -463,6 +463,7 @@ def build_bundle(bundle: str, precisions=None, max_batch: int = DEFAULT_MAX_BATC
     m.validate()  # before anything is written
     created = write_build(build)
     try:
+        m.record_checksums([e.file for e in new])  # the new engines only: the rest keep the sums they were given
         m.save()
     except BaseException:
         for p in created:
