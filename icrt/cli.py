@@ -36,7 +36,11 @@ def run_torch_command(name: str, argv: list[str]) -> int:
     """``icrt train`` / ``icrt export``: the command's own ``main`` with ``argv``; one line without torch."""
     from runtime.errors import UnavailableError, run_command
 
-    if importlib.util.find_spec("torch") is None:
+    try:
+        missing = importlib.util.find_spec("torch") is None
+    except (ImportError, ValueError):  # a broken or blocked torch
+        missing = True
+    if missing:
         from runtime.install import extra_hint
 
         def refuse():

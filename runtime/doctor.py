@@ -4,10 +4,7 @@ Everything is read without loading a model: package versions from their metadata
 providers, the CPU's int8 features (``runtime.cpu``), the GPU (NVML, ``runtime.bench.gpu_names``) and a Jetson's
 power mode (``runtime.bench.jetson_info``). Each fact that limits what icrt can do comes with a ``problem`` line.
 
-Two checks are used elsewhere too: :func:`onnxruntime_shadowed` (both ``onnxruntime`` and ``onnxruntime-gpu``
-installed: they share the ``onnxruntime`` module, and the CPU build installed last wins, so a GPU machine silently
-scores on its CPU) and :func:`serve_problem` (numpy 2 beside PyTriton < 0.8, whose Python-backend stub then fails
-every request).
+The checks of installed packages that other commands make too are ``runtime.packages``'.
 """
 from __future__ import annotations
 
@@ -15,6 +12,8 @@ import importlib.util
 import os
 import platform
 import sys
+
+from .packages import onnxruntime_shadowed, serve_problem, version
 
 # (distribution, what icrt uses it for), in the order shown
 PACKAGES = (
@@ -32,50 +31,6 @@ INT8_SPEED = {  # the CPU feature that decides onnxruntime's int8 speed, best fi
     "amx_int8": "AMX: int8 fastest", "avx512_vnni": "AVX-512 VNNI: int8 fast", "avx_vnni": "AVX-VNNI: int8 fast",
     "arm_i8mm": "Arm i8mm: int8 fast", "arm_dotprod": "Arm dot product: int8 fast",
 }
-PYTRITON_NUMPY2 = (0, 8)  # the first PyTriton whose Python-backend stub works with numpy 2
-
-
-def version(dist: str) -> str | None:
-    """The installed version of the distribution ``dist`` (None: not installed); reads metadata, imports nothing."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _release(text: str | None) -> tuple[int, ...]:
-    parts = []
-    for p in (text or "0").split("+")[0].split("."):
-        digits = "".join(c for c in p if c.isdigit()) if p[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts) or (0,)
-
-
-def onnxruntime_shadowed() -> str | None:
-    """Why a GPU may silently go unused: both onnxruntime builds installed (None: only one, or none)."""
-    if version("onnxruntime") and version("onnxruntime-gpu"):
-        return ("both onnxruntime and onnxruntime-gpu are installed: they share one 'onnxruntime' module and the one "
-                "installed last wins, so the CPU build can hide the GPU providers; keep one: pip uninstall -y "
-                "onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
-    return None
-
-
-def serve_problem(numpy_version: str | None = None, pytriton_version: str | None = None) -> str | None:
-    """Why ``icrt serve`` cannot work in this environment (None: nothing known against it)."""
-    numpy_version = numpy_version or version("numpy")
-    pytriton_version = pytriton_version or version("nvidia-pytriton")
-    if pytriton_version and _release(numpy_version)[0] >= 2 and _release(pytriton_version) < PYTRITON_NUMPY2:
-        want = ".".join(map(str, PYTRITON_NUMPY2))
-        return (f"numpy {numpy_version} is installed beside PyTriton {pytriton_version}, whose Python-backend stub "
-                f"needs numpy < 2 (every request would fail with HTTP 500); pip install 'numpy<2' (or PyTriton >= "
-                f"{want})")
-    return None
-
-
 def _providers() -> tuple[list[str], str | None]:
     try:
         from .backends.onnxruntime import import_onnxruntime

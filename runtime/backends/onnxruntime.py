@@ -202,7 +202,7 @@ class OrtBackend(Backend):
         notes = list(notes or [])
         avail = gpu_providers()
         if not avail:
-            from ..doctor import onnxruntime_shadowed
+            from ..packages import onnxruntime_shadowed
 
             shadow = onnxruntime_shadowed()  # onnxruntime-gpu is installed, but the CPU build's module is the one here
             if gpu:

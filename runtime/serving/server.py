@@ -183,6 +183,11 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     check_ports(host, http_port, grpc_port, metrics_port)
     check(name, max_batch, instances, max_queue_delay_us)
     _import_pytriton()
+    from ..packages import serve_problem
+
+    problem = serve_problem()
+    if problem:  # the server would start and report ready, then fail every request
+        raise UnavailableError(f"icrt serve cannot work in this environment: {problem}")
     import numpy as np
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
@@ -238,6 +243,10 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
                 if not ready:
                     raise UnavailableError(f"Triton started, but the model {name!r} did not load "
                                            f"({reason or 'no reason given'}); see {where_log}")
+                problem = self_test(http, name)
+                if problem:  # e.g. the Python-backend stub died: Triton says ready, every request fails
+                    raise UnavailableError(f"Triton loaded the model {name!r}, but a test request failed ({problem}); "
+                                           f"see {where_log}")
                 host = _client_host(host)
                 from ..formats import printable
                 print(f"icrt serve: model {name!r} ready ({printable(str(info['name']))}, {info['backend']} "
@@ -258,6 +267,34 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+
+
+def self_test(http: str, name: str) -> str | None:
+    """Send one small image to the model ``name`` at ``http`` (host:port) as a client would; why it failed (one line),
+    or None when a score came back. Triton reports a model ready before its Python-backend stub has run a request."""
+    import io
+
+    import numpy as np
+    import tritonclient.http as client
+    from PIL import Image
+
+    from ..records import IMAGE_INPUT, SCORE
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 140, 160)).save(buf, "PNG")
+    rows = np.empty((1, 1), dtype=object)
+    rows[0, 0] = buf.getvalue()
+    try:
+        with contextlib.closing(client.InferenceServerClient(http, connection_timeout=10, network_timeout=120)) as c:
+            image = client.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
+            image.set_data_from_numpy(rows, binary_data=True)
+            result = c.infer(name, [image], outputs=[client.InferRequestedOutput(SCORE, binary_data=True)])
+            score = result.as_numpy(SCORE)
+    except Exception as e:  # tritonclient's errors (InferenceServerException: HTTP 500 from a dead stub, ...)
+        return _first_line(e)
+    if score is None or score.size != 1 or not np.isfinite(score).all():
+        return "the response has no score"
+    return None
 
 
 def _first_line(e: Exception) -> str:
