@@ -341,5 +341,6 @@ def export_checkpoint(checkpoint: str, out: str, options: ExportOptions | None =
     except TypeError as e:  # an option export does not have
         raise ExportError(f"export_checkpoint: {e}") from None
     check(o)  # before the (slow) checkpoint load
+    read_card(o.card)
     source, model = load_source(checkpoint)
     return export_model(model, source, out, o)

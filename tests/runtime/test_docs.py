@@ -174,8 +174,9 @@ def test_ci_marked_lines_are_in_ci_as_written(block):
 
 def work_folder(path: str) -> dict:
     """The names the docs use, in ``path``: examples/ (the real ones), photo.jpg, photos/ (with a sub-folder),
-    shots/ (JPEGs and a PNG), bundles/d2s and bundles/cmssa (tiny bundles: square and patches), all.txt and list.txt (image lists), Savoias-Dataset/ (the published layout,
-    tiny); and a bin/ with ``icrt``, ``python`` and ``python3`` of this checkout. The environment to run in."""
+    shots/ (JPEGs and a PNG), bundles/d2s and bundles/cmssa (tiny bundles: square and patches), all.txt and
+    list.txt (image lists), Savoias-Dataset/ (the published layout, tiny); and a bin/ with ``icrt``, ``python`` and
+    ``python3`` of this checkout. The environment to run in."""
     from tests.images import textured
 
     os.makedirs(path, exist_ok=True)
