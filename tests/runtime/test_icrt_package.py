@@ -123,3 +123,22 @@ def test_every_option_of_every_command_has_help_and_every_command_an_example():
         for a in p._actions:
             if a.help != argparse.SUPPRESS and not isinstance(a, argparse._HelpAction):
                 assert a.help, f"icrt {name} {'/'.join(a.option_strings) or a.dest} has no help text"
+
+
+def test_scoring_says_again_when_the_cpu_build_hides_an_installed_onnxruntime_gpu(square_bundle, capsys, monkeypatch):
+    import runtime.backends.onnxruntime as ort
+    import runtime.packages as packages
+    from runtime.errors import setup_logging
+    from runtime.manifest import load_manifest
+
+    real = packages.version
+    monkeypatch.setattr(packages, "version", lambda d: "1.20.0" if d == "onnxruntime-gpu" else real(d))
+    monkeypatch.setattr(ort, "gpu_providers", lambda: [])
+    monkeypatch.setattr(ort, "_told", set())
+    setup_logging()
+    backend = ort.OrtBackend.open(load_manifest(square_bundle), "fp32")
+    assert backend.device == "cpu"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scoring on the CPU: both onnxruntime and onnxruntime-gpu are installed" in err
+    with pytest.raises(runtime.BackendError, match="onnxruntime has no GPU providers here \\(both onnxruntime and"):
+        ort.OrtBackend.open(load_manifest(square_bundle), "fp32", gpu=True)
