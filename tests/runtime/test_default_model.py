@@ -22,7 +22,7 @@ def no_env_override(monkeypatch):
 
 def test_default_bundle_ships_every_form_within_45_mb():
     """fp32, fp16 and both int8 forms (onnxruntime CPU, TensorRT Q/DQ): what `icrt build` needs for every
-    precision; 41 MB today (a kernel head's fp16 centres are 4.3 MB of each file)."""
+    precision; 36 MB today (a kernel head's fp16 centres are 3 MB of each file)."""
     bundle = defaults.default_bundle()
     assert bundle == defaults.PACKAGE_BUNDLE
     m = load_manifest(bundle)
@@ -79,3 +79,21 @@ def test_cli_without_model_uses_the_default(tmp_path):
     assert [os.path.basename(x["image"]) for x in recs] == [os.path.basename(SIMPLE), os.path.basename(COMPLEX)]
     info = subprocess.run([sys.executable, "-m", "runtime.cli", "info"], capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "Savoias" in info.stdout and "Apache" in info.stdout
+
+
+def test_readme_score_table_is_what_icrt_score_prints():
+    """The README's quick-start output (`$ icrt score examples/*.jpg`) is the default model's: same rows, scores
+    within 0.01 (CPUs differ a little in the last digits: int8 kernels, fp32 summation order)."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    block = text.split("$ icrt score examples/*.jpg\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    examples = sorted(os.path.join("examples", n) for n in os.listdir(EXAMPLES) if n.endswith(".jpg"))
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", *examples], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != defaults.ENV_VAR})
+    assert r.returncode == 0, r.stderr
+    printed = r.stdout.strip().splitlines()
+    assert printed[0].split() == block[0].split() and len(printed) == len(block)
+    for got, doc in zip(printed[1:], block[1:]):
+        g, d = got.split(), doc.split()
+        assert g[0] == d[0] and g[2:] == d[2:], (got, doc)
+        assert abs(float(g[1]) - float(d[1])) <= 0.01, (got, doc)

