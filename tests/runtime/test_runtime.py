@@ -166,12 +166,18 @@ def test_missing_precision_and_unknown_backend_are_clear(square_bundle):
     with pytest.raises(BackendError, match="no fp16 model in this bundle"):
         Scorer.load(square_bundle, backend="onnxruntime", precision="fp16")
     with pytest.raises(BackendError, match="unknown backend"):
-        Scorer.load(square_bundle, backend="openvino")
+        Scorer.load(square_bundle, backend="nosuch")
 
 
-def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle):
+def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle, monkeypatch):
+    import dataclasses
+
+    import runtime.backends as backends
     from runtime import Scorer
 
+    specs = dict(backends.registry())  # as without the [openvino] extra (with it, OpenVINO comes first)
+    specs["openvino"] = dataclasses.replace(specs["openvino"], available=lambda: False)
+    monkeypatch.setattr(backends, "_REGISTRY", specs)
     s = Scorer.load(square_bundle, backend="auto")
     assert s.backend.name == "onnxruntime" and s.backend.device == "cpu"
     assert any(n.startswith("tensorrt:") for n in s.backend.notes)
@@ -338,7 +344,8 @@ def test_onnxruntime_writes_no_telemetry_files(square_bundle, images, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", images[0], "-m", square_bundle], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", images[0], "-m", square_bundle, "--backend",
+                        "onnxruntime"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300, env={**env, "HOME": str(home), "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr
     assert list(home.rglob("*")) == [] and "telemetry" not in r.stderr.lower()
