@@ -13,14 +13,14 @@ from train.models.d2s import D2S, D2SConfig, KernelHead, StageStats
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_stage_stats_quantiles_are_nearest_rank_quantiles_per_channel():
+def test_stage_stats_are_per_channel_statistics_with_nearest_rank_quantiles():
     torch.manual_seed(0)
     f = torch.randn(2, 3, 1, 101)  # 101 positions: the quantiles fall on exact ranks (no interpolation)
-    out = StageStats(("mean", "q10", "median", "q90", "max", "std"))([f])
+    out = StageStats(("mean", "q10", "median", "q90", "max", "std", "relu"))([f])
     flat = f.flatten(2)
     want = torch.cat([flat.mean(2), *torch.quantile(flat, torch.tensor([0.1, 0.5, 0.9]), dim=2), flat.amax(2),
-                      flat.std(2)], 1)
-    assert out.shape == (2, 18)
+                      flat.std(2), flat.clamp_min(0).mean(2)], 1)
+    assert out.shape == (2, 21)
     assert torch.allclose(out, want, atol=1e-6)
 
 

@@ -80,9 +80,11 @@ def mean_std(f: torch.Tensor) -> torch.Tensor:
     return torch.cat([f.mean((2, 3)), f.flatten(2).std(2)], 1)
 
 
-# Per-channel statistics over space StageStats can take; q10 / median / q90 are nearest-rank quantiles.
+# Per-channel statistics over space StageStats can take; q10 / median / q90 are nearest-rank quantiles, relu the
+# mean of max(x, 0) (with the mean: the mean of each side of zero; as informative as the quantiles in
+# cross-validation on Savoias at a fraction of their cost: onnxruntime's CPU TopK took 6 ms an image).
 QUANTILES = {"q10": 0.1, "median": 0.5, "q90": 0.9}
-STATISTICS = ("mean", "std", *QUANTILES, "max")
+STATISTICS = ("mean", "std", "relu", *QUANTILES, "max")
 
 
 class StageStats(nn.Module):
@@ -119,6 +121,8 @@ class StageStats(nn.Module):
                     out.append(flat.std(2))
                 elif s == "max":
                     out.append(flat.amax(2))
+                elif s == "relu":
+                    out.append(flat.clamp_min(0).mean(2))
                 elif pos[s] >= (n - 1) / 2:  # the rank-p value is the (n - 1 - p)-th largest
                     out.append(top[..., n - 1 - pos[s]])
                 else:
