@@ -2,7 +2,7 @@
 
 ModelOpt places Q/DQ by TensorRT's rules (and handles vision transformers' attention well), but it pulls in
 onnxruntime-gpu and cupy, and its output (fp16 + Q/DQ) is for TensorRT only: on onnxruntime CPU it ran
-slower than fp32 (a probe on an early D2S export). So it is an extra (``pip install 'icrt[modelopt]'``), used only for
+slower than fp32 (a probe on an early D2S export). So it is an extra (``[modelopt]``), used only for
 ``model.int8.qdq.onnx`` when asked for (``--int8-tool modelopt``). Not installed in this project's test
 environment: this path has not been run here.
 """
@@ -33,7 +33,9 @@ def quantize_tensorrt_form(src: str, dst: str, calib_inputs: np.ndarray, mo_meth
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError:
-        raise ModelOptMissing("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'") from None
+        from runtime.install import extra_hint
+
+        raise ModelOptMissing(f"--int8-tool modelopt needs NVIDIA ModelOpt; {extra_hint('modelopt')}") from None
     quantize(src, quantize_mode="int8", calibration_data={input_name: calib_inputs}, calibration_method=mo_method,
              calibration_eps=["cpu"], nodes_to_exclude=list(exclude_nodes) or None, output_path=dst)
     return {"form": "tensorrt", "tool": "modelopt.onnx.quantization.quantize", "method": mo_method,

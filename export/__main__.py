@@ -6,10 +6,10 @@ import os
 import sys
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
     from .options import add_arguments
 
-    p = argparse.ArgumentParser(prog="python -m export",
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Turn a training checkpoint into a deployable model bundle.")
     p.add_argument("--checkpoint", required=True, help="DIR/checkpoint.pt written by python -m train")
     p.add_argument("--out", required=True,
@@ -34,10 +34,11 @@ def export(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m export") -> int:
+    """``prog``: the command's name in messages (``icrt export`` runs this too)."""
     from runtime.errors import run_command, setup_logging
 
-    p = parser()
+    p = parser(prog)
     args = p.parse_args(argv)
     setup_logging()
     return run_command(p.prog, export, args)

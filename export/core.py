@@ -89,6 +89,32 @@ def _model_name(src: dict) -> str:
     return f"{src['kind']}-{cfg['backbone']}" if isinstance(cfg, dict) and cfg.get("backbone") else src["kind"]
 
 
+CARD_MAX_BYTES = 1 << 20
+
+
+def read_card(path: str | None) -> dict:
+    """The ``--card`` file: a JSON object of text a person reads (summary, training_data, licence, limits, ...);
+    ExportError naming the file when it is not one."""
+    if not path:
+        return {}
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(CARD_MAX_BYTES + 1)
+        if len(data) > CARD_MAX_BYTES:
+            raise ExportError(f"--card {path}: larger than {CARD_MAX_BYTES >> 20} MB; a model card is text")
+        card = json.loads(data.decode("utf-8"))
+    except OSError as e:
+        raise ExportError(f"--card {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:
+        raise ExportError(f"--card {path}: not a JSON object ({' '.join(str(e).split())[:120]})") from None
+    if not isinstance(card, dict) or not card:
+        raise ExportError(f"--card {path}: must be a JSON object of card fields (summary, training_data, licence, "
+                          "limits, ...)")
+    return card
+
+
 # --- stages ---------------------------------------------------------------------------------------------------------
 
 
@@ -230,7 +256,7 @@ def stage_write(source: dict, prep: Preprocessing, folded: Folded, images: Check
     check_info = {"source": checks.source, "images": checks.n_images, "inputs": int(len(fp32.onnx.inputs))}
     calibration = next((r.calibration for r in results.values() if r.calibration), None) or {}
     manifest = Manifest(
-        kind=source["kind"], name=_model_name(source), preprocessing=prep, input_name=INPUT_NAME,
+        kind=source["kind"], name=o.name or _model_name(source), preprocessing=prep, input_name=INPUT_NAME,
         score_output=SCORE_OUTPUT, level_output=LEVELS_OUTPUT if LEVELS_OUTPUT in fp32.outputs else None,
         score=ScoreSpec.from_dict(source.get("score") or DEFAULT_SCORE), files=files, engines=list(engines),
         opset=fp32.opset, versions=library_versions([("tensorrt", "tensorrt")] if o.trt else ()),
@@ -240,6 +266,11 @@ def stage_write(source: dict, prep: Preprocessing, folded: Folded, images: Check
                              val_metrics=source.get("val_metrics"), epoch=source.get("epoch"), parameters=folded.params,
                              checkpoint=_checkpoint_name(source)),
     )
+    manifest.model_card.update(read_card(o.card))
+    if o.version:
+        manifest.version = o.version
+    manifest.root = folder
+    manifest.record_checksums()
     manifest.save(folder)
     labels = checks.labels
     report = {"checkpoint": _checkpoint_name(source), "kind": source["kind"], "parameters": folded.params,
@@ -267,6 +298,7 @@ def export_model(model, source: dict, out: str, options: ExportOptions | None = 
     o = options or ExportOptions()
     t0 = time.time()
     check(o)
+    read_card(o.card)  # a bad card stops the export before anything slow
     final = bundle_destination(out)
     prep = Preprocessing.from_dict(source["preprocessing"])
     stages = Stages()
@@ -309,5 +341,6 @@ def export_checkpoint(checkpoint: str, out: str, options: ExportOptions | None =
     except TypeError as e:  # an option export does not have
         raise ExportError(f"export_checkpoint: {e}") from None
     check(o)  # before the (slow) checkpoint load
+    read_card(o.card)
     source, model = load_source(checkpoint)
     return export_model(model, source, out, o)

@@ -58,11 +58,16 @@ def convert_fp16(src: str, dst: str, tail_scopes=None, kind: str | None = None) 
     model = onnx.load(src)
     tail = tail_nodes(model, tail_scopes, kind)
     m16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP32_OPS, node_block_list=tail)
-    # the converter appends the Cast nodes it inserts for fp32 initializers after their consumers; an unsorted
+    # the converter wraps every blocked node in Casts (fp32 -> fp16 -> fp32 between two tail nodes), which would
+    # round the tail's intermediates to fp16 (a kernel head's squared distances overflow it: inf - inf = NaN);
+    # merge each Cast -> Cast pair and drop the identity Casts left, so the tail runs in fp32 end to end.
+    # The converter appends the Cast nodes it inserts for fp32 initializers after their consumers; an unsorted
     # graph is invalid ONNX (onnx.checker refuses it, other runtimes may too), so sort it and check it
-    sorted_model = OnnxModel(m16)
-    sorted_model.topological_sort()
-    m16 = sorted_model.model
+    tidy = OnnxModel(m16)
+    tidy.remove_cascaded_cast_nodes()
+    tidy.remove_useless_cast_nodes()
+    tidy.topological_sort()
+    m16 = tidy.model
     onnx.checker.check_model(m16, full_check=True)
     onnx.save(m16, dst)
     kept = sorted({n.op_type for n in model.graph.node if n.op_type in FP32_OPS})

@@ -159,7 +159,9 @@ def check(o) -> None:
         from calibration import modelopt
 
         if not modelopt.available():
-            raise ExportError("--int8-tool modelopt needs NVIDIA ModelOpt: pip install 'icrt[modelopt]'")
+            from runtime.install import extra_hint
+
+            raise ExportError(f"--int8-tool modelopt needs NVIDIA ModelOpt; {extra_hint('modelopt')}")
 
 
 def build(inp):

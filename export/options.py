@@ -13,6 +13,13 @@ FP32_TOLERANCE = 1e-4  # max |score difference| per model input, onnxruntime fp3
 EXPORTERS = ("torchscript", "dynamo")
 
 COMMON = (
+    Option("name", None, help="the model's name in the bundle (default: KIND-BACKBONE, e.g. d2s-resnet18)",
+           metavar="NAME"),
+    Option("version", None, help="the model's version, recorded in the bundle and shown by icrt info",
+           metavar="VERSION"),
+    Option("card", None, help="a JSON model card: what the model is (summary), what it was trained on "
+           "(training_data), licence, limits, score_meaning, ... (docs/bundle.md); icrt info shows it first",
+           metavar="FILE"),
     Option("check_data", help="images to check parity on (default: the calibration images, else generated ones)",
            metavar="PATH"),
     Option("check_split", "all", choices=SPLITS, help="part of a labelled --check-data to use"),

@@ -234,7 +234,7 @@ def write_report(report: dict, folder: str) -> None:
         plot(report, os.path.join(folder, "latency.png"))
     else:
         logging.getLogger("runtime.bench").warning("latency.png not drawn: it needs matplotlib "
-                                                   "(pip install 'icrt[plots]'); report.md and report.json are written")
+                                                   "(the [plots] extra); report.md and report.json are written")
 
 
 def _jetson_line(j: dict) -> str:

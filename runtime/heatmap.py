@@ -1,8 +1,13 @@
-"""Per-patch scores drawn over the image, with a colour bar as the legend (matplotlib, imported lazily).
+"""Per-patch scores drawn over the image, with a colour bar as the legend (Pillow only: the slim runtime draws them).
 
 Overlapping patches are averaged per pixel, so the map shows where in the image the model found the
 complexity. A square-policy model has one input per image; its map shows the scores of overlapping local
-windows instead (``Scorer.local_windows``), while the image score stays the model's.
+windows instead (``Scorer.local_windows``), while the image score stays the model's: a window is scored as if it
+were a whole image, so its colours span the windows' own range and the legend says that they are on their own
+scale.
+
+The colours are laid over a lightened grey copy of the image (never below :data:`FLOOR` of full brightness), so
+a dark photo keeps its detail under the map, and the colour map has no black end (blue, cyan, yellow, red).
 
 The Scorer hands out what a map is drawn from (:class:`ScoreMap`, in a record's ``map`` when asked for); a
 consumer draws it: :class:`HeatmapWriter` (``icrt score --heatmap DIR``).
@@ -18,6 +23,13 @@ from .files import atomic_path
 from .formats import printable
 
 CELL = 8  # the score map is computed on an 8 px grid of the fitted image: plenty for a 64 px stride
+MIN_SIDE = 384  # small images are drawn enlarged to this long side, so that the legend fits beside them
+ALPHA = 0.45  # weight of the map's colour over the grey image
+FLOOR = 0.3  # the grey copy's darkest value, as a share of white: a black image stays visible under the map
+# colour map stops (position, RGB): no black end, so low scores do not hide the image
+STOPS = ((0.0, (49, 54, 149)), (0.25, (69, 160, 220)), (0.5, (250, 240, 150)), (0.75, (245, 140, 55)),
+         (1.0, (200, 25, 30)))
+BAR_W, MARGIN, TITLE_H = 18, 10, 26
 
 
 def score_map(geometry, positions, patch: int, scores) -> np.ndarray:
@@ -34,30 +46,90 @@ def score_map(geometry, positions, patch: int, scores) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def write_heatmap(path, rgb, geometry, positions, patch, scores, image_score, title="", score_range=(0.0, 1.0),
-                  note=None):
-    """Write a PNG: the image, the patch-score map over it (semi-transparent), and a labelled colour bar."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure  # no pyplot: no global state, safe in threads
+def colours(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (NaN: none) -> uint8 RGB of the colour map (NaN -> 0, masked by the caller)."""
+    v = np.clip(np.nan_to_num(values, nan=0.0), 0.0, 1.0)
+    pos = np.array([p for p, _ in STOPS])
+    rgb = np.array([c for _, c in STOPS], dtype=np.float64)
+    return np.stack([np.interp(v, pos, rgb[:, k]) for k in range(3)], axis=-1).round().astype(np.uint8)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow's own TrueType font (FreeType builds)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _text_width(draw, text: str, font) -> int:
+    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
+    return right - left
+
+
+def draw_heatmap(rgb, geometry, positions, patch, scores, image_score, title="", score_range=(0.0, 1.0),
+                 note=None):
+    """The heatmap as a Pillow image: the image in grey with the score map over it, a title line, and a colour bar
+    labelled with its ends. ``note`` (the squares are not the model's patches: local windows) puts the colours on
+    the windows' own range and says so."""
+    from PIL import Image, ImageDraw
 
     h, w = rgb.shape[:2]
     m = score_map(geometry, positions, patch, scores)
-    scale = 8.0 / max(h, w)
-    fig = Figure(figsize=(max(3.0, w * scale) + 1.4, max(3.0, h * scale) + 0.6), dpi=100)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(rgb, extent=(0, w, h, 0), interpolation="antialiased")
-    lo, hi = (float(score_range[0]), float(score_range[1])) if score_range else (0.0, 1.0)
-    im = ax.imshow(m, extent=(0, w, h, 0), cmap="inferno", vmin=lo, vmax=hi, alpha=0.55, interpolation="nearest")
-    ax.set_axis_off()
-    note = note or f"{len(scores)} patch{'es' if len(scores) != 1 else ''}"
-    # a file name is not mathtext ($), and undecodable bytes / control characters are shown escaped
-    ax.set_title(f"{printable(title)}  score {image_score:.3f}  ({note})", fontsize=9, parse_math=False)
-    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    bar.set_label("patch complexity score (higher = more complex)", fontsize=8)
-    fig.tight_layout()
+    own_scale = note is not None
+    if own_scale:  # windows: their own range (a flat range is widened so that the bar has two ends)
+        lo, hi = float(np.min(scores)), float(np.max(scores))
+        if hi - lo < 1e-6:
+            lo, hi = lo - 0.005, hi + 0.005
+    else:
+        lo, hi = (float(score_range[0]), float(score_range[1])) if score_range else (0.0, 1.0)
+    scale = max(1.0, MIN_SIDE / max(h, w))
+    W, H = round(w * scale), round(h * scale)
+    base = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).convert("L")
+    if (W, H) != (w, h):
+        base = base.resize((W, H), Image.Resampling.BILINEAR)
+    grey = np.asarray(base, dtype=np.float64) * (1 - FLOOR) + 255 * FLOOR
+    values = (m - lo) / (hi - lo)
+    cells = Image.fromarray(colours(values)).resize((W, H), Image.Resampling.NEAREST)
+    covered = Image.fromarray(np.where(np.isnan(m), 0, 255).astype(np.uint8)).resize((W, H), Image.Resampling.NEAREST)
+    a = ALPHA * (np.asarray(covered, dtype=np.float64)[..., None] / 255)
+    over = grey[..., None] * (1 - a) + np.asarray(cells, dtype=np.float64) * a
+    font, small = _font(13), _font(11)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    labels = [f"{v:.3g}" for v in (hi, (lo + hi) / 2, lo)]
+    legend = ["window score", "(own scale)"] if own_scale else ["patch score"]
+    bar_area = max(BAR_W + 2 * MARGIN + max(_text_width(probe, t, small) for t in labels),
+                   max(_text_width(probe, t, small) for t in legend) + MARGIN)
+    caption = (f"{note}: each window scored as a whole image, on its own scale (not the image score)" if own_scale
+               else f"{len(scores)} patch{'es' if len(scores) != 1 else ''}; higher = more complex")
+    text_h = TITLE_H + 18
+    caption_w = max(_text_width(probe, t, f) for t, f in ((caption, small), (title, font))) + 2 * MARGIN
+    canvas = Image.new("RGB", (max(W + bar_area + 2 * MARGIN, min(caption_w, 2 * W)), H + text_h + 13 * len(legend)
+                               + MARGIN), "white")
+    canvas.paste(Image.fromarray(over.round().astype(np.uint8)), (MARGIN, text_h))
+    d = ImageDraw.Draw(canvas)
+    d.text((MARGIN, 5), f"{printable(title)}  score {image_score:.3f}", fill=(20, 24, 32), font=font)
+    d.text((MARGIN, 5 + 18), caption, fill=(80, 88, 100), font=small)
+    x0, y0, y1 = W + 2 * MARGIN, text_h, text_h + H
+    ramp = colours(np.linspace(1.0, 0.0, max(2, y1 - y0)))[:, None, :].repeat(BAR_W, axis=1)
+    canvas.paste(Image.fromarray(ramp), (x0, y0))
+    d.rectangle((x0, y0, x0 + BAR_W - 1, y1 - 1), outline=(90, 90, 90))
+    for k, text in enumerate(labels):
+        y = y0 + (y1 - y0 - 1) * k / 2
+        d.line((x0 + BAR_W, y, x0 + BAR_W + 4, y), fill=(90, 90, 90))
+        d.text((x0 + BAR_W + 7, y - 6), text, fill=(40, 44, 52), font=small)
+    for k, line in enumerate(legend):
+        d.text((x0, y1 + 3 + 13 * k), line, fill=(80, 88, 100), font=small)
+    return canvas
+
+
+def write_heatmap(path, rgb, geometry, positions, patch, scores, image_score, title="", score_range=(0.0, 1.0),
+                  note=None):
+    """Write the heatmap (:func:`draw_heatmap`) as a PNG, atomically."""
+    image = draw_heatmap(rgb, geometry, positions, patch, scores, image_score, title, score_range, note)
     with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png")
+        image.save(tmp, format="PNG")
     return path
 
 

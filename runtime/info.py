@@ -1,4 +1,5 @@
-"""``icrt info``: a bundle's model card as readable text.
+"""``icrt info``: a bundle's model card as readable text: the card a person reads first (what the model is, what
+it was trained on, licence, what a score means, limits, accuracy), the internals after it with ``--verbose``.
 
 A bundle is untrusted: the free-form parts of its manifest (``model_card``, ``versions``, names) are shown
 whatever their shape (a field of an unexpected type is printed as JSON, never walked into), and every line is
@@ -75,9 +76,39 @@ def forms(m: Manifest) -> list[str]:
             if rows else [])
 
 
-def model_card(m: Manifest) -> str:
+CARD_FIELDS = (("summary", "what"), ("training_data", "trained on"), ("licence", "licence"),
+               ("score_meaning", "scores"), ("limits", "limits"), ("recipe", "recipe"))
+
+
+def _card(m: Manifest, card: dict) -> list[str]:
+    """What a person reads first: what the model is, what it was trained on, its licence, what a score means, its
+    limits, its held-out accuracy (in one line a form), and what the bundle holds."""
+    head = f"{m.name}" + (f"  version {m.version}" if m.version else "") + f"  ({m.kind})"
+    lines = [head]
+    for key, label in CARD_FIELDS:
+        if key in card:
+            lines.append(f"  {label:<13} {_fmt(card.pop(key))}")
+    lines.append(f"  score range   {_fmt(list(m.score.range))}" + (f": {m.score.meaning}" if m.score.meaning else ""))
+    held = card.get("heldout")
+    if isinstance(held, Mapping):
+        for prec in [p for p in (*precision_names(), "int8-tensorrt") if isinstance(held.get(p), Mapping)][:3]:
+            f = held[prec]
+            lines.append(f"  accuracy      {prec}: SRCC {_fmt(f.get('srcc'))} pooled, {_fmt(f.get('mean_category_srcc'))} "
+                         f"mean per category, on {_fmt(held.get('images', '?'))} held-out images")
+    checked = f"; SHA-256 of {len(m.sha256)} file(s) checked when loaded" if m.sha256 else ""
+    lines.append(f"  bundle        {m.root} ({', '.join(m.precisions())}{checked})")
+    return lines
+
+
+def model_card(m: Manifest, verbose: bool = False) -> str:
+    """The card (:func:`_card`); with ``verbose``, the internals after it: input, preprocessing, files, engines,
+    forms, parity, calibration, the card's other fields and the library versions."""
+    card = m.model_card.to_dict()
+    lines = _card(m, card)
+    if not verbose:
+        lines.append("  (icrt info --verbose: input, preprocessing, files, engines, parity, calibration, versions)")
+        return "\n".join(printable(line) for line in lines) + "\n"
     p = m.preprocessing
-    lines = [f"{m.name}  ({m.kind})", f"  bundle        {m.root}"]
     if p.resize == "square":
         geo = f"resize to {p.size}x{p.size}"
     else:
@@ -85,11 +116,14 @@ def model_card(m: Manifest) -> str:
                + (f", long side capped at {p.max_long_side}" if p.max_long_side else ""))
     lines += [f"  input         {m.input_name}: N x 3 x {p.size} x {p.size} float32 (NCHW, dynamic batch)",
               f"  preprocessing {geo}; {p.interpolation}; mean {list(p.mean)}, std {list(p.std)}",
-              f"  score         {_fmt(list(m.score.range))}: {m.score.meaning or ''}".rstrip(),
               "  precisions"]
     for prec in m.precisions():
         files = ", ".join(f"{b}: {f}" for b, f in m.files[prec].items())
         lines.append(f"    {prec:<5} {files}")
+    if m.sha256:
+        lines.append("  sha256")
+        for name, digest in m.sha256.items():
+            lines.append(f"    {digest}  {name}")
     if m.engines:
         lines.append("  TensorRT engines")
         for e in m.engines:
@@ -108,13 +142,8 @@ def model_card(m: Manifest) -> str:
     calib = {k: getattr(m.calibration, k) for k in ("method", "images", "inputs", "split", "tool")}
     if any(v is not None for v in calib.values()):
         lines.append("  calibration   " + ", ".join(f"{k} {_fmt(v)}" for k, v in calib.items() if v is not None))
-    card = m.model_card.to_dict()
     if card:
         lines.append("  model card")
-        for key, label in (("summary", "what"), ("training_data", "trained on"), ("licence", "licence"),
-                           ("recipe", "recipe"), ("score_meaning", "scores"), ("limits", "not / limits")):
-            if key in card:
-                lines.append(f"    {label:<13} {_fmt(card.pop(key))}")
         held = card.pop("heldout", None)
         if isinstance(held, Mapping):
             lines.append(f"    held-out accuracy ({_fmt(held.get('images', '?'))} images; {_fmt(held.get('split', ''))})")

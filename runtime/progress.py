@@ -1,7 +1,7 @@
 """The progress bar of ``icrt score`` and ``icrt batch``, and the per-file lines written past it on stderr.
 
 A bar is drawn for :data:`MIN_FILES` files or more when stderr is a terminal (or ``ICRT_PROGRESS=1``), with tqdm
-(the ``[plots]`` extra; without it there is no bar, and nothing else changes). Lines go through the bar when one
+(a runtime dependency; should it be missing, there is no bar, and nothing else changes). Lines go through the bar when one
 is drawn, so that they do not tear it.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ class Progress:
         if total >= MIN_FILES and (sys.stderr.isatty() or os.environ.get("ICRT_PROGRESS") == "1"):
             try:
                 from tqdm import tqdm
-            except ImportError:  # tqdm comes with the [plots] extra; without it, no bar
+            except ImportError:  # tqdm is a dependency; an install without it gets no bar
                 return
             self.bar = tqdm(total=total, unit="image", file=sys.stderr, desc=desc, leave=True)
 

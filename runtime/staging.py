@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from .errors import UserInputError
+from .errors import BundleError, UserInputError
 from .manifest import EXPORT_REPORT, MANIFEST_FILE, TIMING_CACHE, Manifest, load_manifest
 
 
@@ -69,6 +69,9 @@ def copy_bundle(src: str, dst: str) -> Manifest:
             os.makedirs(os.path.dirname(os.path.join(work, name)) or work, exist_ok=True)
             shutil.copyfile(m.path(name), os.path.join(work, name))
         copy = load_manifest(work)
+        problem = copy.verify_files()  # a damaged copy (or source) is never installed
+        if problem:
+            raise BundleError(problem.replace(work, m.root, 1))
         install(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

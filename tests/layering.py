@@ -6,6 +6,9 @@ rules (exit 1 when anything does); tests/test_layering.py runs the same check.
     train ───────▶ runtime ◀─────── calibration
       ▲               ▲                  ▲
       └──── export ───┴──────────────────┘        benchmarks: may use all four; nothing imports benchmarks
+
+    icrt (the public API and the console script) ──▶ runtime; train and export only inside functions (LAZY), so that
+    ``import icrt`` and ``icrt --help`` never load torch; nothing imports icrt.
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import os
 import sys
 from collections import defaultdict
 
-PACKAGES = ("runtime", "calibration", "train", "export", "benchmarks")
+PACKAGES = ("runtime", "calibration", "train", "export", "benchmarks", "icrt")
 # package -> the project packages it may import (besides itself)
 ALLOWED = {
+    "icrt": {"runtime", "train", "export"},
     "runtime": set(),
     "calibration": {"runtime"},
     "train": {"runtime"},
@@ -24,7 +28,8 @@ ALLOWED = {
     "benchmarks": {"runtime", "calibration", "train", "export"},
 }
 TORCH = {"torch", "torchvision", "timm", "open_clip", "transformers"}
-TORCH_FREE = ("runtime", "calibration")  # these never import the PyTorch stack
+TORCH_FREE = ("runtime", "calibration", "icrt")  # these never import the PyTorch stack
+LAZY = {"icrt": {"train", "export"}}  # package -> packages it may import only inside a function
 
 
 def modules(root: str) -> dict[str, str]:
@@ -40,13 +45,25 @@ def modules(root: str) -> dict[str, str]:
     return out
 
 
-def imports(name: str, path: str) -> list[tuple[str, str | None]]:
-    """What ``path`` (module ``name``) imports, wherever the import statement is: (module, imported name or None)."""
+def _module_level(tree: ast.Module):
+    """The nodes of ``tree`` outside function bodies (class bodies, ifs, trys and withs at module level included)."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def imports(name: str, path: str, module_level: bool = False) -> list[tuple[str, str | None]]:
+    """What ``path`` (module ``name``) imports, wherever the import statement is (``module_level``: only outside
+    functions): (module, imported name or None)."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), path)
     package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
     out = []
-    for node in ast.walk(tree):
+    for node in (_module_level(tree) if module_level else ast.walk(tree)):
         if isinstance(node, ast.Import):
             out += [(a.name, None) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -127,6 +144,12 @@ def problems(root: str) -> list[str]:
         if a.split(".")[0] in TORCH_FREE:
             for lib in sorted(outer[a] & TORCH):
                 out.append(f"torch-free: {a} imports {lib}")
+    mods = modules(root)
+    for name, path in sorted(mods.items()):
+        lazy = LAZY.get(name.split(".")[0], set())
+        for base, _ in imports(name, path, module_level=True) if lazy else ():
+            if base.split(".")[0] in lazy:
+                out.append(f"lazy: {name} imports {base} at module level (only inside a function)")
     return out
 
 

@@ -4,6 +4,7 @@ replacing a bundle only with a complete one.
 Models are tiny and random; their final layer is scaled up so that scores spread over (0, 1) and rank
 agreement (SRCC) between precisions means something.
 """
+import json
 import os
 import subprocess
 import sys
@@ -745,3 +746,40 @@ def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_
         last = err.strip().splitlines()[-1]  # one `PROG: error: message` line (runtime.errors.run_command)
         assert ": error: " in last and words in last.split(": error: ", 1)[1]
     assert (tmp_path / "file").read_text() == "x" and os.listdir(tmp_path / "stuff") == ["notes.txt"]
+
+
+def _console_script(*argv, cwd):
+    """``icrt ARGV`` as pip's console script runs it: the working folder is not on sys.path."""
+    code = (f"import sys; sys.path = [p for p in sys.path if p not in ('', '.')]; sys.path.insert(0, {ROOT!r}); "
+            "from icrt.cli import main; sys.exit(main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_icrt_export_names_versions_carries_a_card_and_checksums_whatever_the_working_folder_holds(tmp_path):
+    work = tmp_path / "project"
+    work.mkdir()
+    for own in ("train.py", "export.py"):  # a user's own scripts: `python -m export` here would run them
+        (work / own).write_text("raise SystemExit('the user script ran instead of icrt')\n")
+    _d2s_checkpoint(tmp_path / "c.pt")
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"summary": "a tiny test model", "training_data": "generated noise",
+                                "licence": "CC0", "limits": "none of use", "owner": "tests"}))
+    r = _console_script("export", "--checkpoint", tmp_path / "c.pt", "--out", tmp_path / "b", "--name", "tiny",
+                        "--version", "2.1", "--card", card, cwd=work)
+    assert r.returncode == 0, r.stderr
+    m = load_manifest(str(tmp_path / "b"))
+    assert (m.name, m.version, m.model_card.summary, m.model_card.extra["owner"]) == ("tiny", "2.1", "a tiny test model",
+                                                                                     "tests")
+    assert sorted(m.sha256) == ["model.onnx"] and m.verify_files() is None
+    info = _console_script("info", tmp_path / "b", cwd=work).stdout.splitlines()
+    assert info[0] == "tiny  version 2.1  (d2s)" and info[1].split() == ["what", "a", "tiny", "test", "model"]
+    assert info[2].startswith("  trained on    generated noise") and "licence       CC0" in info[3]
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    r = _console_script("export", "--checkpoint", tmp_path / "missing.pt", "--out", tmp_path / "b2", "--card", bad,
+                        cwd=work)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "must be a JSON object" in r.stderr
+    r = _console_script("train", "d2s", "--help", cwd=work)
+    assert r.returncode == 0 and r.stdout.startswith("usage: icrt train d2s")

@@ -251,6 +251,12 @@ def test_new_kind_tail_stays_fp32_and_leaves_the_registry_clean(toy, tmp_path):
 
     torch.manual_seed(0)
     folded = fold_for_export(Toy(ToyConfig(width=8)).eval(), "toy")
+    # a readout whose intermediate (the product, ~1e5) is past fp16's range while its sum is not: only a tail
+    # that stays fp32 end to end (no fp16 round trip between its nodes) scores it right
+    with torch.no_grad():
+        folded.readout.weight.mul_(1e5 / folded.readout.weight.abs().sum())
+        f = torch.relu(folded.stem(torch.rand(16, 3, 32, 32))).mean(dim=(2, 3))
+        folded.readout.bias.copy_(-(f @ folded.readout.weight.T).mean())
     path = str(tmp_path / "toy.onnx")
     export_onnx(folded, path, 32)
     graph = onnx.load(path)
@@ -276,6 +282,10 @@ def test_new_kind_tail_stays_fp32_and_leaves_the_registry_clean(toy, tmp_path):
     with torch.no_grad():
         np.testing.assert_allclose(a, folded(torch.from_numpy(x)).numpy(), atol=1e-6)
     np.testing.assert_allclose(a, b, atol=5e-3)
+    assert np.ptp(a) > 0.1  # the scores are not all saturated: the test above means something
+    producers = {o: n for n in m16.graph.node for o in n.output}
+    assert not [n.name for n in m16.graph.node if n.op_type == "Cast" and
+                getattr(producers.get(n.input[0]), "op_type", None) == "Cast"]  # no Cast -> Cast round trips
     # unregistered: gone from the CLI, the tails and the model builder
     unregister_kind("toy")
     from train.cli import build_parser

@@ -19,6 +19,19 @@ def _write(root, files):
         path.write_text(textwrap.dedent(text))
 
 
+def test_icrt_imports_train_and_export_only_inside_functions_and_nothing_imports_icrt(tmp_path):
+    _write(tmp_path, {
+        "icrt/__init__.py": "import runtime\nfrom train import cli\n\n\ndef f():\n    from export import x\n",
+        "runtime/__init__.py": "",
+        "runtime/a.py": "def f():\n    import icrt\n",
+        "train/__init__.py": "", "train/cli.py": "", "export/__init__.py": "",
+    })
+    found = problems(str(tmp_path))
+    assert "lazy: icrt imports train at module level (only inside a function)" in found
+    assert any(p.startswith("layering: runtime.a imports icrt") for p in found)
+    assert len(found) == 2
+
+
 def test_the_check_finds_a_reversed_import_a_cycle_and_torch_in_the_runtime(tmp_path):
     _write(tmp_path, {
         "runtime/__init__.py": "",

@@ -31,6 +31,7 @@ def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_s
     names = {n for p in man.precisions() for n in man.files[p].values()}
     assert sorted(os.listdir(installed)) == sorted(names | {"manifest.json", "export-report.json"})
     assert man.precisions() == ["fp32", "fp16", "int8"]
+    assert sorted(man.sha256) == sorted(names) and man.verify_files() is None  # every shipped file, checked
     assert man.files["int8"] == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
     # parity of the shipped files, measured on the parity images (unseen), the TensorRT form included
     assert man.model_card.check_data["images"] == len(parity) and man.parity["int8"].n == len(parity)

@@ -12,8 +12,8 @@ from .kinds import get_kind, kinds
 from .kinds.common import add_common_args
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train", description="Train an image complexity model.")
+def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Train an image complexity model.")
     trainable = [k for k in kinds() if k.trainable]
     sub = p.add_subparsers(dest="kind", metavar="{" + ",".join(k.name for k in trainable) + "}", required=True)
     for kind in trainable:
@@ -51,10 +51,11 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m train") -> int:
+    """``prog``: the command's name in messages (``icrt train`` runs this too)."""
     from runtime.errors import run_command, setup_logging
 
-    p = build_parser()
+    p = build_parser(prog)
     args = p.parse_args(argv)
     setup_logging()
     return run_command(f"{p.prog} {args.kind}", run, args)

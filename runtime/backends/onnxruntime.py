@@ -7,11 +7,15 @@ next to another busy process) is the usual reason a plain export looks slow, so 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 
 from ..errors import one_line
 from ..manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
 from . import Backend, BackendError, ModelRunError, NotInBundleError, register_backend
+
+log = logging.getLogger("icrt")
+_told: set = set()  # warnings given once a process
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
@@ -197,8 +201,15 @@ class OrtBackend(Backend):
             raise NotInBundleError(str(e)) from None
         notes = list(notes or [])
         avail = gpu_providers()
-        if gpu and not avail:
-            raise BackendError("onnxruntime has no GPU providers here (pip install onnxruntime-gpu)")
+        if not avail:
+            from ..packages import onnxruntime_shadowed
+
+            shadow = onnxruntime_shadowed()  # onnxruntime-gpu is installed, but the CPU build's module is the one here
+            if gpu:
+                raise BackendError(f"onnxruntime has no GPU providers here ({shadow or 'pip install onnxruntime-gpu'})")
+            if shadow and shadow not in _told:
+                _told.add(shadow)
+                log.warning("icrt: warning: scoring on the CPU: %s", shadow)
         cache = os.path.join(manifest.root, ORT_TRT_CACHE)
         args = (path, manifest.input_name, manifest.score_output, precision)
         if gpu or (gpu is None and avail):

@@ -38,8 +38,10 @@ def _import_tensorrt():
     try:
         import tensorrt
     except ImportError as e:
-        raise BackendError(f"TensorRT is not installed ({e}); install it (pip install 'icrt[trt]' on a machine "
-                           "with an NVIDIA GPU; JetPack ships it on Jetson) or use --backend onnxruntime") from None
+        from ..install import pip_line
+
+        raise BackendError(f"TensorRT is not installed ({e}); install it ({pip_line('trt')} on a machine with an "
+                           "NVIDIA GPU; JetPack ships it on Jetson) or use --backend onnxruntime") from None
     except OSError as e:  # the package is there but its libraries (libnvinfer) do not load
         raise BackendError(f"TensorRT could not be loaded ({one_line(e)}); check the TensorRT / CUDA install "
                            "or use --backend onnxruntime") from None
@@ -306,6 +308,7 @@ class TensorRTBackend(Backend):
         self.file = manifest.path(entry.file, "engines.file")  # BundleError unless inside the bundle
         if not os.path.isfile(self.file):
             raise BackendError(f"{self.file}: engine file named in the manifest is missing")
+        manifest.check_file(entry.file)  # BundleError when it is not the file the manifest recorded
         try:
             self._load(manifest, entry, trt, cuda)
         except BaseException:

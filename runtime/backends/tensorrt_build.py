@@ -59,9 +59,13 @@ log = logging.getLogger(__name__)
 MIN_TENSORRT = (8, 6)  # JetPack 6.0; older versions lack parts of the name-based API used here and in the backend
 DEFAULT_MAX_BATCH = 32  # the Scorer's default batch size
 DEFAULT_WORKSPACE_MB = 4096
-INSTALL_HINT = ("on a Jetson TensorRT comes with JetPack: sudo apt install nvidia-jetpack, then use a venv made "
-                "with 'python3 -m venv --system-site-packages'; elsewhere: pip install 'icrt[trt]' "
-                "(see docs/jetson.md)")
+
+
+def install_hint() -> str:
+    from ..install import pip_line
+
+    return ("on a Jetson TensorRT comes with JetPack: sudo apt install nvidia-jetpack, then use a venv made with "
+            f"'python3 -m venv --system-site-packages'; elsewhere: {pip_line('trt')} (see docs/jetson.md)")
 
 
 class TensorRTError(UnavailableError):
@@ -180,10 +184,10 @@ def require_tensorrt():
         import tensorrt as trt
     except ImportError:
         raise TensorRTError("building TensorRT engines needs the tensorrt Python package and an NVIDIA GPU; it is "
-                            f"not installed here ({INSTALL_HINT})") from None
+                            f"not installed here ({install_hint()})") from None
     except OSError as e:  # installed, but its libraries (libnvinfer) do not load
         raise TensorRTError(f"the tensorrt Python package is installed but does not load ({one_line(e)}); "
-                            f"check the TensorRT / CUDA install ({INSTALL_HINT})") from None
+                            f"check the TensorRT / CUDA install ({install_hint()})") from None
     version = str(getattr(trt, "__version__", "0"))
     if version_key(version)[:2] < MIN_TENSORRT:
         raise TensorRTError(f"TensorRT {version} is too old: icrt builds engines with TensorRT "
@@ -459,6 +463,7 @@ def build_bundle(bundle: str, precisions=None, max_batch: int = DEFAULT_MAX_BATC
     m.validate()  # before anything is written
     created = write_build(build)
     try:
+        m.record_checksums([e.file for e in new])  # the new engines only: the rest keep the sums they were given
         m.save()
     except BaseException:
         for p in created:

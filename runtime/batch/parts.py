@@ -23,7 +23,9 @@ def require_pyarrow():
         import pyarrow.compute  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise UnavailableError("icrt batch writes Parquet and needs pyarrow: pip install 'icrt[scale]'") from None
+        from ..install import extra_hint
+
+        raise UnavailableError(f"icrt batch writes Parquet and needs pyarrow; {extra_hint('scale')}") from None
     return pa
 
 

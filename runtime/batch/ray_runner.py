@@ -76,7 +76,9 @@ def _ray():
         import ray
         import ray.data
     except ImportError:
-        raise UnavailableError("--runner ray needs Ray Data: pip install 'icrt[scale]'") from None
+        from ..install import extra_hint
+
+        raise UnavailableError(f"--runner ray needs Ray Data; {extra_hint('scale')}") from None
     return ray
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS = ("score", "info", "bench", "build", "triton", "serve", "batch", "report")  # in `icrt --help` order
+# in `icrt --help` order
+COMMANDS = ("score", "info", "bench", "build", "triton", "serve", "batch", "report", "doctor", "completion")
 
 
 def add_commands(subparsers) -> dict:

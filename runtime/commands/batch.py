@@ -30,7 +30,11 @@ def add_command(subparsers):
     p = subparsers.add_parser(
         "batch", help="score a large collection into Parquet parts (resumable; one machine or a Ray cluster)",
         description="Score images into DIR/part-*.parquet (columns path, score, error, width, height, patches; one "
-                    "row per input), DIR/summary.json and a DIR/_SUCCESS marker. See docs/batch.md.")
+                    "row per input), DIR/summary.json and a DIR/_SUCCESS marker. See docs/batch.md.",
+        **options.examples(("icrt batch photos/ --recursive --out scores/", "one machine"),
+                           ("icrt batch photos/ --recursive --out scores/ --resume", "after a stop: the rest only"),
+                           ("icrt batch --files-from all.txt --out scores/ --runner ray --workers 2", "a local Ray"),
+                           ("icrt report scores/", "then one HTML page of it")))
     options.add_inputs(p, "image files, folders or glob patterns (or s3://, gs://, file:// URIs, read through "
                           "pyarrow)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")

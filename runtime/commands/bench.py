@@ -9,16 +9,23 @@ from . import options
 
 
 def add_command(subparsers):
-    p = subparsers.add_parser("bench", help="measure latency and throughput; writes report.md, report.json, "
-                                            "latency.png")
+    p = subparsers.add_parser(
+        "bench", help="measure latency and throughput; writes report.md, report.json, latency.png",
+        description="Time a bundle per backend, precision and batch size: inference alone and end to end (decoding "
+                    "included); writes DIR/report.md, report.json and (with matplotlib) latency.png.",
+        **options.examples(("icrt bench", "the default model, every precision, batches 1 and 8"),
+                           ("icrt bench -m bundles/d2s --precision fp32,int8 --batch-sizes 1,8,32 --report bench/", ""),
+                           ("icrt bench --images photos/ --iters 50", "timed on your own images")))
     options.add_model(p)
     options.add_backend(p, many=True)
     options.add_precision(p, many=True)
-    p.add_argument("--batch-sizes", type=options.csv_list(options.positive_int), default=[1, 8], metavar="1,8,32")
-    p.add_argument("--warmup", type=int, default=3, metavar="N")
-    p.add_argument("--iters", type=options.positive_int, default=20, metavar="N")
+    p.add_argument("--batch-sizes", type=options.csv_list(options.positive_int), default=[1, 8], metavar="1,8,32",
+                   help="model inputs per call to time, comma-separated (default 1,8)")
+    p.add_argument("--warmup", type=int, default=3, metavar="N", help="untimed calls first (default 3)")
+    p.add_argument("--iters", type=options.positive_int, default=20, metavar="N", help="timed calls (default 20)")
     p.add_argument("--images", metavar="PATH", help="image file, folder or glob (default: synthetic JPEGs)")
-    p.add_argument("--report", metavar="DIR", default="bench-report")
+    p.add_argument("--report", metavar="DIR", default="bench-report",
+                   help="folder for report.md, report.json and latency.png (default bench-report)")
     options.add_threads(p)
     return "bench", run
 

@@ -20,7 +20,11 @@ def add_command(subparsers):
 
     p = subparsers.add_parser("build", help="build TensorRT engines for this machine's GPU into a bundle",
                               description="Build TensorRT engines for this machine's GPU from the bundle's ONNX "
-                                          "files (TensorRT Python API, no torch) and record them in its manifest.")
+                                          "files (TensorRT Python API, no torch) and record them in its manifest.",
+                              **options.examples(("icrt build", "the default model's engines (needs write access)"),
+                                                 ("icrt build -m bundles/d2s --precision fp16,int8", ""),
+                                                 ("icrt build -m bundles/d2s --max-batch 32 --workspace 2048",
+                                                  "a smaller memory budget (Jetson)")))
     options.add_model(p)
     options.add_precision(p, many=True, help="engines to build (default: every precision in the bundle)")
     p.add_argument("--max-batch", type=options.positive_int, default=DEFAULT_MAX_BATCH, metavar="N",

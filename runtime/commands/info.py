@@ -1,4 +1,4 @@
-"""``icrt info [BUNDLE] [--json]``: a bundle's model card (``runtime.info``), or its manifest as JSON."""
+"""``icrt info [BUNDLE] [--verbose] [--json]``: a bundle's model card (``runtime.info``), or its manifest as JSON."""
 from __future__ import annotations
 
 import sys
@@ -7,8 +7,19 @@ from ..errors import EXIT_OK
 
 
 def add_command(subparsers):
-    p = subparsers.add_parser("info", help="show a bundle's model card")
+    import argparse
+
+    p = subparsers.add_parser("info", help="show a bundle's model card",
+                              description="Show a bundle's model card: what the model is, what it was trained on, "
+                                          "its licence, what a score means, its limits and accuracy.",
+                              epilog="examples:\n  icrt info                      the bundled default model\n"
+                                     "  icrt info bundles/d2s -v       with input, preprocessing, files, parity\n"
+                                     "  icrt info bundles/d2s --json   the manifest",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also the internals: input, preprocessing, files and their SHA-256, engines, parity, "
+                        "calibration, library versions")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     return "info", run
 
@@ -23,5 +34,5 @@ def run(args) -> int:
         import json
         sys.stdout.write(json.dumps(m.to_dict(), indent=2) + "\n")
     else:
-        sys.stdout.write(model_card(m))
+        sys.stdout.write(model_card(m, verbose=args.verbose))
     return EXIT_OK

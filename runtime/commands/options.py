@@ -73,6 +73,13 @@ def threads(text: str) -> int:
     return v
 
 
+def examples(*lines: tuple[str, str]) -> dict:
+    """``add_parser`` keywords for a command's ``--help`` epilog: (command line, what it does) pairs, kept as written."""
+    width = max(len(cmd) for cmd, _ in lines)
+    text = "examples:\n" + "\n".join(f"  {cmd:<{width}}  {what}".rstrip() for cmd, what in lines)
+    return {"epilog": text, "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
 # --- the options ------------------------------------------------------------------------------------------------
 
 
@@ -91,10 +98,13 @@ def add_backend(p, many: bool = False) -> None:
     from ..backends import backend_choices
 
     choices = backend_choices()
+    what = ("auto: TensorRT engines when the bundle has one for this GPU, else onnxruntime (on the GPU with "
+            "onnxruntime-gpu, else the CPU)")
     if many:
-        p.add_argument("--backend", type=csv_list(), default=["auto"], metavar="|".join(choices) + "[,...]")
+        p.add_argument("--backend", type=csv_list(), default=["auto"], metavar="|".join(choices) + "[,...]",
+                       help=f"backends to time, comma-separated (default auto; {what})")
     else:
-        p.add_argument("--backend", choices=choices, default="auto")
+        p.add_argument("--backend", choices=choices, default="auto", help=f"inference backend (default {what})")
 
 
 def add_precision(p, many: bool = False, help: str | None = None) -> None:
@@ -103,9 +113,11 @@ def add_precision(p, many: bool = False, help: str | None = None) -> None:
     names = precision_names()
     if many:
         p.add_argument("--precision", type=csv_list(), default=None, metavar=",".join(names),
-                       help=help or "default: every precision in the bundle")
+                       help=help or "precisions, comma-separated (default: every precision in the bundle)")
     else:
-        p.add_argument("--precision", choices=names, default="fp32", help=help)
+        p.add_argument("--precision", choices=names, default="fp32", help=help or (
+            "model precision (default fp32; int8: faster on CPUs with VNNI/AMX, fp16: GPUs; icrt info lists the "
+            "bundle's and what each costs in accuracy)"))
 
 
 def check_choices(values, choices, flag: str) -> None:

@@ -2,7 +2,7 @@
 
     icrt report DIR_OR_FILE [-o report.html] [--thumbs N] [--title TEXT] [--images-root DIR]
 
-DIR_OR_FILE: a folder written by ``icrt batch --out`` (its Parquet parts; pyarrow, from ``icrt[scale]``), one
+DIR_OR_FILE: a folder written by ``icrt batch --out`` (its Parquet parts; pyarrow, from the ``[scale]`` extra), one
 Parquet part, or the JSON / JSONL / CSV of ``icrt score -o``. See ``runtime.report`` and docs/report.md.
 """
 from __future__ import annotations
@@ -29,7 +29,10 @@ def add_command(subparsers):
         "report", help="one self-contained HTML page from icrt batch output or icrt score results",
         description="Write one self-contained HTML page (score histogram, per-folder counts and medians, contact "
                     "sheets of thumbnails from the simplest to the most complex image, the error list) from a "
-                    "folder written by `icrt batch` or the JSON/JSONL/CSV of `icrt score -o`.")
+                    "folder written by `icrt batch` or the JSON/JSONL/CSV of `icrt score -o`.",
+        epilog="examples:\n  icrt report scores/ -o scores.html                  an icrt batch folder\n"
+               "  icrt score photos/ --format json -o scores.json && icrt report scores.json --thumbs 96",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="DIR_OR_FILE",
                    help="an `icrt batch --out` folder, a part-*.parquet file, or a scores file of `icrt score -o`")
     p.add_argument("-o", "--output", metavar="FILE", default="report.html",

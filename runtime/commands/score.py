@@ -21,15 +21,26 @@ log = logging.getLogger("icrt")
 def add_command(subparsers):
     from ..formats import FORMATS
 
-    p = subparsers.add_parser("score", help="score images (files, folders, globs)")
+    p = subparsers.add_parser(
+        "score", help="score images (files, folders, globs)",
+        description="Score images with a model bundle (default: the bundled model), or through a server (--url). "
+                    "Scores are in [0, 1], higher = more complex. Exit 0: every file scored; 1: some failed (the rest "
+                    "are written); 2: usage, model or output errors.",
+        **options.examples(("icrt score examples/*.jpg", "a table on stdout"),
+                           ("icrt score photos/ --recursive --format csv -o scores.csv", "every image below photos/"),
+                           ("icrt score photo.jpg -m bundles/d2s --precision int8", "your own bundle, int8"),
+                           ("icrt score photos/ --heatmap maps/", "also where each image is complex"),
+                           ("icrt score --files-from list.txt --shard 0/4", "a quarter of a list")))
     options.add_inputs(p)
     options.add_model(p)
     options.add_backend(p)
     options.add_precision(p)
-    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (aligned columns, default), json (one list), jsonl (one object a line) or csv")
     p.add_argument("-o", "--output", metavar="FILE", help="write the results here (atomically) instead of stdout")
     options.add_batch_size(p)
-    p.add_argument("--heatmap", metavar="DIR", help="write one patch-score heatmap PNG per image into DIR")
+    p.add_argument("--heatmap", metavar="DIR", help="write one heatmap PNG per image into DIR: patch scores (local "
+                   "window scores for whole-image models) over the image")
     options.add_threads(p)
     p.add_argument("--url", metavar="URL", help="score through a server instead (icrt serve, or Triton with an "
                    "icrt triton repository): http://HOST:PORT or grpc://HOST:PORT; --batch-size: images per request")
@@ -49,11 +60,6 @@ def _destination_problem(args) -> str | None:
         return f"cannot write -o {printable(args.output)}: {p}"
     if args.heatmap and (p := folder_problem(args.heatmap)):
         return f"cannot write heatmaps into --heatmap {printable(args.heatmap)}: {p}"
-    if args.heatmap and not getattr(args, "url", None):  # with --url, --heatmap is refused for its own reason
-        from ..bench import has_matplotlib
-
-        if not has_matplotlib():
-            return "--heatmap needs matplotlib, which the slim runtime leaves out: pip install 'icrt[plots]'"
     return None
 
 

@@ -1,21 +1,27 @@
 """``icrt serve``: a bundle served over HTTP and gRPC by NVIDIA Triton through PyTriton (``runtime.serving.server``;
-``pip install 'icrt[serve]'``, docs/serving.md)."""
+the ``[serve]`` extra, docs/serving.md)."""
 from __future__ import annotations
 
 from . import options
 
 
 def add_command(subparsers):
-    p = subparsers.add_parser("serve", help="serve a bundle over HTTP/gRPC with NVIDIA Triton (PyTriton; icrt[serve])",
+    p = subparsers.add_parser("serve", help="serve a bundle over HTTP/gRPC with NVIDIA Triton (PyTriton; the [serve] extra)",
                               description="Serve a bundle as the Triton model 'icrt' (input image: encoded image files, "
                                           "BYTES; outputs score, error, patches, width, height), with Triton's dynamic "
                                           "batching, health endpoints and Prometheus metrics. Stops on Ctrl+C or "
-                                          "SIGTERM.")
+                                          "SIGTERM.",
+                              **options.examples(("icrt serve", "the default model on 127.0.0.1:8000 (HTTP), 8001 "
+                                                                "(gRPC)"),
+                                                 ("icrt serve -m bundles/d2s --host 0.0.0.0 --instances 2", ""),
+                                                 ("icrt score photos/ --url http://localhost:8000",
+                                                  "score through it")))
     options.add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--http-port", type=int, default=8000, metavar="PORT")
-    p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT")
-    p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT")
+    p.add_argument("--http-port", type=int, default=8000, metavar="PORT", help="HTTP (KServe v2) port (default 8000)")
+    p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT", help="gRPC port (default 8001)")
+    p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT",
+                   help="Prometheus metrics port (default 8002)")
     options.add_serving(p)
     options.add_backend(p)
     options.add_precision(p)

@@ -15,7 +15,11 @@ def add_command(subparsers):
         "triton", help="write a Triton model repository (ONNX / TensorRT model + Python front model)",
         description="Write a model repository that NVIDIA Triton Inference Server loads as it is: REPO/NAME (Python "
                     "backend: encoded image files in, scores out), REPO/NAME_onnx (onnxruntime) and, with TensorRT "
-                    "engines in the bundle and --device gpu, REPO/NAME_trt.")
+                    "engines in the bundle and --device gpu, REPO/NAME_trt.",
+        **options.examples(("icrt triton -m bundles/d2s --out models", "CPU (onnxruntime)"),
+                           ("icrt triton -m bundles/d2s --out models --device gpu --precision fp16", "GPU"),
+                           ("docker run ... -v $PWD/models:/models IMAGE tritonserver --model-repository=/models",
+                            "then serve it (docs/serving.md)")))
     options.add_model(p)
     p.add_argument("--out", required=True, metavar="REPO", help="repository folder: new, empty, or a model repository")
     options.add_serving(p)

@@ -166,6 +166,40 @@ def count_ticks(peak: int) -> tuple[int, int]:
         step *= 10
 
 
+def score_ticks(lo: float, hi: float, n: int = 10) -> list[str]:
+    """The labels of the score axis's n + 1 evenly spaced ticks, with just enough digits that no two are the same
+    (a narrow range such as 0.9990 .. 0.9999 needs more than three)."""
+    values = [lerp(lo, hi, k / n) for k in range(n + 1)]
+    for digits in range(3, 18):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
+def common_root(keys: list[str]) -> str:
+    """The folder every key lies in, when there are several keys and it is not empty ("" otherwise)."""
+    if len(keys) < 2 or len({os.path.isabs(k) for k in keys}) > 1:
+        return ""
+    try:
+        root = os.path.commonpath(keys)
+    except ValueError:
+        return ""
+    return "" if root in ("", ".", os.sep) else root
+
+
+def relative_to(key: str, root: str) -> str:
+    if not root:
+        return key
+    rel = os.path.relpath(key, root)
+    return "." if rel == "." else rel
+
+
+SCORE_SCALE_NOTE = ("Compare folders that hold the same kind of image: the default model learned from Savoias, where "
+                    "people rated each kind of image (adverts, art, interiors, objects, scenes, ...) on its own, so "
+                    "its scores are comparable only within a kind (icrt info: model card).")
+
+
 def _hist_svg(rep: Report, median: float | None) -> str:
     w, h, left, right, top, bottom = 1100, 250, 52, 12, 22, 34
     pw, ph = w - left - right, h - top - bottom
@@ -186,11 +220,11 @@ def _hist_svg(rep: Report, median: float | None) -> str:
             out.append(f'<rect x="{left + i * bw + 0.5:.1f}" y="{top + ph - bh:.1f}" width="{bw - 1:.1f}" '
                        f'height="{bh:.1f}" fill="#5b8def"><title>{lo:.4g} to {hi:.4g}: {c}'
                        f'</title></rect>')
-    for k in range(11):  # score ticks
+    for k, label in enumerate(score_ticks(rep.lo, rep.hi)):  # score ticks, every label different
         x = left + pw * k / 10
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#8a93a3"/>'
                    f'<text x="{x:.1f}" y="{top + ph + 17}" font-size="11" text-anchor="middle" fill="#5b6475">'
-                   f'{lerp(rep.lo, rep.hi, k / 10):.3g}</text>')
+                   f'{esc(label)}</text>')
     out.append(f'<line x1="{left}" x2="{w - right}" y1="{top + ph}" y2="{top + ph}" stroke="#8a93a3"/>')
     if median is not None:
         x = left + pw * frac(median, rep.lo, rep.hi)
@@ -226,27 +260,64 @@ def _sheet(picks: list[Pick], thumbs: dict, images: ImagesRoot) -> str:
     return '<div class="sheet">' + "".join(_figure(p, thumbs, images) for p in picks) + "</div>"
 
 
+def _plain(v) -> str | None:
+    """A summary value as short text; None for what is not plain (nested objects, long lists)."""
+    if isinstance(v, bool) or v is None:
+        return None if v is None else ("yes" if v else "no")
+    if isinstance(v, float):
+        return f"{v:,.6g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, list) and len(v) <= 12 and all(isinstance(x, (int, float, str)) for x in v):
+        return ", ".join(_plain(x) or "" for x in v)
+    return None
+
+
+def _get(d, *keys):
+    for k in keys:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
 def _summary_items(summary: dict) -> list[tuple[str, str]]:
-    """Plain fields of summary.json (one level of nesting), shown as text."""
-    items = []
+    """summary.json as rows a person reads: what ran, on what, how fast; then its other plain fields. What the page
+    shows elsewhere (errors, histogram, score quantiles) is left out. Every value is taken as untrusted: a field of
+    an unexpected type is skipped."""
+    def text(*keys):
+        return _plain(_get(summary, *keys))
 
-    def show(v):
-        if isinstance(v, float):
-            return f"{v:.6g}"
-        if isinstance(v, list) and len(v) <= 12 and all(isinstance(x, (int, float, str)) for x in v):
-            return ", ".join(show(x) for x in v)
-        if isinstance(v, (str, int, bool)) or v is None:
-            return str(v)
-        return None
+    def join(*parts):
+        return ", ".join(p for p in parts if p)
 
+    rows = [
+        ("finished", text("finished")),
+        ("images", join(text("counts", "rows") and f"{text('counts', 'rows')} rows",
+                        text("counts", "scored") and f"{text('counts', 'scored')} scored",
+                        text("counts", "errors") and f"{text('counts', 'errors')} errors",
+                        text("counts", "parts") and f"in {text('counts', 'parts')} Parquet parts")),
+        ("this run", join(text("counts", "scored_this_run") and f"{text('counts', 'scored_this_run')} scored",
+                          text("counts", "inputs") and f"of {text('counts', 'inputs')} inputs",
+                          text("counts", "skipped_resume") and f"{text('counts', 'skipped_resume')} kept from "
+                                                               "before (--resume)")),
+        ("speed", join(text("speed", "images_per_s") and f"{text('speed', 'images_per_s')} images/s",
+                       text("speed", "seconds") and f"{text('speed', 'seconds')} s")),
+        ("runner", join(text("runner"), text("workers") and f"{text('workers')} worker(s)",
+                        text("shard") and f"shard {text('shard')}")),
+        ("model", join(" ".join(filter(None, (text("bundle", "name"), text("bundle", "kind") and
+                                              f"({text('bundle', 'kind')})"))),
+                       text("bundle", "precision"), text("bundle", "backend") and f"backend {text('bundle', 'backend')}")),
+        ("bundle", text("bundle", "path")),
+        ("versions", ", ".join(f"{k} {_plain(v)}" for k, v in (_get(summary, "versions") or {}).items()
+                               if _plain(v) is not None) if isinstance(_get(summary, "versions"), dict) else None),
+    ]
+    shown = {"finished", "counts", "speed", "runner", "workers", "shard", "bundle", "versions", "errors",
+             "errors_listed", "errors_by_problem", "scores", "histogram", "format", "complete"}
     for k, v in summary.items():
-        if isinstance(v, dict):
-            for k2, v2 in v.items():
-                if (t := show(v2)) is not None:
-                    items.append((f"{k}.{k2}", t))
-        elif (t := show(v)) is not None:
-            items.append((str(k), t))
-    return items[:60]
+        if k not in shown and (t := _plain(v)) is not None:
+            rows.append((str(k), t))
+    return [(k, v) for k, v in rows if v][:60]
 
 
 def render(rep: Report, source: Source, title: str, images_root: str | None = None) -> str:
@@ -297,12 +368,17 @@ def render(rep: Report, source: Source, title: str, images_root: str | None = No
         h.append(f"<section><h2>Most complex</h2>{_sheet(rep.most_complex(), thumbs, base)}</section>")
 
     more = "+" if rep.other.rows else ""
-    h.append(f"<section><h2>Folders ({len(rep.folders):,}{more})</h2><table><tr><th>folder</th>"
+    root = common_root(list(rep.folders))
+    h.append(f"<section><h2>Folders ({len(rep.folders):,}{more})</h2>"
+             f'<p class="warn" style="margin:0 0 10px">{esc(SCORE_SCALE_NOTE)}</p>')
+    if root:
+        h.append(f'<p class="note" style="margin:0 0 8px">Folders below <code>{esc(root, SHOW_PATH)}</code></p>')
+    h.append("<table><tr><th>folder</th>"
              '<th class="n">images</th><th class="n">errors</th><th class="n">median</th><th class="n">mean</th>'
              '<th class="n">min</th><th class="n">max</th><th>range (bar: min to max, mark: median)</th></tr>')
     for key, f in rep.folder_rows():
         fd = f.dist
-        name = esc(key, SHOW_PATH) if key is not None else "<i>other folders</i>"
+        name = esc(relative_to(key, root), SHOW_PATH) if key is not None else "<i>other folders</i>"
         bar = ""
         if fd.n:
             a, b, m = (frac(v, rep.lo, rep.hi) * 100 for v in (fd.min, fd.max, fd.quantile(0.5)))

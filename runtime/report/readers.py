@@ -219,7 +219,9 @@ def _pyarrow():
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise UnavailableError("reading Parquet (icrt batch output) needs pyarrow: pip install 'icrt[scale]'") from None
+        from ..install import extra_hint
+
+        raise UnavailableError(f"reading Parquet (icrt batch output) needs pyarrow; {extra_hint('scale')}") from None
     return pyarrow
 
 

@@ -7,7 +7,7 @@ sent as encoded bytes in requests of up to the server's ``max_batch_size`` image
 Triton batches them further), and the outputs (runtime.records) become records named after the local files, in
 input order. A request the server fails gives each of its images an error record; the rest go on.
 
-Needs ``tritonclient[http,grpc]`` (``pip install 'icrt[serve]'``), imported only when a URL is used.
+Needs ``tritonclient[http,grpc]`` (the ``[serve]`` extra), imported only when a URL is used.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from ..preprocess import ImageError
 from ..records import IMAGE_INPUT, OUTPUTS, error_record, records_from_outputs
 from .limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
 
-INSTALL_HINT = "pip install 'icrt[serve]'"
 DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)
 INFLIGHT = 4  # requests in flight at once
 MAX_FILE_BYTES = MAX_IMAGE_BYTES  # what icrt serve takes (and Triton's limit on one HTTP request's input)
@@ -79,8 +78,10 @@ def _tritonclient(protocol: str):
         else:
             import tritonclient.http as module
     except ImportError as e:
+        from ..install import extra_hint
+
         raise UnavailableError(f"icrt score --url needs tritonclient, which is not installed here ({e}); "
-                               f"{INSTALL_HINT}") from None
+                               f"{extra_hint('serve')}") from None
     return module
 
 

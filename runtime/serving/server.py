@@ -1,5 +1,5 @@
 """A bundle served over HTTP and gRPC (KServe v2) by a real NVIDIA Triton Inference Server, through NVIDIA PyTriton
-(``pip install 'icrt[serve]'``; docs/serving.md): :func:`serve`, behind ``icrt serve``.
+(the ``[serve]`` extra; docs/serving.md): :func:`serve`, behind ``icrt serve``.
 
 PyTriton starts the ``tritonserver`` binary its wheel ships and binds a Python function as model ``icrt``: Triton
 takes the requests, batches them dynamically (``--max-batch``, ``--max-queue-delay-us``) and hands each batch to
@@ -33,7 +33,6 @@ from .limits import DEFAULT_MODEL_NAME, check
 
 log = logging.getLogger("icrt")
 
-INSTALL_HINT = "pip install 'icrt[serve]'"
 EXIT_TIMEOUT_S = 5  # how long Triton waits for requests in flight when it is stopped
 READY_TIMEOUT_S = 60  # after the server is up, how long the model may take to load
 
@@ -124,12 +123,14 @@ def infer_function(scorer):
 def _import_pytriton():
     import importlib
 
+    from ..install import extra_hint
+
     try:
         for name in ("pytriton.triton", "pytriton.model_config"):
             importlib.import_module(name)
     except ImportError as e:
         raise UnavailableError(f"icrt serve needs NVIDIA PyTriton, which is not installed here ({e}); "
-                               f"{INSTALL_HINT}") from None
+                               f"{extra_hint('serve')}") from None
 
 
 def _port_problem(host: str, port: int) -> str | None:
@@ -182,6 +183,11 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     check_ports(host, http_port, grpc_port, metrics_port)
     check(name, max_batch, instances, max_queue_delay_us)
     _import_pytriton()
+    from ..packages import serve_problem
+
+    problem = serve_problem()
+    if problem:  # the server would start and report ready, then fail every request
+        raise UnavailableError(f"icrt serve cannot work in this environment: {problem}")
     import numpy as np
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
@@ -237,6 +243,10 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
                 if not ready:
                     raise UnavailableError(f"Triton started, but the model {name!r} did not load "
                                            f"({reason or 'no reason given'}); see {where_log}")
+                problem = self_test(http, name)
+                if problem:  # e.g. the Python-backend stub died: Triton says ready, every request fails
+                    raise UnavailableError(f"Triton loaded the model {name!r}, but a test request failed ({problem}); "
+                                           f"see {where_log}")
                 host = _client_host(host)
                 from ..formats import printable
                 print(f"icrt serve: model {name!r} ready ({printable(str(info['name']))}, {info['backend']} "
@@ -257,6 +267,34 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+
+
+def self_test(http: str, name: str) -> str | None:
+    """Send one small image to the model ``name`` at ``http`` (host:port) as a client would; why it failed (one line),
+    or None when a score came back. Triton reports a model ready before its Python-backend stub has run a request."""
+    import io
+
+    import numpy as np
+    import tritonclient.http as client
+    from PIL import Image
+
+    from ..records import IMAGE_INPUT, SCORE
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 140, 160)).save(buf, "PNG")
+    rows = np.empty((1, 1), dtype=object)
+    rows[0, 0] = buf.getvalue()
+    try:
+        with contextlib.closing(client.InferenceServerClient(http, connection_timeout=10, network_timeout=120)) as c:
+            image = client.InferInput(IMAGE_INPUT, [1, 1], "BYTES")
+            image.set_data_from_numpy(rows, binary_data=True)
+            result = c.infer(name, [image], outputs=[client.InferRequestedOutput(SCORE, binary_data=True)])
+            score = result.as_numpy(SCORE)
+    except Exception as e:  # tritonclient's errors (InferenceServerException: HTTP 500 from a dead stub, ...)
+        return _first_line(e)
+    if score is None or score.size != 1 or not np.isfinite(score).all():
+        return "the response has no score"
+    return None
 
 
 def _first_line(e: Exception) -> str:

@@ -51,8 +51,7 @@ def needs(module: str, feature: str):
                               reason=f"{module} is not installed ({feature}; not a declared runtime dependency)")
 
 
-needs_matplotlib = needs("matplotlib", "heatmaps and bench plots")
-needs_tqdm = needs("tqdm", "the progress bar")
+needs_matplotlib = needs("matplotlib", "bench plots")
 
 
 # --- the tiny conv net -----------------------------------------------------------------------------------------

@@ -358,7 +358,9 @@ def test_ray_runner_without_ray_says_what_to_install(tmp_path, capsys, square_bu
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     paths = make_inputs(tmp_path / "in", 2, broken=False, odd=False)
     code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--runner", "ray")
-    assert code == 2 and "pip install 'icrt[scale]'" in err and len(err.strip().splitlines()) == 1
+    from runtime.install import extra_hint
+
+    assert code == 2 and extra_hint("scale") in err and len(err.strip().splitlines()) == 1
 
 
 def test_ray_budget_leaves_cpus_for_reading():

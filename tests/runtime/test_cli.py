@@ -10,7 +10,7 @@ import pytest
 
 from runtime.cli import main
 from tests.images import textured
-from tests.runtime.fixtures import broken_inputs, needs_matplotlib, needs_tqdm
+from tests.runtime.fixtures import broken_inputs
 from tests.runtime.fixtures import run_cli as run
 
 
@@ -126,7 +126,6 @@ def test_output_file_is_atomic_and_old_file_survives_a_failed_write(capsys, squa
     assert out_file.read_text().startswith("image,score,")
 
 
-@needs_matplotlib
 def test_heatmap_option(capsys, patches_bundle, folder, tmp_path):
     patches = patches_bundle
     code, out, _ = run(capsys, "score", folder, "-m", patches, "--heatmap", tmp_path / "hm", "--format", "json")
@@ -135,7 +134,6 @@ def test_heatmap_option(capsys, patches_bundle, folder, tmp_path):
     assert all(r["heatmap"].endswith(".heatmap.png") and r["patches"] > 1 for r in recs)
 
 
-@needs_tqdm
 def test_progress_bar_on_stderr_for_many_files(capsys, square_bundle, tmp_path, monkeypatch):
     for i in range(12):
         textured(40, 40, seed=i).save(tmp_path / f"p{i:02d}.png")
@@ -146,7 +144,7 @@ def test_progress_bar_on_stderr_for_many_files(capsys, square_bundle, tmp_path, 
 
 
 def test_info_shows_model_card(capsys, square_bundle, patches_bundle):
-    code, out, _ = run(capsys, "info", patches_bundle)
+    code, out, _ = run(capsys, "info", patches_bundle, "--verbose")
     assert code == 0
     for words in ("tiny-d2s-patches  (d2s)", "64x64 patches, stride 32, pooled by mean, long side capped at 256",
                   "fp32  onnxruntime: model.onnx", "TensorRT 10.3.0, sm 8.7", "training data: none"):
@@ -202,7 +200,7 @@ def test_a_bug_keeps_its_traceback_and_is_not_a_usage_error(capsys, square_bundl
     """Only icrt's own errors (runtime.errors.IcrtError) become `icrt: error:` lines; a plain ValueError is a bug."""
     import runtime.info
 
-    def bug(manifest):
+    def bug(manifest, verbose=False):
         raise ValueError("a bug, not a bad input")
 
     monkeypatch.setattr(runtime.info, "model_card", bug)
@@ -214,7 +212,7 @@ def test_a_bug_keeps_its_traceback_and_is_not_a_usage_error(capsys, square_bundl
 def test_interrupt_is_exit_130(capsys, square_bundle, monkeypatch):
     import runtime.info
 
-    def interrupted(manifest):
+    def interrupted(manifest, verbose=False):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runtime.info, "model_card", interrupted)
@@ -236,8 +234,9 @@ def test_info_shows_a_malformed_model_card_without_a_traceback(capsys, tmp_path,
     from tests.runtime.fixtures import edit_manifest, make_bundle
 
     bundle = edit_manifest(make_bundle(tmp_path / "b"), lambda d: d.update(model_card=card))
-    code, out, err = run(capsys, "info", bundle)
-    assert code == 0 and err == "" and "model card" in out
+    for flags in ([], ["--verbose"]):
+        code, out, err = run(capsys, "info", bundle, *flags)
+        assert code == 0 and err == "" and "score range" in out
 
 
 def test_info_escapes_terminal_control_sequences(capsys, tmp_path):
@@ -248,7 +247,7 @@ def test_info_escapes_terminal_control_sequences(capsys, tmp_path):
         d["model_card"] = {"summary": "\x1b]0;title\x07 hi", "heldout": {"fp32": {"per_category": {"\x1b[1m": {"n": 3}}}}}
         d["versions"] = {"torch": "\x1b[31mred"}
     bundle = edit_manifest(make_bundle(tmp_path / "b"), evil)
-    code, out, err = run(capsys, "info", bundle)
+    code, out, err = run(capsys, "info", bundle, "--verbose")
     assert code == 0 and err == ""
     assert not any(c in out for c in "\x1b\x07\x9b")
     assert "tiny\\x1b[2J\\x9b31m" in out and "\\x1b]0;title\\x07 hi" in out and "torch \\x1b[31mred" in out

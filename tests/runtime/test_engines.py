@@ -321,7 +321,9 @@ def test_without_tensorrt_one_line_says_how_to_get_it(monkeypatch, tmp_path, cap
     assert build(b) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("icrt: error: building TensorRT engines needs the tensorrt Python")
-    assert "JetPack" in err[0] and "--system-site-packages" in err[0] and "pip install 'icrt[trt]'" in err[0]
+    from runtime.install import pip_line
+
+    assert "JetPack" in err[0] and "--system-site-packages" in err[0] and pip_line("trt") in err[0]
 
 
 def test_tensorrt_older_than_8_6_is_refused(monkeypatch, gpu, tmp_path, capsys):

@@ -17,7 +17,7 @@ def test_info_says_per_form_where_it_runs_and_what_it_loses(tmp_path):
                             "int8": {"srcc": 0.846, "mean_category_srcc": 0.86},
                             "int8-tensorrt": {"srcc": 0.8512, "mean_category_srcc": 0.861}}
     m.save()
-    text = model_card(load_manifest(b))
+    text = model_card(load_manifest(b), verbose=True)
     lines = [ln.strip() for ln in text.splitlines()]
     start = next(i for i, ln in enumerate(lines) if ln.startswith("forms"))
     fp32, int8, trt = lines[start + 1:start + 4]
@@ -30,5 +30,5 @@ def test_info_says_per_form_where_it_runs_and_what_it_loses(tmp_path):
 
 def test_info_forms_without_recorded_figures_name_the_files_only(tmp_path):
     b = build_bundle(str(tmp_path / "b"))
-    text = model_card(load_manifest(b))
+    text = model_card(load_manifest(b), verbose=True)
     assert "    fp32           model.onnx" in text and "agrees with" not in text and "held-out SRCC" not in text

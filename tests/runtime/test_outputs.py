@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from tests.images import textured
-from tests.runtime.fixtures import ROOT, needs_matplotlib
+from tests.runtime.fixtures import ROOT
 from tests.runtime.fixtures import run_cli as run
 
 
@@ -185,7 +185,6 @@ def test_a_full_device_at_the_end_is_one_line_and_a_fallback_file(square_bundle,
     assert json.loads((tmp_path / saved).read_text())[0]["image"] == str(image)
 
 
-@needs_matplotlib
 def test_a_heatmap_that_cannot_be_written_ends_heatmaps_not_scoring(capsys, patches_bundle, tmp_path, monkeypatch):
     import contextlib
 
@@ -244,7 +243,6 @@ def test_undecodable_names_round_trip_in_every_format(square_bundle, odd_names, 
     assert r.stdout.splitlines()[2].startswith(raw + b"  ") and len(r.stdout.splitlines()) == 3
 
 
-@needs_matplotlib
 def test_undecodable_name_with_heatmaps(patches_bundle, odd_names, tmp_path):
     d, raw = odd_names
     r = icrt("score", d, "-m", patches_bundle, "--heatmap", tmp_path / "maps",

@@ -115,9 +115,14 @@ def check_page(page: str, records: list[dict]):
     folders: dict[str, list] = {}
     for r in records:
         folders.setdefault(os.path.dirname(r["image"]), []).append(r)
+    from runtime.report.html import SCORE_SCALE_NOTE, common_root, relative_to
+
+    root = common_root(list(folders))  # folders are shown relative to the folder that holds them all
+    assert root and html.escape(root) in section(page, "Folders") and html.escape(SCORE_SCALE_NOTE) in page
     for folder, rs in folders.items():
         scores = [r["score"] for r in rs if "error" not in r]
-        assert folder_row(page, folder) == (len(rs), len(rs) - len(scores), f"{statistics.median(scores):.4f}")
+        assert folder_row(page, relative_to(folder, root)) == (len(rs), len(rs) - len(scores),
+                                                               f"{statistics.median(scores):.4f}")
 
 
 def test_report_from_json_scores(scored, capsys, tmp_path):
@@ -305,7 +310,8 @@ def test_report_from_batch_folder(scored, capsys, tmp_path):
     page, out = make(capsys, tmp_path, folder, "--images-root", root)
     check_page(page, scored["records"])
     assert "3 Parquet part(s)" in page and "No completion marker" in page
-    assert "tiny-&lt;b&gt;d2s&lt;/b&gt;" in page and "bundle.name" in page
+    run = section(page, "Run")
+    assert "<th" in run and ">model<" in run and "tiny-&lt;b&gt;d2s&lt;/b&gt;" in run and "12.5" in run
     part = os.path.join(folder, "part-00001.parquet")  # one part alone
     page, _ = make(capsys, tmp_path, part)
     assert "Parquet file" in page
@@ -362,7 +368,9 @@ def test_batch_folder_without_pyarrow(scored, capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
     monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
     code, _, err = run_cli(capsys, "report", folder, "-o", tmp_path / "r.html")
-    assert code == 2 and err.count("\n") == 1 and "pip install 'icrt[scale]'" in err
+    from runtime.install import extra_hint
+
+    assert code == 2 and err.count("\n") == 1 and extra_hint("scale") in err
 
 
 # --- hardening, round 2 (N6, N10, N20) ---------------------------------------------------------------------------
@@ -450,3 +458,32 @@ def test_histogram_labels_in_the_page(capsys, tmp_path):
     svg = page[page.index("<svg"):page.index("</svg>")]
     labels = re.findall(r'text-anchor="end" fill="#5b6475">([^<]*)</text>', svg)
     assert labels == ["0", "1", "2", "3"]
+
+
+def test_score_ticks_never_repeat_and_folders_drop_their_common_root():
+    from runtime.report.html import common_root, relative_to, score_ticks
+
+    for lo, hi in ((0.0, 1.0), (0.999, 0.9999), (0.5, 0.5000001), (-1e300, 1e300)):
+        labels = score_ticks(lo, hi)
+        assert len(labels) == 11 and len(set(labels)) == 11, (lo, hi, labels)
+    assert score_ticks(0.0, 1.0)[:3] == ["0", "0.1", "0.2"]
+    keys = ["/data/shoot/a", "/data/shoot/b/c", "/data/shoot"]
+    root = common_root(keys)
+    assert root == "/data/shoot" and [relative_to(k, root) for k in keys] == ["a", "b/c", "."]
+    assert common_root(["only/one"]) == "" and common_root(["/abs", "rel"]) == ""
+
+
+def test_the_run_summary_is_a_table_of_what_ran_and_skips_odd_fields():
+    from runtime.report.html import _summary_items
+
+    rows = dict(_summary_items({
+        "counts": {"rows": 1200, "scored": 1190, "errors": 10, "parts": 3, "inputs": 1200, "scored_this_run": 1190,
+                   "skipped_resume": 0},
+        "speed": {"images": 1190, "seconds": 40.0, "images_per_s": 29.75}, "runner": "local", "workers": 1,
+        "bundle": {"name": "icrt-default", "kind": "d2s", "precision": "int8", "backend": "auto", "path": "/b"},
+        "versions": {"icrt": "0.1.0", "numpy": ["not", "plain", {"x": 1}]}, "histogram": {"counts": [1, 2]},
+        "weird": {"nested": {"deep": 1}}, "note": "hello"}))
+    assert rows["images"] == "1,200 rows, 1,190 scored, 10 errors, in 3 Parquet parts"
+    assert rows["speed"] == "29.75 images/s, 40 s" and rows["model"] == "icrt-default (d2s), int8, backend auto"
+    assert rows["versions"] == "icrt 0.1.0" and rows["note"] == "hello" and "weird" not in rows
+    assert "histogram" not in rows and "this run" in rows

@@ -3,7 +3,7 @@
 The server tests start ``icrt serve`` as a child process on free loopback ports, score images through HTTP and gRPC
 and compare with local scores (<= 1e-5, the same error records), send garbage, and stop it (SIGINT, SIGTERM) checking
 that no process it started is left. Everything is bounded in time. They are skipped only where nvidia-pytriton /
-tritonclient are not installed (``pip install 'icrt[serve]'``); the missing-package messages are tested everywhere.
+tritonclient are not installed (the ``[serve]`` extra); the missing-package messages are tested everywhere.
 Torch-free."""
 from __future__ import annotations
 
@@ -18,11 +18,12 @@ import urllib.request
 import numpy as np
 import pytest
 
+from runtime.install import extra_hint
 from runtime.scorer import Scorer
 from tests.images import textured
 from tests.runtime.fixtures import ROOT, broken_inputs, run_cli
 
-SERVE_EXTRA = "pip install 'icrt[serve]'"
+SERVE_EXTRA = "the [serve] extra"
 READY_TIMEOUT = 120
 
 
@@ -231,13 +232,32 @@ def test_serve_without_pytriton_says_what_to_install(square_bundle):
     r = _without("pytriton", "serve", "-m", square_bundle)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("icrt: error: icrt serve needs NVIDIA PyTriton")
-    assert "pip install 'icrt[serve]'" in r.stderr
+    assert extra_hint("serve") in r.stderr and f"pip install '{ROOT}[serve]'" in r.stderr  # this clone, not a name
 
 
 def test_score_url_without_tritonclient_says_what_to_install(tmp_path):
     img = images(str(tmp_path), 1)[0]
     r = _without("tritonclient", "score", img, "--url", "http://127.0.0.1:9")
-    assert r.returncode == 2 and "pip install 'icrt[serve]'" in r.stderr and r.stderr.count("\n") == 1
+    assert r.returncode == 2 and extra_hint("serve") in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_serve_refuses_numpy_2_beside_pytriton_before_0_8_in_one_line(square_bundle, capsys, monkeypatch):
+    need_serve()
+    import runtime.packages as packages
+
+    real = packages.version
+    monkeypatch.setattr(packages, "version", lambda d: {"numpy": "2.1.3", "nvidia-pytriton": "0.7.0"}.get(d, real(d)))
+    code, out, err = run_cli(capsys, "serve", "-m", square_bundle)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "icrt serve cannot work in this environment: numpy 2.1.3 is installed beside PyTriton 0.7.0" in err
+    assert "HTTP 500" in err and "pip install 'numpy<2'" in err
+
+
+def test_serve_problem_is_numpy_2_with_pytriton_before_0_8_only():
+    from runtime.packages import serve_problem
+
+    assert serve_problem("2.0.0", "0.7.0") and serve_problem("2.4.6", "0.5.14")
+    assert serve_problem("1.26.4", "0.7.0") is None and serve_problem("2.1.0", "0.8.0") is None
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -107,6 +107,9 @@ def test_undeserializable_engine_frees_what_was_allocated(monkeypatch, tmp_path)
     m = load_manifest(b)
     with open(m.path(m.engines_for("fp32")[0].file), "wb") as f:
         f.write(b"not a plan")
+    with pytest.raises(BundleError, match="SHA-256 .* is not the manifest's"):  # a changed file is refused first
+        open_backend(m, "tensorrt", "fp32")
+    m.record_checksums()  # as if it had been built that way
     with pytest.raises(BackendError, match="could not deserialize this engine .*icrt build -m"):
         open_backend(m, "tensorrt", "fp32")
     assert cuda.memory == {} and cuda.streams == set()
@@ -121,6 +124,7 @@ def test_engine_for_another_input_size_is_a_bundle_error(monkeypatch, tmp_path):
     plan["profile"]["image"] = [[1, 3, 32, 32], [1, 3, 32, 32], [8, 3, 32, 32]]
     with open(path, "wb") as f:
         f.write(PLAN_MAGIC + json.dumps(plan).encode())
+    m.record_checksums()
     with pytest.raises(BundleError, match=r"takes \[8, 3, 32, 32\]; the manifest expects \[N, 3, 64, 64\]"):
         open_backend(m, "tensorrt", "fp32")
     names = cuda.names()

@@ -2,7 +2,7 @@
 tritonclient) and checked against the ONNX model (read with onnxruntime); atomic writing; and, where the PyTriton
 wheel's tritonserver is installed, the repository's Python model loaded in the real server and scored through.
 
-Torch-free. The config checks need ``tritonclient[grpc]`` (``pip install 'icrt[serve]'``), the server test
+Torch-free. The config checks need ``tritonclient[grpc]`` (the ``[serve]`` extra), the server test
 ``nvidia-pytriton`` too; without them those tests are skipped with the reason."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from runtime.serving.repository import MARKER, write_repository
 from tests.images import textured
 from tests.runtime.fixtures import DATA, TINY_FILES, broken_inputs, run_cli, tiny_preprocessing
 
-SERVE_EXTRA = "pip install 'icrt[serve]'"
+SERVE_EXTRA = "the [serve] extra"
 
 
 def model_config_pb2():

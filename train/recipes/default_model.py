@@ -294,6 +294,7 @@ def write_card(bundle, chosen, selection, heldout, on_parity, train_minutes, min
                   f"domains is unknown. Figures are from one split of a small data set ({counts['heldout']} held-out "
                   "images): expect a few hundredths of spread.",
     })
+    manifest.record_checksums()  # export recorded them; again here, so that the shipped manifest always has them
     manifest.save()
 
 
