@@ -69,6 +69,19 @@ def import_openvino():
     return openvino
 
 
+_CORE = []
+
+
+def shared_core(ov):
+    """One ``openvino.Core`` for the process, kept until it exits. OpenVINO's CPU plugin sets its own alternate signal
+    stack on the thread that creates it and puts back the one it found when it is unloaded: two Cores unloaded out
+    of order leave a freed stack in place, and the next signal (SIGTERM, Ctrl+C) crashes the process (seen with two
+    Scorers in one test session). One Core loads the plugin once."""
+    if not _CORE:
+        _CORE.append(ov.Core())
+    return _CORE[0]
+
+
 def _message(e: Exception) -> str:
     """OpenVINO's multi-line exception text -> its last meaningful line(s), one line, without source locations."""
     text = one_line(str(e))
@@ -171,7 +184,7 @@ class OpenVinoBackend(Backend):
         self.notes = list(notes or [])
         self.threads = threads or default_threads()
         self.norm = None if norm is None else (tuple(map(float, norm[0])), tuple(map(float, norm[1])))
-        self.core = ov.Core()
+        self.core = shared_core(ov)
         try:
             with open(path, "rb") as f:
                 data = f.read()
