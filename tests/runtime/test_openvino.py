@@ -182,3 +182,31 @@ def test_it_writes_nothing_but_its_cache_under_home(square_bundle, images, tmp_p
     written = {p.relative_to(home).parts[:3] for p in home.rglob("*") if p.is_file()}
     assert written == {(".cache", "icrt", "openvino")} and "telemetry" not in r.stderr.lower()
 
+
+def test_bench_puts_backends_side_by_side_with_their_agreement_and_the_cpu_flags(square_bundle, images, tmp_path,
+                                                                                capsys):
+    from runtime.cpu import describe
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in images:
+        Image.open(p).save(folder / (os.path.basename(p).rsplit(".", 1)[0] + ".png"))
+    out = tmp_path / "report"
+    code, _, err = run_cli(capsys, "bench", "-m", square_bundle, "--backend", "onnxruntime,openvino", "--precision",
+                           "fp32,int8", "--batch-sizes", "1,2", "--warmup", "0", "--iters", "2", "--images", folder,
+                           "--report", out)
+    assert code == 0, err
+    r = json.loads((out / "report.json").read_text())
+    assert [(x["backend"], x["precision"], x["batch_size"]) for x in r["results"]] == [
+        (b, p, n) for b in ("onnxruntime", "openvino") for p in ("fp32", "int8") for n in (1, 2)]
+    assert r["agreement_reference"] == "onnxruntime fp32" and r["cpu"] == describe()
+    for x in r["results"]:
+        a = x["agreement"]
+        assert x["cpu"] == describe() and a["n"] == len(images) and x["e2e_vs_inference"] > 0
+        if x["precision"] == "fp32":  # the reference itself, and OpenVINO's fp32 held to f32
+            assert a["srcc"] == pytest.approx(1.0) and a["max_abs_diff"] <= 1e-5
+        else:
+            assert a["max_abs_diff"] < 0.1
+    md = (out / "report.md").read_text()
+    assert "## Side by side (speed-up against onnxruntime; CPU " + describe() + ")" in md
+    assert "| openvino vs onnxruntime |" in md and md.count("\n| fp32 | 1 |") == 1 and "| int8 | 2 |" in md
