@@ -25,6 +25,28 @@ def test_compare_torch_times_the_exporters_bundle(tmp_path):
 
 
 @pytest.mark.slow
+def test_compare_torch_puts_backends_side_by_side_with_agreement_and_cpu_flags(tmp_path):
+    pytest.importorskip("openvino")
+    from benchmarks import compare_torch
+    from runtime.cpu import describe
+
+    out = tmp_path / "cmp.json"
+    args = ["--backbone", D2S["backbone"], "--image-size", str(D2S["image_size"]), "--iters", "2", "--warmup", "0",
+            "--precisions", "fp32,int8", "--backend", "onnxruntime,openvino", "--json", str(out)]
+    assert compare_torch.main(args) == 0
+    r = json.loads(out.read_text())
+    rows = {x["name"]: x for x in r["rows"]}
+    assert list(rows) == ["torch eager fp32 (cpu)"] + [f"runtime {b} {p} (cpu)" for b in ("onnxruntime", "openvino")
+                                                        for p in ("fp32", "int8")]
+    assert r["cpu"] == describe() and all(x["cpu"] == describe() for x in rows.values())
+    for name in ("runtime onnxruntime fp32 (cpu)", "runtime openvino fp32 (cpu)"):
+        a = rows[name]["agreement_vs_onnxruntime_fp32"]
+        assert a["n"] == 16 and a["srcc"] == pytest.approx(1.0) and a["max_abs_diff"] <= 1e-5
+        assert rows[name]["max_abs_diff_vs_torch"] <= 1e-4
+    assert rows["runtime openvino int8 (cpu)"]["agreement_vs_onnxruntime_fp32"]["n"] == 16
+
+
+@pytest.mark.slow
 def test_memory_peak_measures_both_policies_with_and_without_heatmaps(tmp_path):
     from benchmarks import memory_peak
 
