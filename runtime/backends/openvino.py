@@ -33,10 +33,15 @@ from ..errors import one_line
 from ..manifest import INPUT_NAME, SCORE_OUTPUT, BundleError
 from . import Backend, BackendError, ModelRunError, NotInBundleError, register_backend
 
-INSTALL_HINT = "pip install 'icrt[openvino]'"
 CACHE_ENV = "ICRT_CACHE_DIR"
 CACHE_OFF = ("off", "none", "0")
 MAX_ERROR_TEXT = 300  # characters of OpenVINO's message kept in a run error
+
+
+def install_hint() -> str:
+    from ..install import extra_hint
+
+    return extra_hint("openvino")
 
 
 def openvino_available() -> bool:
@@ -60,7 +65,7 @@ def import_openvino():
     try:
         import openvino
     except ImportError as e:
-        raise BackendError(f"OpenVINO is not installed ({e}); {INSTALL_HINT}, or use --backend onnxruntime") from None
+        raise BackendError(f"OpenVINO is not installed ({e}); {install_hint()}, or use --backend onnxruntime") from None
     except OSError as e:  # the package is there but its libraries do not load
         raise BackendError(f"OpenVINO could not be loaded ({one_line(e)}); use --backend onnxruntime") from None
     finally:
@@ -293,4 +298,4 @@ def _open(manifest, precision: str, *, threads: int | None = None, device_id: in
 # onnxruntime end to end on the CPUs this project measured (docs/benchmarks.md), its uint8 input doing the
 # normalisation in the engine.
 register_backend("openvino", open=_open, available=openvino_available, auto_order=15, files_key="onnxruntime",
-                 unavailable=f"not installed ({INSTALL_HINT})")
+                 unavailable="not installed (install the [openvino] extra)")

@@ -59,7 +59,7 @@ def test_builtins_are_registered_in_auto_order(registry):
     assert registry.files_keys() == ("onnxruntime", "tensorrt")  # openvino reads the onnxruntime form
     spec = registry.backend_spec("onnxruntime")
     assert spec.files_key == "onnxruntime" and spec.available() is True
-    assert registry.backend_spec("openvino").unavailable == "not installed (pip install 'icrt[openvino]')"
+    assert registry.backend_spec("openvino").unavailable == "not installed (install the [openvino] extra)"
     with pytest.raises(BackendError, match=r"unknown backend 'nosuch' \(choose from auto, onnxruntime, openvino, "
                                            r"tensorrt\)"):
         registry.backend_spec("nosuch")
@@ -108,7 +108,7 @@ def test_auto_falls_through_to_onnxruntime_and_raises_the_last_error(registry, b
     b = open_backend(m, "auto", "fp32")
     assert b.name == "onnxruntime" and b.device == "cpu" and b.notes[0] == "broken: no device here"
     assert any(n.startswith("tensorrt:") for n in b.notes)
-    assert "openvino: not installed (pip install 'icrt[openvino]')" in b.notes
+    assert "openvino: not installed (install the [openvino] extra)" in b.notes
     with pytest.raises(NotInBundleError, match="no int8 model in this bundle") as e:  # onnxruntime's own error
         open_backend(m, "auto", "int8")
     assert e.value.exit_code == 2 and isinstance(e.value, BundleError)
