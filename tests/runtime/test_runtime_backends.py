@@ -134,7 +134,7 @@ def test_a_registered_backend_serves_the_cli_bench_and_manifest(registry, bundle
                  "--warmup", "0", "--iters", "1", "--report", str(tmp_path / "rep")]) == 0
     rows = json.loads((tmp_path / "rep" / "report.json").read_text())["results"]
     assert [(r["backend"], r["batch_size"]) for r in rows] == [("const", 2)]
-    assert "timing const/fp32" in capsys.readouterr().err  # bench progress goes through logging, to stderr
+    assert "interleaved: const/fp32 (cpu)" in capsys.readouterr().err  # bench progress goes through logging, to stderr
 
 
 def test_any_object_with_the_backend_interface_scores(bundle, image):
