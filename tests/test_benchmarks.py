@@ -1,6 +1,7 @@
 """Every benchmark script runs end to end on tiny inputs, so none can rot (their figures come from real runs; see
 docs/benchmarks.md)."""
 import json
+import os
 
 import pytest
 
@@ -109,3 +110,27 @@ def test_batch_scale_times_score_batch_and_ray(tmp_path):
     assert [(r["config"], r["images"], r["exit_code"]) for r in results] == [
         ("score", 6, 0), ("local", 6, 0), ("ray1", 6, 0)]
     assert all(r["peak_rss_mb"] > 0 for r in results)
+
+
+@pytest.mark.slow
+def test_e2e_pipeline_times_levers_decode_threads_today_and_heldout_srcc(tmp_path, labels_csv):
+    from benchmarks import e2e_pipeline
+    from runtime.cpu import describe
+    from tests.runtime.fixtures import build_bundle
+
+    bundle = build_bundle(str(tmp_path / "bundle"), "square", int8=True)
+    folder = os.path.join(os.path.dirname(labels_csv), "images")
+    out = tmp_path / "e2e.json"
+    assert e2e_pipeline.main(["--images", folder, "-m", bundle, "--backend", "onnxruntime", "--rounds", "1",
+                              "--batch-size", "4", "--today", "HEAD", "--fastest=--precision int8",
+                              "--labels", labels_csv, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["cpu"] == describe() and r["images"] == 32
+    assert [x["lever"] for x in r["levers"]][:2] == ["decode only", "today: decode + resize (load_resized)"]
+    variants = [(x["setting"], x["variant"]) for x in r["scorer"]]
+    assert ("onnxruntime int8", "end to end, 2 decode thread(s)") in variants and len(variants) == 8
+    assert [x["command"] for x in r["cli"]] == ["today (HEAD): icrt score FOLDER", "this checkout: icrt score FOLDER",
+                                               "this checkout: icrt score FOLDER --precision int8"]
+    assert r["cli"][0]["vs_today"] == 1.0 and all(x["images_per_s"] > 0 for x in r["cli"])
+    assert [x["decode"] for x in r["heldout"]] == ["today's pixels", "draft to 1/2 before the resize"]
+    assert all(x["images"] > 0 for x in r["heldout"])
