@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,6 +22,27 @@ import tempfile
 import time
 
 import numpy as np
+
+
+def interleaved(calls: dict, warmup: int, iters: int) -> dict:
+    """name -> timing figures of each callable, timed in rounds that call every one once (in order), so that the
+    load of a shared machine falls on all of them alike and their ratios hold."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    ts = {name: [] for name in calls}
+    for _ in range(iters):
+        for name, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            ts[name].append((time.perf_counter() - t) * 1000)
+    return {name: summary(v) for name, v in ts.items()}
+
+
+def summary(ts) -> dict:
+    ts = np.asarray(ts)
+    return {"mean_ms": float(ts.mean()), "p50_ms": float(np.median(ts)), "p90_ms": float(np.percentile(ts, 90)),
+            "min_ms": float(ts.min()), "max_ms": float(ts.max())}
 
 
 def timed(fn, warmup: int, iters: int, sync=None) -> dict:
@@ -88,27 +110,64 @@ def input_batch(prep, image, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([x] * (-(-batch // len(x))))[:batch])
 
 
-def cold_start(bundle: str, image: str, repeats: int = 3) -> dict:
-    """Wall time of a fresh `icrt score` process for one image against a bare `import torch`."""
-    score_cmd = [sys.executable, "-m", "runtime.cli", "score", image, "-m", bundle, "--backend", "onnxruntime"]
-    torch_cmd = [sys.executable, "-c", "import torch"]
+def cold_start(bundle: str, image: str, backends=("onnxruntime",), repeats: int = 3) -> dict:
+    """Wall time of a fresh `icrt score` process for one image on each backend against a bare `import torch`, the
+    commands taking turns (median of ``repeats``). OpenVINO's first start (an empty model cache, its own folder) is
+    timed apart from the later ones (the cache filled)."""
+    cache = tempfile.mkdtemp(prefix="icrt-cold-cache-")
+    env = {**os.environ, "ICRT_CACHE_DIR": cache}
+    cmds = {f"icrt_score_{b}_ms": [sys.executable, "-m", "runtime.cli", "score", image, "-m", bundle, "--backend", b]
+            for b in backends}
+    cmds["import_torch_ms"] = [sys.executable, "-c", "import torch"]
 
     def wall(cmd):
-        ts = []
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+        return (time.perf_counter() - t) * 1000
+
+    out = {}
+    try:
+        if "openvino" in backends:
+            out["icrt_score_openvino_first_ms"] = wall(cmds["icrt_score_openvino_ms"])  # compiles, fills the cache
+        ts = {k: [] for k in cmds}
         for _ in range(repeats):
-            t = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
-            ts.append(time.perf_counter() - t)
-        return statistics.median(ts) * 1000
+            for k, cmd in cmds.items():
+                ts[k].append(wall(cmd))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    out.update({k: statistics.median(v) for k, v in ts.items()})
+    return out
 
-    return {"icrt_score_ms": wall(score_cmd), "import_torch_ms": wall(torch_cmd)}
+
+def agreement_images(args, prep, tmp: str) -> list[str]:
+    """The images each runtime's scores are compared on: ``--images`` (a folder or glob, at most 64), else 16
+    generated ones (export's check images)."""
+    if args.images:
+        from runtime.inputs import collect
+
+        return collect([args.images], recursive=True)[:64]
+    from PIL import Image
+
+    from export.checks import generated_images
+
+    folder = os.path.join(tmp, "agreement")
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i, img in enumerate(generated_images(16)):
+        paths.append(os.path.join(folder, f"{i:02d}.png"))
+        Image.fromarray(img).save(paths[-1])
+    return paths
 
 
-def run_cpu(args, model, prep, bundle, x, rows):
+def run_cpu(args, model, prep, bundle, x, rows, images=()):
+    """torch eager and every runtime backend x precision asked for, timed in the same interleaved rounds; each
+    runtime's scores of ``images`` compared with onnxruntime fp32's (SRCC, largest difference)."""
     import torch
 
     from runtime.backends import BackendError, open_backend
     from runtime.backends.onnxruntime import default_threads
+    from runtime.bench import agreement, image_scores
+    from runtime.cpu import describe
     from runtime.manifest import load_manifest
 
     threads = args.threads or default_threads()
@@ -116,23 +175,36 @@ def run_cpu(args, model, prep, bundle, x, rows):
     xt = torch.from_numpy(x)
     with torch.inference_mode():
         ref = model(xt).numpy()
-        rows.append({"name": "torch eager fp32 (cpu)", **timed(lambda: model(xt), args.warmup, args.iters)})
+    calls, extra = {}, {}
+
+    def torch_call():
+        with torch.inference_mode():
+            model(xt)
+
+    calls["torch eager fp32 (cpu)"] = torch_call
     manifest = load_manifest(bundle)
     if args.plain_ort:  # what a plain export gets with onnxruntime's default session options
         import onnxruntime as ort
         plain = ort.InferenceSession(manifest.file_for("fp32"), providers=["CPUExecutionProvider"])
         feed = {manifest.input_name: x}
-        rows.append({"name": "onnxruntime fp32, default options (cpu)", **timed(lambda: plain.run(None, feed),
-                                                                               args.warmup, args.iters)})
-    for prec in args.precisions:
-        try:
-            be = open_backend(manifest, "onnxruntime", prec, threads=threads)
-        except BackendError as e:
-            print(f"skipped onnxruntime {prec}: {e}", file=sys.stderr)
-            continue
-        diff = float(np.abs(be.run(x) - ref).max())
-        rows.append({"name": f"runtime onnxruntime {prec} (cpu)", "max_abs_diff_vs_torch": diff,
-                     **timed(lambda be=be: be.run(x), args.warmup, args.iters)})
+        calls["onnxruntime fp32, default options (cpu)"] = lambda: plain.run(None, feed)
+    reference = image_scores(manifest, open_backend(manifest, "onnxruntime", "fp32", threads=threads), images) \
+        if images else None
+    for name in args.backends:
+        for prec in args.precisions:
+            try:
+                be = open_backend(manifest, name, prec, threads=threads)
+            except BackendError as e:
+                print(f"skipped {name} {prec}: {e}", file=sys.stderr)
+                continue
+            label = f"runtime {be.name} {prec} ({be.device})"
+            extra[label] = {"max_abs_diff_vs_torch": float(np.abs(be.run(x) - ref).max())}
+            if reference:
+                extra[label]["agreement_vs_onnxruntime_fp32"] = agreement(image_scores(manifest, be, images), reference)
+            calls[label] = lambda be=be: be.run(x)
+    cpu = describe()
+    for name, fig in interleaved(calls, args.warmup, args.iters).items():
+        rows.append({"name": name, **extra.get(name, {}), **fig, "cpu": cpu})
 
 
 def run_cuda(args, model, prep, bundle, x, rows):
@@ -189,6 +261,9 @@ def main(argv=None) -> int:
     p.add_argument("--image", help="image to score (default: a synthetic one)")
     p.add_argument("--calib-images", help="int8 calibration images for the export (default: generated ones)")
     p.add_argument("--precisions", default="fp32,int8")
+    p.add_argument("--backend", default="onnxruntime", help="runtime backends, side by side (onnxruntime,openvino)")
+    p.add_argument("--images", help="images (folder or glob) each runtime's scores are compared with onnxruntime fp32's "
+                                    "on (default: 16 generated ones)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for both torch and onnxruntime")
@@ -200,6 +275,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     args.precisions = [s for s in args.precisions.split(",") if s]
+    args.backends = [s for s in args.backend.split(",") if s]
 
     model, source, what = load_model(args)
     from runtime.preprocess import Preprocessing
@@ -210,7 +286,10 @@ def main(argv=None) -> int:
                                               args.precisions, args.calib_images, tmp)
         x = input_batch(prep, args.image, args.batch_size)
         rows = []
-        (run_cuda if args.device == "cuda" else run_cpu)(args, model, prep, bundle, x, rows)
+        if args.device == "cuda":
+            run_cuda(args, model, prep, bundle, x, rows)
+        else:
+            run_cpu(args, model, prep, bundle, x, rows, agreement_images(args, prep, tmp))
         cold = None
         if args.cold_start:
             image = args.image
@@ -218,30 +297,40 @@ def main(argv=None) -> int:
                 from PIL import Image
                 image = os.path.join(tmp, "cold.jpg")
                 Image.fromarray((x[0].transpose(1, 2, 0) * 60 + 120).clip(0, 255).astype(np.uint8)).save(image)
-            cold = cold_start(bundle, image)
+            cold = cold_start(bundle, image, args.backends)
 
     base = rows[0]["mean_ms"]
+    from runtime.cpu import describe
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"\n{what}, input {prep.size}x{prep.size} ({prep.resize}), batch {args.batch_size}, "
-          f"{args.iters} iterations after {args.warmup} warm-up")
-    print(f"{'':<40} {'mean ms':>9} {'p50 ms':>9} {'min ms':>9} {'speed-up':>9}  max|diff| vs torch")
+          f"{args.iters} interleaved rounds after {args.warmup} warm-up; CPU {describe()}; load average {load}")
+    print(f"{'':<42} {'mean ms':>9} {'p50 ms':>9} {'min ms':>9} {'speed-up':>9}  max|diff| vs torch  "
+          "SRCC / max|diff| vs onnxruntime fp32")
     by_name = {r["name"]: r for r in rows}
     for r in rows:
         r["speedup_vs_torch"] = base / r["mean_ms"]
+        r["speedup_vs_torch_p50"] = rows[0]["p50_ms"] / r["p50_ms"]
         d = r.get("max_abs_diff_vs_torch")
-        print(f"{r['name']:<40} {r['mean_ms']:>9.2f} {r['p50_ms']:>9.2f} {r['min_ms']:>9.2f} "
-              f"{r['speedup_vs_torch']:>8.2f}x  {'' if d is None else f'{d:.2e}'}")
-    fp32 = by_name.get("runtime onnxruntime fp32 (cpu)")
-    int8 = by_name.get("runtime onnxruntime int8 (cpu)")
-    if fp32 and int8:
-        print(f"int8 vs runtime fp32: {fp32['mean_ms'] / int8['mean_ms']:.2f}x")
+        a = r.get("agreement_vs_onnxruntime_fp32") or {}
+        agree = "" if not a else f"{a['srcc']:.4f} / {a['max_abs_diff']:.2e} ({a['n']} images)" \
+            if a.get("srcc") is not None else f"- / {a.get('max_abs_diff')}"
+        print(f"{r['name']:<42} {r['mean_ms']:>9.2f} {r['p50_ms']:>9.2f} {r['min_ms']:>9.2f} "
+              f"{r['speedup_vs_torch']:>8.2f}x  {'' if d is None else f'{d:.2e}':<18} {agree}")
+    for name in args.backends:
+        fp32 = by_name.get(f"runtime {name} fp32 (cpu)")
+        int8 = by_name.get(f"runtime {name} int8 (cpu)")
+        if fp32 and int8:
+            print(f"{name} int8 vs {name} fp32: {fp32['mean_ms'] / int8['mean_ms']:.2f}x")
     if cold:
-        print(f"cold start: icrt score one image {cold['icrt_score_ms']:.0f} ms; python -c 'import torch' "
-              f"{cold['import_torch_ms']:.0f} ms (median of 3)")
+        print("cold start, one image (median of 3, taking turns): " + "; ".join(
+            f"{k.removesuffix('_ms').replace('_', ' ')} {v:.0f} ms" for k, v in cold.items()))
     if args.json:
         from runtime.bench import machine
         from runtime.files import write_json
         write_json(args.json, {"model": what, "input": prep.size, "batch_size": args.batch_size, "device": args.device,
-                               "rows": rows, "cold_start": cold, "machine": machine()})
+                               "rows": rows, "cold_start": cold, "machine": machine(), "cpu": describe(),
+                               "load_average": load})
     return 0
 
 

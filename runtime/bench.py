@@ -152,34 +152,91 @@ def time_calls(fn, warmup: int, iters: int) -> list[float]:
     return out
 
 
-def bench_backend(manifest, backend, image_paths, batch_sizes, warmup, iters) -> list[dict]:
-    """Inference-only and end-to-end timings of one opened backend."""
-    from .preprocess import load_for_model, to_model_input
-    from .scorer import Scorer
+def _inputs(manifest, backend, image_paths) -> tuple[np.ndarray, float]:
+    """The model inputs of the images as this backend takes them (pixels or floats), and inputs per image."""
+    from .preprocess import load_resized, to_model_input
 
     prep = manifest.preprocessing
-    inputs = [to_model_input(load_for_model(p, prep)[0], prep)[0] for p in image_paths]
-    per_image = float(np.mean([len(x) for x in inputs]))
-    pool = np.concatenate(inputs)
+    pixels = bool(getattr(backend, "takes_pixels", None) and backend.takes_pixels(prep))
+    inputs = [to_model_input(load_resized(p, prep)[0], prep, pixels)[0] for p in image_paths]
+    return np.concatenate(inputs), float(np.mean([len(x) for x in inputs]))
+
+
+def bench_batch(manifest, backends, image_paths, b: int, warmup: int, iters: int) -> list[dict]:
+    """Inference-only and end-to-end timings of every opened backend at batch size ``b``, interleaved: each round
+    runs every backend once, so that a shared machine's load falls on all of them alike (their ratios hold)."""
+    from .scorer import Scorer
+
+    calls, per_image = [], []
+    for backend in backends:
+        pool, n = _inputs(manifest, backend, image_paths)
+        batch = np.ascontiguousarray(np.concatenate([pool] * -(-b // len(pool)))[:b])
+        calls.append(lambda backend=backend, batch=batch: backend.run(batch))
+        per_image.append(n)
+    for fn in calls:
+        time_calls(fn, warmup, 0)
+    times = [[] for _ in calls]
+    for _ in range(iters):
+        for i, fn in enumerate(calls):
+            times[i] += time_calls(fn, 0, 1)
+    # end to end: the CLI's path (decode + preprocess + batched inference) over a stream of image files, at least 4
+    # batches, so that decoding overlaps inference as in a long run
+    images_per_batch = b / max(per_image)
+    files = [image_paths[i % len(image_paths)] for i in range(max(4 * round(images_per_batch), 16))]
+    scorers = [Scorer(manifest, backend, batch_size=b) for backend in backends]
+    for s in scorers:
+        s.score_many(files[:b])
+    e2e = [[] for _ in scorers]
+    for _ in range(max(3, iters // 4)):
+        for i, s in enumerate(scorers):
+            e2e[i] += time_calls(lambda s=s: s.score_many(files), 0, 1)
     rows = []
-    for b in batch_sizes:
-        reps = -(-b // len(pool))
-        batch = np.ascontiguousarray(np.concatenate([pool] * reps)[:b])
-        st = stats_ms(time_calls(lambda batch=batch: backend.run(batch), warmup, iters))
-        images_per_batch = b / per_image
-        row = {"backend": backend.name, "precision": backend.precision, "batch_size": b, "device": backend.device,
-               "file": os.path.basename(backend.file), **st,
-               "per_image_ms": st["mean_ms"] / images_per_batch, "images_per_s": 1000.0 * images_per_batch / st["mean_ms"],
-               "patches_per_s": 1000.0 * b / st["mean_ms"], "inputs_per_image": per_image}
-        # end to end: the CLI's path (decode + preprocess + batched inference) over b images
-        scorer = Scorer(manifest, backend, batch_size=b)
-        # a stream of images (at least 4 batches), so that decoding overlaps inference as in a long run
-        files = [image_paths[i % len(image_paths)] for i in range(max(1, 4 * round(images_per_batch), 16))]
-        e2e = stats_ms(time_calls(lambda s=scorer, f=files: s.score_many(f), 1, max(3, iters // 4)))
-        row.update(e2e_ms_per_image=e2e["mean_ms"] / len(files), e2e_images_per_s=1000.0 * len(files) / e2e["mean_ms"],
-                   e2e_images=len(files))
-        rows.append(row)
+    for backend, t, e, n in zip(backends, times, e2e, per_image):
+        st = stats_ms(t)
+        per_batch = b / n
+        rate = [len(files) / x for x in e]
+        rows.append({"backend": backend.name, "precision": backend.precision, "batch_size": b,
+                     "device": backend.device, "file": os.path.basename(backend.file), **st,
+                     "per_image_ms": st["mean_ms"] / per_batch, "images_per_s": 1000.0 * per_batch / st["mean_ms"],
+                     "patches_per_s": 1000.0 * b / st["mean_ms"], "inputs_per_image": n,
+                     "e2e_ms_per_image": 1000.0 * float(np.mean(e)) / len(files),
+                     "e2e_images_per_s": len(files) / float(np.mean(e)), "e2e_images_per_s_min": min(rate),
+                     "e2e_images_per_s_max": max(rate), "e2e_images": len(files)})
+        rows[-1]["e2e_vs_inference"] = rows[-1]["e2e_images_per_s"] / rows[-1]["images_per_s"]
     return rows
+
+
+def ranks(x) -> np.ndarray:
+    """Ranks from 0, ties given their mean rank (as Spearman's rho wants; the runtime has no scipy)."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x))
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=r) / counts)[inverse]
+
+
+def agreement(scores, reference) -> dict:
+    """Spearman's rank correlation and the largest and mean absolute difference of ``scores`` against ``reference``
+    (images that either failed are left out); SRCC is None for fewer than 3 images or constant scores."""
+    pairs = [(a, b) for a, b in zip(scores, reference) if a is not None and b is not None]
+    out = {"n": len(pairs), "srcc": None, "max_abs_diff": None, "mean_abs_diff": None}
+    if not pairs:
+        return out
+    a, b = (np.asarray(v, np.float64) for v in zip(*pairs))
+    d = np.abs(a - b)
+    out.update(max_abs_diff=float(d.max()), mean_abs_diff=float(d.mean()))
+    ra, rb = ranks(a), ranks(b)
+    if len(a) >= 3 and ra.std() > 0 and rb.std() > 0:
+        out["srcc"] = float(np.corrcoef(ra, rb)[0, 1])
+    return out
+
+
+def image_scores(manifest, backend, image_paths) -> list:
+    """Each image's score through the Scorer (None for a failure)."""
+    from .scorer import Scorer
+
+    return [r.get("score") for r in Scorer(manifest, backend).score_many(image_paths)]
 
 
 def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 8), warmup: int = 3, iters: int = 20,
@@ -187,15 +244,17 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
     """Time every backend x precision x batch size and write the report into ``report_dir``; the report.
 
     ``backends``: registered names or ``auto``; ``precisions``: default every precision in the bundle. A setting
-    that cannot run here (BackendError, or a precision the bundle lacks) is skipped with its reason. Progress
-    goes to the ``runtime.bench`` logger."""
+    that cannot run here (BackendError, or a precision the bundle lacks) is skipped with its reason. Every setting
+    is opened first and timed interleaved with the others (per batch size), and each one's scores of the images are
+    compared with onnxruntime fp32's (``agreement``). Progress goes to the ``runtime.bench`` logger."""
     from .backends import BackendError, open_backend
+    from .cpu import cpu_features, describe
     from .inputs import collect
     from .manifest import load_manifest
 
     manifest = load_manifest(bundle)
     precisions = list(precisions or manifest.precisions())
-    results, skipped = [], []
+    results, skipped, opened = [], [], []
     with tempfile.TemporaryDirectory(prefix="icrt-bench-") as tmp:
         if images:
             paths = collect([images] if isinstance(images, str) else images, recursive=True)[:16]
@@ -206,22 +265,37 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
         for be in backends:
             for prec in precisions:
                 try:
-                    backend = open_backend(manifest, be, prec, threads=threads)
+                    opened.append(open_backend(manifest, be, prec, threads=threads))
                 except BackendError as e:  # cannot run here, or the bundle lacks it (a broken bundle is raised)
                     skipped.append({"backend": be, "precision": prec, "reason": str(e)})
                     logger.warning(f"skipped {be}/{prec}: {e}")
-                    continue
-                logger.info(f"timing {backend.name}/{prec} ({backend.device}) ...")
-                for row in bench_backend(manifest, backend, paths, list(batch_sizes), warmup, iters):
-                    results.append(row)
-                    logger.info(f"  batch {row['batch_size']:>3}: {row['mean_ms']:.2f} ms/batch, "
-                                f"{row['per_image_ms']:.2f} ms/image, "
-                         f"{row['images_per_s']:.1f} images/s; end to end {row['e2e_ms_per_image']:.2f} ms/image")
+        reference, why = None, None
+        try:
+            reference = image_scores(manifest, open_backend(manifest, "onnxruntime", "fp32", threads=threads), paths)
+        except BackendError as e:
+            why = str(e)
+        agree = {}
+        for backend in opened:
+            key = (backend.name, backend.precision)
+            agree[key] = agreement(image_scores(manifest, backend, paths), reference) if reference else None
+        flags, cpu = cpu_features(), describe()
+        names = ", ".join(f"{b.name}/{b.precision} ({b.device})" for b in opened)
+        for b in batch_sizes:
+            logger.info(f"timing batch {b}, interleaved: {names} ...")
+            for row in bench_batch(manifest, opened, paths, b, warmup, iters) if opened else []:
+                row.update(cpu=cpu, cpu_flags=flags, agreement=agree[(row["backend"], row["precision"])])
+                results.append(row)
+                logger.info(f"  {row['backend']}/{row['precision']} batch {b:>3}: {row['mean_ms']:.2f} ms/batch, "
+                            f"{row['per_image_ms']:.2f} ms/image, {row['images_per_s']:.1f} images/s; end to end "
+                            f"{row['e2e_images_per_s']:.1f} images/s ({row['e2e_vs_inference']:.2f} x inference)")
+        order = {(b.name, b.precision): i for i, b in enumerate(opened)}
+        results.sort(key=lambda r: (order[(r["backend"], r["precision"])], batch_sizes.index(r["batch_size"])))
         report = {"bundle": os.path.abspath(bundle), "model": manifest.name, "kind": manifest.kind,
                   "input_size": manifest.input_size, "preprocessing": manifest.preprocessing.to_dict(),
                   "images": [os.path.basename(p) for p in paths] if images else f"{len(paths)} synthetic JPEGs",
-                  "warmup": warmup, "iters": iters, "machine": machine(), "results": results, "skipped": skipped,
-                  "reported": REPORTED, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+                  "warmup": warmup, "iters": iters, "machine": machine(), "cpu": cpu, "cpu_flags": flags,
+                  "agreement_reference": "onnxruntime fp32" if reference else f"none ({why})",
+                  "results": results, "skipped": skipped, "reported": REPORTED, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_report(report, report_dir)
     return report
 
@@ -245,26 +319,61 @@ def _jetson_line(j: dict) -> str:
             f" (nvpmodel -q); clocks {pinned}{gpu}")
 
 
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def side_by_side(r: dict) -> list[str]:
+    """Per precision and batch size, every backend's ms per image and end-to-end images/s, with the speed-ups of the
+    others against the first backend timed (all from the same interleaved rounds)."""
+    backends = list(dict.fromkeys(x["backend"] for x in r["results"]))
+    if len(backends) < 2:
+        return []
+    first = backends[0]
+    cells = {(x["backend"], x["precision"], x["batch_size"]): x for x in r["results"]}
+    head = ["precision", "batch"] + [f"{b} ms/image" for b in backends] + [f"{b} vs {first}" for b in backends[1:]] + \
+        [f"{b} e2e images/s" for b in backends] + [f"{b} e2e vs {first}" for b in backends[1:]]
+    lines = ["", f"## Side by side (speed-up against {first}; CPU {r['cpu']})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    for prec, bs in dict.fromkeys((x["precision"], x["batch_size"]) for x in r["results"]):
+        row = [cells.get((b, prec, bs)) for b in backends]
+        base = row[0]
+        ms = [_fmt(x and x["per_image_ms"], ".2f") for x in row]
+        up = [_fmt(base and x and base["per_image_ms"] / x["per_image_ms"], ".2f") for x in row[1:]]
+        e2e = [_fmt(x and x["e2e_images_per_s"], ".1f") for x in row]
+        e2e_up = [_fmt(base and x and x["e2e_images_per_s"] / base["e2e_images_per_s"], ".2f") for x in row[1:]]
+        lines.append("| " + " | ".join([prec, str(bs), *ms, *up, *e2e, *e2e_up]) + " |")
+    return lines
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [f"# icrt bench: {r['model']} ({r['kind']}, input {r['input_size']})", "",
              f"- machine: {m['cpu']}, {m['usable_cpus']} usable CPUs; GPU: {', '.join(m['gpus']) or 'none'}",
+             f"- CPU flags (int8 / bf16 features): {r.get('cpu', '?')}",
              f"- {m['platform']}, Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
              *([_jetson_line(m["jetson"])] if m.get("jetson") else []),
              f"- load average at start: {m['load_average']}", f"- images: {r['images']}; warmup {r['warmup']}, "
-             f"iterations {r['iters']}", f"- {r['time']}", "",
-             "Inference only: one batch of model inputs through the backend. End to end: decode + preprocess + "
-             "inference of image files.", "",
+             f"iterations {r['iters']}, every setting timed in the same interleaved rounds", f"- {r['time']}", "",
+             "Inference only: one batch of model inputs through the backend (uint8 pixels for a backend that "
+             "normalises in its model, floats otherwise). End to end: decode + preprocess + inference of image "
+             "files (min-max over the rounds). Agreement: SRCC and largest |difference| of the images' scores against "
+             f"{r.get('agreement_reference', 'onnxruntime fp32')}.", "",
              "| backend | precision | device | batch | mean ms | p50 ms | p90 ms | p99 ms | ms/image | images/s | "
-             "patches/s | e2e ms/image | e2e images/s |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "patches/s | e2e ms/image | e2e images/s | e2e / inference | SRCC vs ort fp32 | max abs diff | CPU |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for x in r["results"]:
+        a = x.get("agreement") or {}
+        spread = (f" ({x['e2e_images_per_s_min']:.1f}-{x['e2e_images_per_s_max']:.1f})"
+                  if "e2e_images_per_s_min" in x else "")
         lines.append(f"| {x['backend']} | {x['precision']} | {x['device']} | {x['batch_size']} | {x['mean_ms']:.2f} | "
                      f"{x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['per_image_ms']:.2f} | "
                      f"{x['images_per_s']:.1f} | {x['patches_per_s']:.1f} | {x['e2e_ms_per_image']:.2f} | "
-                     f"{x['e2e_images_per_s']:.1f} |")
+                     f"{x['e2e_images_per_s']:.1f}{spread} | {_fmt(x.get('e2e_vs_inference'), '.2f')} | "
+                     f"{_fmt(a.get('srcc'), '.4f')} | {_fmt(a.get('max_abs_diff'), '.2e')} | {x.get('cpu', '')} |")
     for s in r["skipped"]:
         lines.append(f"\nSkipped {s['backend']}/{s['precision']}: {s['reason']}")
+    lines += side_by_side(r)
     here = f"{m['cpu']}" + (f" / {m['gpus'][0]}" if m["gpus"] else "")
     lines += ["", "## Compared with reported figures", "",
               "Reported latencies are per image at batch 1 on the hardware named; ours are on this machine. "
@@ -307,7 +416,8 @@ def plot(r: dict, path: str) -> None:
     ax1.set_ylabel("ms per image")
     ax1.set_title(f"{r['model']} on {r['machine']['cpu'][:40]}", fontsize=9)
     ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=7)
+    if series:
+        ax1.legend(fontsize=7)
     labels = [f"{r['model']} {x['backend']} {x['precision']} (this machine)" for x in r["results"] if x["batch_size"] == 1]
     values = [x["per_image_ms"] for x in r["results"] if x["batch_size"] == 1]
     labels += [f"{ref['model']} ({ref['hardware'].split(' (')[0]}, reported)" for ref in r["reported"]]

@@ -22,7 +22,16 @@ import numpy as np
 from .backends import Backend, ModelRunError, open_backend
 from .heatmap import ScoreMap
 from .manifest import Manifest, load_manifest
-from .preprocess import ImageError, Preprocessing, load_for_model, model_inputs, pool_scores, resize, to_rgb
+from .preprocess import (
+    ImageError,
+    Preprocessing,
+    load_for_model,
+    load_resized,
+    model_inputs,
+    pool_scores,
+    resize,
+    to_rgb,
+)
 from .records import ERROR, IMAGE, SCORE, error_record
 
 DEFAULT_BATCH = 32  # model inputs per inference call at most by default (small inputs); larger ones get fewer
@@ -132,6 +141,8 @@ class Scorer:
             self.batch_size = cap
         if backend.max_batch:
             self.batch_size = min(self.batch_size, backend.max_batch)
+        takes_pixels = getattr(backend, "takes_pixels", None)  # any object with run() will do (Backend's interface)
+        self.pixels = bool(takes_pixels and takes_pixels(prep))  # uint8 inputs, normalised in the model
         self.score_range = None if score_range is None else tuple(float(v) for v in score_range)
         self.run_failures = RunFailures()
 
@@ -170,12 +181,14 @@ class Scorer:
         try:
             if self.loader is not None:
                 rgb, (w, h) = self.loader(image)
-            elif is_path or isinstance(image, (bytes, bytearray)):
+            elif (is_path or isinstance(image, (bytes, bytearray))) and keep_rgb:  # the full image for a heatmap
                 rgb, (w, h) = load_for_model(image, self.prep)
+            elif is_path or isinstance(image, (bytes, bytearray)):
+                rgb, (w, h) = load_resized(image, self.prep)
             else:
                 rgb = as_rgb_array(image)
                 h, w = rgb.shape[:2]
-            x, pos = model_inputs(rgb, self.prep)
+            x, pos = model_inputs(rgb, self.prep, self.pixels)
         except ImageError as e:
             return _Item(error_record(name, e.problem))
         except (ValueError, MemoryError) as e:
@@ -272,8 +285,9 @@ class Scorer:
         side = max(1, min(h, w) // 2)
         positions = patch_grid(h, w, side, max(1, side // 2))
         p = self.prep
-        x = np.stack([normalize(resize(rgb[t:t + side, left:left + side], p.size, p.size, p.interpolation), p.mean,
-                                p.std) for t, left in positions])
+        x = np.stack([resize(rgb[t:t + side, left:left + side], p.size, p.size, p.interpolation) for t, left in positions])
+        if not self.pixels:
+            x = normalize(x, p.mean, p.std)
         scores = np.concatenate([self.backend.run(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
         return (h, w), positions, side, scores
 

@@ -1,6 +1,7 @@
 """Every benchmark script runs end to end on tiny inputs, so none can rot (their figures come from real runs; see
 docs/benchmarks.md)."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -23,6 +24,28 @@ def test_compare_torch_times_the_exporters_bundle(tmp_path):
     report = json.loads((bundle / "export-report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == ["fold", "check set", "fp32", "int8", "parity", "write"]
     assert report["parity"]["fp32"]["passed"] and (bundle / "model.int8.qdq.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_compare_torch_puts_backends_side_by_side_with_agreement_and_cpu_flags(tmp_path):
+    pytest.importorskip("openvino")
+    from benchmarks import compare_torch
+    from runtime.cpu import describe
+
+    out = tmp_path / "cmp.json"
+    args = ["--backbone", D2S["backbone"], "--image-size", str(D2S["image_size"]), "--iters", "2", "--warmup", "0",
+            "--precisions", "fp32,int8", "--backend", "onnxruntime,openvino", "--json", str(out)]
+    assert compare_torch.main(args) == 0
+    r = json.loads(out.read_text())
+    rows = {x["name"]: x for x in r["rows"]}
+    assert list(rows) == ["torch eager fp32 (cpu)"] + [f"runtime {b} {p} (cpu)" for b in ("onnxruntime", "openvino")
+                                                        for p in ("fp32", "int8")]
+    assert r["cpu"] == describe() and all(x["cpu"] == describe() for x in rows.values())
+    for name in ("runtime onnxruntime fp32 (cpu)", "runtime openvino fp32 (cpu)"):
+        a = rows[name]["agreement_vs_onnxruntime_fp32"]
+        assert a["n"] == 16 and a["srcc"] == pytest.approx(1.0) and a["max_abs_diff"] <= 1e-5
+        assert rows[name]["max_abs_diff_vs_torch"] <= 1e-4
+    assert rows["runtime openvino int8 (cpu)"]["agreement_vs_onnxruntime_fp32"]["n"] == 16
 
 
 @pytest.mark.slow
@@ -109,3 +132,27 @@ def test_batch_scale_times_score_batch_and_ray(tmp_path):
     assert [(r["config"], r["images"], r["exit_code"]) for r in results] == [
         ("score", 6, 0), ("local", 6, 0), ("ray1", 6, 0)]
     assert all(r["peak_rss_mb"] > 0 for r in results)
+
+
+@pytest.mark.slow
+def test_e2e_pipeline_times_levers_decode_threads_today_and_heldout_srcc(tmp_path, labels_csv):
+    from benchmarks import e2e_pipeline
+    from runtime.cpu import describe
+    from tests.runtime.fixtures import build_bundle
+
+    bundle = build_bundle(str(tmp_path / "bundle"), "square", int8=True)
+    folder = os.path.join(os.path.dirname(labels_csv), "images")
+    out = tmp_path / "e2e.json"
+    assert e2e_pipeline.main(["--images", folder, "-m", bundle, "--backend", "onnxruntime", "--rounds", "1",
+                              "--batch-size", "4", "--today", "HEAD", "--fastest=--precision int8",
+                              "--labels", labels_csv, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["cpu"] == describe() and r["images"] == 32
+    assert [x["lever"] for x in r["levers"]][:2] == ["decode only", "today: decode + resize (load_resized)"]
+    variants = [(x["setting"], x["variant"]) for x in r["scorer"]]
+    assert ("onnxruntime int8", "end to end, 2 decode thread(s)") in variants and len(variants) == 8
+    assert [x["command"] for x in r["cli"]] == ["today (HEAD): icrt score FOLDER", "this checkout: icrt score FOLDER",
+                                               "this checkout: icrt score FOLDER --precision int8"]
+    assert r["cli"][0]["vs_today"] == 1.0 and all(x["images_per_s"] > 0 for x in r["cli"])
+    assert [x["decode"] for x in r["heldout"]] == ["today's pixels", "draft to 1/2 before the resize"]
+    assert all(x["images"] > 0 for x in r["heldout"])

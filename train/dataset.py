@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.preprocess import Preprocessing, geometry, load_for_model, normalize
+from runtime.preprocess import Preprocessing, load_resized, normalize
 
 
 class GeometryCache:
@@ -17,7 +17,7 @@ class GeometryCache:
     def get(self, path: str) -> np.ndarray:
         img = self._store.get(path)
         if img is None:
-            img = geometry(load_for_model(path, self.prep)[0], self.prep)
+            img = load_resized(path, self.prep)[0]  # decode + geometry, as the runtime's Scorer
             if self.enabled:
                 self._store[path] = img
         return img

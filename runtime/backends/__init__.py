@@ -2,12 +2,13 @@
 
 Each backend module registers itself with :func:`register_backend`: its name (``--backend NAME``), an
 ``open`` function, an ``available()`` check (cheap: it must not import the backend's library), its place in
-``auto``'s order, and the manifest ``files`` key it reads. The built-in modules (``tensorrt``, then
-``onnxruntime``) are imported on the first look at the registry; importing them loads neither TensorRT nor
-onnxruntime (nor numpy).
+``auto``'s order, and the manifest ``files`` key it reads. The built-in modules (``tensorrt``, ``onnxruntime``,
+``openvino``) are imported on the first look at the registry; importing them loads neither TensorRT, onnxruntime nor
+OpenVINO (nor numpy).
 
 ``open_backend(manifest, "auto", ...)`` walks the registry in ``auto`` order and remembers why each earlier
-choice was passed over (the built-ins: TensorRT, then onnxruntime with GPU providers, then on CPU).
+choice was passed over (the built-ins: TensorRT, then OpenVINO where installed and onnxruntime has no GPU providers,
+then onnxruntime with GPU providers, then on CPU).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..errors import EXIT_USAGE, BundleError, UnavailableError
 from ..precisions import precision_names
 
 AUTO = "auto"
-BUILTIN_MODULES = ("runtime.backends.tensorrt", "runtime.backends.onnxruntime")
+BUILTIN_MODULES = ("runtime.backends.tensorrt", "runtime.backends.onnxruntime", "runtime.backends.openvino")
 
 
 class BackendError(UnavailableError):
@@ -51,6 +52,11 @@ class Backend:
     def run(self, batch):
         """N x 3 x S x S float32 numpy array -> N float32 scores."""
         raise NotImplementedError
+
+    def takes_pixels(self, prep) -> bool:
+        """Whether ``run`` also takes N x S x S x 3 uint8 pixels (resized, not normalised) for inputs preprocessed
+        by ``prep``, normalising them itself (in the model graph); the Scorer then hands it those."""
+        return False
 
     def describe(self) -> dict:
         return {"backend": self.name, "precision": self.precision, "device": self.device, "file": self.file,

@@ -60,3 +60,13 @@ def test_bench_reports_skipped_settings_and_fails_when_nothing_ran(patches_bundl
     assert code == 2 and "skipped onnxruntime/int8" in err and "nothing could be timed" in err
     assert json.loads((tmp_path / "r" / "report.json").read_text())["skipped"][0]["precision"] == "int8"
     assert main(["bench", "-m", bundle, "--precision", "fp64"]) == 2
+
+
+def test_agreement_ranks_ties_and_leaves_out_failed_images():
+    from runtime.bench import agreement, ranks
+
+    assert list(ranks([3.0, 1.0, 3.0, 2.0])) == [2.5, 0.0, 2.5, 1.0]  # ties share their mean rank
+    a = agreement([0.1, 0.2, None, 0.4, 0.3], [0.1, 0.25, 0.5, 0.3, 0.35])
+    assert a["n"] == 4 and a["srcc"] == pytest.approx(0.8) and a["max_abs_diff"] == pytest.approx(0.1)
+    assert agreement([0.1, 0.2], [0.1, 0.2])["srcc"] is None  # too few images for a rank correlation
+    assert agreement([None], [0.3]) == {"n": 0, "srcc": None, "max_abs_diff": None, "mean_abs_diff": None}

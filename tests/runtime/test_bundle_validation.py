@@ -392,8 +392,8 @@ def test_batch_by_one_column_output_is_fine(tmp_path, images):
     ("flat", "output 'score' has shape [6] for a batch of 2; the score output must be [batch] or [batch, 1]"),  # at run
 ])
 def test_wrongly_shaped_output_is_a_bundle_error(tmp_path, images, variant, words):
-    bundle = make_bundle(tmp_path / "b", variant)
-    code, out, err = icrt("score", *images, "-m", bundle, "--format", "json")
+    bundle = make_bundle(tmp_path / "b", variant)  # onnxruntime's words (OpenVINO's: tests/runtime/test_openvino.py)
+    code, out, err = icrt("score", *images, "-m", bundle, "--format", "json", "--backend", "onnxruntime")
     assert (code, out, err) == (2, "", [f"icrt: error: {os.path.join(bundle, 'model.onnx')}: {words}"])
 
 

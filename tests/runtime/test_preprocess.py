@@ -169,3 +169,42 @@ def test_symlink_loop_is_named_as_such(tmp_path):
         load_rgb(str(tmp_path / "a.jpg"))
     with pytest.raises(ImageError, match="broken symbolic link"):
         load_rgb(str(tmp_path / "c.jpg"))
+
+
+@pytest.mark.parametrize("prep", [Preprocessing(resize="square", size=160, interpolation="bicubic"),
+                                  Preprocessing(resize="patches", size=64, stride=32, max_long_side=300)],
+                         ids=["square", "patches"])
+def test_load_resized_gives_the_pixels_of_decode_then_geometry(tmp_path, prep):
+    """One pass on the Pillow image (no full-size numpy copy): the same pixels and full size as load_for_model then
+    geometry, for a big JPEG (decoded at reduced scale), an EXIF-rotated one, a PNG with transparency, a small GIF."""
+    from runtime.preprocess import geometry, load_for_model, load_resized
+
+    rng = np.random.default_rng(1)
+    big = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize((1600, 1200))
+    big.save(tmp_path / "big.jpg", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    big.resize((500, 320)).save(tmp_path / "rotated.jpg", exif=exif)
+    Image.fromarray(rng.integers(0, 256, (90, 70, 4), dtype=np.uint8), "RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).convert("P").save(tmp_path / "small.gif")
+    for name in ("big.jpg", "rotated.jpg", "alpha.png", "small.gif"):
+        path = str(tmp_path / name)
+        got, size = load_resized(path, prep)
+        full, full_size = load_for_model(path, prep)
+        assert size == full_size and np.array_equal(got, geometry(full, prep)), name
+    with pytest.raises(ImageError, match="too elongated"):  # checked before the resize
+        Image.new("RGB", (5000, 1)).save(tmp_path / "strip.png")
+        load_resized(str(tmp_path / "strip.png"), Preprocessing(resize="patches", size=224))
+
+
+def test_pixel_inputs_are_the_resized_uint8_image_channels_last():
+    from runtime.preprocess import model_inputs
+
+    img = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
+    for prep in (Preprocessing(resize="square", size=32), Preprocessing(resize="patches", size=32, stride=16)):
+        px, pos = to_model_input(img, prep, pixels=True)
+        x, pos2 = to_model_input(img, prep)
+        assert px.dtype == np.uint8 and px.shape == (len(x), 32, 32, 3) and pos == pos2
+        np.testing.assert_array_equal(normalize(px, prep.mean, prep.std), x)
+        lazy, _ = model_inputs(img, prep, pixels=True)
+        assert np.array_equal(lazy[1:3], px[1:3])

@@ -166,12 +166,18 @@ def test_missing_precision_and_unknown_backend_are_clear(square_bundle):
     with pytest.raises(BackendError, match="no fp16 model in this bundle"):
         Scorer.load(square_bundle, backend="onnxruntime", precision="fp16")
     with pytest.raises(BackendError, match="unknown backend"):
-        Scorer.load(square_bundle, backend="openvino")
+        Scorer.load(square_bundle, backend="nosuch")
 
 
-def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle):
+def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle, monkeypatch):
+    import dataclasses
+
+    import runtime.backends as backends
     from runtime import Scorer
 
+    specs = dict(backends.registry())  # as without the [openvino] extra (with it, OpenVINO comes first)
+    specs["openvino"] = dataclasses.replace(specs["openvino"], available=lambda: False)
+    monkeypatch.setattr(backends, "_REGISTRY", specs)
     s = Scorer.load(square_bundle, backend="auto")
     assert s.backend.name == "onnxruntime" and s.backend.device == "cpu"
     assert any(n.startswith("tensorrt:") for n in s.backend.notes)
@@ -338,7 +344,48 @@ def test_onnxruntime_writes_no_telemetry_files(square_bundle, images, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", images[0], "-m", square_bundle], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", images[0], "-m", square_bundle, "--backend",
+                        "onnxruntime"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300, env={**env, "HOME": str(home), "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr
     assert list(home.rglob("*")) == [] and "telemetry" not in r.stderr.lower()
+
+
+@pytest.mark.parametrize("bundle_name", ["square_bundle", "patches_bundle"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_decoding_ahead_on_threads_gives_the_sequential_records_in_order(request, bundle_name, backend, tmp_path,
+                                                                         monkeypatch):
+    """Images decoded on 1 or 2 helper threads while the engine runs: the records of decoding on the calling thread
+    (workers=0), in input order, each bad file its own error record, even when later images finish decoding first."""
+    import time
+
+    import runtime.scorer as scorer_module
+    from runtime import Scorer
+
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+        monkeypatch.setenv("ICRT_CACHE_DIR", str(tmp_path / "cache"))
+    bundle = request.getfixturevalue(bundle_name)
+    paths = sample_images(tmp_path)
+    textured(700, 500, seed=9).convert("RGB").save(tmp_path / "big.jpg", quality=90)  # decoded with draft
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    images = [paths[0], str(tmp_path / "broken.jpg"), paths[2], str(tmp_path / "big.jpg"), str(tmp_path / "none.png"),
+              paths[1], paths[3], paths[4]] * 2
+    plain = scorer_module.load_resized
+    order = {p: i for i, p in enumerate(dict.fromkeys(images))}
+
+    def slow_first(source, prep):  # earlier images take longer: helper threads finish them out of order
+        time.sleep(0.002 * (len(order) - order.get(source, 0)))
+        return plain(source, prep)
+
+    monkeypatch.setattr(scorer_module, "load_resized", slow_first)
+    runs = [Scorer.load(bundle, backend=backend, batch_size=3, workers=w).score_many(images) for w in (0, 1, 2)]
+    assert [r["image"] for r in runs[0]] == images
+    for got in runs[1:]:
+        assert [r["image"] for r in got] == images
+        assert [r.get("error") for r in got] == [r.get("error") for r in runs[0]]
+        np.testing.assert_allclose([r.get("score", 0.0) for r in got], [r.get("score", 0.0) for r in runs[0]],
+                                   rtol=0, atol=1e-6)
+    errors = [r["image"] for r in runs[0] if "error" in r]
+    assert errors == [str(tmp_path / "broken.jpg"), str(tmp_path / "none.png")] * 2
+    assert all("\n" not in r["error"] for r in runs[0] if "error" in r)

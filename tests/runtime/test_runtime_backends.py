@@ -1,5 +1,6 @@
 """The backend registry: registration, `auto` order and its notes, what reads the registry (CLI, manifest
 validation, bench), and `OrtBackend.from_file`. Models are a few ONNX nodes (tests/runtime/data/nodes)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -46,21 +47,29 @@ def image(tmp_path):
     return str(path)
 
 
+def without_openvino(registry):
+    """``auto`` as where the [openvino] extra is not installed (it comes before onnxruntime where it is)."""
+    spec = registry.registry()["openvino"]
+    registry._REGISTRY["openvino"] = dataclasses.replace(spec, available=lambda: False)
+
+
 def test_builtins_are_registered_in_auto_order(registry):
-    assert registry.backend_choices() == ("auto", "onnxruntime", "tensorrt")
-    assert [s.name for s in registry.auto_order()] == ["tensorrt", "onnxruntime"]
-    assert registry.files_keys() == ("onnxruntime", "tensorrt")
+    assert registry.backend_choices() == ("auto", "onnxruntime", "openvino", "tensorrt")
+    assert [s.name for s in registry.auto_order()] == ["tensorrt", "openvino", "onnxruntime"]
+    assert registry.files_keys() == ("onnxruntime", "tensorrt")  # openvino reads the onnxruntime form
     spec = registry.backend_spec("onnxruntime")
     assert spec.files_key == "onnxruntime" and spec.available() is True
-    with pytest.raises(BackendError, match=r"unknown backend 'openvino' \(choose from auto, onnxruntime, tensorrt\)"):
-        registry.backend_spec("openvino")
+    assert registry.backend_spec("openvino").unavailable == "not installed (install the [openvino] extra)"
+    with pytest.raises(BackendError, match=r"unknown backend 'nosuch' \(choose from auto, onnxruntime, openvino, "
+                                           r"tensorrt\)"):
+        registry.backend_spec("nosuch")
     with pytest.raises(ValueError):
         register_backend("auto", lambda *a, **k: None, lambda: True)
 
 
 def test_registry_imports_no_inference_library():
     code = ("import sys, runtime.backends as b; b.registry(); import runtime.cli; runtime.cli.build_parser(); "
-            "print(sorted(m for m in ('numpy', 'PIL', 'onnxruntime', 'tensorrt') if m in sys.modules))")
+            "print(sorted(m for m in ('numpy', 'PIL', 'onnxruntime', 'tensorrt', 'openvino') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
@@ -83,7 +92,8 @@ def test_auto_walks_the_registry_and_notes_what_it_passed_over(registry, bundle)
     m = load_manifest(bundle)
     b = open_backend(m, "auto", "fp32")
     assert b.name == "const" and b.notes == ["absent: not installed (pip install x)", "broken: no device here"]
-    assert [s.name for s in registry.auto_order()] == ["absent", "broken", "const", "tensorrt", "onnxruntime"]
+    assert [s.name for s in registry.auto_order()] == ["absent", "broken", "const", "tensorrt", "openvino",
+                                                       "onnxruntime"]
     assert open_backend(m, "manual").name == "const" and opened[-1] == []
     assert "manual" in registry.backend_choices()
 
@@ -93,10 +103,12 @@ def test_auto_falls_through_to_onnxruntime_and_raises_the_last_error(registry, b
         raise BackendError("no device here")
 
     register_backend("broken", open_broken, lambda: True, auto_order=1)
+    without_openvino(registry)
     m = load_manifest(bundle)
     b = open_backend(m, "auto", "fp32")
     assert b.name == "onnxruntime" and b.device == "cpu" and b.notes[0] == "broken: no device here"
     assert any(n.startswith("tensorrt:") for n in b.notes)
+    assert "openvino: not installed (install the [openvino] extra)" in b.notes
     with pytest.raises(NotInBundleError, match="no int8 model in this bundle") as e:  # onnxruntime's own error
         open_backend(m, "auto", "int8")
     assert e.value.exit_code == 2 and isinstance(e.value, BundleError)
@@ -122,7 +134,7 @@ def test_a_registered_backend_serves_the_cli_bench_and_manifest(registry, bundle
                  "--warmup", "0", "--iters", "1", "--report", str(tmp_path / "rep")]) == 0
     rows = json.loads((tmp_path / "rep" / "report.json").read_text())["results"]
     assert [(r["backend"], r["batch_size"]) for r in rows] == [("const", 2)]
-    assert "timing const/fp32" in capsys.readouterr().err  # bench progress goes through logging, to stderr
+    assert "interleaved: const/fp32 (cpu)" in capsys.readouterr().err  # bench progress goes through logging, to stderr
 
 
 def test_any_object_with_the_backend_interface_scores(bundle, image):

@@ -1,0 +1,242 @@
+"""End to end on real photos: where the time of `icrt score` goes, and the levers against it, measured in one run.
+
+    python -m benchmarks.e2e_pipeline --images photos/ --today main --json e2e.json
+
+Four parts, each timed in interleaved rounds (every variant once per round, so that the load of a shared machine
+falls on all of them alike and their ratios hold):
+
+1. Preprocessing levers, one core, ms per image: decoding alone; today's decode + resize (``load_resized``, the one
+   preprocessing of training, evaluation and the runtime); JPEG DCT-domain downscaling (``draft``) to half size
+   before the resize; Pillow's ``reducing_gap``. The last two change pixels (see part 4).
+2. The Scorer at batch 8 per backend x precision: inference alone (batches of ready inputs) against end to end
+   (files -> scores) with decoding on the calling thread (``workers=0``) or decoded ahead on 1 or 2 helper threads
+   while the engine runs (``workers``).
+3. ``icrt score FOLDER`` as a user runs it, a fresh process each time (start-up included): today's code (``--today``,
+   a git revision of this repository, extracted to a temporary folder) against this checkout's default and its
+   fastest setting here.
+4. With ``--labels`` (a labels.csv such as Savoias'): the held-out SRCC of the bundle's scores with today's pixels
+   and with the cheaper decode (``draft`` to half size), on the images the default model never saw (the parity half
+   of the held-out 20%, docs/default_model.md): a lever that changes pixels is adopted only if it keeps the
+   accuracy.
+
+Every figure is printed with the CPU flags (runtime.cpu) and the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def rounds(calls: dict, n: int, warmup: int = 1) -> dict:
+    """name -> seconds of each call per round, the calls taking turns (``warmup`` untimed rounds first)."""
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    out = {k: [] for k in calls}
+    for _ in range(n):
+        for k, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t)
+    return out
+
+
+def decode(path, draft_half: bool = False):
+    from PIL import Image, ImageOps
+
+    from runtime.preprocess import to_rgb
+
+    with Image.open(path) as im:
+        if draft_half and im.format == "JPEG":
+            im.draft("RGB", (im.width // 2, im.height // 2))  # libjpeg's 1/2 scale in the DCT domain
+        im.load()
+        return to_rgb(ImageOps.exif_transpose(im))
+
+
+def loader_draft_half(path):
+    """The cheaper decode of part 4: (RGB array at about half size, (width, height) of the full image)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        size = im.size
+    return np.asarray(decode(path, draft_half=True)), size
+
+
+def preprocessing_levers(paths, prep, n: int) -> list[dict]:
+    from PIL import Image
+
+    from runtime.preprocess import load_resized
+
+    side = (prep.size, prep.size)
+    bilinear = Image.Resampling.BILINEAR
+    calls = {
+        "decode only": lambda: [decode(p) for p in paths],
+        "today: decode + resize (load_resized)": lambda: [load_resized(p, prep) for p in paths],
+        "draft to 1/2, then resize": lambda: [decode(p, True).resize(side, bilinear) for p in paths],
+        "resize with reducing_gap=2": lambda: [decode(p).resize(side, bilinear, reducing_gap=2.0) for p in paths],
+        "resize with reducing_gap=1": lambda: [decode(p).resize(side, bilinear, reducing_gap=1.0) for p in paths],
+    }
+    return [{"lever": k, "ms_per_image": 1000 * float(np.median(v)) / len(paths)}
+            for k, v in rounds(calls, n).items()]
+
+
+def scorer_variants(manifest, settings, paths, batch: int, n: int, threads) -> list[dict]:
+    from runtime.backends import BackendError, open_backend
+    from runtime.bench import _inputs
+    from runtime.scorer import Scorer
+
+    calls, meta = {}, {}
+    for name, prec in settings:
+        try:
+            be = open_backend(manifest, name, prec, threads=threads)
+        except BackendError as e:
+            print(f"skipped {name}/{prec}: {e}", file=sys.stderr)
+            continue
+        pool, per_image = _inputs(manifest, be, paths)
+        x = np.ascontiguousarray(np.concatenate([pool] * -(-batch // len(pool)))[:batch])
+        key = f"{name} {prec}"
+        calls[f"{key} | inference only"] = lambda be=be, x=x: [be.run(x) for _ in range(len(paths) // batch)]
+        meta[f"{key} | inference only"] = (key, "inference only", len(paths) // batch * batch / per_image)
+        for w in (0, 1, 2):
+            s = Scorer(manifest, be, batch_size=batch, workers=w)
+            what = "end to end, decode on the calling thread" if w == 0 else f"end to end, {w} decode thread(s)"
+            calls[f"{key} | {what}"] = lambda s=s: s.score_many(paths)
+            meta[f"{key} | {what}"] = (key, what, len(paths))
+    out = []
+    for k, v in rounds(calls, n).items():
+        setting, what, images = meta[k]
+        out.append({"setting": setting, "variant": what, "images_per_s": images / float(np.median(v))})
+    for r in out:
+        ref = next(x for x in out if x["setting"] == r["setting"] and x["variant"] == "inference only")
+        r["vs_inference"] = r["images_per_s"] / ref["images_per_s"]
+    return out
+
+
+def extract(rev: str, tmp: str) -> str:
+    """This repository at ``rev``, as files in a temporary folder (git archive: nothing else is touched)."""
+    folder = os.path.join(tmp, "today")
+    os.makedirs(folder)
+    archive = subprocess.run(["git", "-C", ROOT, "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    return folder
+
+
+def cli_runs(folder: str, today: str | None, commands: dict, n: int, tmp: str, model: str | None = None) -> list[dict]:
+    env = {**os.environ, "ICRT_CACHE_DIR": os.path.join(tmp, "cache")}
+    bundle = ["-m", os.path.abspath(model)] if model else []  # else each code's own default model
+    runs = {}
+    if today:
+        code = extract(today, tmp)
+        runs[f"today ({today}): icrt score FOLDER"] = (code, ["score", folder, *bundle])
+    for extra in commands.values():
+        runs[f"this checkout: icrt score FOLDER {extra}".strip()] = (ROOT, ["score", folder, *bundle, *extra.split()])
+
+    def call(cwd, args):
+        subprocess.run([sys.executable, "-m", "runtime.cli", *args, "--format", "json"], cwd=cwd, check=True,
+                       env={**env, "PYTHONPATH": cwd}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    count = len([f for f in os.listdir(folder) if not f.startswith(".")])
+    times = rounds({k: (lambda c=c, a=a: call(c, a)) for k, (c, a) in runs.items()}, n)
+    out = [{"command": k, "images": count, "images_per_s": count / float(np.median(v))} for k, v in times.items()]
+    if today:
+        for r in out:
+            r["vs_today"] = r["images_per_s"] / out[0]["images_per_s"]
+    return out
+
+
+def heldout_srcc(manifest, labels: str, threads) -> list[dict]:
+    from runtime.backends import open_backend
+    from runtime.bench import agreement
+    from runtime.scorer import Scorer
+    from train.data import load_samples, split_train_val
+
+    # the default model's recipe (train/recipes/default_model.py): the shipped model saw every image but the parity
+    # half of the held-out 20%, so that half is the held-out set here
+    _, held = split_train_val(load_samples(labels), 0.2, seed=42, stratify=True)
+    _, parity = split_train_val(held, 0.5, seed=7, stratify=True)
+    paths, truth = [s.image for s in parity], [s.score for s in parity]
+    be = open_backend(manifest, "onnxruntime", "fp32", threads=threads)
+    out = []
+    for what, loader in (("today's pixels", None), ("draft to 1/2 before the resize", loader_draft_half)):
+        scores = [r.get("score") for r in Scorer(manifest, be, loader=loader).score_many(paths)]
+        srcc = agreement(scores, truth)["srcc"]
+        out.append({"decode": what, "images": len(paths), "srcc": None if srcc is None else round(srcc, 4)})
+    return out
+
+
+def table(rows: list[dict], cols: list[str]) -> str:
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) and abs(v) <= 1 else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", required=True, help="a folder of photos (JPEGs), timed as a whole")
+    p.add_argument("-m", "--model", help="bundle (default: the default model)")
+    p.add_argument("--backend", default="onnxruntime,openvino", help="backends of part 2, comma-separated")
+    p.add_argument("--precisions", default="fp32,int8", help="precisions of part 2, comma-separated")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=3, help="timed rounds of each part")
+    p.add_argument("--threads", type=int, default=None, help="engine threads (default: one per physical core)")
+    p.add_argument("--today", help="a git revision whose `icrt score` is part 3's baseline (e.g. main)")
+    p.add_argument("--fastest", default="--backend openvino --precision int8",
+                   help="part 3: the options of this checkout's fastest `icrt score` here")
+    p.add_argument("--labels", help="labels.csv of the images' data set: part 4 (held-out SRCC per decode)")
+    p.add_argument("--skip", default="", help="parts to leave out, comma-separated (levers,scorer,cli)")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+
+    from runtime.cpu import describe
+    from runtime.defaults import default_bundle
+    from runtime.files import write_json
+    from runtime.inputs import collect
+    from runtime.manifest import load_manifest
+
+    manifest = load_manifest(args.model or default_bundle())
+    paths = collect([args.images], recursive=True)
+    skip = set(args.skip.split(","))
+    settings = [(b, q) for b in args.backend.split(",") if b for q in args.precisions.split(",") if q]
+    cpu = describe()
+    result = {"model": manifest.name, "images": len(paths), "cpu": cpu, "load_average_start": os.getloadavg()}
+    print(f"{manifest.name} on {len(paths)} images; CPU {cpu}; load average {os.getloadavg()}")
+    if "levers" not in skip:
+        result["levers"] = preprocessing_levers(paths, manifest.preprocessing, args.rounds)
+        print(f"\n1. preprocessing, one core (CPU {cpu})\n" + table(result["levers"], ["lever", "ms_per_image"]))
+    if "scorer" not in skip:
+        result["scorer"] = scorer_variants(manifest, settings, paths, args.batch_size, args.rounds, args.threads)
+        print(f"\n2. Scorer at batch {args.batch_size} (CPU {cpu})\n" +
+              table(result["scorer"], ["setting", "variant", "images_per_s", "vs_inference"]))
+    if "cli" not in skip:
+        tmp = tempfile.mkdtemp(prefix="icrt-e2e-")
+        try:
+            result["cli"] = cli_runs(os.path.abspath(args.images), args.today, {"default": "", "fastest": args.fastest},
+                                     args.rounds, tmp, args.model)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"\n3. icrt score on the folder, fresh processes (CPU {cpu})\n" +
+              table(result["cli"], ["command", "images", "images_per_s", "vs_today"]))
+    if args.labels:
+        result["heldout"] = heldout_srcc(manifest, args.labels, args.threads)
+        print(f"\n4. held-out SRCC per decode (CPU {cpu})\n" + table(result["heldout"], ["decode", "images", "srcc"]))
+    result["load_average_end"] = os.getloadavg()
+    print(f"\nload average at the end {os.getloadavg()}")
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
