@@ -283,19 +283,28 @@ class OpenVinoBackend(Backend):
         return d
 
 
+# CPU features (runtime.cpu names) where OpenVINO was measured faster than onnxruntime (the issue's Intel CPU with
+# AVX-512 VNNI and AMX: 1.2-5x per precision); on an AVX2-only CPU the two were within ~15% either way and
+# `icrt score` ran 0.90x end to end with OpenVINO (docs/benchmarks.md), so auto keeps onnxruntime there.
+FASTER_WITH = ("avx512", "avx512_vnni", "amx_int8")
+
+
 def _open(manifest, precision: str, *, threads: int | None = None, device_id: int = 0, notes=None):
-    """``notes`` is given only by ``auto``, which takes OpenVINO after TensorRT and before onnxruntime, except where
-    onnxruntime has GPU providers: a GPU comes before a CPU engine."""
+    """``notes`` is given only by ``auto``, which takes OpenVINO after TensorRT and before onnxruntime where it was
+    measured faster (an x86 CPU with AVX-512 or AMX: :data:`FASTER_WITH`), except where onnxruntime has GPU
+    providers: a GPU comes before a CPU engine."""
     if notes is not None:
+        from .. import cpu
         from .onnxruntime import gpu_providers
 
         if gpu_providers():
             raise BackendError("onnxruntime has GPU providers here, which come first")
+        if not set(FASTER_WITH) & set(cpu.cpu_features()):
+            raise BackendError("this CPU has no AVX-512 or AMX, where OpenVINO was measured faster than onnxruntime "
+                               "(--backend openvino still runs it)")
     return OpenVinoBackend.open(manifest, precision, threads=threads, notes=notes)
 
 
-# auto: between TensorRT (10) and onnxruntime (20). Only installed by the [openvino] extra; measured faster than
-# onnxruntime end to end on the CPUs this project measured (docs/benchmarks.md), its uint8 input doing the
-# normalisation in the engine.
+# auto: between TensorRT (10) and onnxruntime (20), on CPUs of FASTER_WITH. Only installed by the [openvino] extra.
 register_backend("openvino", open=_open, available=openvino_available, auto_order=15, files_key="onnxruntime",
                  unavailable="not installed (install the [openvino] extra)")
