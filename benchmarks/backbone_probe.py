@@ -49,31 +49,38 @@ def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
     if os.path.isfile(cache):
         z = np.load(cache)
         return list(z["dims"]), z["feats"], z["flips"]
-    import onnxruntime as ort
-    import torch
 
-    from runtime.preprocess import load_rgb, normalize, resize
     from train.weights import create_backbone, preprocessing_for
 
     prep = preprocessing_for(backbone, "imagenet")
     module, dims = stats_module(create_backbone(backbone, "imagenet"))
-    onnx_path = cache + ".onnx"
+    t0 = time.time()
+    feats, flips = run_features(module, samples, size, prep, cache + ".onnx", batch)
+    assert feats.shape[1] == sum(dims), (feats.shape, dims)
+    print(f"  {backbone} @ {size}: {len(samples)} images in {time.time() - t0:.0f} s", flush=True)
+    np.savez(cache, dims=np.array(dims), feats=feats, flips=flips)
+    return dims, feats, flips
+
+
+def run_features(module, samples, size: int, prep: dict, onnx_path: str, batch: int = 8):
+    """``module`` (images -> features) exported to ONNX at ``size`` and run by onnxruntime on every sample (the
+    runtime's square resize and the backbone's normalisation) and on its mirror image: (features, mirrored)."""
+    import onnxruntime as ort
+    import torch
+
+    from runtime.preprocess import load_rgb, normalize, resize
+
     torch.onnx.export(module, (torch.zeros(1, 3, size, size),), onnx_path, input_names=["x"], output_names=["f"],
                       dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     feats, flips = [], []
-    t0 = time.time()
     for i in range(0, len(samples), batch):
         imgs = [resize(load_rgb(s.image), size, size, prep["interpolation"]) for s in samples[i:i + batch]]
         x = normalize(np.stack(imgs), prep["mean"], prep["std"])
         feats.append(sess.run(None, {"x": x})[0])
         flips.append(sess.run(None, {"x": np.ascontiguousarray(x[..., ::-1])})[0])
     os.remove(onnx_path)
-    feats, flips = np.concatenate(feats), np.concatenate(flips)
-    assert feats.shape[1] == sum(dims), (feats.shape, dims)
-    print(f"  {backbone} @ {size}: {len(samples)} images in {time.time() - t0:.0f} s", flush=True)
-    np.savez(cache, dims=np.array(dims), feats=feats, flips=flips)
-    return dims, feats, flips
+    return np.concatenate(feats), np.concatenate(flips)
 
 
 def cv_srcc(x, y, cats, alphas, x_flip=None):

@@ -21,6 +21,8 @@ import numpy as np
 
 from runtime.files import write_json
 
+from .backbone_probe import run_features
+
 ALL = ("mean", "std", "relu", "q10", "median", "q90", "max")
 SETS = [  # (head, statistics)
     ("ridge", ("mean", "std")),  # the first Lite0 default
@@ -38,10 +40,8 @@ def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
     if os.path.isfile(cache):
         z = np.load(cache)
         return list(z["widths"]), z["feats"], z["flips"]
-    import onnxruntime as ort
     import torch
 
-    from runtime.preprocess import load_rgb, normalize, resize
     from train.models.d2s import StageStats, stage_outputs
     from train.weights import create_backbone, preprocessing_for
 
@@ -58,19 +58,8 @@ def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
 
     with torch.no_grad():
         widths = [int(f.shape[1]) for f in stage_outputs(net, torch.zeros(1, 3, 64, 64), 2)]
-    onnx_path = cache + ".onnx"
-    torch.onnx.export(Features().eval(), (torch.zeros(1, 3, size, size),), onnx_path, input_names=["x"],
-                      output_names=["f"], dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    feats, flips = [], []
     t0 = time.time()
-    for i in range(0, len(samples), batch):
-        imgs = [resize(load_rgb(s.image), size, size, prep["interpolation"]) for s in samples[i:i + batch]]
-        x = normalize(np.stack(imgs), prep["mean"], prep["std"])
-        feats.append(sess.run(None, {"x": x})[0])
-        flips.append(sess.run(None, {"x": np.ascontiguousarray(x[..., ::-1])})[0])
-    os.remove(onnx_path)
-    feats, flips = np.concatenate(feats), np.concatenate(flips)
+    feats, flips = run_features(Features().eval(), samples, size, prep, cache + ".onnx", batch)
     print(f"  {backbone} @ {size}: {len(samples)} images (+ mirrors) in {time.time() - t0:.0f} s", flush=True)
     np.savez(cache, widths=np.array(widths), feats=feats, flips=flips)
     return widths, feats, flips
