@@ -24,19 +24,24 @@ import time
 import numpy as np
 
 
-def interleaved(calls: dict, warmup: int, iters: int) -> dict:
-    """name -> timing figures of each callable, timed in rounds that call every one once (in order), so that the
-    load of a shared machine falls on all of them alike and their ratios hold."""
-    for fn in calls.values():
-        for _ in range(warmup):
+def rounds(calls: dict, n: int, warmup: int = 1) -> dict:
+    """name -> seconds of each call per round: every round calls each callable once (in order), so that the load of
+    a shared machine falls on all of them alike and their ratios hold (``warmup`` untimed rounds first)."""
+    for _ in range(warmup):
+        for fn in calls.values():
             fn()
-    ts = {name: [] for name in calls}
-    for _ in range(iters):
-        for name, fn in calls.items():
+    out = {k: [] for k in calls}
+    for _ in range(n):
+        for k, fn in calls.items():
             t = time.perf_counter()
             fn()
-            ts[name].append((time.perf_counter() - t) * 1000)
-    return {name: summary(v) for name, v in ts.items()}
+            out[k].append(time.perf_counter() - t)
+    return out
+
+
+def interleaved(calls: dict, warmup: int, iters: int) -> dict:
+    """name -> timing figures (ms) of each callable, timed in :func:`rounds`."""
+    return {name: summary([t * 1000 for t in v]) for name, v in rounds(calls, iters, warmup).items()}
 
 
 def summary(ts) -> dict:

@@ -29,25 +29,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
+from .compare_torch import rounds
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def rounds(calls: dict, n: int, warmup: int = 1) -> dict:
-    """name -> seconds of each call per round, the calls taking turns (``warmup`` untimed rounds first)."""
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    out = {k: [] for k in calls}
-    for _ in range(n):
-        for k, fn in calls.items():
-            t = time.perf_counter()
-            fn()
-            out[k].append(time.perf_counter() - t)
-    return out
 
 
 def decode(path, draft_half: bool = False):

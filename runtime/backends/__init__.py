@@ -13,6 +13,7 @@ then onnxruntime with GPU providers, then on CPU).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Callable
 
@@ -82,6 +83,14 @@ class BackendSpec:
 
 _REGISTRY: dict[str, BackendSpec] = {}
 _builtins_loaded = False
+
+
+def installed(module: str) -> bool:
+    """``module`` is installed (found without importing it): a backend's cheap ``available()``."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def register_backend(name: str, open: Callable, available: Callable[[], bool], auto_order: int | None = None,

@@ -6,13 +6,12 @@ next to another busy process) is the usual reason a plain export looks slow, so 
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 
 from ..errors import one_line
 from ..manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
-from . import Backend, BackendError, ModelRunError, NotInBundleError, register_backend
+from . import Backend, BackendError, ModelRunError, NotInBundleError, installed, register_backend
 
 log = logging.getLogger("icrt")
 _told: set = set()  # warnings given once a process
@@ -69,10 +68,7 @@ def run_error(path: str, e: Exception) -> ModelRunError:
 
 def onnxruntime_available() -> bool:
     """onnxruntime is installed (found without importing it)."""
-    try:
-        return importlib.util.find_spec("onnxruntime") is not None
-    except (ImportError, ValueError):
-        return False
+    return installed("onnxruntime")
 
 
 def gpu_providers() -> list[str]:

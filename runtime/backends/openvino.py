@@ -22,7 +22,6 @@ nothing is converted or written into the bundle. Settings, each for a reason:
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -31,7 +30,7 @@ import sys
 
 from ..errors import one_line
 from ..manifest import INPUT_NAME, SCORE_OUTPUT, BundleError
-from . import Backend, BackendError, ModelRunError, NotInBundleError, register_backend
+from . import Backend, BackendError, ModelRunError, NotInBundleError, installed, register_backend
 
 CACHE_ENV = "ICRT_CACHE_DIR"
 CACHE_OFF = ("off", "none", "0")
@@ -46,10 +45,7 @@ def install_hint() -> str:
 
 def openvino_available() -> bool:
     """OpenVINO is installed (found without importing it)."""
-    try:
-        return importlib.util.find_spec("openvino") is not None
-    except (ImportError, ValueError):
-        return False
+    return installed("openvino")
 
 
 def import_openvino():

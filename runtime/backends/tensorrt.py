@@ -17,21 +17,17 @@ by ``runtime.backends.tensorrt_build`` to build engines).
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import os
 
 from ..errors import one_line
 from ..manifest import BundleError, EngineRecord
 from ..precisions import get_precision
-from . import Backend, BackendError, ModelRunError, register_backend
+from . import Backend, BackendError, ModelRunError, installed, register_backend
 
 
 def tensorrt_available() -> bool:
     """TensorRT is installed (found without importing it)."""
-    try:
-        return importlib.util.find_spec("tensorrt") is not None
-    except (ImportError, ValueError):
-        return False
+    return installed("tensorrt")
 
 
 def _import_tensorrt():

@@ -2,10 +2,10 @@
 (every command, option and choice; files and folders where a path goes)."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import EXIT_OK
+from . import options
 
 SHELLS = ("bash", "zsh", "tcsh")
 
@@ -14,11 +14,10 @@ def add_command(subparsers):
     p = subparsers.add_parser(
         "completion", help="print a shell completion script (bash, zsh, tcsh)",
         description="Print a completion script for icrt's commands, options and choices.",
-        epilog="examples:\n"
-               "  icrt completion bash > ~/.local/share/bash-completion/completions/icrt   (bash, per user)\n"
-               "  icrt completion zsh > ~/.zfunc/_icrt      (zsh: with fpath+=(~/.zfunc) before compinit)\n"
-               "  source <(icrt completion bash)             (this shell only)",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        **options.examples(
+            ("icrt completion bash > ~/.local/share/bash-completion/completions/icrt", "(bash, per user)"),
+            ("icrt completion zsh > ~/.zfunc/_icrt", "(zsh: with fpath+=(~/.zfunc) before compinit)"),
+            ("source <(icrt completion bash)", "(this shell only)")))
     p.add_argument("shell", choices=SHELLS, help="the shell to complete in")
     return "completion", run
 

@@ -3,10 +3,10 @@ providers, TensorRT and the CUDA bindings, the GPU, the CPU's int8 features, PyT
 libraries, a Jetson's power mode, the default model's checksums. Exit 0 when no problem was found, 1 otherwise."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import EXIT_FAILURES, EXIT_OK
+from . import options
 
 
 def add_command(subparsers):
@@ -14,8 +14,7 @@ def add_command(subparsers):
         "doctor", help="what this machine can do with icrt: packages, providers, GPU, CPU int8 features, serving",
         description="Report what this machine can do with icrt, and every problem found (one line each). "
                     "Exit 0 when none, 1 otherwise.",
-        epilog="examples:\n  icrt doctor\n  icrt doctor --json > doctor.json     to attach to a bug report",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        **options.examples(("icrt doctor", ""), ("icrt doctor --json > doctor.json", "to attach to a bug report")))
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
     return "doctor", run
 

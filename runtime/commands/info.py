@@ -4,18 +4,17 @@ from __future__ import annotations
 import sys
 
 from ..errors import EXIT_OK
+from . import options
 
 
 def add_command(subparsers):
-    import argparse
-
     p = subparsers.add_parser("info", help="show a bundle's model card",
                               description="Show a bundle's model card: what the model is, what it was trained on, "
                                           "its licence, what a score means, its limits and accuracy.",
-                              epilog="examples:\n  icrt info                      the bundled default model\n"
-                                     "  icrt info bundles/d2s -v       with input, preprocessing, files, parity\n"
-                                     "  icrt info bundles/d2s --json   the manifest",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              **options.examples(
+                                  ("icrt info", "the bundled default model"),
+                                  ("icrt info bundles/d2s -v", "with input, preprocessing, files, parity"),
+                                  ("icrt info bundles/d2s --json", "the manifest")))
     p.add_argument("model", nargs="?", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also the internals: input, preprocessing, files and their SHA-256, engines, parity, "
@@ -27,7 +26,6 @@ def add_command(subparsers):
 def run(args) -> int:
     from ..info import model_card
     from ..manifest import load_manifest
-    from . import options
 
     m = load_manifest(options.bundle(args))
     if args.json:

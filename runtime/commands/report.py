@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import options
+
 
 def _thumbs(text: str) -> int:
     from ..report import MAX_THUMBS
@@ -30,9 +32,9 @@ def add_command(subparsers):
         description="Write one self-contained HTML page (score histogram, per-folder counts and medians, contact "
                     "sheets of thumbnails from the simplest to the most complex image, the error list) from a "
                     "folder written by `icrt batch` or the JSON/JSONL/CSV of `icrt score -o`.",
-        epilog="examples:\n  icrt report scores/ -o scores.html                  an icrt batch folder\n"
-               "  icrt score photos/ --format json -o scores.json && icrt report scores.json --thumbs 96",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        **options.examples(("icrt report scores/ -o scores.html", "an icrt batch folder"),
+                           ("icrt score photos/ --format json -o scores.json && icrt report scores.json --thumbs 96",
+                            "")))
     p.add_argument("source", metavar="DIR_OR_FILE",
                    help="an `icrt batch --out` folder, a part-*.parquet file, or a scores file of `icrt score -o`")
     p.add_argument("-o", "--output", metavar="FILE", default="report.html",
