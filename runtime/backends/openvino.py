@@ -29,7 +29,7 @@ import stat
 import sys
 
 from ..errors import one_line
-from ..manifest import INPUT_NAME, SCORE_OUTPUT, BundleError
+from ..manifest import INPUT_NAME, SCORE_OUTPUT, BundleError, file_sha256
 from . import Backend, BackendError, ModelRunError, NotInBundleError, installed, register_backend
 
 CACHE_ENV = "ICRT_CACHE_DIR"
@@ -122,12 +122,13 @@ def private_folder(path: str) -> str | None:
     return None
 
 
-def cache_folder(data: bytes, settings: dict) -> tuple[str | None, str | None]:
-    """(the cache folder for the model file ``data`` compiled with ``settings``, None) or (None, why not)."""
+def cache_folder(digest: str, settings: dict) -> tuple[str | None, str | None]:
+    """(the cache folder for the model file of SHA-256 ``digest`` compiled with ``settings``, None) or (None, why
+    not)."""
     root = cache_root()
     if root is None:
         return None, f"no model cache ({CACHE_ENV}=off)"
-    key = hashlib.sha256(hashlib.sha256(data).digest() + json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256((digest + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
     problem = private_folder(root)
     folder = os.path.join(root, key[:32])
     problem = problem or private_folder(folder)
@@ -176,7 +177,8 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, path: str, input_name: str = INPUT_NAME, score_output: str = SCORE_OUTPUT,
                  precision: str = "fp32", threads: int | None = None, notes=None, size: int | None = None,
-                 norm: tuple | None = None):
+                 norm: tuple | None = None, digest: str | None = None):
+        """``digest``: the file's SHA-256 when already known (a bundle's checked checksum), else it is hashed here."""
         from .onnxruntime import default_threads
 
         ov = import_openvino()
@@ -187,8 +189,7 @@ class OpenVinoBackend(Backend):
         self.norm = None if norm is None else (tuple(map(float, norm[0])), tuple(map(float, norm[1])))
         self.core = shared_core(ov)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            digest = digest or file_sha256(path)
             self.model = self.core.read_model(path)
         except OSError as e:
             raise BackendError(f"{path}: cannot read the model ({e.strerror or e})") from None
@@ -198,11 +199,11 @@ class OpenVinoBackend(Backend):
         self.config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": int(self.threads), "ENABLE_CPU_PINNING": False}
         settings = {"openvino": ov.get_version(), "config": self.config, "norm": self.norm}
-        self.cache, why = cache_folder(data, settings)
+        self.cache, why = cache_folder(digest, settings)
         if why:
             self.notes.append(why)
         self.version = ov.get_version().split("-")[0]
-        self._compiled = {}  # "float" | "pixels" -> (infer request, output port)
+        self._compiled = {}  # "float" | "pixels" -> (compiled model, infer request, score output port)
         self._compile("pixels" if self.norm else "float")
 
     @classmethod
@@ -213,8 +214,9 @@ class OpenVinoBackend(Backend):
         except BundleError as e:
             raise NotInBundleError(str(e)) from None
         prep = manifest.preprocessing
+        name = manifest.file_name(precision, "onnxruntime")
         return cls(path, manifest.input_name, manifest.score_output, precision, threads, notes,
-                   size=manifest.input_size, norm=(prep.mean, prep.std))
+                   size=manifest.input_size, norm=(prep.mean, prep.std), digest=manifest.sha256.get(name))
 
     def _compile(self, form: str):
         if form in self._compiled:
