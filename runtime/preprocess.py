@@ -239,22 +239,10 @@ def resize(img: np.ndarray, width: int, height: int, interpolation: str = "bilin
     return np.asarray(pil, dtype=np.uint8)
 
 
-def fit_for_patches(img: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """Apply the long-side cap, then upscale so that the short side is at least one patch."""
-    h, w = img.shape[:2]
-    scale = 1.0
-    if prep.max_long_side and max(h, w) > prep.max_long_side:
-        scale = prep.max_long_side / max(h, w)
-    if min(h, w) * scale < prep.size:
-        scale = prep.size / min(h, w)
-    if scale != 1.0:
-        nw, nh = max(prep.size, round(w * scale)), max(prep.size, round(h * scale))
-        img = resize(img, nw, nh, prep.interpolation)
-    return img
-
-
 def fitted_size(height: int, width: int, prep: Preprocessing) -> tuple[int, int]:
-    """(height, width) after :func:`geometry`, computed without resizing anything."""
+    """(height, width) of a model's view of an image (:func:`geometry`, :func:`load_resized`): the square input, or
+    for patches the long-side cap (``max_long_side``), then an upscale so that the short side is at least one
+    patch."""
     if prep.resize == "square":
         return prep.size, prep.size
     scale = 1.0
@@ -312,10 +300,9 @@ def normalize(img: np.ndarray, mean, std) -> np.ndarray:
 
 
 def geometry(img: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """The resize step alone (uint8 out): square resize, or the patch-policy fit. Idempotent."""
-    if prep.resize == "square":
-        return resize(img, prep.size, prep.size, prep.interpolation)
-    return fit_for_patches(img, prep)
+    """The resize step alone (uint8 out): square resize, or the patch-policy fit (:func:`fitted_size`). Idempotent."""
+    height, width = fitted_size(img.shape[0], img.shape[1], prep)
+    return resize(img, width, height, prep.interpolation)
 
 
 class PatchInputs:
