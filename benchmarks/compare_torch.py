@@ -23,20 +23,7 @@ import time
 
 import numpy as np
 
-
-def rounds(calls: dict, n: int, warmup: int = 1) -> dict:
-    """name -> seconds of each call per round: every round calls each callable once (in order), so that the load of
-    a shared machine falls on all of them alike and their ratios hold (``warmup`` untimed rounds first)."""
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    out = {k: [] for k in calls}
-    for _ in range(n):
-        for k, fn in calls.items():
-            t = time.perf_counter()
-            fn()
-            out[k].append(time.perf_counter() - t)
-    return out
+from runtime.bench import rounds
 
 
 def interleaved(calls: dict, warmup: int, iters: int) -> dict:

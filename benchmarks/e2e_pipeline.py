@@ -32,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from .compare_torch import rounds
+from runtime.bench import rounds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

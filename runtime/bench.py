@@ -141,23 +141,28 @@ def synthetic_images(folder: str, prep, n: int = 4) -> list[str]:
     return paths
 
 
-def time_calls(fn, warmup: int, iters: int) -> list[float]:
+def rounds(calls: dict, n: int, warmup: int = 1) -> dict:
+    """name -> seconds of each call per round: every round calls each callable once (in order), so that the load of
+    a shared machine falls on all of them alike and their ratios hold (``warmup`` untimed rounds first)."""
     for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
+        for fn in calls.values():
+            fn()
+    out = {k: [] for k in calls}
+    for _ in range(n):
+        for k, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t)
     return out
 
 
 def _inputs(manifest, backend, image_paths) -> tuple[np.ndarray, float]:
     """The model inputs of the images as this backend takes them (pixels or floats), and inputs per image."""
+    from .backends import takes_pixels
     from .preprocess import load_resized, to_model_input
 
     prep = manifest.preprocessing
-    pixels = bool(getattr(backend, "takes_pixels", None) and backend.takes_pixels(prep))
+    pixels = takes_pixels(backend, prep)
     inputs = [to_model_input(load_resized(p, prep)[0], prep, pixels)[0] for p in image_paths]
     return np.concatenate(inputs), float(np.mean([len(x) for x in inputs]))
 
@@ -167,18 +172,13 @@ def bench_batch(manifest, backends, image_paths, b: int, warmup: int, iters: int
     runs every backend once, so that a shared machine's load falls on all of them alike (their ratios hold)."""
     from .scorer import Scorer
 
-    calls, per_image = [], []
-    for backend in backends:
+    calls, per_image = {}, []
+    for i, backend in enumerate(backends):
         pool, n = _inputs(manifest, backend, image_paths)
         batch = np.ascontiguousarray(np.concatenate([pool] * -(-b // len(pool)))[:b])
-        calls.append(lambda backend=backend, batch=batch: backend.run(batch))
+        calls[i] = lambda backend=backend, batch=batch: backend.run(batch)
         per_image.append(n)
-    for fn in calls:
-        time_calls(fn, warmup, 0)
-    times = [[] for _ in calls]
-    for _ in range(iters):
-        for i, fn in enumerate(calls):
-            times[i] += time_calls(fn, 0, 1)
+    times = list(rounds(calls, iters, warmup).values())
     # end to end: the CLI's path (decode + preprocess + batched inference) over a stream of image files, at least 4
     # batches, so that decoding overlaps inference as in a long run
     images_per_batch = b / max(per_image)
@@ -186,10 +186,8 @@ def bench_batch(manifest, backends, image_paths, b: int, warmup: int, iters: int
     scorers = [Scorer(manifest, backend, batch_size=b) for backend in backends]
     for s in scorers:
         s.score_many(files[:b])
-    e2e = [[] for _ in scorers]
-    for _ in range(max(3, iters // 4)):
-        for i, s in enumerate(scorers):
-            e2e[i] += time_calls(lambda s=s: s.score_many(files), 0, 1)
+    e2e = list(rounds({i: (lambda s=s: s.score_many(files)) for i, s in enumerate(scorers)}, max(3, iters // 4),
+                      warmup=0).values())
     rows = []
     for backend, t, e, n in zip(backends, times, e2e, per_image):
         st = stats_ms(t)

@@ -19,12 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backends import Backend, ModelRunError, open_backend
+from .backends import Backend, ModelRunError, open_backend, takes_pixels
 from .heatmap import ScoreMap
 from .manifest import Manifest, load_manifest
 from .preprocess import (
     ImageError,
     Preprocessing,
+    fitted_size,
     load_for_model,
     load_resized,
     model_inputs,
@@ -141,8 +142,7 @@ class Scorer:
             self.batch_size = cap
         if backend.max_batch:
             self.batch_size = min(self.batch_size, backend.max_batch)
-        takes_pixels = getattr(backend, "takes_pixels", None)  # any object with run() will do (Backend's interface)
-        self.pixels = bool(takes_pixels and takes_pixels(prep))  # uint8 inputs, normalised in the model
+        self.pixels = takes_pixels(backend, prep)  # uint8 inputs, normalised in the model
         self.score_range = None if score_range is None else tuple(float(v) for v in score_range)
         self.run_failures = RunFailures()
 
@@ -193,10 +193,7 @@ class Scorer:
             return _Item(error_record(name, e.problem))
         except (ValueError, MemoryError) as e:
             return _Item(error_record(name, f"cannot score image ({type(e).__name__}: {e})"))
-        geometry = (self.prep.size, self.prep.size) if self.prep.resize == "square" else None
-        if geometry is None:
-            from .preprocess import fitted_size
-            geometry = fitted_size(h, w, self.prep)
+        geometry = fitted_size(h, w, self.prep)
         rec = {IMAGE: name, SCORE: None, "patches": len(x), "width": int(w), "height": int(h)}
         return _Item(rec, x, pos, heatmap_copy(rgb) if keep_rgb else None, geometry)
 

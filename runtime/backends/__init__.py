@@ -85,6 +85,13 @@ _REGISTRY: dict[str, BackendSpec] = {}
 _builtins_loaded = False
 
 
+def takes_pixels(backend, prep) -> bool:
+    """Whether ``backend`` takes uint8 pixels for this preprocessing, normalising them in its model
+    (``Backend.takes_pixels``); any object with ``run()`` will do as a backend, and takes floats."""
+    method = getattr(backend, "takes_pixels", None)
+    return bool(method and method(prep))
+
+
 def installed(module: str) -> bool:
     """``module`` is installed (found without importing it): a backend's cheap ``available()``."""
     try:
