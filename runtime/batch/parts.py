@@ -73,11 +73,15 @@ def read_part(path: str, columns):
         with os.fdopen(open_owned(path), "rb") as f:  # read here, parsed from memory (parts are small)
             data = f.read()
         buffer = pa.BufferReader(data)
+        # on the calling thread: with arrow's thread pool (use_threads, pre_buffer) a reader task could still hold
+        # the Python bytes when the process exits, and releasing them then needs the GIL of a finalizing
+        # interpreter: an abort (seen after a Ray run, whose terminate handler turns it into SIGABRT)
+        one_thread = {"use_threads": False, "pre_buffer": False}
         if IMAGE in columns and OLD_FILE_COLUMN in pa.parquet.read_schema(buffer).names:
             old = [OLD_FILE_COLUMN if c == IMAGE else c for c in columns]
-            table = pa.parquet.read_table(buffer, columns=old).rename_columns(list(columns))
+            table = pa.parquet.read_table(buffer, columns=old, **one_thread).rename_columns(list(columns))
         else:
-            table = pa.parquet.read_table(buffer, columns=list(columns))
+            table = pa.parquet.read_table(buffer, columns=list(columns), **one_thread)
     except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as e:
         text = getattr(e, "strerror", None) if isinstance(e, OSError) else None
         raise bad(text or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
