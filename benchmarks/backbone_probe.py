@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from runtime.files import write_json
+from icrt.runtime.files import write_json
 
 
 def stats_module(model):
@@ -26,7 +26,7 @@ def stats_module(model):
     (train.models.d2s walks the stages); also the width of each part."""
     import torch
 
-    from train.models.d2s import mean_std, stage_outputs
+    from icrt.train.models.d2s import mean_std, stage_outputs
 
     class BlockStats(torch.nn.Module):
         def __init__(self, m):
@@ -50,7 +50,7 @@ def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
         z = np.load(cache)
         return list(z["dims"]), z["feats"], z["flips"]
 
-    from train.weights import create_backbone, preprocessing_for
+    from icrt.train.weights import create_backbone, preprocessing_for
 
     prep = preprocessing_for(backbone, "imagenet")
     module, dims = stats_module(create_backbone(backbone, "imagenet"))
@@ -68,7 +68,7 @@ def run_features(module, samples, size: int, prep: dict, onnx_path: str, batch: 
     import onnxruntime as ort
     import torch
 
-    from runtime.preprocess import load_rgb, normalize, resize
+    from icrt.runtime.preprocess import load_rgb, normalize, resize
 
     torch.onnx.export(module, (torch.zeros(1, 3, size, size),), onnx_path, input_names=["x"], output_names=["f"],
                       dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)
@@ -86,7 +86,7 @@ def run_features(module, samples, size: int, prep: dict, onnx_path: str, batch: 
 def cv_srcc(x, y, cats, alphas, x_flip=None):
     """Best (pooled SRCC, mean per-category SRCC, alpha) of a ridge head by stratified 5-fold CV (train.ridge),
     on the raw scores; with ``x_flip``, mirrors are extra training samples and averaged at test time."""
-    from train.ridge import cross_validate
+    from icrt.train.ridge import cross_validate
 
     rows = cross_validate(x, y, cats, alphas, x_flip=x_flip, target=lambda v: v, average_flips=True)
     best = max(rows, key=lambda r: r["srcc"])
@@ -94,7 +94,7 @@ def cv_srcc(x, y, cats, alphas, x_flip=None):
 
 
 def main(argv=None) -> int:
-    from train.recipes.default_model import split_samples
+    from icrt.train.recipes.default_model import split_samples
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.backbone_probe", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/savoias/labels.csv")

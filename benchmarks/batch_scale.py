@@ -65,7 +65,7 @@ def generated(folder: str, n: int) -> list[str]:
 def source_images(images: str | None, tmp: str, n: int) -> list[str]:
     folder = images or (SAVOIAS if os.path.isdir(SAVOIAS) else None)
     if folder:
-        from runtime.inputs import list_folder
+        from icrt.runtime.inputs import list_folder
         found = list_folder(folder, recursive=True)
         if found:
             return found
@@ -160,7 +160,7 @@ def run_one(spec: str, images: str, n: int, bundle: str | None, work: str) -> di
     out = os.path.join(work, f"{name}-{n}")
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    cmd = [sys.executable, "-m", "runtime.cli"] + [a.format(images=images, out=out) for a in CONFIGS[name]] + more
+    cmd = [sys.executable, "-m", "icrt.runtime.cli"] + [a.format(images=images, out=out) for a in CONFIGS[name]] + more
     if bundle:
         cmd += ["-m", bundle]
     load0 = os.getloadavg()
@@ -200,7 +200,7 @@ def run_one(spec: str, images: str, n: int, bundle: str | None, work: str) -> di
 
 
 def machine() -> dict:
-    from runtime.cpu import cpu_facts
+    from icrt.runtime.cpu import cpu_facts
 
     cpu = cpu_facts()
     info = {"python": platform.python_version(), "cpus": cpu["cpus"], "cpu": cpu["model"], "simd": cpu["simd"]}
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
                 print(json.dumps(rec), flush=True)
     report = {"machine": machine(), "source": args.images or (SAVOIAS if os.path.isdir(SAVOIAS) else "generated"),
               "results": results}
-    from runtime.files import write_json, write_text
+    from icrt.runtime.files import write_json, write_text
     write_json(os.path.join(args.out, "batch_scale.json"), report)
     write_text(os.path.join(args.out, "batch_scale.md"), table(results))
     print(table(results))

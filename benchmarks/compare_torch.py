@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from runtime.bench import rounds
+from icrt.runtime.bench import rounds
 
 
 def interleaved(calls: dict, warmup: int, iters: int) -> dict:
@@ -57,12 +57,12 @@ def timed(fn, warmup: int, iters: int, sync=None) -> dict:
 def load_model(args):
     """(torch model in eval mode, checkpoint fields for the exporter, description)."""
     if args.checkpoint:
-        from export.core import load_source
+        from icrt.export.core import load_source
 
         source, model = load_source(args.checkpoint)
         return model.eval(), source, args.checkpoint
-    from runtime.preprocess import Preprocessing
-    from train.models.d2s import D2S, D2SConfig
+    from icrt.runtime.preprocess import Preprocessing
+    from icrt.train.models.d2s import D2S, D2SConfig
 
     cfg = D2SConfig(backbone=args.backbone, pretrained="none", image_size=args.image_size)
     model = D2S(cfg, load_pretrained=False).eval()
@@ -74,12 +74,12 @@ def load_model(args):
 def export_bundle(model, source: dict, folder: str, precisions, calib_images: str | None, tmp: str) -> str:
     """The bundle through icrt's exporter (folding, parity checks, both int8 forms); without calibration
     images, int8 calibrates on generated ones (latency does not depend on them)."""
-    from export.core import ExportOptions, export_model
+    from icrt.export.core import ExportOptions, export_model
 
     if "int8" in precisions and not calib_images:
         from PIL import Image
 
-        from export.checks import generated_images
+        from icrt.export.checks import generated_images
 
         calib_images = os.path.join(tmp, "calibration")
         os.makedirs(calib_images, exist_ok=True)
@@ -91,7 +91,7 @@ def export_bundle(model, source: dict, folder: str, precisions, calib_images: st
 
 
 def input_batch(prep, image, batch: int) -> np.ndarray:
-    from runtime.preprocess import load_rgb, to_model_input
+    from icrt.runtime.preprocess import load_rgb, to_model_input
 
     if image:
         x = to_model_input(load_rgb(image), prep)[0]
@@ -108,7 +108,7 @@ def cold_start(bundle: str, image: str, backends=("onnxruntime",), repeats: int 
     timed apart from the later ones (the cache filled)."""
     cache = tempfile.mkdtemp(prefix="icrt-cold-cache-")
     env = {**os.environ, "ICRT_CACHE_DIR": cache}
-    cmds = {f"icrt_score_{b}_ms": [sys.executable, "-m", "runtime.cli", "score", image, "-m", bundle, "--backend", b]
+    cmds = {f"icrt_score_{b}_ms": [sys.executable, "-m", "icrt.runtime.cli", "score", image, "-m", bundle, "--backend", b]
             for b in backends}
     cmds["import_torch_ms"] = [sys.executable, "-c", "import torch"]
 
@@ -135,12 +135,12 @@ def agreement_images(args, prep, tmp: str) -> list[str]:
     """The images each runtime's scores are compared on: ``--images`` (a folder or glob, at most 64), else 16
     generated ones (export's check images)."""
     if args.images:
-        from runtime.inputs import collect
+        from icrt.runtime.inputs import collect
 
         return collect([args.images], recursive=True)[:64]
     from PIL import Image
 
-    from export.checks import generated_images
+    from icrt.export.checks import generated_images
 
     folder = os.path.join(tmp, "agreement")
     os.makedirs(folder, exist_ok=True)
@@ -156,11 +156,11 @@ def run_cpu(args, model, prep, bundle, x, rows, images=()):
     runtime's scores of ``images`` compared with onnxruntime fp32's (SRCC, largest difference)."""
     import torch
 
-    from runtime.backends import BackendError, open_backend
-    from runtime.backends.onnxruntime import default_threads
-    from runtime.bench import agreement, image_scores
-    from runtime.cpu import describe
-    from runtime.manifest import load_manifest
+    from icrt.runtime.backends import BackendError, open_backend
+    from icrt.runtime.backends.onnxruntime import default_threads
+    from icrt.runtime.bench import agreement, image_scores
+    from icrt.runtime.cpu import describe
+    from icrt.runtime.manifest import load_manifest
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
@@ -226,8 +226,8 @@ def run_cuda(args, model, prep, bundle, x, rows):
         diff = float((out.float().cpu() - torch.from_numpy(ref)).abs().max())
         rows.append({"name": "torch fp16 + CUDA graph", "max_abs_diff_vs_torch": diff,
                      **timed(graph.replay, args.warmup, args.iters, sync)})
-    from runtime.backends import BackendError, open_backend
-    from runtime.manifest import load_manifest
+    from icrt.runtime.backends import BackendError, open_backend
+    from icrt.runtime.manifest import load_manifest
 
     manifest = load_manifest(bundle)
     for prec in args.precisions:
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
     args.backends = [s for s in args.backend.split(",") if s]
 
     model, source, what = load_model(args)
-    from runtime.preprocess import Preprocessing
+    from icrt.runtime.preprocess import Preprocessing
 
     prep = Preprocessing.from_dict(source["preprocessing"])
     with tempfile.TemporaryDirectory(prefix="icrt-cmp-") as tmp:
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
             cold = cold_start(bundle, image, args.backends)
 
     base = rows[0]["mean_ms"]
-    from runtime.cpu import describe
+    from icrt.runtime.cpu import describe
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"\n{what}, input {prep.size}x{prep.size} ({prep.resize}), batch {args.batch_size}, "
@@ -318,8 +318,8 @@ def main(argv=None) -> int:
         print("cold start, one image (median of 3, taking turns): " + "; ".join(
             f"{k.removesuffix('_ms').replace('_', ' ')} {v:.0f} ms" for k, v in cold.items()))
     if args.json:
-        from runtime.bench import machine
-        from runtime.files import write_json
+        from icrt.runtime.bench import machine
+        from icrt.runtime.files import write_json
         write_json(args.json, {"model": what, "input": prep.size, "batch_size": args.batch_size, "device": args.device,
                                "rows": rows, "cold_start": cold, "machine": machine(), "cpu": describe(),
                                "load_average": load})

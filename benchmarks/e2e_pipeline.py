@@ -32,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from runtime.bench import rounds
+from icrt.runtime.bench import rounds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def decode(path, draft_half: bool = False):
     from PIL import Image, ImageOps
 
-    from runtime.preprocess import to_rgb
+    from icrt.runtime.preprocess import to_rgb
 
     with Image.open(path) as im:
         if draft_half and im.format == "JPEG":
@@ -61,7 +61,7 @@ def loader_draft_half(path):
 def preprocessing_levers(paths, prep, n: int) -> list[dict]:
     from PIL import Image
 
-    from runtime.preprocess import load_resized
+    from icrt.runtime.preprocess import load_resized
 
     side = (prep.size, prep.size)
     bilinear = Image.Resampling.BILINEAR
@@ -77,9 +77,9 @@ def preprocessing_levers(paths, prep, n: int) -> list[dict]:
 
 
 def scorer_variants(manifest, settings, paths, batch: int, n: int, threads) -> list[dict]:
-    from runtime.backends import BackendError, open_backend
-    from runtime.bench import _inputs
-    from runtime.scorer import Scorer
+    from icrt.runtime.backends import BackendError, open_backend
+    from icrt.runtime.bench import _inputs
+    from icrt.runtime.scorer import Scorer
 
     calls, meta = {}, {}
     for name, prec in settings:
@@ -128,7 +128,7 @@ def cli_runs(folder: str, today: str | None, commands: dict, n: int, tmp: str, m
         runs[f"this checkout: icrt score FOLDER {extra}".strip()] = (ROOT, ["score", folder, *bundle, *extra.split()])
 
     def call(cwd, args):
-        subprocess.run([sys.executable, "-m", "runtime.cli", *args, "--format", "json"], cwd=cwd, check=True,
+        subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *args, "--format", "json"], cwd=cwd, check=True,
                        env={**env, "PYTHONPATH": cwd}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     count = len([f for f in os.listdir(folder) if not f.startswith(".")])
@@ -141,10 +141,10 @@ def cli_runs(folder: str, today: str | None, commands: dict, n: int, tmp: str, m
 
 
 def heldout_srcc(manifest, labels: str, threads) -> list[dict]:
-    from runtime.backends import open_backend
-    from runtime.bench import agreement
-    from runtime.scorer import Scorer
-    from train.data import load_samples, split_train_val
+    from icrt.runtime.backends import open_backend
+    from icrt.runtime.bench import agreement
+    from icrt.runtime.scorer import Scorer
+    from icrt.train.data import load_samples, split_train_val
 
     # the default model's recipe (train/recipes/default_model.py): the shipped model saw every image but the parity
     # half of the held-out 20%, so that half is the held-out set here
@@ -186,11 +186,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
 
-    from runtime.cpu import describe
-    from runtime.defaults import default_bundle
-    from runtime.files import write_json
-    from runtime.inputs import collect
-    from runtime.manifest import load_manifest
+    from icrt.runtime.cpu import describe
+    from icrt.runtime.defaults import default_bundle
+    from icrt.runtime.files import write_json
+    from icrt.runtime.inputs import collect
+    from icrt.runtime.manifest import load_manifest
 
     manifest = load_manifest(args.model or default_bundle())
     paths = collect([args.images], recursive=True)

@@ -19,9 +19,9 @@ import time
 
 import numpy as np
 
-from runtime.files import write_json
+from icrt.runtime.files import write_json
 
-from .backbone_probe import run_features
+from icrt.benchmarks.backbone_probe import run_features
 
 ALL = ("mean", "std", "relu", "q10", "median", "q90", "max")
 SETS = [  # (head, statistics)
@@ -42,8 +42,8 @@ def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
         return list(z["widths"]), z["feats"], z["flips"]
     import torch
 
-    from train.models.d2s import StageStats, stage_outputs
-    from train.weights import create_backbone, preprocessing_for
+    from icrt.train.models.d2s import StageStats, stage_outputs
+    from icrt.train.weights import create_backbone, preprocessing_for
 
     prep = preprocessing_for(backbone, "imagenet")
     net = create_backbone(backbone, "imagenet").eval()
@@ -78,18 +78,18 @@ def columns(widths: list[int], stats: tuple) -> np.ndarray:
 
 def score(head: str, x, xf, y, cats) -> dict:
     if head == "ridge":
-        from train.ridge import cross_validate
+        from icrt.train.ridge import cross_validate
 
         rows = cross_validate(x, y, cats, (0.1, 0.3, 1, 3, 10, 30), x_flip=xf, target=lambda v: v, average_flips=True)
     else:
-        from train.kernel import cross_validate
+        from icrt.train.kernel import cross_validate
 
         rows = cross_validate(x, y, cats, x_flip=xf)
     return max(rows, key=lambda r: r["srcc"] + r["mean_category_srcc"])
 
 
 def main(argv=None) -> int:
-    from train.recipes.default_model import split_samples
+    from icrt.train.recipes.default_model import split_samples
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.head_probe", description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/savoias/labels.csv")

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from runtime.files import write_json
+from icrt.runtime.files import write_json
 
 
 def photos(folder: str, n: int, size: tuple[int, int] = (4000, 3000)) -> list[str]:
@@ -40,10 +40,10 @@ def photos(folder: str, n: int, size: tuple[int, int] = (4000, 3000)) -> list[st
 def patch_bundle(folder: str, backbone: str = "tf_efficientnet_lite0", patch: int = 224, stride: int = 64) -> str:
     import torch
 
-    from export import export_checkpoint
-    from runtime.preprocess import Preprocessing
-    from train.checkpoint import FORMAT, atomic_torch_save
-    from train.models.d2s import D2S, D2SConfig
+    from icrt.export import export_checkpoint
+    from icrt.runtime.preprocess import Preprocessing
+    from icrt.train.checkpoint import FORMAT, atomic_torch_save
+    from icrt.train.models.d2s import D2S, D2SConfig
 
     cfg = {"backbone": backbone, "pretrained": "none", "image_size": patch, "pool": "stats", "head": "linear"}
     torch.manual_seed(0)
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     folder = os.path.join(args.out, "photos")
     w, h = (int(v) for v in args.photo_size.lower().split("x"))
     photos(folder, args.images, (w, h))
-    icrt = [sys.executable, "-m", "runtime.cli", "score", "--format", "json", "-o", os.devnull]
+    icrt = [sys.executable, "-m", "icrt.runtime.cli", "score", "--format", "json", "-o", os.devnull]
     bundles = {"square (default model, 384 px)": None,
                f"patches ({args.patch} px, stride {args.stride})": patch_bundle(args.out, args.backbone, args.patch,
                                                                                 args.stride)}

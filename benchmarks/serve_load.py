@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 
-from runtime.cpu import cpu_facts
-from runtime.files import write_json
+from icrt.runtime.cpu import cpu_facts
+from icrt.runtime.files import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def load_average() -> list[float]:
 
 
 def image_list(spec: str, n: int) -> list[str]:
-    from runtime.inputs import collect
+    from icrt.runtime.inputs import collect
 
     paths = [p for p in collect([spec], recursive=True) if os.path.isfile(p)]
     if not paths:
@@ -60,7 +60,7 @@ def percentiles(seconds: list[float]) -> dict:
 
 def run_load(url: str, protocol: str, files: list[str], clients: int, time_limit: float, request_timeout: float) -> dict:
     """``clients`` threads send ``files`` (one a request) until all are sent or ``time_limit`` passes."""
-    from runtime.records import ERROR, IMAGE_INPUT, OUTPUTS, SCORE
+    from icrt.runtime.records import ERROR, IMAGE_INPUT, OUTPUTS, SCORE
 
     if protocol == "grpc":
         import tritonclient.grpc as tc
@@ -141,7 +141,7 @@ def run_local(bundle: str | None, files: list[str], timeout: float) -> dict:
             os.symlink(os.path.abspath(f), link)
             links.append(link)
         out = os.path.join(d, "scores.jsonl")
-        cmd = [sys.executable, "-m", "runtime.cli", "score", d, "--format", "jsonl", "-o", out]
+        cmd = [sys.executable, "-m", "icrt.runtime.cli", "score", d, "--format", "jsonl", "-o", out]
         if bundle:
             cmd += ["-m", bundle]
         t0 = time.perf_counter()
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
           f"{len(set(files))} distinct images; CPU {report['cpu'].get('model')} x{report['cpu']['cpus']} "
           f"({', '.join(report['cpu'].get('simd', []))})", flush=True)
 
-    from runtime.serving.process import ServerProcess
+    from icrt.runtime.serving.process import ServerProcess
 
     server = None
     url = args.url

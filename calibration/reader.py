@@ -8,8 +8,8 @@ from typing import Iterator
 
 import numpy as np
 
-from runtime.manifest import INPUT_NAME
-from runtime.preprocess import Preprocessing, load_for_model, to_model_input
+from icrt.runtime.manifest import INPUT_NAME
+from icrt.runtime.preprocess import Preprocessing, load_for_model, to_model_input
 
 
 def model_inputs(paths, prep: Preprocessing) -> Iterator[tuple[int, np.ndarray]]:

@@ -4,8 +4,8 @@
 
 See docs/export.md and docs/bundle.md.
 """
-from .core import export_checkpoint, export_model
-from .errors import ExportError, ParityError
-from .options import ExportOptions
+from icrt.export.core import export_checkpoint, export_model
+from icrt.export.errors import ExportError, ParityError
+from icrt.export.options import ExportOptions
 
 __all__ = ["ExportError", "ExportOptions", "ParityError", "export_checkpoint", "export_model"]

@@ -7,7 +7,7 @@ import sys
 
 
 def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
-    from .options import add_arguments
+    from icrt.export.options import add_arguments
 
     p = argparse.ArgumentParser(prog=prog,
                                 description="Turn a training checkpoint into a deployable model bundle.")
@@ -19,11 +19,11 @@ def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
 
 
 def export(args) -> int:
-    from runtime.errors import UserInputError
-    from runtime.manifest import MANIFEST_FILE
+    from icrt.runtime.errors import UserInputError
+    from icrt.runtime.manifest import MANIFEST_FILE
 
-    from .core import export_checkpoint
-    from .options import from_args
+    from icrt.export.core import export_checkpoint
+    from icrt.export.options import from_args
 
     try:
         export_checkpoint(args.checkpoint, args.out, from_args(args))
@@ -36,7 +36,7 @@ def export(args) -> int:
 
 def main(argv=None, prog: str = "python -m export") -> int:
     """``prog``: the command's name in messages (``icrt export`` runs this too)."""
-    from runtime.errors import run_command, setup_logging
+    from icrt.runtime.errors import run_command, setup_logging
 
     p = parser(prog)
     args = p.parse_args(argv)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.preprocess import Preprocessing, load_for_model
-from runtime.scorer import Scorer
+from icrt.runtime.preprocess import Preprocessing, load_for_model
+from icrt.runtime.scorer import Scorer
 
 
 @dataclass

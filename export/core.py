@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.files import write_json
-from runtime.manifest import (
+from icrt.runtime.files import write_json
+from icrt.runtime.manifest import (
     DEFAULT_SCORE,
     EXPORT_REPORT,
     INPUT_NAME,
@@ -30,10 +30,10 @@ from runtime.manifest import (
     ParityFigures,
     ScoreSpec,
 )
-from runtime.precisions import get_precision, precision_names
-from runtime.preprocess import Preprocessing
+from icrt.runtime.precisions import get_precision, precision_names
+from icrt.runtime.preprocess import Preprocessing
 
-from .checks import (
+from icrt.export.checks import (
     CheckSet,
     Scores,
     check_set_from_images,
@@ -42,10 +42,10 @@ from .checks import (
     generated_images,
     score_check_set,
 )
-from .errors import ExportError, ParityError
-from .options import ExportOptions, check
-from .parity import parity_figures
-from .stages import Stages
+from icrt.export.errors import ExportError, ParityError
+from icrt.export.options import ExportOptions, check
+from icrt.export.parity import parity_figures
+from icrt.export.stages import Stages
 
 log = logging.getLogger("export")
 
@@ -67,7 +67,7 @@ def library_versions(extra=()) -> dict:
 
 def load_source(checkpoint: str):
     """(checkpoint dict, rebuilt model); ExportError naming the file when it cannot be used."""
-    from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from icrt.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
     try:
         ckpt = load_checkpoint(checkpoint)
@@ -149,7 +149,7 @@ class PrecisionFiles:
 
 
 def stage_fold(model, source: dict) -> Folded:
-    from . import fold as folding
+    from icrt.export import fold as folding
 
     kind = source["kind"]
     folded = folding.fold_for_export(model, kind)
@@ -163,7 +163,7 @@ def stage_fold(model, source: dict) -> Folded:
 
 def stage_check_set(o: ExportOptions, prep: Preprocessing) -> CheckImages:
     """Check images: --check-data, else the calibration images, else generated ones."""
-    from .images import choose, read_images
+    from icrt.export.images import choose, read_images
 
     calib = None
     if o.calib_data:
@@ -181,7 +181,7 @@ def stage_check_set(o: ExportOptions, prep: Preprocessing) -> CheckImages:
 
 def _score_file(folder: str, name: str, precision: str, checks: CheckSet, prep: Preprocessing,
                 simulate_qdq: bool = False) -> Scores:
-    from runtime.backends.onnxruntime import OrtBackend
+    from icrt.runtime.backends.onnxruntime import OrtBackend
 
     backend = OrtBackend.from_file(os.path.join(folder, name), precision, simulate_qdq=simulate_qdq)
     return score_check_set(backend, checks, prep)
@@ -189,7 +189,7 @@ def _score_file(folder: str, name: str, precision: str, checks: CheckSet, prep: 
 
 def _compact(path: str) -> None:
     """Large constants that fp16 holds exactly stored as fp16 (lossless; ``export.onnx_export.store_exact_fp16``)."""
-    from .onnx_export import store_exact_fp16
+    from icrt.export.onnx_export import store_exact_fp16
 
     saved = store_exact_fp16(path)
     if saved:
@@ -198,9 +198,9 @@ def _compact(path: str) -> None:
 
 def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, folder: str, o: ExportOptions) -> Fp32:
     """The fp32 ONNX file, and PyTorch's scores on the check set (folded model, and the unfolded one)."""
-    from train.torch_backend import TorchBackend
+    from icrt.train.torch_backend import TorchBackend
 
-    from .onnx_export import export_onnx, opset_of
+    from icrt.export.onnx_export import export_onnx, opset_of
 
     name = get_precision("fp32").file()
     path = os.path.join(folder, name)
@@ -217,7 +217,7 @@ def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, fol
 def stage_precision(name: str, fp32: Fp32, images: CheckImages, kind: str, prep: Preprocessing, folder: str,
                     o: ExportOptions) -> PrecisionFiles:
     """The files of precision ``name`` (its declared builder), each distinct file scored on the check set."""
-    from .precisions import BuildInput, build
+    from icrt.export.precisions import BuildInput, build
 
     built = build(get_precision(name), BuildInput(fp32.path, folder, kind, prep, o, images.calib_items))
     for file in set(built.files.values()):
@@ -238,7 +238,7 @@ def stage_parity(fp32: Fp32, results: dict, images: CheckImages, o: ExportOption
 def stage_engines(folder: str, files: dict, prep: Preprocessing, fp32: Fp32, o: ExportOptions) -> list:
     """TensorRT engines for this machine's GPU, built into the staging folder by runtime.backends.tensorrt_build
     (the code behind ``icrt build``); the manifest written next records them."""
-    from runtime.backends.tensorrt_build import TensorRTError, build_engines
+    from icrt.runtime.backends.tensorrt_build import TensorRTError, build_engines
 
     try:
         return build_engines(folder, files, [p for p in precision_names() if p in files], INPUT_NAME, prep.size,
@@ -250,7 +250,7 @@ def stage_engines(folder: str, files: dict, prep: Preprocessing, fp32: Fp32, o: 
 def stage_write(source: dict, prep: Preprocessing, folded: Folded, images: CheckImages, fp32: Fp32, files: dict,
                 results: dict, parity: dict, engines: list, folder: str, o: ExportOptions) -> tuple[Manifest, dict]:
     """The manifest (through the manifest module), and the report's content (written after the last stage)."""
-    from train.metrics import label_agreement
+    from icrt.train.metrics import label_agreement
 
     checks = images.checks
     check_info = {"source": checks.source, "images": checks.n_images, "inputs": int(len(fp32.onnx.inputs))}
@@ -293,7 +293,7 @@ def export_model(model, source: dict, out: str, options: ExportOptions | None = 
     in a temporary sibling folder and renamed into place when complete: a failed export leaves an old
     bundle as it was.
     """
-    from runtime.staging import bundle_destination, install, staging_folder
+    from icrt.runtime.staging import bundle_destination, install, staging_folder
 
     o = options or ExportOptions()
     t0 = time.time()

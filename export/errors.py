@@ -1,5 +1,5 @@
 """The errors of ``python -m export`` (``runtime.errors.IcrtError`` subclasses: one line, an exit code)."""
-from runtime.errors import EXIT_PARITY, IcrtError
+from icrt.runtime.errors import EXIT_PARITY, IcrtError
 
 
 class ExportError(IcrtError):

@@ -22,7 +22,7 @@ from torch import nn
 def fold_for_export(model: nn.Module, kind: str) -> nn.Module:
     """The eval-mode image -> score[, levels] module to export for ``model`` of ``kind``: the kind's registered
     ``fold``, else the model's ``fold_for_export()``, else (a registered kind) the model itself."""
-    from train.kinds import get_kind, is_kind
+    from icrt.train.kinds import get_kind, is_kind
 
     spec = get_kind(kind) if is_kind(kind) else None
     if spec is not None and spec.fold is not None:

@@ -27,7 +27,7 @@ FP32_OPS = [
 def registered_tail_scopes(kind: str | None = None) -> tuple[str, ...]:
     """The submodule names treated as the scoring tail (with the top-level nodes): those registered for
     ``kind``, or for every registered kind when None."""
-    from train.kinds import tail_names
+    from icrt.train.kinds import tail_names
 
     return tail_names(kind)
 
@@ -78,9 +78,9 @@ def build(inp):
     """The fp16 precision's builder (``runtime.precisions``): model.fp16.onnx for every backend form."""
     import os
 
-    from runtime.precisions import get_precision
+    from icrt.runtime.precisions import get_precision
 
-    from .precisions import Built
+    from icrt.export.precisions import Built
 
     files = dict(get_precision("fp16").files)
     name = files["onnxruntime"]

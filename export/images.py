@@ -11,8 +11,8 @@ import os
 import random
 from dataclasses import dataclass
 
-from runtime.errors import UserInputError
-from runtime.inputs import is_image_name
+from icrt.runtime.errors import UserInputError
+from icrt.runtime.inputs import is_image_name
 
 SPLITS = ("all", "train", "val")
 
@@ -44,7 +44,7 @@ def _list_file(path: str) -> list[LabeledImage]:
 
 def read_images(path: str, split: str = "all", val_fraction: float = 0.2, seed: int = 42) -> list[LabeledImage]:
     """The images at ``path`` (with labels where the format has them), restricted to ``split``."""
-    from train.data import DataError, is_ic9600, load_samples, split_train_val
+    from icrt.train.data import DataError, is_ic9600, load_samples, split_train_val
 
     if split not in SPLITS:
         raise CalibrationDataError(f"unknown split {split!r} ({'|'.join(SPLITS)})")

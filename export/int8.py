@@ -120,7 +120,7 @@ def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclu
                   names=None) -> dict:
     """Write both INT8 forms next to each other (``names``: form -> file name, default the int8 precision's);
     returns form -> settings (with the file name)."""
-    from runtime.precisions import get_precision
+    from icrt.runtime.precisions import get_precision
 
     names = names or dict(get_precision("int8").files)
     fp32, out_dir = os.path.abspath(fp32), os.path.abspath(out_dir)
@@ -150,16 +150,16 @@ MODELOPT_METHODS = {"minmax": "max", "entropy": "entropy"}  # ModelOpt's names o
 def check(o) -> None:
     """ExportError for int8 options that cannot work: ModelOpt without ModelOpt installed, or with a calibration
     method it does not have (percentile)."""
-    from .errors import ExportError
+    from icrt.export.errors import ExportError
 
     if o.int8 and o.int8_tool == "modelopt":
         if o.calib_method not in MODELOPT_METHODS:
             raise ExportError(f"--int8-tool modelopt calibrates with {' or '.join(MODELOPT_METHODS)}, not "
                               f"{o.calib_method}: choose another --calib-method, or --int8-tool ort")
-        from calibration import modelopt
+        from icrt.calibration import modelopt
 
         if not modelopt.available():
-            from runtime.install import extra_hint
+            from icrt.runtime.install import extra_hint
 
             raise ExportError(f"--int8-tool modelopt needs NVIDIA ModelOpt; {extra_hint('modelopt')}")
 
@@ -168,15 +168,15 @@ def build(inp):
     """Both int8 forms, calibrated once on the calibration images through the runtime's own preprocessing."""
     import onnx
 
-    from calibration.reader import PreprocessedImageReader, load_inputs
-    from runtime.errors import UserInputError
-    from runtime.manifest import INPUT_NAME
-    from runtime.precisions import get_precision
+    from icrt.calibration.reader import PreprocessedImageReader, load_inputs
+    from icrt.runtime.errors import UserInputError
+    from icrt.runtime.manifest import INPUT_NAME
+    from icrt.runtime.precisions import get_precision
 
-    from .checks import data_name
-    from .errors import ExportError
-    from .fp16 import tail_nodes
-    from .precisions import Built
+    from icrt.export.checks import data_name
+    from icrt.export.errors import ExportError
+    from icrt.export.fp16 import tail_nodes
+    from icrt.export.precisions import Built
 
     o = inp.options
     if not inp.calib_items:
@@ -189,7 +189,7 @@ def build(inp):
     forms = quantize_both(inp.fp32_path, inp.folder, PreprocessedImageReader(calib_x, INPUT_NAME), o.calib_method,
                           exclude_nodes=tail_nodes(onnx.load(inp.fp32_path), kind=inp.kind), names=names)
     if o.int8_tool == "modelopt":  # the TensorRT form from ModelOpt instead (optional extra, see calibration/)
-        from calibration.modelopt import quantize_tensorrt_form
+        from icrt.calibration.modelopt import quantize_tensorrt_form
 
         forms["tensorrt"] = {**quantize_tensorrt_form(inp.fp32_path, os.path.join(inp.folder, names["tensorrt"]),
                                                       calib_x, MODELOPT_METHODS[o.calib_method], INPUT_NAME),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from runtime.precisions import SPLITS, Option, export_options, get_precision, precisions
+from icrt.runtime.precisions import SPLITS, Option, export_options, get_precision, precisions
 
 FP32_TOLERANCE = 1e-4  # max |score difference| per model input, onnxruntime fp32 vs PyTorch
 EXPORTERS = ("torchscript", "dynamo")
@@ -77,8 +77,8 @@ def from_args(args) -> "ExportOptions":
 def check(o) -> None:
     """ExportError for options that cannot work, before anything slow runs: a value outside its choices, a
     precision without what it requires (``--int8`` without ``--calib-data``), what its builder refuses."""
-    from .errors import ExportError
-    from .precisions import builder_module
+    from icrt.export.errors import ExportError
+    from icrt.export.precisions import builder_module
 
     for opt in options():
         value = getattr(o, opt.name)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.precisions import get_precision
+from icrt.runtime.precisions import get_precision
 
-from .checks import CheckSet, Scores
+from icrt.export.checks import CheckSet, Scores
 
 
 def figures(ref: np.ndarray, scores: np.ndarray, labels) -> dict:
-    from train.metrics import agreement, label_agreement
+    from icrt.train.metrics import agreement, label_agreement
 
     d = agreement(ref, scores)
     if labels is not None:
@@ -32,7 +32,7 @@ RUN_ON = {"onnxruntime": "onnxruntime CPU kernels", "tensorrt": "onnxruntime CPU
 def parity_figures(torch_scores: Scores, fp32: Scores, built: dict, checks: CheckSet, tolerance: float) -> dict:
     """precision -> figures (plain dicts, as export-report.json holds them). ``built``: precision -> (files,
     {form: Scores of that form's file})."""
-    from runtime.cpu import describe
+    from icrt.runtime.cpu import describe
 
     cpu = describe()
     labels = checks.labels

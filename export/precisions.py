@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from runtime.precisions import Precision
+from icrt.runtime.precisions import Precision
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,24 @@ Scores are in [0, 1], higher = more complex. :func:`score` keeps the model it op
 ``model``, ``precision`` and ``backend``. The names below load lazily: ``import icrt`` (and ``icrt --help``) load no
 numpy, Pillow or onnxruntime.
 
-The layout behind it stays as it is: ``runtime`` (the scorer, bundles, backends), ``train`` and ``export`` (PyTorch:
-``icrt train`` / ``icrt export``, or ``python -m train`` / ``python -m export``). This package imports ``runtime``
-only; ``runtime`` never imports it.
+Sub-packages: ``icrt.runtime`` (the scorer, bundles, backends; no torch), ``icrt.calibration``, ``icrt.train`` and
+``icrt.export`` (PyTorch: ``icrt train`` / ``icrt export``), ``icrt.benchmarks``. In the repository they are the
+top-level folders ``runtime/``, ``train/``, ...; the wheel installs them under ``icrt/``. This module imports
+``icrt.runtime`` only (``train`` and ``export`` inside functions); nothing below imports it.
 """
 from __future__ import annotations
 
 import os
 
-from runtime import __version__
+# In a clone, the sub-packages are the folders beside this one (pyproject.toml's package-dir maps them the same way
+# for the wheel and the editable install): found here too when icrt is imported from the clone's root, where the
+# clone's icrt/ comes first on sys.path whatever is installed. Three lines, as pkgutil.extend_path does for
+# namespace packages (which would also take any other folder named icrt on sys.path).
+_CLONE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if not os.path.isdir(os.path.join(__path__[0], "runtime")) and os.path.isfile(os.path.join(_CLONE, "runtime", "__init__.py")):
+    __path__.append(_CLONE)
+
+from icrt.runtime import __version__  # noqa: E402
 
 __all__ = ["Scorer", "score", "load_manifest", "ImageError", "BundleError", "BackendError", "__version__"]
 
@@ -29,17 +38,17 @@ _KEEP = 2  # models kept open by score() at most
 
 def __getattr__(name):
     if name in ("Scorer", "load_manifest", "ImageError", "BundleError", "BackendError"):
-        import runtime
+        import icrt.runtime as runtime
 
         return getattr(runtime, name)
     raise AttributeError(f"module 'icrt' has no attribute {name!r}")
 
 
 def _scorer(model, precision: str, backend: str):
-    from runtime.scorer import Scorer
+    from icrt.runtime.scorer import Scorer
 
     if model is None:
-        from runtime.defaults import default_bundle
+        from icrt.runtime.defaults import default_bundle
 
         model = default_bundle()
     key = (os.path.abspath(os.fspath(model)), precision, backend)
@@ -59,7 +68,7 @@ def score(images, model=None, precision: str = "fp32", backend: str = "auto", de
     """
     scorer = _scorer(model, precision, backend)
     if isinstance(images, (str, os.PathLike)) and os.path.isdir(images):
-        from runtime.inputs import collect
+        from icrt.runtime.inputs import collect
 
         return scorer.score_many(collect([images]), details=details)
     if isinstance(images, (str, os.PathLike, bytes, bytearray)) or not _is_many(images):

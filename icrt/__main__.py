@@ -1,7 +1,7 @@
 """``python -m icrt``: the ``icrt`` command."""
 import sys
 
-from .cli import main
+from icrt.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -34,27 +34,27 @@ def _adder(name: str):
 
 def run_torch_command(name: str, argv: list[str]) -> int:
     """``icrt train`` / ``icrt export``: the command's own ``main`` with ``argv``; one line without torch."""
-    from runtime.errors import UnavailableError, run_command
+    from icrt.runtime.errors import UnavailableError, run_command
 
     try:
         missing = importlib.util.find_spec("torch") is None
     except (ImportError, ValueError):  # a broken or blocked torch
         missing = True
     if missing:
-        from runtime.install import extra_hint
+        from icrt.runtime.install import extra_hint
 
         def refuse():
             raise UnavailableError(f"icrt {name} needs PyTorch, which this install leaves out; {extra_hint('train')}")
         return run_command("icrt", refuse)
     if name == "train":
-        from train.cli import main
+        from icrt.train.cli import main
     else:
-        from export.__main__ import main
+        from icrt.export.__main__ import main
     return main(argv, prog=f"icrt {name}")
 
 
 def main(argv=None) -> int:
-    from runtime.cli import main as runtime_main
+    from icrt.runtime.cli import main as runtime_main
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TORCH_COMMANDS:  # everything after the name is the command's own

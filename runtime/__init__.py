@@ -9,15 +9,15 @@ __all__ = ["Scorer", "load_manifest", "ImageError", "BundleError", "BackendError
 
 def __getattr__(name):
     if name == "Scorer":
-        from .scorer import Scorer
+        from icrt.runtime.scorer import Scorer
         return Scorer
     if name in ("load_manifest", "BundleError"):
-        from . import manifest
+        from icrt.runtime import manifest
         return getattr(manifest, name)
     if name == "ImageError":
-        from .preprocess import ImageError
+        from icrt.runtime.preprocess import ImageError
         return ImageError
     if name == "BackendError":
-        from .backends import BackendError
+        from icrt.runtime.backends import BackendError
         return BackendError
     raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -16,10 +16,10 @@ import time
 
 import numpy as np
 
-from .errors import UserInputError
-from .files import atomic_path, write_json, write_text
+from icrt.runtime.errors import UserInputError
+from icrt.runtime.files import atomic_path, write_json, write_text
 
-logger = logging.getLogger("runtime.bench")
+logger = logging.getLogger("icrt.runtime.bench")
 
 REPORTED = [
     {"model": "CM-SSA", "ms": 35.43, "hardware": "NVIDIA V100", "input": "512x512", "source": "CM-SSA paper"},
@@ -112,7 +112,7 @@ def machine() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    from .cpu import cpu_facts
+    from icrt.runtime.cpu import cpu_facts
 
     cpu = cpu_facts()
     out = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu["model"],
@@ -158,8 +158,8 @@ def rounds(calls: dict, n: int, warmup: int = 1) -> dict:
 
 def _inputs(manifest, backend, image_paths) -> tuple[np.ndarray, float]:
     """The model inputs of the images as this backend takes them (pixels or floats), and inputs per image."""
-    from .backends import takes_pixels
-    from .preprocess import load_resized, to_model_input
+    from icrt.runtime.backends import takes_pixels
+    from icrt.runtime.preprocess import load_resized, to_model_input
 
     prep = manifest.preprocessing
     pixels = takes_pixels(backend, prep)
@@ -170,7 +170,7 @@ def _inputs(manifest, backend, image_paths) -> tuple[np.ndarray, float]:
 def bench_batch(manifest, backends, image_paths, b: int, warmup: int, iters: int) -> list[dict]:
     """Inference-only and end-to-end timings of every opened backend at batch size ``b``, interleaved: each round
     runs every backend once, so that a shared machine's load falls on all of them alike (their ratios hold)."""
-    from .scorer import Scorer
+    from icrt.runtime.scorer import Scorer
 
     calls, per_image = {}, []
     for i, backend in enumerate(backends):
@@ -232,7 +232,7 @@ def agreement(scores, reference) -> dict:
 
 def image_scores(manifest, backend, image_paths) -> list:
     """Each image's score through the Scorer (None for a failure)."""
-    from .scorer import Scorer
+    from icrt.runtime.scorer import Scorer
 
     return [r.get("score") for r in Scorer(manifest, backend).score_many(image_paths)]
 
@@ -245,10 +245,10 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
     that cannot run here (BackendError, or a precision the bundle lacks) is skipped with its reason. Every setting
     is opened first and timed interleaved with the others (per batch size), and each one's scores of the images are
     compared with onnxruntime fp32's (``agreement``). Progress goes to the ``runtime.bench`` logger."""
-    from .backends import BackendError, open_backend
-    from .cpu import cpu_features, describe
-    from .inputs import collect
-    from .manifest import load_manifest
+    from icrt.runtime.backends import BackendError, open_backend
+    from icrt.runtime.cpu import cpu_features, describe
+    from icrt.runtime.inputs import collect
+    from icrt.runtime.manifest import load_manifest
 
     manifest = load_manifest(bundle)
     precisions = list(precisions or manifest.precisions())
@@ -305,7 +305,7 @@ def write_report(report: dict, folder: str) -> None:
     if has_matplotlib():
         plot(report, os.path.join(folder, "latency.png"))
     else:
-        logging.getLogger("runtime.bench").warning("latency.png not drawn: it needs matplotlib "
+        logging.getLogger("icrt.runtime.bench").warning("latency.png not drawn: it needs matplotlib "
                                                    "(the [plots] extra); report.md and report.json are written")
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from .errors import EXIT_USAGE, run_command, setup_logging
+from icrt.runtime import __version__
+from icrt.runtime.errors import EXIT_USAGE, run_command, setup_logging
 
 DESCRIPTION = "Score image complexity with an icrt model bundle (default: the bundled model)."
 EPILOG = """examples:
@@ -27,7 +27,7 @@ EPILOG = """examples:
 def build_parser(more=()) -> tuple[argparse.ArgumentParser, dict]:
     """The ``icrt`` parser and command name -> ``run``; ``more``: further ``add_command(subparsers)`` functions (the
     console script's ``train`` and ``export``)."""
-    from .commands import add_commands
+    from icrt.runtime.commands import add_commands
 
     p = argparse.ArgumentParser(prog="icrt", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +42,7 @@ def build_parser(more=()) -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv=None, more=()) -> int:
-    from .worklist import shard_argv
+    from icrt.runtime.worklist import shard_argv
 
     parser, runs = build_parser(more)
     args = parser.parse_args(shard_argv(sys.argv[1:] if argv is None else argv))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .manifest import MANIFEST_FILE, BundleError
+from icrt.runtime.manifest import MANIFEST_FILE, BundleError
 
 ENV_VAR = "ICRT_DEFAULT_BUNDLE"
 PACKAGE_BUNDLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_bundle")

@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 
-from .packages import onnxruntime_shadowed, serve_problem, version
+from icrt.runtime.packages import onnxruntime_shadowed, serve_problem, version
 
 # (distribution, what icrt uses it for), in the order shown
 PACKAGES = (
@@ -33,7 +33,7 @@ INT8_SPEED = {  # the CPU feature that decides onnxruntime's int8 speed, best fi
 }
 def _providers() -> tuple[list[str], str | None]:
     try:
-        from .backends.onnxruntime import import_onnxruntime
+        from icrt.runtime.backends.onnxruntime import import_onnxruntime
 
         return list(import_onnxruntime().get_available_providers()), None
     except Exception as e:  # a broken install: said, not raised
@@ -53,11 +53,11 @@ def _tritonserver() -> str | None:
 
 
 def _default_bundle() -> dict:
-    from .errors import IcrtError
+    from icrt.runtime.errors import IcrtError
 
     try:
-        from .defaults import default_bundle
-        from .manifest import load_manifest
+        from icrt.runtime.defaults import default_bundle
+        from icrt.runtime.manifest import load_manifest
 
         m = load_manifest(default_bundle())
         problem = m.verify_files()
@@ -69,10 +69,10 @@ def _default_bundle() -> dict:
 
 def facts() -> dict:
     """Everything ``icrt doctor`` reports, as plain data (``icrt doctor --json``)."""
-    from . import __version__
-    from .bench import gpu_names, jetson_info
-    from .cpu import cpu_facts
-    from .install import source
+    from icrt.runtime import __version__
+    from icrt.runtime.bench import gpu_names, jetson_info
+    from icrt.runtime.cpu import cpu_facts
+    from icrt.runtime.install import source
 
     problems = []
     packages = {dist: version(dist) for dist, _ in PACKAGES}
@@ -127,7 +127,7 @@ def facts() -> dict:
 
 def render(f: dict) -> str:
     """The facts as lines a person reads, problems last."""
-    from .formats import printable
+    from icrt.runtime.formats import printable
 
     p = f["packages"]
     lines = [f"icrt {f['icrt']['version']}  ({f['icrt']['runtime']}"

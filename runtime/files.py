@@ -35,7 +35,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 
-from .inputs import SYMLINK_LOOP, is_symlink_loop
+from icrt.runtime.inputs import SYMLINK_LOOP, is_symlink_loop
 
 
 def json_ready(o):

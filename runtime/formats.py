@@ -11,7 +11,7 @@ import io
 import json
 import re
 
-from .records import ERROR, IMAGE, PATCHES, SCORE, TABLE_HEADER, TEXT_FIELDS, text_columns
+from icrt.runtime.records import ERROR, IMAGE, PATCHES, SCORE, TABLE_HEADER, TEXT_FIELDS, text_columns
 
 FORMATS = ("table", "json", "jsonl", "csv")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP CSV injection)

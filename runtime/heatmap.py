@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .files import atomic_path
-from .formats import printable
+from icrt.runtime.files import atomic_path
+from icrt.runtime.formats import printable
 
 CELL = 8  # the score map is computed on an 8 px grid of the fitted image: plenty for a 64 px stride
 MIN_SIDE = 384  # small images are drawn enlarged to this long side, so that the legend fits beside them

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from .formats import printable
-from .manifest import Manifest
-from .precisions import precision_names
+from icrt.runtime.formats import printable
+from icrt.runtime.manifest import Manifest
+from icrt.runtime.precisions import precision_names
 
 MAX_VALUE = 500  # characters of one value shown
 

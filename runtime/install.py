@@ -51,7 +51,7 @@ def source() -> str | None:
 def pip_line(extra: str = "") -> str:
     """A ``pip install`` line that installs ``extra`` for this copy of icrt (``extra`` may be ``serve,scale``; empty:
     icrt and its dependencies only)."""
-    from . import __version__
+    from icrt.runtime import __version__
 
     tail = f"[{extra}]" if extra else ""
     where = source()

@@ -34,8 +34,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import BundleError
-from .files import write_json
+from icrt.runtime.errors import BundleError
+from icrt.runtime.files import write_json
 
 FORMAT = "icrt-bundle/1"
 MANIFEST_FILE = "manifest.json"
@@ -254,7 +254,7 @@ class EngineRecord(Section):
 
     @classmethod
     def from_dict(cls, d, key: str = "engine", where: Where | None = None) -> "EngineRecord":
-        from .precisions import precision_names
+        from icrt.runtime.precisions import precision_names
 
         where = where or Where()
         f = Fields(d, key, where, optional=False)
@@ -390,7 +390,7 @@ class ModelCard(Section):
 
 def _preprocessing(d, where: Where):
     """The ``preprocessing`` section as ``runtime.preprocess.Preprocessing``, every field checked."""
-    from .preprocess import INTERPOLATIONS, RESIZE_POLICIES, Preprocessing
+    from icrt.runtime.preprocess import INTERPOLATIONS, RESIZE_POLICIES, Preprocessing
 
     if d is None:
         where.fail("preprocessing", "missing")
@@ -428,8 +428,8 @@ def _preprocessing(d, where: Where):
 def _files(d, where: Where) -> dict:
     """``files``: precision -> {backend form: file name}, every precision declared, every form a registered
     backend's, every name inside the bundle."""
-    from .backends import files_keys
-    from .precisions import precision_names
+    from icrt.runtime.backends import files_keys
+    from icrt.runtime.precisions import precision_names
 
     f = Fields(d, "files", where)
     keys, names, out = files_keys(), precision_names(), {}
@@ -512,7 +512,7 @@ class Manifest:
 
     def precisions(self) -> list[str]:
         """The precisions this bundle has files for, in the precision table's order."""
-        from .precisions import precision_names
+        from icrt.runtime.precisions import precision_names
 
         return [p for p in precision_names() if self.files.get(p)]
 

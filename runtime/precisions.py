@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from .errors import UserInputError
+from icrt.runtime.errors import UserInputError
 
 ONNXRUNTIME = "onnxruntime"  # the backend form every precision has (a CPU-friendly ONNX file)
 
@@ -114,11 +114,11 @@ register_precision(Precision(
     help="model.onnx, checked against PyTorch per model input (always written)"))
 register_precision(Precision(
     "fp16", files={ONNXRUNTIME: "model.fp16.onnx", "tensorrt": "model.fp16.onnx"}, target_srcc=0.999,
-    help="also write model.fp16.onnx (fp16 weights and activations, fp32 scoring tail)", build="export.fp16:build"))
+    help="also write model.fp16.onnx (fp16 weights and activations, fp32 scoring tail)", build="icrt.export.fp16:build"))
 register_precision(Precision(
     "int8", files={ONNXRUNTIME: "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}, target_srcc=0.99,
     help="also write model.int8.onnx (onnxruntime CPU form) and model.int8.qdq.onnx (TensorRT form), calibrated on "
-         "--calib-data", build="export.int8:build", requires=("calib_data",),
+         "--calib-data", build="icrt.export.int8:build", requires=("calib_data",),
     options=(
         Option("calib_data", help="calibration images: labels CSV, IC9600 folder, image folder or list file",
                metavar="IMAGES"),

@@ -22,8 +22,8 @@ from struct import error as struct_error
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import UserInputError
-from .inputs import SYMLINK_LOOP, is_symlink_loop
+from icrt.runtime.errors import UserInputError
+from icrt.runtime.inputs import SYMLINK_LOOP, is_symlink_loop
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

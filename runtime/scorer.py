@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .backends import Backend, ModelRunError, open_backend, takes_pixels
-from .heatmap import ScoreMap
-from .manifest import Manifest, load_manifest
-from .preprocess import (
+from icrt.runtime.backends import Backend, ModelRunError, open_backend, takes_pixels
+from icrt.runtime.heatmap import ScoreMap
+from icrt.runtime.manifest import Manifest, load_manifest
+from icrt.runtime.preprocess import (
     ImageError,
     Preprocessing,
     fitted_size,
@@ -33,7 +33,7 @@ from .preprocess import (
     resize,
     to_rgb,
 )
-from .records import ERROR, IMAGE, SCORE, error_record
+from icrt.runtime.records import ERROR, IMAGE, SCORE, error_record
 
 DEFAULT_BATCH = 32  # model inputs per inference call at most by default (small inputs); larger ones get fewer
 # Memory is bounded by bytes, not by a count of inputs: one model input costs about ACTIVATION_FACTOR times its own
@@ -151,7 +151,7 @@ class Scorer:
              batch_size: int | None = None, threads: int | None = None, workers: int = 1) -> "Scorer":
         """Open a bundle folder (None: the default bundle) on a backend ("auto", "onnxruntime", "tensorrt")."""
         if bundle is None:
-            from .defaults import default_bundle
+            from icrt.runtime.defaults import default_bundle
             bundle = default_bundle()
         manifest = load_manifest(bundle)
         return cls(manifest, open_backend(manifest, backend, precision, threads=threads), batch_size, workers)
@@ -276,7 +276,7 @@ class Scorer:
         """For heatmaps of square-policy models: score overlapping square windows (half the short side,
         stride a quarter of it), each resized to the model input like a whole image. The image score is
         unaffected; this only shows where the model sees complexity."""
-        from .preprocess import normalize, patch_grid
+        from icrt.runtime.preprocess import normalize, patch_grid
 
         h, w = rgb.shape[:2]
         side = max(1, min(h, w) // 2)

@@ -11,8 +11,8 @@ import os
 import shutil
 import tempfile
 
-from .errors import BundleError, UserInputError
-from .manifest import EXPORT_REPORT, MANIFEST_FILE, TIMING_CACHE, Manifest, load_manifest
+from icrt.runtime.errors import BundleError, UserInputError
+from icrt.runtime.manifest import EXPORT_REPORT, MANIFEST_FILE, TIMING_CACHE, Manifest, load_manifest
 
 
 def bundle_destination(out: str) -> str:

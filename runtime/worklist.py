@@ -25,7 +25,7 @@ import re
 import stat
 import sys
 
-from .errors import UserInputError
+from icrt.runtime.errors import UserInputError
 
 MAX_LINE = 4096  # bytes: Linux's PATH_MAX; a longer line is no path
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -58,7 +58,7 @@ def _list_problem(path: str) -> str | None:
 
 def read_path_list(path: str) -> list[str]:
     """The paths in the list file ``path`` (``-``: standard input), in order; UserInputError for a bad list."""
-    from .formats import printable
+    from icrt.runtime.formats import printable
 
     name = "standard input" if path == "-" else printable(path)
     problem = _list_problem(path)
@@ -153,8 +153,8 @@ def collect_paths(args_paths, recursive: bool, problems: dict) -> list[str]:
     (they are no inputs: the folder they point back to is listed once)."""
     import logging
 
-    from .formats import printable
-    from .inputs import collect
+    from icrt.runtime.formats import printable
+    from icrt.runtime.inputs import collect
 
     notes = []
     try:
@@ -171,7 +171,7 @@ def gather(args, problems: dict, list_uri=None) -> list[str]:
     """The command's paths: PATH arguments through the runtime's walker (``runtime.inputs.collect``; with
     ``list_uri(uri, recursive) -> [uri]``, the URIs among them listed by it, after the local paths), then the
     ``--files-from`` list, duplicates dropped, then ``--shard``. UserInputError when neither gives a path."""
-    from .formats import printable
+    from icrt.runtime.formats import printable
 
     if not args.paths and not args.files_from:
         raise UserInputError("nothing to score: give image PATHs or --files-from LIST")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.preprocess import to_model_input
+from icrt.runtime.preprocess import to_model_input
 
 
 def inputs_of(images, prep) -> np.ndarray:
@@ -15,14 +15,14 @@ def inputs_of(images, prep) -> np.ndarray:
 
 
 def run_torch(module, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    from train.torch_backend import TorchBackend
+    from icrt.train.torch_backend import TorchBackend
 
     backend = TorchBackend(module)
     return np.concatenate([backend.run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).astype(np.float64)
 
 
 def run_onnx(path: str, x: np.ndarray, precision: str = "fp32", batch_size: int = 32) -> np.ndarray:
-    from runtime.backends.onnxruntime import OrtBackend
+    from icrt.runtime.backends.onnxruntime import OrtBackend
 
     backend = OrtBackend.from_file(path, precision)
     return np.concatenate([backend.run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).astype(np.float64)

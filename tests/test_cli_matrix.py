@@ -55,10 +55,10 @@ def bundle(request, tmp_path_factory):
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_every_kind_and_precision_scores_from_the_cli(bundle, precision):
     kind, out, root = bundle
-    r = _run(["-m", "runtime.cli", "score", "-m", str(out), "--precision", precision, "--format", "json",
+    r = _run(["-m", "icrt.runtime.cli", "score", "-m", str(out), "--precision", precision, "--format", "json",
               str(root / "images")])
     assert r.returncode == 0, f"{kind}/{precision}: exit {r.returncode}: {r.stderr[-2000:]}"
     recs = json.loads(r.stdout)
     assert len(recs) == 16 and all(0.0 <= rec["score"] <= 1.0 for rec in recs)
-    from runtime.manifest import load_manifest
+    from icrt.runtime.manifest import load_manifest
     assert load_manifest(str(out)).kind == kind

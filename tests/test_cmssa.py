@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from runtime.preprocess import Preprocessing, load_rgb, patch_count, to_model_input
+from icrt.runtime.preprocess import Preprocessing, load_rgb, patch_count, to_model_input
 from tests.images import textured
 from tests.model_helpers import interrupt_after_first_epoch
 from tests.tiny import CLIP3, CLIP224, write_clip_config
-from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.cmssa_trainer import CMSSATrainConfig, CMSSATrainer
-from train.evaluate import predict
-from train.models.cmssa import CMSSA, LEVEL_PROMPTS, CMSSAConfig, level_values
+from icrt.train.checkpoint import load_checkpoint, model_from_checkpoint
+from icrt.train.cmssa_trainer import CMSSATrainConfig, CMSSATrainer
+from icrt.train.evaluate import predict
+from icrt.train.models.cmssa import CMSSA, LEVEL_PROMPTS, CMSSAConfig, level_values
 
 QUIET = {}  # progress goes to the train.* loggers, silent unless configured
 
@@ -144,7 +144,7 @@ def test_patch_evaluation_on_images_smaller_and_larger_than_224(tiny224, tmp_pat
         paths.append(str(tmp_path / f"{name}.png"))
         textured(w, h, seed=i, level=1.0).save(paths[-1])  # every pixel random
     assert patch_count(150, 200, prep) == 3 and patch_count(300, 260, prep) == 6  # 224x299: 1x3; 300x260: 3x2
-    from train.data import Sample
+    from icrt.train.data import Sample
 
     samples = [Sample(image=p, score=0.5) for p in paths]
     got = predict(m, samples, prep, batch_size=4)  # batches mix patches of both images
@@ -195,7 +195,7 @@ def test_alpha_zero_trains_the_complexity_branch_without_captions(labels_csv, tm
     assert tr.caption_feats is None
     tr.fit()
     assert "loss_l_a" not in tr.history[0]
-    from train.data import DataError
+    from icrt.train.data import DataError
 
     with pytest.raises(DataError, match="captions"):
         CMSSATrainer(_cfg(labels_csv, None, tmp_path / "d", tiny3), **QUIET)
@@ -231,13 +231,13 @@ def test_early_stop_after_epochs_without_gain(labels_csv, captions_csv, tmp_path
 
 @pytest.mark.slow
 def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, tiny3, capsys):
-    from export import export_checkpoint
-    from export.checks import generated_images
-    from export.fold import count_parameters, fold_for_export
+    from icrt.export import export_checkpoint
+    from icrt.export.checks import generated_images
+    from icrt.export.fold import count_parameters, fold_for_export
     from tests.model_helpers import inputs_of, run_onnx
-    from train.cli import main as train_main
-    from train.evaluate import main as eval_main
-    from train.models.cmssa import LevelScorer
+    from icrt.train.cli import main as train_main
+    from icrt.train.evaluate import main as eval_main
+    from icrt.train.models.cmssa import LevelScorer
 
     out = tmp_path / "cli"
     rc = train_main(["cmssa", "--data", labels_csv, "--captions", captions_csv, "--out", str(out), "--backbone", tiny3,
@@ -286,7 +286,7 @@ def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, ti
 def test_sind_options_reach_cmssa(labels_csv, captions_csv, tmp_path, tiny3):
     from collections import Counter
 
-    from train.scene import SceneBatchSampler
+    from icrt.train.scene import SceneBatchSampler
 
     tr = CMSSATrainer(_cfg(labels_csv, captions_csv, tmp_path / "sind", tiny3, epochs=1, scene_sampling=2,
                            loss="scale-shift"), **QUIET)

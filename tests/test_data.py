@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from train.data import (
+from icrt.train.data import (
     DataError,
     attach_captions,
     load_samples,

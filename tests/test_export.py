@@ -16,22 +16,22 @@ import pytest
 import torch
 from torch import nn
 
-from export import ExportError, ParityError, export_checkpoint
-from export.checks import generated_images
-from export.fold import count_parameters, fold_for_export
-from export.images import read_images
-from runtime.backends import tensorrt_build
-from runtime.errors import IcrtError
-from runtime.manifest import load_manifest
-from runtime.preprocess import Preprocessing
+from icrt.export import ExportError, ParityError, export_checkpoint
+from icrt.export.checks import generated_images
+from icrt.export.fold import count_parameters, fold_for_export
+from icrt.export.images import read_images
+from icrt.runtime.backends import tensorrt_build
+from icrt.runtime.errors import IcrtError
+from icrt.runtime.manifest import load_manifest
+from icrt.runtime.preprocess import Preprocessing
 from tests.images import make_images, textured
 from tests.model_helpers import inputs_of, run_onnx, run_torch
 from tests.tiny import D2S as TINY
 from tests.tiny import DictConfig
-from train.checkpoint import FORMAT, atomic_torch_save
-from train.kinds import ModelKind, register_kind, unregister_kind
-from train.models.cmssa import LevelScorer, fold_level_scorer
-from train.models.d2s import D2S, D2SConfig
+from icrt.train.checkpoint import FORMAT, atomic_torch_save
+from icrt.train.kinds import ModelKind, register_kind, unregister_kind
+from icrt.train.models.cmssa import LevelScorer, fold_level_scorer
+from icrt.train.models.d2s import D2S, D2SConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Stated tolerances on generated images / the fixture images (random tiny models).
@@ -75,7 +75,7 @@ class TinyCMSSA(nn.Module):
         super().__init__()
         import open_clip
 
-        from train.text import resolve_openclip_name
+        from icrt.train.text import resolve_openclip_name
 
         name = resolve_openclip_name(cfg.clip_config)
         self.clip = open_clip.create_model(name, pretrained=None)
@@ -233,7 +233,7 @@ def test_d2s_bundle_manifest_round_trip_and_files(d2s_bundle):
 def test_d2s_fp32_parity_and_dynamic_batch(d2s_bundle):
     man, out, _, ckpt = d2s_bundle
     assert man.parity["fp32"].input_max_abs_diff <= 1e-4 and man.parity["fp32"].passed
-    from train.checkpoint import model_from_checkpoint
+    from icrt.train.checkpoint import model_from_checkpoint
 
     model = model_from_checkpoint(str(ckpt))
     for n in (1, 3, 7):
@@ -244,10 +244,10 @@ def test_d2s_fp32_parity_and_dynamic_batch(d2s_bundle):
 @pytest.mark.slow
 def test_training_time_scores_come_from_the_deployment_path(d2s_bundle):
     """train.evaluate scores through the runtime's Scorer (PyTorch backend): equal to `icrt score` on the bundle."""
-    from runtime.scorer import Scorer
-    from train.checkpoint import model_from_checkpoint
-    from train.data import load_samples
-    from train.evaluate import predict
+    from icrt.runtime.scorer import Scorer
+    from icrt.train.checkpoint import model_from_checkpoint
+    from icrt.train.data import load_samples
+    from icrt.train.evaluate import predict
 
     man, out, csv, ckpt = d2s_bundle
     samples = load_samples(str(csv))[:12]
@@ -267,7 +267,7 @@ def test_export_runs_as_timed_stages(d2s_bundle):
 
 
 def test_a_failing_stage_is_recorded_and_raised():
-    from export.stages import Stages
+    from icrt.export.stages import Stages
 
     st = Stages()
     assert st.run("one", lambda x: x + 1, 1) == 2
@@ -280,9 +280,9 @@ def test_a_failing_stage_is_recorded_and_raised():
 def test_precisions_are_declared_once_and_read_by_export():
     """A precision's flag, options, files and target come from runtime.precisions: export's flags and
     ExportOptions fields are built from that table."""
-    from export.__main__ import parser
-    from export.options import ExportOptions
-    from runtime.precisions import get_precision, precision_names
+    from icrt.export.__main__ import parser
+    from icrt.export.options import ExportOptions
+    from icrt.runtime.precisions import get_precision, precision_names
 
     assert precision_names() == ("fp32", "fp16", "int8") and get_precision("int8").target_srcc == 0.99
     assert get_precision("int8").files == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
@@ -387,7 +387,7 @@ def test_int8_onnxruntime_form_has_7_bit_weights_and_the_tensorrt_form_8_bit(d2s
 
 @pytest.mark.slow
 def test_parity_says_what_ran_and_where(d2s_bundle):
-    from runtime.cpu import describe
+    from icrt.runtime.cpu import describe
 
     man, _, _, _ = d2s_bundle
     p = man.parity["int8"]
@@ -425,7 +425,7 @@ def test_simulated_qdq_is_the_exact_arithmetic_of_the_qdq_graph(tmp_path):
     quantize -> dequantize -> convolution (what TensorRT computes), whatever this CPU's integer kernels do."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from runtime.backends.onnxruntime import OrtBackend
+    from icrt.runtime.backends.onnxruntime import OrtBackend
 
     rng = np.random.default_rng(0)
     w = rng.integers(-127, 128, (1, 3, 1, 1)).astype(np.int8)
@@ -453,7 +453,7 @@ def test_constants_that_fp16_holds_exactly_are_stored_as_fp16_losslessly(tmp_pat
     fp16 + Cast (half the bytes, the same values), and leaves any other constant as it was."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.onnx_export import store_exact_fp16
+    from icrt.export.onnx_export import store_exact_fp16
 
     rng = np.random.default_rng(0)
     exact = rng.normal(size=(3, 64)).astype(np.float16).astype(np.float32)
@@ -602,7 +602,7 @@ def test_trt_export_builds_engines_with_the_runtime_builder(tmp_path, monkeypatc
 
 
 def test_modelopt_path_is_optional_with_a_clear_error(tmp_path, monkeypatch):
-    from calibration import modelopt
+    from icrt.calibration import modelopt
 
     monkeypatch.setattr(modelopt, "available", lambda: False)
     with pytest.raises(ExportError, match="needs NVIDIA ModelOpt"):
@@ -621,7 +621,7 @@ def test_frozen_multihead_attention_exports(tmp_path):
     import onnxruntime as ort
     import torch
 
-    from export.onnx_export import export_onnx
+    from icrt.export.onnx_export import export_onnx
 
     class Tiny(torch.nn.Module):
         def __init__(self):
@@ -648,8 +648,8 @@ def test_tf_same_padding_exports_as_constants(tmp_path):
     import onnx
     import torch
 
-    from export.onnx_export import export_onnx
-    from train.models.d2s import D2S, D2SConfig
+    from icrt.export.onnx_export import export_onnx
+    from icrt.train.models.d2s import D2S, D2SConfig
 
     torch.manual_seed(0)
     m = D2S(D2SConfig(backbone="tf_efficientnet_lite0", pretrained="none", image_size=96, pool="stats",
@@ -677,8 +677,8 @@ def test_int8_quantization_leaves_no_scratch_files(tmp_path, monkeypatch):
     """onnxruntime's pre-quantization pass leaves sym_shape_infer_temp.onnx and <uuid>.data files in the working
     directory when symbolic shape inference fails (seen on EfficientNet-Lite with run-time TF padding): the
     export keeps them in a temporary folder."""
-    from calibration.reader import PreprocessedImageReader
-    from export.int8 import quantize_both
+    from icrt.calibration.reader import PreprocessedImageReader
+    from icrt.export.int8 import quantize_both
 
     torch.manual_seed(0)
     m = D2S(D2SConfig(backbone="tf_efficientnet_lite0", pretrained="none", image_size=64, pool="stats",
@@ -712,8 +712,8 @@ def _files(folder):
 
 @pytest.mark.slow
 def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, monkeypatch):
-    import export.core as core
-    from runtime.scorer import Scorer
+    import icrt.export.core as core
+    from icrt.runtime.scorer import Scorer
 
     out = tmp_path / "b"
     core.export_checkpoint(str(checkpoints[0]), str(out))
@@ -734,7 +734,7 @@ def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, mon
 
 @pytest.mark.slow
 def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_path, capsys):
-    from export.__main__ import main as export_main
+    from icrt.export.__main__ import main as export_main
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "stuff").mkdir()

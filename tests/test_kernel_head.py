@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from train.models.d2s import D2S, D2SConfig, KernelHead, StageStats
+from icrt.train.models.d2s import D2S, D2SConfig, KernelHead, StageStats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,7 @@ def test_stage_stats_are_per_channel_statistics_with_nearest_rank_quantiles():
 
 
 def test_stage_stats_mean_std_keep_the_layout_of_earlier_checkpoints():
-    from train.models.d2s import mean_std
+    from icrt.train.models.d2s import mean_std
 
     feats = [torch.randn(2, 4, 5, 5), torch.randn(2, 6, 3, 3)]
     assert torch.equal(StageStats()(feats), torch.cat([mean_std(f) for f in feats], 1))
@@ -34,8 +34,8 @@ def test_stage_stats_mean_std_keep_the_layout_of_earlier_checkpoints():
 
 
 def test_kernel_fit_learns_what_a_linear_head_cannot():
-    from train import kernel, ridge
-    from train.metrics import srcc
+    from icrt.train import kernel, ridge
+    from icrt.train.metrics import srcc
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(240, 8)) * rng.uniform(0.1, 10, 8)
@@ -107,7 +107,7 @@ def test_kernel_training_exports_and_scores_like_pytorch(labels_csv, tmp_path):
         assert any(n.name.startswith("/stats/") and n.op_type == "TopK" for n in g.node)
     # the onnxruntime form: 7-bit weights where onnxruntime's AVX2 GEMM kernels add u8 x s8 pairs in 16 bits,
     # 8-bit depthwise weights (their kernels widen first); the TensorRT form: 8 bits throughout
-    from export.int8 import depthwise_weights
+    from icrt.export.int8 import depthwise_weights
 
     m = onnx.load(str(bundle / "model.int8.onnx"))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}

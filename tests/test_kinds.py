@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from export.fold import count_constants, count_parameters, fold_for_export
-from export.fp16 import convert_fp16, tail_nodes
-from runtime.preprocess import Preprocessing
+from icrt.export.fold import count_constants, count_parameters, fold_for_export
+from icrt.export.fp16 import convert_fp16, tail_nodes
+from icrt.runtime.preprocess import Preprocessing
 from tests import tiny
 from tests.tiny import DictConfig
-from train.kinds import (
+from icrt.train.kinds import (
     ModelKind,
     UnknownKindError,
     get_kind,
@@ -24,8 +24,8 @@ from train.kinds import (
     tail_names,
     unregister_kind,
 )
-from train.kinds.common import positive_int, run_options
-from train.trainer import RunConfig, Trainer, load_splits
+from icrt.train.kinds.common import positive_int, run_options
+from icrt.train.trainer import RunConfig, Trainer, load_splits
 
 # --- a toy kind: global average pool + linear + sigmoid, declared in one place ------------------------------------
 
@@ -112,7 +112,7 @@ def toy():
 
 
 def _help(argv):
-    from train.cli import main
+    from icrt.train.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -124,10 +124,10 @@ def _help(argv):
 
 
 def test_builtin_kinds_are_registered_with_their_fp32_tails():
-    from train.cmssa_trainer import CMSSATrainer
-    from train.d2s_trainer import D2STrainer
-    from train.models.cmssa import CMSSA, CMSSAConfig
-    from train.models.d2s import D2S, D2SConfig
+    from icrt.train.cmssa_trainer import CMSSATrainer
+    from icrt.train.d2s_trainer import D2STrainer
+    from icrt.train.models.cmssa import CMSSA, CMSSAConfig
+    from icrt.train.models.d2s import D2S, D2SConfig
 
     assert kind_names()[:2] == ["d2s", "cmssa"]
     d2s, cmssa = get_kind("d2s"), get_kind("cmssa")
@@ -139,7 +139,7 @@ def test_builtin_kinds_are_registered_with_their_fp32_tails():
 
 
 def test_d2s_tail_names_are_submodules_of_the_folded_model():
-    from train.models import create_model
+    from icrt.train.models import create_model
 
     model = create_model("d2s", tiny.d2s(cues=True, head_hidden=8, pool="stats"), load_pretrained=False)
     folded = fold_for_export(model, "d2s")
@@ -148,7 +148,7 @@ def test_d2s_tail_names_are_submodules_of_the_folded_model():
 
 
 def test_unknown_kind_is_a_user_error_naming_the_known_ones():
-    from train.models import create_model
+    from icrt.train.models import create_model
 
     for call in (lambda: get_kind("mystery"), lambda: create_model("mystery", {})):
         with pytest.raises(UnknownKindError, match=r"unknown model kind 'mystery'; known: d2s, cmssa") as e:
@@ -172,7 +172,7 @@ def test_registration_is_checked():
 
 
 def test_new_kind_is_a_train_subcommand_with_its_options_and_defaults(toy, labels_csv, capsys):
-    from train.cli import build_parser, train_config, trainer_for
+    from icrt.train.cli import build_parser, train_config, trainer_for
 
     _help(["--help"])
     out = capsys.readouterr().out
@@ -190,8 +190,8 @@ def test_new_kind_is_a_train_subcommand_with_its_options_and_defaults(toy, label
 
 
 def test_new_kind_trains_from_the_cli_and_its_checkpoint_loads(toy, labels_csv, tmp_path, capsys):
-    from train.checkpoint import load_checkpoint, model_from_checkpoint
-    from train.cli import main
+    from icrt.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from icrt.train.cli import main
 
     out = tmp_path / "run"
     assert main(["toy", "--data", labels_csv, "--out", str(out), "--device", "cpu", "--width", "5"]) == 0
@@ -209,7 +209,7 @@ def test_new_kind_trains_from_the_cli_and_its_checkpoint_loads(toy, labels_csv, 
 
 
 def test_new_kind_is_a_protocol_choice_and_runs_in_a_protocol(toy, labels_csv, tmp_path, capsys):
-    from train.protocol import build_parser, check_models, main
+    from icrt.train.protocol import build_parser, check_models, main
 
     assert '"d2s|cmssa|toy [train options]"' in " ".join(build_parser().format_help().split())
     check_models(["toy --width 3"])
@@ -247,7 +247,7 @@ def test_new_kind_folds_through_its_registered_function(toy):
 
 
 def test_new_kind_tail_stays_fp32_and_leaves_the_registry_clean(toy, tmp_path):
-    from export.onnx_export import export_onnx
+    from icrt.export.onnx_export import export_onnx
 
     torch.manual_seed(0)
     folded = fold_for_export(Toy(ToyConfig(width=8)).eval(), "toy")
@@ -288,8 +288,8 @@ def test_new_kind_tail_stays_fp32_and_leaves_the_registry_clean(toy, tmp_path):
                 getattr(producers.get(n.input[0]), "op_type", None) == "Cast"]  # no Cast -> Cast round trips
     # unregistered: gone from the CLI, the tails and the model builder
     unregister_kind("toy")
-    from train.cli import build_parser
-    from train.models import create_model
+    from icrt.train.cli import build_parser
+    from icrt.train.models import create_model
 
     assert "toy" not in build_parser().format_help() and "toy" not in kind_names()
     assert tail_names() == ("head", "cues", "stats") and not set(readout) & set(tail_nodes(graph))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from train.losses import EntropyBuffers, eal_loss, energy_distance, feature_entropy, info_nce
+from icrt.train.losses import EntropyBuffers, eal_loss, energy_distance, feature_entropy, info_nce
 
 
 def test_energy_distance_known_value():

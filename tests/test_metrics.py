@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from train import metrics
+from icrt.train import metrics
 
 
 def _ranks(a):

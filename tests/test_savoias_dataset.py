@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from runtime.errors import UserInputError
+from icrt.runtime.errors import UserInputError
 from tests.images import textured
-from train.datasets.savoias import CATEGORIES, convert, main
+from icrt.train.datasets.savoias import CATEGORIES, convert, main
 
 SHEET = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="http://schemas.openxmlformats.org/'
          'spreadsheetml/2006/main"><sheetData><row r="1"><c r="A1" t="s"><v>0</v></c></row>{rows}</sheetData>'
@@ -48,7 +48,7 @@ def test_the_published_layout_becomes_the_labels_csv_with_paths_relative_to_it(t
     assert rows[0] == {"image": "Images/Advertisement/0.png", "score": "0.1", "category": "advertisement"}
     assert {"image": "Images/Interior Design/2.jpg", "score": "0.3", "category": "interior_design"} in rows
     assert {r["category"] for r in rows} == {c for _, _, c in CATEGORIES}
-    from train.data import load_samples
+    from icrt.train.data import load_samples
 
     samples = load_samples(str(root / "labels.csv"))  # the trainer reads it as written
     assert len(samples) == len(rows) and all(os.path.isfile(s.image) for s in samples)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tests import tiny
-from train.data import Sample, load_many
-from train.protocol import (
+from icrt.train.data import Sample, load_many
+from icrt.train.protocol import (
     cross_set_rounds,
     few_shot_rounds,
     few_shot_sample,
@@ -19,10 +19,10 @@ from train.protocol import (
     random_split_rounds,
     score_bins,
 )
-from train.protocol import (
+from icrt.train.protocol import (
     main as protocol_main,
 )
-from train.scene import SceneBatchSampler, align_scale_shift, regression_loss, scale_shift_loss
+from icrt.train.scene import SceneBatchSampler, align_scale_shift, regression_loss, scale_shift_loss
 
 
 def _samples(n=70, cats=("a", "b", "c", "d", "e"), seed=0):
@@ -117,7 +117,7 @@ def test_scale_shift_loss_penalises_inverted_ranking_and_handles_degenerate_scen
 
 @pytest.mark.slow
 def test_scale_shift_training_step_runs_with_scene_sampling(labels_csv, tmp_path):
-    from train.d2s_trainer import D2STrainConfig, D2STrainer
+    from icrt.train.d2s_trainer import D2STrainConfig, D2STrainer
 
     cfg = D2STrainConfig(data=labels_csv, out=str(tmp_path / "run"), text="none", epochs=1, batch_size=8,
                          device="cpu", scene_sampling=2, loss="scale-shift",
@@ -133,7 +133,7 @@ def test_scale_shift_training_step_runs_with_scene_sampling(labels_csv, tmp_path
 
 
 def test_several_data_sets_and_dataset_domain(labels_csv, ic9600_dir, tmp_path):
-    from train.cli import build_parser, train_config, trainer_for
+    from icrt.train.cli import build_parser, train_config, trainer_for
 
     s = load_many(f"{labels_csv},{ic9600_dir}")
     assert {x.source for x in s} == {labels_csv, ic9600_dir}

@@ -8,8 +8,8 @@ import onnx
 import pytest
 import torch
 
-from runtime.backends.onnxruntime import OrtBackend
-from runtime.preprocess import load_rgb, pool_scores, to_model_input
+from icrt.runtime.backends.onnxruntime import OrtBackend
+from icrt.runtime.preprocess import load_rgb, pool_scores, to_model_input
 from tests.runtime.data import make_tiny_models
 from tests.runtime.fixtures import DATA, PARITY_TOL, TINY_FILES, build_bundle, reference_scores, sample_images
 
@@ -88,7 +88,7 @@ def torch_scores(paths, prep):
 def test_scores_match_pytorch_within_parity(resize, tmp_path):
     """Images of several sizes (resized, or cut into patches and pooled) score through the runtime as the PyTorch
     model the committed tiny.onnx was made from scores them."""
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     images = sample_images(tmp_path)
     s = Scorer.load(build_bundle(str(tmp_path / "bundle"), resize), backend="onnxruntime", precision="fp32")

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS
-from train.data import DataError, load_samples, read_captions, read_ic9600, read_labels_csv
-from train.trainer import RunConfig, load_splits
+from icrt.train.data import DataError, load_samples, read_captions, read_ic9600, read_labels_csv
+from icrt.train.trainer import RunConfig, load_splits
 
 
 def _append(csv_path, *rows):
@@ -15,7 +15,7 @@ def _append(csv_path, *rows):
 
 
 def _train(labels_csv, tmp_path, *extra):
-    from train.cli import main
+    from icrt.train.cli import main
 
     return main(["d2s", "--data", labels_csv, "--out", str(tmp_path / "run"), *TRAIN_ARGS, *extra])
 
@@ -82,7 +82,7 @@ def test_scores_outside_0_1_are_refused_unless_a_range_is_given(labels_csv):
 
 
 def test_score_range_option_parses_and_reaches_the_config(labels_csv, tmp_path, capsys):
-    from train.cli import build_parser, train_config
+    from icrt.train.cli import build_parser, train_config
 
     args = build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", "--score-range", "0,100"])
     assert train_config(args).score_range == (0.0, 100.0)
@@ -101,11 +101,11 @@ def test_identical_repeat_is_dropped_and_never_reaches_both_sides(labels_csv):
     warnings = []
     handler = logging.Handler()
     handler.emit = lambda record: warnings.append(record.getMessage())
-    logging.getLogger("train.data").addHandler(handler)
+    logging.getLogger("icrt.train.data").addHandler(handler)
     try:
         train, val = load_splits(RunConfig(data=labels_csv), need_captions=False)
     finally:
-        logging.getLogger("train.data").removeHandler(handler)
+        logging.getLogger("icrt.train.data").removeHandler(handler)
     assert len(train) + len(val) == 32
     assert not {s.image for s in train} & {s.image for s in val}
     assert len(warnings) == 1 and "dropped 2 repeated row(s)" in warnings[0] and "labels.csv:34" in warnings[0]
@@ -159,7 +159,7 @@ def test_invalid_utf8_is_one_line_naming_the_file(labels_csv, tmp_path, capsys):
     ("--val-fraction", "1"), ("--epochs", "0"), ("--workers", "-1"),
 ])
 def test_bad_numbers_are_one_argparse_line(labels_csv, capsys, option, value):
-    from train.cli import build_parser
+    from icrt.train.cli import build_parser
 
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", option, value])
@@ -168,7 +168,7 @@ def test_bad_numbers_are_one_argparse_line(labels_csv, capsys, option, value):
 
 
 def test_boundary_values_are_accepted(labels_csv):
-    from train.cli import build_parser
+    from icrt.train.cli import build_parser
 
     args = build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", "--val-fraction", "0",
                                       "--epochs", "1", "--batch-size", "1", "--lr", "1e-6"])

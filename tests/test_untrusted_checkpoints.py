@@ -10,7 +10,7 @@ import torch
 from tests.model_helpers import interrupt_after_first_epoch
 from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS
 from tests.tiny import d2s
-from train.checkpoint import FORMAT, CheckpointError, load_checkpoint
+from icrt.train.checkpoint import FORMAT, CheckpointError, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = d2s(image_size=48)
@@ -58,7 +58,7 @@ def test_export_refuses_a_pickle_payload(tmp_path):
 def test_evaluate_refuses_a_pickle_payload(tmp_path, labels_csv):
     marker = tmp_path / "ran"
     ckpt = _malicious(tmp_path / "checkpoint.pt", marker)
-    rc, err = _run("train.evaluate", "--checkpoint", ckpt, "--data", labels_csv)
+    rc, err = _run("icrt.train.evaluate", "--checkpoint", ckpt, "--data", labels_csv)
     _refused(rc, err, ckpt, marker)
 
 
@@ -94,7 +94,7 @@ def _state_bytes(tmp_path):
     ("other-run", "does not fit this run"),
 ])
 def test_resume_from_a_bad_last_pt_is_one_line(tmp_path, labels_csv, capsys, kind, problem):
-    from train.cli import main
+    from icrt.train.cli import main
 
     out = tmp_path / "run"
     out.mkdir()
@@ -116,7 +116,7 @@ def test_resume_from_a_bad_last_pt_is_one_line(tmp_path, labels_csv, capsys, kin
 
 
 def test_evaluate_with_mismatched_weights_is_one_line(tmp_path, labels_csv, capsys):
-    from train.evaluate import main
+    from icrt.train.evaluate import main
 
     torch.save({"format": FORMAT, "kind": "d2s", "config": dict(TINY), "preprocessing": {"size": 48},
                 "model": {"nope": torch.zeros(1)}}, tmp_path / "c.pt")
@@ -126,7 +126,7 @@ def test_evaluate_with_mismatched_weights_is_one_line(tmp_path, labels_csv, caps
 
 
 def _d2s_cfg(labels_csv, captions_csv, tiny_clip_config, out, **kw):
-    from train.d2s_trainer import D2STrainConfig
+    from icrt.train.d2s_trainer import D2STrainConfig
 
     base = dict(data=labels_csv, out=str(out), epochs=2, batch_size=8, lr=3e-3, seed=0, text="clip",
                 captions=captions_csv, text_encoder=tiny_clip_config, text_pretrained="none", buffer_size=16,
@@ -139,7 +139,7 @@ def _d2s_cfg(labels_csv, captions_csv, tiny_clip_config, out, **kw):
 def test_caption_guided_resume_is_bit_exact_from_a_weights_only_state(labels_csv, captions_csv, tiny_clip_config,
                                                                       tmp_path):
     """D2S with the text branch: entropy buffers, momentum model and every RNG survive last.pt exactly."""
-    from train.d2s_trainer import D2STrainer
+    from icrt.train.d2s_trainer import D2STrainer
 
     quiet = {}
     full = D2STrainer(_d2s_cfg(labels_csv, captions_csv, tiny_clip_config, tmp_path / "full"), **quiet)
@@ -161,7 +161,7 @@ def test_caption_guided_resume_is_bit_exact_from_a_weights_only_state(labels_csv
 
 def test_last_pt_with_a_numpy_rng_array_still_resumes(labels_csv, tmp_path):
     """last.pt files written before this change hold the numpy RNG state as an array."""
-    from train.d2s_trainer import D2STrainConfig, D2STrainer
+    from icrt.train.d2s_trainer import D2STrainConfig, D2STrainer
 
     cfg = D2STrainConfig(data=labels_csv, out=str(tmp_path / "run"), epochs=1, batch_size=8, seed=0, text="none",
                          model=dict(TINY), device="cpu")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from train import weights
-from train.weights import WeightsError, map_by_order, preprocessing_for
+from icrt.train import weights
+from icrt.train.weights import WeightsError, map_by_order, preprocessing_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -56,7 +56,7 @@ def test_map_by_order_refuses_wrong_count_and_shape():
 
 def test_package_weights_reproduce_reference_logits():
     """The converted EfficientNet-Lite0 gives the logits recorded when the mapping was checked on real photos."""
-    from runtime.preprocess import load_rgb, normalize, resize
+    from icrt.runtime.preprocess import load_rgb, normalize, resize
 
     ref = json.load(open(os.path.join(HERE, "data", "efficientnet_lite0_reference.json")))
     assert weights.resolve("tf_efficientnet_lite0", "imagenet")[0] == "package"
@@ -110,7 +110,7 @@ def test_weights_file_in_package_layout_and_unreadable_file(tmp_path):
 
 
 def test_ridge_head_recovers_a_linear_score():
-    from train.ridge import fit_head, logit
+    from icrt.train.ridge import fit_head, logit
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 30)) * rng.uniform(0.1, 10, 30)  # features on very different scales
@@ -124,7 +124,7 @@ def test_ridge_head_recovers_a_linear_score():
 
 @pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", "resnet10t"])
 def test_stats_pool_shapes(backbone):
-    from train.models.d2s import D2S, D2SConfig
+    from icrt.train.models.d2s import D2S, D2SConfig
 
     m = D2S(D2SConfig(backbone=backbone, pretrained="none", image_size=64, pool="stats", head="linear")).eval()
     assert m(torch.randn(2, 3, 96, 96)).shape == (2,)

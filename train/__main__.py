@@ -1,7 +1,7 @@
 """``python -m train KIND``: see :mod:`train.cli`."""
 import sys
 
-from .cli import main
+from icrt.train.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,8 +33,8 @@ import os
 import re
 import sys
 
-from runtime.errors import UserInputError, one_line
-from runtime.inputs import IMAGE_EXTENSIONS
+from icrt.runtime.errors import UserInputError, one_line
+from icrt.runtime.inputs import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class CaptionError(UserInputError):
 
 def list_images(data: str) -> list[tuple[str, str]]:
     """[(key, absolute path)]: the key is what training readers join captions on."""
-    from .data import is_ic9600, load_samples
+    from icrt.train.data import is_ic9600, load_samples
 
     if is_ic9600(data):
         out = []
@@ -223,7 +223,7 @@ def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, progres
     Counts go to the ``train.captions`` logger (INFO), skipped images to it as warnings."""
     from PIL import Image
 
-    from runtime.preprocess import load_rgb
+    from icrt.runtime.preprocess import load_rgb
 
     items = list_images(data)
     done = read_done(out)
@@ -279,7 +279,7 @@ def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, progres
 
 
 def main(argv=None) -> int:
-    from runtime.errors import run_command, setup_logging
+    from icrt.runtime.errors import run_command, setup_logging
 
     p = argparse.ArgumentParser(prog="python -m train.captions", description=__doc__.strip().splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from runtime.errors import UserInputError
+from icrt.runtime.errors import UserInputError
 
 FORMAT = "icrt-checkpoint/1"
 
@@ -57,7 +57,7 @@ def safe_load(path: str, what: str = "checkpoint", allow: tuple = ()):
 
 def atomic_torch_save(obj, path: str) -> None:
     """torch.save through the runtime's atomic writer: ``path`` is complete or as it was."""
-    from runtime.files import atomic_path
+    from icrt.runtime.files import atomic_path
 
     with atomic_path(path, ".pt") as tmp:
         torch.save(obj, tmp)
@@ -75,7 +75,7 @@ def load_checkpoint(path: str) -> dict:
 
 def model_from_checkpoint(ckpt: dict | str):
     """Rebuild the inference model (eval mode) from a checkpoint dict or path."""
-    from .models import create_model
+    from icrt.train.models import create_model
 
     if isinstance(ckpt, str):
         ckpt = load_checkpoint(ckpt)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .kinds import get_kind, kinds
-from .kinds.common import add_common_args
+from icrt.train.kinds import get_kind, kinds
+from icrt.train.kinds.common import add_common_args
 
 
 def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def trainer_for(args, samples=None):
 
 def run(args) -> int:
     """Train as ``python -m train`` does (``--resume``: continue from last.pt in ``--out``)."""
-    from .checkpoint import CheckpointError
+    from icrt.train.checkpoint import CheckpointError
 
     last = os.path.join(args.out, "last.pt")
     if args.resume and not os.path.isfile(last):
@@ -53,7 +53,7 @@ def run(args) -> int:
 
 def main(argv=None, prog: str = "python -m train") -> int:
     """``prog``: the command's name in messages (``icrt train`` runs this too)."""
-    from runtime.errors import run_command, setup_logging
+    from icrt.runtime.errors import run_command, setup_logging
 
     p = build_parser(prog)
     args = p.parse_args(argv)

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from runtime.errors import UserInputError
-from runtime.preprocess import Preprocessing
+from icrt.runtime.errors import UserInputError
+from icrt.runtime.preprocess import Preprocessing
 
-from .models.cmssa import CMSSA, CMSSAConfig
-from .trainer import RunConfig, Trainer, load_splits
+from icrt.train.models.cmssa import CMSSA, CMSSAConfig
+from icrt.train.trainer import RunConfig, Trainer, load_splits
 
 logger = logging.getLogger(__name__)
 

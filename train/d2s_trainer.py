@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.preprocess import Preprocessing
+from icrt.runtime.preprocess import Preprocessing
 
-from .data import DataError, Sample
-from .losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
-from .models.d2s import D2S, D2SConfig
-from .trainer import RunConfig, Trainer
-from .trainer import load_splits as _load_splits
+from icrt.train.data import DataError, Sample
+from icrt.train.losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
+from icrt.train.models.d2s import D2S, D2SConfig
+from icrt.train.trainer import RunConfig, Trainer
+from icrt.train.trainer import load_splits as _load_splits
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class D2STrainer(Trainer):
 
     def __init__(self, cfg: D2STrainConfig, samples=None):
         super().__init__(cfg)
-        from .weights import preprocessing_for
+        from icrt.train.weights import preprocessing_for
 
         model = dict(cfg.model)
         if cfg.fit not in CLOSED_FORM_HEADS and cfg.fit != "sgd":
@@ -109,7 +109,7 @@ class D2STrainer(Trainer):
 
     # --- text ---------------------------------------------------------------------------------
     def _encode_captions(self) -> None:
-        from .text import TextTeacher
+        from icrt.train.text import TextTeacher
 
         t0 = time.time()
         teacher = TextTeacher(self.cfg.text_encoder, self.cfg.text_pretrained).to(self.device)
@@ -168,7 +168,7 @@ class D2STrainer(Trainer):
 
     def fit_ridge(self) -> dict:
         """The linear head in closed form on the frozen features of the training images and their mirrors."""
-        from .ridge import fit_head
+        from icrt.train.ridge import fit_head
 
         t0 = time.time()
         x, xf = self._features(False), self._features(True)
@@ -186,7 +186,7 @@ class D2STrainer(Trainer):
 
     def fit_kernel(self) -> dict:
         """The RBF kernel head in closed form on the frozen features of the training images and their mirrors."""
-        from .kernel import fit_head
+        from icrt.train.kernel import fit_head
 
         t0 = time.time()
         x, xf = self._features(False), self._features(True)

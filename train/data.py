@@ -23,7 +23,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
-from runtime.errors import UserInputError
+from icrt.runtime.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ _DECODED: dict[tuple, str | None] = {}  # (path, size, mtime) -> problem or None
 
 
 def _decode_problem(path: str) -> str | None:
-    from runtime.preprocess import ImageError, load_rgb
+    from icrt.runtime.preprocess import ImageError, load_rgb
 
     try:
         st = os.stat(path)

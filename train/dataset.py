@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.preprocess import Preprocessing, load_resized, normalize
+from icrt.runtime.preprocess import Preprocessing, load_resized, normalize
 
 
 class GeometryCache:

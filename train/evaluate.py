@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import torch
 
-from runtime.preprocess import ImageError, Preprocessing
+from icrt.runtime.preprocess import ImageError, Preprocessing
 
-from . import metrics
-from .data import is_ic9600, load_samples
-from .dataset import GeometryCache
+from icrt.train import metrics
+from icrt.train.data import is_ic9600, load_samples
+from icrt.train.dataset import GeometryCache
 
 
 def predict(model, samples, prep: Preprocessing, device="cpu", batch_size: int = 32,
@@ -23,7 +23,7 @@ def predict(model, samples, prep: Preprocessing, device="cpu", batch_size: int =
 
     A file that cannot be scored raises ImageError naming it (a data set is checked before training).
     """
-    from .torch_backend import torch_scorer
+    from icrt.train.torch_backend import torch_scorer
 
     def from_cache(path):
         img = cache.get(path)
@@ -56,10 +56,10 @@ def evaluate(model, samples, prep, device="cpu", batch_size=32, cache=None, prog
 
 
 def main(argv=None) -> int:
-    from runtime.errors import run_command, setup_logging
+    from icrt.runtime.errors import run_command, setup_logging
 
-    from .checkpoint import CheckpointError, brief, load_checkpoint, model_from_checkpoint
-    from .kinds.common import positive_int
+    from icrt.train.checkpoint import CheckpointError, brief, load_checkpoint, model_from_checkpoint
+    from icrt.train.kinds.common import positive_int
 
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.strip().splitlines()[0])
     p.add_argument("--checkpoint", required=True)
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         for cat, m in rep.get("per_category", {}).items():
             print(f"  {cat:<16} n={m['n']:<4} SRCC {m['srcc']:.4f}  PLCC {m['plcc']:.4f}")
         if args.out:
-            from runtime.files import write_json
+            from icrt.runtime.files import write_json
 
             write_json(args.out, rep)
         return 0

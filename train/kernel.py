@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ridge import folds, standardise
+from icrt.train.ridge import folds, standardise
 
 GAMMAS = (0.35, 0.5, 0.7)  # g: gamma = g / dim
 LAMBDAS = (0.1, 0.15, 0.3)
@@ -46,7 +46,7 @@ def centres_of(x: np.ndarray, x_flip: np.ndarray | None) -> np.ndarray:
 def cross_validate(x, y, groups, gammas=GAMMAS, lambdas=LAMBDAS, k: int = 5, x_flip=None) -> list[dict]:
     """Pooled and per-group SRCC of every (g, lam) by stratified k-fold CV; mirrors (``x_flip``) are averaged
     into the training centres (held-out images are scored as they come, unmirrored)."""
-    from . import metrics
+    from icrt.train import metrics
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     fold = folds(groups, k)

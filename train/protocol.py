@@ -31,11 +31,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from runtime.errors import UserInputError
+from icrt.runtime.errors import UserInputError
 
-from . import metrics
-from .data import DataError, Sample, data_paths, is_ic9600, load_many, split_train_val
-from .kinds import kind_names
+from icrt.train import metrics
+from icrt.train.data import DataError, Sample, data_paths, is_ic9600, load_many, split_train_val
+from icrt.train.kinds import kind_names
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _share_decoded(trainer):
     (resizing is deterministic, so this is exact); returns the cache to score the test set with."""
     import json as _json
 
-    from .dataset import GeometryCache
+    from icrt.train.dataset import GeometryCache
 
     key = _json.dumps(trainer.prep.to_dict(), sort_keys=True)
     store = _DECODED.setdefault(key, {})
@@ -145,10 +145,10 @@ def train_and_test(model_argv: list[str], data: str, out: str, seed: int, train:
                    test: list[Sample]) -> dict:
     """Train one model (``python -m train`` arguments) on ``train`` and score ``test`` with its best checkpoint.
     The trainer's progress lines are left out (its warnings stay)."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .cli import build_parser, trainer_for
-    from .evaluate import evaluate
-    from .kinds import get_kind
+    from icrt.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from icrt.train.cli import build_parser, trainer_for
+    from icrt.train.evaluate import evaluate
+    from icrt.train.kinds import get_kind
 
     args = build_parser().parse_args(model_argv + ["--data", data, "--out", out])
     args.seed = seed
@@ -208,7 +208,7 @@ def scene_mean_rows(runs: list[dict]) -> list[dict]:
 
 
 def write_results(out: str, protocol: str, runs: list[dict], header: dict) -> tuple[str, str]:
-    from runtime.files import write_json, write_text
+    from icrt.runtime.files import write_json, write_text
 
     rows = summarise(runs)
     if protocol == "leave-one-scene-out":
@@ -292,7 +292,7 @@ def check_models(models: list[str]) -> None:
 
 
 def main(argv=None) -> int:
-    from runtime.errors import run_command, setup_logging
+    from icrt.runtime.errors import run_command, setup_logging
 
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()

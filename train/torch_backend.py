@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.backends import Backend
+from icrt.runtime.backends import Backend
 
 
 class TorchBackend(Backend):
@@ -28,6 +28,6 @@ class TorchBackend(Backend):
 
 def torch_scorer(model, prep, device="cpu", batch_size: int = 32, loader=None):
     """A Scorer over ``model`` that returns raw scores (no range check), images decoded on this thread."""
-    from runtime.scorer import Scorer
+    from icrt.runtime.scorer import Scorer
 
     return Scorer.for_preprocessing(TorchBackend(model, device), prep, batch_size=batch_size, workers=0, loader=loader)

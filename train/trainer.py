@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from runtime.files import write_json
-from runtime.manifest import DEFAULT_SCORE
+from icrt.runtime.files import write_json
+from icrt.runtime.manifest import DEFAULT_SCORE
 
-from . import metrics
-from .checkpoint import FORMAT, CheckpointError, atomic_torch_save, brief, safe_load
-from .data import (
+from icrt.train import metrics
+from icrt.train.checkpoint import FORMAT, CheckpointError, atomic_torch_save, brief, safe_load
+from icrt.train.data import (
     DataError,
     Sample,
     attach_captions,
@@ -43,9 +43,9 @@ from .data import (
     refuse_overlap,
     split_train_val,
 )
-from .dataset import GeometryCache, ImageScoreDataset
-from .evaluate import evaluate
-from .scene import SceneBatchSampler, regression_loss
+from icrt.train.dataset import GeometryCache, ImageScoreDataset
+from icrt.train.evaluate import evaluate
+from icrt.train.scene import SceneBatchSampler, regression_loss
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from .data import DataError
+from icrt.train.data import DataError
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bilinear"}
 # TF EfficientNet-Lite: (x * 255 - 127) / 128 on 0-255 pixels, i.e. (x - 127/255) / (128/255) on 0-1 pixels.

@@ -17,11 +17,11 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import EXIT_USAGE, BundleError, UnavailableError
-from ..precisions import precision_names
+from icrt.runtime.errors import EXIT_USAGE, BundleError, UnavailableError
+from icrt.runtime.precisions import precision_names
 
 AUTO = "auto"
-BUILTIN_MODULES = ("runtime.backends.tensorrt", "runtime.backends.onnxruntime", "runtime.backends.openvino")
+BUILTIN_MODULES = ("icrt.runtime.backends.tensorrt", "icrt.runtime.backends.onnxruntime", "icrt.runtime.backends.openvino")
 
 
 class BackendError(UnavailableError):

@@ -28,9 +28,9 @@ import re
 import stat
 import sys
 
-from ..errors import one_line
-from ..manifest import INPUT_NAME, SCORE_OUTPUT, BundleError, file_sha256
-from . import Backend, BackendError, ModelRunError, NotInBundleError, installed, register_backend
+from icrt.runtime.errors import one_line
+from icrt.runtime.manifest import INPUT_NAME, SCORE_OUTPUT, BundleError, file_sha256
+from icrt.runtime.backends import Backend, BackendError, ModelRunError, NotInBundleError, installed, register_backend
 
 CACHE_ENV = "ICRT_CACHE_DIR"
 CACHE_OFF = ("off", "none", "0")
@@ -38,7 +38,7 @@ MAX_ERROR_TEXT = 300  # characters of OpenVINO's message kept in a run error
 
 
 def install_hint() -> str:
-    from ..install import extra_hint
+    from icrt.runtime.install import extra_hint
 
     return extra_hint("openvino")
 
@@ -179,7 +179,7 @@ class OpenVinoBackend(Backend):
                  precision: str = "fp32", threads: int | None = None, notes=None, size: int | None = None,
                  norm: tuple | None = None, digest: str | None = None):
         """``digest``: the file's SHA-256 when already known (a bundle's checked checksum), else it is hashed here."""
-        from .onnxruntime import default_threads
+        from icrt.runtime.backends.onnxruntime import default_threads
 
         ov = import_openvino()
         self.ov, self.file, self.precision, self.device = ov, path, precision, "cpu"
@@ -292,8 +292,8 @@ def _open(manifest, precision: str, *, threads: int | None = None, device_id: in
     measured faster (an x86 CPU with AVX-512 or AMX: :data:`FASTER_WITH`), except where onnxruntime has GPU
     providers: a GPU comes before a CPU engine."""
     if notes is not None:
-        from .. import cpu
-        from .onnxruntime import gpu_providers
+        from icrt.runtime import cpu
+        from icrt.runtime.backends.onnxruntime import gpu_providers
 
         if gpu_providers():
             raise BackendError("onnxruntime has GPU providers here, which come first")

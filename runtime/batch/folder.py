@@ -9,9 +9,9 @@ import glob
 import json
 import os
 
-from ..errors import IcrtError, UserInputError, one_line
-from .layout import LOCK_FILE, OWNED_FILES, RUN_FILE, SUCCESS_FILE, part_files, write_owned_file
-from .parts import done_images
+from icrt.runtime.errors import IcrtError, UserInputError, one_line
+from icrt.runtime.batch.layout import LOCK_FILE, OWNED_FILES, RUN_FILE, SUCCESS_FILE, part_files, write_owned_file
+from icrt.runtime.batch.parts import done_images
 
 RUN_FORMAT = "icrt-batch/1"
 MAX_RUN_BYTES = 1 << 20
@@ -21,7 +21,7 @@ def file_digest(path: str) -> str | None:
     """SHA-256 of a regular file (hex); None when it is missing or not a regular file."""
     import hashlib
 
-    from ..files import open_owned
+    from icrt.runtime.files import open_owned
     try:
         fd = open_owned(path)
     except OSError:
@@ -59,8 +59,8 @@ def run_config(job) -> dict:
 
 def _read_run(run_file: str) -> dict:
     """A previous run's ``run.json`` (read without following a link); UserInputError when it is not icrt's."""
-    from ..files import read_owned
-    from ..formats import printable
+    from icrt.runtime.files import read_owned
+    from icrt.runtime.formats import printable
     try:
         prev = json.loads(read_owned(run_file, MAX_RUN_BYTES).decode("utf-8"))
         if not isinstance(prev, dict) or prev.get("format") != RUN_FORMAT:
@@ -76,8 +76,8 @@ def _check_folder(out: str) -> tuple[dict | None, list[str]]:
     """(the previous run.json or None, the parts) of DIR, or UserInputError: icrt's own files there must be
     regular files (never links, FIFOs or folders), and a folder that is not empty must be an icrt batch folder
     (a run.json of icrt's), so that nothing of someone else's is replaced or removed."""
-    from ..files import owned_problem
-    from ..formats import printable
+    from icrt.runtime.files import owned_problem
+    from icrt.runtime.formats import printable
 
     for name in OWNED_FILES:
         path = os.path.join(out, name)
@@ -109,7 +109,7 @@ def _check_folder(out: str) -> tuple[dict | None, list[str]]:
 def _same_model(prev: dict, mine: dict, out: str) -> None:
     """UserInputError unless the previous run scored with the same model (bundle name, precision, model file
     digests, preprocessing, score range)."""
-    from ..formats import printable
+    from icrt.runtime.formats import printable
 
     def refuse(what, there, here):
         raise UserInputError(f"--resume: {printable(out)} was scored with {what} {there}, this run uses {here}; one "
@@ -139,8 +139,8 @@ def _same_model(prev: dict, mine: dict, out: str) -> None:
 
 def prepare_out(job) -> set[str]:
     """Check DIR (before any work), clean what a killed run left, and return the paths already done."""
-    from ..files import folder_problem
-    from ..formats import printable
+    from icrt.runtime.files import folder_problem
+    from icrt.runtime.formats import printable
 
     out = job.out
     problem = folder_problem(out)
@@ -179,8 +179,8 @@ def lock_folder(out: str):
     opened without following a link and must be a regular file (``runtime.files.open_owned``)."""
     import fcntl
 
-    from ..files import open_owned
-    from ..formats import printable
+    from icrt.runtime.files import open_owned
+    from icrt.runtime.formats import printable
     path = os.path.join(out, LOCK_FILE)
     try:
         f = os.fdopen(open_owned(path, write=True), "r+")

@@ -40,14 +40,14 @@ import logging
 import sys
 import time
 
-from ..errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
-from ..progress import Progress
-from ..records import parquet_name
-from .folder import model_identity, prepare_out
-from .parts import DEFAULT_PART_ROWS, PartWriter, require_pyarrow
-from .ray_runner import DEFAULT_RAY_BATCH
-from .summary import write_summary
-from .watchdog import DEFAULT_STALL_TIMEOUT
+from icrt.runtime.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
+from icrt.runtime.progress import Progress
+from icrt.runtime.records import parquet_name
+from icrt.runtime.batch.folder import model_identity, prepare_out
+from icrt.runtime.batch.parts import DEFAULT_PART_ROWS, PartWriter, require_pyarrow
+from icrt.runtime.batch.ray_runner import DEFAULT_RAY_BATCH
+from icrt.runtime.batch.summary import write_summary
+from icrt.runtime.batch.watchdog import DEFAULT_STALL_TIMEOUT
 
 log = logging.getLogger("icrt")
 
@@ -82,7 +82,7 @@ class Job:
 
 def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
     """Score ``paths`` into ``job.out``; the exit code (0: no error rows in DIR, 1: some)."""
-    from ..manifest import load_manifest
+    from icrt.runtime.manifest import load_manifest
 
     require_pyarrow()
     m = load_manifest(job.bundle)

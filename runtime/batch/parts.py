@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import time
 
-from ..errors import UnavailableError, UserInputError
-from ..records import ERROR, IMAGE, OLD_FILE_COLUMN, SCORE, parquet_schema
-from .layout import PART_FORMAT, part_files, write_owned_file
+from icrt.runtime.errors import UnavailableError, UserInputError
+from icrt.runtime.records import ERROR, IMAGE, OLD_FILE_COLUMN, SCORE, parquet_schema
+from icrt.runtime.batch.layout import PART_FORMAT, part_files, write_owned_file
 
 DEFAULT_PART_ROWS = 5000
 DEFAULT_PART_SECONDS = 300.0  # a part is written at least this often while rows come (a kill loses less)
@@ -23,7 +23,7 @@ def require_pyarrow():
         import pyarrow.compute  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        from ..install import extra_hint
+        from icrt.runtime.install import extra_hint
 
         raise UnavailableError(f"icrt batch writes Parquet and needs pyarrow; {extra_hint('scale')}") from None
     return pa
@@ -63,8 +63,8 @@ def read_part(path: str, columns):
     following a link and never blocks (``runtime.files.open_owned``). UserInputError naming the part otherwise.
     The file column of older parts (``path``) is read as ``image``."""
     pa = require_pyarrow()
-    from ..files import open_owned
-    from ..formats import printable
+    from icrt.runtime.files import open_owned
+    from icrt.runtime.formats import printable
 
     def bad(problem):
         return UserInputError(f"{printable(path)}: not an icrt batch part ({problem}); move it away and rerun with "
@@ -144,7 +144,7 @@ class PartWriter:
             self._flush(self.buffered)
 
     def _tell_errors(self, table) -> None:
-        from ..formats import printable
+        from icrt.runtime.formats import printable
         for p, e in zip(table.column(IMAGE).to_pylist(), table.column(ERROR).to_pylist()):
             if e is None:
                 continue

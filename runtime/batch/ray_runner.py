@@ -13,10 +13,10 @@ import math
 import os
 import time
 
-from ..errors import IcrtError, UnavailableError
-from ..records import IMAGE, error_record, parquet_name, records_table
-from .uris import uri_filesystem
-from .watchdog import StalledError, Watchdog
+from icrt.runtime.errors import IcrtError, UnavailableError
+from icrt.runtime.records import IMAGE, error_record, parquet_name, records_table
+from icrt.runtime.batch.uris import uri_filesystem
+from icrt.runtime.batch.watchdog import StalledError, Watchdog
 
 log = logging.getLogger("icrt")
 
@@ -28,7 +28,7 @@ READ_RESERVE = 2 * READ_CPUS  # CPUs kept free of actors, so that reading always
 def path_problem(path: str, problems: dict) -> str | None:
     """Why ``path`` cannot even be read as a file, in the words ``icrt score`` uses (runtime.preprocess), or
     None. Only such files are kept from Ray: its read of a missing file or a folder fails the whole run."""
-    from ..preprocess import ImageError, check_image_file
+    from icrt.runtime.preprocess import ImageError, check_image_file
 
     if path in problems:
         return problems[path]
@@ -47,7 +47,7 @@ class ScoreActor:
     ``bytes`` (Ray's names); output rows are records (``runtime.records.records_table``), ``image`` as given."""
 
     def __init__(self, bundle, backend, precision, batch_size, threads):
-        from ..scorer import Scorer
+        from icrt.runtime.scorer import Scorer
         self.scorer = Scorer.load(bundle, backend=backend, precision=precision, batch_size=batch_size,
                                   threads=threads, workers=1)
 
@@ -76,7 +76,7 @@ def _ray():
         import ray
         import ray.data
     except ImportError:
-        from ..install import extra_hint
+        from icrt.runtime.install import extra_hint
 
         raise UnavailableError(f"--runner ray needs Ray Data; {extra_hint('scale')}") from None
     return ray
@@ -111,7 +111,7 @@ def ray_budget(job, resources: dict, node_cpus: float) -> tuple[float, float, in
 def _ray_keys(paths: list[str], problems: dict):
     """Split the inputs: (error records for files that cannot be read at all, [what read_binary_files reads],
     {the path Ray gives back: [inputs]}, {escaped name: [inputs]} for local names pyarrow cannot carry)."""
-    from ..worklist import is_uri
+    from icrt.runtime.worklist import is_uri
 
     errors, reads, owners, odd = [], [], {}, {}
     for p in paths:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from . import options
+from icrt.runtime.commands import options
 
 
 class _EngineAlias(argparse.Action):
@@ -22,10 +22,10 @@ class _EngineAlias(argparse.Action):
 
 
 def add_command(subparsers):
-    from ..batch.job import RUNNERS
-    from ..batch.parts import DEFAULT_PART_ROWS
-    from ..batch.ray_runner import DEFAULT_RAY_BATCH
-    from ..batch.watchdog import DEFAULT_STALL_TIMEOUT
+    from icrt.runtime.batch.job import RUNNERS
+    from icrt.runtime.batch.parts import DEFAULT_PART_ROWS
+    from icrt.runtime.batch.ray_runner import DEFAULT_RAY_BATCH
+    from icrt.runtime.batch.watchdog import DEFAULT_STALL_TIMEOUT
 
     p = subparsers.add_parser(
         "batch", help="score a large collection into Parquet parts (resumable; one machine or a Ray cluster)",
@@ -73,10 +73,10 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
-    from ..batch import Job, run_batch
-    from ..batch.uris import list_uri
-    from ..errors import UserInputError
-    from ..worklist import gather
+    from icrt.runtime.batch import Job, run_batch
+    from icrt.runtime.batch.uris import list_uri
+    from icrt.runtime.errors import UserInputError
+    from icrt.runtime.worklist import gather
 
     if args.runner != "ray":
         for opt, val in (("--ray-address", args.ray_address), ("--cpus-per-worker", args.cpus_per_worker),

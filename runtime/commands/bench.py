@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from ..errors import EXIT_OK, UserInputError
-from . import options
+from icrt.runtime.errors import EXIT_OK, UserInputError
+from icrt.runtime.commands import options
 
 
 def add_command(subparsers):
@@ -31,9 +31,9 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
-    from ..backends import backend_choices
-    from ..bench import run_bench
-    from ..precisions import precision_names
+    from icrt.runtime.backends import backend_choices
+    from icrt.runtime.bench import run_bench
+    from icrt.runtime.precisions import precision_names
 
     options.check_choices(args.backend, backend_choices(), "--backend")
     options.check_choices(args.precision or [], precision_names(), "--precision")

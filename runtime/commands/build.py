@@ -12,11 +12,11 @@ Imports nothing heavy at module level (the parser is built at every ``icrt`` sta
 """
 from __future__ import annotations
 
-from . import options
+from icrt.runtime.commands import options
 
 
 def add_command(subparsers):
-    from ..backends.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
+    from icrt.runtime.backends.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
 
     p = subparsers.add_parser("build", help="build TensorRT engines for this machine's GPU into a bundle",
                               description="Build TensorRT engines for this machine's GPU from the bundle's ONNX "
@@ -38,9 +38,9 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
-    from ..backends.tensorrt_build import build_bundle
-    from ..formats import printable
-    from ..manifest import manifest_path
+    from icrt.runtime.backends.tensorrt_build import build_bundle
+    from icrt.runtime.formats import printable
+    from icrt.runtime.manifest import manifest_path
 
     bundle = options.bundle(args)
     build = build_bundle(bundle, precisions=args.precision, max_batch=args.max_batch, opt_batch=args.opt_batch,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import EXIT_OK
-from . import options
+from icrt.runtime.errors import EXIT_OK
+from icrt.runtime.commands import options
 
 SHELLS = ("bash", "zsh", "tcsh")
 
@@ -23,12 +23,12 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
-    from ..errors import UnavailableError
+    from icrt.runtime.errors import UnavailableError
 
     try:
         import shtab
     except ImportError:
-        from ..install import pip_line
+        from icrt.runtime.install import pip_line
 
         raise UnavailableError(f"icrt completion needs shtab, an icrt dependency missing here: {pip_line()}") from None
     sys.stdout.write(shtab.complete(args.root_parser, shell=args.shell))

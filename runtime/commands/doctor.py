@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import EXIT_FAILURES, EXIT_OK
-from . import options
+from icrt.runtime.errors import EXIT_FAILURES, EXIT_OK
+from icrt.runtime.commands import options
 
 
 def add_command(subparsers):
@@ -20,7 +20,7 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
-    from ..doctor import facts, render
+    from icrt.runtime.doctor import facts, render
 
     f = facts()
     if args.json:

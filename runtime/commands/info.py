@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import EXIT_OK
-from . import options
+from icrt.runtime.errors import EXIT_OK
+from icrt.runtime.commands import options
 
 
 def add_command(subparsers):
@@ -24,8 +24,8 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
-    from ..info import model_card
-    from ..manifest import load_manifest
+    from icrt.runtime.info import model_card
+    from icrt.runtime.manifest import load_manifest
 
     m = load_manifest(options.bundle(args))
     if args.json:

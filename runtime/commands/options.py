@@ -89,13 +89,13 @@ def add_model(p, help: str = "model bundle folder (default: the bundled default 
 
 def bundle(args) -> str:
     """The bundle ``-m`` names, else the default bundle (``runtime.defaults``)."""
-    from ..defaults import default_bundle
+    from icrt.runtime.defaults import default_bundle
 
     return args.model or default_bundle()
 
 
 def add_backend(p, many: bool = False) -> None:
-    from ..backends import backend_choices
+    from icrt.runtime.backends import backend_choices
 
     choices = backend_choices()
     what = ("auto: TensorRT engines when the bundle has one for this GPU, else onnxruntime (on the GPU with "
@@ -108,7 +108,7 @@ def add_backend(p, many: bool = False) -> None:
 
 
 def add_precision(p, many: bool = False, help: str | None = None) -> None:
-    from ..precisions import precision_names
+    from icrt.runtime.precisions import precision_names
 
     names = precision_names()
     if many:
@@ -122,7 +122,7 @@ def add_precision(p, many: bool = False, help: str | None = None) -> None:
 
 def check_choices(values, choices, flag: str) -> None:
     """UserInputError for a value of a comma-separated ``flag`` that is not one of ``choices``."""
-    from ..errors import UserInputError
+    from icrt.runtime.errors import UserInputError
 
     bad = [v for v in values if v not in choices]
     if bad:
@@ -141,7 +141,7 @@ def add_batch_size(p, help: str = "model inputs (images or patches, across image
 
 def add_inputs(p, what: str = "image files, folders or glob patterns") -> None:
     """PATHs, ``--recursive``, ``--files-from LIST`` and ``--shard I/N`` (``runtime.worklist``)."""
-    from ..worklist import shard_arg
+    from icrt.runtime.worklist import shard_arg
 
     p.add_argument("paths", nargs="*", metavar="PATH", help=what)
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
@@ -154,7 +154,7 @@ def add_inputs(p, what: str = "image files, folders or glob patterns") -> None:
 def add_serving(p, max_batch: int = 32) -> None:
     """What ``icrt serve`` and ``icrt triton`` share: the model name, its batching and its instances (checked by
     ``runtime.serving.limits``, one line each)."""
-    from ..serving.limits import DEFAULT_MODEL_NAME, MAX_INSTANCES
+    from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, MAX_INSTANCES
 
     p.add_argument("--name", default=DEFAULT_MODEL_NAME, help=f"model name clients call (default {DEFAULT_MODEL_NAME})")
     p.add_argument("--max-batch", type=int, default=max_batch, metavar="N",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from . import options
+from icrt.runtime.commands import options
 
 
 def _thumbs(text: str) -> int:
-    from ..report import MAX_THUMBS
+    from icrt.runtime.report import MAX_THUMBS
 
     try:
         v = int(text)
@@ -25,7 +25,7 @@ def _thumbs(text: str) -> int:
 
 
 def add_command(subparsers):
-    from ..report import DEFAULT_THUMBS
+    from icrt.runtime.report import DEFAULT_THUMBS
 
     p = subparsers.add_parser(
         "report", help="one self-contained HTML page from icrt batch output or icrt score results",
@@ -52,9 +52,9 @@ def add_command(subparsers):
 def run(args) -> int:
     import sys
 
-    from ..files import fd_target
-    from ..formats import printable
-    from ..report import write_report
+    from icrt.runtime.files import fd_target
+    from icrt.runtime.formats import printable
+    from icrt.runtime.report import write_report
 
     rep = write_report(args.source, args.output, thumbs=args.thumbs, title=args.title, images_root=args.images_root)
     # the page may have gone to stdout (-o /dev/stdout): then the count line goes to stderr

@@ -12,14 +12,14 @@ import logging
 import os
 import sys
 
-from ..errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
-from . import options
+from icrt.runtime.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
+from icrt.runtime.commands import options
 
 log = logging.getLogger("icrt")
 
 
 def add_command(subparsers):
-    from ..formats import FORMATS
+    from icrt.runtime.formats import FORMATS
 
     p = subparsers.add_parser(
         "score", help="score images (files, folders, globs)",
@@ -53,8 +53,8 @@ def _err(msg: str) -> None:
 
 def _destination_problem(args) -> str | None:
     """Why -o or --heatmap could not be written, found before any scoring (None: they look fine)."""
-    from ..files import destination_problem, folder_problem
-    from ..formats import printable
+    from icrt.runtime.files import destination_problem, folder_problem
+    from icrt.runtime.formats import printable
 
     if args.output and (p := destination_problem(args.output)):
         return f"cannot write -o {printable(args.output)}: {p}"
@@ -81,10 +81,10 @@ def _fallback(data: bytes, fmt: str) -> str | None:
 
 def _write_out(args, data: bytes) -> int:
     """Write the rendered scores to -o or stdout; when that fails, to a fallback file (exit 2)."""
-    from ..formats import printable
+    from icrt.runtime.formats import printable
 
     if args.output:
-        from ..files import write_bytes
+        from icrt.runtime.files import write_bytes
         try:
             write_bytes(args.output, data)
             return EXIT_OK
@@ -115,10 +115,10 @@ def _write_out(args, data: bytes) -> int:
 
 
 def run(args) -> int:
-    from ..formats import encode, printable, render
-    from ..heatmap import HeatmapWriter
-    from ..progress import Progress
-    from ..worklist import gather, in_input_order
+    from icrt.runtime.formats import encode, printable, render
+    from icrt.runtime.heatmap import HeatmapWriter
+    from icrt.runtime.progress import Progress
+    from icrt.runtime.worklist import gather, in_input_order
 
     problem = _destination_problem(args)
     if problem:
@@ -126,10 +126,10 @@ def run(args) -> int:
     problems = {}  # paths found bad while listing (symlink loops) -> problem
     paths = gather(args, problems)  # PATHs, --files-from, --shard (runtime/worklist.py)
     if args.url:  # the same records, from a server (runtime.serving.client)
-        from ..serving.client import open_remote
+        from icrt.runtime.serving.client import open_remote
         scorer = open_remote(args)
     else:
-        from ..scorer import Scorer
+        from icrt.runtime.scorer import Scorer
         scorer = Scorer.load(options.bundle(args), backend=args.backend, precision=args.precision,
                              batch_size=args.batch_size, threads=args.threads)
     failures = []  # destination errors met while scoring

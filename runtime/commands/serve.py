@@ -2,7 +2,7 @@
 the ``[serve]`` extra, docs/serving.md)."""
 from __future__ import annotations
 
-from . import options
+from icrt.runtime.commands import options
 
 
 def add_command(subparsers):
@@ -31,7 +31,7 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
-    from ..serving.server import serve
+    from icrt.runtime.serving.server import serve
 
     return serve(options.bundle(args), host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                  metrics_port=args.metrics_port, name=args.name, max_batch=args.max_batch,

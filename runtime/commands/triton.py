@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import EXIT_OK
-from . import options
+from icrt.runtime.errors import EXIT_OK
+from icrt.runtime.commands import options
 
 
 def add_command(subparsers):
-    from ..precisions import precision_names
+    from icrt.runtime.precisions import precision_names
 
     p = subparsers.add_parser(
         "triton", help="write a Triton model repository (ONNX / TensorRT model + Python front model)",
@@ -37,8 +37,8 @@ def add_command(subparsers):
 
 
 def run(args) -> int:
-    from ..formats import printable
-    from ..serving.repository import write_repository
+    from icrt.runtime.formats import printable
+    from icrt.runtime.serving.repository import write_repository
 
     report = write_repository(options.bundle(args), args.out, name=args.name, precision=args.precision,
                               max_batch=args.max_batch, instances=args.instances, device=args.device,

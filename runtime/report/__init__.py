@@ -32,19 +32,19 @@ import math
 import os
 import stat
 
-from ..batch.layout import SUMMARY_FILE
-from ..errors import UserInputError
-from ..formats import printable
-from .html import render
-from .readers import Source, bad_input
-from .statistics import Report
+from icrt.runtime.batch.layout import SUMMARY_FILE
+from icrt.runtime.errors import UserInputError
+from icrt.runtime.formats import printable
+from icrt.runtime.report.html import render
+from icrt.runtime.report.readers import Source, bad_input
+from icrt.runtime.report.statistics import Report
 
 DEFAULT_THUMBS = 48
 MAX_THUMBS = 500
 
 
 def check_output(output: str, source: Source) -> None:
-    from ..files import destination_problem, resolve
+    from icrt.runtime.files import destination_problem, resolve
 
     try:
         target, st = resolve(output)
@@ -103,7 +103,7 @@ def render_source(source: Source, thumbs: int, title: str | None, images_root: s
 
 def write_report(source_path: str, output: str, thumbs: int = DEFAULT_THUMBS, title: str | None = None,
                  images_root: str | None = None) -> Report:
-    from ..files import write_text
+    from icrt.runtime.files import write_text
 
     check_images_root(images_root)
     source = Source(source_path)

@@ -15,10 +15,10 @@ import html
 import io
 import os
 
-from ..batch.layout import SUMMARY_FILE
-from ..formats import printable
-from .readers import Source
-from .statistics import (
+from icrt.runtime.batch.layout import SUMMARY_FILE
+from icrt.runtime.formats import printable
+from icrt.runtime.report.readers import Source
+from icrt.runtime.report.statistics import (
     EXACT_FOLDER,
     EXACT_GLOBAL,
     GLOBAL_BINS,
@@ -86,7 +86,7 @@ def thumbnail(path: str) -> tuple[str | None, str | None]:
     """(base64 JPEG, None) or (None, why not): decoded by the runtime's own checked decoding, never raising."""
     from PIL import Image
 
-    from ..preprocess import ImageError, Preprocessing, load_for_model
+    from icrt.runtime.preprocess import ImageError, Preprocessing, load_for_model
 
     try:
         rgb, _ = load_for_model(path, Preprocessing(resize="square", size=THUMB_PX))

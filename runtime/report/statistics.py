@@ -16,7 +16,7 @@ import random
 from array import array
 from typing import NamedTuple
 
-from .readers import Row
+from icrt.runtime.report.readers import Row
 
 EXTREMES = 8  # exact simplest / most complex rows (at most --thumbs)
 HIST_BINS = 40

@@ -18,11 +18,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from ..errors import IcrtError, UnavailableError, UserInputError, one_line
-from ..formats import printable
-from ..preprocess import ImageError
-from ..records import IMAGE_INPUT, OUTPUTS, error_record, records_from_outputs
-from .limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
+from icrt.runtime.errors import IcrtError, UnavailableError, UserInputError, one_line
+from icrt.runtime.formats import printable
+from icrt.runtime.preprocess import ImageError
+from icrt.runtime.records import IMAGE_INPUT, OUTPUTS, error_record, records_from_outputs
+from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
 
 DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)
 INFLIGHT = 4  # requests in flight at once
@@ -34,7 +34,7 @@ SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", Fa
 
 def read_image_file(path: str) -> bytes:
     """The bytes of an image file to send; ImageError with the problem ``icrt score`` reports locally."""
-    from ..preprocess import check_image_file
+    from icrt.runtime.preprocess import check_image_file
 
     size = check_image_file(path)
     if size > MAX_FILE_BYTES:
@@ -78,7 +78,7 @@ def _tritonclient(protocol: str):
         else:
             import tritonclient.http as module
     except ImportError as e:
-        from ..install import extra_hint
+        from icrt.runtime.install import extra_hint
 
         raise UnavailableError(f"icrt score --url needs tritonclient, which is not installed here ({e}); "
                                f"{extra_hint('serve')}") from None

@@ -30,11 +30,11 @@ import re
 import shutil
 import tempfile
 
-from ..errors import UserInputError
-from ..manifest import BundleError, Manifest, load_manifest
-from ..precisions import precision_names
-from ..records import IMAGE_INPUT, OUTPUT_TENSORS
-from .limits import DEFAULT_MODEL_NAME, check
+from icrt.runtime.errors import UserInputError
+from icrt.runtime.manifest import BundleError, Manifest, load_manifest
+from icrt.runtime.precisions import precision_names
+from icrt.runtime.records import IMAGE_INPUT, OUTPUT_TENSORS
+from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, check
 
 # --- model repository -------------------------------------------------------------------------------------------
 
@@ -92,7 +92,7 @@ def _header(manifest: Manifest, what: str) -> str:
 def inspect_onnx(path: str, input_name: str, score_output: str, size: int) -> dict:
     """The ONNX model's input and score output as Triton sees them: ``{"input_type", "input_dims", "score_type",
     "score_dims", "score_reshape"}``. BundleError when it cannot serve as ``N x 3 x size x size -> [N]``."""
-    from ..backends.onnxruntime import check_shapes, import_onnxruntime
+    from icrt.runtime.backends.onnxruntime import check_shapes, import_onnxruntime
 
     ort = import_onnxruntime()
     so = ort.SessionOptions()
@@ -265,7 +265,7 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
     icrt did not write is never replaced, nor a folder that is not a repository). ``device``: where the ONNX (and
     plan) models run; the Python model always runs on CPU. ``tensorrt_accelerator``: the onnxruntime backend's
     TensorRT execution accelerator with this precision_mode (GPU only)."""
-    from ..formats import printable
+    from icrt.runtime.formats import printable
 
     check(name, max_batch, instances, max_queue_delay_us)
     if device not in DEVICES:

@@ -28,8 +28,8 @@ import sysconfig
 import tempfile
 import time
 
-from ..errors import EXIT_FAILURES, EXIT_OK, UnavailableError, UserInputError
-from .limits import DEFAULT_MODEL_NAME, check
+from icrt.runtime.errors import EXIT_FAILURES, EXIT_OK, UnavailableError, UserInputError
+from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, check
 
 log = logging.getLogger("icrt")
 
@@ -90,8 +90,8 @@ def infer_function(scorer):
     """PyTriton's inference callable for one model instance: a batch of requests (each ``image``: [n, 1] BYTES)
     -> one dict of output arrays per request. Rows too large to be an image icrt takes (``MAX_IMAGE_BYTES``), and
     every row of a request larger than ``MAX_REQUEST_BYTES``, get an error row without being decoded."""
-    from ..records import IMAGE_INPUT, error_record, outputs_for
-    from .limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
+    from icrt.runtime.records import IMAGE_INPUT, error_record, outputs_for
+    from icrt.runtime.serving.limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
 
     mb = 2 ** 20
 
@@ -123,7 +123,7 @@ def infer_function(scorer):
 def _import_pytriton():
     import importlib
 
-    from ..install import extra_hint
+    from icrt.runtime.install import extra_hint
 
     try:
         for name in ("pytriton.triton", "pytriton.model_config"):
@@ -183,7 +183,7 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     check_ports(host, http_port, grpc_port, metrics_port)
     check(name, max_batch, instances, max_queue_delay_us)
     _import_pytriton()
-    from ..packages import serve_problem
+    from icrt.runtime.packages import serve_problem
 
     problem = serve_problem()
     if problem:  # the server would start and report ready, then fail every request
@@ -192,9 +192,9 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from ..backends.onnxruntime import default_threads
-    from ..records import IMAGE_INPUT, OUTPUT_TENSORS
-    from ..scorer import Scorer
+    from icrt.runtime.backends.onnxruntime import default_threads
+    from icrt.runtime.records import IMAGE_INPUT, OUTPUT_TENSORS
+    from icrt.runtime.scorer import Scorer
 
     for port in (http_port, grpc_port, metrics_port):
         problem = _port_problem(host, port)
@@ -248,7 +248,7 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
                     raise UnavailableError(f"Triton loaded the model {name!r}, but a test request failed ({problem}); "
                                            f"see {where_log}")
                 host = _client_host(host)
-                from ..formats import printable
+                from icrt.runtime.formats import printable
                 print(f"icrt serve: model {name!r} ready ({printable(str(info['name']))}, {info['backend']} "
                       f"{info['precision']}, "
                       f"{instances} instance(s), {threads} thread(s) each): HTTP http://{http}, gRPC "
@@ -278,7 +278,7 @@ def self_test(http: str, name: str) -> str | None:
     import tritonclient.http as client
     from PIL import Image
 
-    from ..records import IMAGE_INPUT, SCORE
+    from icrt.runtime.records import IMAGE_INPUT, SCORE
 
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (120, 140, 160)).save(buf, "PNG")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
-from runtime.manifest import EngineRecord, Manifest, write_bundle
-from runtime.precisions import get_precision
-from runtime.preprocess import Preprocessing
+from icrt.runtime.manifest import EngineRecord, Manifest, write_bundle
+from icrt.runtime.precisions import get_precision
+from icrt.runtime.preprocess import Preprocessing
 
 TINY_ONNX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime", "data", "tiny.onnx")
 SIZE = 64

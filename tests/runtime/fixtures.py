@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.manifest import (
+from icrt.runtime.manifest import (
     MANIFEST_FILE,
     EngineRecord,
     Manifest,
@@ -29,8 +29,8 @@ from runtime.manifest import (
     engine_file_name,
     write_bundle,
 )
-from runtime.precisions import get_precision
-from runtime.preprocess import Preprocessing
+from icrt.runtime.precisions import get_precision
+from icrt.runtime.preprocess import Preprocessing
 from tests.images import textured
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -171,7 +171,7 @@ def edit_manifest(folder, change):
 
 def run_cli(capsys, *argv):
     """``icrt`` in process: (exit code, stdout, stderr)."""
-    from runtime.cli import main
+    from icrt.runtime.cli import main
 
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()

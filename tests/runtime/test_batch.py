@@ -17,8 +17,8 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from runtime.records import PARQUET_COLUMNS, parquet_name  # noqa: E402
-from runtime.worklist import shard_of  # noqa: E402
+from icrt.runtime.records import PARQUET_COLUMNS, parquet_name  # noqa: E402
+from icrt.runtime.worklist import shard_of  # noqa: E402
 from tests.images import textured  # noqa: E402
 from tests.runtime.fixtures import ROOT, broken_inputs, run_cli  # noqa: E402
 
@@ -48,7 +48,7 @@ def make_inputs(folder, n: int = 40, broken: bool = True, odd: bool = True) -> l
 
 def reference(bundle, paths, tmp, *extra) -> list[dict]:
     """`icrt score` records for ``paths`` (in process)."""
-    from runtime.cli import main
+    from icrt.runtime.cli import main
 
     out = os.path.join(str(tmp), "reference.json")
     lst = os.path.join(str(tmp), "reference-list.txt")
@@ -101,7 +101,7 @@ def slow_env(tmp_path, delay: float = 0.0, stall: bool = False) -> dict:
     (site / "sitecustomize.py").write_text(
         "import os, time\n"
         "if os.environ.get('ICRT_TEST_DELAY') or os.environ.get('ICRT_TEST_STALL'):\n"
-        "    import runtime.scorer as _s\n"
+        "    import icrt.runtime.scorer as _s\n"
         "    _orig = _s.Scorer.iter_score\n"
         "    def iter_score(self, *a, **k):\n"
         "        if os.environ.get('ICRT_TEST_STALL'):\n"
@@ -123,7 +123,7 @@ def slow_env(tmp_path, delay: float = 0.0, stall: bool = False) -> dict:
 
 def icrt(*argv, env=None, timeout=300):
     """`icrt` in a subprocess: (exit code, stdout, stderr)."""
-    p = subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, argv)], cwd=ROOT, env=env or plain_env(),
+    p = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], cwd=ROOT, env=env or plain_env(),
                        capture_output=True, text=True, timeout=timeout)
     return p.returncode, p.stdout, p.stderr
 
@@ -148,7 +148,7 @@ def _session_pids(sid: int) -> list[int]:
 def kill_after_first_part(argv, out, env, timeout=240) -> bool:
     """Start `icrt batch` in a new session, SIGKILL it (and every process of its session: a local Ray's too) as
     soon as its first part appears. True when it was killed before it finished."""
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *map(str, argv)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + timeout
     killed = False
@@ -358,15 +358,15 @@ def test_ray_runner_without_ray_says_what_to_install(tmp_path, capsys, square_bu
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     paths = make_inputs(tmp_path / "in", 2, broken=False, odd=False)
     code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--runner", "ray")
-    from runtime.install import extra_hint
+    from icrt.runtime.install import extra_hint
 
     assert code == 2 and extra_hint("scale") in err and len(err.strip().splitlines()) == 1
 
 
 def test_ray_budget_leaves_cpus_for_reading():
-    from runtime.batch.job import Job
-    from runtime.batch.ray_runner import READ_RESERVE, ray_budget
-    from runtime.errors import UnavailableError
+    from icrt.runtime.batch.job import Job
+    from icrt.runtime.batch.ray_runner import READ_RESERVE, ray_budget
+    from icrt.runtime.errors import UnavailableError
 
     job = Job(out="o", bundle="b", runner="ray", workers=2)
     cpw, gpw, threads = ray_budget(job, {"CPU": 2.0}, 2.0)
@@ -382,7 +382,7 @@ def test_ray_budget_leaves_cpus_for_reading():
 
 
 def test_one_run_per_folder(tmp_path, capsys, square_bundle):
-    from runtime.batch.folder import lock_folder
+    from icrt.runtime.batch.folder import lock_folder
 
     paths = make_inputs(tmp_path / "in", 2, broken=False, odd=False)
     out = tmp_path / "out"
@@ -397,8 +397,8 @@ def test_one_run_per_folder(tmp_path, capsys, square_bundle):
 
 
 def test_slow_runs_still_write_parts(tmp_path):
-    from runtime.batch.parts import PartWriter
-    from runtime.records import records_table
+    from icrt.runtime.batch.parts import PartWriter
+    from icrt.runtime.records import records_table
 
     w = PartWriter(str(tmp_path), part_rows=1000, part_seconds=0.0)  # every row older than 0 s: written at once
     w.add(records_table([{"image": "a.png", "score": 0.5, "patches": 1, "width": 2, "height": 3}]))

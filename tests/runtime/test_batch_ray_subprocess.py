@@ -14,7 +14,7 @@ pytest.importorskip("pyarrow")
 
 pytestmark = pytest.mark.ray
 
-from runtime.records import parquet_name  # noqa: E402
+from icrt.runtime.records import parquet_name  # noqa: E402
 from tests.runtime.test_batch import (  # noqa: E402
     _session_pids,
     icrt,
@@ -53,7 +53,7 @@ def test_ray_run_without_progress_fails_clearly(tmp_path, square_bundle):
 
     paths = make_inputs(tmp_path / "in", 4, broken=False, odd=False)
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "batch", *paths, "--out", str(tmp_path / "out"),
+    proc = subprocess.Popen([sys.executable, "-m", "icrt.runtime.cli", "batch", *paths, "--out", str(tmp_path / "out"),
                              "-m", square_bundle, "--runner", "ray", "--stall-timeout", "8"], cwd=ROOT,
                             env=slow_env(tmp_path, stall=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

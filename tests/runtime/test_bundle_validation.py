@@ -12,9 +12,9 @@ import sys
 import pytest
 from PIL import Image
 
-from runtime.cli import main
-from runtime.manifest import INPUT_NAME, BundleError, Manifest, load_manifest, write_bundle
-from runtime.preprocess import Preprocessing
+from icrt.runtime.cli import main
+from icrt.runtime.manifest import INPUT_NAME, BundleError, Manifest, load_manifest, write_bundle
+from icrt.runtime.preprocess import Preprocessing
 from tests.runtime.fixtures import ROOT, SIZE, edit_manifest, make_bundle, node_model
 
 
@@ -32,7 +32,7 @@ def images(tmp_path):
 
 def icrt(*argv):
     """``python -m runtime.cli ARGV`` in a subprocess: (exit code, stdout, stderr lines)."""
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", *map(str, argv)], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     return r.returncode, r.stdout, r.stderr.strip().splitlines()
 
@@ -75,7 +75,7 @@ def test_symlink_inside_the_bundle_is_fine(tmp_path, images):
     bundle = make_bundle(tmp_path / "b")
     os.symlink("model.onnx", os.path.join(bundle, "alias.onnx"))
     edit_manifest(bundle, lambda d: d["files"]["fp32"].update(onnxruntime="alias.onnx"))
-    from runtime import Scorer
+    from icrt.runtime import Scorer
     assert 0 < Scorer.load(bundle, backend="onnxruntime").score(images[0])["score"] < 1
 
 
@@ -94,7 +94,7 @@ def test_a_files_entry_whose_file_is_missing_is_refused(tmp_path, images):
 
 
 def test_copy_bundle_copies_exactly_what_the_manifest_names(tmp_path):
-    from runtime.staging import copy_bundle
+    from icrt.runtime.staging import copy_bundle
 
     src = make_bundle(tmp_path / "src")
     for junk in ("notes.txt", "model.int8.onnx", "timing.trt10.sm87.cache"):
@@ -261,7 +261,7 @@ def test_unknown_keys_and_nulls_survive_load_and_save(tmp_path):
 
 
 def test_sections_are_plain_typed_objects_read_by_attribute():
-    from runtime.manifest import Calibration, EngineRecord, ModelCard, ParityFigures, ScoreSpec
+    from icrt.runtime.manifest import Calibration, EngineRecord, ModelCard, ParityFigures, ScoreSpec
 
     d = {"format": "icrt-bundle/1", "kind": "d2s", "name": "x", "preprocessing": {"size": SIZE},
          "files": {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}},
@@ -340,7 +340,7 @@ def test_onnx_input_shape_must_match_preprocessing(tmp_path, images, in_shape, w
 
 
 def test_dynamic_spatial_input_is_accepted(tmp_path, images):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
     bundle = make_bundle(tmp_path / "b", in_shape=("N", 3, "H", "W"))
     assert 0 < Scorer.load(bundle, backend="onnxruntime").score(images[0])["score"] < 1
 
@@ -373,7 +373,7 @@ def test_one_bad_score_does_not_stop_the_batch(tmp_path, images):
 
 
 def test_scores_within_tolerance_are_clipped_and_range_comes_from_the_manifest(tmp_path, images):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
     s = Scorer.load(make_bundle(tmp_path / "a", "const:1.0005"), backend="onnxruntime")
     assert s.score(images[0])["score"] == 1.0
     s = Scorer.load(make_bundle(tmp_path / "b", "const:7", score={"range": [0, 10]}), backend="onnxruntime")

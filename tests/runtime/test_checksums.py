@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from runtime.errors import BundleError
-from runtime.manifest import file_sha256, load_manifest
+from icrt.runtime.errors import BundleError
+from icrt.runtime.manifest import file_sha256, load_manifest
 from tests.runtime.fixtures import ROOT, build_bundle, run_cli
 from tests.runtime.test_bundle_validation import icrt
 
@@ -48,7 +48,7 @@ def test_every_named_file_is_recorded_and_a_damaged_one_stops_scoring_in_one_lin
 
 
 def test_copy_bundle_refuses_a_damaged_file_and_leaves_the_destination_alone(summed, tmp_path):
-    from runtime.staging import copy_bundle
+    from icrt.runtime.staging import copy_bundle
 
     copy_bundle(summed, tmp_path / "copy")
     assert load_manifest(str(tmp_path / "copy")).verify_files() is None

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from runtime import Scorer, defaults
-from runtime.manifest import load_manifest
+from icrt.runtime import Scorer, defaults
+from icrt.runtime.manifest import load_manifest
 from tests.runtime.fixtures import ROOT
 
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -70,14 +70,14 @@ def test_default_model_scores_examples_deterministically_and_in_label_order(prec
 
 def test_cli_without_model_uses_the_default(tmp_path):
     out = tmp_path / "scores.json"
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", SIMPLE, COMPLEX, "--format", "json", "-o", str(out)],
+    r = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", "score", SIMPLE, COMPLEX, "--format", "json", "-o", str(out)],
                        capture_output=True, text=True, timeout=120,
                        env={k: v for k, v in os.environ.items() if k != defaults.ENV_VAR})
     assert r.returncode == 0, r.stderr
     import json
     recs = json.loads(out.read_text())
     assert [os.path.basename(x["image"]) for x in recs] == [os.path.basename(SIMPLE), os.path.basename(COMPLEX)]
-    info = subprocess.run([sys.executable, "-m", "runtime.cli", "info"], capture_output=True, text=True, timeout=60)
+    info = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", "info"], capture_output=True, text=True, timeout=60)
     assert info.returncode == 0 and "Savoias" in info.stdout and "Apache" in info.stdout
 
 
@@ -88,7 +88,7 @@ def test_readme_score_table_is_what_icrt_score_prints():
         text = f.read()
     block = text.split("$ icrt score examples/*.jpg\n", 1)[1].split("```", 1)[0].strip().splitlines()
     examples = sorted(os.path.join("examples", n) for n in os.listdir(EXAMPLES) if n.endswith(".jpg"))
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", *examples], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", "score", *examples], cwd=ROOT, capture_output=True,
                        text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != defaults.ENV_VAR})
     assert r.returncode == 0, r.stderr
     printed = r.stdout.strip().splitlines()

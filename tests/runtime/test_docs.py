@@ -100,7 +100,7 @@ def test_docs_have_commands_and_every_mark_is_known():
 
 def _icrt_parser():
     from icrt.cli import TORCH_COMMANDS, _adder
-    from runtime.cli import build_parser
+    from icrt.runtime.cli import build_parser
 
     return build_parser([_adder(n) for n in TORCH_COMMANDS])[0]
 
@@ -161,7 +161,7 @@ def _normal(line: str) -> str:
 
 @pytest.mark.parametrize("block", [b for b in ALL if b.mode == "ci"], ids=repr)
 def test_ci_marked_lines_are_in_ci_as_written(block):
-    import runtime
+    import icrt.runtime as runtime
 
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci = " ".join(_normal(line) for line in f.read().replace("${version}", runtime.__version__).splitlines())

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import icrt
-import runtime
+import icrt.runtime as runtime
 from tests.images import textured
 from tests.runtime.fixtures import ROOT
 
@@ -61,7 +61,7 @@ def test_version_is_one_number_everywhere():
     r = script("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"icrt {runtime.__version__}" == f"icrt {icrt.__version__}"
     with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        assert 'version = {attr = "runtime.__version__"}' in f.read()
+        assert 'version = {attr = "icrt.runtime.__version__"}' in f.read()
 
 
 @pytest.mark.parametrize("command", ["train", "export"])
@@ -91,12 +91,12 @@ def test_doctor_reports_facts_as_text_and_json():
 
 
 def test_doctor_says_when_both_onnxruntime_builds_are_installed(monkeypatch):
-    import runtime.packages as packages
-    from runtime.doctor import facts, render
+    import icrt.runtime.packages as packages
+    from icrt.runtime.doctor import facts, render
 
     real = packages.version
     monkeypatch.setattr(packages, "version", lambda d: "1.20.0" if d == "onnxruntime-gpu" else real(d))
-    import runtime.doctor as doctor
+    import icrt.runtime.doctor as doctor
 
     monkeypatch.setattr(doctor, "version", packages.version)
     f = facts()
@@ -114,7 +114,7 @@ def test_every_option_of_every_command_has_help_and_every_command_an_example():
     import argparse
 
     from icrt.cli import TORCH_COMMANDS, _adder
-    from runtime.cli import build_parser
+    from icrt.runtime.cli import build_parser
 
     parser, _ = build_parser([_adder(n) for n in TORCH_COMMANDS])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -126,10 +126,10 @@ def test_every_option_of_every_command_has_help_and_every_command_an_example():
 
 
 def test_scoring_says_again_when_the_cpu_build_hides_an_installed_onnxruntime_gpu(square_bundle, capsys, monkeypatch):
-    import runtime.backends.onnxruntime as ort
-    import runtime.packages as packages
-    from runtime.errors import setup_logging
-    from runtime.manifest import load_manifest
+    import icrt.runtime.backends.onnxruntime as ort
+    import icrt.runtime.packages as packages
+    from icrt.runtime.errors import setup_logging
+    from icrt.runtime.manifest import load_manifest
 
     real = packages.version
     monkeypatch.setattr(packages, "version", lambda d: "1.20.0" if d == "onnxruntime-gpu" else real(d))

@@ -1,8 +1,8 @@
 """``icrt info``: what each form of a bundle costs, from the figures the bundle records."""
 import shutil
 
-from runtime.info import model_card
-from runtime.manifest import ParityFigures, load_manifest
+from icrt.runtime.info import model_card
+from icrt.runtime.manifest import ParityFigures, load_manifest
 from tests.runtime.fixtures import build_bundle
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.backends import BackendError, open_backend
-from runtime.manifest import BundleError, load_manifest
+from icrt.runtime.backends import BackendError, open_backend
+from icrt.runtime.manifest import BundleError, load_manifest
 from tests.runtime.fixtures import (
     PARITY_TOL,
     ROOT,
@@ -43,7 +43,7 @@ def images(tmp_path):
 
 
 def scores(bundle, backend, precision="fp32", images=None, batch_size=None):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     s = Scorer.load(bundle, backend=backend, precision=precision, batch_size=batch_size)
     return s, np.array([r["score"] for r in s.score_many(images)])
@@ -69,7 +69,7 @@ def test_int8_reads_the_bundles_qdq_file_and_stays_close_to_fp32(square_bundle, 
 
 
 def test_float_and_pixel_inputs_give_the_same_scores(square_bundle):
-    from runtime.preprocess import to_model_input
+    from icrt.runtime.preprocess import to_model_input
 
     m = load_manifest(square_bundle)
     b = open_backend(m, "openvino", "fp32")
@@ -118,7 +118,7 @@ def test_a_cache_folder_others_can_write_is_not_used(square_bundle, cache_dir, m
 
 
 def test_bundle_checks_and_a_failing_batch_are_one_line_each(tmp_path, images):
-    from runtime.backends.openvino import OpenVinoBackend
+    from icrt.runtime.backends.openvino import OpenVinoBackend
 
     for variant, shape, words in (("sigmoid", ("N", 4, SIZE, SIZE), "input 'image' has shape"),
                                   ("wide", None, "output 'score' has shape")):
@@ -135,7 +135,7 @@ def test_bundle_checks_and_a_failing_batch_are_one_line_each(tmp_path, images):
     bundle = make_bundle(tmp_path / "fails", "fails-bright")
     for name, grey in (("dark.png", 30), ("white.png", 255)):
         Image.new("RGB", (40, 40), (grey,) * 3).save(tmp_path / name)
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     s = Scorer.load(bundle, backend="openvino", batch_size=1)
     recs = s.score_many([str(tmp_path / "dark.png"), str(tmp_path / "white.png")])
@@ -156,7 +156,7 @@ def test_cli_score_batch_and_bench_take_it_by_name(square_bundle, images, tmp_pa
 
 
 def test_auto_takes_it_before_onnxruntime_where_it_was_measured_faster(square_bundle, monkeypatch):
-    from runtime import cpu
+    from icrt.runtime import cpu
 
     monkeypatch.setattr(cpu, "cpu_features", lambda cpuinfo=None: ["avx2", "avx512", "avx512_vnni", "amx_int8"])
     b = open_backend(load_manifest(square_bundle), "auto", "fp32")
@@ -170,7 +170,7 @@ def test_auto_takes_it_before_onnxruntime_where_it_was_measured_faster(square_bu
 def test_without_openvino_by_name_is_one_line_with_the_install_hint(square_bundle, images, tmp_path):
     """The module made unimportable, as in an environment without the extra: exit 2, one line."""
     code = ("import sys; sys.modules['openvino'] = None\n"
-            "from runtime.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from icrt.runtime.cli import main; sys.exit(main(sys.argv[1:]))")
     r = subprocess.run([sys.executable, "-c", code, "score", images[0], "-m", square_bundle, "--backend", "openvino"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stdout == ""
@@ -182,7 +182,7 @@ def test_it_writes_nothing_but_its_cache_under_home(square_bundle, images, tmp_p
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("ICRT_CACHE_DIR", "XDG_CACHE_HOME")}
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", images[0], "-m", square_bundle, "--backend",
+    r = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", "score", images[0], "-m", square_bundle, "--backend",
                         "openvino"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**env, "HOME": str(home), "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr
@@ -192,7 +192,7 @@ def test_it_writes_nothing_but_its_cache_under_home(square_bundle, images, tmp_p
 
 def test_bench_puts_backends_side_by_side_with_their_agreement_and_the_cpu_flags(square_bundle, images, tmp_path,
                                                                                 capsys):
-    from runtime.cpu import describe
+    from icrt.runtime.cpu import describe
 
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -27,7 +27,7 @@ def image(tmp_path):
 def icrt(*argv, cwd=None, env=None):
     """The real process, bytes out (names that are not UTF-8 must come back as they were)."""
     env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *[os.fsencode(a) for a in argv]], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *[os.fsencode(a) for a in argv]], capture_output=True,
                           cwd=cwd, env=env, timeout=300)
 
 
@@ -124,7 +124,7 @@ def test_output_symlink_loop_is_a_usage_error(capsys, square_bundle, image, tmp_
 
 @pytest.fixture
 def no_scoring(monkeypatch):
-    from runtime import scorer
+    from icrt.runtime import scorer
 
     def refuse(*a, **k):
         raise AssertionError("scoring started before the destination was checked")
@@ -156,7 +156,7 @@ def test_bad_destinations_fail_before_scoring(capsys, square_bundle, image, tmp_
 
 def test_a_failed_write_at_the_end_leaves_the_scores_in_a_fallback_file(capsys, square_bundle, image, tmp_path,
                                                                         monkeypatch):
-    import runtime.files as files
+    import icrt.runtime.files as files
 
     out = tmp_path / "scores.csv"
     out.write_text("old\n")
@@ -188,7 +188,7 @@ def test_a_full_device_at_the_end_is_one_line_and_a_fallback_file(square_bundle,
 def test_a_heatmap_that_cannot_be_written_ends_heatmaps_not_scoring(capsys, patches_bundle, tmp_path, monkeypatch):
     import contextlib
 
-    import runtime.heatmap as heatmap
+    import icrt.runtime.heatmap as heatmap
 
     patches = patches_bundle
     for i in range(3):
@@ -279,7 +279,7 @@ def test_dev_stdout_appends_to_a_redirected_file(square_bundle, image, tmp_path,
         (tmp_path / "link").symlink_to("/dev/stdout")
         dest = str(tmp_path / "link")
     with open(log, "ab") as out:
-        p = subprocess.run([sys.executable, "-m", "runtime.cli", "score", str(image), "-m", square_bundle, "--format",
+        p = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", "score", str(image), "-m", square_bundle, "--format",
                             "jsonl", "-o", dest], stdout=out, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ROOT},
                            timeout=300)
     assert p.returncode == 0, p.stderr
@@ -293,7 +293,7 @@ def test_dev_stdout_and_dev_fd_work_into_a_pipe(square_bundle, image):
     assert r.returncode == 0 and r.stdout.decode().splitlines()[1].startswith(str(image) + ","), r.stderr
     read, write = os.pipe()
     try:
-        p = subprocess.Popen([sys.executable, "-m", "runtime.cli", "score", str(image), "-m", square_bundle,
+        p = subprocess.Popen([sys.executable, "-m", "icrt.runtime.cli", "score", str(image), "-m", square_bundle,
                               "--format", "jsonl", "-o", f"/dev/fd/{write}"], pass_fds=(write,),
                              env={**os.environ, "PYTHONPATH": ROOT}, stderr=subprocess.PIPE)
         os.close(write)
@@ -313,7 +313,7 @@ def test_dev_stdout_and_dev_fd_work_into_a_pipe(square_bundle, image):
                                          ("/dev/stdin", "not open for writing")])
 def test_a_descriptor_that_cannot_be_written_is_refused_before_scoring(square_bundle, image, dest, words):
     with open(os.devnull, "rb") as stdin:
-        p = subprocess.run([sys.executable, "-m", "runtime.cli", "score", str(image), "-m", square_bundle, "-o", dest],
+        p = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", "score", str(image), "-m", square_bundle, "-o", dest],
                            stdin=stdin, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT},
                            timeout=300)
     assert p.returncode == 2 and p.stdout == ""
@@ -321,7 +321,7 @@ def test_a_descriptor_that_cannot_be_written_is_refused_before_scoring(square_bu
 
 
 def test_fd_target_names_descriptors_only():
-    from runtime.files import fd_target
+    from icrt.runtime.files import fd_target
 
     assert fd_target("/dev/stdout").fd == 1 and fd_target("/dev/stderr").fd == 2 and fd_target("/dev/fd/7").fd == 7
     assert fd_target(f"/proc/{os.getpid()}/fd/4").fd == 4 and fd_target("/proc/self/fd/0").fd == 0
@@ -365,8 +365,8 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path, capsys):
     temporary file, as with Ctrl+C; exit code 143."""
     import signal
 
-    from runtime.errors import EXIT_TERMINATED, run_command
-    from runtime.files import atomic_path
+    from icrt.runtime.errors import EXIT_TERMINATED, run_command
+    from icrt.runtime.files import atomic_path
 
     def write_heatmap_and_get_killed():
         with atomic_path(str(tmp_path / "a.heatmap.png")) as tmp:

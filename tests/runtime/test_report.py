@@ -12,10 +12,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from runtime import report
-from runtime.report import html as report_html
-from runtime.report import readers
-from runtime.report import statistics as report_stats
+from icrt.runtime import report
+from icrt.runtime.report import html as report_html
+from icrt.runtime.report import readers
+from icrt.runtime.report import statistics as report_stats
 from tests.images import textured
 from tests.runtime.fixtures import run_cli
 
@@ -27,7 +27,7 @@ FORMULA = "=sum.png"  # written '=sum.png in CSV (runtime.formats.csv_safe)
 def scored(tmp_path_factory, square_bundle):
     """Generated images in three folders (one broken file, an HTML-like and a formula-like name), scored by
     ``icrt score`` into scores.json, scores.jsonl and scores.csv."""
-    from runtime.cli import main
+    from icrt.runtime.cli import main
 
     root = tmp_path_factory.mktemp("report")
     imgs = root / "imgs"
@@ -115,7 +115,7 @@ def check_page(page: str, records: list[dict]):
     folders: dict[str, list] = {}
     for r in records:
         folders.setdefault(os.path.dirname(r["image"]), []).append(r)
-    from runtime.report.html import SCORE_SCALE_NOTE, common_root, relative_to
+    from icrt.runtime.report.html import SCORE_SCALE_NOTE, common_root, relative_to
 
     root = common_root(list(folders))  # folders are shown relative to the folder that holds them all
     assert root and html.escape(root) in section(page, "Folders") and html.escape(SCORE_SCALE_NOTE) in page
@@ -368,7 +368,7 @@ def test_batch_folder_without_pyarrow(scored, capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
     monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
     code, _, err = run_cli(capsys, "report", folder, "-o", tmp_path / "r.html")
-    from runtime.install import extra_hint
+    from icrt.runtime.install import extra_hint
 
     assert code == 2 and err.count("\n") == 1 and extra_hint("scale") in err
 
@@ -461,7 +461,7 @@ def test_histogram_labels_in_the_page(capsys, tmp_path):
 
 
 def test_score_ticks_never_repeat_and_folders_drop_their_common_root():
-    from runtime.report.html import common_root, relative_to, score_ticks
+    from icrt.runtime.report.html import common_root, relative_to, score_ticks
 
     for lo, hi in ((0.0, 1.0), (0.999, 0.9999), (0.5, 0.5000001), (-1e300, 1e300)):
         labels = score_ticks(lo, hi)
@@ -474,7 +474,7 @@ def test_score_ticks_never_repeat_and_folders_drop_their_common_root():
 
 
 def test_the_run_summary_is_a_table_of_what_ran_and_skips_odd_fields():
-    from runtime.report.html import _summary_items
+    from icrt.runtime.report.html import _summary_items
 
     rows = dict(_summary_items({
         "counts": {"rows": 1200, "scored": 1190, "errors": 10, "parts": 3, "inputs": 1200, "scored_this_run": 1190,

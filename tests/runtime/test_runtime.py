@@ -29,7 +29,7 @@ def test_scores_match_the_stored_pytorch_reference_within_parity(resize, square_
     """The PyTorch model's own scores of the reference images, stored when tiny.onnx was made (64 x 64 images: one
     input each under both policies, no resize). tests/test_tiny_models.py compares other images and sizes, patches
     pooled, against the live PyTorch model."""
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     bundle = square_bundle if resize == "square" else patches_bundle
     s = Scorer.load(bundle, backend="onnxruntime", precision="fp32")
@@ -41,7 +41,7 @@ def test_scores_match_the_stored_pytorch_reference_within_parity(resize, square_
 
 @pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
 def test_patches_of_many_images_share_batches_without_mixing(patches_bundle, images, batch_size):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     alone = [Scorer.load(patches_bundle, batch_size=1).score(p)["score"] for p in images]
     s = Scorer.load(patches_bundle, batch_size=batch_size)
@@ -57,7 +57,7 @@ def test_patches_of_many_images_share_batches_without_mixing(patches_bundle, ima
 
 
 def test_record_fields_and_details(patches_bundle, images):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     rec = Scorer.load(patches_bundle).score(images[2], details=True)
     assert set(rec) >= {"image", "score", "patches", "width", "height", "patch_scores", "patch_positions", "geometry"}
@@ -67,7 +67,7 @@ def test_record_fields_and_details(patches_bundle, images):
 
 
 def test_score_accepts_arrays_pil_and_bytes(square_bundle, images):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     s = Scorer.load(square_bundle)
     ref = s.score(images[0])["score"]
@@ -80,7 +80,7 @@ def test_score_accepts_arrays_pil_and_bytes(square_bundle, images):
 
 
 def test_score_raises_image_error_and_score_many_records_it(square_bundle, tmp_path, images):
-    from runtime import ImageError, Scorer
+    from icrt.runtime import ImageError, Scorer
 
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")
@@ -93,7 +93,7 @@ def test_score_raises_image_error_and_score_many_records_it(square_bundle, tmp_p
 
 
 def test_awkward_inputs_score_exactly_as_plain_rgb(square_bundle, patches_bundle, tmp_path):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     cases = awkward_inputs(str(tmp_path))
     assert len(cases) >= 14
@@ -107,7 +107,7 @@ def test_awkward_inputs_score_exactly_as_plain_rgb(square_bundle, patches_bundle
 
 
 def test_broken_inputs_get_one_clear_error_each_and_the_rest_is_scored(square_bundle, tmp_path, images):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     cases = broken_inputs(str(tmp_path))
     good = images[:2]
@@ -122,8 +122,8 @@ def test_broken_inputs_get_one_clear_error_each_and_the_rest_is_scored(square_bu
 
 
 def test_too_elongated_for_patches_is_a_clear_error(patches_bundle, tmp_path):
-    from runtime import Scorer
-    from runtime.preprocess import MAX_FITTED_PIXELS
+    from icrt.runtime import Scorer
+    from icrt.runtime.preprocess import MAX_FITTED_PIXELS
 
     scorer = Scorer.load(patches_bundle)
     side = scorer.prep.size
@@ -136,7 +136,7 @@ def test_too_elongated_for_patches_is_a_clear_error(patches_bundle, tmp_path):
 def test_permission_denied_is_reported(monkeypatch, tmp_path, square_bundle):
     from PIL import Image as PILImage
 
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     p = tmp_path / "locked.png"
     textured(20, 20).save(p)
@@ -150,7 +150,7 @@ def test_permission_denied_is_reported(monkeypatch, tmp_path, square_bundle):
 
 
 def test_int8_precision_uses_the_manifests_onnxruntime_file(square_bundle, images):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     s8 = Scorer.load(square_bundle, backend="onnxruntime", precision="int8")
     assert os.path.basename(s8.backend.file) == "model.int8.onnx"
@@ -161,7 +161,7 @@ def test_int8_precision_uses_the_manifests_onnxruntime_file(square_bundle, image
 
 
 def test_missing_precision_and_unknown_backend_are_clear(square_bundle):
-    from runtime import BackendError, Scorer
+    from icrt.runtime import BackendError, Scorer
 
     with pytest.raises(BackendError, match="no fp16 model in this bundle"):
         Scorer.load(square_bundle, backend="onnxruntime", precision="fp16")
@@ -172,8 +172,8 @@ def test_missing_precision_and_unknown_backend_are_clear(square_bundle):
 def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle, monkeypatch):
     import dataclasses
 
-    import runtime.backends as backends
-    from runtime import Scorer
+    import icrt.runtime.backends as backends
+    from icrt.runtime import Scorer
 
     specs = dict(backends.registry())  # as without the [openvino] extra (with it, OpenVINO comes first)
     specs["openvino"] = dataclasses.replace(specs["openvino"], available=lambda: False)
@@ -184,7 +184,7 @@ def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle, monkeypa
 
 
 def test_default_bundle_is_a_clear_error_until_installed_and_env_overrides(monkeypatch, square_bundle, images):
-    from runtime import BundleError, Scorer, defaults
+    from icrt.runtime import BundleError, Scorer, defaults
 
     monkeypatch.delenv(defaults.ENV_VAR, raising=False)
     monkeypatch.setattr(defaults, "PACKAGE_BUNDLE", "/nonexistent/default_bundle")
@@ -196,7 +196,7 @@ def test_default_bundle_is_a_clear_error_until_installed_and_env_overrides(monke
 
 def draw_heatmaps(scorer, images, folder):
     """Records of ``images`` with their heatmaps drawn into ``folder``, as ``icrt score --heatmap`` draws them."""
-    from runtime.heatmap import HeatmapWriter
+    from icrt.runtime.heatmap import HeatmapWriter
 
     writer = HeatmapWriter(folder, scorer.score_range)
     recs = list(scorer.iter_score(images, maps=writer.wanted))
@@ -206,7 +206,7 @@ def draw_heatmaps(scorer, images, folder):
 
 @needs_matplotlib
 def test_heatmap_png_is_written_per_image(patches_bundle, tmp_path, images):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     out = tmp_path / "maps"
     recs = draw_heatmaps(Scorer.load(patches_bundle), images[:3] + [images[0]], str(out))
@@ -219,7 +219,7 @@ def test_heatmap_png_is_written_per_image(patches_bundle, tmp_path, images):
 
 
 def test_score_map_averages_overlapping_patches():
-    from runtime.heatmap import CELL, score_map
+    from icrt.runtime.heatmap import CELL, score_map
 
     m = score_map((64, 96), [(0, 0), (0, 32)], 64, [0.2, 0.6])
     assert m.shape == (64 // CELL, 96 // CELL)
@@ -230,7 +230,7 @@ def test_manifest_is_the_only_thing_read(square_bundle, tmp_path):
     """A bundle copied elsewhere (no training files around) scores the same."""
     import shutil
 
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     copy = tmp_path / "copy"
     shutil.copytree(square_bundle, copy)
@@ -244,7 +244,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from runtime.files import write_json
+    from icrt.runtime.files import write_json
 
     mask = os.umask(0o022)
     try:
@@ -256,8 +256,8 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
 
 @needs_matplotlib
 def test_square_model_heatmap_maps_local_windows(square_bundle, tmp_path, images):
-    from runtime import Scorer
-    from runtime.preprocess import load_rgb
+    from icrt.runtime import Scorer
+    from icrt.runtime.preprocess import load_rgb
 
     scorer = Scorer.load(square_bundle)
     rgb = load_rgb(images[2])  # 300 x 110
@@ -277,7 +277,7 @@ def test_square_model_heatmap_maps_local_windows(square_bundle, tmp_path, images
 def test_batch_size_is_bounded_by_bytes_from_the_input_size():
     """The default batch and the largest one follow from what one model input costs (its float32 size times
     ACTIVATION_FACTOR): the default model's 384 px inputs get a small default batch and a cap well under 1024."""
-    from runtime.scorer import DEFAULT_BATCH, DEFAULT_BATCH_BYTES, MAX_BATCH_BYTES, batch_limits, input_cost
+    from icrt.runtime.scorer import DEFAULT_BATCH, DEFAULT_BATCH_BYTES, MAX_BATCH_BYTES, batch_limits, input_cost
 
     assert batch_limits(64) == (DEFAULT_BATCH, MAX_BATCH_BYTES // input_cost(64))  # small inputs: 32, many
     default, cap = batch_limits(384)
@@ -290,9 +290,9 @@ def test_batch_size_is_bounded_by_bytes_from_the_input_size():
 def test_a_batch_size_over_the_cap_is_lowered_with_a_line(square_bundle, caplog):
     import logging
 
-    from runtime import Scorer, scorer
-    from runtime.manifest import load_manifest
-    from runtime.scorer import batch_limits
+    from icrt.runtime import Scorer, scorer
+    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.scorer import batch_limits
 
     scorer._LOWERED_TOLD.clear()  # told once per process
     caplog.set_level(logging.WARNING, logger="runtime")
@@ -314,7 +314,7 @@ def test_the_default_model_peaks_under_600_mb_with_default_options(tmp_path):
     import subprocess
     import sys
 
-    from runtime.defaults import PACKAGE_BUNDLE
+    from icrt.runtime.defaults import PACKAGE_BUNDLE
     from tests.runtime.fixtures import ROOT
 
     if not os.path.isfile(os.path.join(PACKAGE_BUNDLE, "manifest.json")):
@@ -323,7 +323,7 @@ def test_the_default_model_peaks_under_600_mb_with_default_options(tmp_path):
         textured(640, 480, seed=i, level=(i % 8) / 8).save(tmp_path / f"{i:02d}.jpg", quality=90)
     # VmHWM: the peak RSS of this process's own memory (ru_maxrss would also count the parent's peak, which Linux
     # carries over when the child is started with vfork + exec)
-    code = ("import sys; from runtime.cli import main; c = main(sys.argv[1:]); "
+    code = ("import sys; from icrt.runtime.cli import main; c = main(sys.argv[1:]); "
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr); "
             "sys.exit(c)")
     r = subprocess.run([sys.executable, "-c", code, "score", str(tmp_path), "--format", "jsonl"], cwd=ROOT,
@@ -344,7 +344,7 @@ def test_onnxruntime_writes_no_telemetry_files(square_bundle, images, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME")}
-    r = subprocess.run([sys.executable, "-m", "runtime.cli", "score", images[0], "-m", square_bundle, "--backend",
+    r = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", "score", images[0], "-m", square_bundle, "--backend",
                         "onnxruntime"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300, env={**env, "HOME": str(home), "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr
@@ -359,8 +359,8 @@ def test_decoding_ahead_on_threads_gives_the_sequential_records_in_order(request
     (workers=0), in input order, each bad file its own error record, even when later images finish decoding first."""
     import time
 
-    import runtime.scorer as scorer_module
-    from runtime import Scorer
+    import icrt.runtime.scorer as scorer_module
+    from icrt.runtime import Scorer
 
     if backend == "openvino":
         pytest.importorskip("openvino")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import runtime.backends as backends
-from runtime.backends import Backend, BackendError, NotInBundleError, open_backend, register_backend
-from runtime.manifest import BundleError, load_manifest
+import icrt.runtime.backends as backends
+from icrt.runtime.backends import Backend, BackendError, NotInBundleError, open_backend, register_backend
+from icrt.runtime.manifest import BundleError, load_manifest
 from tests.runtime.fixtures import SIZE, edit_manifest, make_bundle, needs_matplotlib, node_model
 
 
@@ -68,7 +68,7 @@ def test_builtins_are_registered_in_auto_order(registry):
 
 
 def test_registry_imports_no_inference_library():
-    code = ("import sys, runtime.backends as b; b.registry(); import runtime.cli; runtime.cli.build_parser(); "
+    code = ("import sys, icrt.runtime.backends as b; b.registry(); import icrt.runtime.cli; icrt.runtime.cli.build_parser(); "
             "print(sorted(m for m in ('numpy', 'PIL', 'onnxruntime', 'tensorrt', 'openvino') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -116,7 +116,7 @@ def test_auto_falls_through_to_onnxruntime_and_raises_the_last_error(registry, b
 
 @needs_matplotlib  # the bench's plot
 def test_a_registered_backend_serves_the_cli_bench_and_manifest(registry, bundle, image, tmp_path, capsys):
-    from runtime.cli import main
+    from icrt.runtime.cli import main
 
     def open_const(manifest, precision, *, threads=None, device_id=0, notes=None):
         manifest.file_for(precision, "constfile")  # the bundle's file for this backend (checked inside the bundle)
@@ -138,7 +138,7 @@ def test_a_registered_backend_serves_the_cli_bench_and_manifest(registry, bundle
 
 
 def test_any_object_with_the_backend_interface_scores(bundle, image):
-    from runtime.scorer import Scorer
+    from icrt.runtime.scorer import Scorer
 
     m = load_manifest(bundle)
     rec = Scorer(m, ConstBackend("fp32", 0.5)).score(image)
@@ -146,7 +146,7 @@ def test_any_object_with_the_backend_interface_scores(bundle, image):
 
 
 def test_ort_backend_from_a_plain_onnx_file(tmp_path):
-    from runtime.backends.onnxruntime import OrtBackend
+    from icrt.runtime.backends.onnxruntime import OrtBackend
 
     path = node_model(tmp_path / "plain.onnx")
     b = OrtBackend.from_file(path, precision="fp32", threads=1)
@@ -162,9 +162,9 @@ def test_ort_backend_from_a_plain_onnx_file(tmp_path):
 
 
 def test_unavailable_backend_and_missing_precision_exit_codes(bundle, image, capsys):
-    from runtime.backends.tensorrt import tensorrt_available
-    from runtime.cli import main
-    from runtime.errors import EXIT_UNAVAILABLE
+    from icrt.runtime.backends.tensorrt import tensorrt_available
+    from icrt.runtime.cli import main
+    from icrt.runtime.errors import EXIT_UNAVAILABLE
 
     if tensorrt_available():
         pytest.skip("TensorRT is installed here")

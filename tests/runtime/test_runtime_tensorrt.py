@@ -3,10 +3,10 @@ import builtins
 
 import pytest
 
-from runtime.backends import BackendError
-from runtime.backends.tensorrt import cc_key, select_engine, tensorrt_available, version_key
-from runtime.manifest import EngineRecord, Manifest
-from runtime.preprocess import Preprocessing
+from icrt.runtime.backends import BackendError
+from icrt.runtime.backends.tensorrt import cc_key, select_engine, tensorrt_available, version_key
+from icrt.runtime.manifest import EngineRecord, Manifest
+from icrt.runtime.preprocess import Preprocessing
 
 
 def manifest(engines):
@@ -68,7 +68,7 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error(monkeypatch):
         return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", no_trt)
-    from runtime.backends import open_backend
+    from icrt.runtime.backends import open_backend
 
     with pytest.raises(BackendError, match=r"TensorRT is not installed .*use --backend onnxruntime"):
         open_backend(manifest(ENGINES), "tensorrt", "fp16")

@@ -47,7 +47,7 @@ def test_preprocessing_runs_without_torch(tmp_path):
     from PIL import Image
     Image.new("RGB", (300, 200), (10, 200, 30)).save(tmp_path / "x.png")
     r = run_without_torch(f"""
-        from runtime.preprocess import Preprocessing, load_rgb, to_model_input
+        from icrt.runtime.preprocess import Preprocessing, load_rgb, to_model_input
         x, pos = to_model_input(load_rgb({str(tmp_path / 'x.png')!r}), Preprocessing(resize="patches", size=224))
         print(x.shape, len(pos))
     """)
@@ -65,7 +65,7 @@ def bundles(square_bundle, patches_bundle):
 
 @needs_matplotlib  # the CLI run draws heatmaps
 def test_scorer_and_cli_score_images_without_torch(tmp_path, bundles):
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     textured(150, 90, seed=2).save(tmp_path / "a.png")
     textured(64, 64, seed=3, level=0.9).save(tmp_path / "b.jpg")
@@ -73,8 +73,8 @@ def test_scorer_and_cli_score_images_without_torch(tmp_path, bundles):
                 for r, b in bundles.items()}
     r = run_without_torch(f"""
         import json
-        from runtime import Scorer
-        from runtime.cli import main
+        from icrt.runtime import Scorer
+        from icrt.runtime.cli import main
         out = {{}}
         for name, bundle in {bundles!r}.items():
             s = Scorer.load(bundle, precision="fp32")
@@ -98,7 +98,7 @@ def test_scorer_and_cli_score_images_without_torch(tmp_path, bundles):
 def test_cli_starts_light():
     """`icrt` start-up loads no numpy/onnxruntime; one-image scoring loads no matplotlib/tqdm/torch."""
     r = run_without_torch("""
-        import runtime.cli
+        import icrt.runtime.cli
         heavy = [m for m in ("numpy", "onnxruntime", "PIL", "matplotlib", "tqdm") if m in sys.modules]
         print(",".join(heavy) or "none")
     """)
@@ -109,7 +109,7 @@ def test_cli_starts_light():
 def test_one_image_score_imports_no_plotting_or_progress(tmp_path, bundles):
     textured(40, 30).save(tmp_path / "one.png")
     r = run_without_torch(f"""
-        from runtime.cli import main
+        from icrt.runtime.cli import main
         code = main(["score", {str(tmp_path / 'one.png')!r}, "-m", {bundles['square']!r}])
         print("CODE", code, [m for m in ("matplotlib", "tqdm", "scipy", "torch") if m in sys.modules])
     """)

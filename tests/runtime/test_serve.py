@@ -18,8 +18,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from runtime.install import extra_hint
-from runtime.scorer import Scorer
+from icrt.runtime.install import extra_hint
+from icrt.runtime.scorer import Scorer
 from tests.images import textured
 from tests.runtime.fixtures import ROOT, broken_inputs, run_cli
 
@@ -59,7 +59,7 @@ def same_records(local, remote, tol=1e-5):
 def server(square_bundle, tmp_path_factory):
     """``icrt serve`` of the tiny square bundle: up for the module, stopped with SIGINT at its end."""
     need_serve()
-    from runtime.serving.process import ServerProcess
+    from icrt.runtime.serving.process import ServerProcess
 
     log = str(tmp_path_factory.mktemp("serve") / "serve.log")
     sp = ServerProcess(["-m", square_bundle, "--max-batch", "8", "--max-queue-delay-us", "100000"], log_path=log, cwd=ROOT)
@@ -191,7 +191,7 @@ def test_patch_model_scores_and_sigterm_stops_everything(patches_bundle, tmp_pat
     need_serve()
     import json
 
-    from runtime.serving.process import ServerProcess
+    from icrt.runtime.serving.process import ServerProcess
 
     paths = images(str(tmp_path / "imgs"))
     local = Scorer.load(patches_bundle).score_many(paths)
@@ -214,7 +214,7 @@ def test_patch_model_scores_and_sigterm_stops_everything(patches_bundle, tmp_pat
 
 
 def process_name(pid):
-    from runtime.serving.process import process_name as name
+    from icrt.runtime.serving.process import process_name as name
     return name(pid)
 
 
@@ -223,7 +223,7 @@ def process_name(pid):
 
 def _without(module: str, *argv) -> subprocess.CompletedProcess:
     """``icrt ARGV`` in a fresh Python where ``module`` cannot be imported."""
-    code = (f"import sys; sys.modules[{module!r}] = None; from runtime.cli import main; "
+    code = (f"import sys; sys.modules[{module!r}] = None; from icrt.runtime.cli import main; "
             f"sys.exit(main({list(argv)!r}))")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
@@ -243,7 +243,7 @@ def test_score_url_without_tritonclient_says_what_to_install(tmp_path):
 
 def test_serve_refuses_numpy_2_beside_pytriton_before_0_8_in_one_line(square_bundle, capsys, monkeypatch):
     need_serve()
-    import runtime.packages as packages
+    import icrt.runtime.packages as packages
 
     real = packages.version
     monkeypatch.setattr(packages, "version", lambda d: {"numpy": "2.1.3", "nvidia-pytriton": "0.7.0"}.get(d, real(d)))
@@ -254,7 +254,7 @@ def test_serve_refuses_numpy_2_beside_pytriton_before_0_8_in_one_line(square_bun
 
 
 def test_serve_problem_is_numpy_2_with_pytriton_before_0_8_only():
-    from runtime.packages import serve_problem
+    from icrt.runtime.packages import serve_problem
 
     assert serve_problem("2.0.0", "0.7.0") and serve_problem("2.4.6", "0.5.14")
     assert serve_problem("1.26.4", "0.7.0") is None and serve_problem("2.1.0", "0.8.0") is None
@@ -277,7 +277,7 @@ def test_score_url_usage_errors(tmp_path, capsys, argv, words):
 
 def test_score_url_with_no_server_there(tmp_path, capsys):
     pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
-    from runtime.serving.process import free_ports
+    from icrt.runtime.serving.process import free_ports
 
     img = images(str(tmp_path), 1)[0]
     code, out, err = run_cli(capsys, "score", img, "--url", f"http://127.0.0.1:{free_ports(1)[0]}")
@@ -409,8 +409,8 @@ def test_score_url_truncated_inference_replies_are_error_records(tmp_path, capsy
 def test_serve_refuses_oversized_images_and_requests_before_decoding(monkeypatch):
     """N21: icrt serve's own caps (Triton's HTTP limit is fixed at 64 MB, its gRPC one is 2 GB): rows over
     MAX_IMAGE_BYTES, and every row of a request over MAX_REQUEST_BYTES, get error rows and are never decoded."""
-    import runtime.serving.limits as limits
-    from runtime.serving.server import infer_function
+    import icrt.runtime.serving.limits as limits
+    from icrt.runtime.serving.server import infer_function
 
     monkeypatch.setattr(limits, "MAX_IMAGE_BYTES", 10)
     monkeypatch.setattr(limits, "MAX_REQUEST_BYTES", 25)

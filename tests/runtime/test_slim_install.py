@@ -14,7 +14,7 @@ BLOCK = textwrap.dedent("""
             if name.split(".")[0] in ("matplotlib", "tqdm"):
                 raise ImportError(name + " is blocked in this test")
     sys.meta_path.insert(0, _Block())
-    from runtime.cli import main
+    from icrt.runtime.cli import main
     sys.exit(main(sys.argv[1:]))
 """)
 

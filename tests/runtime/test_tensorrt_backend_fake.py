@@ -10,9 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from runtime.backends import BackendError, open_backend, tensorrt_build
-from runtime.backends.tensorrt import TensorRTBackend, open_cuda
-from runtime.manifest import BundleError, load_manifest
+from icrt.runtime.backends import BackendError, open_backend, tensorrt_build
+from icrt.runtime.backends.tensorrt import TensorRTBackend, open_cuda
+from icrt.runtime.manifest import BundleError, load_manifest
 from tests.fakes.bundle import fake_bundle
 from tests.fakes.fake_cuda import CudaState, install_cuda
 from tests.fakes.fake_tensorrt import PLAN_MAGIC, VERSIONS, install_tensorrt, sigmoid_mean
@@ -177,7 +177,7 @@ def test_open_cuda_cleans_up_a_half_opened_pycuda(monkeypatch):
 def test_auto_picks_tensorrt_and_the_scorer_scores_through_it(monkeypatch, tmp_path):
     from PIL import Image
 
-    from runtime import Scorer
+    from icrt.runtime import Scorer
 
     b, _, _ = setup(monkeypatch, tmp_path, VERSIONS["11.1"])
     img = tmp_path / "x.png"

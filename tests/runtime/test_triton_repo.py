@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from runtime.errors import UserInputError
-from runtime.manifest import EngineRecord, Manifest, engine_file_name, load_manifest, write_bundle
-from runtime.precisions import get_precision
-from runtime.records import OUTPUTS
-from runtime.serving.repository import MARKER, write_repository
+from icrt.runtime.errors import UserInputError
+from icrt.runtime.manifest import EngineRecord, Manifest, engine_file_name, load_manifest, write_bundle
+from icrt.runtime.precisions import get_precision
+from icrt.runtime.records import OUTPUTS
+from icrt.runtime.serving.repository import MARKER, write_repository
 from tests.images import textured
 from tests.runtime.fixtures import DATA, TINY_FILES, broken_inputs, run_cli, tiny_preprocessing
 
@@ -194,7 +194,7 @@ def test_engines_of_several_tensorrt_versions_need_a_choice(tmp_path):
 def test_a_missing_engine_file_is_a_bundle_error(tmp_path):
     bundle = engine_bundle(tmp_path / "bundle", ccs=("8.7",))
     os.remove(os.path.join(bundle, engine_file_name("fp16", "10.3.0", "8.7")))
-    from runtime.manifest import BundleError
+    from icrt.runtime.manifest import BundleError
     with pytest.raises(BundleError, match="missing"):
         write_repository(bundle, str(tmp_path / "repo"), precision="fp16", device="gpu")
     assert os.listdir(tmp_path) == ["bundle"]  # nothing written, no staging folder left
@@ -301,10 +301,10 @@ def test_the_repository_serves_in_the_real_tritonserver(patches_bundle, tmp_path
     import pytriton
     from pytriton.utils.distribution import get_libs_path, get_stub_path
 
-    from runtime.scorer import Scorer
-    from runtime.serving.client import RemoteScorer
-    from runtime.serving.process import ServerProcess, alive, descendants, free_ports
-    from runtime.serving.server import libpython_env
+    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.serving.client import RemoteScorer
+    from icrt.runtime.serving.process import ServerProcess, alive, descendants, free_ports
+    from icrt.runtime.serving.server import libpython_env
 
     repo = tmp_path / "repo"
     write_repository(patches_bundle, str(repo), max_batch=8, max_queue_delay_us=1000)

@@ -12,7 +12,7 @@ to :func:`register_kind` (``train.kinds.registry``) when imported. Everything el
 
 Adding a kind: write ``train/kinds/NAME.py`` (see ``d2s.py``) and import it at the bottom of this file.
 """
-from .registry import (
+from icrt.train.kinds.registry import (
                        ModelKind,
                        UnknownKindError,
                        get_kind,
@@ -28,4 +28,4 @@ __all__ = ["ModelKind", "UnknownKindError", "get_kind", "is_kind", "kind_names",
            "tail_names", "unregister_kind"]
 
 # The built-in kinds, in the order ``python -m train --help`` lists them. Each module registers itself.
-from . import d2s, cmssa  # noqa: E402,F401,I001 (registration order: d2s first)
+from icrt.train.kinds import d2s, cmssa  # noqa: E402,F401,I001 (registration order: d2s first)

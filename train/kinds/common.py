@@ -99,7 +99,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
 
 def sind_options(args) -> dict:
     """The shared data / SIND fields of every train config."""
-    from ..data import data_paths
+    from icrt.train.data import data_paths
 
     return {"data": ",".join(data_paths(args.data)), "scene_sampling": args.scene_sampling, "loss": args.loss,
             "dataset_domain": args.dataset_domain, "score_range": tuple(args.score_range),

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from runtime.errors import UserInputError
+from icrt.runtime.errors import UserInputError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 

@@ -6,6 +6,6 @@ from __future__ import annotations
 def create_model(kind: str, config: dict | object, load_pretrained: bool = True):
     """The inference model of registered ``kind`` from its config (a config object or dict); an unknown kind is
     a :class:`train.kinds.UnknownKindError` (a ValueError) naming the known ones."""
-    from ..kinds import get_kind
+    from icrt.train.kinds import get_kind
 
     return get_kind(kind).create_model(config, load_pretrained=load_pretrained)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runtime.preprocess import CLIP_MEAN, CLIP_STD
+from icrt.runtime.preprocess import CLIP_MEAN, CLIP_STD
 
 # Level prompt sets. 5: the paper's Sec. 3.2 / reference code; 3 and 7: the paper's Table 4.
 LEVEL_PROMPTS = {
@@ -147,7 +147,7 @@ class CMSSAPrompts(nn.Module):
 class CMSSA(nn.Module):
     def __init__(self, cfg: CMSSAConfig | None = None, load_pretrained: bool = True):
         super().__init__()
-        from ..text import create_openclip
+        from icrt.train.text import create_openclip
 
         self.cfg = cfg = cfg or CMSSAConfig()
         clip, tokenizer = create_openclip(cfg.backbone, cfg.pretrained if load_pretrained else "none")

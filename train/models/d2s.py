@@ -52,7 +52,7 @@ class D2SConfig:
 def create_backbone(name: str, pretrained: str = "none") -> nn.Module:
     """A timm CNN with its global pool and classifier removed (outputs the feature map); weights are
     resolved by :mod:`train.weights` (local file, installed weights package, then the hub)."""
-    from ..weights import create_backbone as create
+    from icrt.train.weights import create_backbone as create
 
     return create(name, pretrained, num_classes=0, global_pool="")
 

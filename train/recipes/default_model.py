@@ -35,8 +35,8 @@ import subprocess
 import sys
 import time
 
-from runtime.errors import setup_logging
-from runtime.files import write_json, write_text
+from icrt.runtime.errors import setup_logging
+from icrt.runtime.files import write_json, write_text
 
 LITE0 = ["--backbone", "tf_efficientnet_lite0", "--pretrained", "imagenet", "--pool", "stats"]
 CANDIDATES = {
@@ -58,7 +58,7 @@ COMMON = ["--text", "none", "--seed", "42"]
 CALIB_IMAGES = 256
 
 
-LOGGER = "train.recipes.default_model"  # not __name__: run with python -m, that is "__main__"
+LOGGER = "icrt.train.recipes.default_model"  # not __name__: run with python -m, that is "__main__"
 log = logging.getLogger(LOGGER).info
 
 
@@ -83,7 +83,7 @@ def run(cmd: list[str]) -> None:
 def split_samples(data: str):
     """The seeded, category-stratified (development 80%, held-out 20%) split every recipe step uses, and the
     held-out part's stratified halves (parity, rest): (development, held-out, parity, shipped training set)."""
-    from train.data import load_samples, split_train_val
+    from icrt.train.data import load_samples, split_train_val
 
     dev, held = split_train_val(load_samples(data), 0.2, seed=42, stratify=True)
     rest, parity = split_train_val(held, 0.5, seed=7, stratify=True)
@@ -112,9 +112,9 @@ def _csv_field(v) -> str:
 def form_scorers(bundle: str):
     """(form name, Scorer) for every form the bundle carries, scored on this CPU as a user would run it; the
     TensorRT int8 form with its Q/DQ simulated in fp32 (TensorRT's arithmetic)."""
-    from runtime import Scorer
-    from runtime.backends.onnxruntime import OrtBackend
-    from runtime.manifest import load_manifest
+    from icrt.runtime import Scorer
+    from icrt.runtime.backends.onnxruntime import OrtBackend
+    from icrt.runtime.manifest import load_manifest
 
     m = load_manifest(bundle)
     for precision in m.precisions():
@@ -127,8 +127,8 @@ def form_scorers(bundle: str):
 
 def figures_by_form(bundle: str, labels_csv: str) -> dict:
     """Each form's pooled and per-category figures on the images of ``labels_csv``, scored by the runtime."""
-    from train import metrics
-    from train.data import read_labels_csv
+    from icrt.train import metrics
+    from icrt.train.data import read_labels_csv
 
     samples = read_labels_csv(labels_csv)
     out = {}
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
             if reused:
                 log(f"reusing {out}")
             else:
-                run([py, "-m", "train", "d2s", "--data", lists["development"], "--out", out, *COMMON,
+                run([py, "-m", "icrt.train", "d2s", "--data", lists["development"], "--out", out, *COMMON,
                      *CANDIDATES[name], *size])
             with open(os.path.join(out, "metrics.json")) as f:
                 m = json.load(f)
@@ -213,8 +213,8 @@ def main(argv=None) -> int:
     write_text(os.path.join(args.work, "recipe-log.txt"), "\n".join(kept.lines) + "\n")
     log(f"total {minutes:.1f} min")
     if args.install:
-        from runtime.defaults import PACKAGE_BUNDLE
-        from runtime.staging import copy_bundle
+        from icrt.runtime.defaults import PACKAGE_BUNDLE
+        from icrt.runtime.staging import copy_bundle
 
         copy_bundle(bundle, PACKAGE_BUNDLE)
         log(f"installed to {PACKAGE_BUNDLE}")
@@ -222,7 +222,7 @@ def main(argv=None) -> int:
 
 
 def read_rows(data: str) -> list:
-    from train.data import load_samples
+    from icrt.train.data import load_samples
 
     return load_samples(data)
 
@@ -234,7 +234,7 @@ def train_fit(py, data, out, candidate_args, reuse) -> float:
         log(f"reusing {out}/checkpoint.pt")
     else:
         t0 = time.time()
-        run([py, "-m", "train", "d2s", "--data", data, "--out", out, "--val-fraction", "0", *COMMON, *candidate_args])
+        run([py, "-m", "icrt.train", "d2s", "--data", data, "--out", out, "--val-fraction", "0", *COMMON, *candidate_args])
         write_json(timing, {"seconds": round(time.time() - t0)})
     return json.load(open(timing))["seconds"] / 60 if os.path.isfile(timing) else float("nan")
 
@@ -244,7 +244,7 @@ def export(py, checkpoint, bundle, calib, check, method) -> None:
     ``check`` (images the fit has not seen)."""
     if os.path.isdir(bundle):
         shutil.rmtree(bundle)
-    run([py, "-m", "export", "--checkpoint", checkpoint, "--out", bundle, "--fp16", "--int8", "--calib-data", calib,
+    run([py, "-m", "icrt.export", "--checkpoint", checkpoint, "--out", bundle, "--fp16", "--int8", "--calib-data", calib,
          "--calib-images", str(CALIB_IMAGES), "--calib-method", method, "--check-data", check])
 
 
@@ -260,7 +260,7 @@ SUMMARIES = {
 
 
 def write_card(bundle, chosen, selection, heldout, on_parity, train_minutes, minutes, args, counts) -> None:
-    from runtime.manifest import load_manifest
+    from icrt.runtime.manifest import load_manifest
 
     manifest = load_manifest(bundle)
     manifest.name = "icrt-default-" + chosen
