@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from icrt.runtime.files import write_json
+from icrt.runtime.base.files import write_json
 
 
 def stats_module(model):
@@ -68,7 +68,7 @@ def run_features(module, samples, size: int, prep: dict, onnx_path: str, batch: 
     import onnxruntime as ort
     import torch
 
-    from icrt.runtime.preprocess import load_rgb, normalize, resize
+    from icrt.runtime.scoring.preprocess import load_rgb, normalize, resize
 
     torch.onnx.export(module, (torch.zeros(1, 3, size, size),), onnx_path, input_names=["x"], output_names=["f"],
                       dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)

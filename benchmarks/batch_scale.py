@@ -65,7 +65,7 @@ def generated(folder: str, n: int) -> list[str]:
 def source_images(images: str | None, tmp: str, n: int) -> list[str]:
     folder = images or (SAVOIAS if os.path.isdir(SAVOIAS) else None)
     if folder:
-        from icrt.runtime.inputs import list_folder
+        from icrt.runtime.scoring.inputs import list_folder
         found = list_folder(folder, recursive=True)
         if found:
             return found
@@ -200,7 +200,7 @@ def run_one(spec: str, images: str, n: int, bundle: str | None, work: str) -> di
 
 
 def machine() -> dict:
-    from icrt.runtime.cpu import cpu_facts
+    from icrt.runtime.base.hardware import cpu_facts
 
     cpu = cpu_facts()
     info = {"python": platform.python_version(), "cpus": cpu["cpus"], "cpu": cpu["model"], "simd": cpu["simd"]}
@@ -253,7 +253,7 @@ def main(argv=None) -> int:
                 print(json.dumps(rec), flush=True)
     report = {"machine": machine(), "source": args.images or (SAVOIAS if os.path.isdir(SAVOIAS) else "generated"),
               "results": results}
-    from icrt.runtime.files import write_json, write_text
+    from icrt.runtime.base.files import write_json, write_text
     write_json(os.path.join(args.out, "batch_scale.json"), report)
     write_text(os.path.join(args.out, "batch_scale.md"), table(results))
     print(table(results))

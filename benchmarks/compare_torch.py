@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from icrt.runtime.bench import rounds
+from icrt.runtime.tools.bench import rounds
 
 
 def interleaved(calls: dict, warmup: int, iters: int) -> dict:
@@ -61,7 +61,7 @@ def load_model(args):
 
         source, model = load_source(args.checkpoint)
         return model.eval(), source, args.checkpoint
-    from icrt.runtime.preprocess import Preprocessing
+    from icrt.runtime.bundle.preprocessing import Preprocessing
     from icrt.train.models.d2s import D2S, D2SConfig
 
     cfg = D2SConfig(backbone=args.backbone, pretrained="none", image_size=args.image_size)
@@ -91,7 +91,7 @@ def export_bundle(model, source: dict, folder: str, precisions, calib_images: st
 
 
 def input_batch(prep, image, batch: int) -> np.ndarray:
-    from icrt.runtime.preprocess import load_rgb, to_model_input
+    from icrt.runtime.scoring.preprocess import load_rgb, to_model_input
 
     if image:
         x = to_model_input(load_rgb(image), prep)[0]
@@ -135,7 +135,7 @@ def agreement_images(args, prep, tmp: str) -> list[str]:
     """The images each runtime's scores are compared on: ``--images`` (a folder or glob, at most 64), else 16
     generated ones (export's check images)."""
     if args.images:
-        from icrt.runtime.inputs import collect
+        from icrt.runtime.scoring.inputs import collect
 
         return collect([args.images], recursive=True)[:64]
     from PIL import Image
@@ -158,9 +158,9 @@ def run_cpu(args, model, prep, bundle, x, rows, images=()):
 
     from icrt.runtime.backends import BackendError, open_backend
     from icrt.runtime.backends.onnxruntime import default_threads
-    from icrt.runtime.bench import agreement, image_scores
-    from icrt.runtime.cpu import describe
-    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.base.hardware import describe
+    from icrt.runtime.bundle.manifest import load_manifest
+    from icrt.runtime.tools.bench import agreement, image_scores
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
@@ -227,7 +227,7 @@ def run_cuda(args, model, prep, bundle, x, rows):
         rows.append({"name": "torch fp16 + CUDA graph", "max_abs_diff_vs_torch": diff,
                      **timed(graph.replay, args.warmup, args.iters, sync)})
     from icrt.runtime.backends import BackendError, open_backend
-    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.bundle.manifest import load_manifest
 
     manifest = load_manifest(bundle)
     for prec in args.precisions:
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
     args.backends = [s for s in args.backend.split(",") if s]
 
     model, source, what = load_model(args)
-    from icrt.runtime.preprocess import Preprocessing
+    from icrt.runtime.bundle.preprocessing import Preprocessing
 
     prep = Preprocessing.from_dict(source["preprocessing"])
     with tempfile.TemporaryDirectory(prefix="icrt-cmp-") as tmp:
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
             cold = cold_start(bundle, image, args.backends)
 
     base = rows[0]["mean_ms"]
-    from icrt.runtime.cpu import describe
+    from icrt.runtime.base.hardware import describe
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"\n{what}, input {prep.size}x{prep.size} ({prep.resize}), batch {args.batch_size}, "
@@ -318,8 +318,8 @@ def main(argv=None) -> int:
         print("cold start, one image (median of 3, taking turns): " + "; ".join(
             f"{k.removesuffix('_ms').replace('_', ' ')} {v:.0f} ms" for k, v in cold.items()))
     if args.json:
-        from icrt.runtime.bench import machine
-        from icrt.runtime.files import write_json
+        from icrt.runtime.base.files import write_json
+        from icrt.runtime.tools.bench import machine
         write_json(args.json, {"model": what, "input": prep.size, "batch_size": args.batch_size, "device": args.device,
                                "rows": rows, "cold_start": cold, "machine": machine(), "cpu": describe(),
                                "load_average": load})

@@ -19,7 +19,7 @@ falls on all of them alike and their ratios hold):
    of the held-out 20%, docs/default_model.md): a lever that changes pixels is adopted only if it keeps the
    accuracy.
 
-Every figure is printed with the CPU flags (runtime.cpu) and the load average.
+Every figure is printed with the CPU flags (runtime.base.hardware) and the load average.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from icrt.runtime.bench import rounds
+from icrt.runtime.tools.bench import rounds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def decode(path, draft_half: bool = False):
     from PIL import Image, ImageOps
 
-    from icrt.runtime.preprocess import to_rgb
+    from icrt.runtime.scoring.preprocess import to_rgb
 
     with Image.open(path) as im:
         if draft_half and im.format == "JPEG":
@@ -61,7 +61,7 @@ def loader_draft_half(path):
 def preprocessing_levers(paths, prep, n: int) -> list[dict]:
     from PIL import Image
 
-    from icrt.runtime.preprocess import load_resized
+    from icrt.runtime.scoring.preprocess import load_resized
 
     side = (prep.size, prep.size)
     bilinear = Image.Resampling.BILINEAR
@@ -78,8 +78,8 @@ def preprocessing_levers(paths, prep, n: int) -> list[dict]:
 
 def scorer_variants(manifest, settings, paths, batch: int, n: int, threads) -> list[dict]:
     from icrt.runtime.backends import BackendError, open_backend
-    from icrt.runtime.bench import _inputs
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.scoring.scorer import Scorer
+    from icrt.runtime.tools.bench import _inputs
 
     calls, meta = {}, {}
     for name, prec in settings:
@@ -142,8 +142,8 @@ def cli_runs(folder: str, today: str | None, commands: dict, n: int, tmp: str, m
 
 def heldout_srcc(manifest, labels: str, threads) -> list[dict]:
     from icrt.runtime.backends import open_backend
-    from icrt.runtime.bench import agreement
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.scoring.scorer import Scorer
+    from icrt.runtime.tools.bench import agreement
     from icrt.train.data import load_samples, split_train_val
 
     # the default model's recipe (train/recipes/default_model.py): the shipped model saw every image but the parity
@@ -186,11 +186,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
 
-    from icrt.runtime.cpu import describe
-    from icrt.runtime.defaults import default_bundle
-    from icrt.runtime.files import write_json
-    from icrt.runtime.inputs import collect
-    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.base.files import write_json
+    from icrt.runtime.base.hardware import describe
+    from icrt.runtime.bundle.defaults import default_bundle
+    from icrt.runtime.bundle.manifest import load_manifest
+    from icrt.runtime.scoring.inputs import collect
 
     manifest = load_manifest(args.model or default_bundle())
     paths = collect([args.images], recursive=True)

@@ -19,9 +19,8 @@ import time
 
 import numpy as np
 
-from icrt.runtime.files import write_json
-
 from icrt.benchmarks.backbone_probe import run_features
+from icrt.runtime.base.files import write_json
 
 ALL = ("mean", "std", "relu", "q10", "median", "q90", "max")
 SETS = [  # (head, statistics)

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from icrt.runtime.files import write_json
+from icrt.runtime.base.files import write_json
 
 
 def photos(folder: str, n: int, size: tuple[int, int] = (4000, 3000)) -> list[str]:
@@ -41,7 +41,7 @@ def patch_bundle(folder: str, backbone: str = "tf_efficientnet_lite0", patch: in
     import torch
 
     from icrt.export import export_checkpoint
-    from icrt.runtime.preprocess import Preprocessing
+    from icrt.runtime.bundle.preprocessing import Preprocessing
     from icrt.train.checkpoint import FORMAT, atomic_torch_save
     from icrt.train.models.d2s import D2S, D2SConfig
 

@@ -28,8 +28,8 @@ import time
 
 import numpy as np
 
-from icrt.runtime.cpu import cpu_facts
-from icrt.runtime.files import write_json
+from icrt.runtime.base.files import write_json
+from icrt.runtime.base.hardware import cpu_facts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +42,7 @@ def load_average() -> list[float]:
 
 
 def image_list(spec: str, n: int) -> list[str]:
-    from icrt.runtime.inputs import collect
+    from icrt.runtime.scoring.inputs import collect
 
     paths = [p for p in collect([spec], recursive=True) if os.path.isfile(p)]
     if not paths:
@@ -60,7 +60,7 @@ def percentiles(seconds: list[float]) -> dict:
 
 def run_load(url: str, protocol: str, files: list[str], clients: int, time_limit: float, request_timeout: float) -> dict:
     """``clients`` threads send ``files`` (one a request) until all are sent or ``time_limit`` passes."""
-    from icrt.runtime.records import ERROR, IMAGE_INPUT, OUTPUTS, SCORE
+    from icrt.runtime.bundle.records import ERROR, IMAGE_INPUT, OUTPUTS, SCORE
 
     if protocol == "grpc":
         import tritonclient.grpc as tc

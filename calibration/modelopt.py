@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from icrt.runtime.errors import UnavailableError
-from icrt.runtime.manifest import INPUT_NAME
+from icrt.runtime.base.errors import UnavailableError
+from icrt.runtime.bundle.manifest import INPUT_NAME
 
 
 class ModelOptMissing(UnavailableError):
@@ -33,7 +33,7 @@ def quantize_tensorrt_form(src: str, dst: str, calib_inputs: np.ndarray, mo_meth
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError:
-        from icrt.runtime.install import extra_hint
+        from icrt.runtime.base.install import extra_hint
 
         raise ModelOptMissing(f"--int8-tool modelopt needs NVIDIA ModelOpt; {extra_hint('modelopt')}") from None
     quantize(src, quantize_mode="int8", calibration_data={input_name: calib_inputs}, calibration_method=mo_method,

@@ -8,8 +8,9 @@ from typing import Iterator
 
 import numpy as np
 
-from icrt.runtime.manifest import INPUT_NAME
-from icrt.runtime.preprocess import Preprocessing, load_for_model, to_model_input
+from icrt.runtime.bundle.manifest import INPUT_NAME
+from icrt.runtime.bundle.preprocessing import Preprocessing
+from icrt.runtime.scoring.preprocess import load_for_model, to_model_input
 
 
 def model_inputs(paths, prep: Preprocessing) -> Iterator[tuple[int, np.ndarray]]:

@@ -19,11 +19,10 @@ def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
 
 
 def export(args) -> int:
-    from icrt.runtime.errors import UserInputError
-    from icrt.runtime.manifest import MANIFEST_FILE
-
     from icrt.export.core import export_checkpoint
     from icrt.export.options import from_args
+    from icrt.runtime.base.errors import UserInputError
+    from icrt.runtime.bundle.manifest import MANIFEST_FILE
 
     try:
         export_checkpoint(args.checkpoint, args.out, from_args(args))
@@ -36,7 +35,7 @@ def export(args) -> int:
 
 def main(argv=None, prog: str = "python -m export") -> int:
     """``prog``: the command's name in messages (``icrt export`` runs this too)."""
-    from icrt.runtime.errors import run_command, setup_logging
+    from icrt.runtime.base.errors import run_command, setup_logging
 
     p = parser(prog)
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """The check set: images that export scores with every form of the model, through the runtime's Scorer.
 
 Parity figures compare the forms on exactly what ``icrt score`` does with these images: the same decoding,
-preprocessing, batching and pooling (``runtime.scorer.Scorer``), with a PyTorch backend for the reference.
+preprocessing, batching and pooling (``runtime.scoring.scorer.Scorer``), with a PyTorch backend for the reference.
 """
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icrt.runtime.preprocess import Preprocessing, load_for_model
-from icrt.runtime.scorer import Scorer
+from icrt.runtime.bundle.preprocessing import Preprocessing
+from icrt.runtime.scoring.preprocess import load_for_model
+from icrt.runtime.scoring.scorer import Scorer
 
 
 @dataclass

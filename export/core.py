@@ -17,22 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icrt.runtime.files import write_json
-from icrt.runtime.manifest import (
-    DEFAULT_SCORE,
-    EXPORT_REPORT,
-    INPUT_NAME,
-    LEVELS_OUTPUT,
-    SCORE_OUTPUT,
-    Calibration,
-    Manifest,
-    ModelCard,
-    ParityFigures,
-    ScoreSpec,
-)
-from icrt.runtime.precisions import get_precision, precision_names
-from icrt.runtime.preprocess import Preprocessing
-
 from icrt.export.checks import (
     CheckSet,
     Scores,
@@ -46,6 +30,21 @@ from icrt.export.errors import ExportError, ParityError
 from icrt.export.options import ExportOptions, check
 from icrt.export.parity import parity_figures
 from icrt.export.stages import Stages
+from icrt.runtime.base.files import write_json
+from icrt.runtime.bundle.manifest import (
+    DEFAULT_SCORE,
+    EXPORT_REPORT,
+    INPUT_NAME,
+    LEVELS_OUTPUT,
+    SCORE_OUTPUT,
+    Calibration,
+    Manifest,
+    ModelCard,
+    ParityFigures,
+    ScoreSpec,
+)
+from icrt.runtime.bundle.precisions import get_precision, precision_names
+from icrt.runtime.bundle.preprocessing import Preprocessing
 
 log = logging.getLogger("export")
 
@@ -149,7 +148,7 @@ class PrecisionFiles:
 
 
 def stage_fold(model, source: dict) -> Folded:
-    from icrt.export import fold as folding
+    import icrt.export.fold as folding
 
     kind = source["kind"]
     folded = folding.fold_for_export(model, kind)
@@ -198,9 +197,8 @@ def _compact(path: str) -> None:
 
 def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, folder: str, o: ExportOptions) -> Fp32:
     """The fp32 ONNX file, and PyTorch's scores on the check set (folded model, and the unfolded one)."""
-    from icrt.train.torch_backend import TorchBackend
-
     from icrt.export.onnx_export import export_onnx, opset_of
+    from icrt.train.torch_backend import TorchBackend
 
     name = get_precision("fp32").file()
     path = os.path.join(folder, name)
@@ -217,9 +215,10 @@ def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, fol
 def stage_precision(name: str, fp32: Fp32, images: CheckImages, kind: str, prep: Preprocessing, folder: str,
                     o: ExportOptions) -> PrecisionFiles:
     """The files of precision ``name`` (its declared builder), each distinct file scored on the check set."""
-    from icrt.export.precisions import BuildInput, build
+    from icrt.export.builders import build
+    from icrt.export.precisions import BuildInput
 
-    built = build(get_precision(name), BuildInput(fp32.path, folder, kind, prep, o, images.calib_items))
+    built = build(name, BuildInput(fp32.path, folder, kind, prep, o, images.calib_items))
     for file in set(built.files.values()):
         _compact(os.path.join(folder, file))
     scores = {}
@@ -293,7 +292,7 @@ def export_model(model, source: dict, out: str, options: ExportOptions | None = 
     in a temporary sibling folder and renamed into place when complete: a failed export leaves an old
     bundle as it was.
     """
-    from icrt.runtime.staging import bundle_destination, install, staging_folder
+    from icrt.runtime.bundle.staging import bundle_destination, install, staging_folder
 
     o = options or ExportOptions()
     t0 = time.time()

@@ -1,5 +1,5 @@
-"""The errors of ``python -m export`` (``runtime.errors.IcrtError`` subclasses: one line, an exit code)."""
-from icrt.runtime.errors import EXIT_PARITY, IcrtError
+"""The errors of ``python -m export`` (``runtime.base.errors.IcrtError`` subclasses: one line, an exit code)."""
+from icrt.runtime.base.errors import EXIT_PARITY, IcrtError
 
 
 class ExportError(IcrtError):

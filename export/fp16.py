@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import onnx
 
+from icrt.export.precisions import Built, register_builder
+
 FP32_OPS = [
     "LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
     "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceL2", "ReduceMax", "ReduceMin", "ReduceProd",
@@ -75,14 +77,15 @@ def convert_fp16(src: str, dst: str, tail_scopes=None, kind: str | None = None) 
 
 
 def build(inp):
-    """The fp16 precision's builder (``runtime.precisions``): model.fp16.onnx for every backend form."""
+    """The fp16 precision's builder (``runtime.bundle.precisions``): model.fp16.onnx for every backend form."""
     import os
 
-    from icrt.runtime.precisions import get_precision
-
-    from icrt.export.precisions import Built
+    from icrt.runtime.bundle.precisions import get_precision
 
     files = dict(get_precision("fp16").files)
     name = files["onnxruntime"]
     details = convert_fp16(inp.fp32_path, os.path.join(inp.folder, name), kind=inp.kind)
     return Built(files, details)
+
+
+register_builder("fp16", build)

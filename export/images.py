@@ -11,8 +11,8 @@ import os
 import random
 from dataclasses import dataclass
 
-from icrt.runtime.errors import UserInputError
-from icrt.runtime.inputs import is_image_name
+from icrt.runtime.base.errors import UserInputError
+from icrt.runtime.scoring.inputs import is_image_name
 
 SPLITS = ("all", "train", "val")
 

@@ -29,6 +29,8 @@ import tempfile
 
 import onnx
 
+from icrt.export.precisions import Built, register_builder
+
 FORMS = ("onnxruntime", "tensorrt")
 FLOAT_OPS = {"LayerNormalization", "Softmax", "Gelu", "Erf", "Sigmoid", "Tanh", "Div", "Pow", "Sqrt", "Exp",
              "ReduceMean", "ReduceL2", "ReduceSum", "Resize"}
@@ -120,7 +122,7 @@ def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclu
                   names=None) -> dict:
     """Write both INT8 forms next to each other (``names``: form -> file name, default the int8 precision's);
     returns form -> settings (with the file name)."""
-    from icrt.runtime.precisions import get_precision
+    from icrt.runtime.bundle.precisions import get_precision
 
     names = names or dict(get_precision("int8").files)
     fp32, out_dir = os.path.abspath(fp32), os.path.abspath(out_dir)
@@ -142,7 +144,7 @@ def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclu
     return out
 
 
-# --- the int8 precision's builder (runtime.precisions) -------------------------------------------------------------
+# --- the int8 precision's builder (runtime.bundle.precisions) -------------------------------------------------------------
 
 MODELOPT_METHODS = {"minmax": "max", "entropy": "entropy"}  # ModelOpt's names of the calibration methods it has
 
@@ -156,10 +158,10 @@ def check(o) -> None:
         if o.calib_method not in MODELOPT_METHODS:
             raise ExportError(f"--int8-tool modelopt calibrates with {' or '.join(MODELOPT_METHODS)}, not "
                               f"{o.calib_method}: choose another --calib-method, or --int8-tool ort")
-        from icrt.calibration import modelopt
+        import icrt.calibration.modelopt as modelopt
 
         if not modelopt.available():
-            from icrt.runtime.install import extra_hint
+            from icrt.runtime.base.install import extra_hint
 
             raise ExportError(f"--int8-tool modelopt needs NVIDIA ModelOpt; {extra_hint('modelopt')}")
 
@@ -169,14 +171,12 @@ def build(inp):
     import onnx
 
     from icrt.calibration.reader import PreprocessedImageReader, load_inputs
-    from icrt.runtime.errors import UserInputError
-    from icrt.runtime.manifest import INPUT_NAME
-    from icrt.runtime.precisions import get_precision
-
     from icrt.export.checks import data_name
     from icrt.export.errors import ExportError
     from icrt.export.fp16 import tail_nodes
-    from icrt.export.precisions import Built
+    from icrt.runtime.base.errors import UserInputError
+    from icrt.runtime.bundle.manifest import INPUT_NAME
+    from icrt.runtime.bundle.precisions import get_precision
 
     o = inp.options
     if not inp.calib_items:
@@ -200,3 +200,6 @@ def build(inp):
                    if o.calib_split != "all" else None,
                    "tool": "onnxruntime.quantization.quantize_static", "forms": forms}
     return Built(names, {"forms": forms}, calibration)
+
+
+register_builder("int8", build, check)

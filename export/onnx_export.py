@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import torch
 
-from icrt.runtime.manifest import INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT
+from icrt.runtime.bundle.manifest import INPUT_NAME, LEVELS_OUTPUT, SCORE_OUTPUT
 
 MIN_OPSET = 17
 

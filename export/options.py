@@ -1,5 +1,5 @@
 """``ExportOptions``, declared once: the options every export has (:data:`COMMON`), then one switch per precision
-besides fp32 and the options each precision brings (``runtime.precisions``). ``python -m export`` builds its flags
+besides fp32 and the options each precision brings (``runtime.bundle.precisions``). ``python -m export`` builds its flags
 from the same declarations (:func:`add_arguments`), so a default lives in one place.
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from icrt.runtime.precisions import SPLITS, Option, export_options, get_precision, precisions
+from icrt.runtime.bundle.precisions import SPLITS, Option, export_options, get_precision, precisions
 
 FP32_TOLERANCE = 1e-4  # max |score difference| per model input, onnxruntime fp32 vs PyTorch
 EXPORTERS = ("torchscript", "dynamo")
@@ -77,8 +77,8 @@ def from_args(args) -> "ExportOptions":
 def check(o) -> None:
     """ExportError for options that cannot work, before anything slow runs: a value outside its choices, a
     precision without what it requires (``--int8`` without ``--calib-data``), what its builder refuses."""
+    from icrt.export.builders import builder
     from icrt.export.errors import ExportError
-    from icrt.export.precisions import builder_module
 
     for opt in options():
         value = getattr(o, opt.name)
@@ -90,6 +90,6 @@ def check(o) -> None:
         for r in p.requires:
             if getattr(o, r) in (None, ""):
                 raise ExportError(f"{p.flag} needs {by_name[r].flag} ({by_name[r].help})")
-        check_options = getattr(builder_module(p), "check", None)
+        check_options = builder(name).check
         if check_options is not None:
             check_options(o)

@@ -1,16 +1,15 @@
 """The parity stage of export: how closely each form of the model agrees with its reference on the check images.
 
 fp32 ONNX is held to PyTorch per model input (the gate: ``ParityError`` beyond the tolerance); every other
-precision is compared with fp32 ONNX per image (SRCC against its declared target, ``runtime.precisions``), and each
+precision is compared with fp32 ONNX per image (SRCC against its declared target, ``runtime.bundle.precisions``), and each
 extra file of a precision (the TensorRT form of int8) too. With labels, each also gets its agreement with them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from icrt.runtime.precisions import get_precision
-
 from icrt.export.checks import CheckSet, Scores
+from icrt.runtime.bundle.precisions import get_precision
 
 
 def figures(ref: np.ndarray, scores: np.ndarray, labels) -> dict:
@@ -32,7 +31,7 @@ RUN_ON = {"onnxruntime": "onnxruntime CPU kernels", "tensorrt": "onnxruntime CPU
 def parity_figures(torch_scores: Scores, fp32: Scores, built: dict, checks: CheckSet, tolerance: float) -> dict:
     """precision -> figures (plain dicts, as export-report.json holds them). ``built``: precision -> (files,
     {form: Scores of that form's file})."""
-    from icrt.runtime.cpu import describe
+    from icrt.runtime.base.hardware import describe
 
     cpu = describe()
     labels = checks.labels

@@ -1,14 +1,13 @@
-"""How export builds a precision declared in ``runtime.precisions``: the declaration names its builder
-(``build="export.int8:build"``), which takes a :class:`BuildInput` and returns :class:`Built`; the builder's module
-may also define ``check(options)`` (run before anything slow, an ``ExportError`` for options it cannot take).
-Export then scores every file it wrote on the check images (onnxruntime CPU) and compares it with fp32.
+"""How export builds a precision declared in ``icrt.runtime.bundle.precisions``: a builder module registers its
+``build(BuildInput) -> Built`` against the precision's name (:func:`register_builder`), with an optional
+``check(options)`` (run before anything slow: an ``ExportError`` for options it cannot take). Builder modules import
+this module; ``icrt.export.builders`` loads the built-in ones. Export then scores every file a builder wrote on the
+check images (onnxruntime CPU) and compares it with fp32.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-
-from icrt.runtime.precisions import Precision
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -18,7 +17,7 @@ class BuildInput:
     fp32_path: str  # the fp32 ONNX file in the staging folder
     folder: str  # the staging folder: write the precision's files here, under the names its declaration gives
     kind: str  # the model kind (train.kinds): which ONNX nodes are the fp32 scoring tail
-    prep: object  # runtime.preprocess.Preprocessing
+    prep: object  # icrt.runtime.bundle.preprocessing.Preprocessing
     options: object  # export.options.ExportOptions
     calib_items: list | None = None  # export.images.LabeledImage of the calibration images (when --calib-data)
 
@@ -33,10 +32,18 @@ class Built:
     calibration: dict | None = None
 
 
-def builder_module(p: Precision):
-    return importlib.import_module(p.build.partition(":")[0])
+@dataclass(frozen=True)
+class Builder:
+    precision: str
+    build: Callable[[BuildInput], Built]
+    check: Callable | None = None
 
 
-def build(p: Precision, inp: BuildInput) -> Built:
-    """Run ``p``'s builder."""
-    return getattr(builder_module(p), p.build.partition(":")[2])(inp)
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_builder(precision: str, build: Callable[[BuildInput], Built], check: Callable | None = None) -> Builder:
+    """Make ``build`` the writer of ``precision``'s files (``check(options)``: refuses options before any work)."""
+    b = Builder(precision, build, check)
+    _BUILDERS[precision] = b
+    return b

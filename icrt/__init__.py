@@ -45,10 +45,10 @@ def __getattr__(name):
 
 
 def _scorer(model, precision: str, backend: str):
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.scoring.scorer import Scorer
 
     if model is None:
-        from icrt.runtime.defaults import default_bundle
+        from icrt.runtime.bundle.defaults import default_bundle
 
         model = default_bundle()
     key = (os.path.abspath(os.fspath(model)), precision, backend)
@@ -68,7 +68,7 @@ def score(images, model=None, precision: str = "fp32", backend: str = "auto", de
     """
     scorer = _scorer(model, precision, backend)
     if isinstance(images, (str, os.PathLike)) and os.path.isdir(images):
-        from icrt.runtime.inputs import collect
+        from icrt.runtime.scoring.inputs import collect
 
         return scorer.score_many(collect([images]), details=details)
     if isinstance(images, (str, os.PathLike, bytes, bytearray)) or not _is_many(images):

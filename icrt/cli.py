@@ -34,14 +34,14 @@ def _adder(name: str):
 
 def run_torch_command(name: str, argv: list[str]) -> int:
     """``icrt train`` / ``icrt export``: the command's own ``main`` with ``argv``; one line without torch."""
-    from icrt.runtime.errors import UnavailableError, run_command
+    from icrt.runtime.base.errors import UnavailableError, run_command
 
     try:
         missing = importlib.util.find_spec("torch") is None
     except (ImportError, ValueError):  # a broken or blocked torch
         missing = True
     if missing:
-        from icrt.runtime.install import extra_hint
+        from icrt.runtime.base.install import extra_hint
 
         def refuse():
             raise UnavailableError(f"icrt {name} needs PyTorch, which this install leaves out; {extra_hint('train')}")
@@ -54,7 +54,7 @@ def run_torch_command(name: str, argv: list[str]) -> int:
 
 
 def main(argv=None) -> int:
-    from icrt.runtime.cli import main as runtime_main
+    from icrt.runtime.cli.app import main as runtime_main
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TORCH_COMMANDS:  # everything after the name is the command's own

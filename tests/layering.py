@@ -122,14 +122,17 @@ def graph(root: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     inner, outer = defaultdict(set), defaultdict(set)
     for name, path in mods.items():
         for base, item in imports(name, path):
-            target = f"{base}.{item}" if item and f"{base}.{item}" in mods else base  # a submodule, or a name in base
-            t = target
-            while t and t not in mods:
-                t = t.rpartition(".")[0]
-            if not t:
-                outer[name].add(target.split(".")[0])
-            elif t != name:
-                inner[name].add(t)
+            # ``from package import module`` runs and reads the package too (as ../shared/tools/import_graph.py
+            # counts it): write ``import package.module as module`` to depend on the module alone
+            submodule = item and f"{base}.{item}" in mods
+            for target in ([f"{base}.{item}", base] if submodule else [base]):
+                t = target
+                while t and t not in mods:
+                    t = t.rpartition(".")[0]
+                if not t:
+                    outer[name].add(target.split(".")[0])
+                elif t != name:
+                    inner[name].add(t)
     return inner, outer
 
 

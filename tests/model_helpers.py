@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icrt.runtime.preprocess import to_model_input
+from icrt.runtime.scoring.preprocess import to_model_input
 
 
 def inputs_of(images, prep) -> np.ndarray:

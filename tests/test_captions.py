@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from tests.tiny import BLIP_VISION as VIS
 from icrt.train.captions import D2S_TEMPLATE, Captioner, caption_dataset, main, read_done
 from icrt.train.data import attach_captions, load_samples, read_captions
+from tests.tiny import BLIP_VISION as VIS
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "this", "image", "shows", "the", "main", "objects", "are",
          "background", "looks", "overall", "visual", "complexity", "is", "a", "cat", "dog", "red", "busy", "describe",

@@ -60,5 +60,5 @@ def test_every_kind_and_precision_scores_from_the_cli(bundle, precision):
     assert r.returncode == 0, f"{kind}/{precision}: exit {r.returncode}: {r.stderr[-2000:]}"
     recs = json.loads(r.stdout)
     assert len(recs) == 16 and all(0.0 <= rec["score"] <= 1.0 for rec in recs)
-    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.bundle.manifest import load_manifest
     assert load_manifest(str(out)).kind == kind

@@ -8,14 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from icrt.runtime.preprocess import Preprocessing, load_rgb, patch_count, to_model_input
-from tests.images import textured
-from tests.model_helpers import interrupt_after_first_epoch
-from tests.tiny import CLIP3, CLIP224, write_clip_config
+from icrt.runtime.bundle.preprocessing import Preprocessing, patch_count
+from icrt.runtime.scoring.preprocess import load_rgb, to_model_input
 from icrt.train.checkpoint import load_checkpoint, model_from_checkpoint
 from icrt.train.cmssa_trainer import CMSSATrainConfig, CMSSATrainer
 from icrt.train.evaluate import predict
 from icrt.train.models.cmssa import CMSSA, LEVEL_PROMPTS, CMSSAConfig, level_values
+from tests.images import textured
+from tests.model_helpers import interrupt_after_first_epoch
+from tests.tiny import CLIP3, CLIP224, write_clip_config
 
 QUIET = {}  # progress goes to the train.* loggers, silent unless configured
 
@@ -234,10 +235,10 @@ def test_cli_trains_evaluates_and_exports(labels_csv, captions_csv, tmp_path, ti
     from icrt.export import export_checkpoint
     from icrt.export.checks import generated_images
     from icrt.export.fold import count_parameters, fold_for_export
-    from tests.model_helpers import inputs_of, run_onnx
     from icrt.train.cli import main as train_main
     from icrt.train.evaluate import main as eval_main
     from icrt.train.models.cmssa import LevelScorer
+    from tests.model_helpers import inputs_of, run_onnx
 
     out = tmp_path / "cli"
     rc = train_main(["cmssa", "--data", labels_csv, "--captions", captions_csv, "--out", str(out), "--backbone", tiny3,

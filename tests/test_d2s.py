@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.model_helpers import interrupt_after_first_epoch
-from tests.tiny import D2S as TINY
-from tests.tiny import D2S_ARGS
 from icrt.train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from icrt.train.d2s_trainer import D2STrainConfig, D2STrainer
 from icrt.train.models.d2s import D2S, D2SConfig
 from icrt.train.text import TextTeacher
+from tests.model_helpers import interrupt_after_first_epoch
+from tests.tiny import D2S as TINY
+from tests.tiny import D2S_ARGS
 
 
 @pytest.mark.slow
@@ -145,7 +145,7 @@ def test_cli_without_captions_says_what_to_do(labels_csv, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_patch_policy_trains_on_random_crops_and_scores_the_grid(labels_csv, tmp_path):
-    from icrt.runtime.preprocess import patch_grid
+    from icrt.runtime.bundle.preprocessing import patch_grid
     from icrt.train.evaluate import predict
 
     cfg = _cfg(labels_csv, tmp_path / "patch", epochs=1, model={**TINY, "image_size": 32},
@@ -158,7 +158,7 @@ def test_patch_policy_trains_on_random_crops_and_scores_the_grid(labels_csv, tmp
     tr.fit()
     # the image score is the mean over the 3x3 grid of 32-px patches on a 48-px image
     sample = tr.val_samples[:1]
-    from icrt.runtime.preprocess import load_rgb, to_model_input
+    from icrt.runtime.scoring.preprocess import load_rgb, to_model_input
     x, pos = to_model_input(load_rgb(sample[0].image), tr.prep)
     assert len(pos) == len(patch_grid(48, 48, 32, 8)) == 9
     with torch.no_grad():
@@ -167,9 +167,9 @@ def test_patch_policy_trains_on_random_crops_and_scores_the_grid(labels_csv, tmp
 
 
 def test_low_level_cues_rank_busy_above_plain_and_feed_the_head():
-    from icrt.runtime.preprocess import normalize
-    from tests.images import textured
+    from icrt.runtime.scoring.preprocess import normalize
     from icrt.train.models.d2s import LowLevelCues
+    from tests.images import textured
 
     cues = LowLevelCues((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)).eval()
     imgs = [np.asarray(textured(64, 64, seed=1, level=level)) for level in (0.0, 0.2, 0.8)]

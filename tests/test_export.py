@@ -16,22 +16,22 @@ import pytest
 import torch
 from torch import nn
 
+import icrt.runtime.backends.tensorrt_build as tensorrt_build
 from icrt.export import ExportError, ParityError, export_checkpoint
 from icrt.export.checks import generated_images
 from icrt.export.fold import count_parameters, fold_for_export
 from icrt.export.images import read_images
-from icrt.runtime.backends import tensorrt_build
-from icrt.runtime.errors import IcrtError
-from icrt.runtime.manifest import load_manifest
-from icrt.runtime.preprocess import Preprocessing
-from tests.images import make_images, textured
-from tests.model_helpers import inputs_of, run_onnx, run_torch
-from tests.tiny import D2S as TINY
-from tests.tiny import DictConfig
+from icrt.runtime.base.errors import IcrtError
+from icrt.runtime.bundle.manifest import load_manifest
+from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.train.checkpoint import FORMAT, atomic_torch_save
 from icrt.train.kinds import ModelKind, register_kind, unregister_kind
 from icrt.train.models.cmssa import LevelScorer, fold_level_scorer
 from icrt.train.models.d2s import D2S, D2SConfig
+from tests.images import make_images, textured
+from tests.model_helpers import inputs_of, run_onnx, run_torch
+from tests.tiny import D2S as TINY
+from tests.tiny import DictConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Stated tolerances on generated images / the fixture images (random tiny models).
@@ -244,7 +244,7 @@ def test_d2s_fp32_parity_and_dynamic_batch(d2s_bundle):
 @pytest.mark.slow
 def test_training_time_scores_come_from_the_deployment_path(d2s_bundle):
     """train.evaluate scores through the runtime's Scorer (PyTorch backend): equal to `icrt score` on the bundle."""
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.scoring.scorer import Scorer
     from icrt.train.checkpoint import model_from_checkpoint
     from icrt.train.data import load_samples
     from icrt.train.evaluate import predict
@@ -278,11 +278,11 @@ def test_a_failing_stage_is_recorded_and_raised():
 
 
 def test_precisions_are_declared_once_and_read_by_export():
-    """A precision's flag, options, files and target come from runtime.precisions: export's flags and
+    """A precision's flag, options, files and target come from runtime.bundle.precisions: export's flags and
     ExportOptions fields are built from that table."""
     from icrt.export.__main__ import parser
     from icrt.export.options import ExportOptions
-    from icrt.runtime.precisions import get_precision, precision_names
+    from icrt.runtime.bundle.precisions import get_precision, precision_names
 
     assert precision_names() == ("fp32", "fp16", "int8") and get_precision("int8").target_srcc == 0.99
     assert get_precision("int8").files == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
@@ -387,7 +387,7 @@ def test_int8_onnxruntime_form_has_7_bit_weights_and_the_tensorrt_form_8_bit(d2s
 
 @pytest.mark.slow
 def test_parity_says_what_ran_and_where(d2s_bundle):
-    from icrt.runtime.cpu import describe
+    from icrt.runtime.base.hardware import describe
 
     man, _, _, _ = d2s_bundle
     p = man.parity["int8"]
@@ -602,7 +602,7 @@ def test_trt_export_builds_engines_with_the_runtime_builder(tmp_path, monkeypatc
 
 
 def test_modelopt_path_is_optional_with_a_clear_error(tmp_path, monkeypatch):
-    from icrt.calibration import modelopt
+    import icrt.calibration.modelopt as modelopt
 
     monkeypatch.setattr(modelopt, "available", lambda: False)
     with pytest.raises(ExportError, match="needs NVIDIA ModelOpt"):
@@ -713,7 +713,7 @@ def _files(folder):
 @pytest.mark.slow
 def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, monkeypatch):
     import icrt.export.core as core
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.scoring.scorer import Scorer
 
     out = tmp_path / "b"
     core.export_checkpoint(str(checkpoints[0]), str(out))
@@ -743,7 +743,7 @@ def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_
         code = export_main(["--checkpoint", str(checkpoints[0]), "--out", str(tmp_path / out)])
         err = capsys.readouterr().err
         assert code == 2 and words in err and "Traceback" not in err
-        last = err.strip().splitlines()[-1]  # one `PROG: error: message` line (runtime.errors.run_command)
+        last = err.strip().splitlines()[-1]  # one `PROG: error: message` line (runtime.base.errors.run_command)
         assert ": error: " in last and words in last.split(": error: ", 1)[1]
     assert (tmp_path / "file").read_text() == "x" and os.listdir(tmp_path / "stuff") == ["notes.txt"]
 

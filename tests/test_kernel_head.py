@@ -34,7 +34,8 @@ def test_stage_stats_mean_std_keep_the_layout_of_earlier_checkpoints():
 
 
 def test_kernel_fit_learns_what_a_linear_head_cannot():
-    from icrt.train import kernel, ridge
+    import icrt.train.kernel as kernel
+    import icrt.train.ridge as ridge
     from icrt.train.metrics import srcc
 
     rng = np.random.default_rng(0)

@@ -11,9 +11,7 @@ from torch import nn
 
 from icrt.export.fold import count_constants, count_parameters, fold_for_export
 from icrt.export.fp16 import convert_fp16, tail_nodes
-from icrt.runtime.preprocess import Preprocessing
-from tests import tiny
-from tests.tiny import DictConfig
+from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.train.kinds import (
     ModelKind,
     UnknownKindError,
@@ -26,6 +24,8 @@ from icrt.train.kinds import (
 )
 from icrt.train.kinds.common import positive_int, run_options
 from icrt.train.trainer import RunConfig, Trainer, load_splits
+from tests import tiny
+from tests.tiny import DictConfig
 
 # --- a toy kind: global average pool + linear + sigmoid, declared in one place ------------------------------------
 

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from icrt.train import metrics
+import icrt.train.metrics as metrics
 
 
 def _ranks(a):

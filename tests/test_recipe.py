@@ -4,21 +4,21 @@ import os
 
 import pytest
 
-from icrt.runtime.manifest import load_manifest
+from icrt.runtime.bundle.manifest import load_manifest
 from tests.images import make_images
 
 
 @pytest.mark.slow
 def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_saw(tmp_path, monkeypatch):
-    import icrt.runtime.defaults
-    from icrt.train.recipes import default_model as recipe
+    import icrt.runtime.bundle.defaults
+    import icrt.train.recipes.default_model as recipe
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rows = make_images(tmp_path / "data", 60, categories=("a", "b", "c"))
     labels = tmp_path / "data" / "labels.csv"
     labels.write_text("image,score,category\n" + "".join(f"{r},{s},{c}\n" for r, s, c in rows))
     installed = tmp_path / "package_bundle"
-    monkeypatch.setattr(icrt.runtime.defaults, "PACKAGE_BUNDLE", str(installed))
+    monkeypatch.setattr(icrt.runtime.bundle.defaults, "PACKAGE_BUNDLE", str(installed))
     work = tmp_path / "work"
     assert recipe.main(["--data", str(labels), "--work", str(work), "--image-size", "64", "--install"]) == 0
 

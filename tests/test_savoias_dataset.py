@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from icrt.runtime.errors import UserInputError
-from tests.images import textured
+from icrt.runtime.base.errors import UserInputError
 from icrt.train.datasets.savoias import CATEGORIES, convert, main
+from tests.images import textured
 
 SHEET = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="http://schemas.openxmlformats.org/'
          'spreadsheetml/2006/main"><sheetData><row r="1"><c r="A1" t="s"><v>0</v></c></row>{rows}</sheetData>'

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from tests import tiny
 from icrt.train.data import Sample, load_many
 from icrt.train.protocol import (
     cross_set_rounds,
@@ -23,6 +22,7 @@ from icrt.train.protocol import (
     main as protocol_main,
 )
 from icrt.train.scene import SceneBatchSampler, align_scale_shift, regression_loss, scale_shift_loss
+from tests import tiny
 
 
 def _samples(n=70, cats=("a", "b", "c", "d", "e"), seed=0):

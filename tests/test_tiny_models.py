@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from icrt.runtime.backends.onnxruntime import OrtBackend
-from icrt.runtime.preprocess import load_rgb, pool_scores, to_model_input
+from icrt.runtime.scoring.preprocess import load_rgb, pool_scores, to_model_input
 from tests.runtime.data import make_tiny_models
 from tests.runtime.fixtures import DATA, PARITY_TOL, TINY_FILES, build_bundle, reference_scores, sample_images
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS
 from icrt.train.data import DataError, load_samples, read_captions, read_ic9600, read_labels_csv
 from icrt.train.trainer import RunConfig, load_splits
+from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS
 
 
 def _append(csv_path, *rows):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from icrt.train import weights
+import icrt.train.weights as weights
 from icrt.train.weights import WeightsError, map_by_order, preprocessing_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,7 +56,7 @@ def test_map_by_order_refuses_wrong_count_and_shape():
 
 def test_package_weights_reproduce_reference_logits():
     """The converted EfficientNet-Lite0 gives the logits recorded when the mapping was checked on real photos."""
-    from icrt.runtime.preprocess import load_rgb, normalize, resize
+    from icrt.runtime.scoring.preprocess import load_rgb, normalize, resize
 
     ref = json.load(open(os.path.join(HERE, "data", "efficientnet_lite0_reference.json")))
     assert weights.resolve("tf_efficientnet_lite0", "imagenet")[0] == "package"

@@ -33,8 +33,8 @@ import os
 import re
 import sys
 
-from icrt.runtime.errors import UserInputError, one_line
-from icrt.runtime.inputs import IMAGE_EXTENSIONS
+from icrt.runtime.base.errors import UserInputError, one_line
+from icrt.runtime.scoring.inputs import IMAGE_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, progres
     Counts go to the ``train.captions`` logger (INFO), skipped images to it as warnings."""
     from PIL import Image
 
-    from icrt.runtime.preprocess import load_rgb
+    from icrt.runtime.scoring.preprocess import load_rgb
 
     items = list_images(data)
     done = read_done(out)
@@ -279,7 +279,7 @@ def caption_dataset(data: str, out: str, captioner, batch_size: int = 8, progres
 
 
 def main(argv=None) -> int:
-    from icrt.runtime.errors import run_command, setup_logging
+    from icrt.runtime.base.errors import run_command, setup_logging
 
     p = argparse.ArgumentParser(prog="python -m train.captions", description=__doc__.strip().splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from icrt.runtime.errors import UserInputError
+from icrt.runtime.base.errors import UserInputError
 
 FORMAT = "icrt-checkpoint/1"
 
@@ -57,7 +57,7 @@ def safe_load(path: str, what: str = "checkpoint", allow: tuple = ()):
 
 def atomic_torch_save(obj, path: str) -> None:
     """torch.save through the runtime's atomic writer: ``path`` is complete or as it was."""
-    from icrt.runtime.files import atomic_path
+    from icrt.runtime.base.files import atomic_path
 
     with atomic_path(path, ".pt") as tmp:
         torch.save(obj, tmp)

@@ -13,6 +13,9 @@ from icrt.train.kinds.common import add_common_args
 
 
 def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
+    from icrt.train.trainers import load_trainers
+
+    load_trainers()
     p = argparse.ArgumentParser(prog=prog, description="Train an image complexity model.")
     trainable = [k for k in kinds() if k.trainable]
     sub = p.add_subparsers(dest="kind", metavar="{" + ",".join(k.name for k in trainable) + "}", required=True)
@@ -53,7 +56,7 @@ def run(args) -> int:
 
 def main(argv=None, prog: str = "python -m train") -> int:
     """``prog``: the command's name in messages (``icrt train`` runs this too)."""
-    from icrt.runtime.errors import run_command, setup_logging
+    from icrt.runtime.base.errors import run_command, setup_logging
 
     p = build_parser(prog)
     args = p.parse_args(argv)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from icrt.runtime.errors import UserInputError
-from icrt.runtime.preprocess import Preprocessing
-
+from icrt.runtime.base.errors import UserInputError
+from icrt.runtime.bundle.preprocessing import Preprocessing
+from icrt.train.kinds import register_trainer
 from icrt.train.models.cmssa import CMSSA, CMSSAConfig
 from icrt.train.trainer import RunConfig, Trainer, load_splits
 
@@ -95,3 +95,6 @@ class CMSSATrainer(Trainer):
 
     def load_model_state(self, state: dict) -> None:
         self.model.prompts.load_state_dict(state)
+
+
+register_trainer("cmssa", CMSSATrainer)

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from icrt.runtime.preprocess import Preprocessing
-
+from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.train.data import DataError, Sample
+from icrt.train.kinds import register_trainer
 from icrt.train.losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
 from icrt.train.models.d2s import D2S, D2SConfig
 from icrt.train.trainer import RunConfig, Trainer
@@ -244,3 +244,6 @@ class D2STrainer(Trainer):
             self.proj.load_state_dict(s["proj"])
             self.momentum_model.load_state_dict(s["momentum"])
             self.buffers.load_state_dict(s["buffers"])
+
+
+register_trainer("d2s", D2STrainer)

@@ -23,7 +23,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
-from icrt.runtime.errors import UserInputError
+from icrt.runtime.base.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -176,8 +176,9 @@ def attach_captions(samples: list[Sample], captions: dict[str, str], source: str
     return out
 
 
-def is_ic9600(path: str) -> bool:
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, "train.txt"))
+def is_ic9600(path: str, split: str = "train") -> bool:
+    """An IC9600 folder: it holds the list of ``split`` (``train.txt``)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, f"{split}.txt"))
 
 
 def load_samples(path: str, split: str = "train", check_images: bool = True) -> list[Sample]:
@@ -280,7 +281,7 @@ _DECODED: dict[tuple, str | None] = {}  # (path, size, mtime) -> problem or None
 
 
 def _decode_problem(path: str) -> str | None:
-    from icrt.runtime.preprocess import ImageError, load_rgb
+    from icrt.runtime.scoring.preprocess import ImageError, load_rgb
 
     try:
         st = os.stat(path)

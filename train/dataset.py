@@ -5,7 +5,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from icrt.runtime.preprocess import Preprocessing, load_resized, normalize
+from icrt.runtime.bundle.preprocessing import Preprocessing
+from icrt.runtime.scoring.preprocess import load_resized, normalize
 
 
 class GeometryCache:

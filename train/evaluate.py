@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import torch
 
-from icrt.runtime.preprocess import ImageError, Preprocessing
-
-from icrt.train import metrics
+import icrt.train.metrics as metrics
+from icrt.runtime.bundle.preprocessing import Preprocessing
+from icrt.runtime.scoring.preprocess import ImageError
 from icrt.train.data import is_ic9600, load_samples
 from icrt.train.dataset import GeometryCache
 
@@ -56,8 +56,7 @@ def evaluate(model, samples, prep, device="cpu", batch_size=32, cache=None, prog
 
 
 def main(argv=None) -> int:
-    from icrt.runtime.errors import run_command, setup_logging
-
+    from icrt.runtime.base.errors import run_command, setup_logging
     from icrt.train.checkpoint import CheckpointError, brief, load_checkpoint, model_from_checkpoint
     from icrt.train.kinds.common import positive_int
 
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
         for cat, m in rep.get("per_category", {}).items():
             print(f"  {cat:<16} n={m['n']:<4} SRCC {m['srcc']:.4f}  PLCC {m['plcc']:.4f}")
         if args.out:
-            from icrt.runtime.files import write_json
+            from icrt.runtime.base.files import write_json
 
             write_json(args.out, rep)
         return 0

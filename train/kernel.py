@@ -46,7 +46,7 @@ def centres_of(x: np.ndarray, x_flip: np.ndarray | None) -> np.ndarray:
 def cross_validate(x, y, groups, gammas=GAMMAS, lambdas=LAMBDAS, k: int = 5, x_flip=None) -> list[dict]:
     """Pooled and per-group SRCC of every (g, lam) by stratified k-fold CV; mirrors (``x_flip``) are averaged
     into the training centres (held-out images are scored as they come, unmirrored)."""
-    from icrt.train import metrics
+    import icrt.train.metrics as metrics
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     fold = folds(groups, k)

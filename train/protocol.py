@@ -31,9 +31,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from icrt.runtime.errors import UserInputError
-
-from icrt.train import metrics
+import icrt.train.metrics as metrics
+from icrt.runtime.base.errors import UserInputError
 from icrt.train.data import DataError, Sample, data_paths, is_ic9600, load_many, split_train_val
 from icrt.train.kinds import kind_names
 
@@ -208,7 +207,7 @@ def scene_mean_rows(runs: list[dict]) -> list[dict]:
 
 
 def write_results(out: str, protocol: str, runs: list[dict], header: dict) -> tuple[str, str]:
-    from icrt.runtime.files import write_json, write_text
+    from icrt.runtime.base.files import write_json, write_text
 
     rows = summarise(runs)
     if protocol == "leave-one-scene-out":
@@ -266,6 +265,9 @@ def run(args) -> list[dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from icrt.train.trainers import load_trainers
+
+    load_trainers()
     p = argparse.ArgumentParser(prog="python -m train.protocol", description=__doc__.strip().splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("protocol", choices=PROTOCOLS)
@@ -283,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_models(models: list[str]) -> None:
     """Each ``--model`` starts with a registered kind and leaves ``--data`` / ``--out`` to the protocol."""
+    from icrt.train.trainers import load_trainers
+
+    load_trainers()
     names = kind_names(trainable=True)
     choices = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else "".join(names)
     for m in models:
@@ -292,7 +297,7 @@ def check_models(models: list[str]) -> None:
 
 
 def main(argv=None) -> int:
-    from icrt.runtime.errors import run_command, setup_logging
+    from icrt.runtime.base.errors import run_command, setup_logging
 
     argv = sys.argv[1:] if argv is None else argv
     p = build_parser()

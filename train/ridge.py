@@ -56,7 +56,7 @@ def cross_validate(x, y, groups, alphas=ALPHAS, k: int = 5, x_flip=None, target=
     """Pooled and per-group SRCC of each alpha by k-fold CV. ``x_flip``: features of the mirrored images,
     added as training samples (a flip leaves complexity unchanged); ``average_flips``: test-time averaging of
     each held-out image with its mirror too."""
-    from icrt.train import metrics
+    import icrt.train.metrics as metrics
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     fold = folds(groups, k)

@@ -18,7 +18,7 @@ def resolve_openclip_name(name: str) -> str:
 
     if name.endswith(".json"):
         if not os.path.isfile(name):
-            from icrt.runtime.errors import UserInputError
+            from icrt.runtime.base.errors import UserInputError
 
             raise UserInputError(f"{name}: OpenCLIP model config not found")
         open_clip.add_model_config(name)

@@ -1,4 +1,4 @@
-"""A PyTorch module behind the runtime's Backend interface, so that ``runtime.scorer.Scorer`` scores with it.
+"""A PyTorch module behind the runtime's Backend interface, so that ``runtime.scoring.scorer.Scorer`` scores with it.
 
 Training-time validation, ``python -m train.evaluate`` and export parity all score through the Scorer: the
 figures they report come from the same preprocessing, batching and pooling as ``icrt score``.
@@ -28,6 +28,6 @@ class TorchBackend(Backend):
 
 def torch_scorer(model, prep, device="cpu", batch_size: int = 32, loader=None):
     """A Scorer over ``model`` that returns raw scores (no range check), images decoded on this thread."""
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.scoring.scorer import Scorer
 
     return Scorer.for_preprocessing(TorchBackend(model, device), prep, batch_size=batch_size, workers=0, loader=loader)

@@ -26,10 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from icrt.runtime.files import write_json
-from icrt.runtime.manifest import DEFAULT_SCORE
-
-from icrt.train import metrics
+import icrt.train.metrics as metrics
+from icrt.runtime.base.files import write_json
+from icrt.runtime.bundle.manifest import DEFAULT_SCORE
 from icrt.train.checkpoint import FORMAT, CheckpointError, atomic_torch_save, brief, safe_load
 from icrt.train.data import (
     DataError,

@@ -9,9 +9,16 @@ from __future__ import annotations
 import logging
 import os
 
-from icrt.runtime.errors import one_line
-from icrt.runtime.manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
-from icrt.runtime.backends import Backend, BackendError, ModelRunError, NotInBundleError, installed, register_backend
+from icrt.runtime.backends.base import (
+    Backend,
+    BackendError,
+    ModelRunError,
+    NotInBundleError,
+    installed,
+    register_backend,
+)
+from icrt.runtime.base.errors import one_line
+from icrt.runtime.bundle.manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
 
 log = logging.getLogger("icrt")
 _told: set = set()  # warnings given once a process
@@ -198,7 +205,7 @@ class OrtBackend(Backend):
         notes = list(notes or [])
         avail = gpu_providers()
         if not avail:
-            from icrt.runtime.packages import onnxruntime_shadowed
+            from icrt.runtime.base.packages import onnxruntime_shadowed
 
             shadow = onnxruntime_shadowed()  # onnxruntime-gpu is installed, but the CPU build's module is the one here
             if gpu:

@@ -28,9 +28,16 @@ import re
 import stat
 import sys
 
-from icrt.runtime.errors import one_line
-from icrt.runtime.manifest import INPUT_NAME, SCORE_OUTPUT, BundleError, file_sha256
-from icrt.runtime.backends import Backend, BackendError, ModelRunError, NotInBundleError, installed, register_backend
+from icrt.runtime.backends.base import (
+    Backend,
+    BackendError,
+    ModelRunError,
+    NotInBundleError,
+    installed,
+    register_backend,
+)
+from icrt.runtime.base.errors import one_line
+from icrt.runtime.bundle.manifest import INPUT_NAME, SCORE_OUTPUT, BundleError, file_sha256
 
 CACHE_ENV = "ICRT_CACHE_DIR"
 CACHE_OFF = ("off", "none", "0")
@@ -38,7 +45,7 @@ MAX_ERROR_TEXT = 300  # characters of OpenVINO's message kept in a run error
 
 
 def install_hint() -> str:
-    from icrt.runtime.install import extra_hint
+    from icrt.runtime.base.install import extra_hint
 
     return extra_hint("openvino")
 
@@ -281,7 +288,7 @@ class OpenVinoBackend(Backend):
         return d
 
 
-# CPU features (runtime.cpu names) where OpenVINO was measured faster than onnxruntime (the issue's Intel CPU with
+# CPU features (runtime.base.hardware names) where OpenVINO was measured faster than onnxruntime (the issue's Intel CPU with
 # AVX-512 VNNI and AMX: 1.2-5x per precision); on an AVX2-only CPU the two were within ~15% either way and
 # `icrt score` ran 0.90x end to end with OpenVINO (docs/benchmarks.md), so auto keeps onnxruntime there.
 FASTER_WITH = ("avx512", "avx512_vnni", "amx_int8")
@@ -292,7 +299,7 @@ def _open(manifest, precision: str, *, threads: int | None = None, device_id: in
     measured faster (an x86 CPU with AVX-512 or AMX: :data:`FASTER_WITH`), except where onnxruntime has GPU
     providers: a GPU comes before a CPU engine."""
     if notes is not None:
-        from icrt.runtime import cpu
+        import icrt.runtime.base.hardware as cpu
         from icrt.runtime.backends.onnxruntime import gpu_providers
 
         if gpu_providers():

@@ -19,10 +19,10 @@ from __future__ import annotations
 import ctypes
 import os
 
-from icrt.runtime.errors import one_line
-from icrt.runtime.manifest import BundleError, EngineRecord
-from icrt.runtime.precisions import get_precision
-from icrt.runtime.backends import Backend, BackendError, ModelRunError, installed, register_backend
+from icrt.runtime.backends.base import Backend, BackendError, ModelRunError, installed, register_backend
+from icrt.runtime.base.errors import one_line
+from icrt.runtime.bundle.manifest import BundleError, EngineRecord
+from icrt.runtime.bundle.precisions import get_precision
 
 
 def tensorrt_available() -> bool:
@@ -34,7 +34,7 @@ def _import_tensorrt():
     try:
         import tensorrt
     except ImportError as e:
-        from icrt.runtime.install import pip_line
+        from icrt.runtime.base.install import pip_line
 
         raise BackendError(f"TensorRT is not installed ({e}); install it ({pip_line('trt')} on a machine with an "
                            "NVIDIA GPU; JetPack ships it on Jetson) or use --backend onnxruntime") from None

@@ -22,7 +22,7 @@ Per TensorRT major version (what each version's Python bindings offer):
 (``cleared_builder_flags``), so that an "fp32" engine computes in fp32 like the fp32 parity figures.
 
 Timing cache: one file per TensorRT version and GPU, ``timing.trt<version>.sm<cc>.cache``
-(``runtime.manifest.timing_cache_file_name``). A cache that TensorRT rejects (``set_timing_cache`` returns False:
+(``runtime.bundle.manifest.timing_cache_file_name``). A cache that TensorRT rejects (``set_timing_cache`` returns False:
 made by another TensorRT build, or on a GPU with other properties — Orin Nano and AGX Orin are both sm87) is
 replaced by an empty one, with a warning; ``get_timing_cache()`` may return None, and then the file is left as
 it was.
@@ -48,11 +48,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from icrt.runtime.errors import BundleError, UnavailableError, UserInputError, one_line
-from icrt.runtime.files import atomic_path
-from icrt.runtime.manifest import EngineRecord, engine_file_name, timing_cache_file_name
-from icrt.runtime.precisions import precision_names
 from icrt.runtime.backends.tensorrt import cc_compact, cc_key, version_key
+from icrt.runtime.base.errors import BundleError, UnavailableError, UserInputError, one_line
+from icrt.runtime.base.files import atomic_path
+from icrt.runtime.bundle.manifest import EngineRecord, engine_file_name, timing_cache_file_name
+from icrt.runtime.bundle.precisions import precision_names
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ DEFAULT_WORKSPACE_MB = 4096
 
 
 def install_hint() -> str:
-    from icrt.runtime.install import pip_line
+    from icrt.runtime.base.install import pip_line
 
     return ("on a Jetson TensorRT comes with JetPack: sudo apt install nvidia-jetpack, then use a venv made with "
             f"'python3 -m venv --system-site-packages'; elsewhere: {pip_line('trt')} (see docs/jetson.md)")
@@ -170,7 +170,7 @@ def usual_batch(prep) -> int:
     640 x 480 image for patch models."""
     if prep.resize == "square":
         return 1
-    from icrt.runtime.preprocess import patch_count
+    from icrt.runtime.bundle.preprocessing import patch_count
 
     return patch_count(480, 640, prep)
 
@@ -197,7 +197,7 @@ def require_tensorrt():
 
 def gpu(device_id: int = 0) -> tuple[str, str, str]:
     """(name, compute capability 'major.minor', binding) of the GPU engines are built for; TensorRTError without one."""
-    from icrt.runtime.backends import BackendError
+    from icrt.runtime.backends.base import BackendError
     from icrt.runtime.backends.tensorrt import gpu_info
 
     try:
@@ -424,8 +424,8 @@ def build_bundle(bundle: str, precisions=None, max_batch: int = DEFAULT_MAX_BATC
     version and GPU is replaced (its entry, and its file when the name changed); other engines are kept. Nothing
     in the bundle changes unless every engine was built.
     """
-    from icrt.runtime.files import folder_problem
-    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.base.files import folder_problem
+    from icrt.runtime.bundle.manifest import load_manifest
 
     m = load_manifest(bundle)
     root = m.root

@@ -9,7 +9,7 @@ import glob
 import json
 import os
 
-from icrt.runtime.errors import IcrtError, UserInputError, one_line
+from icrt.runtime.base.errors import IcrtError, UserInputError, one_line
 from icrt.runtime.batch.layout import LOCK_FILE, OWNED_FILES, RUN_FILE, SUCCESS_FILE, part_files, write_owned_file
 from icrt.runtime.batch.parts import done_images
 
@@ -21,7 +21,7 @@ def file_digest(path: str) -> str | None:
     """SHA-256 of a regular file (hex); None when it is missing or not a regular file."""
     import hashlib
 
-    from icrt.runtime.files import open_owned
+    from icrt.runtime.base.files import open_owned
     try:
         fd = open_owned(path)
     except OSError:
@@ -59,8 +59,8 @@ def run_config(job) -> dict:
 
 def _read_run(run_file: str) -> dict:
     """A previous run's ``run.json`` (read without following a link); UserInputError when it is not icrt's."""
-    from icrt.runtime.files import read_owned
-    from icrt.runtime.formats import printable
+    from icrt.runtime.base.files import read_owned
+    from icrt.runtime.base.text import printable
     try:
         prev = json.loads(read_owned(run_file, MAX_RUN_BYTES).decode("utf-8"))
         if not isinstance(prev, dict) or prev.get("format") != RUN_FORMAT:
@@ -76,8 +76,8 @@ def _check_folder(out: str) -> tuple[dict | None, list[str]]:
     """(the previous run.json or None, the parts) of DIR, or UserInputError: icrt's own files there must be
     regular files (never links, FIFOs or folders), and a folder that is not empty must be an icrt batch folder
     (a run.json of icrt's), so that nothing of someone else's is replaced or removed."""
-    from icrt.runtime.files import owned_problem
-    from icrt.runtime.formats import printable
+    from icrt.runtime.base.files import owned_problem
+    from icrt.runtime.base.text import printable
 
     for name in OWNED_FILES:
         path = os.path.join(out, name)
@@ -109,7 +109,7 @@ def _check_folder(out: str) -> tuple[dict | None, list[str]]:
 def _same_model(prev: dict, mine: dict, out: str) -> None:
     """UserInputError unless the previous run scored with the same model (bundle name, precision, model file
     digests, preprocessing, score range)."""
-    from icrt.runtime.formats import printable
+    from icrt.runtime.base.text import printable
 
     def refuse(what, there, here):
         raise UserInputError(f"--resume: {printable(out)} was scored with {what} {there}, this run uses {here}; one "
@@ -139,8 +139,8 @@ def _same_model(prev: dict, mine: dict, out: str) -> None:
 
 def prepare_out(job) -> set[str]:
     """Check DIR (before any work), clean what a killed run left, and return the paths already done."""
-    from icrt.runtime.files import folder_problem
-    from icrt.runtime.formats import printable
+    from icrt.runtime.base.files import folder_problem
+    from icrt.runtime.base.text import printable
 
     out = job.out
     problem = folder_problem(out)
@@ -176,11 +176,11 @@ def prepare_out(job) -> set[str]:
 def lock_folder(out: str):
     """Hold ``DIR/.lock`` (an advisory lock, released when the process ends, even by SIGKILL): one run writes a
     folder at a time (two would number their parts alike). The open file; keep it for the run. The lock file is
-    opened without following a link and must be a regular file (``runtime.files.open_owned``)."""
+    opened without following a link and must be a regular file (``runtime.base.files.open_owned``)."""
     import fcntl
 
-    from icrt.runtime.files import open_owned
-    from icrt.runtime.formats import printable
+    from icrt.runtime.base.files import open_owned
+    from icrt.runtime.base.text import printable
     path = os.path.join(out, LOCK_FILE)
     try:
         f = os.fdopen(open_owned(path, write=True), "r+")

@@ -2,10 +2,10 @@
 job (:class:`Job`, :func:`run_batch`); the folder, its parts, the runners, the watchdog and the summary are the
 other modules of this package.
 
-Output folder (``--out DIR``, ``runtime.batch.layout``), every file written atomically (``runtime.files``: a
+Output folder (``--out DIR``, ``runtime.batch.layout``), every file written atomically (``runtime.base.files``: a
 temporary file in DIR, then a rename, so no reader ever sees half a file):
 
-- ``part-NNNNNN.parquet``: one row per input, the score record's columns (``runtime.records``: ``image``,
+- ``part-NNNNNN.parquet``: one row per input, the score record's columns (``runtime.bundle.records``: ``image``,
   ``score``, ``error``, ``width``, ``height``, ``patches``); a file that could not be scored has ``error`` set (the
   text ``icrt score`` gives) and nulls in the other columns. A part exists only complete: the parts *are* the
   record of finished work.
@@ -40,14 +40,14 @@ import logging
 import sys
 import time
 
-from icrt.runtime.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
-from icrt.runtime.progress import Progress
-from icrt.runtime.records import parquet_name
+from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
 from icrt.runtime.batch.folder import model_identity, prepare_out
 from icrt.runtime.batch.parts import DEFAULT_PART_ROWS, PartWriter, require_pyarrow
 from icrt.runtime.batch.ray_runner import DEFAULT_RAY_BATCH
 from icrt.runtime.batch.summary import write_summary
 from icrt.runtime.batch.watchdog import DEFAULT_STALL_TIMEOUT
+from icrt.runtime.bundle.records import parquet_name
+from icrt.runtime.tools.progress import Progress
 
 log = logging.getLogger("icrt")
 
@@ -82,7 +82,7 @@ class Job:
 
 def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
     """Score ``paths`` into ``job.out``; the exit code (0: no error rows in DIR, 1: some)."""
-    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.bundle.manifest import load_manifest
 
     require_pyarrow()
     m = load_manifest(job.bundle)

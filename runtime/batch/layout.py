@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob
 import os
 
-from icrt.runtime.errors import IcrtError
+from icrt.runtime.base.errors import IcrtError
 
 PART_GLOB = "part-*.parquet"
 PART_FORMAT = "part-{:06d}.parquet"
@@ -29,10 +29,10 @@ def part_files(out: str) -> list[str]:
 
 
 def write_owned_file(path: str, data) -> None:
-    """Write one of icrt's files in DIR (``runtime.files.write_owned``: atomic, never through a link); an
+    """Write one of icrt's files in DIR (``runtime.base.files.write_owned``: atomic, never through a link); an
     IcrtError naming the file and the problem (the parts already written are kept)."""
-    from icrt.runtime.files import write_owned
-    from icrt.runtime.formats import printable
+    from icrt.runtime.base.files import write_owned
+    from icrt.runtime.base.text import printable
     try:
         write_owned(path, data.encode("utf-8") if isinstance(data, str) else data)
     except OSError as e:

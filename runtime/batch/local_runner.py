@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 
-from icrt.runtime.records import records_table
 from icrt.runtime.batch.uris import read_uri
 from icrt.runtime.batch.watchdog import StalledError, Watchdog
+from icrt.runtime.bundle.records import records_table
 
 
 def run(job, paths: list[str], problems: dict, writer) -> None:
     """The runtime's Scorer in this process; rows go to the writer as they come (one part in memory)."""
-    from icrt.runtime.preprocess import load_for_model
-    from icrt.runtime.scorer import Scorer
-    from icrt.runtime.worklist import in_input_order, is_uri
+    from icrt.runtime.scoring.preprocess import load_for_model
+    from icrt.runtime.scoring.scorer import Scorer
+    from icrt.runtime.scoring.worklist import in_input_order, is_uri
 
     scorer = Scorer.load(job.bundle, backend=job.backend, precision=job.precision, batch_size=job.batch_size,
                          threads=job.threads, workers=max(1, job.workers))

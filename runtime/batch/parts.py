@@ -1,6 +1,6 @@
-"""The Parquet parts of an ``icrt batch`` folder: their rows (``runtime.records.PARQUET_COLUMNS``), reading them
+"""The Parquet parts of an ``icrt batch`` folder: their rows (``runtime.bundle.records.PARQUET_COLUMNS``), reading them
 back checked, and
-:class:`PartWriter`, which writes them. A part exists only complete (``runtime.files.write_owned``: a temporary
+:class:`PartWriter`, which writes them. A part exists only complete (``runtime.base.files.write_owned``: a temporary
 file, then a rename): the parts *are* the record of finished work.
 """
 from __future__ import annotations
@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import time
 
-from icrt.runtime.errors import UnavailableError, UserInputError
-from icrt.runtime.records import ERROR, IMAGE, OLD_FILE_COLUMN, SCORE, parquet_schema
+from icrt.runtime.base.errors import UnavailableError, UserInputError
 from icrt.runtime.batch.layout import PART_FORMAT, part_files, write_owned_file
+from icrt.runtime.bundle.records import ERROR, IMAGE, OLD_FILE_COLUMN, SCORE, parquet_schema
 
 DEFAULT_PART_ROWS = 5000
 DEFAULT_PART_SECONDS = 300.0  # a part is written at least this often while rows come (a kill loses less)
@@ -23,7 +23,7 @@ def require_pyarrow():
         import pyarrow.compute  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        from icrt.runtime.install import extra_hint
+        from icrt.runtime.base.install import extra_hint
 
         raise UnavailableError(f"icrt batch writes Parquet and needs pyarrow; {extra_hint('scale')}") from None
     return pa
@@ -60,11 +60,11 @@ def part_problem(table) -> str | None:
 
 def read_part(path: str, columns):
     """The pyarrow Table of ``columns`` of one part, checked (:func:`part_problem`); the part is opened without
-    following a link and never blocks (``runtime.files.open_owned``). UserInputError naming the part otherwise.
+    following a link and never blocks (``runtime.base.files.open_owned``). UserInputError naming the part otherwise.
     The file column of older parts (``path``) is read as ``image``."""
     pa = require_pyarrow()
-    from icrt.runtime.files import open_owned
-    from icrt.runtime.formats import printable
+    from icrt.runtime.base.files import open_owned
+    from icrt.runtime.base.text import printable
 
     def bad(problem):
         return UserInputError(f"{printable(path)}: not an icrt batch part ({problem}); move it away and rerun with "
@@ -111,7 +111,7 @@ class PartWriter:
 
     def __init__(self, out: str, part_rows: int = DEFAULT_PART_ROWS, progress=None,
                  part_seconds: float = DEFAULT_PART_SECONDS):
-        """``progress``: a ``runtime.progress.Progress`` told of every row and the error lines (None: lines on
+        """``progress``: a ``runtime.tools.progress.Progress`` told of every row and the error lines (None: lines on
         stderr)."""
         self.out, self.part_rows, self.progress = out, max(1, int(part_rows)), progress
         self.part_seconds = part_seconds
@@ -123,7 +123,7 @@ class PartWriter:
         self.error_lines = 0
 
     def add(self, table) -> None:
-        """Add a Table of rows (``runtime.records.records_table``)."""
+        """Add a Table of rows (``runtime.bundle.records.records_table``)."""
         if table.num_rows == 0:
             return
         self.buffer.append(table)
@@ -144,7 +144,7 @@ class PartWriter:
             self._flush(self.buffered)
 
     def _tell_errors(self, table) -> None:
-        from icrt.runtime.formats import printable
+        from icrt.runtime.base.text import printable
         for p, e in zip(table.column(IMAGE).to_pylist(), table.column(ERROR).to_pylist()):
             if e is None:
                 continue

@@ -13,10 +13,10 @@ import math
 import os
 import time
 
-from icrt.runtime.errors import IcrtError, UnavailableError
-from icrt.runtime.records import IMAGE, error_record, parquet_name, records_table
+from icrt.runtime.base.errors import IcrtError, UnavailableError
 from icrt.runtime.batch.uris import uri_filesystem
 from icrt.runtime.batch.watchdog import StalledError, Watchdog
+from icrt.runtime.bundle.records import IMAGE, error_record, parquet_name, records_table
 
 log = logging.getLogger("icrt")
 
@@ -26,9 +26,9 @@ READ_RESERVE = 2 * READ_CPUS  # CPUs kept free of actors, so that reading always
 
 
 def path_problem(path: str, problems: dict) -> str | None:
-    """Why ``path`` cannot even be read as a file, in the words ``icrt score`` uses (runtime.preprocess), or
+    """Why ``path`` cannot even be read as a file, in the words ``icrt score`` uses (runtime.scoring.preprocess), or
     None. Only such files are kept from Ray: its read of a missing file or a folder fails the whole run."""
-    from icrt.runtime.preprocess import ImageError, check_image_file
+    from icrt.runtime.scoring.preprocess import ImageError, check_image_file
 
     if path in problems:
         return problems[path]
@@ -44,10 +44,10 @@ def path_problem(path: str, problems: dict) -> str | None:
 
 class ScoreActor:
     """``map_batches`` callable class: one Scorer per Ray actor. Input batches (pyarrow) have ``path`` and
-    ``bytes`` (Ray's names); output rows are records (``runtime.records.records_table``), ``image`` as given."""
+    ``bytes`` (Ray's names); output rows are records (``runtime.bundle.records.records_table``), ``image`` as given."""
 
     def __init__(self, bundle, backend, precision, batch_size, threads):
-        from icrt.runtime.scorer import Scorer
+        from icrt.runtime.scoring.scorer import Scorer
         self.scorer = Scorer.load(bundle, backend=backend, precision=precision, batch_size=batch_size,
                                   threads=threads, workers=1)
 
@@ -76,7 +76,7 @@ def _ray():
         import ray
         import ray.data
     except ImportError:
-        from icrt.runtime.install import extra_hint
+        from icrt.runtime.base.install import extra_hint
 
         raise UnavailableError(f"--runner ray needs Ray Data; {extra_hint('scale')}") from None
     return ray
@@ -111,7 +111,7 @@ def ray_budget(job, resources: dict, node_cpus: float) -> tuple[float, float, in
 def _ray_keys(paths: list[str], problems: dict):
     """Split the inputs: (error records for files that cannot be read at all, [what read_binary_files reads],
     {the path Ray gives back: [inputs]}, {escaped name: [inputs]} for local names pyarrow cannot carry)."""
-    from icrt.runtime.worklist import is_uri
+    from icrt.runtime.scoring.worklist import is_uri
 
     errors, reads, owners, odd = [], [], {}, {}
     for p in paths:

@@ -6,9 +6,9 @@ import json
 import os
 import sys
 
-from icrt.runtime.records import ERROR, IMAGE, SCORE
 from icrt.runtime.batch.layout import SUCCESS_FILE, SUMMARY_FILE, part_files, write_owned_file
 from icrt.runtime.batch.parts import read_parts, require_pyarrow
+from icrt.runtime.bundle.records import ERROR, IMAGE, SCORE
 
 MAX_ERRORS_LISTED = 1000  # errors named in summary.json (all of them are in the parts)
 MAX_ERRORS_CHARS = 256 * 1024  # ... and at most this many characters of paths and texts (summary.json stays small)
@@ -26,8 +26,8 @@ def write_summary(job, stats: dict, shard=None) -> dict:
 
     import numpy as np
 
-    from icrt.runtime import __version__
-    from icrt.runtime.files import json_ready
+    from icrt.runtime.base.files import json_ready
+    from icrt.runtime.base.version import __version__
 
     pa = require_pyarrow()
     scores, errors, by_problem = [], [], {}

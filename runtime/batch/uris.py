@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from icrt.runtime.errors import UserInputError
+from icrt.runtime.base.errors import UserInputError
 from icrt.runtime.batch.parts import require_pyarrow
 
 BUCKET_SCHEMES = ("s3", "gs", "gcs")  # their paths are bucket/key: one file system per bucket serves all keys
@@ -41,7 +41,7 @@ def list_uri(uri: str, recursive: bool) -> list[str]:
     """A URI naming a file -> [uri]; naming a folder (prefix) -> the image-named files in it, as URIs, sorted."""
     import pyarrow.fs as pafs
 
-    from icrt.runtime.inputs import is_image_name
+    from icrt.runtime.scoring.inputs import is_image_name
 
     fs, path = uri_filesystem(uri)
     info = fs.get_file_info(path)
@@ -56,7 +56,7 @@ def list_uri(uri: str, recursive: bool) -> list[str]:
 
 
 def read_uri(uri: str) -> bytes:
-    from icrt.runtime.preprocess import ImageError
+    from icrt.runtime.scoring.preprocess import ImageError
     fs, path = uri_filesystem(uri)
     try:
         with fs.open_input_stream(path) as f:

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from icrt.runtime.errors import EXIT_USAGE, IcrtError
+from icrt.runtime.base.errors import EXIT_USAGE, IcrtError
 
 DEFAULT_STALL_TIMEOUT = 600.0  # seconds without a row before the run is stopped
 WATCHDOG_GRACE = 30.0  # seconds the main thread gets to stop after the watchdog fired, before a hard exit

@@ -23,7 +23,7 @@ Thumbnails are decoded by the runtime's own decoding and embedded (``runtime.rep
 unreadable image shows a placeholder with the reason. Relative paths are looked up from the current folder, then
 from the folder that holds the input.
 
-Every text taken from the input is made printable (``runtime.formats.printable``), cut to a length, and
+Every text taken from the input is made printable (``runtime.base.text.printable``), cut to a length, and
 HTML-escaped; the page has no script, no external resource, and a Content-Security-Policy that forbids both.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ import math
 import os
 import stat
 
+from icrt.runtime.base.errors import UserInputError
+from icrt.runtime.base.text import printable
 from icrt.runtime.batch.layout import SUMMARY_FILE
-from icrt.runtime.errors import UserInputError
-from icrt.runtime.formats import printable
 from icrt.runtime.report.html import render
 from icrt.runtime.report.readers import Source, bad_input
 from icrt.runtime.report.statistics import Report
@@ -44,7 +44,7 @@ MAX_THUMBS = 500
 
 
 def check_output(output: str, source: Source) -> None:
-    from icrt.runtime.files import destination_problem, resolve
+    from icrt.runtime.base.files import destination_problem, resolve
 
     try:
         target, st = resolve(output)
@@ -103,7 +103,7 @@ def render_source(source: Source, thumbs: int, title: str | None, images_root: s
 
 def write_report(source_path: str, output: str, thumbs: int = DEFAULT_THUMBS, title: str | None = None,
                  images_root: str | None = None) -> Report:
-    from icrt.runtime.files import write_text
+    from icrt.runtime.base.files import write_text
 
     check_images_root(images_root)
     source = Source(source_path)

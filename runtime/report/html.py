@@ -1,10 +1,10 @@
 """The page of ``icrt report``: self-contained HTML (a score histogram as inline SVG, per-folder table, contact
 sheets, errors, the run's summary). Thumbnails are decoded by the runtime's own checked decoding
-(``runtime.preprocess.load_for_model``: folders, FIFOs, empty files and decompression bombs refused, JPEG draft
+(``runtime.scoring.preprocess.load_for_model``: folders, FIFOs, empty files and decompression bombs refused, JPEG draft
 decoding), shrunk to :data:`THUMB_PX` px and embedded as base64 JPEG, only of images below the images root
 (:class:`ImagesRoot`); a missing or unreadable image shows a placeholder with the reason.
 
-Every text taken from the input is made printable (``runtime.formats.printable``), cut to a length, and
+Every text taken from the input is made printable (``runtime.base.text.printable``), cut to a length, and
 HTML-escaped; the page has no script, no external resource, and a Content-Security-Policy that forbids both.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import html
 import io
 import os
 
+from icrt.runtime.base.text import printable
 from icrt.runtime.batch.layout import SUMMARY_FILE
-from icrt.runtime.formats import printable
 from icrt.runtime.report.readers import Source
 from icrt.runtime.report.statistics import (
     EXACT_FOLDER,
@@ -86,7 +86,8 @@ def thumbnail(path: str) -> tuple[str | None, str | None]:
     """(base64 JPEG, None) or (None, why not): decoded by the runtime's own checked decoding, never raising."""
     from PIL import Image
 
-    from icrt.runtime.preprocess import ImageError, Preprocessing, load_for_model
+    from icrt.runtime.bundle.preprocessing import Preprocessing
+    from icrt.runtime.scoring.preprocess import ImageError, load_for_model
 
     try:
         rgb, _ = load_for_model(path, Preprocessing(resize="square", size=THUMB_PX))

@@ -12,10 +12,11 @@ import os
 import stat
 from typing import NamedTuple
 
+from icrt.runtime.base.errors import UnavailableError, UserInputError, one_line
+from icrt.runtime.base.text import printable
 from icrt.runtime.batch.layout import PART_GLOB, SUCCESS_FILE, SUMMARY_FILE
-from icrt.runtime.errors import UnavailableError, UserInputError, one_line
-from icrt.runtime.formats import FORMULA_START, printable
-from icrt.runtime.records import ERROR, HEIGHT, IMAGE, OLD_FILE_COLUMN, PATCHES, SCORE, WIDTH
+from icrt.runtime.bundle.records import ERROR, HEIGHT, IMAGE, OLD_FILE_COLUMN, PATCHES, SCORE, WIDTH
+from icrt.runtime.tools.formats import FORMULA_START
 
 MAX_PATH_CHARS = 4096  # a longer path cannot be opened anyway (PATH_MAX); kept cut in memory
 MAX_LINE = 1 << 20  # one JSON record / JSONL line / CSV field
@@ -170,7 +171,7 @@ def _jsonl(path: str, name: str):
 
 
 def _csv_text(cell: str) -> str:
-    """Undo ``runtime.formats.csv_safe``: one leading ' before a formula-like start."""
+    """Undo ``runtime.tools.formats.csv_safe``: one leading ' before a formula-like start."""
     return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
 
 
@@ -219,7 +220,7 @@ def _pyarrow():
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        from icrt.runtime.install import extra_hint
+        from icrt.runtime.base.install import extra_hint
 
         raise UnavailableError(f"reading Parquet (icrt batch output) needs pyarrow; {extra_hint('scale')}") from None
     return pyarrow
@@ -293,7 +294,7 @@ class Source:
         self.kind = self._sniff()
 
     def _batch_folder(self):
-        from icrt.runtime.files import owned_problem, read_owned
+        from icrt.runtime.base.files import owned_problem, read_owned
 
         self.parts = sorted(glob.glob(os.path.join(glob.escape(self.path), PART_GLOB)))
         if not self.parts:

@@ -1,10 +1,10 @@
 """``icrt score --url``: score image files through a server — ``icrt serve``, or Triton running a repository from
 ``icrt triton`` — with the same records as local scoring (docs/serving.md).
 
-:class:`RemoteScorer` has the part of :class:`~runtime.scorer.Scorer`'s interface the CLI uses (``iter_score``,
+:class:`RemoteScorer` has the part of :class:`~runtime.scoring.scorer.Scorer`'s interface the CLI uses (``iter_score``,
 ``score_many``, ``info``): files are read here (a file that cannot be read gets the same error record as locally),
 sent as encoded bytes in requests of up to the server's ``max_batch_size`` images (several requests in flight,
-Triton batches them further), and the outputs (runtime.records) become records named after the local files, in
+Triton batches them further), and the outputs (runtime.bundle.records) become records named after the local files, in
 input order. A request the server fails gives each of its images an error record; the rest go on.
 
 Needs ``tritonclient[http,grpc]`` (the ``[serve]`` extra), imported only when a URL is used.
@@ -18,10 +18,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from icrt.runtime.errors import IcrtError, UnavailableError, UserInputError, one_line
-from icrt.runtime.formats import printable
-from icrt.runtime.preprocess import ImageError
-from icrt.runtime.records import IMAGE_INPUT, OUTPUTS, error_record, records_from_outputs
+from icrt.runtime.base.errors import IcrtError, UnavailableError, UserInputError, one_line
+from icrt.runtime.base.text import printable
+from icrt.runtime.bundle.records import IMAGE_INPUT, OUTPUTS, error_record, records_from_outputs
+from icrt.runtime.scoring.preprocess import ImageError
 from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
 
 DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)
@@ -34,7 +34,7 @@ SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", Fa
 
 def read_image_file(path: str) -> bytes:
     """The bytes of an image file to send; ImageError with the problem ``icrt score`` reports locally."""
-    from icrt.runtime.preprocess import check_image_file
+    from icrt.runtime.scoring.preprocess import check_image_file
 
     size = check_image_file(path)
     if size > MAX_FILE_BYTES:
@@ -78,7 +78,7 @@ def _tritonclient(protocol: str):
         else:
             import tritonclient.http as module
     except ImportError as e:
-        from icrt.runtime.install import extra_hint
+        from icrt.runtime.base.install import extra_hint
 
         raise UnavailableError(f"icrt score --url needs tritonclient, which is not installed here ({e}); "
                                f"{extra_hint('serve')}") from None

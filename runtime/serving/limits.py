@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from icrt.runtime.errors import UserInputError
+from icrt.runtime.base.errors import UserInputError
 
 DEFAULT_MODEL_NAME = "icrt"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # a Triton model name (a folder of the repository)
@@ -22,7 +22,7 @@ def check(name: str, max_batch: int, instances: int, max_queue_delay_us: int) ->
     """UserInputError naming the option for a model name, batch size, instance count or queue delay icrt's
     servers do not take."""
     if not isinstance(name, str) or not MODEL_NAME.match(name) or name in (".", ".."):
-        from icrt.runtime.formats import printable
+        from icrt.runtime.base.text import printable
         raise UserInputError(f"--name {printable(repr(name))}: a Triton model name is letters, digits, '_', '-' "
                              "and '.'")
     if not 1 <= int(max_batch) <= MAX_MAX_BATCH:

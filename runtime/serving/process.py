@@ -83,7 +83,7 @@ class ServerProcess:
         self.host, self.name = host, name
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3, host)
         self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="icrt-serve-"), "serve.log")
-        self.cmd = [sys.executable, "-m", "icrt.runtime.cli", "serve", "--host", host, "--http-port", str(self.http_port),
+        self.cmd = [sys.executable, "-m", "icrt", "serve", "--host", host, "--http-port", str(self.http_port),
                     "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--name", name,
                     *map(str, serve_args)]
         self.env, self.cwd = env, cwd

@@ -17,7 +17,7 @@ in the Python the Triton Python backend runs, not an installed icrt). Its settin
 the models it calls) are ``parameters`` of its config.pbtxt.
 
 The same request / response layout is used by ``icrt serve`` (PyTriton) and read by ``icrt score --url``
-(``runtime.serving.client``): the score record's tensors (``runtime.records``: input ``image``, BYTES, one encoded
+(``runtime.serving.client``): the score record's tensors (``runtime.bundle.records``: input ``image``, BYTES, one encoded
 image file per batch row; outputs ``score``, ``error``, ``patches``, ``width``, ``height``).
 
 Nothing heavy is imported at module level (numpy and onnxruntime load inside the functions that need them).
@@ -30,10 +30,10 @@ import re
 import shutil
 import tempfile
 
-from icrt.runtime.errors import UserInputError
-from icrt.runtime.manifest import BundleError, Manifest, load_manifest
-from icrt.runtime.precisions import precision_names
-from icrt.runtime.records import IMAGE_INPUT, OUTPUT_TENSORS
+from icrt.runtime.base.errors import UserInputError
+from icrt.runtime.bundle.manifest import BundleError, Manifest, load_manifest
+from icrt.runtime.bundle.precisions import precision_names
+from icrt.runtime.bundle.records import IMAGE_INPUT, OUTPUT_TENSORS
 from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, check
 
 # --- model repository -------------------------------------------------------------------------------------------
@@ -231,15 +231,20 @@ def _repository_problem(out: str) -> str | None:
 
 
 def _copy_runtime(dst: str) -> None:
-    """The torch-free ``runtime`` package (its .py files only; no default bundle, no templates) into ``dst``."""
+    """The torch-free runtime (its .py files only; no default bundle, no templates) into ``dst/icrt/runtime``, under
+    an ``icrt`` package of its own that holds nothing else (the front model imports ``icrt.runtime``)."""
     src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.makedirs(os.path.join(dst, "icrt"))
+    with open(os.path.join(dst, "icrt", "__init__.py"), "w", encoding="utf-8") as f:
+        f.write('"""icrt\'s torch-free runtime, copied here by icrt triton for the front model."""\n')
+    dst = os.path.join(dst, "icrt", "runtime")
 
     def ignore(folder, names):
         skip = set()
         for n in names:
             p = os.path.join(folder, n)
             if os.path.isdir(p):
-                if n in ("__pycache__", "default_bundle", "triton_model") or n.startswith("."):
+                if n in ("__pycache__", "default", "triton_model") or n.startswith("."):
                     skip.add(n)
             elif not n.endswith(".py"):
                 skip.add(n)
@@ -265,7 +270,7 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
     icrt did not write is never replaced, nor a folder that is not a repository). ``device``: where the ONNX (and
     plan) models run; the Python model always runs on CPU. ``tensorrt_accelerator``: the onnxruntime backend's
     TensorRT execution accelerator with this precision_mode (GPU only)."""
-    from icrt.runtime.formats import printable
+    from icrt.runtime.base.text import printable
 
     check(name, max_batch, instances, max_queue_delay_us)
     if device not in DEVICES:
@@ -348,10 +353,10 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
         os.makedirs(os.path.join(d, "1"))
         template = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_model", "model.py")
         shutil.copyfile(template, os.path.join(d, "1", "model.py"))
-        _copy_runtime(os.path.join(d, "1", "runtime"))
+        _copy_runtime(os.path.join(d, "1"))
         _write(os.path.join(d, "config.pbtxt"), front_config(manifest, names["front"], targets, int(max_batch),
                                                               int(instances), int(max_queue_delay_us), execution_env))
-        written[names["front"]] = "model.py + runtime/ (Python backend)"
+        written[names["front"]] = "model.py + icrt/runtime/ (Python backend)"
         _install(stage, out, existing, written, names)
     finally:
         if os.path.isdir(stage):

@@ -3,9 +3,9 @@
 
 PyTriton starts the ``tritonserver`` binary its wheel ships and binds a Python function as model ``icrt``: Triton
 takes the requests, batches them dynamically (``--max-batch``, ``--max-queue-delay-us``) and hands each batch to
-:func:`infer_function`, which scores the encoded image files with the runtime's :class:`~runtime.scorer.Scorer`
+:func:`infer_function`, which scores the encoded image files with the runtime's :class:`~runtime.scoring.scorer.Scorer`
 (the same decoding, preprocessing and model as ``icrt score``). Input ``image`` (BYTES, one encoded file per row);
-outputs ``score`` (FP32), ``error`` (BYTES), ``patches``, ``width``, ``height`` (INT32) — runtime/records.py.
+outputs ``score`` (FP32), ``error`` (BYTES), ``patches``, ``width``, ``height`` (INT32) — runtime/bundle/records.py.
 Health (``/v2/health/ready``), model readiness and Prometheus metrics (``:METRICS_PORT/metrics``) are Triton's.
 
 Triton's Python-backend stub (which relays requests to this process) links ``libpython3.X.so.1.0`` and would load
@@ -28,7 +28,7 @@ import sysconfig
 import tempfile
 import time
 
-from icrt.runtime.errors import EXIT_FAILURES, EXIT_OK, UnavailableError, UserInputError
+from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, UnavailableError, UserInputError
 from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, check
 
 log = logging.getLogger("icrt")
@@ -90,7 +90,7 @@ def infer_function(scorer):
     """PyTriton's inference callable for one model instance: a batch of requests (each ``image``: [n, 1] BYTES)
     -> one dict of output arrays per request. Rows too large to be an image icrt takes (``MAX_IMAGE_BYTES``), and
     every row of a request larger than ``MAX_REQUEST_BYTES``, get an error row without being decoded."""
-    from icrt.runtime.records import IMAGE_INPUT, error_record, outputs_for
+    from icrt.runtime.bundle.records import IMAGE_INPUT, error_record, outputs_for
     from icrt.runtime.serving.limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
 
     mb = 2 ** 20
@@ -123,7 +123,7 @@ def infer_function(scorer):
 def _import_pytriton():
     import importlib
 
-    from icrt.runtime.install import extra_hint
+    from icrt.runtime.base.install import extra_hint
 
     try:
         for name in ("pytriton.triton", "pytriton.model_config"):
@@ -183,7 +183,7 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     check_ports(host, http_port, grpc_port, metrics_port)
     check(name, max_batch, instances, max_queue_delay_us)
     _import_pytriton()
-    from icrt.runtime.packages import serve_problem
+    from icrt.runtime.base.packages import serve_problem
 
     problem = serve_problem()
     if problem:  # the server would start and report ready, then fail every request
@@ -193,8 +193,8 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
     from pytriton.triton import Triton, TritonConfig
 
     from icrt.runtime.backends.onnxruntime import default_threads
-    from icrt.runtime.records import IMAGE_INPUT, OUTPUT_TENSORS
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.bundle.records import IMAGE_INPUT, OUTPUT_TENSORS
+    from icrt.runtime.scoring.scorer import Scorer
 
     for port in (http_port, grpc_port, metrics_port):
         problem = _port_problem(host, port)
@@ -202,7 +202,7 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
             raise UserInputError(f"cannot listen on {host}:{port}: {problem}")
     threads = threads or max(1, default_threads() // instances)
     # Triton hands up to --max-batch images at a time; each Scorer runs them in model batches bounded by bytes
-    # (runtime.scorer.batch_limits: one input at a time for the default model's 384 px inputs on a CPU)
+    # (runtime.scoring.scorer.batch_limits: one input at a time for the default model's 384 px inputs on a CPU)
     scorers = [Scorer.load(bundle, backend=backend, precision=precision, threads=threads)
                for _ in range(instances)]
     info = scorers[0].info()
@@ -248,7 +248,7 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
                     raise UnavailableError(f"Triton loaded the model {name!r}, but a test request failed ({problem}); "
                                            f"see {where_log}")
                 host = _client_host(host)
-                from icrt.runtime.formats import printable
+                from icrt.runtime.base.text import printable
                 print(f"icrt serve: model {name!r} ready ({printable(str(info['name']))}, {info['backend']} "
                       f"{info['precision']}, "
                       f"{instances} instance(s), {threads} thread(s) each): HTTP http://{http}, gRPC "
@@ -278,7 +278,7 @@ def self_test(http: str, name: str) -> str | None:
     import tritonclient.http as client
     from PIL import Image
 
-    from icrt.runtime.records import IMAGE_INPUT, SCORE
+    from icrt.runtime.bundle.records import IMAGE_INPUT, SCORE
 
     buf = io.BytesIO()
     Image.new("RGB", (64, 48), (120, 140, 160)).save(buf, "PNG")

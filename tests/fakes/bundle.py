@@ -1,14 +1,14 @@
 """A small bundle to build fake TensorRT engines into (torch-free): the runtime tests' tiny ONNX model
 (tests/runtime/data/tiny.onnx) when it is there, else a few placeholder bytes (the fake parser does not read the
 model), under every file name a bundle with fp32 / fp16 / int8 has; the manifest is written through
-runtime.manifest."""
+runtime.bundle.manifest."""
 from __future__ import annotations
 
 import os
 
-from icrt.runtime.manifest import EngineRecord, Manifest, write_bundle
-from icrt.runtime.precisions import get_precision
-from icrt.runtime.preprocess import Preprocessing
+from icrt.runtime.bundle.manifest import EngineRecord, Manifest, write_bundle
+from icrt.runtime.bundle.precisions import get_precision
+from icrt.runtime.bundle.preprocessing import Preprocessing
 
 TINY_ONNX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime", "data", "tiny.onnx")
 SIZE = 64

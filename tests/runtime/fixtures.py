@@ -1,5 +1,5 @@
 """Test bundles for the runtime's tests, torch-free: committed ONNX files (tests/runtime/data, written by
-data/make_tiny_models.py) in bundles written through the bundle contract (``runtime.manifest``: its names,
+data/make_tiny_models.py) in bundles written through the bundle contract (``runtime.bundle.manifest``: its names,
 ``Manifest``, ``write_bundle``), never as hand-written manifest dicts; and awkward or broken input files.
 
 Two kinds of model:
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icrt.runtime.manifest import (
+from icrt.runtime.bundle.manifest import (
     MANIFEST_FILE,
     EngineRecord,
     Manifest,
@@ -29,8 +29,8 @@ from icrt.runtime.manifest import (
     engine_file_name,
     write_bundle,
 )
-from icrt.runtime.precisions import get_precision
-from icrt.runtime.preprocess import Preprocessing
+from icrt.runtime.bundle.precisions import get_precision
+from icrt.runtime.bundle.preprocessing import Preprocessing
 from tests.images import textured
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -141,7 +141,7 @@ def node_model(path, variant: str = "sigmoid", in_shape=NODE_SHAPE) -> str:
 
 
 def make_bundle(folder, variant="sigmoid", in_shape=NODE_SHAPE, files=None, score=None, **prep):
-    """A bundle around :func:`node_model` (fp32 only), written through runtime.manifest."""
+    """A bundle around :func:`node_model` (fp32 only), written through runtime.bundle.manifest."""
     folder = str(folder)
     os.makedirs(folder, exist_ok=True)
     fp32 = get_precision("fp32").file()

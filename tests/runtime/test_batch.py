@@ -17,8 +17,8 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from icrt.runtime.records import PARQUET_COLUMNS, parquet_name  # noqa: E402
-from icrt.runtime.worklist import shard_of  # noqa: E402
+from icrt.runtime.bundle.records import PARQUET_COLUMNS, parquet_name  # noqa: E402
+from icrt.runtime.scoring.worklist import shard_of  # noqa: E402
 from tests.images import textured  # noqa: E402
 from tests.runtime.fixtures import ROOT, broken_inputs, run_cli  # noqa: E402
 
@@ -101,7 +101,7 @@ def slow_env(tmp_path, delay: float = 0.0, stall: bool = False) -> dict:
     (site / "sitecustomize.py").write_text(
         "import os, time\n"
         "if os.environ.get('ICRT_TEST_DELAY') or os.environ.get('ICRT_TEST_STALL'):\n"
-        "    import icrt.runtime.scorer as _s\n"
+        "    import icrt.runtime.scoring.scorer as _s\n"
         "    _orig = _s.Scorer.iter_score\n"
         "    def iter_score(self, *a, **k):\n"
         "        if os.environ.get('ICRT_TEST_STALL'):\n"
@@ -358,15 +358,15 @@ def test_ray_runner_without_ray_says_what_to_install(tmp_path, capsys, square_bu
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     paths = make_inputs(tmp_path / "in", 2, broken=False, odd=False)
     code, _, err = run_cli(capsys, "batch", *paths, "--out", tmp_path / "o", "-m", square_bundle, "--runner", "ray")
-    from icrt.runtime.install import extra_hint
+    from icrt.runtime.base.install import extra_hint
 
     assert code == 2 and extra_hint("scale") in err and len(err.strip().splitlines()) == 1
 
 
 def test_ray_budget_leaves_cpus_for_reading():
+    from icrt.runtime.base.errors import UnavailableError
     from icrt.runtime.batch.job import Job
     from icrt.runtime.batch.ray_runner import READ_RESERVE, ray_budget
-    from icrt.runtime.errors import UnavailableError
 
     job = Job(out="o", bundle="b", runner="ray", workers=2)
     cpw, gpw, threads = ray_budget(job, {"CPU": 2.0}, 2.0)
@@ -398,7 +398,7 @@ def test_one_run_per_folder(tmp_path, capsys, square_bundle):
 
 def test_slow_runs_still_write_parts(tmp_path):
     from icrt.runtime.batch.parts import PartWriter
-    from icrt.runtime.records import records_table
+    from icrt.runtime.bundle.records import records_table
 
     w = PartWriter(str(tmp_path), part_rows=1000, part_seconds=0.0)  # every row older than 0 s: written at once
     w.add(records_table([{"image": "a.png", "score": 0.5, "patches": 1, "width": 2, "height": 3}]))

@@ -15,7 +15,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
-from icrt.runtime import files  # noqa: E402
+import icrt.runtime.base.files as files  # noqa: E402
 from tests.images import textured  # noqa: E402
 from tests.runtime.fixtures import make_bundle, run_cli  # noqa: E402
 from tests.runtime.test_batch import icrt, make_inputs, read_rows, write_list  # noqa: E402

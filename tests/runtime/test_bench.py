@@ -39,7 +39,7 @@ def test_bench_writes_report_md_json_and_plot(square_bundle, tmp_path, capsys):
 
 
 def test_bench_patch_model_counts_patches_per_image(patches_bundle, tmp_path, capsys):
-    from icrt.runtime.bench import run_bench
+    from icrt.runtime.tools.bench import run_bench
 
     bundle = patches_bundle
     imgs = tmp_path / "imgs"
@@ -63,7 +63,7 @@ def test_bench_reports_skipped_settings_and_fails_when_nothing_ran(patches_bundl
 
 
 def test_agreement_ranks_ties_and_leaves_out_failed_images():
-    from icrt.runtime.bench import agreement, ranks
+    from icrt.runtime.tools.bench import agreement, ranks
 
     assert list(ranks([3.0, 1.0, 3.0, 2.0])) == [2.5, 0.0, 2.5, 1.0]  # ties share their mean rank
     a = agreement([0.1, 0.2, None, 0.4, 0.3], [0.1, 0.25, 0.5, 0.3, 0.35])

@@ -12,9 +12,9 @@ import sys
 import pytest
 from PIL import Image
 
+from icrt.runtime.bundle.manifest import INPUT_NAME, BundleError, Manifest, load_manifest, write_bundle
+from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.runtime.cli import main
-from icrt.runtime.manifest import INPUT_NAME, BundleError, Manifest, load_manifest, write_bundle
-from icrt.runtime.preprocess import Preprocessing
 from tests.runtime.fixtures import ROOT, SIZE, edit_manifest, make_bundle, node_model
 
 
@@ -94,7 +94,7 @@ def test_a_files_entry_whose_file_is_missing_is_refused(tmp_path, images):
 
 
 def test_copy_bundle_copies_exactly_what_the_manifest_names(tmp_path):
-    from icrt.runtime.staging import copy_bundle
+    from icrt.runtime.bundle.staging import copy_bundle
 
     src = make_bundle(tmp_path / "src")
     for junk in ("notes.txt", "model.int8.onnx", "timing.trt10.sm87.cache"):
@@ -224,7 +224,7 @@ def test_input_shape_dtype_layout_may_be_missing(tmp_path, change):
 
 
 def test_shipped_manifest_round_trips_unchanged():
-    path = os.path.join(ROOT, "runtime", "default_bundle", "manifest.json")
+    path = os.path.join(ROOT, "runtime", "bundle", "default", "manifest.json")
     with open(path) as f:
         d = json.load(f)
     m = Manifest.from_dict(d, os.path.dirname(path))
@@ -261,7 +261,7 @@ def test_unknown_keys_and_nulls_survive_load_and_save(tmp_path):
 
 
 def test_sections_are_plain_typed_objects_read_by_attribute():
-    from icrt.runtime.manifest import Calibration, EngineRecord, ModelCard, ParityFigures, ScoreSpec
+    from icrt.runtime.bundle.manifest import Calibration, EngineRecord, ModelCard, ParityFigures, ScoreSpec
 
     d = {"format": "icrt-bundle/1", "kind": "d2s", "name": "x", "preprocessing": {"size": SIZE},
          "files": {"fp32": {"onnxruntime": "model.onnx", "tensorrt": "model.onnx"}},
@@ -321,7 +321,7 @@ def test_manifest_not_an_object_is_refused(tmp_path):
 
 
 def test_shipped_and_test_bundles_validate(tmp_path):
-    load_manifest(os.path.join(ROOT, "runtime", "default_bundle")).validate()
+    load_manifest(os.path.join(ROOT, "runtime", "bundle", "default")).validate()
     load_manifest(make_bundle(tmp_path / "sq")).validate()
     load_manifest(make_bundle(tmp_path / "p", resize="patches", stride=16, max_long_side=256)).validate()
     Manifest(kind="d2s", name="x", preprocessing=Preprocessing(size=16, stride=64)).validate()  # square: stride unused

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from icrt.runtime.errors import BundleError
-from icrt.runtime.manifest import file_sha256, load_manifest
+from icrt.runtime.base.errors import BundleError
+from icrt.runtime.bundle.manifest import file_sha256, load_manifest
 from tests.runtime.fixtures import ROOT, build_bundle, run_cli
 from tests.runtime.test_bundle_validation import icrt
 
@@ -48,7 +48,7 @@ def test_every_named_file_is_recorded_and_a_damaged_one_stops_scoring_in_one_lin
 
 
 def test_copy_bundle_refuses_a_damaged_file_and_leaves_the_destination_alone(summed, tmp_path):
-    from icrt.runtime.staging import copy_bundle
+    from icrt.runtime.bundle.staging import copy_bundle
 
     copy_bundle(summed, tmp_path / "copy")
     assert load_manifest(str(tmp_path / "copy")).verify_files() is None
@@ -76,7 +76,7 @@ def test_a_bundle_without_checksums_is_not_checked_and_a_malformed_entry_is_refu
 
 
 def test_the_default_bundle_records_every_file_it_names_and_they_match():
-    m = load_manifest(os.path.join(ROOT, "runtime", "default_bundle"))
+    m = load_manifest(os.path.join(ROOT, "runtime", "bundle", "default"))
     assert m.sha256  # the recipe records them (train/recipes/default_model.py, write_card)
     assert sorted(m.sha256) == sorted(m.named_files()) and m.verify_files() is None
 

@@ -83,7 +83,7 @@ def test_csv_and_table_carry_errors(capsys, square_bundle, tmp_path):
 
 
 def test_usage_and_model_errors_exit_2(capsys, square_bundle, folder, tmp_path, monkeypatch):
-    from icrt.runtime import defaults
+    import icrt.runtime.bundle.defaults as defaults
 
     with pytest.raises(SystemExit) as e:
         main(["score", "x.png", "--format", "xml"])
@@ -110,7 +110,7 @@ def test_output_file_is_atomic_and_old_file_survives_a_failed_write(capsys, squa
                                                                    monkeypatch):
     out_file = tmp_path / "scores.csv"
     out_file.write_text("old contents\n")
-    import icrt.runtime.files as files
+    import icrt.runtime.base.files as files
 
     real_replace = os.replace
     monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
@@ -179,7 +179,7 @@ def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(patches_bundle, tmp_p
     import numpy as np
 
     from icrt.runtime import Scorer
-    from icrt.runtime.preprocess import to_model_input
+    from icrt.runtime.scoring.preprocess import to_model_input
 
     p = tmp_path / "big.png"
     textured(900, 700, seed=3).save(p)
@@ -189,7 +189,7 @@ def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(patches_bundle, tmp_p
     monkeypatch.setattr(scorer.backend, "run", lambda x: (seen.append(len(x)), real_run(x))[1])
     rec = scorer.score(str(p))
     assert rec["patches"] > 40 and max(seen) <= 8
-    from icrt.runtime.preprocess import load_rgb
+    from icrt.runtime.scoring.preprocess import load_rgb
 
     x, _ = to_model_input(load_rgb(str(p)), scorer.prep)
     full = np.concatenate([real_run(x[i:i + 64]) for i in range(0, len(x), 64)])
@@ -197,25 +197,25 @@ def test_patch_scoring_keeps_one_batch_of_inputs_in_memory(patches_bundle, tmp_p
 
 
 def test_a_bug_keeps_its_traceback_and_is_not_a_usage_error(capsys, square_bundle, monkeypatch):
-    """Only icrt's own errors (runtime.errors.IcrtError) become `icrt: error:` lines; a plain ValueError is a bug."""
-    import icrt.runtime.info
+    """Only icrt's own errors (runtime.base.errors.IcrtError) become `icrt: error:` lines; a plain ValueError is a bug."""
+    import icrt.runtime.tools.info
 
     def bug(manifest, verbose=False):
         raise ValueError("a bug, not a bad input")
 
-    monkeypatch.setattr(icrt.runtime.info, "model_card", bug)
+    monkeypatch.setattr(icrt.runtime.tools.info, "model_card", bug)
     with pytest.raises(ValueError, match="a bug"):
         main(["info", square_bundle])
     assert "icrt: error" not in capsys.readouterr().err
 
 
 def test_interrupt_is_exit_130(capsys, square_bundle, monkeypatch):
-    import icrt.runtime.info
+    import icrt.runtime.tools.info
 
     def interrupted(manifest, verbose=False):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(icrt.runtime.info, "model_card", interrupted)
+    monkeypatch.setattr(icrt.runtime.tools.info, "model_card", interrupted)
     assert main(["info", square_bundle]) == 130 and capsys.readouterr().err == "icrt: interrupted\n"
 
 

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from icrt.runtime import Scorer, defaults
-from icrt.runtime.manifest import load_manifest
+import icrt.runtime.bundle.defaults as defaults
+from icrt.runtime import Scorer
+from icrt.runtime.bundle.manifest import load_manifest
 from tests.runtime.fixtures import ROOT
 
 EXAMPLES = os.path.join(ROOT, "examples")

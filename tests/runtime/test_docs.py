@@ -100,7 +100,7 @@ def test_docs_have_commands_and_every_mark_is_known():
 
 def _icrt_parser():
     from icrt.cli import TORCH_COMMANDS, _adder
-    from icrt.runtime.cli import build_parser
+    from icrt.runtime.cli.app import build_parser
 
     return build_parser([_adder(n) for n in TORCH_COMMANDS])[0]
 

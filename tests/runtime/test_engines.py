@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from icrt.runtime.backends import tensorrt_build
+import icrt.runtime.backends.tensorrt_build as tensorrt_build
 from icrt.runtime.backends.tensorrt import cc_compact
+from icrt.runtime.bundle.manifest import engine_file_name, load_manifest, timing_cache_file_name
 from icrt.runtime.cli import main
-from icrt.runtime.manifest import engine_file_name, load_manifest, timing_cache_file_name
 from tests.fakes.bundle import fake_bundle, snapshot
 from tests.fakes.fake_cuda import CudaState, install_cuda
 from tests.fakes.fake_tensorrt import CACHE_MAGIC, PLAN_MAGIC, VERSIONS, install_tensorrt
@@ -23,7 +23,7 @@ V86, V10, V11 = VERSIONS["8.6"], VERSIONS["10.3"], VERSIONS["11.1"]
 @pytest.fixture(autouse=True)
 def only_build_command(monkeypatch):
     """`icrt` with the build command only: other command modules (being written elsewhere) cannot break these."""
-    from icrt.runtime import commands
+    import icrt.runtime.cli.commands as commands
 
     assert "build" in commands.COMMANDS  # registered
     monkeypatch.setattr(commands, "COMMANDS", ("build",))
@@ -97,8 +97,8 @@ def test_icrt_build_end_to_end(tmp_path, monkeypatch, gpu, capsys, version):
 def test_the_default_bundle_builds_in_every_precision(tmp_path, monkeypatch, gpu, version):
     """The README's `icrt build` line on the shipped default model: every check of icrt's own passes, each
     precision is built from the file that TensorRT version needs (only the fake TensorRT stands in)."""
-    from icrt.runtime.defaults import PACKAGE_BUNDLE
-    from icrt.runtime.staging import copy_bundle
+    from icrt.runtime.bundle.defaults import PACKAGE_BUNDLE
+    from icrt.runtime.bundle.staging import copy_bundle
 
     fake = trt(monkeypatch, version, gpu)
     b = str(tmp_path / "default")
@@ -165,7 +165,7 @@ def test_trtexec_lines_match_each_version(monkeypatch, gpu, tmp_path, capsys):
 def test_patch_models_get_the_usual_patch_count_as_opt_batch(monkeypatch, gpu, tmp_path):
     fake = trt(monkeypatch, V10, gpu)
     b = fake_bundle(str(tmp_path / "b"), precisions=("fp32",), resize="patches")
-    from icrt.runtime.preprocess import patch_count
+    from icrt.runtime.bundle.preprocessing import patch_count
 
     usual = patch_count(480, 640, load_manifest(b).preprocessing)
     assert usual == 35
@@ -279,7 +279,7 @@ def test_a_failed_manifest_write_removes_the_new_files(monkeypatch, gpu, tmp_pat
     trt(monkeypatch, V10, gpu)
     b = fake_bundle(str(tmp_path / "b"), precisions=("fp32",))
     before = snapshot(b)
-    from icrt.runtime.manifest import Manifest
+    from icrt.runtime.bundle.manifest import Manifest
 
     def no_space(self, root=None):
         raise OSError(28, "No space left on device")
@@ -321,7 +321,7 @@ def test_without_tensorrt_one_line_says_how_to_get_it(monkeypatch, tmp_path, cap
     assert build(b) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("icrt: error: building TensorRT engines needs the tensorrt Python")
-    from icrt.runtime.install import pip_line
+    from icrt.runtime.base.install import pip_line
 
     assert "JetPack" in err[0] and "--system-site-packages" in err[0] and pip_line("trt") in err[0]
 
@@ -415,7 +415,7 @@ def test_bench_reports_jetson_power_mode_and_clocks(monkeypatch):
     import subprocess
     import types
 
-    from icrt.runtime import bench
+    import icrt.runtime.tools.bench as bench
 
     gpu_dir = "/sys/class/devfreq/17000000.ga10b"
     files = {"/etc/nv_tegra_release": "# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64",

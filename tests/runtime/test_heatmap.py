@@ -2,7 +2,7 @@
 colours are."""
 import numpy as np
 
-from icrt.runtime.heatmap import FLOOR, colours, draw_heatmap
+from icrt.runtime.scoring.heatmap import FLOOR, colours, draw_heatmap
 
 
 def _grid(h, w, side, stride):

@@ -50,9 +50,10 @@ def test_score_one_many_a_folder_and_an_image_object(tmp_path, square_bundle):
 
 
 def test_import_icrt_and_icrt_help_load_neither_numpy_nor_torch():
-    code = ("import sys, icrt, icrt.cli, runtime.cli\n"
-            "runtime.cli.build_parser([icrt.cli._adder(n) for n in icrt.cli.TORCH_COMMANDS])\n"
-            "print(sorted(m for m in ('numpy', 'onnxruntime', 'PIL', 'torch', 'train', 'export') if m in sys.modules))")
+    code = ("import sys, icrt, icrt.cli, icrt.runtime.cli.app\n"
+            "icrt.runtime.cli.app.build_parser([icrt.cli._adder(n) for n in icrt.cli.TORCH_COMMANDS])\n"
+            "print(sorted(m for m in ('numpy', 'onnxruntime', 'PIL', 'torch', 'icrt.train', 'icrt.export') "
+            "if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
 
@@ -61,7 +62,7 @@ def test_version_is_one_number_everywhere():
     r = script("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"icrt {runtime.__version__}" == f"icrt {icrt.__version__}"
     with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        assert 'version = {attr = "icrt.runtime.__version__"}' in f.read()
+        assert 'version = {attr = "icrt.runtime.base.version.__version__"}' in f.read()
 
 
 @pytest.mark.parametrize("command", ["train", "export"])
@@ -91,12 +92,12 @@ def test_doctor_reports_facts_as_text_and_json():
 
 
 def test_doctor_says_when_both_onnxruntime_builds_are_installed(monkeypatch):
-    import icrt.runtime.packages as packages
-    from icrt.runtime.doctor import facts, render
+    import icrt.runtime.base.packages as packages
+    from icrt.runtime.tools.doctor import facts, render
 
     real = packages.version
     monkeypatch.setattr(packages, "version", lambda d: "1.20.0" if d == "onnxruntime-gpu" else real(d))
-    import icrt.runtime.doctor as doctor
+    import icrt.runtime.tools.doctor as doctor
 
     monkeypatch.setattr(doctor, "version", packages.version)
     f = facts()
@@ -114,7 +115,7 @@ def test_every_option_of_every_command_has_help_and_every_command_an_example():
     import argparse
 
     from icrt.cli import TORCH_COMMANDS, _adder
-    from icrt.runtime.cli import build_parser
+    from icrt.runtime.cli.app import build_parser
 
     parser, _ = build_parser([_adder(n) for n in TORCH_COMMANDS])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -127,9 +128,9 @@ def test_every_option_of_every_command_has_help_and_every_command_an_example():
 
 def test_scoring_says_again_when_the_cpu_build_hides_an_installed_onnxruntime_gpu(square_bundle, capsys, monkeypatch):
     import icrt.runtime.backends.onnxruntime as ort
-    import icrt.runtime.packages as packages
-    from icrt.runtime.errors import setup_logging
-    from icrt.runtime.manifest import load_manifest
+    import icrt.runtime.base.packages as packages
+    from icrt.runtime.base.errors import setup_logging
+    from icrt.runtime.bundle.manifest import load_manifest
 
     real = packages.version
     monkeypatch.setattr(packages, "version", lambda d: "1.20.0" if d == "onnxruntime-gpu" else real(d))

@@ -1,8 +1,8 @@
 """``icrt info``: what each form of a bundle costs, from the figures the bundle records."""
 import shutil
 
-from icrt.runtime.info import model_card
-from icrt.runtime.manifest import ParityFigures, load_manifest
+from icrt.runtime.bundle.manifest import ParityFigures, load_manifest
+from icrt.runtime.tools.info import model_card
 from tests.runtime.fixtures import build_bundle
 
 

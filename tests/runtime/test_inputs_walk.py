@@ -7,7 +7,7 @@ import os
 import pytest
 
 from icrt.runtime.cli import main
-from icrt.runtime.inputs import LOOP_NOTE, collect
+from icrt.runtime.scoring.inputs import LOOP_NOTE, collect
 from tests.images import textured
 
 
@@ -126,7 +126,7 @@ def test_unreadable_folder_in_a_recursive_glob(locked, monkeypatch):
 
 
 def test_a_file_behind_a_folder_that_cannot_be_searched_is_permission_denied(tmp_path, monkeypatch):
-    from icrt.runtime.preprocess import ImageError, check_image_file
+    from icrt.runtime.scoring.preprocess import ImageError, check_image_file
 
     real = os.stat
 

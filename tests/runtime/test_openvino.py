@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from icrt.runtime.backends import BackendError, open_backend
-from icrt.runtime.manifest import BundleError, load_manifest
+from icrt.runtime.bundle.manifest import BundleError, load_manifest
 from tests.runtime.fixtures import (
     PARITY_TOL,
     ROOT,
@@ -69,7 +69,7 @@ def test_int8_reads_the_bundles_qdq_file_and_stays_close_to_fp32(square_bundle, 
 
 
 def test_float_and_pixel_inputs_give_the_same_scores(square_bundle):
-    from icrt.runtime.preprocess import to_model_input
+    from icrt.runtime.scoring.preprocess import to_model_input
 
     m = load_manifest(square_bundle)
     b = open_backend(m, "openvino", "fp32")
@@ -156,7 +156,7 @@ def test_cli_score_batch_and_bench_take_it_by_name(square_bundle, images, tmp_pa
 
 
 def test_auto_takes_it_before_onnxruntime_where_it_was_measured_faster(square_bundle, monkeypatch):
-    from icrt.runtime import cpu
+    import icrt.runtime.base.hardware as cpu
 
     monkeypatch.setattr(cpu, "cpu_features", lambda cpuinfo=None: ["avx2", "avx512", "avx512_vnni", "amx_int8"])
     b = open_backend(load_manifest(square_bundle), "auto", "fp32")
@@ -192,7 +192,7 @@ def test_it_writes_nothing_but_its_cache_under_home(square_bundle, images, tmp_p
 
 def test_bench_puts_backends_side_by_side_with_their_agreement_and_the_cpu_flags(square_bundle, images, tmp_path,
                                                                                 capsys):
-    from icrt.runtime.cpu import describe
+    from icrt.runtime.base.hardware import describe
 
     folder = tmp_path / "imgs"
     folder.mkdir()

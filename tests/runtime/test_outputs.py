@@ -124,7 +124,7 @@ def test_output_symlink_loop_is_a_usage_error(capsys, square_bundle, image, tmp_
 
 @pytest.fixture
 def no_scoring(monkeypatch):
-    from icrt.runtime import scorer
+    import icrt.runtime.scoring.scorer as scorer
 
     def refuse(*a, **k):
         raise AssertionError("scoring started before the destination was checked")
@@ -156,7 +156,7 @@ def test_bad_destinations_fail_before_scoring(capsys, square_bundle, image, tmp_
 
 def test_a_failed_write_at_the_end_leaves_the_scores_in_a_fallback_file(capsys, square_bundle, image, tmp_path,
                                                                         monkeypatch):
-    import icrt.runtime.files as files
+    import icrt.runtime.base.files as files
 
     out = tmp_path / "scores.csv"
     out.write_text("old\n")
@@ -188,7 +188,7 @@ def test_a_full_device_at_the_end_is_one_line_and_a_fallback_file(square_bundle,
 def test_a_heatmap_that_cannot_be_written_ends_heatmaps_not_scoring(capsys, patches_bundle, tmp_path, monkeypatch):
     import contextlib
 
-    import icrt.runtime.heatmap as heatmap
+    import icrt.runtime.scoring.heatmap as heatmap
 
     patches = patches_bundle
     for i in range(3):
@@ -321,7 +321,7 @@ def test_a_descriptor_that_cannot_be_written_is_refused_before_scoring(square_bu
 
 
 def test_fd_target_names_descriptors_only():
-    from icrt.runtime.files import fd_target
+    from icrt.runtime.base.files import fd_target
 
     assert fd_target("/dev/stdout").fd == 1 and fd_target("/dev/stderr").fd == 2 and fd_target("/dev/fd/7").fd == 7
     assert fd_target(f"/proc/{os.getpid()}/fd/4").fd == 4 and fd_target("/proc/self/fd/0").fd == 0
@@ -361,12 +361,12 @@ def test_a_model_failing_at_run_time_still_writes_o(tmp_path):
 
 
 def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path, capsys):
-    """SIGTERM becomes an exception in the main thread (runtime.errors.run_command), so atomic writers remove their
+    """SIGTERM becomes an exception in the main thread (runtime.base.errors.run_command), so atomic writers remove their
     temporary file, as with Ctrl+C; exit code 143."""
     import signal
 
-    from icrt.runtime.errors import EXIT_TERMINATED, run_command
-    from icrt.runtime.files import atomic_path
+    from icrt.runtime.base.errors import EXIT_TERMINATED, run_command
+    from icrt.runtime.base.files import atomic_path
 
     def write_heatmap_and_get_killed():
         with atomic_path(str(tmp_path / "a.heatmap.png")) as tmp:

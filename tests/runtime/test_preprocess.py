@@ -2,15 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icrt.runtime.preprocess import (
-    ImageError,
-    Preprocessing,
-    grid_positions,
-    load_rgb,
-    normalize,
-    patch_grid,
-    to_model_input,
-)
+from icrt.runtime.bundle.preprocessing import Preprocessing, grid_positions, patch_grid
+from icrt.runtime.scoring.preprocess import ImageError, load_rgb, normalize, to_model_input
 
 
 def test_grid_covers_edges_with_stride():
@@ -77,7 +70,8 @@ def test_preprocessing_round_trips_through_dict():
 
 @pytest.mark.parametrize("shape", [(1000, 500), (100, 150), (300, 400), (1, 1), (3, 200), (224, 224), (225, 5000)])
 def test_fitted_size_and_patch_count_predict_geometry(shape):
-    from icrt.runtime.preprocess import fitted_size, geometry, patch_count
+    from icrt.runtime.bundle.preprocessing import fitted_size, patch_count
+    from icrt.runtime.scoring.preprocess import geometry
 
     prep = Preprocessing(resize="patches", size=224, stride=64, max_long_side=448)
     img = np.zeros(shape + (3,), np.uint8)
@@ -87,7 +81,7 @@ def test_fitted_size_and_patch_count_predict_geometry(shape):
 
 
 def test_too_many_patches_is_an_image_error_before_any_resize():
-    from icrt.runtime.preprocess import MAX_FITTED_PIXELS, MAX_PATCHES
+    from icrt.runtime.scoring.preprocess import MAX_FITTED_PIXELS, MAX_PATCHES
 
     with pytest.raises(ImageError, match=f"limit {MAX_FITTED_PIXELS // 1_000_000} MP"):  # 224 x 4.5 M px once fitted
         to_model_input(np.zeros((1, 20000, 3), np.uint8), Preprocessing(resize="patches", size=224))
@@ -96,7 +90,7 @@ def test_too_many_patches_is_an_image_error_before_any_resize():
 
 
 def test_patch_inputs_are_made_slice_by_slice_with_the_same_values():
-    from icrt.runtime.preprocess import PatchInputs, model_inputs
+    from icrt.runtime.scoring.preprocess import PatchInputs, model_inputs
 
     img = np.random.default_rng(0).integers(0, 256, (300, 420, 3), dtype=np.uint8)
     prep = Preprocessing(resize="patches", size=64, stride=32)
@@ -133,7 +127,8 @@ def test_large_jpeg_is_decoded_at_reduced_scale_for_square_models(tmp_path):
     still reported, EXIF rotation included, and the model input moves by little."""
     from PIL import Image
 
-    from icrt.runtime.preprocess import Preprocessing, load_for_model, load_rgb, to_model_input
+    from icrt.runtime.bundle.preprocessing import Preprocessing
+    from icrt.runtime.scoring.preprocess import load_for_model, load_rgb, to_model_input
 
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
@@ -160,7 +155,7 @@ def test_large_jpeg_is_decoded_at_reduced_scale_for_square_models(tmp_path):
 def test_symlink_loop_is_named_as_such(tmp_path):
     import os
 
-    from icrt.runtime.preprocess import ImageError, load_rgb
+    from icrt.runtime.scoring.preprocess import ImageError, load_rgb
 
     os.symlink(tmp_path / "b.jpg", tmp_path / "a.jpg")
     os.symlink(tmp_path / "a.jpg", tmp_path / "b.jpg")
@@ -177,7 +172,7 @@ def test_symlink_loop_is_named_as_such(tmp_path):
 def test_load_resized_gives_the_pixels_of_decode_then_geometry(tmp_path, prep):
     """One pass on the Pillow image (no full-size numpy copy): the same pixels and full size as load_for_model then
     geometry, for a big JPEG (decoded at reduced scale), an EXIF-rotated one, a PNG with transparency, a small GIF."""
-    from icrt.runtime.preprocess import geometry, load_for_model, load_resized
+    from icrt.runtime.scoring.preprocess import geometry, load_for_model, load_resized
 
     rng = np.random.default_rng(1)
     big = Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).resize((1600, 1200))
@@ -198,7 +193,7 @@ def test_load_resized_gives_the_pixels_of_decode_then_geometry(tmp_path, prep):
 
 
 def test_pixel_inputs_are_the_resized_uint8_image_channels_last():
-    from icrt.runtime.preprocess import model_inputs
+    from icrt.runtime.scoring.preprocess import model_inputs
 
     img = np.random.default_rng(0).integers(0, 256, (50, 80, 3), dtype=np.uint8)
     for prep in (Preprocessing(resize="square", size=32), Preprocessing(resize="patches", size=32, stride=16)):

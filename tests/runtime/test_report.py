@@ -12,15 +12,15 @@ from html.parser import HTMLParser
 
 import pytest
 
-from icrt.runtime import report
-from icrt.runtime.report import html as report_html
-from icrt.runtime.report import readers
-from icrt.runtime.report import statistics as report_stats
+import icrt.runtime.report as report
+import icrt.runtime.report.html as report_html
+import icrt.runtime.report.readers as readers
+import icrt.runtime.report.statistics as report_stats
 from tests.images import textured
 from tests.runtime.fixtures import run_cli
 
 EVIL = "<img src=x onerror=alert(1)>.png"  # a valid file name that is also HTML
-FORMULA = "=sum.png"  # written '=sum.png in CSV (runtime.formats.csv_safe)
+FORMULA = "=sum.png"  # written '=sum.png in CSV (runtime.tools.formats.csv_safe)
 
 
 @pytest.fixture(scope="module")
@@ -368,7 +368,7 @@ def test_batch_folder_without_pyarrow(scored, capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
     monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
     code, _, err = run_cli(capsys, "report", folder, "-o", tmp_path / "r.html")
-    from icrt.runtime.install import extra_hint
+    from icrt.runtime.base.install import extra_hint
 
     assert code == 2 and err.count("\n") == 1 and extra_hint("scale") in err
 

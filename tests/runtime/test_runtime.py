@@ -123,7 +123,7 @@ def test_broken_inputs_get_one_clear_error_each_and_the_rest_is_scored(square_bu
 
 def test_too_elongated_for_patches_is_a_clear_error(patches_bundle, tmp_path):
     from icrt.runtime import Scorer
-    from icrt.runtime.preprocess import MAX_FITTED_PIXELS
+    from icrt.runtime.scoring.preprocess import MAX_FITTED_PIXELS
 
     scorer = Scorer.load(patches_bundle)
     side = scorer.prep.size
@@ -177,14 +177,15 @@ def test_auto_falls_back_to_onnxruntime_cpu_and_says_why(square_bundle, monkeypa
 
     specs = dict(backends.registry())  # as without the [openvino] extra (with it, OpenVINO comes first)
     specs["openvino"] = dataclasses.replace(specs["openvino"], available=lambda: False)
-    monkeypatch.setattr(backends, "_REGISTRY", specs)
+    monkeypatch.setattr(backends.base, "_REGISTRY", specs)
     s = Scorer.load(square_bundle, backend="auto")
     assert s.backend.name == "onnxruntime" and s.backend.device == "cpu"
     assert any(n.startswith("tensorrt:") for n in s.backend.notes)
 
 
 def test_default_bundle_is_a_clear_error_until_installed_and_env_overrides(monkeypatch, square_bundle, images):
-    from icrt.runtime import BundleError, Scorer, defaults
+    import icrt.runtime.bundle.defaults as defaults
+    from icrt.runtime import BundleError, Scorer
 
     monkeypatch.delenv(defaults.ENV_VAR, raising=False)
     monkeypatch.setattr(defaults, "PACKAGE_BUNDLE", "/nonexistent/default_bundle")
@@ -196,7 +197,7 @@ def test_default_bundle_is_a_clear_error_until_installed_and_env_overrides(monke
 
 def draw_heatmaps(scorer, images, folder):
     """Records of ``images`` with their heatmaps drawn into ``folder``, as ``icrt score --heatmap`` draws them."""
-    from icrt.runtime.heatmap import HeatmapWriter
+    from icrt.runtime.scoring.heatmap import HeatmapWriter
 
     writer = HeatmapWriter(folder, scorer.score_range)
     recs = list(scorer.iter_score(images, maps=writer.wanted))
@@ -219,7 +220,7 @@ def test_heatmap_png_is_written_per_image(patches_bundle, tmp_path, images):
 
 
 def test_score_map_averages_overlapping_patches():
-    from icrt.runtime.heatmap import CELL, score_map
+    from icrt.runtime.scoring.heatmap import CELL, score_map
 
     m = score_map((64, 96), [(0, 0), (0, 32)], 64, [0.2, 0.6])
     assert m.shape == (64 // CELL, 96 // CELL)
@@ -244,7 +245,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from icrt.runtime.files import write_json
+    from icrt.runtime.base.files import write_json
 
     mask = os.umask(0o022)
     try:
@@ -257,7 +258,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
 @needs_matplotlib
 def test_square_model_heatmap_maps_local_windows(square_bundle, tmp_path, images):
     from icrt.runtime import Scorer
-    from icrt.runtime.preprocess import load_rgb
+    from icrt.runtime.scoring.preprocess import load_rgb
 
     scorer = Scorer.load(square_bundle)
     rgb = load_rgb(images[2])  # 300 x 110
@@ -277,7 +278,13 @@ def test_square_model_heatmap_maps_local_windows(square_bundle, tmp_path, images
 def test_batch_size_is_bounded_by_bytes_from_the_input_size():
     """The default batch and the largest one follow from what one model input costs (its float32 size times
     ACTIVATION_FACTOR): the default model's 384 px inputs get a small default batch and a cap well under 1024."""
-    from icrt.runtime.scorer import DEFAULT_BATCH, DEFAULT_BATCH_BYTES, MAX_BATCH_BYTES, batch_limits, input_cost
+    from icrt.runtime.scoring.scorer import (
+        DEFAULT_BATCH,
+        DEFAULT_BATCH_BYTES,
+        MAX_BATCH_BYTES,
+        batch_limits,
+        input_cost,
+    )
 
     assert batch_limits(64) == (DEFAULT_BATCH, MAX_BATCH_BYTES // input_cost(64))  # small inputs: 32, many
     default, cap = batch_limits(384)
@@ -290,9 +297,10 @@ def test_batch_size_is_bounded_by_bytes_from_the_input_size():
 def test_a_batch_size_over_the_cap_is_lowered_with_a_line(square_bundle, caplog):
     import logging
 
-    from icrt.runtime import Scorer, scorer
-    from icrt.runtime.manifest import load_manifest
-    from icrt.runtime.scorer import batch_limits
+    import icrt.runtime.scoring.scorer as scorer
+    from icrt.runtime import Scorer
+    from icrt.runtime.bundle.manifest import load_manifest
+    from icrt.runtime.scoring.scorer import batch_limits
 
     scorer._LOWERED_TOLD.clear()  # told once per process
     caplog.set_level(logging.WARNING, logger="runtime")
@@ -314,7 +322,7 @@ def test_the_default_model_peaks_under_600_mb_with_default_options(tmp_path):
     import subprocess
     import sys
 
-    from icrt.runtime.defaults import PACKAGE_BUNDLE
+    from icrt.runtime.bundle.defaults import PACKAGE_BUNDLE
     from tests.runtime.fixtures import ROOT
 
     if not os.path.isfile(os.path.join(PACKAGE_BUNDLE, "manifest.json")):
@@ -359,7 +367,7 @@ def test_decoding_ahead_on_threads_gives_the_sequential_records_in_order(request
     (workers=0), in input order, each bad file its own error record, even when later images finish decoding first."""
     import time
 
-    import icrt.runtime.scorer as scorer_module
+    import icrt.runtime.scoring.scorer as scorer_module
     from icrt.runtime import Scorer
 
     if backend == "openvino":

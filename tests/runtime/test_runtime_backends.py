@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 import icrt.runtime.backends as backends
+import icrt.runtime.bundle.precisions as precisions
 from icrt.runtime.backends import Backend, BackendError, NotInBundleError, open_backend, register_backend
-from icrt.runtime.manifest import BundleError, load_manifest
+from icrt.runtime.bundle.manifest import BundleError, load_manifest
 from tests.runtime.fixtures import SIZE, edit_manifest, make_bundle, needs_matplotlib, node_model
 
 
@@ -30,8 +31,10 @@ class ConstBackend(Backend):
 
 @pytest.fixture
 def registry(monkeypatch):
-    """The registry as a scratch copy: backends registered in a test vanish after it."""
-    monkeypatch.setattr(backends, "_REGISTRY", dict(backends.registry()))
+    """The registry as a scratch copy: backends (and the bundle forms they bring) registered in a test vanish
+    after it."""
+    monkeypatch.setattr(backends.base, "_REGISTRY", dict(backends.registry()))
+    monkeypatch.setattr(precisions, "_FORMS", dict(precisions._FORMS))
     return backends
 
 
@@ -50,13 +53,13 @@ def image(tmp_path):
 def without_openvino(registry):
     """``auto`` as where the [openvino] extra is not installed (it comes before onnxruntime where it is)."""
     spec = registry.registry()["openvino"]
-    registry._REGISTRY["openvino"] = dataclasses.replace(spec, available=lambda: False)
+    registry.base._REGISTRY["openvino"] = dataclasses.replace(spec, available=lambda: False)
 
 
 def test_builtins_are_registered_in_auto_order(registry):
     assert registry.backend_choices() == ("auto", "onnxruntime", "openvino", "tensorrt")
     assert [s.name for s in registry.auto_order()] == ["tensorrt", "openvino", "onnxruntime"]
-    assert registry.files_keys() == ("onnxruntime", "tensorrt")  # openvino reads the onnxruntime form
+    assert precisions.forms() == ("onnxruntime", "tensorrt")  # openvino reads the onnxruntime form
     spec = registry.backend_spec("onnxruntime")
     assert spec.files_key == "onnxruntime" and spec.available() is True
     assert registry.backend_spec("openvino").unavailable == "not installed (install the [openvino] extra)"
@@ -68,7 +71,8 @@ def test_builtins_are_registered_in_auto_order(registry):
 
 
 def test_registry_imports_no_inference_library():
-    code = ("import sys, icrt.runtime.backends as b; b.registry(); import icrt.runtime.cli; icrt.runtime.cli.build_parser(); "
+    code = ("import sys, icrt.runtime.backends as b; b.registry(); import icrt.runtime.cli.app; "
+            "icrt.runtime.cli.app.build_parser(); "
             "print(sorted(m for m in ('numpy', 'PIL', 'onnxruntime', 'tensorrt', 'openvino') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -138,7 +142,7 @@ def test_a_registered_backend_serves_the_cli_bench_and_manifest(registry, bundle
 
 
 def test_any_object_with_the_backend_interface_scores(bundle, image):
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.scoring.scorer import Scorer
 
     m = load_manifest(bundle)
     rec = Scorer(m, ConstBackend("fp32", 0.5)).score(image)
@@ -163,8 +167,8 @@ def test_ort_backend_from_a_plain_onnx_file(tmp_path):
 
 def test_unavailable_backend_and_missing_precision_exit_codes(bundle, image, capsys):
     from icrt.runtime.backends.tensorrt import tensorrt_available
+    from icrt.runtime.base.errors import EXIT_UNAVAILABLE
     from icrt.runtime.cli import main
-    from icrt.runtime.errors import EXIT_UNAVAILABLE
 
     if tensorrt_available():
         pytest.skip("TensorRT is installed here")

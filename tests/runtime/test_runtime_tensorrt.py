@@ -5,8 +5,8 @@ import pytest
 
 from icrt.runtime.backends import BackendError
 from icrt.runtime.backends.tensorrt import cc_key, select_engine, tensorrt_available, version_key
-from icrt.runtime.manifest import EngineRecord, Manifest
-from icrt.runtime.preprocess import Preprocessing
+from icrt.runtime.bundle.manifest import EngineRecord, Manifest
+from icrt.runtime.bundle.preprocessing import Preprocessing
 
 
 def manifest(engines):

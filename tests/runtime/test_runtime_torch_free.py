@@ -47,7 +47,8 @@ def test_preprocessing_runs_without_torch(tmp_path):
     from PIL import Image
     Image.new("RGB", (300, 200), (10, 200, 30)).save(tmp_path / "x.png")
     r = run_without_torch(f"""
-        from icrt.runtime.preprocess import Preprocessing, load_rgb, to_model_input
+        from icrt.runtime.bundle.preprocessing import Preprocessing
+        from icrt.runtime.scoring.preprocess import load_rgb, to_model_input
         x, pos = to_model_input(load_rgb({str(tmp_path / 'x.png')!r}), Preprocessing(resize="patches", size=224))
         print(x.shape, len(pos))
     """)

@@ -18,8 +18,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from icrt.runtime.install import extra_hint
-from icrt.runtime.scorer import Scorer
+from icrt.runtime.base.install import extra_hint
+from icrt.runtime.scoring.scorer import Scorer
 from tests.images import textured
 from tests.runtime.fixtures import ROOT, broken_inputs, run_cli
 
@@ -243,7 +243,7 @@ def test_score_url_without_tritonclient_says_what_to_install(tmp_path):
 
 def test_serve_refuses_numpy_2_beside_pytriton_before_0_8_in_one_line(square_bundle, capsys, monkeypatch):
     need_serve()
-    import icrt.runtime.packages as packages
+    import icrt.runtime.base.packages as packages
 
     real = packages.version
     monkeypatch.setattr(packages, "version", lambda d: {"numpy": "2.1.3", "nvidia-pytriton": "0.7.0"}.get(d, real(d)))
@@ -254,7 +254,7 @@ def test_serve_refuses_numpy_2_beside_pytriton_before_0_8_in_one_line(square_bun
 
 
 def test_serve_problem_is_numpy_2_with_pytriton_before_0_8_only():
-    from icrt.runtime.packages import serve_problem
+    from icrt.runtime.base.packages import serve_problem
 
     assert serve_problem("2.0.0", "0.7.0") and serve_problem("2.4.6", "0.5.14")
     assert serve_problem("1.26.4", "0.7.0") is None and serve_problem("2.1.0", "0.8.0") is None

@@ -10,9 +10,10 @@ import os
 import numpy as np
 import pytest
 
-from icrt.runtime.backends import BackendError, open_backend, tensorrt_build
+import icrt.runtime.backends.tensorrt_build as tensorrt_build
+from icrt.runtime.backends import BackendError, open_backend
 from icrt.runtime.backends.tensorrt import TensorRTBackend, open_cuda
-from icrt.runtime.manifest import BundleError, load_manifest
+from icrt.runtime.bundle.manifest import BundleError, load_manifest
 from tests.fakes.bundle import fake_bundle
 from tests.fakes.fake_cuda import CudaState, install_cuda
 from tests.fakes.fake_tensorrt import PLAN_MAGIC, VERSIONS, install_tensorrt, sigmoid_mean

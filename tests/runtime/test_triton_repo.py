@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from icrt.runtime.errors import UserInputError
-from icrt.runtime.manifest import EngineRecord, Manifest, engine_file_name, load_manifest, write_bundle
-from icrt.runtime.precisions import get_precision
-from icrt.runtime.records import OUTPUTS
+from icrt.runtime.base.errors import UserInputError
+from icrt.runtime.bundle.manifest import EngineRecord, Manifest, engine_file_name, load_manifest, write_bundle
+from icrt.runtime.bundle.precisions import get_precision
+from icrt.runtime.bundle.records import OUTPUTS
 from icrt.runtime.serving.repository import MARKER, write_repository
 from tests.images import textured
 from tests.runtime.fixtures import DATA, TINY_FILES, broken_inputs, run_cli, tiny_preprocessing
@@ -112,9 +112,11 @@ def test_cpu_repository_configs_match_the_onnx_model(square_bundle, tmp_path):
     # the Python model and its copy of the torch-free runtime (no default bundle, no templates, no caches)
     version = out / "icrt" / "1"
     assert (version / "model.py").read_text().startswith('"""icrt\'s front model')
-    copied = {str(p.relative_to(version / "runtime")) for p in (version / "runtime").rglob("*") if p.is_file()}
-    assert {"__init__.py", "scorer.py", "preprocess.py", "serving/repository.py", "backends/__init__.py"} <= copied
-    assert all(p.endswith(".py") for p in copied) and not any("default_bundle" in p or "triton_model" in p for p in copied)
+    runtime = version / "icrt" / "runtime"
+    copied = {str(p.relative_to(runtime)) for p in runtime.rglob("*") if p.is_file()}
+    assert {"__init__.py", "scoring/scorer.py", "scoring/preprocess.py", "serving/repository.py",
+            "backends/__init__.py"} <= copied
+    assert all(p.endswith(".py") for p in copied) and not any("bundle/default/" in p or "triton_model" in p for p in copied)
 
 
 def test_gpu_repository_with_the_tensorrt_accelerator(square_bundle, tmp_path):
@@ -194,7 +196,7 @@ def test_engines_of_several_tensorrt_versions_need_a_choice(tmp_path):
 def test_a_missing_engine_file_is_a_bundle_error(tmp_path):
     bundle = engine_bundle(tmp_path / "bundle", ccs=("8.7",))
     os.remove(os.path.join(bundle, engine_file_name("fp16", "10.3.0", "8.7")))
-    from icrt.runtime.manifest import BundleError
+    from icrt.runtime.bundle.manifest import BundleError
     with pytest.raises(BundleError, match="missing"):
         write_repository(bundle, str(tmp_path / "repo"), precision="fp16", device="gpu")
     assert os.listdir(tmp_path) == ["bundle"]  # nothing written, no staging folder left
@@ -301,7 +303,7 @@ def test_the_repository_serves_in_the_real_tritonserver(patches_bundle, tmp_path
     import pytriton
     from pytriton.utils.distribution import get_libs_path, get_stub_path
 
-    from icrt.runtime.scorer import Scorer
+    from icrt.runtime.scoring.scorer import Scorer
     from icrt.runtime.serving.client import RemoteScorer
     from icrt.runtime.serving.process import ServerProcess, alive, descendants, free_ports
     from icrt.runtime.serving.server import libpython_env

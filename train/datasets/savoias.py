@@ -24,7 +24,7 @@ import sys
 import zipfile
 from xml.etree import ElementTree
 
-from icrt.runtime.errors import UserInputError
+from icrt.runtime.base.errors import UserInputError
 
 log = logging.getLogger("icrt.train.datasets.savoias")
 
@@ -98,7 +98,7 @@ def _images(folder: str) -> dict[int, str]:
 def convert(root: str, out: str | None = None) -> tuple[str, int, list[str]]:
     """Write the labels CSV of the Savoias repository ``root`` (default ``root/labels.csv``); (its path, rows, the
     images left out: ``category/N (no score|no image)``)."""
-    from icrt.runtime.files import write_text
+    from icrt.runtime.base.files import write_text
 
     out = out or os.path.join(root, "labels.csv")
     base = os.path.dirname(os.path.abspath(out))
@@ -129,7 +129,7 @@ def convert(root: str, out: str | None = None) -> tuple[str, int, list[str]]:
 
 
 def main(argv=None) -> int:
-    from icrt.runtime.errors import run_command, setup_logging
+    from icrt.runtime.base.errors import run_command, setup_logging
 
     p = argparse.ArgumentParser(prog="python -m train.datasets.savoias",
                                 description="Write the labels CSV (image,score,category) of the Savoias data set as "

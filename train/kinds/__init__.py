@@ -20,12 +20,14 @@ from icrt.train.kinds.registry import (
                        kind_names,
                        kinds,
                        register_kind,
+                       register_trainer,
                        tail_names,
                        unregister_kind,
 )
 
 __all__ = ["ModelKind", "UnknownKindError", "get_kind", "is_kind", "kind_names", "kinds", "register_kind",
-           "tail_names", "unregister_kind"]
+           "register_trainer", "tail_names", "unregister_kind"]
 
 # The built-in kinds, in the order ``python -m train --help`` lists them. Each module registers itself.
-from icrt.train.kinds import d2s, cmssa  # noqa: E402,F401,I001 (registration order: d2s first)
+import icrt.train.kinds.d2s as d2s  # noqa: E402,F401,I001 (registration order: d2s first)
+import icrt.train.kinds.cmssa as cmssa  # noqa: E402,F401,I001

@@ -2,9 +2,9 @@
 ``train.cmssa_trainer``."""
 from __future__ import annotations
 
-from icrt.train.models.cmssa import CMSSA, CMSSAConfig, fold_level_scorer
 from icrt.train.kinds.common import nonnegative_int, run_options
 from icrt.train.kinds.registry import ModelKind, register_kind
+from icrt.train.models.cmssa import CMSSA, CMSSAConfig, fold_level_scorer
 
 
 def add_arguments(p) -> None:
@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
 
 
 def train_config(args):
-    from icrt.runtime.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
+    from icrt.runtime.bundle.preprocessing import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 
     mean, std = (CLIP_MEAN, CLIP_STD) if args.normalize == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
     return dict(
@@ -48,7 +48,7 @@ def fold(model: CMSSA):
 
 
 register_kind(ModelKind(
-    name="cmssa", config=CMSSAConfig, model=CMSSA, trainer="icrt.train.cmssa_trainer:CMSSATrainer",
+    name="cmssa", config=CMSSAConfig, model=CMSSA,
     train_config=train_config, add_arguments=add_arguments,
     help="CM-SSA: frozen OpenCLIP ViT, learned multi-modal prompts, scene semantic alignment",
     # the paper's settings (Sec. 4.2); the patch side is the CLIP image tower's input size (224 for ViT-B)

@@ -1,9 +1,9 @@
 """The ``d2s`` kind: D2S (Describe-to-Score), ``train.models.d2s`` trained by ``train.d2s_trainer``."""
 from __future__ import annotations
 
-from icrt.train.models.d2s import D2S, STATISTICS, D2SConfig
 from icrt.train.kinds.common import nonnegative_int, positive_float, positive_int, run_options
 from icrt.train.kinds.registry import ModelKind, register_kind
+from icrt.train.models.d2s import D2S, STATISTICS, D2SConfig
 
 
 def stats_list(text: str) -> tuple:
@@ -76,7 +76,7 @@ def fold(model: D2S) -> D2S:
 
 
 register_kind(ModelKind(
-    name="d2s", config=D2SConfig, model=D2S, trainer="icrt.train.d2s_trainer:D2STrainer", train_config=train_config,
+    name="d2s", config=D2SConfig, model=D2S, train_config=train_config,
     add_arguments=add_arguments, help="D2S: ResNet + attention pooling, caption-guided training (FAL + EAL)",
     fold=fold,
     # The head (and its sigmoid) stays fp32; so do the optional low-level cues (--cues): small differences

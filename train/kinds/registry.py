@@ -5,12 +5,11 @@ Read it through :mod:`train.kinds`, which also registers the built-in kinds; a k
 """
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from icrt.runtime.errors import UserInputError
+from icrt.runtime.base.errors import UserInputError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -30,8 +29,9 @@ class ModelKind:
 
     Training (all needed for ``python -m train NAME``):
       trainer: the trainer class (a :class:`train.trainer.Trainer` subclass taking ``(train_config,
-        samples=None)``, with its config dataclass as ``config_class``), or ``"module:Class"`` to import it
-        only when used.
+        samples=None)``, with its config dataclass as ``config_class``). A trainer module attaches itself with
+        :func:`register_trainer` (``train.trainers`` loads the built-in ones), so that a kind never names its trainer
+        and the models never import the training loop.
       train_config: ``argparse.Namespace -> dict``: the fields of the trainer's config (a
         :class:`train.trainer.RunConfig` subclass, built by :meth:`make_train_config`; the kind module never
         imports its trainer).
@@ -50,7 +50,7 @@ class ModelKind:
     name: str
     config: type
     model: type
-    trainer: type | str | None = None
+    trainer: type | None = None
     train_config: Callable[[Any], Any] | None = None
     add_arguments: Callable[[Any], None] | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -72,12 +72,9 @@ class ModelKind:
         return self.trainer is not None and self.train_config is not None
 
     def trainer_class(self) -> type:
-        """The trainer class (imported now when given as ``"module:Class"``)."""
+        """The trainer class (``train.trainers.load_trainers()`` attaches the built-in ones)."""
         if self.trainer is None:
             raise ValueError(f"model kind {self.name!r} has no trainer")
-        if isinstance(self.trainer, str):
-            module, _, attr = self.trainer.partition(":")
-            return getattr(importlib.import_module(module), attr)
         return self.trainer
 
     def make_train_config(self, args):
@@ -100,6 +97,15 @@ def register_kind(kind: ModelKind, replace: bool = False) -> ModelKind:
     if kind.name in _KINDS and not replace:
         raise ValueError(f"model kind {kind.name!r} is already registered")
     _KINDS[kind.name] = kind
+    return kind
+
+
+def register_trainer(name: str, trainer: type) -> ModelKind:
+    """Attach ``trainer`` (a ``train.trainer.Trainer`` subclass) to the registered kind ``name``."""
+    import dataclasses
+
+    kind = dataclasses.replace(get_kind(name), trainer=trainer)
+    _KINDS[name] = kind
     return kind
 
 

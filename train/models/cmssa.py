@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from icrt.runtime.preprocess import CLIP_MEAN, CLIP_STD
+from icrt.runtime.bundle.preprocessing import CLIP_MEAN, CLIP_STD
 
 # Level prompt sets. 5: the paper's Sec. 3.2 / reference code; 3 and 7: the paper's Table 4.
 LEVEL_PROMPTS = {

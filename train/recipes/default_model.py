@@ -14,7 +14,7 @@ Steps (seeded; every number this prints is measured, nothing is tuned on the hel
 4. The shipped model: the same candidate trained on every image except the parity half of the held-out part
    (~90% of ``--data``), exported the same way; its parity figures (every form against fp32, and against the
    labels) are measured on the parity images, which neither fit has seen, for exactly the files shipped.
-   ``--install`` copies the bundle (exactly the files its manifest names) to ``runtime/default_bundle/``.
+   ``--install`` copies the bundle (exactly the files its manifest names) to ``runtime/bundle/default/``.
 
 The parity half costs the shipped model ~10% of the training images (~0.0025 SRCC in a cross-validated learning
 curve; docs/default_model.md) and buys parity and label figures of the shipped files on images it
@@ -35,8 +35,8 @@ import subprocess
 import sys
 import time
 
-from icrt.runtime.errors import setup_logging
-from icrt.runtime.files import write_json, write_text
+from icrt.runtime.base.errors import setup_logging
+from icrt.runtime.base.files import write_json, write_text
 
 LITE0 = ["--backbone", "tf_efficientnet_lite0", "--pretrained", "imagenet", "--pool", "stats"]
 CANDIDATES = {
@@ -114,7 +114,7 @@ def form_scorers(bundle: str):
     TensorRT int8 form with its Q/DQ simulated in fp32 (TensorRT's arithmetic)."""
     from icrt.runtime import Scorer
     from icrt.runtime.backends.onnxruntime import OrtBackend
-    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.bundle.manifest import load_manifest
 
     m = load_manifest(bundle)
     for precision in m.precisions():
@@ -127,7 +127,7 @@ def form_scorers(bundle: str):
 
 def figures_by_form(bundle: str, labels_csv: str) -> dict:
     """Each form's pooled and per-category figures on the images of ``labels_csv``, scored by the runtime."""
-    from icrt.train import metrics
+    import icrt.train.metrics as metrics
     from icrt.train.data import read_labels_csv
 
     samples = read_labels_csv(labels_csv)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="runs/default")
     p.add_argument("--select", action="store_true", help="run model selection (inner split) before the final fit")
     p.add_argument("--candidate", default=DEFAULT, choices=sorted(CANDIDATES), help="used without --select")
-    p.add_argument("--install", action="store_true", help="copy the bundle to runtime/default_bundle/")
+    p.add_argument("--install", action="store_true", help="copy the bundle to runtime/bundle/default/")
     p.add_argument("--reuse-final", action="store_true",
                    help="keep finished runs in WORK (select/*, final, all) instead of training them again")
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
@@ -213,8 +213,8 @@ def main(argv=None) -> int:
     write_text(os.path.join(args.work, "recipe-log.txt"), "\n".join(kept.lines) + "\n")
     log(f"total {minutes:.1f} min")
     if args.install:
-        from icrt.runtime.defaults import PACKAGE_BUNDLE
-        from icrt.runtime.staging import copy_bundle
+        from icrt.runtime.bundle.defaults import PACKAGE_BUNDLE
+        from icrt.runtime.bundle.staging import copy_bundle
 
         copy_bundle(bundle, PACKAGE_BUNDLE)
         log(f"installed to {PACKAGE_BUNDLE}")
@@ -260,7 +260,7 @@ SUMMARIES = {
 
 
 def write_card(bundle, chosen, selection, heldout, on_parity, train_minutes, minutes, args, counts) -> None:
-    from icrt.runtime.manifest import load_manifest
+    from icrt.runtime.bundle.manifest import load_manifest
 
     manifest = load_manifest(bundle)
     manifest.name = "icrt-default-" + chosen

@@ -25,9 +25,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path[:1] != [_HERE]:
     sys.path.insert(0, _HERE)  # this folder's copy of icrt's runtime comes before any installed one
 
-from icrt.runtime.preprocess import Preprocessing  # noqa: E402
-from icrt.runtime.records import IMAGE_INPUT, outputs_for  # noqa: E402
-from icrt.runtime.scorer import Scorer  # noqa: E402
+from icrt.runtime.bundle.preprocessing import Preprocessing  # noqa: E402
+from icrt.runtime.bundle.records import IMAGE_INPUT, outputs_for  # noqa: E402
+from icrt.runtime.scoring.scorer import Scorer  # noqa: E402
 
 # words of Triton's error when a BLS target is not loaded: then the next target is tried
 _UNREACHABLE = ("unavailable", "not found", "not ready", "unknown model", "no version is available")

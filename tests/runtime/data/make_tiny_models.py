@@ -38,8 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from icrt.runtime.manifest import INPUT_NAME, SCORE_OUTPUT  # noqa: E402
-from icrt.runtime.preprocess import to_model_input  # noqa: E402
+from icrt.runtime.bundle.manifest import INPUT_NAME, SCORE_OUTPUT  # noqa: E402
+from icrt.runtime.scoring.preprocess import to_model_input  # noqa: E402
 from tests.runtime.fixtures import (  # noqa: E402
     NODE_MODELS,
     NODE_SHAPE,

@@ -1,0 +1,431 @@
+"""``icrt bench``: latency of a bundle per backend, precision and batch size, written as report.md,
+report.json and latency.png.
+
+Two timings per setting: inference only (a ready batch of model inputs through the backend), and end to
+end (decode + preprocess + inference of image files, through the same Scorer the CLI uses). Figures from
+the papers are listed next to ours, each with the hardware it was measured on; they are context, not a
+like-for-like comparison unless the hardware matches.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import tempfile
+import time
+
+import numpy as np
+
+from icrt.runtime.base.errors import UserInputError
+from icrt.runtime.base.files import atomic_path, write_json, write_text
+
+logger = logging.getLogger("icrt.runtime.tools.bench")
+
+REPORTED = [
+    {"model": "CM-SSA", "ms": 35.43, "hardware": "NVIDIA V100", "input": "512x512", "source": "CM-SSA paper"},
+    {"model": "D2S-R18", "ms": 4.573, "hardware": "NVIDIA RTX 3090", "input": "512x512", "source": "D2S paper"},
+    {"model": "D2S-R50", "ms": 10.738, "hardware": "NVIDIA RTX 3090", "input": "512x512", "source": "D2S paper"},
+    {"model": "ICNet", "ms": 9.369, "hardware": "NVIDIA RTX 3090", "input": "512x512", "source": "D2S paper"},
+    {"model": "ICNet", "ms": 4.56, "hardware": "NVIDIA V100 (CM-SSA paper's comparison table)", "input": "512x512",
+     "source": "CM-SSA paper"},
+    {"model": "TOPIQ", "ms": 14.43, "hardware": "NVIDIA V100 (CM-SSA paper's comparison table)", "input": "512x512",
+     "source": "CM-SSA paper"},
+]
+
+
+def stats_ms(seconds) -> dict:
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {"mean_ms": float(ms.mean()), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "min_ms": float(ms.min()), "n": int(len(ms))}
+
+
+def gpu_names() -> list[str]:
+    """The NVIDIA GPUs NVML sees (nvidia-ml-py, in the ``[gpu]`` / ``[trt]`` extras; none without it, or on a
+    Jetson, which has no NVML)."""
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return []
+    try:
+        return [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
+                for i in range(pynvml.nvmlDeviceGetCount())]
+    except pynvml.NVMLError:
+        return []
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").strip().strip("\0").strip()
+    except OSError:
+        return None
+
+
+def jetson_info() -> dict | None:
+    """On a Jetson (None elsewhere): board, L4T release, power mode (``nvpmodel -q``) and whether the clocks are
+    pinned, as ``sudo jetson_clocks`` pins them (each clock's minimum raised to its maximum; read from sysfs,
+    no sudo needed). Benchmark figures on a Jetson mean little without these. Hand-written: no library reads
+    L4T's power mode or devfreq clocks (jtop needs its own root service)."""
+    import glob
+    import shutil
+    import subprocess
+
+    release = _read("/etc/nv_tegra_release")
+    if release is None:
+        return None
+    info = {"board": _read("/proc/device-tree/model"), "l4t": release.splitlines()[0] if release else release}
+    if shutil.which("nvpmodel"):
+        try:
+            out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10).stdout
+            lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+            mode = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("NV Power Mode")), None)
+            info["power_mode"] = mode + (f" (mode {lines[-1]})" if mode and lines[-1].isdigit() else "") if mode else None
+        except (OSError, subprocess.SubprocessError):
+            info["power_mode"] = None
+    pinned = []
+    for d in sorted(glob.glob("/sys/class/devfreq/*")):
+        if any(k in os.path.basename(d) for k in ("gpu", "ga10b", "gv11b", "gp10b")):
+            cur, lo, hi = (_read(os.path.join(d, n)) for n in ("cur_freq", "min_freq", "max_freq"))
+            if cur and hi and cur.isdigit() and hi.isdigit():
+                info["gpu_clock_mhz"], info["gpu_clock_max_mhz"] = int(cur) // 10**6, int(hi) // 10**6
+                pinned.append(lo == hi)
+            break
+    lo, hi = (_read(f"/sys/devices/system/cpu/cpu0/cpufreq/scaling_{n}_freq") for n in ("min", "max"))
+    if lo and hi:
+        pinned.append(lo == hi)
+    info["clocks_pinned"] = all(pinned) if pinned else None  # True: as after sudo jetson_clocks
+    return info
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("icrt", "numpy", "pillow", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python", "pycuda"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    from icrt.runtime.base.hardware import cpu_facts
+
+    cpu = cpu_facts()
+    out = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu["model"],
+           "cpu_count": cpu["cpus"], "cpu_cores": cpu["cores"], "usable_cpus": cpu["usable_cpus"],
+           "cpu_simd": cpu["simd"], "gpus": gpu_names(), "versions": versions,
+           "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    jetson = jetson_info()
+    if jetson is not None:
+        out["jetson"] = jetson
+    return out
+
+
+def synthetic_images(folder: str, prep, n: int = 4) -> list[str]:
+    """JPEG files of textured noise sized like typical inputs, so that decoding is part of end to end."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    side = (prep.size, prep.size) if prep.resize == "square" else (640, 480)
+    paths = []
+    for i in range(n):
+        base = rng.integers(0, 256, (side[1] // 8, side[0] // 8, 3), dtype=np.uint8)
+        img = Image.fromarray(base).resize(side, Image.Resampling.BICUBIC)
+        p = os.path.join(folder, f"synthetic-{i}.jpg")
+        img.save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def rounds(calls: dict, n: int, warmup: int = 1) -> dict:
+    """name -> seconds of each call per round: every round calls each callable once (in order), so that the load of
+    a shared machine falls on all of them alike and their ratios hold (``warmup`` untimed rounds first)."""
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    out = {k: [] for k in calls}
+    for _ in range(n):
+        for k, fn in calls.items():
+            t = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t)
+    return out
+
+
+def _inputs(manifest, backend, image_paths) -> tuple[np.ndarray, float]:
+    """The model inputs of the images as this backend takes them (pixels or floats), and inputs per image."""
+    from icrt.runtime.backends import takes_pixels
+    from icrt.runtime.scoring.preprocess import load_resized, to_model_input
+
+    prep = manifest.preprocessing
+    pixels = takes_pixels(backend, prep)
+    inputs = [to_model_input(load_resized(p, prep)[0], prep, pixels)[0] for p in image_paths]
+    return np.concatenate(inputs), float(np.mean([len(x) for x in inputs]))
+
+
+def bench_batch(manifest, backends, image_paths, b: int, warmup: int, iters: int) -> list[dict]:
+    """Inference-only and end-to-end timings of every opened backend at batch size ``b``, interleaved: each round
+    runs every backend once, so that a shared machine's load falls on all of them alike (their ratios hold)."""
+    from icrt.runtime.scoring.scorer import Scorer
+
+    calls, per_image = {}, []
+    for i, backend in enumerate(backends):
+        pool, n = _inputs(manifest, backend, image_paths)
+        batch = np.ascontiguousarray(np.concatenate([pool] * -(-b // len(pool)))[:b])
+        calls[i] = lambda backend=backend, batch=batch: backend.run(batch)
+        per_image.append(n)
+    times = list(rounds(calls, iters, warmup).values())
+    # end to end: the CLI's path (decode + preprocess + batched inference) over a stream of image files, at least 4
+    # batches, so that decoding overlaps inference as in a long run
+    images_per_batch = b / max(per_image)
+    files = [image_paths[i % len(image_paths)] for i in range(max(4 * round(images_per_batch), 16))]
+    scorers = [Scorer(manifest, backend, batch_size=b) for backend in backends]
+    for s in scorers:
+        s.score_many(files[:b])
+    e2e = list(rounds({i: (lambda s=s: s.score_many(files)) for i, s in enumerate(scorers)}, max(3, iters // 4),
+                      warmup=0).values())
+    rows = []
+    for backend, t, e, n in zip(backends, times, e2e, per_image):
+        st = stats_ms(t)
+        per_batch = b / n
+        rate = [len(files) / x for x in e]
+        rows.append({"backend": backend.name, "precision": backend.precision, "batch_size": b,
+                     "device": backend.device, "file": os.path.basename(backend.file), **st,
+                     "per_image_ms": st["mean_ms"] / per_batch, "images_per_s": 1000.0 * per_batch / st["mean_ms"],
+                     "patches_per_s": 1000.0 * b / st["mean_ms"], "inputs_per_image": n,
+                     "e2e_ms_per_image": 1000.0 * float(np.mean(e)) / len(files),
+                     "e2e_images_per_s": len(files) / float(np.mean(e)), "e2e_images_per_s_min": min(rate),
+                     "e2e_images_per_s_max": max(rate), "e2e_images": len(files)})
+        rows[-1]["e2e_vs_inference"] = rows[-1]["e2e_images_per_s"] / rows[-1]["images_per_s"]
+    return rows
+
+
+def ranks(x) -> np.ndarray:
+    """Ranks from 0, ties given their mean rank (as Spearman's rho wants; the runtime has no scipy)."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x))
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=r) / counts)[inverse]
+
+
+def agreement(scores, reference) -> dict:
+    """Spearman's rank correlation and the largest and mean absolute difference of ``scores`` against ``reference``
+    (images that either failed are left out); SRCC is None for fewer than 3 images or constant scores."""
+    pairs = [(a, b) for a, b in zip(scores, reference) if a is not None and b is not None]
+    out = {"n": len(pairs), "srcc": None, "max_abs_diff": None, "mean_abs_diff": None}
+    if not pairs:
+        return out
+    a, b = (np.asarray(v, np.float64) for v in zip(*pairs))
+    d = np.abs(a - b)
+    out.update(max_abs_diff=float(d.max()), mean_abs_diff=float(d.mean()))
+    ra, rb = ranks(a), ranks(b)
+    if len(a) >= 3 and ra.std() > 0 and rb.std() > 0:
+        out["srcc"] = float(np.corrcoef(ra, rb)[0, 1])
+    return out
+
+
+def image_scores(manifest, backend, image_paths) -> list:
+    """Each image's score through the Scorer (None for a failure)."""
+    from icrt.runtime.scoring.scorer import Scorer
+
+    return [r.get("score") for r in Scorer(manifest, backend).score_many(image_paths)]
+
+
+def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 8), warmup: int = 3, iters: int = 20,
+              images=None, report_dir: str = "bench-report", threads: int | None = None) -> dict:
+    """Time every backend x precision x batch size and write the report into ``report_dir``; the report.
+
+    ``backends``: registered names or ``auto``; ``precisions``: default every precision in the bundle. A setting
+    that cannot run here (BackendError, or a precision the bundle lacks) is skipped with its reason. Every setting
+    is opened first and timed interleaved with the others (per batch size), and each one's scores of the images are
+    compared with onnxruntime fp32's (``agreement``). Progress goes to the ``runtime.tools.bench`` logger."""
+    from icrt.runtime.backends import BackendError, open_backend
+    from icrt.runtime.base.hardware import cpu_features, describe
+    from icrt.runtime.bundle.manifest import load_manifest
+    from icrt.runtime.scoring.inputs import collect
+
+    manifest = load_manifest(bundle)
+    precisions = list(precisions or manifest.precisions())
+    results, skipped, opened = [], [], []
+    with tempfile.TemporaryDirectory(prefix="icrt-bench-") as tmp:
+        if images:
+            paths = collect([images] if isinstance(images, str) else images, recursive=True)[:16]
+        else:
+            paths = synthetic_images(tmp, manifest.preprocessing)
+        if not paths:
+            raise UserInputError(f"no images found in {images}")
+        for be in backends:
+            for prec in precisions:
+                try:
+                    opened.append(open_backend(manifest, be, prec, threads=threads))
+                except BackendError as e:  # cannot run here, or the bundle lacks it (a broken bundle is raised)
+                    skipped.append({"backend": be, "precision": prec, "reason": str(e)})
+                    logger.warning(f"skipped {be}/{prec}: {e}")
+        reference, why = None, None
+        try:
+            reference = image_scores(manifest, open_backend(manifest, "onnxruntime", "fp32", threads=threads), paths)
+        except BackendError as e:
+            why = str(e)
+        agree = {}
+        for backend in opened:
+            key = (backend.name, backend.precision)
+            agree[key] = agreement(image_scores(manifest, backend, paths), reference) if reference else None
+        flags, cpu = cpu_features(), describe()
+        names = ", ".join(f"{b.name}/{b.precision} ({b.device})" for b in opened)
+        for b in batch_sizes:
+            logger.info(f"timing batch {b}, interleaved: {names} ...")
+            for row in bench_batch(manifest, opened, paths, b, warmup, iters) if opened else []:
+                row.update(cpu=cpu, cpu_flags=flags, agreement=agree[(row["backend"], row["precision"])])
+                results.append(row)
+                logger.info(f"  {row['backend']}/{row['precision']} batch {b:>3}: {row['mean_ms']:.2f} ms/batch, "
+                            f"{row['per_image_ms']:.2f} ms/image, {row['images_per_s']:.1f} images/s; end to end "
+                            f"{row['e2e_images_per_s']:.1f} images/s ({row['e2e_vs_inference']:.2f} x inference)")
+        order = {(b.name, b.precision): i for i, b in enumerate(opened)}
+        results.sort(key=lambda r: (order[(r["backend"], r["precision"])], batch_sizes.index(r["batch_size"])))
+        report = {"bundle": os.path.abspath(bundle), "model": manifest.name, "kind": manifest.kind,
+                  "input_size": manifest.input_size, "preprocessing": manifest.preprocessing.to_dict(),
+                  "images": [os.path.basename(p) for p in paths] if images else f"{len(paths)} synthetic JPEGs",
+                  "warmup": warmup, "iters": iters, "machine": machine(), "cpu": cpu, "cpu_flags": flags,
+                  "agreement_reference": "onnxruntime fp32" if reference else f"none ({why})",
+                  "results": results, "skipped": skipped, "reported": REPORTED, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_report(report, report_dir)
+    return report
+
+
+def write_report(report: dict, folder: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    write_json(os.path.join(folder, "report.json"), report)
+    write_text(os.path.join(folder, "report.md"), markdown(report))
+    if has_matplotlib():
+        plot(report, os.path.join(folder, "latency.png"))
+    else:
+        logging.getLogger("icrt.runtime.tools.bench").warning("latency.png not drawn: it needs matplotlib "
+                                                   "(the [plots] extra); report.md and report.json are written")
+
+
+def _jetson_line(j: dict) -> str:
+    pinned = {True: "pinned (sudo jetson_clocks)", False: "not pinned (run sudo jetson_clocks first)"}.get(
+        j.get("clocks_pinned"), "unknown")
+    gpu = f", GPU clock {j['gpu_clock_mhz']} of {j['gpu_clock_max_mhz']} MHz" if "gpu_clock_mhz" in j else ""
+    return (f"- Jetson: {j.get('board') or 'unknown board'}, {j.get('l4t')}; power mode {j.get('power_mode') or 'unknown'}"
+            f" (nvpmodel -q); clocks {pinned}{gpu}")
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def side_by_side(r: dict) -> list[str]:
+    """Per precision and batch size, every backend's ms per image and end-to-end images/s, with the speed-ups of the
+    others against the first backend timed (all from the same interleaved rounds)."""
+    backends = list(dict.fromkeys(x["backend"] for x in r["results"]))
+    if len(backends) < 2:
+        return []
+    first = backends[0]
+    cells = {(x["backend"], x["precision"], x["batch_size"]): x for x in r["results"]}
+    head = ["precision", "batch"] + [f"{b} ms/image" for b in backends] + [f"{b} vs {first}" for b in backends[1:]] + \
+        [f"{b} e2e images/s" for b in backends] + [f"{b} e2e vs {first}" for b in backends[1:]]
+    lines = ["", f"## Side by side (speed-up against {first}; CPU {r['cpu']})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    for prec, bs in dict.fromkeys((x["precision"], x["batch_size"]) for x in r["results"]):
+        row = [cells.get((b, prec, bs)) for b in backends]
+        base = row[0]
+        ms = [_fmt(x and x["per_image_ms"], ".2f") for x in row]
+        up = [_fmt(base and x and base["per_image_ms"] / x["per_image_ms"], ".2f") for x in row[1:]]
+        e2e = [_fmt(x and x["e2e_images_per_s"], ".1f") for x in row]
+        e2e_up = [_fmt(base and x and x["e2e_images_per_s"] / base["e2e_images_per_s"], ".2f") for x in row[1:]]
+        lines.append("| " + " | ".join([prec, str(bs), *ms, *up, *e2e, *e2e_up]) + " |")
+    return lines
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"# icrt bench: {r['model']} ({r['kind']}, input {r['input_size']})", "",
+             f"- machine: {m['cpu']}, {m['usable_cpus']} usable CPUs; GPU: {', '.join(m['gpus']) or 'none'}",
+             f"- CPU flags (int8 / bf16 features): {r.get('cpu', '?')}",
+             f"- {m['platform']}, Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+             *([_jetson_line(m["jetson"])] if m.get("jetson") else []),
+             f"- load average at start: {m['load_average']}", f"- images: {r['images']}; warmup {r['warmup']}, "
+             f"iterations {r['iters']}, every setting timed in the same interleaved rounds", f"- {r['time']}", "",
+             "Inference only: one batch of model inputs through the backend (uint8 pixels for a backend that "
+             "normalises in its model, floats otherwise). End to end: decode + preprocess + inference of image "
+             "files (min-max over the rounds). Agreement: SRCC and largest |difference| of the images' scores against "
+             f"{r.get('agreement_reference', 'onnxruntime fp32')}.", "",
+             "| backend | precision | device | batch | mean ms | p50 ms | p90 ms | p99 ms | ms/image | images/s | "
+             "patches/s | e2e ms/image | e2e images/s | e2e / inference | SRCC vs ort fp32 | max abs diff | CPU |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for x in r["results"]:
+        a = x.get("agreement") or {}
+        spread = (f" ({x['e2e_images_per_s_min']:.1f}-{x['e2e_images_per_s_max']:.1f})"
+                  if "e2e_images_per_s_min" in x else "")
+        lines.append(f"| {x['backend']} | {x['precision']} | {x['device']} | {x['batch_size']} | {x['mean_ms']:.2f} | "
+                     f"{x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['per_image_ms']:.2f} | "
+                     f"{x['images_per_s']:.1f} | {x['patches_per_s']:.1f} | {x['e2e_ms_per_image']:.2f} | "
+                     f"{x['e2e_images_per_s']:.1f}{spread} | {_fmt(x.get('e2e_vs_inference'), '.2f')} | "
+                     f"{_fmt(a.get('srcc'), '.4f')} | {_fmt(a.get('max_abs_diff'), '.2e')} | {x.get('cpu', '')} |")
+    for s in r["skipped"]:
+        lines.append(f"\nSkipped {s['backend']}/{s['precision']}: {s['reason']}")
+    lines += side_by_side(r)
+    here = f"{m['cpu']}" + (f" / {m['gpus'][0]}" if m["gpus"] else "")
+    lines += ["", "## Compared with reported figures", "",
+              "Reported latencies are per image at batch 1 on the hardware named; ours are on this machine. "
+              "Different hardware: read the ratios as context, not as a like-for-like comparison.", "",
+              "| model | ms/image | hardware | source |", "|---|---:|---|---|"]
+    for x in r["results"]:
+        if x["batch_size"] == 1:
+            lines.append(f"| {r['model']} ({x['backend']} {x['precision']}) | {x['per_image_ms']:.2f} | {here} | this run |")
+    for ref in r["reported"]:
+        lines.append(f"| {ref['model']} | {ref['ms']} | {ref['hardware']}, {ref['input']} | {ref['source']} |")
+    return "\n".join(lines) + "\n"
+
+
+def has_matplotlib() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ImportError:
+        return False
+
+
+def plot(r: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), dpi=100)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    series = {}
+    for x in r["results"]:
+        series.setdefault(f"{x['backend']} {x['precision']}", []).append(x)
+    for name, rows in series.items():
+        rows = sorted(rows, key=lambda x: x["batch_size"])
+        bs = [x["batch_size"] for x in rows]
+        ax1.plot(bs, [x["per_image_ms"] for x in rows], marker="o", label=f"{name} (inference)")
+        ax1.plot(bs, [x["e2e_ms_per_image"] for x in rows], marker="x", linestyle="--", label=f"{name} (end to end)")
+    ax1.set_xscale("log", base=2)
+    ax1.set_xlabel("batch size (model inputs)")
+    ax1.set_ylabel("ms per image")
+    ax1.set_title(f"{r['model']} on {r['machine']['cpu'][:40]}", fontsize=9)
+    ax1.grid(alpha=0.3)
+    if series:
+        ax1.legend(fontsize=7)
+    labels = [f"{r['model']} {x['backend']} {x['precision']} (this machine)" for x in r["results"] if x["batch_size"] == 1]
+    values = [x["per_image_ms"] for x in r["results"] if x["batch_size"] == 1]
+    labels += [f"{ref['model']} ({ref['hardware'].split(' (')[0]}, reported)" for ref in r["reported"]]
+    values += [ref["ms"] for ref in r["reported"]]
+    ax2.barh(range(len(values)), values, color=["tab:blue"] * (len(labels) - len(r["reported"])) +
+             ["tab:gray"] * len(r["reported"]))
+    ax2.set_yticks(range(len(values)), labels, fontsize=7)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("ms per image, batch 1")
+    ax2.set_title("this run vs reported (hardware differs)", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png")
