@@ -160,6 +160,7 @@ def run_cpu(args, model, prep, bundle, x, rows, images=()):
     from icrt.runtime.backends.onnxruntime import default_threads
     from icrt.runtime.base.hardware import describe
     from icrt.runtime.bundle.manifest import load_manifest
+    from icrt.runtime.scoring.options import ScorerOptions
     from icrt.runtime.tools.bench import agreement, image_scores
 
     threads = args.threads or default_threads()
@@ -180,12 +181,12 @@ def run_cpu(args, model, prep, bundle, x, rows, images=()):
         plain = ort.InferenceSession(manifest.file_for("fp32"), providers=["CPUExecutionProvider"])
         feed = {manifest.input_name: x}
         calls["onnxruntime fp32, default options (cpu)"] = lambda: plain.run(None, feed)
-    reference = image_scores(manifest, open_backend(manifest, "onnxruntime", "fp32", threads=threads), images) \
-        if images else None
+    fp32 = ScorerOptions(backend="onnxruntime", precision="fp32", threads=threads)
+    reference = image_scores(manifest, open_backend(manifest, fp32), images) if images else None
     for name in args.backends:
         for prec in args.precisions:
             try:
-                be = open_backend(manifest, name, prec, threads=threads)
+                be = open_backend(manifest, ScorerOptions(backend=name, precision=prec, threads=threads))
             except BackendError as e:
                 print(f"skipped {name} {prec}: {e}", file=sys.stderr)
                 continue
@@ -228,11 +229,12 @@ def run_cuda(args, model, prep, bundle, x, rows):
                      **timed(graph.replay, args.warmup, args.iters, sync)})
     from icrt.runtime.backends import BackendError, open_backend
     from icrt.runtime.bundle.manifest import load_manifest
+    from icrt.runtime.scoring.options import ScorerOptions
 
     manifest = load_manifest(bundle)
     for prec in args.precisions:
         try:
-            be = open_backend(manifest, "auto", prec)
+            be = open_backend(manifest, ScorerOptions(precision=prec))
         except BackendError as e:
             print(f"skipped runtime {prec}: {e}", file=sys.stderr)
             continue

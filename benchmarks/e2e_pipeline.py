@@ -78,13 +78,14 @@ def preprocessing_levers(paths, prep, n: int) -> list[dict]:
 
 def scorer_variants(manifest, settings, paths, batch: int, n: int, threads) -> list[dict]:
     from icrt.runtime.backends import BackendError, open_backend
+    from icrt.runtime.scoring.options import ScorerOptions
     from icrt.runtime.scoring.scorer import Scorer
     from icrt.runtime.tools.bench import _inputs
 
     calls, meta = {}, {}
     for name, prec in settings:
         try:
-            be = open_backend(manifest, name, prec, threads=threads)
+            be = open_backend(manifest, ScorerOptions(backend=name, precision=prec, threads=threads))
         except BackendError as e:
             print(f"skipped {name}/{prec}: {e}", file=sys.stderr)
             continue
@@ -142,6 +143,7 @@ def cli_runs(folder: str, today: str | None, commands: dict, n: int, tmp: str, m
 
 def heldout_srcc(manifest, labels: str, threads) -> list[dict]:
     from icrt.runtime.backends import open_backend
+    from icrt.runtime.scoring.options import ScorerOptions
     from icrt.runtime.scoring.scorer import Scorer
     from icrt.runtime.tools.bench import agreement
     from icrt.train.data import load_samples, split_train_val
@@ -151,7 +153,7 @@ def heldout_srcc(manifest, labels: str, threads) -> list[dict]:
     _, held = split_train_val(load_samples(labels), 0.2, seed=42, stratify=True)
     _, parity = split_train_val(held, 0.5, seed=7, stratify=True)
     paths, truth = [s.image for s in parity], [s.score for s in parity]
-    be = open_backend(manifest, "onnxruntime", "fp32", threads=threads)
+    be = open_backend(manifest, ScorerOptions(backend="onnxruntime", precision="fp32", threads=threads))
     out = []
     for what, loader in (("today's pixels", None), ("draft to 1/2 before the resize", loader_draft_half)):
         scores = [r.get("score") for r in Scorer(manifest, be, loader=loader).score_many(paths)]

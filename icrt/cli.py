@@ -1,35 +1,19 @@
-"""``icrt``, the console script: the runtime's commands (``runtime.cli``), plus ``icrt train`` and ``icrt export``,
-the same commands as ``python -m train`` and ``python -m export``.
+"""``icrt``, the console script: the runtime's commands (``icrt.runtime.cli``), plus ``icrt train`` and ``icrt
+export``, the same programs as ``python -m icrt.train`` and ``python -m icrt.export`` (``python -m train`` / ``python
+-m export`` from a clone's root), as two :class:`~icrt.runtime.cli.command.Command` s of the same shape as the others.
 
-A console script does not put the working folder first on ``sys.path`` as ``python -m`` does, so a user's own
-``train.py`` or ``export.py`` there cannot shadow icrt's. ``train`` and ``export`` load PyTorch: they are imported only
-when one of them runs (``icrt --help`` stays fast and torch-free); without torch, one line says which extra to install.
-Their arguments go to their own parsers untouched (``icrt train d2s --help`` is ``python -m train d2s --help``).
+A console script does not put the working folder first on ``sys.path`` as ``python -m`` does, and every import goes
+through ``icrt.``, so a user's own ``train.py`` or ``export.py`` there cannot shadow icrt's. ``train`` and ``export``
+load PyTorch: they are imported only when one of them runs (``icrt --help`` stays fast and torch-free); without torch,
+one line says which extra to install. Their arguments go to their own parsers untouched (``icrt train d2s --help`` is
+``python -m icrt.train d2s --help``).
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 
-TORCH_COMMANDS = {
-    "train": ("train a D2S or CM-SSA model (PyTorch; the [train] extra): python -m train",
-              "icrt train d2s --data labels.csv --out runs/d2s --backbone tf_efficientnet_lite0 --pretrained "
-              "imagenet --text none --pool stats --fit ridge --image-size 384"),
-    "export": ("turn a training checkpoint into a model bundle (PyTorch; the [train] extra): python -m export",
-               "icrt export --checkpoint runs/d2s/checkpoint.pt --out bundles/d2s --int8 --calib-data labels.csv"),
-}
-
-
-def _adder(name: str):
-    def add_command(subparsers):
-        help_text, example = TORCH_COMMANDS[name]
-        p = subparsers.add_parser(name, help=help_text, add_help=False, description=help_text,
-                                  epilog=f"example:\n  {example}\n\n`icrt {name} --help` lists its options.",
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("args", nargs=argparse.REMAINDER, help=f"the arguments of python -m {name}")
-        return name, lambda args: run_torch_command(name, args.args)
-    return add_command
+from icrt.runtime.cli.command import Command
 
 
 def run_torch_command(name: str, argv: list[str]) -> int:
@@ -49,8 +33,22 @@ def run_torch_command(name: str, argv: list[str]) -> int:
     if name == "train":
         from icrt.train.cli import main
     else:
-        from icrt.export.__main__ import main
+        from icrt.export.cli import main
     return main(argv, prog=f"icrt {name}")
+
+
+def _forwarded(name: str, help: str, example: str) -> Command:
+    return Command(name, help=help, description=help, examples=((example, ""), (f"icrt {name} --help", "its options")),
+                   arguments=lambda p: None, run=lambda args: run_torch_command(name, args.args), forward=True)
+
+
+TRAIN = _forwarded("train", "train a D2S or CM-SSA model (PyTorch; the [train] extra): python -m icrt.train",
+                   "icrt train d2s --data labels.csv --out runs/d2s --backbone tf_efficientnet_lite0 --pretrained "
+                   "imagenet --text none --pool stats --fit ridge --image-size 384")
+EXPORT = _forwarded("export", "turn a training checkpoint into a model bundle (PyTorch; the [train] extra): python -m "
+                    "icrt.export", "icrt export --checkpoint runs/d2s/checkpoint.pt --out bundles/d2s --int8 "
+                    "--calib-data labels.csv")
+TORCH_COMMANDS = {c.name: c for c in (TRAIN, EXPORT)}
 
 
 def main(argv=None) -> int:
@@ -59,7 +57,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in TORCH_COMMANDS:  # everything after the name is the command's own
         return run_torch_command(argv[0], argv[1:])
-    return runtime_main(argv, more=[_adder(name) for name in TORCH_COMMANDS])
+    return runtime_main(argv, more=list(TORCH_COMMANDS.values()))
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ def test_a_failing_stage_is_recorded_and_raised():
 def test_precisions_are_declared_once_and_read_by_export():
     """A precision's flag, options, files and target come from runtime.bundle.precisions: export's flags and
     ExportOptions fields are built from that table."""
-    from icrt.export.__main__ import parser
+    from icrt.export.cli import parser
     from icrt.export.options import ExportOptions
     from icrt.runtime.bundle.precisions import get_precision, precision_names
 
@@ -734,7 +734,7 @@ def test_failed_reexport_leaves_the_old_bundle_intact(checkpoints, tmp_path, mon
 
 @pytest.mark.slow
 def test_export_out_that_is_a_file_or_not_a_bundle_is_one_line(checkpoints, tmp_path, capsys):
-    from icrt.export.__main__ import main as export_main
+    from icrt.export.cli import main as export_main
 
     (tmp_path / "file").write_text("x")
     (tmp_path / "stuff").mkdir()

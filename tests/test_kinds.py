@@ -205,7 +205,7 @@ def test_new_kind_trains_from_the_cli_and_its_checkpoint_loads(toy, labels_csv, 
     # a user error of the new kind's run is one line with its subcommand as the program name
     assert main(["toy", "--data", str(tmp_path / "none.csv"), "--out", str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"python -m train toy: error: {tmp_path / 'none.csv'}"), err
+    assert len(err) == 1 and err[0].startswith(f"python -m icrt.train toy: error: {tmp_path / 'none.csv'}"), err
 
 
 def test_new_kind_is_a_protocol_choice_and_runs_in_a_protocol(toy, labels_csv, tmp_path, capsys):

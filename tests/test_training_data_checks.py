@@ -36,7 +36,7 @@ def test_a_corrupt_image_is_refused_before_training_with_file_and_line(labels_cs
     rc = _train(labels_csv, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
-    assert err[0].startswith(f"python -m train d2s: error: {labels_csv}:4: {bad}: ") and "--skip-bad-images" in err[0]
+    assert err[0].startswith(f"python -m icrt.train d2s: error: {labels_csv}:4: {bad}: ") and "--skip-bad-images" in err[0]
     assert not os.path.exists(tmp_path / "run" / "last.pt")
 
 
@@ -48,7 +48,7 @@ def test_several_bad_images_are_listed_in_one_line(labels_csv, tmp_path, capsys)
     _append(labels_csv, "images/empty.png,0.5,a", "images/text.png,0.5,b")
     rc = _train(labels_csv, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith("python -m train d2s: error: 2 unreadable images"), err
+    assert rc == 2 and len(err) == 1 and err[0].startswith("python -m icrt.train d2s: error: 2 unreadable images"), err
     first, second = err[0].split("; ")
     assert f"leave them out): {labels_csv}:34: " in first and "empty file" in first, first
     assert second.startswith(f"{labels_csv}:35: ") and "not a recognised image format" in second
@@ -148,7 +148,7 @@ def test_invalid_utf8_is_one_line_naming_the_file(labels_csv, tmp_path, capsys):
     assert str(e.value).startswith(labels_csv) and "\n" not in str(e.value)
     rc = _train(labels_csv, tmp_path)
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith(f"python -m train d2s: error: {labels_csv}: not UTF-8")
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"python -m icrt.train d2s: error: {labels_csv}: not UTF-8")
 
 
 # --- command-line values -----------------------------------------------------------------------------------
@@ -164,7 +164,7 @@ def test_bad_numbers_are_one_argparse_line(labels_csv, capsys, option, value):
     with pytest.raises(SystemExit) as e:
         build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", option, value])
     err = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and err[-1].startswith(f"python -m train d2s: error: argument {option}: "), err
+    assert e.value.code == 2 and err[-1].startswith(f"python -m icrt.train d2s: error: argument {option}: "), err
 
 
 def test_boundary_values_are_accepted(labels_csv):

@@ -40,7 +40,7 @@ def _run(*args):
 def _refused(rc, err, path, marker):
     assert not os.path.exists(marker), "the payload ran"
     assert rc == 2, err
-    progs = ("python -m export", "python -m train.evaluate", "python -m train d2s")
+    progs = ("python -m export", "python -m icrt.export", "python -m train.evaluate", "python -m icrt.train d2s")
     assert len(err) == 1 and err[0].startswith(tuple(f"{p}: error: " for p in progs)), err
     assert str(path) in err[0] and "refused" in err[0], err
 
@@ -112,7 +112,7 @@ def test_resume_from_a_bad_last_pt_is_one_line(tmp_path, labels_csv, capsys, kin
         torch.save({"format": FORMAT + "+state", "model": {"w": torch.zeros(3)}, "optimizer": {}}, last)
     rc = main(["d2s", "--data", labels_csv, "--out", str(out), *TRAIN_ARGS, "--resume"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith(f"python -m train d2s: error: {last}: ") and problem in err[0], err
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"python -m icrt.train d2s: error: {last}: ") and problem in err[0], err
 
 
 def test_evaluate_with_mismatched_weights_is_one_line(tmp_path, labels_csv, capsys):

@@ -1,4 +1,5 @@
-"""``python -m train KIND`` (``train/__main__.py`` calls :func:`main`): train an image complexity model of a
+"""``python -m icrt.train KIND`` (``python -m train KIND`` from a clone's root, ``icrt train KIND``): train an image
+complexity model of a
 registered kind (``train.kinds``: d2s, cmssa).
 
 Each subcommand only parses arguments and calls the library: the kind's train config and trainer.
@@ -12,7 +13,7 @@ from icrt.train.kinds import get_kind, kinds
 from icrt.train.kinds.common import add_common_args
 
 
-def build_parser(prog: str = "python -m train") -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m icrt.train") -> argparse.ArgumentParser:
     from icrt.train.trainers import load_trainers
 
     load_trainers()
@@ -54,7 +55,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None, prog: str = "python -m train") -> int:
+def main(argv=None, prog: str = "python -m icrt.train") -> int:
     """``prog``: the command's name in messages (``icrt train`` runs this too)."""
     from icrt.runtime.base.errors import run_command, setup_logging
 

@@ -69,24 +69,25 @@ def backend_spec(name: str) -> BackendSpec:
     return spec
 
 
-def open_backend(manifest, backend: str = AUTO, precision: str = "fp32", threads: int | None = None,
-                 device_id: int = 0) -> Backend:
-    """Open ``precision`` of the bundle on ``backend``; ``auto``: the first registered backend, in auto order,
-    that is available and opens (the notes of the one returned say why the earlier ones were passed over).
-    When none opens, the last one's error is raised."""
+def open_backend(manifest, options) -> Backend:
+    """Open a bundle's model as ``options`` say (a ``icrt.runtime.scoring.options.ScorerOptions``: ``backend``,
+    ``precision``, and what each backend reads of it, e.g. ``threads``, ``device_id``); ``backend="auto"``: the first
+    registered backend, in auto order, that is available and opens (the notes of the one returned say why the
+    earlier ones were passed over). When none opens, the last one's error is raised."""
+    backend, precision = options.backend, options.precision
     if backend != AUTO:
         spec = backend_spec(backend)
     if precision not in precision_names():
         raise BackendError(f"unknown precision {precision!r} (choose from {', '.join(precision_names())})")
     if backend != AUTO:
-        return spec.open(manifest, precision, threads=threads, device_id=device_id)
+        return spec.open(manifest, options)
     passed_over, last = [], None
     for spec in auto_order():
         if not spec.available():
             passed_over.append(f"{spec.name}: {spec.unavailable}")
             continue
         try:
-            return spec.open(manifest, precision, threads=threads, device_id=device_id, notes=passed_over)
+            return spec.open(manifest, options, notes=passed_over)
         except BackendError as e:
             passed_over.append(f"{spec.name}: {e}")
             last = e

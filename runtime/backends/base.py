@@ -60,9 +60,11 @@ class Backend:
 class BackendSpec:
     """A registered backend.
 
-    ``open(manifest, precision, *, threads=None, device_id=0, notes=None) -> Backend`` raises BackendError when
-    it cannot run here (``auto`` then tries the next one) and BundleError for a broken bundle. ``notes``: what
-    ``auto`` passed over before it, for the backend to keep in its own ``notes``.
+    ``open(manifest, options, *, notes=None) -> Backend`` opens ``options.precision`` of the bundle (``options``: a
+    ``icrt.runtime.scoring.options.ScorerOptions``, read by attribute: ``threads``, ``device_id``, ...). It raises
+    BackendError when it cannot run here (``auto`` then tries the next one) and BundleError for a broken bundle.
+    ``notes``: what ``auto`` passed over before it, for the backend to keep in its own ``notes`` (None: asked for by
+    name, not by ``auto``).
     """
 
     name: str

@@ -262,8 +262,8 @@ def providers_for(precision: str, gpu: bool, device_id: int = 0, trt_cache: str 
     return providers
 
 
-def _open(manifest, precision: str, *, threads: int | None = None, device_id: int = 0, notes=None) -> OrtBackend:
-    return OrtBackend.open(manifest, precision, threads=threads, device_id=device_id, notes=notes)
+def _open(manifest, options, *, notes=None) -> OrtBackend:
+    return OrtBackend.open(manifest, options.precision, threads=options.threads, device_id=options.device_id, notes=notes)
 
 
 register_backend("onnxruntime", open=_open, available=onnxruntime_available, auto_order=20, files_key="onnxruntime")

@@ -294,7 +294,7 @@ class OpenVinoBackend(Backend):
 FASTER_WITH = ("avx512", "avx512_vnni", "amx_int8")
 
 
-def _open(manifest, precision: str, *, threads: int | None = None, device_id: int = 0, notes=None):
+def _open(manifest, options, *, notes=None):
     """``notes`` is given only by ``auto``, which takes OpenVINO after TensorRT and before onnxruntime where it was
     measured faster (an x86 CPU with AVX-512 or AMX: :data:`FASTER_WITH`), except where onnxruntime has GPU
     providers: a GPU comes before a CPU engine."""
@@ -307,7 +307,7 @@ def _open(manifest, precision: str, *, threads: int | None = None, device_id: in
         if not set(FASTER_WITH) & set(cpu.cpu_features()):
             raise BackendError("this CPU has no AVX-512 or AMX, where OpenVINO was measured faster than onnxruntime "
                                "(--backend openvino still runs it)")
-    return OpenVinoBackend.open(manifest, precision, threads=threads, notes=notes)
+    return OpenVinoBackend.open(manifest, options.precision, threads=options.threads, notes=notes)
 
 
 # auto: between TensorRT (10) and onnxruntime (20), on CPUs of FASTER_WITH. Only installed by the [openvino] extra.

@@ -402,8 +402,8 @@ class TensorRTBackend(Backend):
             self.cuda = None
 
 
-def _open(manifest, precision: str, *, threads: int | None = None, device_id: int = 0, notes=None) -> TensorRTBackend:
-    return TensorRTBackend.open(manifest, precision, device_id=device_id, notes=notes)
+def _open(manifest, options, *, notes=None) -> TensorRTBackend:
+    return TensorRTBackend.open(manifest, options.precision, device_id=options.device_id, notes=notes)
 
 
 register_backend("tensorrt", open=_open, available=tensorrt_available, auto_order=10, files_key="tensorrt")

@@ -47,6 +47,7 @@ from icrt.runtime.batch.ray_runner import DEFAULT_RAY_BATCH
 from icrt.runtime.batch.summary import write_summary
 from icrt.runtime.batch.watchdog import DEFAULT_STALL_TIMEOUT
 from icrt.runtime.bundle.records import parquet_name
+from icrt.runtime.scoring.options import ScorerOptions
 from icrt.runtime.tools.progress import Progress
 
 log = logging.getLogger("icrt")
@@ -59,16 +60,12 @@ RUNNERS = ("local", "ray")  # runtime.batch.<name>_runner: run(job, paths, probl
 @dataclasses.dataclass
 class Job:
     out: str
-    bundle: str
-    backend: str = "auto"
-    precision: str = "fp32"
+    scorer: ScorerOptions  # every Scorer of the run (local, or one per Ray actor) is opened from these
     runner: str = "local"  # one of RUNNERS
     ray_address: str | None = None
     ray_cpus: int | None = None  # CPUs of the local Ray started without --ray-address
-    workers: int = 1
-    batch_size: int | None = None  # model inputs per inference call
+    workers: int = 1  # local: decode threads; ray: actors
     ray_batch: int = DEFAULT_RAY_BATCH  # images per Ray task
-    threads: int | None = None  # onnxruntime threads per Scorer
     cpus_per_worker: float | None = None
     gpus_per_worker: float = 0.0
     part_rows: int = DEFAULT_PART_ROWS
@@ -79,12 +76,25 @@ class Job:
     versions: dict = dataclasses.field(default_factory=dict)
     extra: dict = dataclasses.field(default_factory=dict)  # facts for summary.json (Ray resources, ...)
 
+    @property
+    def bundle(self) -> str:
+        return self.scorer.model
+
+    @property
+    def precision(self) -> str:
+        return self.scorer.precision
+
+    @property
+    def backend(self) -> str:
+        return self.scorer.backend
+
 
 def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
     """Score ``paths`` into ``job.out``; the exit code (0: no error rows in DIR, 1: some)."""
     from icrt.runtime.bundle.manifest import load_manifest
 
     require_pyarrow()
+    job.scorer = job.scorer.replace(model=job.scorer.bundle())  # the default bundle, when none is named
     m = load_manifest(job.bundle)
     if job.precision not in m.precisions():
         raise UserInputError(f"precision {job.precision} is not in the bundle (it has {', '.join(m.precisions())})")

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import time
 
-from icrt.runtime.batch.uris import read_uri
 from icrt.runtime.batch.watchdog import StalledError, Watchdog
 from icrt.runtime.bundle.records import records_table
+from icrt.runtime.scoring.inputs import read_uri
 
 
 def run(job, paths: list[str], problems: dict, writer) -> None:
     """The runtime's Scorer in this process; rows go to the writer as they come (one part in memory)."""
+    from icrt.runtime.scoring.inputs import in_input_order, is_uri
     from icrt.runtime.scoring.preprocess import load_for_model
     from icrt.runtime.scoring.scorer import Scorer
-    from icrt.runtime.scoring.worklist import in_input_order, is_uri
 
-    scorer = Scorer.load(job.bundle, backend=job.backend, precision=job.precision, batch_size=job.batch_size,
-                         threads=job.threads, workers=max(1, job.workers))
+    scorer = Scorer.open(job.scorer.replace(workers=max(1, job.workers)))
     job.extra["run_failures"] = scorer.run_failures
     if any(is_uri(p) for p in paths):
         def loader(image):  # URIs read through pyarrow, local files as the Scorer reads them

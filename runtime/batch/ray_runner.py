@@ -14,9 +14,9 @@ import os
 import time
 
 from icrt.runtime.base.errors import IcrtError, UnavailableError
-from icrt.runtime.batch.uris import uri_filesystem
 from icrt.runtime.batch.watchdog import StalledError, Watchdog
 from icrt.runtime.bundle.records import IMAGE, error_record, parquet_name, records_table
+from icrt.runtime.scoring.inputs import uri_filesystem
 
 log = logging.getLogger("icrt")
 
@@ -46,10 +46,9 @@ class ScoreActor:
     """``map_batches`` callable class: one Scorer per Ray actor. Input batches (pyarrow) have ``path`` and
     ``bytes`` (Ray's names); output rows are records (``runtime.bundle.records.records_table``), ``image`` as given."""
 
-    def __init__(self, bundle, backend, precision, batch_size, threads):
+    def __init__(self, options):
         from icrt.runtime.scoring.scorer import Scorer
-        self.scorer = Scorer.load(bundle, backend=backend, precision=precision, batch_size=batch_size,
-                                  threads=threads, workers=1)
+        self.scorer = Scorer.open(options.replace(workers=1))
 
     def __call__(self, batch):
         names = batch.column("path").to_pylist()
@@ -104,14 +103,14 @@ def ray_budget(job, resources: dict, node_cpus: float) -> tuple[float, float, in
             f"--workers {w} x {cpw:g} CPUs per worker and {READ_RESERVE:g} CPUs for reading need "
             f"{w * max(cpw, 0) + READ_RESERVE:g} CPUs, but the Ray cluster has {cpus:g}: the read tasks would wait "
             "for CPUs forever; lower --workers or --cpus-per-worker")
-    threads = job.threads or max(1, math.ceil(cpw - 1e-9))
+    threads = job.scorer.threads or max(1, math.ceil(cpw - 1e-9))
     return cpw, gpw, threads
 
 
 def _ray_keys(paths: list[str], problems: dict):
     """Split the inputs: (error records for files that cannot be read at all, [what read_binary_files reads],
     {the path Ray gives back: [inputs]}, {escaped name: [inputs]} for local names pyarrow cannot carry)."""
-    from icrt.runtime.scoring.worklist import is_uri
+    from icrt.runtime.scoring.inputs import is_uri
 
     errors, reads, owners, odd = [], [], {}, {}
     for p in paths:
@@ -173,9 +172,8 @@ def run(job, paths: list[str], problems: dict, writer) -> None:
             more = ray.data.from_items(items).map(_read_named, num_cpus=READ_CPUS)
             ds = more if ds is None else ds.union(more)
         ds = ds.map_batches(
-            ScoreActor, fn_constructor_kwargs={"bundle": os.path.abspath(job.bundle), "backend": job.backend,
-                                               "precision": job.precision, "batch_size": job.batch_size,
-                                               "threads": threads},
+            ScoreActor, fn_constructor_kwargs={"options": job.scorer.replace(model=os.path.abspath(job.bundle),
+                                                                             threads=threads)},
             batch_size=job.ray_batch, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=job.workers),
             num_cpus=cpw, num_gpus=gpw or None)
         owners = {**plain, **odd}

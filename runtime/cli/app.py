@@ -25,24 +25,24 @@ EPILOG = """examples:
 
 
 def build_parser(more=()) -> tuple[argparse.ArgumentParser, dict]:
-    """The ``icrt`` parser and command name -> ``run``; ``more``: further ``add_command(subparsers)`` functions (the
-    console script's ``train`` and ``export``)."""
-    from icrt.runtime.cli.commands import add_commands
+    """The ``icrt`` parser and command name -> its Command; ``more``: further Commands (the console script's
+    ``train`` and ``export``)."""
+    from icrt.runtime.cli.commands import commands
 
     p = argparse.ArgumentParser(prog="icrt", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"icrt {__version__}")
     sub = p.add_subparsers(dest="command", title="commands", metavar="COMMAND")
-    runs = add_commands(sub)
-    for add in more:
-        name, run = add(sub)
-        runs[name] = run
+    known = {}
+    for command in [*commands(), *more]:
+        command.add_to(sub)
+        known[command.name] = command
     p.set_defaults(root_parser=p)  # icrt completion writes its scripts from the whole parser
-    return p, runs
+    return p, known
 
 
 def main(argv=None, more=()) -> int:
-    from icrt.runtime.scoring.worklist import shard_argv
+    from icrt.runtime.scoring.inputs import shard_argv
 
     parser, runs = build_parser(more)
     args = parser.parse_args(shard_argv(sys.argv[1:] if argv is None else argv))
@@ -50,7 +50,7 @@ def main(argv=None, more=()) -> int:
         parser.print_help()
         return EXIT_USAGE
     setup_logging()
-    return run_command("icrt", runs[args.command], args)
+    return run_command("icrt", runs[args.command].run, args)
 
 
 if __name__ == "__main__":

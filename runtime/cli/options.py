@@ -1,24 +1,31 @@
-"""The options ``icrt`` commands share, each declared once: its flags, its type (the one check of its value) and
-its help. A bad value is argparse's one usage error (exit 2).
+"""The command-line form of the options ``icrt`` commands share: the Scorer's options from their one declaration
+(``icrt.runtime.scoring.options.ScorerOptions``: :func:`add_scorer_options`, :func:`scorer_options`), the inputs
+(``icrt.runtime.scoring.inputs.InputOptions``: :func:`add_inputs`, :func:`input_options`), serving's, and the argparse
+types of the other flags. A bad value is argparse's one usage error (exit 2).
 
 Light: the standard library, the backend registry (no backend library is loaded) and the precision table.
 """
 from __future__ import annotations
 
 import argparse
-import os
 
-MAX_BATCH = 1024  # model inputs per call: beyond this, memory grows with no speed left to gain
+import icrt.runtime.scoring.options as declared
+from icrt.runtime.scoring.inputs import InputOptions
+from icrt.runtime.scoring.options import ScorerOptions
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+def argtype(parse):
+    """An argparse ``type`` from a parser that raises ValueError with its reason (the message argparse prints)."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+positive_int = argtype(declared.positive_int)
 
 
 def positive_number(kind=float):
@@ -49,28 +56,12 @@ def csv_list(kind=str):
     def parse(text: str) -> list:
         try:
             values = [kind(v.strip()) for v in text.split(",") if v.strip()]
-        except ValueError:
+        except (ValueError, argparse.ArgumentTypeError):
             values = []
         if not values:
             raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
         return values
     return parse
-
-
-def batch_size(text: str) -> int:
-    v = positive_int(text)
-    if v > MAX_BATCH:
-        raise argparse.ArgumentTypeError(f"at most {MAX_BATCH}, got {v}")
-    return v
-
-
-def threads(text: str) -> int:
-    """1 .. 4 x the CPUs: more threads than that only add scheduling overhead (5000 took 94 s per image)."""
-    v = positive_int(text)
-    cap = 4 * (os.cpu_count() or 1)
-    if v > cap:
-        raise argparse.ArgumentTypeError(f"at most {cap} (4 x the {os.cpu_count()} CPUs), got {v}")
-    return v
 
 
 def examples(*lines: tuple[str, str]) -> dict:
@@ -80,44 +71,41 @@ def examples(*lines: tuple[str, str]) -> dict:
     return {"epilog": text, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
-# --- the options ------------------------------------------------------------------------------------------------
+# --- the Scorer's options, from their declaration ------------------------------------------------------------------
+
+SCORER = ("model", "backend", "precision", "batch_size", "threads", "device_id")  # what `icrt score` takes
 
 
-def add_model(p, help: str = "model bundle folder (default: the bundled default model)") -> None:
-    p.add_argument("-m", "--model", metavar="BUNDLE", help=help)
+def add_scorer_options(p, names=SCORER, help: dict | None = None, many=()) -> None:
+    """The flags of the ScorerOptions fields ``names`` (declared in ``icrt.runtime.scoring.options``); ``help``:
+    another help text for some (what the flag means for this command); ``many``: fields taken as comma-separated
+    lists (``icrt bench --backend onnxruntime,openvino``), checked against their choices by :func:`check_choices`."""
+    help = help or {}
+    fields = {f.name: f for f in declared.fields()}
+    for name in names:
+        f = fields[name]
+        meta = f.metadata
+        kw = {"dest": name, "help": help.get(name, meta["help"]), "metavar": meta["metavar"]}
+        choices = meta["choices"]() if meta["choices"] else None
+        if name in many:
+            kw.update(type=csv_list(argtype(meta["parse"]) if meta["parse"] else str), default=None,
+                      metavar=(",".join(choices) if choices else (meta["metavar"] or name.upper())) + "[,...]")
+        else:
+            kw.update(default=f.default, choices=choices)
+            if meta["parse"]:
+                kw["type"] = argtype(meta["parse"])
+        p.add_argument(*meta["flags"], **kw)
+
+
+def scorer_options(args, **changes) -> ScorerOptions:
+    """The ScorerOptions of parsed arguments (the fields the command declared; the others keep their defaults)."""
+    given = {f.name: getattr(args, f.name) for f in declared.fields() if f.metadata["flags"] and hasattr(args, f.name)}
+    return ScorerOptions(**{**given, **changes})
 
 
 def bundle(args) -> str:
-    """The bundle ``-m`` names, else the default bundle (``runtime.bundle.defaults``)."""
-    from icrt.runtime.bundle.defaults import default_bundle
-
-    return args.model or default_bundle()
-
-
-def add_backend(p, many: bool = False) -> None:
-    from icrt.runtime.backends import backend_choices
-
-    choices = backend_choices()
-    what = ("auto: TensorRT engines when the bundle has one for this GPU, else onnxruntime (on the GPU with "
-            "onnxruntime-gpu, else the CPU)")
-    if many:
-        p.add_argument("--backend", type=csv_list(), default=["auto"], metavar="|".join(choices) + "[,...]",
-                       help=f"backends to time, comma-separated (default auto; {what})")
-    else:
-        p.add_argument("--backend", choices=choices, default="auto", help=f"inference backend (default {what})")
-
-
-def add_precision(p, many: bool = False, help: str | None = None) -> None:
-    from icrt.runtime.bundle.precisions import precision_names
-
-    names = precision_names()
-    if many:
-        p.add_argument("--precision", type=csv_list(), default=None, metavar=",".join(names),
-                       help=help or "precisions, comma-separated (default: every precision in the bundle)")
-    else:
-        p.add_argument("--precision", choices=names, default="fp32", help=help or (
-            "model precision (default fp32; int8: faster on CPUs with VNNI/AMX, fp16: GPUs; icrt info lists the "
-            "bundle's and what each costs in accuracy)"))
+    """The bundle ``-m`` names, else the default bundle (``icrt.runtime.bundle.defaults``)."""
+    return ScorerOptions(model=getattr(args, "model", None)).bundle()
 
 
 def check_choices(values, choices, flag: str) -> None:
@@ -129,20 +117,18 @@ def check_choices(values, choices, flag: str) -> None:
         raise UserInputError(f"{flag} {', '.join(map(str, bad))}: choose from {', '.join(choices)}")
 
 
-def add_threads(p, help: str = "CPU threads for onnxruntime") -> None:
-    p.add_argument("--threads", type=threads, default=None, metavar="N", help=help)
+# --- inputs ---------------------------------------------------------------------------------------------------------
 
 
-def add_batch_size(p, help: str = "model inputs (images or patches, across images) per inference call (default: as "
-                                  "many as fit in 64 MB for the model's input size, at most 32: 1 for the default "
-                                  "model; larger values are lowered to what fits in 2 GB)") -> None:
-    p.add_argument("--batch-size", type=batch_size, default=None, metavar="N", help=help)
+def shard_arg(text: str) -> tuple[int, int]:
+    """argparse ``type`` for ``--shard I/N``."""
+    from icrt.runtime.scoring.inputs import parse_shard
+
+    return argtype(parse_shard)(text)
 
 
 def add_inputs(p, what: str = "image files, folders or glob patterns") -> None:
-    """PATHs, ``--recursive``, ``--files-from LIST`` and ``--shard I/N`` (``runtime.worklist``)."""
-    from icrt.runtime.scoring.worklist import shard_arg
-
+    """PATHs, ``--recursive``, ``--files-from LIST`` and ``--shard I/N`` (``icrt.runtime.scoring.inputs``)."""
     p.add_argument("paths", nargs="*", metavar="PATH", help=what)
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
     p.add_argument("--files-from", metavar="LIST", help="also score the files named in LIST, one path a line "
@@ -151,9 +137,17 @@ def add_inputs(p, what: str = "image files, folders or glob patterns") -> None:
                    help="score only shard I of N (counted from 0): a stable split by a hash of the path")
 
 
+def input_options(args, uris: bool = False) -> InputOptions:
+    return InputOptions(paths=tuple(args.paths), recursive=args.recursive, files_from=args.files_from,
+                        shard=args.shard, uris=uris)
+
+
+# --- serving --------------------------------------------------------------------------------------------------------
+
+
 def add_serving(p, max_batch: int = 32) -> None:
     """What ``icrt serve`` and ``icrt triton`` share: the model name, its batching and its instances (checked by
-    ``runtime.serving.limits``, one line each)."""
+    ``icrt.runtime.serving.limits``, one line each)."""
     from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, MAX_INSTANCES
 
     p.add_argument("--name", default=DEFAULT_MODEL_NAME, help=f"model name clients call (default {DEFAULT_MODEL_NAME})")

@@ -23,6 +23,7 @@ from icrt.runtime.backends import Backend, ModelRunError, open_backend, takes_pi
 from icrt.runtime.bundle.manifest import Manifest, load_manifest
 from icrt.runtime.bundle.records import ERROR, IMAGE, SCORE, error_record
 from icrt.runtime.scoring.heatmap import ScoreMap
+from icrt.runtime.scoring.options import ScorerOptions
 from icrt.runtime.scoring.preprocess import (
     ImageError,
     Preprocessing,
@@ -147,14 +148,16 @@ class Scorer:
         self.run_failures = RunFailures()
 
     @classmethod
-    def load(cls, bundle: str | None = None, backend: str = "auto", precision: str = "fp32",
-             batch_size: int | None = None, threads: int | None = None, workers: int = 1) -> "Scorer":
-        """Open a bundle folder (None: the default bundle) on a backend ("auto", "onnxruntime", "tensorrt")."""
-        if bundle is None:
-            from icrt.runtime.bundle.defaults import default_bundle
-            bundle = default_bundle()
-        manifest = load_manifest(bundle)
-        return cls(manifest, open_backend(manifest, backend, precision, threads=threads), batch_size, workers)
+    def open(cls, options: ScorerOptions) -> "Scorer":
+        """The Scorer ``options`` describe: its bundle (``model``; None: the default bundle) opened on its backend."""
+        manifest = load_manifest(options.bundle())
+        return cls(manifest, open_backend(manifest, options), options.batch_size, options.workers)
+
+    @classmethod
+    def load(cls, bundle: str | None = None, **options) -> "Scorer":
+        """Open a bundle folder (None: the default bundle); ``options``: the fields of :class:`ScorerOptions`
+        (``backend="auto"``, ``precision="fp32"``, ``batch_size``, ``threads``, ``device_id``, ``workers``)."""
+        return cls.open(ScorerOptions(model=bundle, **options))
 
     # --- public API --------------------------------------------------------------------------------
     def score(self, image, details: bool = False) -> dict:

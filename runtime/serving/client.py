@@ -266,17 +266,15 @@ class RemoteScorer:
         return list(self.iter_score(images))
 
 
-def check_score_args(args) -> None:
-    """Options of ``icrt score`` that mean nothing with ``--url`` (the server has the model) are refused."""
-    clash = [flag for flag, given in (("-m", args.model), ("--heatmap", args.heatmap),
-                                      ("--backend", args.backend != "auto"), ("--precision", args.precision != "fp32"),
-                                      ("--threads", args.threads)) if given]
+def open_remote(url: str, options) -> RemoteScorer:
+    """The RemoteScorer ``icrt score --url`` uses: ``options`` (a ScorerOptions) may set ``batch_size`` (images per
+    request) and nothing else: the server has the model and chooses how it runs, so any other option given is
+    refused, naming its flag."""
+    import dataclasses
+
+    flags = {f.name: f.metadata["flags"][0] for f in dataclasses.fields(options) if f.metadata.get("flags")}
+    clash = [flags.get(name, name) for name in options.changed() if name not in ("batch_size", "workers")]
     if clash:
         raise UserInputError(f"{', '.join(clash)} with --url: the server has the model and chooses how it runs")
-
-
-def open_remote(args) -> RemoteScorer:
-    """The RemoteScorer ``icrt score --url`` uses (``--batch-size``: images per request)."""
-    check_score_args(args)
-    return RemoteScorer.connect(args.url, batch_size=args.batch_size)
+    return RemoteScorer.connect(url, batch_size=options.batch_size)
 

@@ -174,12 +174,12 @@ def _model_state(url: str, name: str, token: str | None) -> tuple[bool, str]:
         return False, reason
 
 
-def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
+def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
           metrics_port: int = 8002, name: str = DEFAULT_MODEL_NAME, max_batch: int = 32,
-          max_queue_delay_us: int = 2000, instances: int = 1, backend: str = "auto", precision: str = "fp32",
-          threads: int | None = None, log_file: str | None = None) -> int:
-    """Serve ``bundle`` as the Triton model ``name`` until Ctrl+C or SIGTERM (exit code 0), or until the server
-    stops by itself (1). UserInputError / UnavailableError (one line) when it cannot start."""
+          max_queue_delay_us: int = 2000, instances: int = 1, log_file: str | None = None) -> int:
+    """Serve the model ``options`` describe (a ScorerOptions: bundle, backend, precision, threads per instance, ...)
+    as the Triton model ``name`` until Ctrl+C or SIGTERM (exit code 0), or until the server stops by itself (1).
+    UserInputError / UnavailableError (one line) when it cannot start."""
     check_ports(host, http_port, grpc_port, metrics_port)
     check(name, max_batch, instances, max_queue_delay_us)
     _import_pytriton()
@@ -200,11 +200,10 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
         problem = _port_problem(host, port)
         if problem:
             raise UserInputError(f"cannot listen on {host}:{port}: {problem}")
-    threads = threads or max(1, default_threads() // instances)
+    options = options.replace(threads=options.threads or max(1, default_threads() // instances))
     # Triton hands up to --max-batch images at a time; each Scorer runs them in model batches bounded by bytes
     # (runtime.scoring.scorer.batch_limits: one input at a time for the default model's 384 px inputs on a CPU)
-    scorers = [Scorer.load(bundle, backend=backend, precision=precision, threads=threads)
-               for _ in range(instances)]
+    scorers = [Scorer.open(options) for _ in range(instances)]
     info = scorers[0].info()
     config = TritonConfig(http_address=host, http_port=http_port, grpc_address=host,
                           grpc_port=grpc_port, metrics_address=host, metrics_port=metrics_port,
@@ -251,7 +250,7 @@ def serve(bundle: str, host: str = "127.0.0.1", http_port: int = 8000, grpc_port
                 from icrt.runtime.base.text import printable
                 print(f"icrt serve: model {name!r} ready ({printable(str(info['name']))}, {info['backend']} "
                       f"{info['precision']}, "
-                      f"{instances} instance(s), {threads} thread(s) each): HTTP http://{http}, gRPC "
+                      f"{instances} instance(s), {options.threads} thread(s) each): HTTP http://{http}, gRPC "
                       f"grpc://{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics; "
                       "Ctrl+C or SIGTERM stops it", file=sys.stderr, flush=True)
                 while triton.is_alive():

@@ -237,11 +237,12 @@ def image_scores(manifest, backend, image_paths) -> list:
     return [r.get("score") for r in Scorer(manifest, backend).score_many(image_paths)]
 
 
-def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 8), warmup: int = 3, iters: int = 20,
-              images=None, report_dir: str = "bench-report", threads: int | None = None) -> dict:
+def run_bench(options, backends=("auto",), precisions=None, batch_sizes=(1, 8), warmup: int = 3, iters: int = 20,
+              images=None, report_dir: str = "bench-report") -> dict:
     """Time every backend x precision x batch size and write the report into ``report_dir``; the report.
 
-    ``backends``: registered names or ``auto``; ``precisions``: default every precision in the bundle. A setting
+    ``options``: a ScorerOptions (its bundle, threads, device, ...); each setting is it with one of ``backends``
+    (registered names or ``auto``) and one of ``precisions`` (default every precision in the bundle). A setting
     that cannot run here (BackendError, or a precision the bundle lacks) is skipped with its reason. Every setting
     is opened first and timed interleaved with the others (per batch size), and each one's scores of the images are
     compared with onnxruntime fp32's (``agreement``). Progress goes to the ``runtime.tools.bench`` logger."""
@@ -250,6 +251,7 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
     from icrt.runtime.bundle.manifest import load_manifest
     from icrt.runtime.scoring.inputs import collect
 
+    bundle = options.bundle()
     manifest = load_manifest(bundle)
     precisions = list(precisions or manifest.precisions())
     results, skipped, opened = [], [], []
@@ -263,13 +265,14 @@ def run_bench(bundle: str, backends=("auto",), precisions=None, batch_sizes=(1, 
         for be in backends:
             for prec in precisions:
                 try:
-                    opened.append(open_backend(manifest, be, prec, threads=threads))
+                    opened.append(open_backend(manifest, options.replace(backend=be, precision=prec)))
                 except BackendError as e:  # cannot run here, or the bundle lacks it (a broken bundle is raised)
                     skipped.append({"backend": be, "precision": prec, "reason": str(e)})
                     logger.warning(f"skipped {be}/{prec}: {e}")
         reference, why = None, None
         try:
-            reference = image_scores(manifest, open_backend(manifest, "onnxruntime", "fp32", threads=threads), paths)
+            fp32 = options.replace(backend="onnxruntime", precision="fp32")
+            reference = image_scores(manifest, open_backend(manifest, fp32), paths)
         except BackendError as e:
             why = str(e)
         agree = {}

@@ -18,7 +18,7 @@ pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
 from icrt.runtime.bundle.records import PARQUET_COLUMNS, parquet_name  # noqa: E402
-from icrt.runtime.scoring.worklist import shard_of  # noqa: E402
+from icrt.runtime.scoring.inputs import shard_of  # noqa: E402
 from tests.images import textured  # noqa: E402
 from tests.runtime.fixtures import ROOT, broken_inputs, run_cli  # noqa: E402
 
@@ -367,17 +367,18 @@ def test_ray_budget_leaves_cpus_for_reading():
     from icrt.runtime.base.errors import UnavailableError
     from icrt.runtime.batch.job import Job
     from icrt.runtime.batch.ray_runner import READ_RESERVE, ray_budget
+    from icrt.runtime.scoring.options import ScorerOptions
 
-    job = Job(out="o", bundle="b", runner="ray", workers=2)
+    job = Job(out="o", scorer=ScorerOptions(model="b"), runner="ray", workers=2)
     cpw, gpw, threads = ray_budget(job, {"CPU": 2.0}, 2.0)
     assert cpw == 0.75 and gpw == 0 and threads == 1 and 2 * cpw + READ_RESERVE <= 2
-    assert ray_budget(Job(out="o", bundle="b", workers=1), {"CPU": 2.0}, 2.0)[2] == 2  # one worker: both cores
+    assert ray_budget(Job(out="o", scorer=ScorerOptions(model="b"), workers=1), {"CPU": 2.0}, 2.0)[2] == 2  # one worker: both cores
     # the hang: two 1-CPU actors on 2 CPUs leave nothing for the read task -> refused at once
     with pytest.raises(UnavailableError, match="read tasks would wait"):
-        ray_budget(Job(out="o", bundle="b", workers=2, cpus_per_worker=1.0), {"CPU": 2.0}, 2.0)
+        ray_budget(Job(out="o", scorer=ScorerOptions(model="b"), workers=2, cpus_per_worker=1.0), {"CPU": 2.0}, 2.0)
     with pytest.raises(UnavailableError, match="GPUs"):
-        ray_budget(Job(out="o", bundle="b", workers=2, gpus_per_worker=1.0), {"CPU": 8.0, "GPU": 1.0}, 8.0)
-    cpw, gpw, _ = ray_budget(Job(out="o", bundle="b", workers=2, gpus_per_worker=0.5), {"CPU": 8.0, "GPU": 1.0}, 8.0)
+        ray_budget(Job(out="o", scorer=ScorerOptions(model="b"), workers=2, gpus_per_worker=1.0), {"CPU": 8.0, "GPU": 1.0}, 8.0)
+    cpw, gpw, _ = ray_budget(Job(out="o", scorer=ScorerOptions(model="b"), workers=2, gpus_per_worker=0.5), {"CPU": 8.0, "GPU": 1.0}, 8.0)
     assert (cpw, gpw) == (1.0, 0.5)
 
 

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from icrt.runtime.cli import main
+from icrt.runtime.scoring.options import ScorerOptions
 from tests.images import textured
 from tests.runtime.fixtures import needs_matplotlib
 
@@ -45,7 +46,8 @@ def test_bench_patch_model_counts_patches_per_image(patches_bundle, tmp_path, ca
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     textured(160, 96, seed=1).save(imgs / "a.png")  # 160x96 at 64 px patches, stride 32: 4 x 2 = 8 patches
-    r = run_bench(bundle, backends=["onnxruntime"], precisions=["fp32"], batch_sizes=[8], warmup=0, iters=2,
+    r = run_bench(ScorerOptions(model=bundle), backends=["onnxruntime"], precisions=["fp32"], batch_sizes=[8], warmup=0,
+                  iters=2,
                   images=str(imgs), report_dir=str(tmp_path / "rep"))
     x = r["results"][0]
     assert x["inputs_per_image"] == 8 and x["images_per_s"] == pytest.approx(x["patches_per_s"] / 8)

@@ -99,10 +99,10 @@ def test_docs_have_commands_and_every_mark_is_known():
 
 
 def _icrt_parser():
-    from icrt.cli import TORCH_COMMANDS, _adder
+    from icrt.cli import TORCH_COMMANDS
     from icrt.runtime.cli.app import build_parser
 
-    return build_parser([_adder(n) for n in TORCH_COMMANDS])[0]
+    return build_parser(list(TORCH_COMMANDS.values()))[0]
 
 
 def _options(parser, command: str) -> set[str] | None:

@@ -51,7 +51,7 @@ def test_score_one_many_a_folder_and_an_image_object(tmp_path, square_bundle):
 
 def test_import_icrt_and_icrt_help_load_neither_numpy_nor_torch():
     code = ("import sys, icrt, icrt.cli, icrt.runtime.cli.app\n"
-            "icrt.runtime.cli.app.build_parser([icrt.cli._adder(n) for n in icrt.cli.TORCH_COMMANDS])\n"
+            "icrt.runtime.cli.app.build_parser(list(icrt.cli.TORCH_COMMANDS.values()))\n"
             "print(sorted(m for m in ('numpy', 'onnxruntime', 'PIL', 'torch', 'icrt.train', 'icrt.export') "
             "if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -114,10 +114,10 @@ def test_completion_scripts_come_from_the_parser():
 def test_every_option_of_every_command_has_help_and_every_command_an_example():
     import argparse
 
-    from icrt.cli import TORCH_COMMANDS, _adder
+    from icrt.cli import TORCH_COMMANDS
     from icrt.runtime.cli.app import build_parser
 
-    parser, _ = build_parser([_adder(n) for n in TORCH_COMMANDS])
+    parser, _ = build_parser(list(TORCH_COMMANDS.values()))
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, p in sub.choices.items():
         assert p.epilog and "icrt " in p.epilog, f"icrt {name} --help has no example"

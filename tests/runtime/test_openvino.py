@@ -13,6 +13,7 @@ from PIL import Image
 
 from icrt.runtime.backends import BackendError, open_backend
 from icrt.runtime.bundle.manifest import BundleError, load_manifest
+from icrt.runtime.scoring.options import ScorerOptions
 from tests.runtime.fixtures import (
     PARITY_TOL,
     ROOT,
@@ -72,7 +73,7 @@ def test_float_and_pixel_inputs_give_the_same_scores(square_bundle):
     from icrt.runtime.scoring.preprocess import to_model_input
 
     m = load_manifest(square_bundle)
-    b = open_backend(m, "openvino", "fp32")
+    b = open_backend(m, ScorerOptions(backend="openvino", precision="fp32"))
     rgb = [np.asarray(img) for img in reference_images()]
     px = np.concatenate([to_model_input(x, m.preprocessing, pixels=True)[0] for x in rgb])
     x = np.concatenate([to_model_input(x, m.preprocessing)[0] for x in rgb])
@@ -82,7 +83,7 @@ def test_float_and_pixel_inputs_give_the_same_scores(square_bundle):
 
 
 def test_fp32_is_fp32_and_the_backend_says_so(square_bundle):
-    b = open_backend(load_manifest(square_bundle), "openvino", "fp32")
+    b = open_backend(load_manifest(square_bundle), ScorerOptions(backend="openvino", precision="fp32"))
     d = b.describe()
     assert d["backend"] == "openvino" and d["inference_precision"] == "f32" and d["device"] == "cpu"
     b.run(np.zeros((1, 3, 64, 64), np.float32))  # the float model too
@@ -92,28 +93,29 @@ def test_fp32_is_fp32_and_the_backend_says_so(square_bundle):
 
 def test_the_model_cache_is_private_keyed_by_the_file_and_reused(square_bundle, cache_dir):
     m = load_manifest(square_bundle)
-    first = open_backend(m, "openvino", "fp32").describe()["model_cache"]
+    first = open_backend(m, ScorerOptions(backend="openvino", precision="fp32")).describe()["model_cache"]
     assert os.path.dirname(first) == str(cache_dir / "openvino") and not first.startswith(square_bundle)
     assert [f for f in os.listdir(first) if f.endswith(".blob")]  # OpenVINO wrote its compiled model there
     for folder in (cache_dir / "openvino", first):
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
-    again = open_backend(m, "openvino", "fp32")
+    again = open_backend(m, ScorerOptions(backend="openvino", precision="fp32"))
     assert again.describe()["model_cache"] == first  # the same file: the same folder
     # one OpenVINO Core per process: two, unloaded out of order, left a freed signal stack and the next SIGTERM
     # crashed the process (test_outputs.py's SIGTERM test, run after this module, caught it)
-    assert again.core is open_backend(m, "openvino", "int8").core
-    assert open_backend(m, "openvino", "int8").describe()["model_cache"] != first  # another file: another folder
+    assert again.core is open_backend(m, ScorerOptions(backend="openvino", precision="int8")).core
+    int8 = open_backend(m, ScorerOptions(backend="openvino", precision="int8"))
+    assert int8.describe()["model_cache"] != first  # another file: another folder
     assert not [f for f in os.listdir(square_bundle) if "blob" in f or "cache" in f]  # nothing in the bundle
 
 
 def test_a_cache_folder_others_can_write_is_not_used(square_bundle, cache_dir, monkeypatch):
     (cache_dir / "openvino").mkdir(parents=True)
     os.chmod(cache_dir / "openvino", 0o777)
-    b = open_backend(load_manifest(square_bundle), "openvino", "fp32")
+    b = open_backend(load_manifest(square_bundle), ScorerOptions(backend="openvino", precision="fp32"))
     assert b.describe()["model_cache"] is None
     assert any("can be written by other users" in n for n in b.notes)
     monkeypatch.setenv("ICRT_CACHE_DIR", "off")
-    b = open_backend(load_manifest(square_bundle), "openvino", "fp32")
+    b = open_backend(load_manifest(square_bundle), ScorerOptions(backend="openvino", precision="fp32"))
     assert b.describe()["model_cache"] is None and "no model cache (ICRT_CACHE_DIR=off)" in b.notes
 
 
@@ -125,7 +127,7 @@ def test_bundle_checks_and_a_failing_batch_are_one_line_each(tmp_path, images):
         folder = tmp_path / variant
         bundle = make_bundle(folder, variant, *([shape] if shape else []))
         with pytest.raises(BundleError, match=words):
-            open_backend(load_manifest(bundle), "openvino")
+            open_backend(load_manifest(bundle), ScorerOptions(backend="openvino"))
     with pytest.raises(BundleError, match="no input named 'pixels'"):
         OpenVinoBackend(node_model(tmp_path / "plain.onnx"), input_name="pixels")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
@@ -159,11 +161,11 @@ def test_auto_takes_it_before_onnxruntime_where_it_was_measured_faster(square_bu
     import icrt.runtime.base.hardware as cpu
 
     monkeypatch.setattr(cpu, "cpu_features", lambda cpuinfo=None: ["avx2", "avx512", "avx512_vnni", "amx_int8"])
-    b = open_backend(load_manifest(square_bundle), "auto", "fp32")
+    b = open_backend(load_manifest(square_bundle), ScorerOptions(backend="auto", precision="fp32"))
     assert b.name == "openvino" and any(n.startswith("tensorrt:") for n in b.notes)
     # an AVX2-only CPU (this project's, where the two engines were at parity): onnxruntime, and the note says why
     monkeypatch.setattr(cpu, "cpu_features", lambda cpuinfo=None: ["avx2"])
-    b = open_backend(load_manifest(square_bundle), "auto", "fp32")
+    b = open_backend(load_manifest(square_bundle), ScorerOptions(backend="auto", precision="fp32"))
     assert b.name == "onnxruntime" and any(n.startswith("openvino:") and "AVX-512" in n for n in b.notes)
 
 

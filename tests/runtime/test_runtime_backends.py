@@ -14,6 +14,7 @@ import icrt.runtime.backends as backends
 import icrt.runtime.bundle.precisions as precisions
 from icrt.runtime.backends import Backend, BackendError, NotInBundleError, open_backend, register_backend
 from icrt.runtime.bundle.manifest import BundleError, load_manifest
+from icrt.runtime.scoring.options import ScorerOptions
 from tests.runtime.fixtures import SIZE, edit_manifest, make_bundle, needs_matplotlib, node_model
 
 
@@ -82,11 +83,11 @@ def test_registry_imports_no_inference_library():
 def test_auto_walks_the_registry_and_notes_what_it_passed_over(registry, bundle):
     opened = []
 
-    def open_const(manifest, precision, *, threads=None, device_id=0, notes=None):
+    def open_const(manifest, options, *, notes=None):
         opened.append(list(notes or []))
-        return ConstBackend(precision, notes=notes)
+        return ConstBackend(options.precision, notes=notes)
 
-    def open_broken(manifest, precision, *, threads=None, device_id=0, notes=None):
+    def open_broken(manifest, options, *, notes=None):
         raise BackendError("no device here")
 
     register_backend("absent", open_const, lambda: False, auto_order=1, unavailable="not installed (pip install x)")
@@ -94,27 +95,27 @@ def test_auto_walks_the_registry_and_notes_what_it_passed_over(registry, bundle)
     register_backend("const", open_const, lambda: True, auto_order=3)
     register_backend("manual", open_const, lambda: True)  # never chosen by auto
     m = load_manifest(bundle)
-    b = open_backend(m, "auto", "fp32")
+    b = open_backend(m, ScorerOptions(backend="auto", precision="fp32"))
     assert b.name == "const" and b.notes == ["absent: not installed (pip install x)", "broken: no device here"]
     assert [s.name for s in registry.auto_order()] == ["absent", "broken", "const", "tensorrt", "openvino",
                                                        "onnxruntime"]
-    assert open_backend(m, "manual").name == "const" and opened[-1] == []
+    assert open_backend(m, ScorerOptions(backend="manual")).name == "const" and opened[-1] == []
     assert "manual" in registry.backend_choices()
 
 
 def test_auto_falls_through_to_onnxruntime_and_raises_the_last_error(registry, bundle):
-    def open_broken(manifest, precision, *, threads=None, device_id=0, notes=None):
+    def open_broken(manifest, options, *, notes=None):
         raise BackendError("no device here")
 
     register_backend("broken", open_broken, lambda: True, auto_order=1)
     without_openvino(registry)
     m = load_manifest(bundle)
-    b = open_backend(m, "auto", "fp32")
+    b = open_backend(m, ScorerOptions(backend="auto", precision="fp32"))
     assert b.name == "onnxruntime" and b.device == "cpu" and b.notes[0] == "broken: no device here"
     assert any(n.startswith("tensorrt:") for n in b.notes)
     assert "openvino: not installed (install the [openvino] extra)" in b.notes
     with pytest.raises(NotInBundleError, match="no int8 model in this bundle") as e:  # onnxruntime's own error
-        open_backend(m, "auto", "int8")
+        open_backend(m, ScorerOptions(backend="auto", precision="int8"))
     assert e.value.exit_code == 2 and isinstance(e.value, BundleError)
 
 
@@ -122,9 +123,9 @@ def test_auto_falls_through_to_onnxruntime_and_raises_the_last_error(registry, b
 def test_a_registered_backend_serves_the_cli_bench_and_manifest(registry, bundle, image, tmp_path, capsys):
     from icrt.runtime.cli import main
 
-    def open_const(manifest, precision, *, threads=None, device_id=0, notes=None):
-        manifest.file_for(precision, "constfile")  # the bundle's file for this backend (checked inside the bundle)
-        return ConstBackend(precision, 0.75, notes)
+    def open_const(manifest, options, *, notes=None):
+        manifest.file_for(options.precision, "constfile")  # the bundle's file for this backend (checked inside it)
+        return ConstBackend(options.precision, 0.75, notes)
 
     # a files key nobody registered is refused, naming the known ones
     edit_manifest(bundle, lambda d: d["files"]["fp32"].update(constfile="model.onnx"))

@@ -69,9 +69,10 @@ def test_tensorrt_backend_without_tensorrt_is_a_clear_error(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_trt)
     from icrt.runtime.backends import open_backend
+    from icrt.runtime.scoring.options import ScorerOptions
 
     with pytest.raises(BackendError, match=r"TensorRT is not installed .*use --backend onnxruntime"):
-        open_backend(manifest(ENGINES), "tensorrt", "fp16")
+        open_backend(manifest(ENGINES), ScorerOptions(backend="tensorrt", precision="fp16"))
 
 
 def test_auto_skips_tensorrt_when_absent():

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from icrt.runtime.scoring.worklist import MAX_LINE, parse_shard, read_path_list, select_shard, shard_of
+from icrt.runtime.scoring.inputs import MAX_LINE, parse_shard, read_path_list, select_shard, shard_of
 from tests.runtime.fixtures import broken_inputs, run_cli, sample_images
 
 
@@ -123,7 +123,7 @@ def test_score_bad_shard_is_a_usage_error(tmp_path, capsys, square_bundle, shard
 
 def test_shard_argv_joins_a_negative_value():
     """N19: argparse would take -1/2 for an option ("expected one argument"); joined, parse_shard says why."""
-    from icrt.runtime.scoring.worklist import shard_argv
+    from icrt.runtime.scoring.inputs import shard_argv
 
     assert shard_argv(["score", "x", "--shard", "-1/2"]) == ["score", "x", "--shard=-1/2"]
     assert shard_argv(["score", "--shard", "0/2", "-o", "-"]) == ["score", "--shard", "0/2", "-o", "-"]

@@ -14,6 +14,7 @@ import icrt.runtime.backends.tensorrt_build as tensorrt_build
 from icrt.runtime.backends import BackendError, open_backend
 from icrt.runtime.backends.tensorrt import TensorRTBackend, open_cuda
 from icrt.runtime.bundle.manifest import BundleError, load_manifest
+from icrt.runtime.scoring.options import ScorerOptions
 from tests.fakes.bundle import fake_bundle
 from tests.fakes.fake_cuda import CudaState, install_cuda
 from tests.fakes.fake_tensorrt import PLAN_MAGIC, VERSIONS, install_tensorrt, sigmoid_mean
@@ -43,7 +44,7 @@ def batch(n, size=64, seed=0):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_open_run_close(monkeypatch, tmp_path, version, precision):
     b, trt, cuda = setup(monkeypatch, tmp_path, version)
-    backend = open_backend(load_manifest(b), "tensorrt", precision)
+    backend = open_backend(load_manifest(b), ScorerOptions(backend="tensorrt", precision=precision))
     assert isinstance(backend, TensorRTBackend) and backend.precision == precision
     assert (backend.max_batch, backend.min_batch, backend.size) == (8, 1, 64)
     assert backend.file.endswith(f"engine.{precision}.trt{version}.sm87.plan")
@@ -59,7 +60,7 @@ def test_open_run_close(monkeypatch, tmp_path, version, precision):
 @pytest.mark.parametrize("version", ALL)
 def test_empty_batch_runs_nothing(monkeypatch, tmp_path, version):
     b, _, cuda = setup(monkeypatch, tmp_path, version)
-    backend = open_backend(load_manifest(b), "tensorrt", "fp32")
+    backend = open_backend(load_manifest(b), ScorerOptions(backend="tensorrt", precision="fp32"))
     out = backend.run(np.zeros((0, 3, 64, 64), np.float32))
     assert out.shape == (0,) and out.dtype == np.float32
     assert "execute_async_v3" not in cuda.names()
@@ -69,7 +70,7 @@ def test_empty_batch_runs_nothing(monkeypatch, tmp_path, version):
 @pytest.mark.parametrize("version", ALL)
 def test_close_releases_tensorrt_before_the_cuda_buffers_and_stream(monkeypatch, tmp_path, version):
     b, _, cuda = setup(monkeypatch, tmp_path, version)
-    backend = open_backend(load_manifest(b), "tensorrt", "fp32")
+    backend = open_backend(load_manifest(b), ScorerOptions(backend="tensorrt", precision="fp32"))
     backend.run(batch(2))
     start = len(cuda.calls)
     backend.close()
@@ -83,7 +84,7 @@ def test_close_releases_tensorrt_before_the_cuda_buffers_and_stream(monkeypatch,
 
 def test_shape_outside_the_profile_is_a_clear_error(monkeypatch, tmp_path):
     b, _, _ = setup(monkeypatch, tmp_path, VERSIONS["10.3"], max_batch=4)
-    backend = open_backend(load_manifest(b), "tensorrt", "fp32")
+    backend = open_backend(load_manifest(b), ScorerOptions(backend="tensorrt", precision="fp32"))
     with pytest.raises(BackendError, match=r"input shape \[5, 3, 64, 64\] is outside the engine's optimization "
                                            r"profile \(\[1, 3, 64, 64\] \.\. \[4, 3, 64, 64\]\)"):
         backend._set_shape(5)  # what set_input_shape's False means; run() itself slices to the profile
@@ -96,7 +97,7 @@ def test_engine_profile_wins_over_a_larger_manifest_max_batch(monkeypatch, tmp_p
     b, _, cuda = setup(monkeypatch, tmp_path, VERSIONS["11.1"], max_batch=4)
     m = load_manifest(b)
     m.engines[0].max_batch = 64  # a manifest that claims more than the engine's profile holds
-    backend = open_backend(m, "tensorrt", "fp32")
+    backend = open_backend(m, ScorerOptions(backend="tensorrt", precision="fp32"))
     assert backend.max_batch == 4
     x = batch(9)
     np.testing.assert_allclose(backend.run(x), sigmoid_mean(x), rtol=1e-6)
@@ -109,10 +110,10 @@ def test_undeserializable_engine_frees_what_was_allocated(monkeypatch, tmp_path)
     with open(m.path(m.engines_for("fp32")[0].file), "wb") as f:
         f.write(b"not a plan")
     with pytest.raises(BundleError, match="SHA-256 .* is not the manifest's"):  # a changed file is refused first
-        open_backend(m, "tensorrt", "fp32")
+        open_backend(m, ScorerOptions(backend="tensorrt", precision="fp32"))
     m.record_checksums()  # as if it had been built that way
     with pytest.raises(BackendError, match="could not deserialize this engine .*icrt build -m"):
-        open_backend(m, "tensorrt", "fp32")
+        open_backend(m, ScorerOptions(backend="tensorrt", precision="fp32"))
     assert cuda.memory == {} and cuda.streams == set()
 
 
@@ -127,7 +128,7 @@ def test_engine_for_another_input_size_is_a_bundle_error(monkeypatch, tmp_path):
         f.write(PLAN_MAGIC + json.dumps(plan).encode())
     m.record_checksums()
     with pytest.raises(BundleError, match=r"takes \[8, 3, 32, 32\]; the manifest expects \[N, 3, 64, 64\]"):
-        open_backend(m, "tensorrt", "fp32")
+        open_backend(m, ScorerOptions(backend="tensorrt", precision="fp32"))
     names = cuda.names()
     assert names.index("context.__del__") < names.index("cudaStreamDestroy")  # released before the stream went
     assert cuda.memory == {} and cuda.streams == set()
@@ -137,7 +138,7 @@ def test_cuda_python_load_failure_falls_back_to_pycuda(monkeypatch, tmp_path):
     """cuda-python 13 on a CUDA 12 driver (JetPack 6) imports, then every call answers
     cudaErrorInsufficientDriver: the backend goes on with pycuda."""
     b, _, cuda = setup(monkeypatch, tmp_path, VERSIONS["10.3"], pycuda=True, error=35)
-    backend = open_backend(load_manifest(b), "tensorrt", "fp16")
+    backend = open_backend(load_manifest(b), ScorerOptions(backend="tensorrt", precision="fp16"))
     x = batch(3)
     np.testing.assert_allclose(backend.run(x), sigmoid_mean(x), rtol=1e-6)
     assert "pycuda.init" in cuda.names()
@@ -150,7 +151,7 @@ def test_cuda_python_load_failure_falls_back_to_pycuda(monkeypatch, tmp_path):
 
 def test_older_cuda_cudart_module_works(monkeypatch, tmp_path):
     b, _, _ = setup(monkeypatch, tmp_path, VERSIONS["8.6"], cuda_python="cudart")
-    backend = open_backend(load_manifest(b), "tensorrt", "fp32")
+    backend = open_backend(load_manifest(b), ScorerOptions(backend="tensorrt", precision="fp32"))
     x = batch(2)
     np.testing.assert_allclose(backend.run(x), sigmoid_mean(x), rtol=1e-6)
     backend.close()
@@ -159,7 +160,7 @@ def test_older_cuda_cudart_module_works(monkeypatch, tmp_path):
 def test_no_cuda_binding_is_one_clear_error(monkeypatch, tmp_path):
     b, _, _ = setup(monkeypatch, tmp_path, VERSIONS["10.3"], error=35, pycuda=False)
     with pytest.raises(BackendError) as e:
-        open_backend(load_manifest(b), "tensorrt", "fp32")
+        open_backend(load_manifest(b), ScorerOptions(backend="tensorrt", precision="fp32"))
     msg = str(e.value)
     assert "cuda-python: cudaSetDevice: CUDA error cudaErrorInsufficientDriver" in msg and "pycuda:" in msg
     assert "pip install 'cuda-python<13'" in msg
@@ -194,7 +195,7 @@ def test_engine_for_another_gpu_is_not_picked(monkeypatch, tmp_path):
     install_cuda(monkeypatch, CudaState("NVIDIA A100", (8, 0)))  # the bundle copied to another machine
     with pytest.raises(BackendError, match=r"no fp32 TensorRT engine for TensorRT 10\.3\.0 on a GPU with compute "
                                            r"capability 8\.0 .*icrt build -m .* --precision fp32"):
-        open_backend(load_manifest(b), "tensorrt", "fp32")
+        open_backend(load_manifest(b), ScorerOptions(backend="tensorrt", precision="fp32"))
 
 
 def test_files_written_by_build_are_the_ones_the_backend_reads(monkeypatch, tmp_path):

@@ -11,6 +11,7 @@ import argparse
 import logging
 
 import icrt.runtime.cli.options as options
+from icrt.runtime.cli.command import Command
 
 
 class _EngineAlias(argparse.Action):
@@ -21,26 +22,16 @@ class _EngineAlias(argparse.Action):
         namespace.runner = values
 
 
-def add_command(subparsers):
+def arguments(p) -> None:
     from icrt.runtime.batch.job import RUNNERS
     from icrt.runtime.batch.parts import DEFAULT_PART_ROWS
     from icrt.runtime.batch.ray_runner import DEFAULT_RAY_BATCH
     from icrt.runtime.batch.watchdog import DEFAULT_STALL_TIMEOUT
 
-    p = subparsers.add_parser(
-        "batch", help="score a large collection into Parquet parts (resumable; one machine or a Ray cluster)",
-        description="Score images into DIR/part-*.parquet (columns path, score, error, width, height, patches; one "
-                    "row per input), DIR/summary.json and a DIR/_SUCCESS marker. See docs/batch.md.",
-        **options.examples(("icrt batch photos/ --recursive --out scores/", "one machine"),
-                           ("icrt batch photos/ --recursive --out scores/ --resume", "after a stop: the rest only"),
-                           ("icrt batch --files-from all.txt --out scores/ --runner ray --workers 2", "a local Ray"),
-                           ("icrt report scores/", "then one HTML page of it")))
     options.add_inputs(p, "image files, folders or glob patterns (or s3://, gs://, file:// URIs, read through "
                           "pyarrow)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
-    options.add_model(p)
-    options.add_backend(p)
-    options.add_precision(p)
+    options.add_scorer_options(p, ("model", "backend", "precision"))
     p.add_argument("--runner", choices=RUNNERS, default="local",
                    help="local: this process, the runtime's own batching; ray: a Ray Data actor pool (default local)")
     p.add_argument("--engine", choices=RUNNERS, action=_EngineAlias, help=argparse.SUPPRESS)
@@ -56,11 +47,12 @@ def add_command(subparsers):
                    help="ray: GPUs each actor reserves (e.g. 1, or 0.5 to share one; default 0: CPU)")
     p.add_argument("--ray-cpus", type=options.positive_int, default=None, metavar="N",
                    help="CPUs of the local Ray started without --ray-address (default: this machine's)")
-    options.add_batch_size(p)
+    options.add_scorer_options(p, ("batch_size",))
     p.add_argument("--images-per-task", type=options.positive_int, default=DEFAULT_RAY_BATCH, metavar="N",
                    help=f"ray: images handed to an actor at a time (default {DEFAULT_RAY_BATCH})")
-    options.add_threads(p, help="onnxruntime CPU threads per Scorer (default: local, one per core; ray, the CPUs of "
-                                "a worker)")
+    options.add_scorer_options(p, ("threads", "device_id"), help={
+        "threads": "CPU threads of the inference engine per Scorer (default: local, one per core; ray, the CPUs of a "
+                   "worker)"})
     p.add_argument("--part-rows", type=options.positive_int, default=DEFAULT_PART_ROWS, metavar="N",
                    help=f"rows per Parquet part (default {DEFAULT_PART_ROWS}; a killed run loses at most one part's "
                         "work)")
@@ -69,14 +61,12 @@ def add_command(subparsers):
     p.add_argument("--stall-timeout", type=options.non_negative_float, default=DEFAULT_STALL_TIMEOUT, metavar="S",
                    help=f"stop with an error when no row has come for S seconds (default {DEFAULT_STALL_TIMEOUT:g}; "
                         "0: never)")
-    return "batch", run
 
 
 def run(args) -> int:
     from icrt.runtime.base.errors import UserInputError
     from icrt.runtime.batch import Job, run_batch
-    from icrt.runtime.batch.uris import list_uri
-    from icrt.runtime.scoring.worklist import gather
+    from icrt.runtime.scoring.inputs import gather
 
     if args.runner != "ray":
         for opt, val in (("--ray-address", args.ray_address), ("--cpus-per-worker", args.cpus_per_worker),
@@ -84,10 +74,20 @@ def run(args) -> int:
             if val is not None:
                 raise UserInputError(f"{opt} is for --runner ray")
     problems = {}
-    paths = gather(args, problems, list_uri=list_uri)
-    job = Job(out=args.out, bundle=options.bundle(args), backend=args.backend, precision=args.precision,
-              runner=args.runner, ray_address=args.ray_address, ray_cpus=args.ray_cpus, workers=args.workers or 1,
-              batch_size=args.batch_size, ray_batch=args.images_per_task, threads=args.threads,
+    paths = gather(options.input_options(args, uris=True), problems)
+    job = Job(out=args.out, scorer=options.scorer_options(args), runner=args.runner, ray_address=args.ray_address,
+              ray_cpus=args.ray_cpus, workers=args.workers or 1, ray_batch=args.images_per_task,
               cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, part_rows=args.part_rows,
               resume=args.resume, stall_timeout=args.stall_timeout)
     return run_batch(job, paths, problems, shard=args.shard)
+
+
+COMMAND = Command(
+    "batch", help="score a large collection into Parquet parts (resumable; one machine or a Ray cluster)",
+    description="Score images into DIR/part-*.parquet (columns path, score, error, width, height, patches; one row "
+                "per input), DIR/summary.json and a DIR/_SUCCESS marker. See docs/batch.md.",
+    examples=(("icrt batch photos/ --recursive --out scores/", "one machine"),
+              ("icrt batch photos/ --recursive --out scores/ --resume", "after a stop: the rest only"),
+              ("icrt batch --files-from all.txt --out scores/ --runner ray --workers 2", "a local Ray"),
+              ("icrt report scores/", "then one HTML page of it")),
+    arguments=arguments, run=run)

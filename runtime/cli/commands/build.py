@@ -13,20 +13,14 @@ Imports nothing heavy at module level (the parser is built at every ``icrt`` sta
 from __future__ import annotations
 
 import icrt.runtime.cli.options as options
+from icrt.runtime.cli.command import Command
 
 
-def add_command(subparsers):
+def arguments(p) -> None:
     from icrt.runtime.backends.tensorrt_build import DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB
 
-    p = subparsers.add_parser("build", help="build TensorRT engines for this machine's GPU into a bundle",
-                              description="Build TensorRT engines for this machine's GPU from the bundle's ONNX "
-                                          "files (TensorRT Python API, no torch) and record them in its manifest.",
-                              **options.examples(("icrt build", "the default model's engines (needs write access)"),
-                                                 ("icrt build -m bundles/d2s --precision fp16,int8", ""),
-                                                 ("icrt build -m bundles/d2s --max-batch 32 --workspace 2048",
-                                                  "a smaller memory budget (Jetson)")))
-    options.add_model(p)
-    options.add_precision(p, many=True, help="engines to build (default: every precision in the bundle)")
+    options.add_scorer_options(p, ("model", "precision"), many=("precision",),
+                               help={"precision": "engines to build (default: every precision in the bundle)"})
     p.add_argument("--max-batch", type=options.positive_int, default=DEFAULT_MAX_BATCH, metavar="N",
                    help=f"largest batch of model inputs the engines take (default {DEFAULT_MAX_BATCH})")
     p.add_argument("--opt-batch", type=options.positive_int, default=None, metavar="N",
@@ -34,7 +28,6 @@ def add_command(subparsers):
                         "image for patch models)")
     p.add_argument("--workspace", type=options.positive_int, default=DEFAULT_WORKSPACE_MB, metavar="MB",
                    help=f"TensorRT builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MB})")
-    return "build", run
 
 
 def run(args) -> int:
@@ -59,3 +52,13 @@ def run(args) -> int:
     print(f"timing cache: {cache.name} ({state})" + "".join(f"; {n}" for n in build.notes))
     print(f"manifest: {printable(manifest_path(bundle))}")
     return 0
+
+
+COMMAND = Command(
+    "build", help="build TensorRT engines for this machine's GPU into a bundle",
+    description=("Build TensorRT engines for this machine's GPU from the bundle's ONNX files (TensorRT Python "
+                 "API, no torch) and record them in its manifest."),
+    examples=(("icrt build", "the default model's engines (needs write access)"),
+              ("icrt build -m bundles/d2s --precision fp16,int8", ""),
+              ("icrt build -m bundles/d2s --max-batch 32 --workspace 2048", "a smaller memory budget (Jetson)")),
+    arguments=arguments, run=run)

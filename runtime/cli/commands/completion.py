@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import sys
 
-import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_OK
+from icrt.runtime.cli.command import Command
 
 SHELLS = ("bash", "zsh", "tcsh")
 
 
-def add_command(subparsers):
-    p = subparsers.add_parser(
-        "completion", help="print a shell completion script (bash, zsh, tcsh)",
-        description="Print a completion script for icrt's commands, options and choices.",
-        **options.examples(
-            ("icrt completion bash > ~/.local/share/bash-completion/completions/icrt", "(bash, per user)"),
-            ("icrt completion zsh > ~/.zfunc/_icrt", "(zsh: with fpath+=(~/.zfunc) before compinit)"),
-            ("source <(icrt completion bash)", "(this shell only)")))
+def arguments(p) -> None:
     p.add_argument("shell", choices=SHELLS, help="the shell to complete in")
-    return "completion", run
 
 
 def run(args) -> int:
@@ -33,3 +25,12 @@ def run(args) -> int:
         raise UnavailableError(f"icrt completion needs shtab, an icrt dependency missing here: {pip_line()}") from None
     sys.stdout.write(shtab.complete(args.root_parser, shell=args.shell))
     return EXIT_OK
+
+
+COMMAND = Command(
+    "completion", help="print a shell completion script (bash, zsh, tcsh)",
+    description="Print a completion script for icrt's commands, options and choices.",
+    examples=(("icrt completion bash > ~/.local/share/bash-completion/completions/icrt", "(bash, per user)"),
+              ("icrt completion zsh > ~/.zfunc/_icrt", "(zsh: with fpath+=(~/.zfunc) before compinit)"),
+              ("source <(icrt completion bash)", "(this shell only)")),
+    arguments=arguments, run=run)

@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import sys
 
-import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK
+from icrt.runtime.cli.command import Command
 
 
-def add_command(subparsers):
-    p = subparsers.add_parser(
-        "doctor", help="what this machine can do with icrt: packages, providers, GPU, CPU int8 features, serving",
-        description="Report what this machine can do with icrt, and every problem found (one line each). "
-                    "Exit 0 when none, 1 otherwise.",
-        **options.examples(("icrt doctor", ""), ("icrt doctor --json > doctor.json", "to attach to a bug report")))
+def arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
-    return "doctor", run
 
 
 def run(args) -> int:
@@ -30,3 +24,11 @@ def run(args) -> int:
     else:
         sys.stdout.write(render(f))
     return EXIT_FAILURES if f["problems"] else EXIT_OK
+
+
+COMMAND = Command(
+    "doctor", help="what this machine can do with icrt: packages, providers, GPU, CPU int8 features, serving",
+    description=("Report what this machine can do with icrt, and every problem found (one line each). Exit 0 "
+                 "when none, 1 otherwise."),
+    examples=(("icrt doctor", ""), ("icrt doctor --json > doctor.json", "to attach to a bug report")),
+    arguments=arguments, run=run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-import icrt.runtime.cli.options as options
+from icrt.runtime.cli.command import Command
 
 
 def _thumbs(text: str) -> int:
@@ -24,17 +24,9 @@ def _thumbs(text: str) -> int:
     return v
 
 
-def add_command(subparsers):
+def arguments(p) -> None:
     from icrt.runtime.report import DEFAULT_THUMBS
 
-    p = subparsers.add_parser(
-        "report", help="one self-contained HTML page from icrt batch output or icrt score results",
-        description="Write one self-contained HTML page (score histogram, per-folder counts and medians, contact "
-                    "sheets of thumbnails from the simplest to the most complex image, the error list) from a "
-                    "folder written by `icrt batch` or the JSON/JSONL/CSV of `icrt score -o`.",
-        **options.examples(("icrt report scores/ -o scores.html", "an icrt batch folder"),
-                           ("icrt score photos/ --format json -o scores.json && icrt report scores.json --thumbs 96",
-                            "")))
     p.add_argument("source", metavar="DIR_OR_FILE",
                    help="an `icrt batch --out` folder, a part-*.parquet file, or a scores file of `icrt score -o`")
     p.add_argument("-o", "--output", metavar="FILE", default="report.html",
@@ -46,7 +38,6 @@ def add_command(subparsers):
     p.add_argument("--images-root", metavar="DIR",
                    help="thumbnails only of images below DIR (default: the folder that holds the scores file, or "
                         "the batch folder); relative paths are looked up from it too")
-    return "report", run
 
 
 def run(args) -> int:
@@ -62,3 +53,13 @@ def run(args) -> int:
     print(f"{printable(args.output)}: {rep.rows:,} images, {rep.scored:,} scored, {rep.error_count:,} errors",
           file=stream)
     return 0
+
+
+COMMAND = Command(
+    "report", help="one self-contained HTML page from icrt batch output or icrt score results",
+    description=("Write one self-contained HTML page (score histogram, per-folder counts and medians, contact "
+                 "sheets of thumbnails from the simplest to the most complex image, the error list) from a folder "
+                 "written by `icrt batch` or the JSON/JSONL/CSV of `icrt score -o`."),
+    examples=(("icrt report scores/ -o scores.html", "an icrt batch folder"),
+              ("icrt score photos/ --format json -o scores.json && icrt report scores.json --thumbs 96", "")),
+    arguments=arguments, run=run)

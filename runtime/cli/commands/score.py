@@ -14,37 +14,23 @@ import sys
 
 import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
+from icrt.runtime.cli.command import Command
 
 log = logging.getLogger("icrt")
 
 
-def add_command(subparsers):
+def arguments(p) -> None:
     from icrt.runtime.tools.formats import FORMATS
 
-    p = subparsers.add_parser(
-        "score", help="score images (files, folders, globs)",
-        description="Score images with a model bundle (default: the bundled model), or through a server (--url). "
-                    "Scores are in [0, 1], higher = more complex. Exit 0: every file scored; 1: some failed (the rest "
-                    "are written); 2: usage, model or output errors.",
-        **options.examples(("icrt score examples/*.jpg", "a table on stdout"),
-                           ("icrt score photos/ --recursive --format csv -o scores.csv", "every image below photos/"),
-                           ("icrt score photo.jpg -m bundles/d2s --precision int8", "your own bundle, int8"),
-                           ("icrt score photos/ --heatmap maps/", "also where each image is complex"),
-                           ("icrt score --files-from list.txt --shard 0/4", "a quarter of a list")))
     options.add_inputs(p)
-    options.add_model(p)
-    options.add_backend(p)
-    options.add_precision(p)
+    options.add_scorer_options(p)
     p.add_argument("--format", choices=FORMATS, default="table",
                    help="table (aligned columns, default), json (one list), jsonl (one object a line) or csv")
     p.add_argument("-o", "--output", metavar="FILE", help="write the results here (atomically) instead of stdout")
-    options.add_batch_size(p)
     p.add_argument("--heatmap", metavar="DIR", help="write one heatmap PNG per image into DIR: patch scores (local "
                    "window scores for whole-image models) over the image")
-    options.add_threads(p)
     p.add_argument("--url", metavar="URL", help="score through a server instead (icrt serve, or Triton with an "
                    "icrt triton repository): http://HOST:PORT or grpc://HOST:PORT; --batch-size: images per request")
-    return "score", run
 
 
 def _err(msg: str) -> None:
@@ -117,7 +103,7 @@ def _write_out(args, data: bytes) -> int:
 def run(args) -> int:
     from icrt.runtime.base.text import printable
     from icrt.runtime.scoring.heatmap import HeatmapWriter
-    from icrt.runtime.scoring.worklist import gather, in_input_order
+    from icrt.runtime.scoring.inputs import gather, in_input_order
     from icrt.runtime.tools.formats import encode, render
     from icrt.runtime.tools.progress import Progress
 
@@ -125,14 +111,15 @@ def run(args) -> int:
     if problem:
         raise UserInputError(problem)
     problems = {}  # paths found bad while listing (symlink loops) -> problem
-    paths = gather(args, problems)  # PATHs, --files-from, --shard (runtime/worklist.py)
-    if args.url:  # the same records, from a server (runtime.serving.client)
+    paths = gather(options.input_options(args), problems)  # PATHs, --files-from, --shard
+    if args.url:  # the same records, from a server (icrt.runtime.serving.client)
         from icrt.runtime.serving.client import open_remote
-        scorer = open_remote(args)
+        if args.heatmap:
+            raise UserInputError("--heatmap with --url: the server has the model and draws no maps")
+        scorer = open_remote(args.url, options.scorer_options(args))
     else:
         from icrt.runtime.scoring.scorer import Scorer
-        scorer = Scorer.load(options.bundle(args), backend=args.backend, precision=args.precision,
-                             batch_size=args.batch_size, threads=args.threads)
+        scorer = Scorer.open(options.scorer_options(args))
     failures = []  # destination errors met while scoring
     heatmaps = HeatmapWriter(args.heatmap, scorer.score_range) if args.heatmap else None
     records = []
@@ -154,3 +141,16 @@ def run(args) -> int:
         _err(run_failures.message())
         return code or EXIT_USAGE
     return code or (EXIT_FAILURES if failed else EXIT_OK)
+
+
+COMMAND = Command(
+    "score", help="score images (files, folders, globs)",
+    description="Score images with a model bundle (default: the bundled model), or through a server (--url). Scores "
+                "are in [0, 1], higher = more complex. Exit 0: every file scored; 1: some failed (the rest are "
+                "written); 2: usage, model or output errors.",
+    examples=(("icrt score examples/*.jpg", "a table on stdout"),
+              ("icrt score photos/ --recursive --format csv -o scores.csv", "every image below photos/"),
+              ("icrt score photo.jpg -m bundles/d2s --precision int8", "your own bundle, int8"),
+              ("icrt score photos/ --heatmap maps/", "also where each image is complex"),
+              ("icrt score --files-from list.txt --shard 0/4", "a quarter of a list")),
+    arguments=arguments, run=run)

@@ -3,37 +3,36 @@ the ``[serve]`` extra, docs/serving.md)."""
 from __future__ import annotations
 
 import icrt.runtime.cli.options as options
+from icrt.runtime.cli.command import Command
 
 
-def add_command(subparsers):
-    p = subparsers.add_parser("serve", help="serve a bundle over HTTP/gRPC with NVIDIA Triton (PyTriton; the [serve] extra)",
-                              description="Serve a bundle as the Triton model 'icrt' (input image: encoded image files, "
-                                          "BYTES; outputs score, error, patches, width, height), with Triton's dynamic "
-                                          "batching, health endpoints and Prometheus metrics. Stops on Ctrl+C or "
-                                          "SIGTERM.",
-                              **options.examples(("icrt serve", "the default model on 127.0.0.1:8000 (HTTP), 8001 "
-                                                                "(gRPC)"),
-                                                 ("icrt serve -m bundles/d2s --host 0.0.0.0 --instances 2", ""),
-                                                 ("icrt score photos/ --url http://localhost:8000",
-                                                  "score through it")))
-    options.add_model(p)
+def arguments(p) -> None:
+    options.add_scorer_options(p, ("model",))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--http-port", type=int, default=8000, metavar="PORT", help="HTTP (KServe v2) port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT", help="gRPC port (default 8001)")
     p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT",
                    help="Prometheus metrics port (default 8002)")
     options.add_serving(p)
-    options.add_backend(p)
-    options.add_precision(p)
-    options.add_threads(p, help="onnxruntime CPU threads per instance (default: the physical cores / --instances)")
+    options.add_scorer_options(p, ("backend", "precision", "threads", "device_id"), help={
+        "threads": "CPU threads of the inference engine per instance (default: the physical cores / --instances)"})
     p.add_argument("--log-file", default=None, metavar="FILE", help="write Triton's log here instead of stdout")
-    return "serve", run
 
 
 def run(args) -> int:
     from icrt.runtime.serving.server import serve
 
-    return serve(options.bundle(args), host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                 metrics_port=args.metrics_port, name=args.name, max_batch=args.max_batch,
-                 max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, backend=args.backend,
-                 precision=args.precision, threads=args.threads, log_file=args.log_file)
+    return serve(options.scorer_options(args, model=options.bundle(args)), host=args.host, http_port=args.http_port,
+                 grpc_port=args.grpc_port, metrics_port=args.metrics_port, name=args.name, max_batch=args.max_batch,
+                 max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, log_file=args.log_file)
+
+
+COMMAND = Command(
+    "serve", help="serve a bundle over HTTP/gRPC with NVIDIA Triton (PyTriton; the [serve] extra)",
+    description=("Serve a bundle as the Triton model 'icrt' (input image: encoded image files, BYTES; outputs "
+                 "score, error, patches, width, height), with Triton's dynamic batching, health endpoints and "
+                 "Prometheus metrics. Stops on Ctrl+C or SIGTERM."),
+    examples=(("icrt serve", "the default model on 127.0.0.1:8000 (HTTP), 8001 (gRPC)"),
+              ("icrt serve -m bundles/d2s --host 0.0.0.0 --instances 2", ""),
+              ("icrt score photos/ --url http://localhost:8000", "score through it")),
+    arguments=arguments, run=run)

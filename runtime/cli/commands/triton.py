@@ -6,34 +6,25 @@ import sys
 
 import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_OK
+from icrt.runtime.cli.command import Command
 
 
-def add_command(subparsers):
+def arguments(p) -> None:
     from icrt.runtime.bundle.precisions import precision_names
 
-    p = subparsers.add_parser(
-        "triton", help="write a Triton model repository (ONNX / TensorRT model + Python front model)",
-        description="Write a model repository that NVIDIA Triton Inference Server loads as it is: REPO/NAME (Python "
-                    "backend: encoded image files in, scores out), REPO/NAME_onnx (onnxruntime) and, with TensorRT "
-                    "engines in the bundle and --device gpu, REPO/NAME_trt.",
-        **options.examples(("icrt triton -m bundles/d2s --out models", "CPU (onnxruntime)"),
-                           ("icrt triton -m bundles/d2s --out models --device gpu --precision fp16", "GPU"),
-                           ("docker run ... -v $PWD/models:/models IMAGE tritonserver --model-repository=/models",
-                            "then serve it (docs/serving.md)")))
-    options.add_model(p)
+    options.add_scorer_options(p, ("model",))
     p.add_argument("--out", required=True, metavar="REPO", help="repository folder: new, empty, or a model repository")
     options.add_serving(p)
-    options.add_precision(p)
+    options.add_scorer_options(p, ("precision",))
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the ONNX / TensorRT models run")
     p.add_argument("--tensorrt-accelerator", choices=precision_names(), default=None, metavar="PRECISION",
                    help="run the ONNX model through onnxruntime's TensorRT accelerator at this precision (GPU)")
     p.add_argument("--tensorrt-version", default=None, metavar="X.Y.Z",
                    help="the bundle's engines to use when it has engines for several TensorRT versions")
-    options.add_threads(p, help="onnxruntime threads per ONNX model instance")
+    options.add_scorer_options(p, ("threads",), help={"threads": "onnxruntime threads per ONNX model instance"})
     p.add_argument("--execution-env", default=None, metavar="PATH",
                    help="EXECUTION_ENV_PATH of the Python model (a conda-pack archive with numpy and Pillow, as Triton "
                         "sees it, e.g. $$TRITON_MODEL_DIRECTORY/icrt-env.tar.gz)")
-    return "triton", run
 
 
 def run(args) -> int:
@@ -59,3 +50,15 @@ def run(args) -> int:
                  "with Pillow added, see docs/serving.md)")
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
+
+
+COMMAND = Command(
+    "triton", help="write a Triton model repository (ONNX / TensorRT model + Python front model)",
+    description=("Write a model repository that NVIDIA Triton Inference Server loads as it is: REPO/NAME (Python "
+                 "backend: encoded image files in, scores out), REPO/NAME_onnx (onnxruntime) and, with TensorRT "
+                 "engines in the bundle and --device gpu, REPO/NAME_trt."),
+    examples=(("icrt triton -m bundles/d2s --out models", "CPU (onnxruntime)"),
+              ("icrt triton -m bundles/d2s --out models --device gpu --precision fp16", "GPU"),
+              ("docker run ... -v $PWD/models:/models IMAGE tritonserver --model-repository=/models",
+               "then serve it (docs/serving.md)")),
+    arguments=arguments, run=run)

@@ -1,0 +1,38 @@
+"""The one shape every ``icrt`` command has: a :class:`Command` (the runtime's commands, one module each in
+``icrt.runtime.cli.commands``, and the console script's ``icrt train`` / ``icrt export``, which hand their arguments
+to ``python -m icrt.train`` / ``python -m icrt.export``)."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``icrt`` command.
+
+    ``arguments(parser)`` adds its options (the shared ones from ``icrt.runtime.cli.options``); ``run(args) -> exit
+    code`` does the work through the library, run by ``icrt.runtime.base.errors.run_command`` (an ``IcrtError`` is
+    one ``icrt: error:`` line and its exit code). ``forward``: everything after the name goes to ``run`` untouched
+    as ``args.args`` (a command with its own parser elsewhere). A command module imports nothing heavy at module
+    level (the parser is built at every ``icrt`` start): numpy, onnxruntime, pyarrow, Ray, PyTriton load in ``run``.
+    """
+
+    name: str
+    help: str  # its line in `icrt --help`
+    description: str  # the top of its own --help
+    examples: tuple[tuple[str, str], ...]  # (command line, what it does): the end of its --help
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    forward: bool = False
+
+    def add_to(self, subparsers) -> argparse.ArgumentParser:
+        width = max(len(cmd) for cmd, _ in self.examples)
+        epilog = "examples:\n" + "\n".join(f"  {cmd:<{width}}  {what}".rstrip() for cmd, what in self.examples)
+        p = subparsers.add_parser(self.name, help=self.help, description=self.description, epilog=epilog,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, add_help=not self.forward)
+        if self.forward:
+            p.add_argument("args", nargs=argparse.REMAINDER, help="its own arguments (see its --help)")
+        self.arguments(p)
+        return p
