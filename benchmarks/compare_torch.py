@@ -157,13 +157,12 @@ def run_cpu(args, model, prep, bundle, x, rows, images=()):
     import torch
 
     from icrt.runtime.backends import BackendError, open_backend
-    from icrt.runtime.backends.onnxruntime import default_threads
-    from icrt.runtime.base.hardware import describe
+    from icrt.runtime.base.hardware import describe, physical_cores
     from icrt.runtime.bundle.manifest import load_manifest
     from icrt.runtime.scoring.options import ScorerOptions
     from icrt.runtime.tools.bench import agreement, image_scores
 
-    threads = args.threads or default_threads()
+    threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
     xt = torch.from_numpy(x)
     with torch.inference_mode():

@@ -112,7 +112,8 @@ def test_resume_from_a_bad_last_pt_is_one_line(tmp_path, labels_csv, capsys, kin
         torch.save({"format": FORMAT + "+state", "model": {"w": torch.zeros(3)}, "optimizer": {}}, last)
     rc = main(["d2s", "--data", labels_csv, "--out", str(out), *TRAIN_ARGS, "--resume"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and err[0].startswith(f"python -m icrt.train d2s: error: {last}: ") and problem in err[0], err
+    assert rc == 2 and len(err) == 1 and problem in err[0], err
+    assert err[0].startswith(f"python -m icrt.train d2s: error: {last}: "), err
 
 
 def test_evaluate_with_mismatched_weights_is_one_line(tmp_path, labels_csv, capsys):

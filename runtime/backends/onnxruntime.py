@@ -18,6 +18,7 @@ from icrt.runtime.backends.base import (
     register_backend,
 )
 from icrt.runtime.base.errors import one_line
+from icrt.runtime.base.hardware import physical_cores
 from icrt.runtime.bundle.manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
 
 log = logging.getLogger("icrt")
@@ -87,19 +88,6 @@ def gpu_providers() -> list[str]:
     return [p for p in GPU_PROVIDERS if p in available]
 
 
-def default_threads() -> int:
-    """Physical cores usable by this process (hyper-threads do not help convolutions): the CPUs it may use, times
-    cores per logical CPU (psutil)."""
-    import psutil
-
-    logical = psutil.cpu_count() or 1
-    try:
-        usable = len(psutil.Process().cpu_affinity())
-    except AttributeError:  # no CPU affinity on macOS
-        usable = logical
-    return max(1, usable * (psutil.cpu_count(logical=False) or logical) // logical)
-
-
 # onnxruntime 1.32's NCHWc layout transformer crashes (SIGSEGV while the session is created) on some fp16
 # graphs, e.g. a CLIP ViT whose fp16 patch-embedding Conv feeds Shape/Reshape; the CPU runs fp16 convolutions
 # slowly anyway, so fp16 models are opened without that pass.
@@ -125,7 +113,7 @@ def session_options(threads: int | None = None, optimize: bool = True):
     level = ort.GraphOptimizationLevel
     so.graph_optimization_level = level.ORT_ENABLE_ALL if optimize else level.ORT_DISABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = threads or default_threads()
+    so.intra_op_num_threads = threads or physical_cores()
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
@@ -176,7 +164,7 @@ class OrtBackend(Backend):
         used = self.session.get_providers()
         self.providers = used
         self.device = "cuda" if any(p in GPU_PROVIDERS for p in used) else "cpu"
-        self.threads = threads or default_threads()
+        self.threads = threads or physical_cores()
         self.notes = list(notes or [])
         self.run_options = import_onnxruntime().RunOptions()
         self.run_options.log_severity_level = 4  # a failed run is raised (one line), not logged in red as well

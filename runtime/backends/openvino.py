@@ -186,13 +186,13 @@ class OpenVinoBackend(Backend):
                  precision: str = "fp32", threads: int | None = None, notes=None, size: int | None = None,
                  norm: tuple | None = None, digest: str | None = None):
         """``digest``: the file's SHA-256 when already known (a bundle's checked checksum), else it is hashed here."""
-        from icrt.runtime.backends.onnxruntime import default_threads
+        from icrt.runtime.base.hardware import physical_cores
 
         ov = import_openvino()
         self.ov, self.file, self.precision, self.device = ov, path, precision, "cpu"
         self.input_name, self.score_output, self.size = input_name, score_output, size
         self.notes = list(notes or [])
-        self.threads = threads or default_threads()
+        self.threads = threads or physical_cores()
         self.norm = None if norm is None else (tuple(map(float, norm[0])), tuple(map(float, norm[1])))
         self.core = shared_core(ov)
         try:

@@ -14,6 +14,7 @@ import os
 import time
 
 from icrt.runtime.base.errors import IcrtError, UnavailableError
+from icrt.runtime.base.hardware import usable_cpus
 from icrt.runtime.batch.watchdog import StalledError, Watchdog
 from icrt.runtime.bundle.records import IMAGE, error_record, parquet_name, records_table
 from icrt.runtime.scoring.inputs import uri_filesystem
@@ -232,7 +233,7 @@ def _ray_init(ray, job) -> None:
             raise UnavailableError(f"cannot connect to the Ray cluster at {job.ray_address} ({type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''})") from None
         return
-    cpus = job.ray_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
+    cpus = job.ray_cpus or usable_cpus()
     # the object store holds images in flight only; bounded, so a small machine keeps its memory
     store = 512 * 1024 * 1024
     ray.init(address="local", num_cpus=cpus, object_store_memory=store, **kwargs)  # always a new one

@@ -192,7 +192,7 @@ def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: in
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    from icrt.runtime.backends.onnxruntime import default_threads
+    from icrt.runtime.base.hardware import physical_cores
     from icrt.runtime.bundle.records import IMAGE_INPUT, OUTPUT_TENSORS
     from icrt.runtime.scoring.scorer import Scorer
 
@@ -200,7 +200,7 @@ def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: in
         problem = _port_problem(host, port)
         if problem:
             raise UserInputError(f"cannot listen on {host}:{port}: {problem}")
-    options = options.replace(threads=options.threads or max(1, default_threads() // instances))
+    options = options.replace(threads=options.threads or max(1, physical_cores() // instances))
     # Triton hands up to --max-batch images at a time; each Scorer runs them in model batches bounded by bytes
     # (runtime.scoring.scorer.batch_limits: one input at a time for the default model's 384 px inputs on a CPU)
     scorers = [Scorer.open(options) for _ in range(instances)]

@@ -39,70 +39,6 @@ def stats_ms(seconds) -> dict:
             "p99_ms": float(np.percentile(ms, 99)), "min_ms": float(ms.min()), "n": int(len(ms))}
 
 
-def gpu_names() -> list[str]:
-    """The NVIDIA GPUs NVML sees (nvidia-ml-py, in the ``[gpu]`` / ``[trt]`` extras; none without it, or on a
-    Jetson, which has no NVML)."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return []
-    try:
-        return [pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
-                for i in range(pynvml.nvmlDeviceGetCount())]
-    except pynvml.NVMLError:
-        return []
-    finally:
-        pynvml.nvmlShutdown()
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace").strip().strip("\0").strip()
-    except OSError:
-        return None
-
-
-def jetson_info() -> dict | None:
-    """On a Jetson (None elsewhere): board, L4T release, power mode (``nvpmodel -q``) and whether the clocks are
-    pinned, as ``sudo jetson_clocks`` pins them (each clock's minimum raised to its maximum; read from sysfs,
-    no sudo needed). Benchmark figures on a Jetson mean little without these. Hand-written: no library reads
-    L4T's power mode or devfreq clocks (jtop needs its own root service)."""
-    import glob
-    import shutil
-    import subprocess
-
-    release = _read("/etc/nv_tegra_release")
-    if release is None:
-        return None
-    info = {"board": _read("/proc/device-tree/model"), "l4t": release.splitlines()[0] if release else release}
-    if shutil.which("nvpmodel"):
-        try:
-            out = subprocess.run(["nvpmodel", "-q"], capture_output=True, text=True, timeout=10).stdout
-            lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
-            mode = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("NV Power Mode")), None)
-            info["power_mode"] = mode + (f" (mode {lines[-1]})" if mode and lines[-1].isdigit() else "") if mode else None
-        except (OSError, subprocess.SubprocessError):
-            info["power_mode"] = None
-    pinned = []
-    for d in sorted(glob.glob("/sys/class/devfreq/*")):
-        if any(k in os.path.basename(d) for k in ("gpu", "ga10b", "gv11b", "gp10b")):
-            cur, lo, hi = (_read(os.path.join(d, n)) for n in ("cur_freq", "min_freq", "max_freq"))
-            if cur and hi and cur.isdigit() and hi.isdigit():
-                info["gpu_clock_mhz"], info["gpu_clock_max_mhz"] = int(cur) // 10**6, int(hi) // 10**6
-                pinned.append(lo == hi)
-            break
-    lo, hi = (_read(f"/sys/devices/system/cpu/cpu0/cpufreq/scaling_{n}_freq") for n in ("min", "max"))
-    if lo and hi:
-        pinned.append(lo == hi)
-    info["clocks_pinned"] = all(pinned) if pinned else None  # True: as after sudo jetson_clocks
-    return info
-
-
 def machine() -> dict:
     import importlib.metadata as md
 
@@ -112,7 +48,7 @@ def machine() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    from icrt.runtime.base.hardware import cpu_facts
+    from icrt.runtime.base.hardware import cpu_facts, gpu_names, jetson_info
 
     cpu = cpu_facts()
     out = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu["model"],

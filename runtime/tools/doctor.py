@@ -1,8 +1,8 @@
 """``icrt doctor``: what this machine can do with icrt, as facts (:func:`facts`) and as text (:func:`render`).
 
 Everything is read without loading a model: package versions from their metadata, onnxruntime's execution
-providers, the CPU's int8 features (``runtime.base.hardware``), the GPU (NVML, ``runtime.tools.bench.gpu_names``) and a Jetson's
-power mode (``runtime.tools.bench.jetson_info``). Each fact that limits what icrt can do comes with a ``problem`` line.
+providers, and from ``icrt.runtime.base.hardware`` the CPU's int8 and bf16 features, the GPU (NVML) and a Jetson's
+power mode. Each fact that limits what icrt can do comes with a ``problem`` line.
 
 The checks of installed packages that other commands make too are ``runtime.base.packages``'.
 """
@@ -69,10 +69,9 @@ def _default_bundle() -> dict:
 
 def facts() -> dict:
     """Everything ``icrt doctor`` reports, as plain data (``icrt doctor --json``)."""
-    from icrt.runtime.base.hardware import cpu_facts
+    from icrt.runtime.base.hardware import cpu_facts, gpu_names, jetson_info
     from icrt.runtime.base.install import source
     from icrt.runtime.base.version import __version__
-    from icrt.runtime.tools.bench import gpu_names, jetson_info
 
     problems = []
     packages = {dist: version(dist) for dist, _ in PACKAGES}

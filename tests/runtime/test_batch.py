@@ -372,13 +372,14 @@ def test_ray_budget_leaves_cpus_for_reading():
     job = Job(out="o", scorer=ScorerOptions(model="b"), runner="ray", workers=2)
     cpw, gpw, threads = ray_budget(job, {"CPU": 2.0}, 2.0)
     assert cpw == 0.75 and gpw == 0 and threads == 1 and 2 * cpw + READ_RESERVE <= 2
-    assert ray_budget(Job(out="o", scorer=ScorerOptions(model="b"), workers=1), {"CPU": 2.0}, 2.0)[2] == 2  # one worker: both cores
+    b = ScorerOptions(model="b")
+    assert ray_budget(Job(out="o", scorer=b, workers=1), {"CPU": 2.0}, 2.0)[2] == 2  # one worker: both cores
     # the hang: two 1-CPU actors on 2 CPUs leave nothing for the read task -> refused at once
     with pytest.raises(UnavailableError, match="read tasks would wait"):
-        ray_budget(Job(out="o", scorer=ScorerOptions(model="b"), workers=2, cpus_per_worker=1.0), {"CPU": 2.0}, 2.0)
+        ray_budget(Job(out="o", scorer=b, workers=2, cpus_per_worker=1.0), {"CPU": 2.0}, 2.0)
     with pytest.raises(UnavailableError, match="GPUs"):
-        ray_budget(Job(out="o", scorer=ScorerOptions(model="b"), workers=2, gpus_per_worker=1.0), {"CPU": 8.0, "GPU": 1.0}, 8.0)
-    cpw, gpw, _ = ray_budget(Job(out="o", scorer=ScorerOptions(model="b"), workers=2, gpus_per_worker=0.5), {"CPU": 8.0, "GPU": 1.0}, 8.0)
+        ray_budget(Job(out="o", scorer=b, workers=2, gpus_per_worker=1.0), {"CPU": 8.0, "GPU": 1.0}, 8.0)
+    cpw, gpw, _ = ray_budget(Job(out="o", scorer=b, workers=2, gpus_per_worker=0.5), {"CPU": 8.0, "GPU": 1.0}, 8.0)
     assert (cpw, gpw) == (1.0, 0.5)
 
 

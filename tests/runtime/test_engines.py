@@ -415,6 +415,7 @@ def test_bench_reports_jetson_power_mode_and_clocks(monkeypatch):
     import subprocess
     import types
 
+    import icrt.runtime.base.hardware as hardware
     import icrt.runtime.tools.bench as bench
 
     gpu_dir = "/sys/class/devfreq/17000000.ga10b"
@@ -424,21 +425,21 @@ def test_bench_reports_jetson_power_mode_and_clocks(monkeypatch):
              f"{gpu_dir}/max_freq": "1300500000",
              "/sys/devices/system/cpu/cpu0/cpufreq/scaling_min_freq": "2201600",
              "/sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq": "2201600"}
-    monkeypatch.setattr(bench, "_read", lambda p: files[p].strip("\0") if p in files else None)
+    monkeypatch.setattr(hardware, "_read", lambda p: files[p].strip("\0") if p in files else None)
     monkeypatch.setattr(glob, "glob", lambda pattern: ["/sys/class/devfreq/3d00000.host1x", gpu_dir])
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/sbin/nvpmodel" if name == "nvpmodel" else None)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: types.SimpleNamespace(stdout="NV Power Mode: MAXN\n0\n"))
-    j = bench.jetson_info()
+    j = hardware.jetson_info()
     assert j == {"board": "NVIDIA Jetson AGX Orin Developer Kit", "l4t": files["/etc/nv_tegra_release"],
                  "power_mode": "MAXN (mode 0)", "gpu_clock_mhz": 1300, "gpu_clock_max_mhz": 1300,
                  "clocks_pinned": True}
     assert "power mode MAXN (mode 0) (nvpmodel -q); clocks pinned (sudo jetson_clocks), GPU clock 1300 of 1300 MHz" \
         in bench._jetson_line(j)
     files[f"{gpu_dir}/min_freq"] = "306000000"  # clocks scaling: jetson_clocks not run
-    assert bench.jetson_info()["clocks_pinned"] is False
+    assert hardware.jetson_info()["clocks_pinned"] is False
     monkeypatch.undo()  # glob, which and subprocess as they are (psutil and py-cpuinfo use them)
-    monkeypatch.setattr(bench, "_read", lambda p: None)  # not a Jetson
-    assert bench.jetson_info() is None and "jetson" not in bench.machine()
+    monkeypatch.setattr(hardware, "_read", lambda p: None)  # not a Jetson
+    assert hardware.jetson_info() is None and "jetson" not in bench.machine()
 
 
 def test_links_named_like_outputs_are_refused(monkeypatch, gpu, tmp_path, capsys):
