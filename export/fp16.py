@@ -4,7 +4,7 @@ Uses onnxruntime's maintained copy of the float16 converter (``onnxruntime.trans
 onnxconverter-common 1.16 original fails on our OpenCLIP ViT exports: with an op block list it crashes in
 ``remove_unnecessary_cast_node`` ("'list' object has no attribute 'input'"), and without one it leaves the
 exporter's own Cast(to=float) nodes feeding fp16 consumers (the model does not load). onnxruntime's copy
-handles both (probed on the tiny CM-SSA-like model in tests/test_export.py).
+handles both (probed on the tiny CM-SSA-like model in tests/export/test_export.py).
 
 Kept in fp32: normalisation, softmax, reductions, exp/pow/sqrt/div/erf, and the scoring tail: the folded
 module's own top-level operations plus the submodules its kind names as ``tail`` in the registry

@@ -1,6 +1,6 @@
 """Fixtures: data sets in each supported layout (generated images, tests/images.py), a tiny OpenCLIP config.
 
-Loaded for tests/runtime too, so it needs no torch (nor scipy): the one-thread setting below applies to the
+Loaded for tests/runtime and tests/icrt too, so it needs no torch (nor scipy): the one-thread setting below applies to the
 top-level tests only, and only where torch is installed."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from tests.images import make_images
 from tests.tiny import CLIP, write_clip_config
 
-RUNTIME_TESTS = Path(__file__).parent / "runtime"
+TORCH_FREE_TESTS = (Path(__file__).parent / "runtime", Path(__file__).parent / "icrt")  # run without torch in CI
 
 
 @pytest.fixture
@@ -69,8 +69,8 @@ def pytest_collection_modifyitems(config, items):
 def pytest_collection_finish(session):
     """One torch thread: tiny models run many times faster on one thread than on two on a shared 2-core machine.
     Set before any test or fixture runs, when top-level tests were collected (they have imported torch then);
-    tests/runtime alone never load torch."""
-    if all(RUNTIME_TESTS in item.path.parents for item in session.items):
+    tests/runtime and tests/icrt alone never load torch."""
+    if all(any(d in item.path.parents for d in TORCH_FREE_TESTS) for item in session.items):
         return
     try:
         import torch

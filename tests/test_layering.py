@@ -4,9 +4,8 @@ the import graph from the source: function-level imports and modules named in st
 import os
 import textwrap
 
+from tests import ROOT  # noqa: E402
 from tests.layering import problems
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_project_has_no_import_cycle_and_no_import_against_the_layers():
@@ -91,3 +90,22 @@ def test_the_runtime_layers_point_down_and_every_runtime_module_is_in_one(tmp_pa
     assert any(p.startswith("package: runtime.backends.onnx imports runtime.backends,") for p in found)
     assert "cycle: runtime.cli.app <-> runtime.scoring.scorer" in found
     assert not any("runtime.backends.base imports" in p or "runtime.cli.app imports" in p for p in found)
+
+
+def test_no_test_module_imports_another_test_module():
+    """Helpers shared by tests live in helpers modules or conftest.py fixtures, never in a test module."""
+    import ast
+
+    found = []
+    for folder, dirs, files in os.walk(os.path.join(ROOT, "tests")):
+        dirs[:] = [d for d in dirs if d not in ("__pycache__", "data")]
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(folder, f)
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                found += [f"{os.path.relpath(path, ROOT)} imports {n}" for n in names
+                          if n.startswith("tests.") and n.rpartition(".")[2].startswith("test_")]
+    assert found == []

@@ -34,7 +34,8 @@ from icrt.runtime.bundle.preprocessing import Preprocessing
 from tests.images import textured
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+from tests import ROOT  # noqa: E402,F401 (the repository; importable from here as before)
+
 TINY_FILES = {"fp32": "tiny.onnx", "int8": "tiny.int8.onnx"}  # in DATA
 REFERENCE_FILE = "tiny_reference.json"  # in DATA: the PyTorch model's scores on reference_images()
 TINY_SIZE = 64  # input side of the tiny conv net
@@ -167,6 +168,16 @@ def edit_manifest(folder, change):
 
 
 # --- the CLI in process ----------------------------------------------------------------------------------------
+
+
+def icrt_lines(*argv):
+    """``python -m icrt.runtime.cli ARGV`` in a subprocess: (exit code, stdout, stderr lines)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    return r.returncode, r.stdout, r.stderr.strip().splitlines()
 
 
 def run_cli(capsys, *argv):

@@ -7,8 +7,8 @@ runtime's tests (which need neither torch nor onnx):
 Needs torch and onnx (``pip install -e ".[train]"``). Seeded: a rerun writes the same models. To regenerate after a
 change (to this script, ``tests.tiny.CONVNET``, ``NODE_MODELS`` or the reference images in
 ``tests/runtime/fixtures.py``, or the runtime's normalisation), run the first command from the repository root,
-then ``python -m pytest -q tests/test_tiny_models.py tests/runtime`` and commit the files.
-``tests/test_tiny_models.py`` runs this script into a temporary folder and checks that the committed files still
+then ``python -m pytest -q tests/export/test_tiny_models.py tests/runtime`` and commit the files.
+``tests/export/test_tiny_models.py`` runs this script into a temporary folder and checks that the committed files still
 give what it makes, so they cannot drift silently.
 
 What it writes:

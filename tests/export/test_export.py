@@ -28,12 +28,12 @@ from icrt.train.checkpoint import FORMAT, atomic_torch_save
 from icrt.train.kinds import ModelKind, register_kind, unregister_kind
 from icrt.train.models.cmssa import LevelScorer, fold_level_scorer
 from icrt.train.models.d2s import D2S, D2SConfig
+from tests import ROOT  # noqa: E402
 from tests.images import make_images, textured
 from tests.model_helpers import inputs_of, run_onnx, run_torch
 from tests.tiny import D2S as TINY
 from tests.tiny import DictConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Stated tolerances on generated images / the fixture images (random tiny models).
 FP16_MAX_DIFF, FP16_SRCC = 5e-3, 0.99
 INT8_MAX_DIFF, INT8_SRCC = 0.1, 0.9
@@ -695,7 +695,7 @@ def test_int8_quantization_leaves_no_scratch_files(tmp_path, monkeypatch):
     assert os.listdir(work) == []
 
 
-# --- python -m export replaces a bundle only when the new one is complete (moved from tests/runtime/test_outputs.py) --
+# --- python -m export replaces a bundle only when the new one is complete (moved from tests/runtime/cli/test_outputs.py) --
 
 
 @pytest.fixture(scope="module")

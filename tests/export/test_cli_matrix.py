@@ -16,7 +16,8 @@ from tests.tiny import CLIP_SMALL, D2S_ARGS, write_clip_config
 
 pytestmark = pytest.mark.slow  # trains a tiny model of every kind, then exports and scores each
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT  # noqa: E402
+
 KINDS = {
     "d2s": ["d2s", *D2S_ARGS, "--image-size", "64", "--batch-size", "8"],
     "cmssa": ["cmssa", "--pretrained", "none", "--batch-size", "8"],  # --backbone: the config file below

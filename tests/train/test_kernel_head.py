@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from icrt.train.models.d2s import D2S, D2SConfig, KernelHead, StageStats
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import ROOT  # noqa: E402
 
 
 def test_stage_stats_are_per_channel_statistics_with_nearest_rank_quantiles():

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from icrt.train.checkpoint import FORMAT, CheckpointError, load_checkpoint
+from tests import ROOT  # noqa: E402
 from tests.model_helpers import interrupt_after_first_epoch
 from tests.tiny import D2S_TRAIN_ARGS as TRAIN_ARGS
 from tests.tiny import d2s
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = d2s(image_size=48)
 
 

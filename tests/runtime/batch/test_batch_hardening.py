@@ -17,8 +17,8 @@ import pyarrow.parquet as pq  # noqa: E402
 
 import icrt.runtime.base.files as files  # noqa: E402
 from tests.images import textured  # noqa: E402
+from tests.runtime.batch.helpers import icrt, make_inputs, read_rows, write_list  # noqa: E402
 from tests.runtime.fixtures import make_bundle, run_cli  # noqa: E402
-from tests.runtime.test_batch import icrt, make_inputs, read_rows, write_list  # noqa: E402
 
 VICTIM = "VICTIM\n"
 

@@ -27,7 +27,7 @@ def images(tmp_path):
 @pytest.mark.parametrize("resize", ["square", "patches"])
 def test_scores_match_the_stored_pytorch_reference_within_parity(resize, square_bundle, patches_bundle):
     """The PyTorch model's own scores of the reference images, stored when tiny.onnx was made (64 x 64 images: one
-    input each under both policies, no resize). tests/test_tiny_models.py compares other images and sizes, patches
+    input each under both policies, no resize). tests/export/test_tiny_models.py compares other images and sizes, patches
     pooled, against the live PyTorch model."""
     from icrt.runtime import Scorer
 

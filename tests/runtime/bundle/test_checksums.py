@@ -9,7 +9,7 @@ import pytest
 from icrt.runtime.base.errors import BundleError
 from icrt.runtime.bundle.manifest import file_sha256, load_manifest
 from tests.runtime.fixtures import ROOT, build_bundle, run_cli
-from tests.runtime.test_bundle_validation import icrt
+from tests.runtime.fixtures import icrt_lines as icrt
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ pytest.importorskip("pyarrow")
 pytestmark = pytest.mark.ray
 
 from icrt.runtime.bundle.records import parquet_name  # noqa: E402
-from tests.runtime.test_batch import (  # noqa: E402
+from tests.runtime.batch.helpers import (  # noqa: E402
     _session_pids,
     icrt,
     kill_after_first_part,

@@ -13,7 +13,7 @@ import icrt.train.weights as weights
 from icrt.train.weights import WeightsError, map_by_order, preprocessing_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from tests import ROOT  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.ray
 
 from icrt.runtime.bundle.records import parquet_name  # noqa: E402
 from icrt.runtime.scoring.inputs import shard_of  # noqa: E402
+from tests.runtime.batch.helpers import assert_rows_match, make_inputs, read_rows, reference, write_list  # noqa: E402
 from tests.runtime.fixtures import run_cli  # noqa: E402
-from tests.runtime.test_batch import assert_rows_match, make_inputs, read_rows, reference, write_list  # noqa: E402
 
 LIMIT_S = 300  # per test
 

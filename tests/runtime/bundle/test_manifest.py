@@ -6,8 +6,6 @@ data/make_tiny_models.py)."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
@@ -16,6 +14,7 @@ from icrt.runtime.bundle.manifest import INPUT_NAME, BundleError, Manifest, load
 from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.runtime.cli import main
 from tests.runtime.fixtures import ROOT, SIZE, edit_manifest, make_bundle, node_model
+from tests.runtime.fixtures import icrt_lines as icrt
 
 
 @pytest.fixture
@@ -28,13 +27,6 @@ def images(tmp_path):
         Image.new("RGB", (40, 30), (value, value, value)).save(p)
         paths.append(str(p))
     return paths
-
-
-def icrt(*argv):
-    """``python -m runtime.cli ARGV`` in a subprocess: (exit code, stdout, stderr lines)."""
-    r = subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=300)
-    return r.returncode, r.stdout, r.stderr.strip().splitlines()
 
 
 def strict_json(text):
@@ -392,7 +384,7 @@ def test_batch_by_one_column_output_is_fine(tmp_path, images):
     ("flat", "output 'score' has shape [6] for a batch of 2; the score output must be [batch] or [batch, 1]"),  # at run
 ])
 def test_wrongly_shaped_output_is_a_bundle_error(tmp_path, images, variant, words):
-    bundle = make_bundle(tmp_path / "b", variant)  # onnxruntime's words (OpenVINO's: tests/runtime/test_openvino.py)
+    bundle = make_bundle(tmp_path / "b", variant)  # onnxruntime's words (OpenVINO's: tests/runtime/backends/test_openvino.py)
     code, out, err = icrt("score", *images, "-m", bundle, "--format", "json", "--backend", "onnxruntime")
     assert (code, out, err) == (2, "", [f"icrt: error: {os.path.join(bundle, 'model.onnx')}: {words}"])
 

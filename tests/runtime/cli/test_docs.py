@@ -195,7 +195,7 @@ def work_folder(path: str) -> dict:
     build_bundle(os.path.join(path, "bundles", "cmssa"), resize="patches")  # a patch model, as CM-SSA's are
     from pathlib import Path
 
-    from tests.test_savoias_dataset import published
+    from tests.savoias_fake import published
     published(Path(path) / "Savoias-Dataset")
     bin_dir = os.path.join(path, "bin")
     os.makedirs(bin_dir)
