@@ -18,7 +18,8 @@ COMMON = (
     Option("version", None, help="the model's version, recorded in the bundle and shown by icrt info",
            metavar="VERSION"),
     Option("card", None, help="a JSON model card: what the model is (summary), what it was trained on "
-           "(training_data), licence, limits, score_meaning, ... (docs/bundle.md); icrt info shows it first",
+           "(training_data), licence, limits, score_meaning, ... (docs/bundle.md, shipped in icrt/docs); icrt info "
+           "shows it first",
            metavar="FILE"),
     Option("check_data", help="images to check parity on (default: the calibration images, else generated ones)",
            metavar="PATH"),

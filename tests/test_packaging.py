@@ -12,7 +12,7 @@ import tomllib
 from tests import ROOT
 
 FOLDERS = {"icrt": "icrt", "icrt.runtime": "runtime", "icrt.calibration": "calibration", "icrt.train": "train",
-           "icrt.export": "export", "icrt.benchmarks": "benchmarks"}
+           "icrt.export": "export", "icrt.benchmarks": "benchmarks", "icrt.docs": "docs"}
 # a user's own modules named like icrt's folders: importing any of them would be a bug
 SHADOWS = {name: f'raise SystemExit("the user\'s own {name} was imported")\n'
            for name in ("train.py", "export.py", "runtime.py", "calibration.py", "benchmarks.py")}
@@ -33,7 +33,8 @@ def test_pyproject_maps_every_package_folder_into_the_icrt_namespace():
             if "__init__.py" in files:
                 rel = os.path.relpath(dirpath, os.path.join(ROOT, folder))
                 found.add(package if rel == "." else package + "." + rel.replace(os.sep, "."))
-    assert sorted(tool["packages"]) == sorted(found)
+    assert sorted(tool["packages"]) == sorted(found | {"icrt.docs"})  # docs/: data only, shipped for messages
+    assert tool["package-data"]["icrt.docs"] == ["*.md", "img/*"]
     assert _pyproject()["project"]["license"] == "Apache-2.0"  # the SPDX string (setuptools >= 77)
 
 

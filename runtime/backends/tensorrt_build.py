@@ -62,10 +62,10 @@ DEFAULT_WORKSPACE_MB = 4096
 
 
 def install_hint() -> str:
-    from icrt.runtime.base.install import pip_line
+    from icrt.runtime.base.install import doc, pip_line
 
     return ("on a Jetson TensorRT comes with JetPack: sudo apt install nvidia-jetpack, then use a venv made with "
-            f"'python3 -m venv --system-site-packages'; elsewhere: {pip_line('trt')} (see docs/jetson.md)")
+            f"'python3 -m venv --system-site-packages'; elsewhere: {pip_line('trt')} (see {doc('jetson.md')})")
 
 
 class TensorRTError(UnavailableError):

@@ -58,7 +58,13 @@ def pip_line(extra: str = "") -> str:
     if where:
         return f"pip install {shlex.quote(where + tail)}"
     return (f'pip install ".{tail}" in an icrt clone, or pip install "icrt-{__version__}-py3-none-any.whl{tail}" '
-            "(the wheel built from a clone; docs/install.md)")
+            f"(the wheel built from a clone; {doc('install.md')})")
+
+
+def doc(name: str) -> str:
+    """The file of the doc ``name`` (``install.md``) in this copy of icrt: the clone's docs/, or the docs the wheel
+    installs beside the package (icrt/docs/), so that a message can name a file that is there."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "docs", name)
 
 
 def extra_hint(extra: str) -> str:

@@ -85,7 +85,7 @@ def run(args) -> int:
 COMMAND = Command(
     "batch", help="score a large collection into Parquet parts (resumable; one machine or a Ray cluster)",
     description="Score images into DIR/part-*.parquet (columns path, score, error, width, height, patches; one row "
-                "per input), DIR/summary.json and a DIR/_SUCCESS marker. See docs/batch.md.",
+                "per input), DIR/summary.json and a DIR/_SUCCESS marker. See docs/batch.md (shipped in icrt/docs).",
     examples=(("icrt batch photos/ --recursive --out scores/", "one machine"),
               ("icrt batch photos/ --recursive --out scores/ --resume", "after a stop: the rest only"),
               ("icrt batch --files-from all.txt --out scores/ --runner ray --workers 2", "a local Ray"),

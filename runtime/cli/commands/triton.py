@@ -28,6 +28,7 @@ def arguments(p) -> None:
 
 
 def run(args) -> int:
+    from icrt.runtime.base.install import doc
     from icrt.runtime.base.text import printable
     from icrt.runtime.serving.repository import write_repository
 
@@ -47,7 +48,7 @@ def run(args) -> int:
     gpus = "--gpus all " if args.device == "gpu" else ""
     lines.append(f"  run it: docker run --rm {gpus}--shm-size=1g -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {repo}:/models "
                  "IMAGE tritonserver --model-repository=/models  (IMAGE: nvcr.io/nvidia/tritonserver:<yy.mm>-py3 "
-                 "with Pillow added, see docs/serving.md)")
+                 f"with Pillow added, see {doc('serving.md')})")
     sys.stdout.write("\n".join(lines) + "\n")
     return EXIT_OK
 
@@ -60,5 +61,5 @@ COMMAND = Command(
     examples=(("icrt triton -m bundles/d2s --out models", "CPU (onnxruntime)"),
               ("icrt triton -m bundles/d2s --out models --device gpu --precision fp16", "GPU"),
               ("docker run ... -v $PWD/models:/models IMAGE tritonserver --model-repository=/models",
-               "then serve it (docs/serving.md)")),
+               "then serve it (docs/serving.md, shipped in icrt/docs)")),
     arguments=arguments, run=run)
