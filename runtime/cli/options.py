@@ -73,16 +73,16 @@ def examples(*lines: tuple[str, str]) -> dict:
 
 # --- the Scorer's options, from their declaration ------------------------------------------------------------------
 
-SCORER = ("model", "backend", "precision", "batch_size", "threads", "device_id")  # what `icrt score` takes
-
-
-def add_scorer_options(p, names=SCORER, help: dict | None = None, many=()) -> None:
-    """The flags of the ScorerOptions fields ``names`` (declared in ``icrt.runtime.scoring.options``); ``help``:
-    another help text for some (what the flag means for this command); ``many``: fields taken as comma-separated
-    lists (``icrt bench --backend onnxruntime,openvino``), checked against their choices by :func:`check_choices`."""
+def add_scorer_options(p, only=None, help: dict | None = None, many=(), exclude=()) -> None:
+    """The flags of the ScorerOptions fields (declared in ``icrt.runtime.scoring.options``): every field that has a
+    flag, so a new option reaches every command that builds a Scorer; ``only``: just these (a command that opens no
+    Scorer but shares a flag, e.g. ``icrt build --precision``); ``exclude``: all but these (a flag the command has
+    in another form); ``help``: another help text for some (what the flag
+    means for this command); ``many``: fields taken as comma-separated lists (``icrt bench --backend
+    onnxruntime,openvino``), checked against their choices by :func:`check_choices`."""
     help = help or {}
-    fields = {f.name: f for f in declared.fields()}
-    for name in names:
+    fields = {f.name: f for f in declared.fields() if f.metadata["flags"]}
+    for name in (only or [f for f in fields if f not in exclude]):
         f = fields[name]
         meta = f.metadata
         kw = {"dest": name, "help": help.get(name, meta["help"]), "metavar": meta["metavar"]}

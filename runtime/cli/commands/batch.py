@@ -31,7 +31,9 @@ def arguments(p) -> None:
     options.add_inputs(p, "image files, folders or glob patterns (or s3://, gs://, file:// URIs, read through "
                           "pyarrow)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (made if missing)")
-    options.add_scorer_options(p, ("model", "backend", "precision"))
+    options.add_scorer_options(p, help={
+        "threads": "CPU threads of the inference engine per Scorer (default: local, one per core; ray, the CPUs of a "
+                   "worker)"})
     p.add_argument("--runner", choices=RUNNERS, default="local",
                    help="local: this process, the runtime's own batching; ray: a Ray Data actor pool (default local)")
     p.add_argument("--engine", choices=RUNNERS, action=_EngineAlias, help=argparse.SUPPRESS)
@@ -47,12 +49,8 @@ def arguments(p) -> None:
                    help="ray: GPUs each actor reserves (e.g. 1, or 0.5 to share one; default 0: CPU)")
     p.add_argument("--ray-cpus", type=options.positive_int, default=None, metavar="N",
                    help="CPUs of the local Ray started without --ray-address (default: this machine's)")
-    options.add_scorer_options(p, ("batch_size",))
     p.add_argument("--images-per-task", type=options.positive_int, default=DEFAULT_RAY_BATCH, metavar="N",
                    help=f"ray: images handed to an actor at a time (default {DEFAULT_RAY_BATCH})")
-    options.add_scorer_options(p, ("threads", "device_id"), help={
-        "threads": "CPU threads of the inference engine per Scorer (default: local, one per core; ray, the CPUs of a "
-                   "worker)"})
     p.add_argument("--part-rows", type=options.positive_int, default=DEFAULT_PART_ROWS, metavar="N",
                    help=f"rows per Parquet part (default {DEFAULT_PART_ROWS}; a killed run loses at most one part's "
                         "work)")

@@ -10,7 +10,7 @@ from icrt.runtime.cli.command import Command
 
 
 def arguments(p) -> None:
-    options.add_scorer_options(p, ("model", "backend", "precision"), many=("backend", "precision"), help={
+    options.add_scorer_options(p, many=("backend", "precision"), exclude=("batch_size",), help={  # --batch-sizes
         "backend": "backends to time, comma-separated (default auto)",
         "precision": "precisions, comma-separated (default: every precision in the bundle)"})
     p.add_argument("--batch-sizes", type=options.csv_list(options.positive_int), default=[1, 8], metavar="1,8,32",
@@ -20,7 +20,6 @@ def arguments(p) -> None:
     p.add_argument("--images", metavar="PATH", help="image file, folder or glob (default: synthetic JPEGs)")
     p.add_argument("--report", metavar="DIR", default="bench-report",
                    help="folder for report.md, report.json and latency.png (default bench-report)")
-    options.add_scorer_options(p, ("threads", "device_id"))
 
 
 def run(args) -> int:

@@ -7,15 +7,15 @@ from icrt.runtime.cli.command import Command
 
 
 def arguments(p) -> None:
-    options.add_scorer_options(p, ("model",))
+    options.add_scorer_options(p, help={
+        "threads": "CPU threads of the inference engine per instance (default: the physical cores / --instances)",
+        "batch_size": "model inputs per inference call of an instance (default: as icrt score)"})
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--http-port", type=int, default=8000, metavar="PORT", help="HTTP (KServe v2) port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT", help="gRPC port (default 8001)")
     p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT",
                    help="Prometheus metrics port (default 8002)")
     options.add_serving(p)
-    options.add_scorer_options(p, ("backend", "precision", "threads", "device_id"), help={
-        "threads": "CPU threads of the inference engine per instance (default: the physical cores / --instances)"})
     p.add_argument("--log-file", default=None, metavar="FILE", help="write Triton's log here instead of stdout")
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from icrt.runtime.cli import main
 from tests.images import textured
@@ -253,3 +254,41 @@ def test_info_escapes_terminal_control_sequences(capsys, tmp_path):
     assert "tiny\\x1b[2J\\x9b31m" in out and "\\x1b]0;title\\x07 hi" in out and "torch \\x1b[31mred" in out
     code, out, _ = run(capsys, "info", bundle, "--json")  # JSON escapes them itself
     assert code == 0 and "\x1b" not in out and "\\u001b" in out
+
+
+def test_every_scorer_option_reaches_every_command_that_opens_a_scorer(monkeypatch, square_bundle, tmp_path):
+    """ScorerOptions is declared once: each field with a flag is an option of every command that builds a Scorer,
+    and arrives at the backend's open() as given (a new option is a field there plus the code that reads it)."""
+    import dataclasses
+
+    import icrt.runtime.backends as backends
+    import icrt.runtime.cli.commands as commands
+    from icrt.runtime.cli.app import build_parser
+    from icrt.runtime.scoring.options import ScorerOptions
+
+    flags = {f.name: f.metadata["flags"] for f in dataclasses.fields(ScorerOptions) if f.metadata["flags"]}
+    assert set(flags) >= {"model", "backend", "precision", "batch_size", "threads", "device_id"}
+    parser, known = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("score", "batch", "serve", "bench"):
+        have = {s for a in subs[name]._actions for s in a.option_strings}
+        expected = {f for field, fl in flags.items() if not (name == "bench" and field == "batch_size") for f in fl}
+        assert expected <= have, (name, expected - have)
+    assert set(known) == set(commands.COMMANDS)
+
+    seen = []
+    real = backends.open_backend
+
+    def spy(manifest, options):
+        seen.append(options)
+        return real(manifest, options.replace(device_id=0))
+
+    monkeypatch.setattr(backends, "open_backend", spy)
+    import icrt.runtime.scoring.scorer as scorer_module
+    monkeypatch.setattr(scorer_module, "open_backend", spy)
+    image = tmp_path / "a.png"
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(image)
+    assert main(["score", str(image), "-m", square_bundle, "--backend", "onnxruntime", "--threads", "1",
+                 "--device-id", "3", "--batch-size", "2", "--format", "json"]) == 0
+    (o,) = seen
+    assert (o.model, o.backend, o.threads, o.device_id, o.batch_size) == (square_bundle, "onnxruntime", 1, 3, 2)
