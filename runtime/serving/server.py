@@ -224,20 +224,29 @@ def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: in
         old_handler = signal.signal(signal.SIGTERM, on_sigterm)
     http = f"{_client_host(host)}:{http_port}"
     where_log = f"Triton's log in {log_file}" if log_file else "Triton's log above"
+    triton = None
     try:
         with libpython_env():
-            triton = Triton(config=config)
             try:
-                triton.bind(model_name=name, infer_func=[infer_function(s) for s in scorers],
-                            inputs=[Tensor(name=IMAGE_INPUT, dtype=bytes, shape=(1,))], outputs=outputs,
-                            config=model_config, strict=True)
-                try:
-                    triton.run()
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e:  # Triton refused to load the model, or did not start
-                    raise UnavailableError(f"Triton could not serve the model {name!r}: {_first_line(e)}; "
-                                           f"see {where_log}") from None
+                for attempt in range(1, START_ATTEMPTS + 1):
+                    triton = Triton(config=config)
+                    triton.bind(model_name=name, infer_func=[infer_function(s) for s in scorers],
+                                inputs=[Tensor(name=IMAGE_INPUT, dtype=bytes, shape=(1,))], outputs=outputs,
+                                config=model_config, strict=True)
+                    try:
+                        triton.run()
+                        break
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as e:  # Triton refused to load the model, or did not start
+                        triton.stop()
+                        if attempt < START_ATTEMPTS and _handshake_race(e):
+                            log.warning("icrt serve: PyTriton's instances missed each other at start-up (%s); "
+                                        "starting Triton again (%d of %d)", _first_line(e)[-120:], attempt + 1,
+                                        START_ATTEMPTS)
+                            continue
+                        raise UnavailableError(f"Triton could not serve the model {name!r}: {_first_line(e)}; "
+                                               f"see {where_log}") from None
                 ready, reason = _wait_ready(triton, http, name)
                 if not ready:
                     raise UnavailableError(f"Triton started, but the model {name!r} did not load "
@@ -262,10 +271,22 @@ def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: in
                       flush=True)
                 return EXIT_OK
             finally:
-                triton.stop()
+                if triton is not None:
+                    triton.stop()
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+
+
+START_ATTEMPTS = 3
+
+
+def _handshake_race(e: Exception) -> bool:
+    """PyTriton's model instances after the first fetch their settings from the first one's handshake socket with a
+    1 s deadline, and may find the socket file before it listens; on a loaded machine a second instance then fails
+    to load with "Connection refused" (or a timeout) although nothing is wrong. Starting Triton again is the cure."""
+    text = str(e)
+    return "handshake" in text and ("Connection refused" in text or "Timeout" in text)
 
 
 def self_test(http: str, name: str) -> str | None:
