@@ -2,7 +2,9 @@
 
 Every error a user can cause (a bad file, bundle, option, data set, checkpoint) is an :class:`IcrtError`
 subclass. Commands run through :func:`run_command`, which prints one ``prog: error: message`` line for
-those and returns their exit code; anything else is a bug and keeps its traceback.
+those and returns their exit code; anything else is a bug and keeps its traceback. Messages quote untrusted text (a
+bundle's node names in an engine's message, a server's reply), so what reaches the terminal goes through
+:func:`~icrt.runtime.base.text.printable` here: the error line and every message of icrt's loggers.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import logging
 import signal
 import sys
 import threading
+
+from icrt.runtime.base.text import printable
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # the command ran, but some inputs failed (e.g. unreadable images in a batch)
@@ -63,7 +67,7 @@ def run_command(prog: str, fn, *args, **kwargs) -> int:
     try:
         code = fn(*args, **kwargs)
     except IcrtError as e:
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {printable(one_line(e))}", file=sys.stderr)
         return e.exit_code
     except Terminated:
         print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
@@ -93,6 +97,15 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Each line of a message with its control and invisible characters escaped (``printable``): a log line may
+    quote an engine's message about a bundle's model, which must not drive the terminal. A message of several lines
+    (a traceback) keeps its lines."""
+
+    def format(self, record) -> str:
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
 LOGGERS = ("icrt", "runtime", "train", "export", "calibration", "benchmarks")
 
 
@@ -100,7 +113,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """Messages of the ``icrt``, ``train``, ``export`` ... loggers go to stderr, as plain lines."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 0 else logging.INFO)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_PrintableFormatter("%(message)s"))
     for name in LOGGERS:
         log = logging.getLogger(name)
         log.handlers[:] = [handler]
