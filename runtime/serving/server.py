@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, UnavailableError, UserInputError
-from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, check
+from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, RequestLimits, check, score_range_parameter, score_requests
 
 log = logging.getLogger("icrt")
 
@@ -86,36 +86,19 @@ def libpython_env(environ=None):
 # --- the model -------------------------------------------------------------------------------------------------
 
 
-def infer_function(scorer):
+def infer_function(scorer, limits: RequestLimits | None = None):
     """PyTriton's inference callable for one model instance: a batch of requests (each ``image``: [n, 1] BYTES)
-    -> one dict of output arrays per request. Rows too large to be an image icrt takes (``MAX_IMAGE_BYTES``), and
-    every row of a request larger than ``MAX_REQUEST_BYTES``, get an error row without being decoded."""
-    from icrt.runtime.bundle.records import IMAGE_INPUT, error_record, outputs_for
-    from icrt.runtime.serving.limits import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES
+    -> one dict of output arrays per request. Each request is held to ``limits`` (default: ``RequestLimits()``) by
+    ``limits.score_requests``: rows over its byte or pixel caps get an error row without being decoded, and rows not
+    started within its time budget get one too."""
+    from icrt.runtime.bundle.records import IMAGE_INPUT, outputs_for
 
-    mb = 2 ** 20
+    limits = limits or RequestLimits()
 
     def infer(requests):
-        images, counts, refused = [], [], {}
-        for request in requests:
-            rows = [r if isinstance(r, bytes) else bytes(r) for r in request[IMAGE_INPUT].reshape(-1)]
-            total = sum(len(r) for r in rows)
-            for r in rows:
-                if total > MAX_REQUEST_BYTES:
-                    refused[len(images)] = (f"request too large ({total / mb:.0f} MB; this server takes at most "
-                                            f"{MAX_REQUEST_BYTES // mb} MB a request)")
-                elif len(r) > MAX_IMAGE_BYTES:
-                    refused[len(images)] = (f"file too large ({len(r) / mb:.0f} MB; this server takes at most "
-                                            f"{MAX_IMAGE_BYTES // mb} MB an image)")
-                images.append(b"" if len(images) in refused else r)
-            counts.append(len(rows))
-        scored = iter(scorer.score_many([im for i, im in enumerate(images) if i not in refused]))
-        records = [error_record("", refused[i]) if i in refused else next(scored) for i in range(len(images))]
-        responses, start = [], 0
-        for n in counts:
-            responses.append(outputs_for(records[start:start + n]))
-            start += n
-        return responses
+        rows = [[r if isinstance(r, bytes) else bytes(r) for r in request[IMAGE_INPUT].reshape(-1)]
+                for request in requests]
+        return [outputs_for(records) for records in score_requests(scorer, rows, limits)]
 
     return infer
 
@@ -176,12 +159,15 @@ def _model_state(url: str, name: str, token: str | None) -> tuple[bool, str]:
 
 def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
           metrics_port: int = 8002, name: str = DEFAULT_MODEL_NAME, max_batch: int = 32,
-          max_queue_delay_us: int = 2000, instances: int = 1, log_file: str | None = None) -> int:
+          max_queue_delay_us: int = 2000, instances: int = 1, log_file: str | None = None,
+          limits: RequestLimits | None = None) -> int:
     """Serve the model ``options`` describe (a ScorerOptions: bundle, backend, precision, threads per instance, ...)
     as the Triton model ``name`` until Ctrl+C or SIGTERM (exit code 0), or until the server stops by itself (1).
-    UserInputError / UnavailableError (one line) when it cannot start."""
+    Each request is held to ``limits`` (default ``RequestLimits()``: bytes, pixels, seconds). UserInputError /
+    UnavailableError (one line) when it cannot start."""
     check_ports(host, http_port, grpc_port, metrics_port)
     check(name, max_batch, instances, max_queue_delay_us)
+    limits = (limits or RequestLimits()).check()
     _import_pytriton()
     from icrt.runtime.base.packages import serve_problem
 
@@ -230,9 +216,14 @@ def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: in
             try:
                 for attempt in range(1, START_ATTEMPTS + 1):
                     triton = Triton(config=config)
-                    triton.bind(model_name=name, infer_func=[infer_function(s) for s in scorers],
+                    triton.bind(model_name=name, infer_func=[infer_function(s, limits) for s in scorers],
                                 inputs=[Tensor(name=IMAGE_INPUT, dtype=bytes, shape=(1,))], outputs=outputs,
                                 config=model_config, strict=True)
+                    if not _state_in_config(triton, name, {**score_range_parameter(scorers[0].score_range),
+                                                           **limits.parameters()}):
+                        log.warning("icrt serve: this PyTriton cannot state the model's score range and limits in "
+                                    "its config; icrt score --url then assumes the range [0, 1] and icrt's default "
+                                    "limits")
                     try:
                         triton.run()
                         break
@@ -257,11 +248,12 @@ def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: in
                                            f"see {where_log}")
                 host = _client_host(host)
                 from icrt.runtime.base.text import printable
-                print(f"icrt serve: model {name!r} ready ({printable(str(info['name']))}, {info['backend']} "
-                      f"{info['precision']}, "
-                      f"{instances} instance(s), {options.threads} thread(s) each): HTTP http://{http}, gRPC "
-                      f"grpc://{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics; "
-                      "Ctrl+C or SIGTERM stops it", file=sys.stderr, flush=True)
+                print(printable(f"icrt serve: model {name!r} ready ({info['name']}, {info['backend']} "
+                                f"{info['precision']}, {instances} instance(s), {options.threads} thread(s) each; at "
+                                f"most {limits.image_pixels / 1e6:g} Mpx an image, {limits.request_pixels / 1e6:g} "
+                                f"Mpx and {limits.request_seconds:g} s a request): HTTP http://{http}, gRPC "
+                                f"grpc://{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics; "
+                                "Ctrl+C or SIGTERM stops it"), file=sys.stderr, flush=True)
                 while triton.is_alive():
                     time.sleep(0.5)
                 log.error("icrt serve: the Triton server stopped by itself (see %s)", where_log)
@@ -279,6 +271,21 @@ def serve(options, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: in
 
 
 START_ATTEMPTS = 3
+
+
+def _state_in_config(triton, name: str, parameters: dict) -> bool:
+    """Add ``parameters`` to the config.pbtxt that PyTriton writes for model ``name`` (where clients read a model's
+    score range and limits, as in an ``icrt triton`` repository); whether it could. PyTriton 0.7 has no public way to
+    (its ``Model`` builds that config once, before Triton starts, and keeps it), so the kept config is extended; a
+    test checks that the served config says them."""
+    try:
+        for model in triton._model_manager.models:
+            if model.model_name == name:
+                model._get_triton_model_config().backend_parameters.update(parameters)
+                return True
+    except (AttributeError, TypeError):  # another PyTriton
+        pass
+    return False
 
 
 def _handshake_race(e: Exception) -> bool:

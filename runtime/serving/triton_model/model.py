@@ -10,6 +10,9 @@ BLS requests of at most that model's max_batch_size, and the patch scores are po
 Settings come from this model's config.pbtxt ``parameters`` (written by ``icrt triton``): ``icrt_preprocessing``,
 ``icrt_score_range``, ``icrt_input``, ``icrt_score_output``, and ``icrt_targets`` (the models to call, in order:
 when the first cannot be reached, e.g. a TensorRT plan model that did not load on this GPU, the next one is used).
+Each request is held to the limits of ``icrt serve`` (runtime/serving/limits.py: bytes, decoded pixels read from the
+headers, seconds), or to ``icrt_max_pixels``, ``icrt_max_request_pixels``, ``icrt_max_request_seconds`` where the
+config gives them.
 
 Needs numpy and Pillow in the Python that runs the backend stub (docs/serving.md: a derived container image, or
 EXECUTION_ENV_PATH with a conda-pack archive).
@@ -28,6 +31,7 @@ if sys.path[:1] != [_HERE]:
 from icrt.runtime.bundle.preprocessing import Preprocessing  # noqa: E402
 from icrt.runtime.bundle.records import IMAGE_INPUT, outputs_for  # noqa: E402
 from icrt.runtime.scoring.scorer import Scorer  # noqa: E402
+from icrt.runtime.serving.limits import RequestLimits, score_requests  # noqa: E402
 
 # words of Triton's error when a BLS target is not loaded: then the next target is tried
 _UNREACHABLE = ("unavailable", "not found", "not ready", "unknown model", "no version is available")
@@ -97,22 +101,20 @@ class TritonPythonModel:
         targets = json.loads(params["icrt_targets"])
         backend = BlsBackend(targets, params.get("icrt_input") or "image", params.get("icrt_score_output") or "score")
         self.scorer = Scorer.for_preprocessing(backend, prep, score_range=score_range, batch_size=backend.max_batch)
+        self.limits = RequestLimits.from_parameters(params)
 
     def execute(self, requests):
-        images, counts = [], []
-        for request in requests:
-            rows = pb_utils.get_input_tensor_by_name(request, IMAGE_INPUT).as_numpy().reshape(-1)
-            images.extend(r if isinstance(r, bytes) else bytes(r) for r in rows)
-            counts.append(len(rows))
+        rows = [[r if isinstance(r, bytes) else bytes(r)
+                 for r in pb_utils.get_input_tensor_by_name(request, IMAGE_INPUT).as_numpy().reshape(-1)]
+                for request in requests]
         try:
-            records = self.scorer.score_many(images)
+            records = score_requests(self.scorer, rows, self.limits)
         except Exception as e:  # the model itself failed: every request of this batch gets the error
             error = pb_utils.TritonError(f"icrt: scoring failed ({type(e).__name__}: {e})")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        responses, start = [], 0
-        for n in counts:
-            outputs = outputs_for(records[start:start + n])
-            start += n
+        responses = []
+        for recs in records:
+            outputs = outputs_for(recs)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in outputs.items()]))
         return responses
 

@@ -62,7 +62,8 @@ def server(square_bundle, tmp_path_factory):
     from icrt.runtime.serving.process import ServerProcess
 
     log = str(tmp_path_factory.mktemp("serve") / "serve.log")
-    sp = ServerProcess(["-m", square_bundle, "--max-batch", "8", "--max-queue-delay-us", "100000"], log_path=log, cwd=ROOT)
+    sp = ServerProcess(["-m", square_bundle, "--max-batch", "8", "--max-queue-delay-us", "100000",
+                        "--max-request-pixels", "100_000_000"], log_path=log, cwd=ROOT)
     sp.start()
     try:
         sp.wait_ready(READY_TIMEOUT)
@@ -415,13 +416,7 @@ def test_serve_refuses_oversized_images_and_requests_before_decoding(monkeypatch
     monkeypatch.setattr(limits, "MAX_IMAGE_BYTES", 10)
     monkeypatch.setattr(limits, "MAX_REQUEST_BYTES", 25)
     decoded = []
-
-    class Scorer:
-        def score_many(self, ims):
-            decoded.extend(ims)
-            return [{"image": "", "score": 0.5, "patches": 1, "width": 2, "height": 3} for _ in ims]
-
-    infer = infer_function(Scorer())
+    infer = infer_function(FakeScorer(decoded))
     small = {"image": np.array([[b"a" * 5], [b"b" * 11]], dtype=object)}
     big = {"image": np.array([[b"c" * 20], [b"d" * 6]], dtype=object)}
     one, two = infer([small, big])
@@ -447,3 +442,171 @@ def test_malformed_json_gets_an_error_and_the_server_stays_up(server):
         assert 400 <= e.value.code < 600 and b"error" in e.value.read()
     with urllib.request.urlopen(f"{server.http_url}/v2/health/ready", timeout=30) as r:
         assert r.status == 200
+
+
+# --- R5: pixels and time per request, checked before decoding --------------------------------------------------
+
+
+class FakeScorer:
+    """Scores every image it is handed 0.5 and keeps them in ``fed`` (what would have been decoded), in order."""
+
+    def __init__(self, fed=None):
+        self.fed = [] if fed is None else fed
+
+    def iter_score(self, images):
+        for im in images:
+            self.fed.append(im)
+            yield {"image": "", "score": 0.5, "patches": 1, "width": 2, "height": 3}
+
+
+def png(width, height, mode="RGB") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, (width, height)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_the_red_team_request_is_refused_per_row_from_the_headers_without_decoding():
+    """R5: 1-bit 9400 x 9400 PNGs (10.8 kB, 88 Mpx each) are refused by the default pixel cap from their header; the
+    request's other rows are scored; a PNG claiming 10^10 pixels gets the error record icrt score gives."""
+    import tempfile
+
+    from icrt.runtime.serving.limits import MAX_IMAGE_PIXELS, RequestLimits, score_requests
+    from tests.runtime.fixtures import bomb_png
+
+    assert MAX_IMAGE_PIXELS <= 50_000_000
+    huge = png(9400, 9400, "1")
+    assert len(huge) < 12_000
+    with tempfile.TemporaryDirectory() as d:
+        bomb_png(os.path.join(d, "bomb.png"))
+        bomb = open(os.path.join(d, "bomb.png"), "rb").read()
+    small = png(64, 48)
+    scorer = FakeScorer()
+    [records] = score_requests(scorer, [[huge] * 3 + [small, b"junk", bomb]], RequestLimits())
+    assert scorer.fed == [small, b"junk", bomb]  # the Scorer refuses junk and the bomb itself, without decoding
+    for r in records[:3]:
+        assert r["error"] == "too many pixels (9400 x 9400 = 88.4 Mpx; this server decodes at most 50 Mpx an image)"
+    assert [r.get("score") for r in records[3:]] == [0.5] * 3
+
+
+def test_a_request_is_scored_within_its_pixel_budget_and_the_rest_get_error_rows():
+    from icrt.runtime.serving.limits import RequestLimits, score_requests
+
+    limits = RequestLimits(image_pixels=1000, request_pixels=2500)
+    a, b, c = png(30, 30), png(10, 10), png(40, 30)
+    scorer = FakeScorer()
+    [records] = score_requests(scorer, [[a, a, a, b, c]], limits)
+    assert scorer.fed == [a, a, b]
+    assert records[2]["error"] == ("request has too many pixels (0 Mpx with this image; this server decodes at most "
+                                   "0.0025 Mpx a request)")
+    assert records[4]["error"] == "too many pixels (40 x 30 = 0.0 Mpx; this server decodes at most 0.001 Mpx an image)"
+    assert [r.get("score") for r in records] == [0.5, 0.5, None, 0.5, None]
+
+
+def test_rows_not_started_within_the_time_budget_get_an_error_and_each_request_has_its_own():
+    """A request's rows after its time budget are not scored (one line each); the next request of the batch gets
+    its own budget. The clock is a counter (10 s a row), so the test does not depend on the machine's speed."""
+    from icrt.runtime.serving.limits import RequestLimits, score_requests
+
+    ticks = iter(range(0, 10_000, 10))
+    rows = [png(8 + i, 8) for i in range(5)]
+    scorer = FakeScorer()
+    slow, other = score_requests(scorer, [rows, rows[:2]], RequestLimits(request_seconds=25), clock=lambda: next(ticks))
+    assert [r.get("score") for r in other] == [0.5, 0.5]  # the cheaper request went first
+    assert [r.get("score") for r in slow[:3]] == [0.5] * 3
+    for r in slow[3:]:
+        assert r["error"] == "request took longer than 25 s (this server works at most 25 s on a request); not scored"
+    assert scorer.fed == rows[:2] + rows[:3]
+
+
+def test_requests_are_scored_cheapest_first_and_answered_in_order(square_bundle):
+    from icrt.runtime.serving.limits import RequestLimits, score_requests
+
+    big, small = [png(300, 300), png(200, 200)], [png(20, 20)]
+    scorer = FakeScorer()
+    records = score_requests(scorer, [big, small], RequestLimits())
+    assert scorer.fed == small + big and [len(r) for r in records] == [2, 1]
+    # the real Scorer, batched this way, gives icrt score's records
+    local = Scorer.load(square_bundle)
+    got = score_requests(local, [big, small], RequestLimits())
+    want = [local.score_many(big), local.score_many(small)]
+    for g, w in zip(got, want):
+        assert [(r["width"], round(r["score"], 5)) for r in g] == [(r["width"], round(r["score"], 5)) for r in w]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--max-pixels", "0"], "--max-pixels must be in [1, "),
+    (["--max-pixels", "100_000_000"], "Pillow's limit"),
+    (["--max-pixels", "1000", "--max-request-pixels", "999"], "--max-request-pixels must be at least --max-pixels"),
+    (["--max-request-seconds", "0"], "--max-request-seconds"),
+    (["--max-request-seconds", "nan"], "--max-request-seconds"),
+])
+def test_serve_limit_flags_are_checked_in_one_line(square_bundle, capsys, argv, words):
+    code, out, err = run_cli(capsys, "serve", "-m", square_bundle, *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1 and words in err
+
+
+@pytest.mark.server
+def test_the_served_config_states_the_score_range_and_the_limits(server):
+    """icrt score --url reads them (and a repository from icrt triton states the range the same way)."""
+    import json
+
+    with urllib.request.urlopen(f"{server.http_url}/v2/models/icrt/config", timeout=30) as r:
+        params = {k: v["string_value"] for k, v in json.load(r)["parameters"].items()}
+    assert json.loads(params["icrt_score_range"]) == [0.0, 1.0]
+    assert params["icrt_max_pixels"] == "50000000" and params["icrt_max_request_pixels"] == "100000000"
+    assert params["icrt_max_request_seconds"] == "30"
+
+
+@pytest.mark.server
+def test_huge_pixel_requests_are_refused_per_row_and_a_normal_request_is_served_meanwhile(server, tmp_path):
+    """R5 on the real server: requests of tiny-header huge-pixel PNGs (before: 2-3 s of decoding a row, so these
+    would hold the one instance for a minute) get an error row per image from the headers; a request over the pixel
+    budget has the rows that fit scored; a normal request sent meanwhile is answered. Timeouts are generous bounds,
+    not measurements."""
+    import tritonclient.http as http
+
+    huge, big, good = png(9400, 9400, "1"), png(6000, 6000, "1"), open(images(str(tmp_path), 1)[0], "rb").read()
+
+    def infer(rows, timeout):
+        data = np.empty((len(rows), 1), dtype=object)
+        data[:, 0] = rows
+        inp = http.InferInput("image", [len(rows), 1], "BYTES")
+        inp.set_data_from_numpy(data, binary_data=True)
+        client = http.InferenceServerClient(f"127.0.0.1:{server.http_port}", network_timeout=timeout)
+        try:
+            res = client.infer("icrt", [inp])
+            return [e.decode() for e in res.as_numpy("error").reshape(-1)], res.as_numpy("score").reshape(-1)
+        finally:
+            client.close()
+
+    results, failures = {}, []
+    heavy = {**{i: [huge] * 8 for i in range(4)}, "budget": [big, big, big, good]}
+    start = threading.Barrier(len(heavy) + 1)
+
+    def send(key, rows):
+        try:
+            start.wait(60)
+            results[key] = infer(rows, 120)
+        except Exception as e:
+            failures.append((key, e))
+
+    threads = [threading.Thread(target=send, args=item) for item in heavy.items()]
+    for t in threads:
+        t.start()
+    start.wait(60)  # the heavy requests are being sent
+    errors, scores = infer([good], 30)  # a normal request: answered within a generous bound
+    assert errors == [""] and 0 <= scores[0] <= 1
+    for t in threads:
+        t.join(180)
+    assert not failures and not any(t.is_alive() for t in threads)
+    for i in range(4):
+        errors, scores = results[i]
+        assert all(e.startswith("too many pixels (9400 x 9400 = 88.4 Mpx;") for e in errors) and np.isnan(scores).all()
+    errors, scores = results["budget"]
+    assert errors[:2] == ["", ""] and errors[3] == "" and errors[2].startswith("request has too many pixels (108 Mpx")
+    assert np.isfinite(scores[[0, 1, 3]]).all()
+
