@@ -3,9 +3,12 @@
 
 :class:`RemoteScorer` has the part of :class:`~runtime.scoring.scorer.Scorer`'s interface the CLI uses (``iter_score``,
 ``score_many``, ``info``): files are read here (a file that cannot be read gets the same error record as locally),
-sent as encoded bytes in requests of up to the server's ``max_batch_size`` images (several requests in flight,
-Triton batches them further), and the outputs (runtime.bundle.records) become records named after the local files, in
-input order. A request the server fails gives each of its images an error record; the rest go on.
+sent as encoded bytes in requests of up to the server's ``max_batch_size`` images and its pixel budget per request
+(several requests in flight, Triton batches them further), and the outputs (runtime.bundle.records) become records
+named after the local files, in input order. A request the server fails gives each of its images an error record; the
+rest go on. The server is not trusted: its records are checked as local scoring checks a model's (a finite score in the
+model's range, sizes of at least 1; otherwise an error record naming the server), and its error texts are made
+printable.
 
 Needs ``tritonclient[http,grpc]`` (the ``[serve]`` extra), imported only when a URL is used.
 """
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,15 +25,35 @@ from urllib.parse import urlsplit
 
 from icrt.runtime.base.errors import IcrtError, UnavailableError, UserInputError, one_line
 from icrt.runtime.base.text import printable
-from icrt.runtime.bundle.records import IMAGE_INPUT, OUTPUTS, error_record, records_from_outputs
+from icrt.runtime.bundle.manifest import DEFAULT_SCORE
+from icrt.runtime.bundle.records import (
+    ERROR,
+    IMAGE,
+    IMAGE_INPUT,
+    INT_FIELDS,
+    OUTPUTS,
+    SCORE,
+    error_record,
+    records_from_outputs,
+)
 from icrt.runtime.scoring.preprocess import ImageError
-from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, MAX_IMAGE_BYTES
+from icrt.runtime.scoring.scorer import SCORE_TOLERANCE
+from icrt.runtime.serving.limits import (
+    DEFAULT_MODEL_NAME,
+    MAX_IMAGE_BYTES,
+    MAX_PIXELS_PARAMETER,
+    MAX_REQUEST_PIXELS,
+    MAX_REQUEST_PIXELS_PARAMETER,
+    SCORE_RANGE_PARAMETER,
+    header_size,
+)
 
 DEFAULT_BATCH = 8  # images per request (the server's max_batch_size caps it)
 INFLIGHT = 4  # requests in flight at once
 MAX_FILE_BYTES = MAX_IMAGE_BYTES  # what icrt serve takes (and Triton's limit on one HTTP request's input)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # files per request are packed up to this size
 TIMEOUT_S = 120.0  # one request, sent to answered
+MAX_ERROR_CHARS = 1000  # of an error text a server sends (one line of a record)
 SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", False), "grpcs": ("grpc", True)}
 
 
@@ -94,6 +119,8 @@ class RemoteScorer:
         self.protocol, self.address, self.ssl = parse_url(url)
         self.module = _tritonclient(self.protocol)
         self.inflight = max(1, int(inflight))
+        self.score_range = tuple(DEFAULT_SCORE["range"])  # until the server states its model's (_check)
+        self.request_pixels = MAX_REQUEST_PIXELS
         self._local = threading.local()
         self._clients, self._lock = [], threading.Lock()
         try:
@@ -175,7 +202,36 @@ class RemoteScorer:
         if not 0 <= max_batch <= 1 << 20:
             raise UnavailableError(f"{self.url}: the model's max_batch_size is not a batch size "
                                    f"({printable(repr(config.get('max_batch_size'))[:80])})")
+        self._read_parameters(config.get("parameters"))
         return max_batch
+
+    def _read_parameters(self, parameters) -> None:
+        """The model's score range and pixel budget per request, from its config's ``parameters`` (``icrt serve`` and
+        ``icrt triton`` repositories state them; a server that does not gets icrt's defaults: the range [0, 1])."""
+        def text(key):
+            entry = parameters.get(key) if isinstance(parameters, dict) else None
+            value = entry.get("string_value") if isinstance(entry, dict) else None
+            return value if isinstance(value, str) and value else None
+
+        def bad(key, value):
+            return UnavailableError(f"{self.url}: the model's parameter {key} is not what icrt's servers state "
+                                    f"({printable(repr(value)[:80])})")
+        value = text(SCORE_RANGE_PARAMETER)
+        if value is not None:
+            try:
+                lo, hi = (float(v) for v in json.loads(value))
+            except (ValueError, TypeError):
+                raise bad(SCORE_RANGE_PARAMETER, value) from None
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise bad(SCORE_RANGE_PARAMETER, value)
+            self.score_range = (lo, hi)
+        for key in (MAX_REQUEST_PIXELS_PARAMETER, MAX_PIXELS_PARAMETER):
+            value = text(key)
+            if value is not None and not (value.isascii() and value.isdigit() and int(value) >= 1):
+                raise bad(key, value)
+        value = text(MAX_REQUEST_PIXELS_PARAMETER)
+        if value is not None:
+            self.request_pixels = int(value)
 
     def info(self) -> dict:
         return {"bundle": None, "url": self.url, "model": self.model, "protocol": self.protocol,
@@ -201,11 +257,16 @@ class RemoteScorer:
         missing = [k for k, v in got.items() if v is None]
         if missing:
             raise RuntimeError(f"the server's response has no {', '.join(missing)}")
+        wrong = [f"{v.size} {k}" for k, v in got.items() if v.size != len(data)]
+        if wrong:
+            raise RuntimeError(f"the server answered {', '.join(wrong)} for {len(data)} image(s)")
         return got
 
     def _requests(self, images):
-        """Lists of (name, bytes or None, problem or None), each list one request's worth."""
-        chunk, size = [], 0
+        """Lists of (name, bytes or None, problem or None), each list one request's worth: at most ``batch_size``
+        images, MAX_REQUEST_BYTES and the server's pixel budget per request (read from the headers; an image over it
+        goes alone, and the server says why it is not scored)."""
+        chunk, size, pixels = [], 0, 0
         for i, image in enumerate(images):
             if isinstance(image, (bytes, bytearray)):
                 name, data, problem = f"<image {i}>", bytes(image), None
@@ -217,12 +278,15 @@ class RemoteScorer:
                     data, problem = read_image_file(name), None
                 except ImageError as e:
                     data, problem = None, e.problem
+            n = _pixels(data) if data is not None else 0
             if data is not None and chunk and (sum(d is not None for _, d, _ in chunk) >= self.batch_size
-                                               or size + len(data) > MAX_REQUEST_BYTES):
+                                               or size + len(data) > MAX_REQUEST_BYTES
+                                               or pixels + n > self.request_pixels):
                 yield chunk
-                chunk, size = [], 0
+                chunk, size, pixels = [], 0, 0
             chunk.append((name, data, problem))
             size += len(data) if data is not None else 0
+            pixels += n
         if chunk:
             yield chunk
 
@@ -232,15 +296,36 @@ class RemoteScorer:
         if sent:
             try:
                 outputs = future.result()
-                recs = records_from_outputs([n for n, _ in sent], outputs)
+                recs = [self._checked(r) for r in records_from_outputs([n for n, _ in sent], outputs)]
             except Exception as e:  # the server failed this request: each of its images gets the error
-                problem = f"server error ({type(e).__name__}: {' '.join(str(e).split())})"
+                problem = _server_text(f"server error ({type(e).__name__}: {one_line(e)})")
                 recs = [error_record(n, problem) for n, _ in sent]
             by_name = iter(recs)
         out = []
         for name, data, problem in chunk:
             out.append(next(by_name) if data is not None else error_record(name, problem))
         return out
+
+    def _checked(self, record: dict) -> dict:
+        """A server's record checked as local scoring checks a model's scores (``Scorer.check_scores``): a finite
+        score in the model's range (one within the tolerance is clipped into it), sizes of at least 1; otherwise an
+        error record naming the server. Its error text is made printable and cut to MAX_ERROR_CHARS."""
+        if ERROR in record:
+            return error_record(record[IMAGE], _server_text(record[ERROR]))
+        score, (lo, hi) = record[SCORE], self.score_range
+        problem = None
+        if not math.isfinite(score):
+            problem = f"a score that is not a finite number ({score})"
+        elif not lo - SCORE_TOLERANCE <= score <= hi + SCORE_TOLERANCE:
+            problem = f"the score {score:.4g}, outside the model's range [{lo:g}, {hi:g}]"
+        else:
+            small = [f"{k} {record[k]}" for k in INT_FIELDS if record[k] < 1]
+            if small:
+                problem = f"{', '.join(small)} (at least 1 expected)"
+        if problem:
+            return error_record(record[IMAGE], f"the server at {printable(self.url)} answered {problem}")
+        record[SCORE] = min(max(score, lo), hi)
+        return record
 
     def iter_score(self, images, details: bool = False, maps=False):
         """One record per image (paths or encoded bytes), in input order, as :meth:`Scorer.iter_score`."""
@@ -264,6 +349,18 @@ class RemoteScorer:
 
     def score_many(self, images) -> list[dict]:
         return list(self.iter_score(images))
+
+
+def _pixels(data: bytes) -> int:
+    """Decoded pixels of an encoded image from its header (0 when Pillow cannot read one: the server says why)."""
+    size = header_size(data)
+    return size[0] * size[1] if size else 0
+
+
+def _server_text(text: str) -> str:
+    """An error text from the server for a record: printable, on one line, at most MAX_ERROR_CHARS."""
+    text = printable(one_line(text))
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 3] + "..."
 
 
 def open_remote(url: str, options) -> RemoteScorer:

@@ -610,3 +610,155 @@ def test_huge_pixel_requests_are_refused_per_row_and_a_normal_request_is_served_
     assert errors[:2] == ["", ""] and errors[3] == "" and errors[2].startswith("request has too many pixels (108 Mpx")
     assert np.isfinite(scores[[0, 1, 3]]).all()
 
+
+# --- R10: a server's records are checked as local scores are ----------------------------------------------------
+
+
+class KServeFake:
+    """A loopback KServe v2 HTTP server (``http.server``) that answers every infer request with the same record for
+    each image: ``score``, ``error`` (text), ``patches``, ``width``, ``height`` as given, in the binary tensor
+    extension tritonclient asks for; its model config states ``parameters`` when given. Stopped by ``close``."""
+
+    def __init__(self, score=0.5, error="", patches=1, width=40, height=30, parameters=None):
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        config = {**FakeServer.CONFIG, **({"parameters": {k: {"string_value": v} for k, v in parameters.items()}}
+                                          if parameters else {})}
+        row = {"score": np.float32(score), "error": error.encode(), "patches": patches, "width": width,
+               "height": height}
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def reply(self, body: bytes, headers=()):
+                self.send_response(200)
+                for k, v in (("Content-Type", "application/json"), *headers):
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self.reply(json.dumps(config).encode() if self.path.endswith("/config") else b"")
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                head = json.loads(body[:int(self.headers.get("Inference-Header-Content-Length", len(body)))])
+                n = head["inputs"][0]["shape"][0]
+                outputs, blobs = [], []
+                for name, kind in (("score", "FP32"), ("error", "BYTES"), ("patches", "INT32"), ("width", "INT32"),
+                                   ("height", "INT32")):
+                    if kind == "BYTES":
+                        blob = b"".join(len(row[name]).to_bytes(4, "little") + row[name] for _ in range(n))
+                    else:
+                        blob = np.full(n, row[name], np.float32 if kind == "FP32" else np.int32).tobytes()
+                    outputs.append({"name": name, "datatype": kind, "shape": [n, 1],
+                                    "parameters": {"binary_data_size": len(blob)}})
+                    blobs.append(blob)
+                header = json.dumps({"model_name": "icrt", "outputs": outputs}).encode()
+                self.reply(header + b"".join(blobs), [("Inference-Header-Content-Length", str(len(header)))])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+
+def score_through(fake, capsys, paths, fmt="json"):
+    try:
+        return run_cli(capsys, "score", *paths, "--url", fake.url, "--format", fmt)
+    finally:
+        fake.close()
+
+
+def strict_json(text):
+    """JSON that has no bare NaN or Infinity (json.loads takes them unless told)."""
+    import json
+
+    def refuse(name):
+        raise ValueError(f"bare {name} in the JSON output")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("answer, words", [
+    ({"score": float("nan")}, "answered a score that is not a finite number (nan)"),
+    ({"score": float("inf")}, "answered a score that is not a finite number (inf)"),
+    ({"score": 7.5}, "answered the score 7.5, outside the model's range [0, 1]"),
+    ({"score": -3.0}, "answered the score -3, outside the model's range [0, 1]"),
+    ({"patches": -5}, "answered patches -5 (at least 1 expected)"),
+    ({"width": -1, "height": 0}, "answered width -1, height 0 (at least 1 expected)"),
+    ({"score": 7.5, "parameters": {"icrt_score_range": "[0, 5]"}}, "outside the model's range [0, 5]"),
+])
+def test_score_url_refuses_what_local_scoring_would_refuse_naming_the_server(tmp_path, capsys, answer, words):
+    """R10: a fake or broken KServe server's NaN, infinite, out-of-range scores and sizes below 1 are error records
+    naming the server (exit 1), and the JSON output stays strict."""
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    paths = images(str(tmp_path), 2)
+    fake = KServeFake(**answer)
+    code, out, err = score_through(fake, capsys, paths)
+    records = strict_json(out)
+    assert code == 1 and [r["image"] for r in records] == paths
+    for r in records:
+        assert set(r) == {"image", "error"} and r["error"].startswith(f"the server at {fake.url} answered ")
+        assert words in r["error"]
+    assert err.count("\n") == 3 and "Traceback" not in err  # one line per file, then the count
+
+
+@pytest.mark.parametrize("answer, score", [
+    ({"score": 1.0005}, 1.0),  # within the tolerance: clipped into the range, as locally
+    ({"score": 0.25}, 0.25),
+    ({"score": 7.5, "parameters": {"icrt_score_range": "[0.0, 10.0]"}}, 7.5),  # the range the server states
+])
+def test_score_url_takes_scores_in_the_model_range(tmp_path, capsys, answer, score):
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    paths = images(str(tmp_path), 1)
+    code, out, err = score_through(KServeFake(**answer), capsys, paths)
+    [record] = strict_json(out)
+    assert code == 0 and err == "" and record["score"] == pytest.approx(score, abs=1e-6)
+
+
+def test_score_url_writes_a_server_error_text_escaped(tmp_path, capsys):
+    """R10: an error text with ESC from the server is written printable into CSV (before: raw on stdout)."""
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    paths = images(str(tmp_path), 1)
+    code, out, err = score_through(KServeFake(error="bad\x1b]0;PWNED\x07\x1b[2J" + "x" * 5000), capsys, paths, "csv")
+    assert code == 1 and not any(c in out + err for c in "\x1b\x07")
+    line = out.splitlines()[1]
+    assert "bad\\x1b]0;PWNED\\x07\\x1b[2Jxxx" in line and len(line) < 1200 and line.endswith("...")
+
+
+@pytest.mark.parametrize("parameters", [{"icrt_score_range": "[1, 0]"}, {"icrt_score_range": "nope"},
+                                        {"icrt_score_range": "[0, NaN]"}, {"icrt_max_request_pixels": "-1"}])
+def test_score_url_refuses_a_server_stating_a_broken_range_or_budget_in_one_line(tmp_path, capsys, parameters):
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    paths = images(str(tmp_path), 1)
+    code, out, err = score_through(KServeFake(parameters=parameters), capsys, paths)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "is not what icrt's servers state" in err
+
+
+def test_score_url_packs_requests_within_the_server_pixel_budget(tmp_path, capsys, monkeypatch):
+    """A server stating a pixel budget per request gets requests within it (an image over it goes alone)."""
+    pytest.importorskip("tritonclient.http", reason=f"tritonclient is not installed ({SERVE_EXTRA})")
+    from icrt.runtime.serving.client import RemoteScorer
+
+    paths = images(str(tmp_path), 6)  # 64x64, 120x80, 33x200, 300x300, 97x61, 64x65
+    fake = KServeFake(parameters={"icrt_max_request_pixels": "20000"})
+    sizes = []
+    real = RemoteScorer._send
+    monkeypatch.setattr(RemoteScorer, "_send", lambda self, data: sizes.append(len(data)) or real(self, data))
+    try:
+        records = RemoteScorer(fake.url).score_many(paths)
+    finally:
+        fake.close()
+    assert [r["score"] for r in records] == [0.5] * 6
+    assert sizes == [2, 1, 1, 2]  # 4096 + 9600; 6600; 90000 alone; 5917 + 4160
