@@ -117,6 +117,12 @@ class ServerProcess:
         except OSError:
             return ""
 
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the log for a message, each line made printable (Triton's log quotes the model's errors)."""
+        from icrt.runtime.base.text import printable
+
+        return "\n".join(printable(line) for line in self.log()[-chars:].split("\n"))
+
     def _get(self, path: str) -> int:
         import urllib.error
         import urllib.request
@@ -135,12 +141,12 @@ class ServerProcess:
         while time.monotonic() < deadline:
             self.tree.update(descendants(self.proc.pid))
             if self.proc.poll() is not None:
-                raise RuntimeError(f"icrt serve exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+                raise RuntimeError(f"icrt serve exited with {self.proc.returncode}:\n{self.log_tail()}")
             if self._get("/v2/health/ready") == 200 and self._get(f"/v2/models/{self.name}/ready") == 200:
                 self.tree.update(descendants(self.proc.pid))
                 return
             time.sleep(0.3)
-        raise RuntimeError(f"icrt serve was not ready after {timeout:.0f} s:\n{self.log()[-4000:]}")
+        raise RuntimeError(f"icrt serve was not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
     def stop(self, sig=signal.SIGINT, timeout: float = 60.0) -> int:
         import subprocess
