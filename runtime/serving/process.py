@@ -76,17 +76,21 @@ class ServerProcess:
     ``wait_ready`` polls Triton's health and model-ready endpoints (plain HTTP, no client library); ``stop`` sends
     SIGINT (or ``sig``), waits, kills what is left after ``timeout`` and returns the exit code. ``tree`` is every
     process it started (tritonserver, the Python-backend stubs), recorded while it runs, so that a caller can check
-    that none outlives it."""
+    that none outlives it.
+
+    A port that was free when chosen may be taken before the server binds it (on a busy machine, by another test's
+    server or by any outgoing connection, which gets its local port from the same range): ``wait_ready`` then starts
+    the server again on other free ports (``START_ATTEMPTS`` in all); read the URLs after it returns."""
+
+    START_ATTEMPTS = 3
+    PORT_TAKEN = "already in use"  # icrt serve's 'cannot listen on HOST:PORT: Address already in use', Triton's log
 
     def __init__(self, serve_args=(), host: str = "127.0.0.1", log_path: str | None = None, name: str = "icrt",
                  env=None, cwd=None):
-        self.host, self.name = host, name
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3, host)
+        self.host, self.name, self.serve_args = host, name, [str(a) for a in serve_args]
         self.log_path = log_path or os.path.join(tempfile.mkdtemp(prefix="icrt-serve-"), "serve.log")
-        self.cmd = [sys.executable, "-m", "icrt", "serve", "--host", host, "--http-port", str(self.http_port),
-                    "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--name", name,
-                    *map(str, serve_args)]
         self.env, self.cwd = env, cwd
+        self._new_ports()
         self.proc = None
         self.tree: dict[int, float] = {}  # pid -> start time
 
@@ -102,17 +106,38 @@ class ServerProcess:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
+    def _new_ports(self) -> None:
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3, self.host)
+        self.cmd = [sys.executable, "-m", "icrt", "serve", "--host", self.host, "--http-port", str(self.http_port),
+                    "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--name", self.name,
+                    *self.serve_args]
+
     def start(self) -> "ServerProcess":
         import subprocess
 
         self._log = open(self.log_path, "wb")
+        self.attempts, self._log_from = 1, 0
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=self.env, cwd=self.cwd)
         return self
 
-    def log(self) -> str:
+    def _restart_on_new_ports(self) -> None:
+        import subprocess
+
+        self._log.write(f"\n[ServerProcess: a port was taken; starting again on other ports ({self.attempts + 1} of "
+                        f"{self.START_ATTEMPTS})]\n".encode())
+        self._log.flush()
+        self._log_from = self._log.tell()
+        self._new_ports()
+        self.attempts += 1
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.env, cwd=self.cwd)
+
+    def log(self, since: int = 0) -> str:
+        """The server's output (from byte ``since`` on)."""
         try:
             with open(self.log_path, "rb") as f:
+                f.seek(since)
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
@@ -141,6 +166,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             self.tree.update(descendants(self.proc.pid))
             if self.proc.poll() is not None:
+                if self.attempts < self.START_ATTEMPTS and self.PORT_TAKEN in self.log(self._log_from):
+                    self._restart_on_new_ports()
+                    continue
                 raise RuntimeError(f"icrt serve exited with {self.proc.returncode}:\n{self.log_tail()}")
             if self._get("/v2/health/ready") == 200 and self._get(f"/v2/models/{self.name}/ready") == 200:
                 self.tree.update(descendants(self.proc.pid))

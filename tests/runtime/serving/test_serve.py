@@ -559,6 +559,11 @@ def test_the_served_config_states_the_score_range_and_the_limits(server):
     assert json.loads(params["icrt_score_range"]) == [0.0, 1.0]
     assert params["icrt_max_pixels"] == "50000000" and params["icrt_max_request_pixels"] == "100000000"
     assert params["icrt_max_request_seconds"] == "30"
+    from icrt.runtime.serving.client import RemoteScorer
+
+    for url in (server.http_url, server.grpc_url):  # the client reads them over both protocols
+        remote = RemoteScorer(url)
+        assert remote.score_range == (0.0, 1.0) and remote.request_pixels == 100_000_000, url
 
 
 @pytest.mark.server
@@ -762,3 +767,34 @@ def test_score_url_packs_requests_within_the_server_pixel_budget(tmp_path, capsy
         fake.close()
     assert [r["score"] for r in records] == [0.5] * 6
     assert sizes == [2, 1, 1, 2]  # 4096 + 9600; 6600; 90000 alone; 5917 + 4160
+
+
+# --- start-up under load ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_a_port_taken_before_the_server_binds_it_starts_the_server_on_other_ports(square_bundle, tmp_path):
+    """On a busy machine a port chosen free can be taken before icrt serve binds it (another test's server, any
+    outgoing connection); ServerProcess then starts the server again on other free ports."""
+    need_serve()
+    import socket
+
+    from icrt.runtime.serving.process import ServerProcess
+
+    sp = ServerProcess(["-m", square_bundle], log_path=str(tmp_path / "log"), cwd=ROOT)
+    taken = sp.http_port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", taken))
+        s.listen()
+        sp.start()
+        try:
+            sp.wait_ready(READY_TIMEOUT)
+            assert sp.attempts == 2 and sp.http_port != taken
+            assert f"cannot listen on 127.0.0.1:{taken}: Address already in use" in sp.log()
+            with urllib.request.urlopen(f"{sp.http_url}/v2/health/ready", timeout=30) as r:
+                assert r.status == 200
+        finally:
+            code = sp.stop(signal.SIGINT, timeout=60)
+            left = sp.leftovers()
+            sp.kill_leftovers()
+    assert code == 0 and not left, (code, left, sp.log_tail())
