@@ -28,6 +28,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path[:1] != [_HERE]:
     sys.path.insert(0, _HERE)  # this folder's copy of icrt's runtime comes before any installed one
 
+from icrt.runtime.base.text import printable  # noqa: E402
 from icrt.runtime.bundle.preprocessing import Preprocessing  # noqa: E402
 from icrt.runtime.bundle.records import IMAGE_INPUT, outputs_for  # noqa: E402
 from icrt.runtime.scoring.scorer import Scorer  # noqa: E402
@@ -38,6 +39,7 @@ _UNREACHABLE = ("unavailable", "not found", "not ready", "unknown model", "no ve
 
 
 def _log(text):
+    text = printable(text)  # Triton's messages quote the repository's models; the log may be a terminal
     logger = getattr(pb_utils, "Logger", None)
     if logger is not None:
         logger.log_warn(text)
