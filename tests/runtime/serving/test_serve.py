@@ -559,6 +559,7 @@ def test_the_served_config_states_the_score_range_and_the_limits(server):
     assert json.loads(params["icrt_score_range"]) == [0.0, 1.0]
     assert params["icrt_max_pixels"] == "50000000" and params["icrt_max_request_pixels"] == "100000000"
     assert params["icrt_max_request_seconds"] == "30"
+    assert "at most 50 Mpx an image, 100 Mpx and 30 s a request)" in server.log()  # the ready line says them
     from icrt.runtime.serving.client import RemoteScorer
 
     for url in (server.http_url, server.grpc_url):  # the client reads them over both protocols
