@@ -89,8 +89,8 @@ def libpython_env(environ=None):
 def infer_function(scorer, limits: RequestLimits | None = None):
     """PyTriton's inference callable for one model instance: a batch of requests (each ``image``: [n, 1] BYTES)
     -> one dict of output arrays per request. Each request is held to ``limits`` (default: ``RequestLimits()``) by
-    ``limits.score_requests``: rows over its byte or pixel caps get an error row without being decoded, and rows not
-    started within its time budget get one too."""
+    ``runtime.serving.limits.score_requests``: rows over its byte or pixel caps get an error row without being
+    decoded, and rows not started within its time budget get one too."""
     from icrt.runtime.bundle.records import IMAGE_INPUT, outputs_for
 
     limits = limits or RequestLimits()
