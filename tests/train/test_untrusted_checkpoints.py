@@ -40,7 +40,8 @@ def _run(*args):
 def _refused(rc, err, path, marker):
     assert not os.path.exists(marker), "the payload ran"
     assert rc == 2, err
-    progs = ("python -m export", "python -m icrt.export", "python -m train.evaluate", "python -m icrt.train d2s")
+    progs = ("python -m export", "python -m icrt.export", "python -m train.evaluate", "python -m train d2s",
+             "python -m icrt.train d2s")
     assert len(err) == 1 and err[0].startswith(tuple(f"{p}: error: " for p in progs)), err
     assert str(path) in err[0] and "refused" in err[0], err
 
