@@ -42,7 +42,7 @@ import time
 
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
 from icrt.runtime.batch.folder import model_identity, prepare_out
-from icrt.runtime.batch.parts import DEFAULT_PART_ROWS, PartWriter, require_pyarrow
+from icrt.runtime.batch.parts import DEFAULT_PART_ROWS, MAX_PART_ROWS, PartWriter, require_pyarrow
 from icrt.runtime.batch.ray_runner import DEFAULT_RAY_BATCH
 from icrt.runtime.batch.summary import write_summary
 from icrt.runtime.batch.watchdog import DEFAULT_STALL_TIMEOUT
@@ -94,6 +94,8 @@ def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
     from icrt.runtime.bundle.manifest import load_manifest
 
     require_pyarrow()
+    if not 0 < job.part_rows <= MAX_PART_ROWS:  # a resume refuses larger parts as not icrt's (crafted ones)
+        raise UserInputError(f"--part-rows must be 1 .. {MAX_PART_ROWS:,}, got {job.part_rows}")
     job.scorer = job.scorer.replace(model=job.scorer.bundle())  # the default bundle, when none is named
     m = load_manifest(job.bundle)
     if job.precision not in m.precisions():

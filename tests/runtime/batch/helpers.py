@@ -125,6 +125,23 @@ def icrt(*argv, env=None, timeout=300):
     return p.returncode, p.stdout, p.stderr
 
 
+def icrt_peak_rss(*argv, timeout=300):
+    """`icrt` in a fresh process that reports its own peak resident memory: (exit code, stderr, peak MB)."""
+    code = ("import resource, sys\n"
+            "from icrt.runtime.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "sys.stdout.flush()\n"
+            "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(rc)\n")
+    p = subprocess.run([sys.executable, "-c", code, *map(str, argv)], cwd=ROOT, env=plain_env(), capture_output=True,
+                       text=True, timeout=timeout)
+    lines = p.stderr.splitlines()
+    peak = [ln for ln in lines if ln.startswith("PEAK_KB ")]
+    assert peak, p.stderr
+    err = "\n".join(ln for ln in lines if not ln.startswith("PEAK_KB "))
+    return p.returncode, err, int(peak[-1].split()[1]) / 1024
+
+
 def plain_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "ICRT_PROGRESS": "0"}
 
