@@ -1,5 +1,6 @@
 """An ``icrt batch --out DIR`` folder, guarded: ``run.json`` (what scores the folder: the bundle, its model files'
-digests, preprocessing and score range, checked when a run is resumed), what a folder must hold before icrt writes
+digests, preprocessing and score range, checked when a run is resumed; and where its images were, for ``icrt
+report``: ``runtime.batch.origin``), what a folder must hold before icrt writes
 into it (icrt's own regular files only: never links, FIFOs or someone else's files), the lock one run holds, and
 :func:`prepare_out`, which checks all of it before any work.
 """
@@ -20,6 +21,7 @@ from icrt.runtime.batch.layout import (
     part_files,
     write_owned_file,
 )
+from icrt.runtime.batch.origin import IMAGES, images_record
 from icrt.runtime.batch.parts import done_images
 
 RUN_FORMAT = "icrt-batch/1"
@@ -71,7 +73,8 @@ def model_identity(m, precision: str) -> dict:
 
 def run_config(job) -> dict:
     return {"format": RUN_FORMAT, "bundle": job.bundle_name, "bundle_path": job.bundle,
-            "precision": job.precision, "kind": job.bundle_kind, "model": job.extra.get("model")}
+            "precision": job.precision, "kind": job.bundle_kind, "model": job.extra.get("model"),
+            IMAGES: job.extra.get(IMAGES)}
 
 
 RUN_FIELDS = ("bundle", "bundle_path", "precision", "kind")  # text fields every icrt's run.json has ("model": later)
@@ -215,6 +218,7 @@ def prepare_out(job) -> set[str]:
         pass
     except OSError as e:
         raise UserInputError(f"cannot remove {printable(os.path.join(out, SUCCESS_FILE))}: {e.strerror or e}") from None
+    job.extra[IMAGES] = images_record(out, job.extra.get("inputs_root"), (prev or {}).get(IMAGES))
     write_owned_file(os.path.join(out, RUN_FILE), json.dumps(run_config(job), indent=2) + "\n")
     return done
 

@@ -5,6 +5,7 @@ file, then a rename): the parts *are* the record of finished work.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -73,29 +74,41 @@ def _bad_part(path: str, problem: str) -> UserInputError:
                           "(its rows will be scored again)")
 
 
-def part_batches(path: str, columns, batch_rows: int = READ_BATCH_ROWS):
-    """Yield the rows of ``columns`` of one part as checked pyarrow RecordBatches of at most ``batch_rows`` rows
-    (memory stays bounded, whatever the part holds); UserInputError naming the part when it is not one icrt
-    wrote: more than :data:`MAX_PART_ROWS` rows (checked from its footer, before any row is read), a column of
-    another type, a row without an image, a score that is not finite, both or neither of score and error. The
-    file column of older parts (``path``) is read as ``image``.
-
-    The part is opened without following a link and never blocks (``runtime.base.files.open_owned``), then read
-    by arrow itself from that descriptor (:func:`_arrow_file`), synchronously on the calling thread (no pre-buffer,
-    no thread pool), and closed before this returns: no arrow reader or buffer outlives the call or holds Python
-    memory, so nothing is left for a finalizing interpreter to release from another thread (that was the SIGABRT
-    at the end of Ray runs: a parquet reader over Python bytes freed on an arrow thread during exit)."""
+@contextlib.contextmanager
+def open_part(path: str):
+    """A ``pyarrow.parquet.ParquetFile`` on the part ``path`` (OSError when it cannot be opened as one): opened
+    without following a link and never blocking (``runtime.base.files.open_owned``), then read by arrow itself from
+    that descriptor (:func:`_arrow_file`), synchronously (no pre-buffer), and closed on leaving: no arrow reader or
+    buffer outlives the block or holds Python memory, so nothing is left for a finalizing interpreter to release from
+    another thread (the SIGABRT at the end of Ray runs: a parquet reader over Python bytes freed on an arrow pool
+    thread during exit). Read it with ``iter_batches(..., use_threads=False)``."""
     pa = require_pyarrow()
     from icrt.runtime.base.files import open_owned
 
-    try:
-        fd = open_owned(path)
-    except OSError as e:
-        raise _bad_part(path, e.strerror or str(e)) from None
+    with os.fdopen(open_owned(path), "rb") as held, _arrow_file(held.fileno()) as source, \
+            pa.parquet.ParquetFile(source, pre_buffer=False) as pf:
+        yield pf
+
+
+def _arrow_file(fd: int):
+    """An arrow file (``pyarrow.OSFile``: arrow's own reads and memory, no Python object behind it) on the file
+    already open as ``fd``. pyarrow opens files by name only, so it opens this descriptor's name in /proc/self/fd
+    (or /dev/fd): the same file, whatever has since been put at its path."""
+    pa = require_pyarrow()
+    name = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else f"/dev/fd/{fd}"
+    return pa.OSFile(name, "r")
+
+
+def part_batches(path: str, columns, batch_rows: int = READ_BATCH_ROWS):
+    """Yield the rows of ``columns`` of one part as checked pyarrow RecordBatches of at most ``batch_rows`` rows
+    (memory stays bounded, whatever the part holds; :func:`open_part`); UserInputError naming the part when it is not
+    one icrt wrote: more than :data:`MAX_PART_ROWS` rows (checked from its footer, before any row is read), a column
+    of another type, a row without an image, a score that is not finite, both or neither of score and error. The
+    file column of older parts (``path``) is read as ``image``."""
+    pa = require_pyarrow()
     rows = 0
     try:
-        with os.fdopen(fd, "rb") as held, _arrow_file(held.fileno()) as source, \
-                pa.parquet.ParquetFile(source, pre_buffer=False) as pf:
+        with open_part(path) as pf:
             schema, meta = pf.schema_arrow, pf.metadata
             declared = max(meta.num_rows, sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
             if declared > MAX_PART_ROWS:
@@ -124,15 +137,6 @@ def part_batches(path: str, columns, batch_rows: int = READ_BATCH_ROWS):
     except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as e:
         text = getattr(e, "strerror", None) if isinstance(e, OSError) else None
         raise _bad_part(path, text or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-
-
-def _arrow_file(fd: int):
-    """An arrow file (``pyarrow.OSFile``: arrow's own reads and memory, no Python object behind it) on the file
-    already open as ``fd``. pyarrow opens files by name only, so it opens this descriptor's name in /proc/self/fd
-    (or /dev/fd): the same file, whatever has since been put at its path."""
-    pa = require_pyarrow()
-    name = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else f"/dev/fd/{fd}"
-    return pa.OSFile(name, "r")
 
 
 def read_parts(out: str, columns):
