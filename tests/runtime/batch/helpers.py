@@ -159,6 +159,30 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
+def icrt_session(*argv, env=None, timeout=300, linger=60):
+    """`icrt` in a subprocess of its own session: (exit code, stdout, stderr, pids of its session still alive
+    ``linger`` s after it ended; they are then killed). A local Ray's processes are in that session."""
+    proc = subprocess.Popen([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], cwd=ROOT,
+                            env=env or plain_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"icrt {' '.join(map(str, argv))} ran past {timeout} s: {stderr[-2000:]}") from None
+    deadline = time.monotonic() + linger
+    while _session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # Ray's processes end on their own after its shutdown; bounded wait
+    left = _session_pids(proc.pid)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return proc.returncode, stdout, stderr, left
+
+
 def kill_after_first_part(argv, out, env, timeout=240) -> bool:
     """Start `icrt batch` in a new session, SIGKILL it (and every process of its session: a local Ray's too) as
     soon as its first part appears. True when it was killed before it finished."""
