@@ -142,6 +142,42 @@ def icrt_peak_rss(*argv, timeout=300):
     return p.returncode, err, int(peak[-1].split()[1]) / 1024
 
 
+SLOW_GIL_C = r"""
+/* PyGILState_Ensure called from a thread other than the main one (arrow's pool, Ray's C++ threads) is delayed by
+   SLOWGIL_MS, as if that thread were descheduled on a loaded machine: the main thread runs on, e.g. into the
+   interpreter's finalization, which a later GIL request from such a thread cannot survive (pthread_exit through a
+   noexcept C++ destructor: std::terminate, SIGABRT). Test machinery only. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+int PyGILState_Ensure(void) {
+    static int (*real)(void) = 0;
+    if (!real) real = (int (*)(void))dlsym(RTLD_NEXT, "PyGILState_Ensure");
+    const char *ms = getenv("SLOWGIL_MS");
+    if (ms && syscall(SYS_gettid) != getpid()) usleep(atoi(ms) * 1000);
+    return real();
+}
+"""
+
+
+def slow_gil_env(tmp_path, ms: int = 300) -> dict:
+    """Environment for an `icrt` subprocess in which other threads' requests for the GIL come ``ms`` late (a shared
+    library preloaded, built here from :data:`SLOW_GIL_C`): whatever such a thread still has to release when the
+    process exits then meets a finalizing interpreter. Skips without Linux or a C compiler."""
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not sys.platform.startswith("linux") or cc is None:
+        pytest.skip("needs Linux and a C compiler (cc) to build the preloaded library")
+    src, lib = tmp_path / "slowgil.c", tmp_path / "slowgil.so"
+    src.write_text(SLOW_GIL_C)
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"], check=True, capture_output=True)
+    return {**plain_env(), "LD_PRELOAD": str(lib), "SLOWGIL_MS": str(ms), "PYTHONFAULTHANDLER": "1"}
+
+
 def plain_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "ICRT_PROGRESS": "0"}
 
