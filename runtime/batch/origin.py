@@ -19,8 +19,8 @@ def inputs_root(paths) -> str | None:
     """The folder every local input lies in (resolved), or None when there is none (URIs only)."""
     from icrt.runtime.scoring.inputs import is_uri
 
-    folders = {os.path.dirname(os.path.abspath(p)) for p in paths if not is_uri(p)}
-    real = {os.path.realpath(f) for f in folders}
+    folders = {os.path.dirname(p) for p in paths if not is_uri(p)}  # the distinct folders first: few syscalls
+    real = {os.path.realpath(os.path.abspath(f)) for f in folders}
     return os.path.commonpath(sorted(real)) if real else None
 
 
