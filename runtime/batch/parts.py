@@ -109,9 +109,8 @@ def part_batches(path: str, columns, batch_rows: int = READ_BATCH_ROWS):
     rows = 0
     try:
         with open_part(path) as pf:
-            schema, meta = pf.schema_arrow, pf.metadata
-            declared = max(meta.num_rows, sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups)))
-            if declared > MAX_PART_ROWS:
+            schema, declared = pf.schema_arrow, pf.metadata.num_rows
+            if declared > MAX_PART_ROWS:  # (a footer that lies is caught by the count below, batch by batch)
                 raise _bad_part(path, f"{declared:,} rows; icrt batch writes at most {MAX_PART_ROWS:,} a part")
             names = list(columns)
             if IMAGE in names and IMAGE not in schema.names and OLD_FILE_COLUMN in schema.names:
@@ -119,7 +118,7 @@ def part_batches(path: str, columns, batch_rows: int = READ_BATCH_ROWS):
             missing = [c for c in names if c not in schema.names]
             if missing:
                 raise _bad_part(path, f"no column {', '.join(missing)}")
-            problem = _schema_problem(pa.schema([schema.field(c) for c in names]))
+            problem = _schema_problem(pa.schema([schema.field(n).with_name(c) for n, c in zip(names, columns)]))
             if problem:
                 raise _bad_part(path, problem)
             for batch in pf.iter_batches(batch_size=batch_rows, columns=names, use_threads=False):
