@@ -9,7 +9,8 @@ temporary file in DIR, then a rename, so no reader ever sees half a file):
   ``score``, ``error``, ``width``, ``height``, ``patches``); a file that could not be scored has ``error`` set (the
   text ``icrt score`` gives) and nulls in the other columns. A part exists only complete: the parts *are* the
   record of finished work.
-- ``run.json``: what the run scores with (bundle, precision), checked when the run is resumed.
+- ``run.json``: what the run scores with (bundle, precision, model digests), checked when the run is resumed, and
+  where its images were (``runtime.batch.origin``: what ``icrt report`` may show).
 - ``summary.json``: counts, errors, score quantiles and histogram, images/s, the bundle's name and versions.
 - ``_SUCCESS``: the completion marker, written last.
 
@@ -42,7 +43,8 @@ import time
 
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
 from icrt.runtime.batch.folder import model_identity, prepare_out
-from icrt.runtime.batch.parts import DEFAULT_PART_ROWS, PartWriter, require_pyarrow
+from icrt.runtime.batch.origin import inputs_root
+from icrt.runtime.batch.parts import DEFAULT_PART_ROWS, MAX_PART_ROWS, PartWriter, require_pyarrow
 from icrt.runtime.batch.ray_runner import DEFAULT_RAY_BATCH
 from icrt.runtime.batch.summary import write_summary
 from icrt.runtime.batch.watchdog import DEFAULT_STALL_TIMEOUT
@@ -94,6 +96,8 @@ def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
     from icrt.runtime.bundle.manifest import load_manifest
 
     require_pyarrow()
+    if not 0 < job.part_rows <= MAX_PART_ROWS:  # a resume refuses larger parts as not icrt's (crafted ones)
+        raise UserInputError(f"--part-rows must be 1 .. {MAX_PART_ROWS:,}, got {job.part_rows}")
     job.scorer = job.scorer.replace(model=job.scorer.bundle())  # the default bundle, when none is named
     m = load_manifest(job.bundle)
     if job.precision not in m.precisions():
@@ -101,6 +105,7 @@ def run_batch(job: Job, paths: list[str], problems: dict, shard=None) -> int:
     job.bundle_name, job.bundle_kind, job.versions = m.name, m.kind, dict(m.versions or {})
     job.extra["score_range"] = list(m.score_range)
     job.extra["model"] = model_identity(m, job.precision)
+    job.extra["inputs_root"] = inputs_root(paths)  # where the images are, for run.json (icrt report)
     try:
         done = prepare_out(job)
         return _run(job, paths, problems, shard, done)

@@ -5,6 +5,7 @@ file, then a rename): the parts *are* the record of finished work.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -13,6 +14,8 @@ from icrt.runtime.batch.layout import PART_FORMAT, part_files, write_owned_file
 from icrt.runtime.bundle.records import ERROR, IMAGE, OLD_FILE_COLUMN, SCORE, parquet_schema
 
 DEFAULT_PART_ROWS = 5000
+MAX_PART_ROWS = 1_000_000  # --part-rows at most: a part with more rows is no icrt part (a crafted one is refused)
+READ_BATCH_ROWS = 8192  # rows of a part read back at a time
 DEFAULT_PART_SECONDS = 300.0  # a part is written at least this often while rows come (a kill loses less)
 MAX_ERROR_LINES = 200  # error lines printed on stderr
 
@@ -34,75 +37,123 @@ def part_number(path: str) -> int:
     return int(stem) if stem.isdigit() else -1
 
 
-def part_problem(table) -> str | None:
-    """What makes ``table`` (a part read back) something other than an icrt batch part, or None: the column types
-    of the records' Parquet schema, an image in every row, and in each row either a finite score or an error."""
-    pa = require_pyarrow()
+def _schema_problem(schema) -> str | None:
+    """What makes a part's schema something other than icrt's: a column of the records' Parquet schema with
+    another type."""
     want = parquet_schema()
-    for name in table.column_names:
-        if table.schema.field(name).type != want.field(name).type:
-            return f"column {name} has type {table.schema.field(name).type}, not {want.field(name).type}"
-    if IMAGE in table.column_names and table.column(IMAGE).null_count:
+    for name in schema.names:
+        if name in want.names and schema.field(name).type != want.field(name).type:
+            return f"column {name} has type {schema.field(name).type}, not {want.field(name).type}"
+    return None
+
+
+def _rows_problem(batch) -> str | None:
+    """What makes rows of a part something other than icrt's, or None: an image in every row, and in each row
+    either a finite score or an error."""
+    pa = require_pyarrow()
+    if IMAGE in batch.schema.names and batch.column(IMAGE).null_count:
         return "a row without an image"
-    if SCORE in table.column_names:
+    if SCORE in batch.schema.names:
         import numpy as np
-        score = table.column(SCORE)
-        values = score.drop_null().to_numpy()
+        score = batch.column(SCORE)
+        values = score.drop_null().to_numpy(zero_copy_only=False)
         if values.size and not np.all(np.isfinite(values)):
             return "a score that is not a finite number (NaN or infinity)"
-        if ERROR in table.column_names:
-            both = pa.compute.and_(pa.compute.is_valid(score), pa.compute.is_valid(table.column(ERROR)))
-            neither = pa.compute.and_(pa.compute.is_null(score), pa.compute.is_null(table.column(ERROR)))
+        if ERROR in batch.schema.names:
+            error = batch.column(ERROR)
+            both = pa.compute.and_(pa.compute.is_valid(score), pa.compute.is_valid(error))
+            neither = pa.compute.and_(pa.compute.is_null(score), pa.compute.is_null(error))
             if pa.compute.any(both).as_py() or pa.compute.any(neither).as_py():
                 return "a row with both a score and an error, or neither"
     return None
 
 
-def read_part(path: str, columns):
-    """The pyarrow Table of ``columns`` of one part, checked (:func:`part_problem`); the part is opened without
-    following a link and never blocks (``runtime.base.files.open_owned``). UserInputError naming the part otherwise.
-    The file column of older parts (``path``) is read as ``image``."""
+def _bad_part(path: str, problem: str) -> UserInputError:
+    from icrt.runtime.base.text import printable
+    return UserInputError(f"{printable(path)}: not an icrt batch part ({problem}); move it away and rerun with --resume "
+                          "(its rows will be scored again)")
+
+
+@contextlib.contextmanager
+def open_part(path: str):
+    """A ``pyarrow.parquet.ParquetFile`` on the part ``path`` (OSError when it cannot be opened as one): opened
+    without following a link and never blocking (``runtime.base.files.open_owned``), then read by arrow itself from
+    that descriptor (:func:`_arrow_file`), synchronously (no pre-buffer), and closed on leaving: no arrow reader or
+    buffer outlives the block or holds Python memory, so nothing is left for a finalizing interpreter to release from
+    another thread (the SIGABRT at the end of Ray runs: a parquet reader over Python bytes freed on an arrow pool
+    thread during exit). Read it with ``iter_batches(..., use_threads=False)``."""
     pa = require_pyarrow()
     from icrt.runtime.base.files import open_owned
-    from icrt.runtime.base.text import printable
 
-    def bad(problem):
-        return UserInputError(f"{printable(path)}: not an icrt batch part ({problem}); move it away and rerun with "
-                              "--resume (its rows will be scored again)")
+    with os.fdopen(open_owned(path), "rb") as held, _arrow_file(held.fileno()) as source, \
+            pa.parquet.ParquetFile(source, pre_buffer=False) as pf:
+        yield pf
+
+
+def _arrow_file(fd: int):
+    """An arrow file (``pyarrow.OSFile``: arrow's own reads and memory, no Python object behind it) on the file
+    already open as ``fd``. pyarrow opens files by name only, so it opens this descriptor's name in /proc/self/fd
+    (or /dev/fd): the same file, whatever has since been put at its path."""
+    pa = require_pyarrow()
+    name = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else f"/dev/fd/{fd}"
+    return pa.OSFile(name, "r")
+
+
+def part_batches(path: str, columns, batch_rows: int = READ_BATCH_ROWS):
+    """Yield the rows of ``columns`` of one part as checked pyarrow RecordBatches of at most ``batch_rows`` rows
+    (memory stays bounded, whatever the part holds; :func:`open_part`); UserInputError naming the part when it is not
+    one icrt wrote: more than :data:`MAX_PART_ROWS` rows (checked from its footer, before any row is read), a column
+    of another type, a row without an image, a score that is not finite, both or neither of score and error. The
+    file column of older parts (``path``) is read as ``image``."""
+    pa = require_pyarrow()
+    rows = 0
     try:
-        with os.fdopen(open_owned(path), "rb") as f:  # read here, parsed from memory (parts are small)
-            data = f.read()
-        buffer = pa.BufferReader(data)
-        # on the calling thread: with arrow's thread pool (use_threads, pre_buffer) a reader task could still hold
-        # the Python bytes when the process exits, and releasing them then needs the GIL of a finalizing
-        # interpreter: an abort (seen after a Ray run, whose terminate handler turns it into SIGABRT)
-        one_thread = {"use_threads": False, "pre_buffer": False}
-        if IMAGE in columns and OLD_FILE_COLUMN in pa.parquet.read_schema(buffer).names:
-            old = [OLD_FILE_COLUMN if c == IMAGE else c for c in columns]
-            table = pa.parquet.read_table(buffer, columns=old, **one_thread).rename_columns(list(columns))
-        else:
-            table = pa.parquet.read_table(buffer, columns=list(columns), **one_thread)
+        with open_part(path) as pf:
+            schema, declared = pf.schema_arrow, pf.metadata.num_rows
+            if declared > MAX_PART_ROWS:  # (a footer that lies is caught by the count below, batch by batch)
+                raise _bad_part(path, f"{declared:,} rows; icrt batch writes at most {MAX_PART_ROWS:,} a part")
+            names = list(columns)
+            if IMAGE in names and IMAGE not in schema.names and OLD_FILE_COLUMN in schema.names:
+                names = [OLD_FILE_COLUMN if c == IMAGE else c for c in names]
+            missing = [c for c in names if c not in schema.names]
+            if missing:
+                raise _bad_part(path, f"no column {', '.join(missing)}")
+            problem = _schema_problem(pa.schema([schema.field(n).with_name(c) for n, c in zip(names, columns)]))
+            if problem:
+                raise _bad_part(path, problem)
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=names, use_threads=False):
+                if names != list(columns):
+                    batch = batch.rename_columns(list(columns))
+                rows += batch.num_rows
+                if rows > MAX_PART_ROWS:
+                    raise _bad_part(path, f"more than {MAX_PART_ROWS:,} rows")
+                problem = _rows_problem(batch)
+                if problem:
+                    raise _bad_part(path, problem)
+                yield batch
+    except UserInputError:
+        raise
     except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as e:
         text = getattr(e, "strerror", None) if isinstance(e, OSError) else None
-        raise bad(text or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    problem = part_problem(table)
-    if problem:
-        raise bad(problem)
-    return table
+        raise _bad_part(path, text or f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
 
 def read_parts(out: str, columns):
-    """Yield (part file, checked pyarrow Table of ``columns``) for each finished part (:func:`read_part`)."""
+    """Yield (part file, checked RecordBatch of ``columns``) for the rows of each finished part, in bounded memory
+    (:func:`part_batches`)."""
     for p in part_files(out):
-        yield p, read_part(p, columns)
+        for batch in part_batches(p, columns):
+            yield p, batch
 
 
 def done_images(out: str) -> set[str]:
-    """The ``image`` cells of every finished part, each part checked whole first (a tampered part is refused
-    before anything is scored, not when the summary is written)."""
+    """The distinct ``image`` cells of every finished part, each part checked first (a tampered part is refused
+    before anything is scored, not when the summary is written). Read batch by batch, each batch's distinct
+    paths only turned into Python strings: memory grows with the distinct paths, not with the rows."""
+    pa = require_pyarrow()
     done = set()
-    for _, t in read_parts(out, [IMAGE, SCORE, ERROR]):
-        done.update(t.column(IMAGE).to_pylist())
+    for _, batch in read_parts(out, [IMAGE, SCORE, ERROR]):
+        done.update(pa.compute.unique(batch.column(IMAGE)).to_pylist())
     return done
 
 

@@ -179,14 +179,19 @@ def run(job, paths: list[str], problems: dict, writer) -> None:
             num_cpus=cpw, num_gpus=gpw or None)
         owners = {**plain, **odd}
         left = len(owners)
+        # prefetch_batches=0: blocks are fetched and turned into tables on this thread (no Ray Data formatting
+        # threads left holding arrow buffers when the process exits); closed below in every case, which shuts the
+        # streaming executor down (and joins its thread) before Ray is
+        batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+        table = None
         with Watchdog(job.stall_timeout, " from the Ray workers") as dog:
             try:
-                for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for table in batches:
                     dog.tick()
                     if "first_rows_s" not in job.extra["ray"]:
                         job.extra["ray"]["first_rows_s"] = round(time.monotonic() - t0, 2)
                         job.extra["ray"]["first_rows"] = table.num_rows
-                    table, n = _map_back(pa, table, owners)
+                    table, n = _map_back(pa, table, owners)  # a copy in arrow's memory: Ray's block is let go
                     left -= n
                     writer.add(table)
             except KeyboardInterrupt:
@@ -195,6 +200,9 @@ def run(job, paths: list[str], problems: dict, writer) -> None:
                 raise
             except Exception as e:
                 raise _ray_error(e, dog) from None
+            finally:
+                batches.close()
+                ds = table = None  # nothing of Ray's is held past here
         if left:
             raise IcrtError(f"Ray returned no rows for {left} input(s); the rows written are kept: rerun with --resume")
     finally:
@@ -203,7 +211,9 @@ def run(job, paths: list[str], problems: dict, writer) -> None:
 
 
 def _map_back(pa, table, owners: dict):
-    """Ray paths -> the inputs they were read for (several inputs may name one file); rows for each."""
+    """Ray paths -> the inputs they were read for (several inputs may name one file); rows for each, always
+    taken into new arrays in arrow's own memory (``take`` copies), so that no row kept for a part points into a
+    block Ray deserialized (Python-owned buffers that would outlive the Ray run)."""
     keys = table.column(IMAGE).to_pylist()
     take, names = [], []
     found = 0
@@ -219,7 +229,7 @@ def _map_back(pa, table, owners: dict):
         for p in inputs:
             take.append(i)
             names.append(parquet_name(p))
-    out = table.take(pa.array(take, pa.int64())) if len(take) != len(keys) or take != list(range(len(keys))) else table
+    out = table.take(pa.array(take, pa.int64()))
     out = out.set_column(out.schema.get_field_index(IMAGE), IMAGE, pa.array(names, pa.string()))
     return out, found
 

@@ -33,11 +33,10 @@ def write_summary(job, stats: dict, shard=None) -> dict:
     scores, errors, by_problem = [], [], {}
     rows = n_err = chars = 0
     parts = part_files(job.out)
-    for _, t in read_parts(job.out, [IMAGE, SCORE, ERROR]):
+    for _, t in read_parts(job.out, [IMAGE, SCORE, ERROR]):  # batch by batch: memory bounded by the scores
         rows += t.num_rows
-        s = t.column("score").drop_null().to_numpy()
-        scores.append(s.astype(np.float64, copy=False))
-        err = t.column("error")
+        scores.append(np.array(t.column(SCORE).drop_null().to_numpy(zero_copy_only=False), dtype=np.float64))
+        err = t.column(ERROR)
         if err.null_count < t.num_rows:
             mask = pa.compute.is_valid(err)
             bad = t.filter(mask)

@@ -19,9 +19,10 @@ and finds the score range; pass 2 fills what the page shows, in bounded memory w
 - a histogram and global quantiles, per-folder figures, the simplest and most complex images and ``--thumbs N``
   images evenly spaced by rank, the errors (``runtime.report.statistics`` says how each stays exact or bounded).
 
-Thumbnails are decoded by the runtime's own decoding and embedded (``runtime.report.html``); a missing or
-unreadable image shows a placeholder with the reason. Relative paths are looked up from the current folder, then
-from the folder that holds the input.
+Thumbnails are decoded by the runtime's own decoding and embedded (``runtime.report.html``), only of images below
+the images root: ``--images-root``; for a batch folder, where its run recorded its images (``runtime.batch.origin``)
+when this machine's run wrote that very folder, never where the folder sits; for a scores file, its folder. A
+missing, unreadable or withheld image shows a placeholder with the reason.
 
 Every text taken from the input is made printable (``runtime.base.text.printable``), cut to a length, and
 HTML-escaped; the page has no script, no external resource, and a Content-Security-Policy that forbids both.
@@ -74,7 +75,7 @@ def check_images_root(images_root: str | None) -> None:
 def make_report(source_path: str, thumbs: int = DEFAULT_THUMBS, title: str | None = None,
                 images_root: str | None = None) -> str:
     """The HTML page for ``source_path`` (a batch folder, a Parquet part, or a scores file); thumbnails only of
-    images below ``images_root`` (default: the folder that holds the scores, see :class:`ImagesRoot`)."""
+    images below ``images_root`` (default: see ``runtime.report.html.ImagesRoot``)."""
     check_images_root(images_root)
     return render_source(Source(source_path), thumbs, title, images_root)[0]
 

@@ -40,6 +40,8 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 OUTSIDE_ROOT = "not shown: outside the images root (--images-root)"
+NOT_BELOW_ROOT = "not shown: not found below the images root (--images-root)"
+NO_ROOT = "not shown: no images root for this batch folder (--images-root)"
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -47,27 +49,40 @@ def _inside(path: str, folder: str) -> bool:
 
 
 class ImagesRoot:
-    """Where thumbnails may come from: files below ``root`` only (the scores file's folder unless the user names
-    another), symbolic links resolved, so that a scores file cannot make the page embed any image of this machine
-    (``/home/you/id.jpg``, ``../../x.jpg``, a link out). Relative paths are looked up from the root, the folder
-    that holds the scores, then the current folder. A path outside gets :data:`OUTSIDE_ROOT` whether or not it
-    exists (the page does not tell what is on this machine)."""
+    """Where thumbnails may come from: files below ``root`` only, symbolic links resolved, so that scores someone
+    sends cannot make the page embed any image of this machine (``/home/you/id.jpg``, ``../../x.jpg``, a link out).
+    The root is ``--images-root`` when given; else, for a batch folder, the root its run.json records when that
+    record is this machine's for this very folder (``runtime.batch.origin``; none otherwise, ``why`` says why), and
+    for a scores file or a single part, the folder that holds it. Relative paths are looked up from ``bases``
+    (:meth:`for_source`). A placeholder never tells whether a path outside the root exists: :data:`OUTSIDE_ROOT`
+    when every place it was looked for is outside, :data:`NOT_BELOW_ROOT` when some are below the root (and missing
+    there); ``no such file`` only when it was looked for below the root alone."""
 
-    def __init__(self, base: str, root: str | None = None):
-        self.base = os.path.abspath(base)
-        self.root = os.path.abspath(root) if root else self.base
-        self.real_root = os.path.realpath(self.root)
+    def __init__(self, root: str | None, bases: list[str], why: str | None = None):
+        self.root = os.path.abspath(root) if root else None
+        self.real_root = os.path.realpath(self.root) if self.root else None
+        self.bases = list(dict.fromkeys(os.path.abspath(b) for b in bases))
+        self.why = why  # why there is no root (a batch folder from elsewhere)
+
+    @classmethod
+    def for_source(cls, source: Source, images_root: str | None = None) -> "ImagesRoot":
+        from icrt.runtime.batch.origin import recorded_cwd, recorded_root
+
+        cwd = os.path.abspath("")
+        if source.kind == "batch":  # relative to the run's working folder, as icrt batch recorded it
+            bases = [b for b in (recorded_cwd(source.origin), images_root, cwd) if b]
+            root, why = (images_root, None) if images_root else recorded_root(source.origin, source.path)
+            return cls(root, bases, why)
+        return cls(images_root or source.base, [b for b in (images_root, source.base, cwd) if b])
 
     def locate(self, path: str) -> tuple[str | None, str | None]:
         """(the file to decode, resolved; or None and why not)."""
+        if self.real_root is None:
+            return None, NO_ROOT
         if not path or "\0" in path:
             return None, OUTSIDE_ROOT
-        if os.path.isabs(path):
-            candidates = [path]
-        else:
-            candidates = list(dict.fromkeys([os.path.join(self.root, path), os.path.join(self.base, path),
-                                             os.path.abspath(path)]))
-        inside = []
+        candidates = [path] if os.path.isabs(path) else list(dict.fromkeys(os.path.join(b, path) for b in self.bases))
+        below = []
         for c in candidates:
             try:
                 real = os.path.realpath(c)
@@ -76,10 +91,10 @@ class ImagesRoot:
             if _inside(real, self.real_root):
                 if os.path.lexists(real):
                     return real, None
-                inside.append(real)
-        if inside:  # below the root, but missing: the decoder says so
-            return inside[0], None
-        return None, OUTSIDE_ROOT
+                below.append(real)
+        if below and len(below) == len(candidates):  # looked for below the root only: the decoder says it is missing
+            return below[0], None
+        return None, NOT_BELOW_ROOT if below else OUTSIDE_ROOT
 
 
 def thumbnail(path: str) -> tuple[str | None, str | None]:
@@ -326,7 +341,7 @@ def render(rep: Report, source: Source, title: str, images_root: str | None = No
     median = d.quantile(0.5)
     approx = "" if d.exact else "\u2248"
     thumbs: dict = {}
-    base = ImagesRoot(source.base, images_root)
+    base = ImagesRoot.for_source(source, images_root)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     h = [f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
          f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
@@ -359,6 +374,10 @@ def render(rep: Report, source: Source, title: str, images_root: str | None = No
     h.append("</section>")
 
     if rep.thumbs and d.n:
+        if base.why:
+            h.append(f'<p class="warn">Thumbnails not shown: this batch folder {esc(base.why, 200)}, so where its '
+                     'images are on this machine is unknown; <code>--images-root DIR</code> shows the images below '
+                     'DIR.</p>')
         h.append(f"<section><h2>Simplest</h2>{_sheet(rep.simplest(), thumbs, base)}</section>")
         spread = rep.spread()
         how = ("all scored images ranked" if rep.sample_exact

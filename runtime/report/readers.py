@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from icrt.runtime.base.errors import UnavailableError, UserInputError, one_line
 from icrt.runtime.base.text import printable
-from icrt.runtime.batch.layout import PART_GLOB, SUCCESS_FILE, SUMMARY_FILE
+from icrt.runtime.batch.layout import PART_GLOB, RUN_FILE, SUCCESS_FILE, SUMMARY_FILE
 from icrt.runtime.bundle.records import ERROR, HEIGHT, IMAGE, OLD_FILE_COLUMN, PATCHES, SCORE, WIDTH
 from icrt.runtime.tools.formats import FORMULA_START
 
@@ -226,11 +226,26 @@ def _pyarrow():
     return pyarrow
 
 
-def _parquet(path: str):
+def _parquet(path: str, owned: bool = False):
+    """The rows of one Parquet file, read batch by batch on this thread; ``owned``: a part of a batch folder, opened
+    as icrt's own file (never through a link, never blocking: ``runtime.batch.parts.open_part``)."""
+    import contextlib
+
+    from icrt.runtime.batch.parts import open_part
+
     pa = _pyarrow()
+    try:
+        with open_part(path) if owned else contextlib.closing(pa.parquet.ParquetFile(path, pre_buffer=False)) as pf:
+            yield from _parquet_rows(pa, path, pf)
+    except UserInputError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise bad_input(path, "", f"not a readable Parquet file ({getattr(e, 'strerror', None) or e})") from None
+
+
+def _parquet_rows(pa, path: str, pf):
     name = path
     try:
-        pf = pa.parquet.ParquetFile(path)
         schema = pf.schema_arrow
     except (OSError, ValueError, pa.ArrowException) as e:
         raise bad_input(name, "", f"not a readable Parquet file ({e})") from None
@@ -251,7 +266,7 @@ def _parquet(path: str):
     file_type = schema.field(file_column).type
     row = 0
     try:
-        for batch in pf.iter_batches(batch_size=PARQUET_BATCH, columns=stored):
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH, columns=stored, use_threads=False):
             data = {c: batch.column(i).to_pylist() for i, c in enumerate(cols)}
             if pa.types.is_binary(file_type) or pa.types.is_large_binary(file_type):
                 data[IMAGE] = [p if p is None else os.fsdecode(p) for p in data[IMAGE]]  # os.fsdecode's str form
@@ -259,6 +274,8 @@ def _parquet(path: str):
                 row += 1
                 yield _row(name, f"row {row}", *(data[c][j] if c in data else None
                                                  for c in (*REQUIRED_COLUMNS, *INT_COLUMNS)))
+    except UserInputError:  # a bad row, named as it is (not as unreadable data)
+        raise
     except (OSError, ValueError, pa.ArrowException) as e:
         raise bad_input(name, f"after row {row}", f"cannot read the Parquet data ({e})") from None
 
@@ -271,6 +288,7 @@ class Source:
         self.summary: dict | None = None
         self.summary_note: str | None = None  # why summary.json is not shown
         self.complete: bool | None = None  # batch folders only
+        self.origin = None  # batch folders: the ``images`` record of run.json (untrusted; runtime.batch.origin)
         self.parts: list[str] = []
         try:
             st = os.stat(path)
@@ -280,7 +298,7 @@ class Source:
             raise bad_input(path, "", getattr(e, "strerror", None) or str(e)) from None
         if stat.S_ISDIR(st.st_mode):
             self.kind = "batch"
-            self.base = os.path.dirname(os.path.abspath(path))
+            self.base = None  # where the folder sits says nothing about where its images are (run.json does)
             self._batch_folder()
             return
         if not stat.S_ISREG(st.st_mode):
@@ -319,8 +337,20 @@ class Source:
                 self.summary_note = f"{SUMMARY_FILE} not shown: JSON nested too deeply"
             except ValueError as e:  # not UTF-8, not JSON, not an object
                 self.summary_note = f"{SUMMARY_FILE} not shown: {one_line(e)[:200]}"
+        self.origin = self._run_images(read_owned)
         self.complete = (any(os.path.exists(os.path.join(self.path, m)) for m in COMPLETION_MARKERS)
                          or (self.summary or {}).get("complete") is True)
+
+    def _run_images(self, read_owned):
+        """The ``images`` record of the folder's run.json (where its images were), or None when there is none or
+        run.json cannot be read (then no image is shown without --images-root)."""
+        from icrt.runtime.batch.folder import MAX_RUN_BYTES
+        from icrt.runtime.batch.origin import IMAGES
+        try:
+            run = json.loads(read_owned(os.path.join(self.path, RUN_FILE), MAX_RUN_BYTES).decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        return run.get(IMAGES) if isinstance(run, dict) else None
 
     def _sniff(self) -> str:
         try:
@@ -339,7 +369,7 @@ class Source:
         try:
             if self.parts:
                 for p in self.parts:
-                    yield from _parquet(p)
+                    yield from _parquet(p, owned=self.kind == "batch")
             else:
                 yield from {"json": _json_list, "jsonl": _jsonl, "csv": _csv}[self.kind](self.path, self.path)
         except OSError as e:  # the file went away or became unreadable between passes

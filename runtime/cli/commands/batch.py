@@ -22,9 +22,19 @@ class _EngineAlias(argparse.Action):
         namespace.runner = values
 
 
+def _part_rows(text: str) -> int:
+    """``--part-rows``: 1 .. MAX_PART_ROWS (a resume refuses a part with more rows as not icrt's)."""
+    from icrt.runtime.batch.parts import MAX_PART_ROWS
+
+    v = options.positive_int(text)
+    if v > MAX_PART_ROWS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_PART_ROWS:,}, got {text!r}")
+    return v
+
+
 def arguments(p) -> None:
     from icrt.runtime.batch.job import RUNNERS
-    from icrt.runtime.batch.parts import DEFAULT_PART_ROWS
+    from icrt.runtime.batch.parts import DEFAULT_PART_ROWS, MAX_PART_ROWS
     from icrt.runtime.batch.ray_runner import DEFAULT_RAY_BATCH
     from icrt.runtime.batch.watchdog import DEFAULT_STALL_TIMEOUT
 
@@ -51,9 +61,9 @@ def arguments(p) -> None:
                    help="CPUs of the local Ray started without --ray-address (default: this machine's)")
     p.add_argument("--images-per-task", type=options.positive_int, default=DEFAULT_RAY_BATCH, metavar="N",
                    help=f"ray: images handed to an actor at a time (default {DEFAULT_RAY_BATCH})")
-    p.add_argument("--part-rows", type=options.positive_int, default=DEFAULT_PART_ROWS, metavar="N",
-                   help=f"rows per Parquet part (default {DEFAULT_PART_ROWS}; a killed run loses at most one part's "
-                        "work)")
+    p.add_argument("--part-rows", type=_part_rows, default=DEFAULT_PART_ROWS, metavar="N",
+                   help=f"rows per Parquet part (default {DEFAULT_PART_ROWS}, at most {MAX_PART_ROWS:,}; a killed run "
+                        "loses at most one part's work)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in DIR: keep its rows and skip their paths")
     p.add_argument("--stall-timeout", type=options.non_negative_float, default=DEFAULT_STALL_TIMEOUT, metavar="S",

@@ -36,8 +36,10 @@ def arguments(p) -> None:
                         "0: no thumbnails)")
     p.add_argument("--title", metavar="TEXT", help="page title (default: 'icrt report: ' and the input's name)")
     p.add_argument("--images-root", metavar="DIR",
-                   help="thumbnails only of images below DIR (default: the folder that holds the scores file, or "
-                        "the batch folder); relative paths are looked up from it too")
+                   help="thumbnails only of images below DIR (default: for an icrt batch folder, the folder its "
+                        "images were in as its run.json records it, when this machine's icrt batch wrote that very "
+                        "folder, else none; for a scores file or a part, the folder that holds it); relative paths "
+                        "are looked up from it too")
 
 
 def run(args) -> int:

@@ -125,6 +125,59 @@ def icrt(*argv, env=None, timeout=300):
     return p.returncode, p.stdout, p.stderr
 
 
+def icrt_peak_rss(*argv, timeout=300):
+    """`icrt` in a fresh process that reports its own peak resident memory: (exit code, stderr, peak MB)."""
+    code = ("import resource, sys\n"
+            "from icrt.runtime.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "sys.stdout.flush()\n"
+            "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+            "sys.exit(rc)\n")
+    p = subprocess.run([sys.executable, "-c", code, *map(str, argv)], cwd=ROOT, env=plain_env(), capture_output=True,
+                       text=True, timeout=timeout)
+    lines = p.stderr.splitlines()
+    peak = [ln for ln in lines if ln.startswith("PEAK_KB ")]
+    assert peak, p.stderr
+    err = "\n".join(ln for ln in lines if not ln.startswith("PEAK_KB "))
+    return p.returncode, err, int(peak[-1].split()[1]) / 1024
+
+
+SLOW_GIL_C = r"""
+/* PyGILState_Ensure called from a thread other than the main one (arrow's pool, Ray's C++ threads) is delayed by
+   SLOWGIL_MS, as if that thread were descheduled on a loaded machine: the main thread runs on, e.g. into the
+   interpreter's finalization, which a later GIL request from such a thread cannot survive (pthread_exit through a
+   noexcept C++ destructor: std::terminate, SIGABRT). Test machinery only. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+int PyGILState_Ensure(void) {
+    static int (*real)(void) = 0;
+    if (!real) real = (int (*)(void))dlsym(RTLD_NEXT, "PyGILState_Ensure");
+    const char *ms = getenv("SLOWGIL_MS");
+    if (ms && syscall(SYS_gettid) != getpid()) usleep(atoi(ms) * 1000);
+    return real();
+}
+"""
+
+
+def slow_gil_env(tmp_path, ms: int = 300) -> dict:
+    """Environment for an `icrt` subprocess in which other threads' requests for the GIL come ``ms`` late (a shared
+    library preloaded, built here from :data:`SLOW_GIL_C`): whatever such a thread still has to release when the
+    process exits then meets a finalizing interpreter. Skips without Linux or a C compiler."""
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not sys.platform.startswith("linux") or cc is None:
+        pytest.skip("needs Linux and a C compiler (cc) to build the preloaded library")
+    src, lib = tmp_path / "slowgil.c", tmp_path / "slowgil.so"
+    src.write_text(SLOW_GIL_C)
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(lib), str(src), "-ldl"], check=True, capture_output=True)
+    return {**plain_env(), "LD_PRELOAD": str(lib), "SLOWGIL_MS": str(ms), "PYTHONFAULTHANDLER": "1"}
+
+
 def plain_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]), "ICRT_PROGRESS": "0"}
 
@@ -140,6 +193,30 @@ def _session_pids(sid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return pids
+
+
+def icrt_session(*argv, env=None, timeout=300, linger=60):
+    """`icrt` in a subprocess of its own session: (exit code, stdout, stderr, pids of its session still alive
+    ``linger`` s after it ended; they are then killed). A local Ray's processes are in that session."""
+    proc = subprocess.Popen([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], cwd=ROOT,
+                            env=env or plain_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"icrt {' '.join(map(str, argv))} ran past {timeout} s: {stderr[-2000:]}") from None
+    deadline = time.monotonic() + linger
+    while _session_pids(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # Ray's processes end on their own after its shutdown; bounded wait
+    left = _session_pids(proc.pid)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return proc.returncode, stdout, stderr, left
 
 
 def kill_after_first_part(argv, out, env, timeout=240) -> bool:

@@ -264,3 +264,178 @@ def test_summary_stays_small_with_many_long_error_paths(tmp_path, capsys, square
     assert all(len(e["image"]) <= 1024 for e in s["errors"])
     code, out_text, err = run_cli(capsys, "report", out, "-o", tmp_path / "r.html")
     assert code == 0, err
+
+
+# --- R3: a model file that is a link inside the bundle ------------------------------------------------------------
+
+
+def _linked_bundle(tmp_path, square_bundle):
+    """The square bundle with ``model.onnx -> model-v1.onnx`` (versioned files) and another model beside it
+    (``model-v2.onnx``: the int8 weights), as the red team's R3 case."""
+    b = tmp_path / "lnk"
+    shutil.copytree(square_bundle, b)
+    os.replace(b / "model.onnx", b / "model-v1.onnx")
+    shutil.copyfile(b / "model.int8.onnx", b / "model-v2.onnx")
+    (b / "model.onnx").symlink_to("model-v1.onnx")
+    return b
+
+
+def test_resume_checks_the_model_behind_a_linked_model_file(tmp_path, capsys, square_bundle, inputs):
+    import hashlib
+
+    b = _linked_bundle(tmp_path, square_bundle)
+    out = tmp_path / "out"
+    assert run_cli(capsys, "batch", *inputs[:3], "--out", out, "-m", b, "--part-rows", 1)[0] == 0
+    run = json.loads((out / "run.json").read_text())
+    v1 = hashlib.sha256((b / "model-v1.onnx").read_bytes()).hexdigest()
+    assert run["model"]["files"]["onnxruntime"]["sha256"] == v1  # the file behind the link, not null
+    os.remove(out / "part-000002.parquet")
+    (b / "model.onnx").unlink()
+    (b / "model.onnx").symlink_to("model-v2.onnx")  # retargeted: another model under the same name
+    code, _, err = run_cli(capsys, "batch", *inputs, "--out", out, "-m", b, "--resume")
+    assert code == 2
+    one_error_line(err, "--resume", "another onnxruntime model file", "sha256")
+    assert len(read_rows(out)) == 2
+    (b / "model.onnx").unlink()
+    (b / "model.onnx").symlink_to("model-v1.onnx")  # the same model again: resumed
+    assert run_cli(capsys, "batch", *inputs, "--out", out, "-m", b, "--resume")[0] == 0
+    assert len(read_rows(out)) == 6
+
+
+def test_resume_refuses_when_a_model_digest_is_missing_on_either_side(tmp_path, capsys, monkeypatch, square_bundle,
+                                                                      inputs):
+    import icrt.runtime.batch.folder as folder
+
+    b = _linked_bundle(tmp_path, square_bundle)
+    out = tmp_path / "out"
+    assert run_cli(capsys, "batch", *inputs[:3], "--out", out, "-m", b, "--part-rows", 1)[0] == 0
+    run = json.loads((out / "run.json").read_text())
+    good = json.dumps(run)
+    run["model"]["files"]["onnxruntime"]["sha256"] = None  # what the icrt before R3 recorded for a link
+    (out / "run.json").write_text(json.dumps(run))
+    code, _, err = run_cli(capsys, "batch", *inputs, "--out", out, "-m", b, "--resume")
+    assert code == 2
+    one_error_line(err, "--resume", "model.onnx", "no SHA-256 in run.json")
+    (out / "run.json").write_text(good)
+    # a file the manifest check passed but that cannot be hashed now (unreadable, or swapped meanwhile)
+    monkeypatch.setattr(folder, "model_file_digest", lambda path: (None, "permission denied"))
+    code, _, err = run_cli(capsys, "batch", *inputs, "--out", out, "-m", b, "--resume")
+    assert code == 2
+    one_error_line(err, "--resume", "model.onnx", "no SHA-256 here (permission denied)")
+    assert len(read_rows(out)) == 3
+
+
+def test_a_fifo_model_file_is_not_hashed_and_never_waited_on(tmp_path):
+    from icrt.runtime.batch.folder import model_file_digest
+
+    os.mkfifo(tmp_path / "model.onnx")
+    assert model_file_digest(str(tmp_path / "model.onnx")) == (None, "not a regular file")
+    assert model_file_digest(str(tmp_path / "missing.onnx")) == (None, "no such file")
+
+
+# --- M2: a run.json that only names the format ----------------------------------------------------------------
+
+
+def test_a_run_file_with_only_the_format_does_not_make_a_folder_icrts(tmp_path, capsys, square_bundle, inputs):
+    f = tmp_path / "f"
+    f.mkdir()
+    (f / "run.json").write_text('{"format": "icrt-batch/1"}')
+    (f / ".tmp-important").write_text("keep")
+    (f / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in f.iterdir()}
+    for extra in ([], ["--resume"]):
+        code, _, err = run_cli(capsys, "batch", *inputs, "--out", f, "-m", square_bundle, *extra)
+        assert code == 2
+        one_error_line(err, str(f / "run.json"), "not a complete icrt-batch/1 run file", "icrt batch folder")
+        assert {p: p.read_bytes() for p in f.iterdir()} == before
+
+
+def test_a_complete_run_file_without_parts_makes_a_folder_icrts_only_when_nothing_else_is_there(
+        tmp_path, capsys, square_bundle, inputs):
+    out = tmp_path / "out"
+    assert run_cli(capsys, "batch", *inputs[:2], "--out", out, "-m", square_bundle)[0] == 0
+    run = (out / "run.json").read_text()
+    stopped = tmp_path / "stopped"  # a run stopped before its first part: run.json, a lock, a half-written part
+    stopped.mkdir()
+    (stopped / "run.json").write_text(run)
+    (stopped / ".lock").write_text("pid 1 on elsewhere\n")
+    (stopped / ".tmp-abc.parquet").write_bytes(b"half")
+    assert run_cli(capsys, "batch", *inputs, "--out", stopped, "-m", square_bundle)[0] == 0
+    assert len(read_rows(stopped)) == 6 and not glob.glob(str(stopped / ".tmp-*"))
+    foreign = tmp_path / "foreign"  # someone's folder with a copied run.json in it
+    foreign.mkdir()
+    (foreign / "run.json").write_text(run)
+    (foreign / ".tmp-important").write_text("keep")
+    (foreign / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in foreign.iterdir()}
+    code, _, err = run_cli(capsys, "batch", *inputs, "--out", foreign, "-m", square_bundle)
+    assert code == 2
+    one_error_line(err, "not an icrt batch folder", "a run.json but no parts", "notes.txt")
+    assert {p: p.read_bytes() for p in foreign.iterdir()} == before
+
+
+# --- R6: a crafted part of many rows, compressed small ---------------------------------------------------------
+
+
+def _one_path_part(path, rows: int, chars: int = 2000) -> int:
+    """A part of ``rows`` rows that all name one ``chars``-character path (scored 0.5), written dictionary-encoded
+    without the Arrow schema, so that it reads back as a plain string column: a few kB on disk, ``rows x chars``
+    bytes once read whole. Its size in bytes."""
+    import numpy as np
+
+    one = "/x/" + "a" * (chars - 3)
+    ones = pa.array(np.ones(rows, np.int32))
+    image = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), pa.array([one]))
+    table = pa.table({"image": image, "score": pa.array(np.full(rows, 0.5)), "error": pa.nulls(rows, pa.string()),
+                      "width": ones, "height": ones, "patches": ones})
+    pq.write_table(table, path, compression="zstd", store_schema=False)
+    return os.path.getsize(path)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_part_with_more_rows_than_icrt_writes_before_reading_it(tmp_path, square_bundle, inputs):
+    from icrt.runtime.batch.parts import MAX_PART_ROWS
+    from tests.runtime.batch.helpers import icrt_peak_rss
+
+    out = tmp_path / "out"
+    code, err, _ = icrt_peak_rss("batch", *inputs[:2], "--out", out, "-m", square_bundle)
+    assert code == 0, err
+    size = _one_path_part(out / "part-000001.parquet", 3 * MAX_PART_ROWS)  # the red team's case, 3 M rows
+    assert size < 2_000_000
+    success = (out / "_SUCCESS").read_bytes()
+    code, err, peak = icrt_peak_rss("batch", *inputs, "--out", out, "-m", square_bundle, "--resume")
+    assert code == 2
+    one_error_line(err, "part-000001.parquet", "not an icrt batch part", "3,000,000 rows",
+                   f"at most {MAX_PART_ROWS:,} a part")
+    assert peak < 400, f"{peak:.0f} MB"  # refused from the footer: not one row read
+    assert [os.path.basename(p) for p in sorted(glob.glob(str(out / "part-*")))] == [
+        "part-000000.parquet", "part-000001.parquet"] and (out / "_SUCCESS").read_bytes() == success  # untouched
+
+
+@pytest.mark.slow
+def test_resume_reads_a_part_batch_by_batch_in_bounded_memory(tmp_path, square_bundle, inputs):
+    """A part at the cap (1 M rows of one 2,000-character path: 2 GB once read whole, as resume did) is read
+    batch by batch: the resumed run stays far below that and counts every row."""
+    from icrt.runtime.batch.parts import MAX_PART_ROWS
+    from tests.runtime.batch.helpers import icrt_peak_rss
+
+    out = tmp_path / "out"
+    code, err, base = icrt_peak_rss("batch", *inputs[:2], "--out", out, "-m", square_bundle)
+    assert code == 0, err
+    _one_path_part(out / "part-000001.parquet", MAX_PART_ROWS)
+    code, err, peak = icrt_peak_rss("batch", *inputs, "--out", out, "-m", square_bundle, "--resume")
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["rows"] == 6 + MAX_PART_ROWS and summary["counts"]["skipped_resume"] == 2
+    assert peak < base + 300, f"{peak:.0f} MB peak, {base:.0f} MB for a plain run"  # whole: > 2,000 MB more
+    print(f"resume over a {MAX_PART_ROWS:,}-row part: {peak:.0f} MB peak ({base:.0f} MB for a plain run)")
+
+
+def test_part_rows_above_the_cap_are_refused(tmp_path, capsys, square_bundle, inputs):
+    from icrt.runtime.batch.parts import MAX_PART_ROWS
+
+    with pytest.raises(SystemExit):
+        run_cli(capsys, "batch", *inputs, "--out", tmp_path / "out", "-m", square_bundle, "--part-rows",
+                MAX_PART_ROWS + 1)
+    assert f"expected at most {MAX_PART_ROWS:,}" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")

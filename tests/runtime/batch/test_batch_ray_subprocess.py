@@ -18,8 +18,10 @@ from icrt.runtime.bundle.records import parquet_name  # noqa: E402
 from tests.runtime.batch.helpers import (  # noqa: E402
     _session_pids,
     icrt,
+    icrt_session,
     kill_after_first_part,
     make_inputs,
+    plain_env,
     read_rows,
     slow_env,
     write_list,
@@ -69,3 +71,32 @@ def test_ray_run_without_progress_fails_clearly(tmp_path, square_bundle):
     assert time.monotonic() - t0 < 200
     time.sleep(2)
     assert _session_pids(proc.pid) == []  # Ray was shut down with the run
+
+
+def test_ray_runs_exit_cleanly_ten_times_in_a_row(tmp_path, square_bundle):
+    """Issue 26: `icrt batch --runner ray` aborted (SIGABRT, exit 134) at exit in 2 of 6 fresh runs, after writing
+    complete output: a parquet reader over Python bytes, released on an arrow pool thread while the interpreter
+    finalized. Ten fresh processes in a row (every other one a resume, which reads the parts back before scoring;
+    every one reads them all for the summary just before it exits), each starting and stopping its own Ray: every
+    exit code is 0 or 1, the output is complete, and no process of the run is left."""
+    paths = make_inputs(tmp_path / "in", 10, odd=False)  # 10 images + the broken files of every kind
+    lst = write_list(tmp_path / "list.txt", paths)
+    env = {**plain_env(), "PYTHONFAULTHANDLER": "1"}  # a crash would print where it happened
+    runs = []
+    t0 = time.monotonic()
+    for i in range(10):
+        out = tmp_path / f"out{i // 2}"
+        resume = i % 2 == 1
+        if resume:  # the run before's last part is lost: resumed, the parts are read back first
+            os.remove(sorted(out.glob("part-*.parquet"))[-1])
+        argv = ["batch", "--files-from", lst, "--out", out, "-m", square_bundle, "--runner", "ray", "--workers", 1,
+                "--part-rows", 4, "--stall-timeout", 240, *(["--resume"] if resume else [])]
+        code, _, err, left = icrt_session(*argv, env=env, timeout=300)
+        rows = read_rows(out)
+        runs.append((i, code, left, err))
+        assert code in (0, 1), f"run {i}: exit {code}\n{err[-3000:]}"
+        assert not left, f"run {i}: processes left behind: {left}"
+        assert sorted(r["image"] for r in rows) == sorted(parquet_name(p) for p in paths), f"run {i}"
+        assert json.loads((out / "_SUCCESS").read_text())["rows"] == len(paths)
+        assert json.load(open(out / "summary.json"))["counts"]["rows"] == len(paths)
+    print(f"10 Ray runs, exit codes {[c for _, c, _, _ in runs]}, {time.monotonic() - t0:.0f} s")
