@@ -16,7 +16,15 @@ Files that icrt *owns* inside an output folder (``icrt batch --out``: ``.lock``,
 ``summary.json``, ``_SUCCESS``, temporary files) are different: that folder may be writable by others, so such a
 file is never opened through a symbolic link (``O_NOFOLLOW``), never blocks on a FIFO (``O_NONBLOCK``), and is
 refused, with the reason, when it is anything but a regular file (:func:`owned_problem`, :func:`open_owned`,
-:func:`read_owned`, :func:`write_owned`). A link given as ``-o`` is the user's own choice and is written through.
+:func:`read_owned`, :func:`write_owned`): ``--heatmap DIR``'s PNGs and ``icrt bench --report DIR``'s files too.
+
+A link given as ``-o`` is the user's own choice and is written through, unless another user planted it in a folder
+others can write to (``/tmp``): icrt resolves links itself, so it applies the kernel's ``protected_symlinks`` rule
+itself, whatever the sysctl says, to every link on the way, and ``protected_fifos``' to a FIFO or device at the end
+(:func:`kernel_refuses`, :func:`planted_problem`, checked by :func:`resolve` and :func:`folder_problem`).
+
+:class:`GrowingFile` writes a file a piece at a time (``icrt score``'s jsonl / csv rows) into ``FILE.partial``,
+renamed over FILE at the end, so that a run stopped half-way keeps its rows and FILE stays whole.
 
 :func:`destination_problem` and :func:`folder_problem` say, before any work is done, why a path could not be
 written (``None`` when it looks writable).
@@ -528,7 +536,11 @@ def destination_problem(path: str) -> str | None:
 
 
 def folder_problem(path: str) -> str | None:
-    """Why files could not be created in the folder ``path`` (made when missing); None when they can."""
+    """Why files could not be created in the folder ``path`` (made when missing); None when they can. A link to it
+    (or on the way) that another user planted in a folder others can write to is refused (:func:`planted_problem`)."""
+    planted = planted_problem(path)
+    if planted:
+        return planted
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):

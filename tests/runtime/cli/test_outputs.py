@@ -484,6 +484,17 @@ def test_o_follows_a_link_of_the_user_or_one_in_a_folder_only_they_can_write(cap
         assert dest.is_symlink() and json.loads(written.read_text())[0]["image"] == str(image)
 
 
+@needs_root
+def test_a_heatmap_folder_that_another_user_linked_elsewhere_is_refused(capsys, square_bundle, image, shared,
+                                                                       tmp_path, scoring_refused):
+    """`--heatmap /tmp/maps`, where someone else made maps a link to a folder of the user's: refused (exit 2)."""
+    (tmp_path / "mine").mkdir()
+    plant_link(shared / "maps", tmp_path / "mine")
+    code, out, err = run(capsys, "score", image, "-m", square_bundle, "--heatmap", shared / "maps")
+    assert code == 2 and out == "" and os.listdir(tmp_path / "mine") == []
+    one_error_line(err, f"--heatmap {shared}/maps", "of another user (uid 65534)", "protected_symlinks")
+
+
 def test_heatmaps_refuse_a_link_or_fifo_planted_in_the_folder_before_scoring(square_bundle, image, tmp_path, victim):
     """R1: `--heatmap maps/`, where maps/ok.heatmap.png is a link (or a FIFO): icrt never writes its own files through
     a link, whoever made it; one line before scoring, exit 2, no hang, the victim unchanged."""
