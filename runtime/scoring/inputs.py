@@ -308,7 +308,7 @@ def read_path_list(path: str) -> list[str]:
             size += len(line)
             if number > MAX_LIST_LINES or size > MAX_LIST_BYTES:
                 raise UserInputError(f"--files-from {name}: longer than {MAX_LIST_LINES:,} lines or "
-                                     f"{MAX_LIST_BYTES >> 30} GiB; split the list (or give --shard I/N a list each)")
+                                     f"{MAX_LIST_BYTES >> 30} GiB (is it endless?); split it into smaller lists")
             if b"\0" in line:
                 raise UserInputError(f"--files-from {name} line {number}: a NUL byte, which no file name can hold "
                                      "(is this a text list of paths, one a line?)")
