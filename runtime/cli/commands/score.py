@@ -1,10 +1,11 @@
 """``icrt score``: score images (files, folders, globs, ``--files-from``, ``--shard``) with a bundle, or through a
-server (``--url``); a table, JSON, JSONL or CSV on stdout or ``-o``.
+server (``--url``); a table, JSON, JSONL or CSV on stdout or ``-o``. JSONL and CSV are written a row at a time as
+images are scored (:class:`Rows`): a run stopped half-way keeps its rows in ``FILE.partial``.
 
 Exit codes (runtime.base.errors): 0 every file scored; 1 some files failed (the rest are scored and written); 2
-usage, model or destination errors (-o / --heatmap are checked before scoring; a write that fails at the end
-leaves the scores in a fallback file, see ``_fallback``); EXIT_UNAVAILABLE when the backend asked for cannot
-run here.
+usage, model or destination errors (-o / --heatmap are checked before scoring; a write that fails leaves the scores
+in a fallback file, see ``_fallback``; a model that fails at run time, or whose every score is NaN);
+EXIT_UNAVAILABLE when the backend asked for cannot run here.
 """
 from __future__ import annotations
 
