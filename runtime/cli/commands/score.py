@@ -216,8 +216,17 @@ class Rows:
         return code
 
     def stopped(self) -> str | None:
-        """The run stops before its end: the partial file holding the rows written so far (None: there is none)."""
-        return self.file.stop() if self.file is not None and self.problem is None else None
+        """The run stops before its end: the partial file holding the rows written so far (None: there is none; one
+        with no row, a CSV header at most, is removed)."""
+        if self.file is None:
+            return None
+        if self.problem is not None:  # the writing had stopped already: what it wrote stays, not told as complete
+            self.file.stop()
+            return None
+        if not self.records:
+            self.file.discard()
+            return None
+        return self.file.stop()
 
 
 def run(args) -> int:
