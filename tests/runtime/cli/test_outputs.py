@@ -664,3 +664,18 @@ def test_a_link_or_fifo_where_the_partial_file_goes_is_refused_before_scoring(ca
     one_error_line(err, f"{partial} (where its rows go while they are scored)", "symbolic link" if kind == "link"
                    else "FIFO")
     assert victim.read_text() == VICTIM
+
+
+def test_a_run_stopped_before_its_first_row_leaves_no_partial_file(square_bundle, tmp_path):
+    """A CSV header alone is no rows: the partial file goes, FILE stays, and no line claims rows were kept."""
+    import signal
+
+    images = five_images(tmp_path)
+    out, partial = tmp_path / "scores.csv", tmp_path / "scores.csv.partial"
+    out.write_text("OLD\n")
+    p = stalled(0, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
+                "csv", "-o", out, cwd=tmp_path)
+    wait_for(lambda: partial.exists() and partial.read_bytes().endswith(b"\n"), "the partial file's header", p)
+    returncode, err = stop(p, signal.SIGINT)
+    assert returncode == 130 and err.strip() == "icrt: interrupted", err
+    assert out.read_text() == "OLD\n" and not partial.exists()
