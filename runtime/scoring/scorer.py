@@ -202,8 +202,10 @@ class Scorer:
     # --- public API --------------------------------------------------------------------------------
     def score(self, image, details: bool = False) -> dict:
         """Score one image (path, bytes of an encoded file, Pillow image or uint8 array). Raises ImageError for a bad
-        image, TypeError for what is not an image (None, a number, a dict, a list: :meth:`score_many`)."""
-        check_image_type(image)
+        image, TypeError for what is not an image (None, a number, a dict, a list: :meth:`score_many`; with a
+        ``loader``, whatever it takes)."""
+        if self.loader is None:
+            check_image_type(image)
         rec = next(self.iter_score([image], details=details))
         if ERROR in rec:
             raise ImageError(rec[IMAGE], rec[ERROR])
