@@ -1,5 +1,6 @@
 """Where `icrt score` writes, and what: CSV cells, -o destinations, checks before scoring, fallbacks, odd file
 names. (`python -m export` replacing a bundle only when the new one is complete: tests/export/test_export.py.)"""
+import contextlib
 import csv
 import errno
 import io
@@ -549,10 +550,18 @@ def five_images(folder):
     return paths
 
 
+@contextlib.contextmanager
 def stalled(n, *argv, cwd, **popen):
-    """`icrt ARGV` whose model stalls after n batches (tests/runtime/cli/stalled_score.py)."""
-    return subprocess.Popen([sys.executable, "-m", "tests.runtime.cli.stalled_score", str(n), *map(str, argv)], cwd=cwd,
-                            env={**os.environ, "PYTHONPATH": ROOT}, stderr=subprocess.PIPE, **popen)
+    """`icrt ARGV` whose model stalls after n batches (tests/runtime/cli/stalled_score.py); killed on the way out
+    whatever happened (a failed test must not leave it waiting for an hour)."""
+    p = subprocess.Popen([sys.executable, "-m", "tests.runtime.cli.stalled_score", str(n), *map(str, argv)], cwd=cwd,
+                         env={**os.environ, "PYTHONPATH": ROOT}, stderr=subprocess.PIPE, **popen)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
 
 
 def wait_for(condition, what, process, timeout=180):
@@ -567,13 +576,9 @@ def wait_for(condition, what, process, timeout=180):
 
 
 def stop(process, sig):
-    try:
-        process.send_signal(sig)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    """Send ``sig``; (exit code, stderr) once the process has ended (the caller's ``stalled`` kills it otherwise)."""
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
     return process.returncode, err.decode()
 
 
@@ -586,11 +591,11 @@ def test_an_interrupted_run_keeps_its_rows_in_a_partial_file_and_the_old_file(sq
     images = five_images(tmp_path)
     out, partial = tmp_path / f"scores.{fmt}", tmp_path / f"scores.{fmt}.partial"
     out.write_text("OLD\n")
-    p = stalled(3, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
-                fmt, "-o", out, cwd=tmp_path)
     lines = 3 + (fmt == "csv")  # the header
-    wait_for(lambda: partial.exists() and partial.read_bytes().count(b"\n") >= lines, "3 rows in the partial file", p)
-    returncode, err = stop(p, getattr(signal, sig))
+    with stalled(3, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
+                 fmt, "-o", out, cwd=tmp_path) as p:
+        wait_for(lambda: partial.exists() and partial.read_bytes().count(b"\n") >= lines, "3 rows in the partial file", p)
+        returncode, err = stop(p, getattr(signal, sig))
     assert returncode == code and "Traceback" not in err, err
     assert out.read_text() == "OLD\n"
     text = partial.read_text()
@@ -609,14 +614,14 @@ def test_jsonl_on_stdout_comes_a_row_at_a_time(square_bundle, tmp_path):
     import threading
 
     images = five_images(tmp_path)
-    p = stalled(2, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
-                "jsonl", cwd=tmp_path, stdout=subprocess.PIPE)
     got = []
-    reader = threading.Thread(target=lambda: got.extend([p.stdout.readline(), p.stdout.readline()]), daemon=True)
-    reader.start()
-    reader.join(180)
-    still_running = p.poll() is None
-    returncode, _ = stop(p, signal.SIGINT)
+    with stalled(2, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
+                 "jsonl", cwd=tmp_path, stdout=subprocess.PIPE) as p:
+        reader = threading.Thread(target=lambda: got.extend([p.stdout.readline(), p.stdout.readline()]), daemon=True)
+        reader.start()
+        reader.join(180)
+        still_running = p.poll() is None
+        returncode, _ = stop(p, signal.SIGINT)
     assert still_running and [json.loads(line)["image"] for line in got] == [str(i) for i in images[:2]]
     assert returncode == 130
 
@@ -673,9 +678,9 @@ def test_a_run_stopped_before_its_first_row_leaves_no_partial_file(square_bundle
     images = five_images(tmp_path)
     out, partial = tmp_path / "scores.csv", tmp_path / "scores.csv.partial"
     out.write_text("OLD\n")
-    p = stalled(0, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
-                "csv", "-o", out, cwd=tmp_path)
-    wait_for(lambda: partial.exists() and partial.read_bytes().endswith(b"\n"), "the partial file's header", p)
-    returncode, err = stop(p, signal.SIGINT)
+    with stalled(0, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
+                 "csv", "-o", out, cwd=tmp_path) as p:
+        wait_for(lambda: partial.exists() and partial.read_bytes().endswith(b"\n"), "the partial file's header", p)
+        returncode, err = stop(p, signal.SIGINT)
     assert returncode == 130 and err.strip() == "icrt: interrupted", err
     assert out.read_text() == "OLD\n" and not partial.exists()
