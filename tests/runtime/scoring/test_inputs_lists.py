@@ -174,42 +174,57 @@ def test_zeros_through_a_pipe_stop_at_the_first_nul(square_bundle):
     _one_line(r, "--files-from standard input line 1: a NUL byte")
 
 
-def test_an_endless_line_stops_past_max_line(tmp_path):
-    """A list whose first line never ends (here a FIFO fed without a newline) stops after MAX_LINE + 2 bytes."""
+def _read_list_capped(list_arg: str, stdin=None, max_lines: int | None = None):
+    """``read_path_list(list_arg)`` in a process of its own, its address space capped at 2 GB, so that a list read
+    whole (the defect) fails there instead of filling this machine's memory; ``max_lines`` lowers MAX_LIST_LINES."""
+    import resource
     import subprocess
+    import sys
 
-    from icrt.runtime.base.errors import UserInputError
+    from tests.runtime.fixtures import ROOT
+
+    code = ("import sys\n"
+            "import icrt.runtime.scoring.inputs as inputs\n"
+            f"if {max_lines!r}: inputs.MAX_LIST_LINES = {max_lines!r}\n"
+            "try:\n"
+            f"    inputs.read_path_list({list_arg!r})\n"
+            "except inputs.UserInputError as e:\n"
+            "    print(e)\n")
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    return subprocess.run([sys.executable, "-c", code], stdin=stdin, capture_output=True, text=True, timeout=300,
+                          preexec_fn=cap, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def test_an_endless_line_stops_past_max_line(tmp_path):
+    """A list whose first line never ends (a FIFO fed without a newline) stops after MAX_LINE + 2 bytes."""
+    import subprocess
 
     fifo = tmp_path / "list"
     os.mkfifo(fifo)
     feeder = subprocess.Popen(["sh", "-c", f"yes x | tr -d '\\n' > {fifo}"])
     try:
-        with pytest.raises(UserInputError, match=f"line 1: more than {MAX_LINE} bytes"):
-            read_path_list(str(fifo))
+        r = _read_list_capped(str(fifo))
     finally:
         feeder.kill()
         feeder.wait()
+    assert r.returncode == 0 and f"line 1: more than {MAX_LINE} bytes" in r.stdout, (r.stdout, r.stderr[-2000:])
 
 
-def test_an_endless_pipe_of_paths_stops_at_the_list_cap(monkeypatch):
-    """`yes x.png | icrt score --files-from -` would never end: the list stops at MAX_LIST_LINES lines (lowered here,
-    so that the test reads 50,000 lines, not 20 million), one line naming the cap."""
+def test_an_endless_pipe_of_paths_stops_at_the_list_cap():
+    """`yes x.png | icrt score --files-from -` would never end: the list stops at MAX_LIST_LINES lines (lowered to
+    50,000 here, so that the test reads 50,000 lines, not 20 million), one line naming the cap."""
     import subprocess
-    import types
 
-    import icrt.runtime.scoring.inputs as inputs
-    from icrt.runtime.base.errors import UserInputError
-
-    monkeypatch.setattr(inputs, "MAX_LIST_LINES", 50_000)
     yes = subprocess.Popen(["yes", "x.png"], stdout=subprocess.PIPE)
-    monkeypatch.setattr(inputs.sys, "stdin", types.SimpleNamespace(buffer=yes.stdout))
     try:
-        with pytest.raises(UserInputError, match="--files-from standard input: longer than 50,000 lines"):
-            read_path_list("-")
+        r = _read_list_capped("-", stdin=yes.stdout, max_lines=50_000)
     finally:
         yes.kill()
         yes.wait()
         yes.stdout.close()
+    assert r.returncode == 0 and "--files-from standard input: longer than 50,000 lines" in r.stdout, r.stderr[-2000:]
 
 
 def test_a_list_through_a_pipe_is_read(tmp_path, capsys, square_bundle):
