@@ -134,7 +134,7 @@ def test_shard_argv_joins_a_negative_value():
 
 
 def _icrt(*argv, stdin=None, timeout=120):
-    """`icrt ARGV` as its own process, its address space capped at 4 GB (a list read whole would hit it)."""
+    """`icrt ARGV` as its own process, its address space capped at 2 GB (a list read whole would hit it)."""
     import resource
     import subprocess
     import sys
@@ -142,7 +142,7 @@ def _icrt(*argv, stdin=None, timeout=120):
     from tests.runtime.fixtures import ROOT
 
     def cap():
-        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
     return subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], stdin=stdin, capture_output=True,
                           text=True, timeout=timeout, preexec_fn=cap, env={**os.environ, "PYTHONPATH": ROOT})
 
