@@ -62,16 +62,25 @@ def _scorer(model, precision: str, backend: str):
 def score(images, model=None, precision: str = "fp32", backend: str = "auto", details: bool = False):
     """Score one image or many with ``model`` (a bundle folder; None: the bundled default model).
 
-    One image (a path, a Pillow image, a uint8 array, the bytes of an encoded file) gives one record and raises
-    ``ImageError`` when it cannot be scored; a folder gives its images' records, a list or other iterable one
-    record each, in order, a file that cannot be scored as ``{"image": ..., "error": ...}`` while the rest go on.
+    One image (a path, a Pillow image, a uint8 array, the bytes of an encoded file as bytes, bytearray or memoryview)
+    gives one record and raises ``ImageError`` when it cannot be scored; a folder gives its images' records (one that
+    cannot be listed: an error record), a list or other iterable one record each, in order, an image that cannot be
+    scored as ``{"image": ..., "error": ...}`` while the rest go on. TypeError for what is neither (None, a number, a
+    dict).
     """
+    from collections.abc import Mapping
+
+    if images is None or isinstance(images, (bool, int, float, complex, Mapping)):
+        raise TypeError(f"not an image nor a list of images: {type(images).__name__} (give a path, the bytes of an "
+                        "encoded file, a Pillow image, a uint8 array, or a list of them)")
     scorer = _scorer(model, precision, backend)
     if isinstance(images, (str, os.PathLike)) and os.path.isdir(images):
-        from icrt.runtime.scoring.inputs import collect
+        from icrt.runtime.scoring.inputs import collect, in_input_order
 
-        return scorer.score_many(collect([images]), details=details)
-    if isinstance(images, (str, os.PathLike, bytes, bytearray)) or not _is_many(images):
+        problems = {}  # a folder that cannot be listed: its error record
+        paths = collect([images], problems=problems)
+        return list(in_input_order(scorer, paths, problems, details=details))
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or not _is_many(images):
         return scorer.score(images, details=details)
     return scorer.score_many(images, details=details)
 

@@ -16,7 +16,15 @@ Files that icrt *owns* inside an output folder (``icrt batch --out``: ``.lock``,
 ``summary.json``, ``_SUCCESS``, temporary files) are different: that folder may be writable by others, so such a
 file is never opened through a symbolic link (``O_NOFOLLOW``), never blocks on a FIFO (``O_NONBLOCK``), and is
 refused, with the reason, when it is anything but a regular file (:func:`owned_problem`, :func:`open_owned`,
-:func:`read_owned`, :func:`write_owned`). A link given as ``-o`` is the user's own choice and is written through.
+:func:`read_owned`, :func:`write_owned`): ``--heatmap DIR``'s PNGs and ``icrt bench --report DIR``'s files too.
+
+A link given as ``-o`` is the user's own choice and is written through, unless another user planted it in a folder
+others can write to (``/tmp``): icrt resolves links itself, so it applies the kernel's ``protected_symlinks`` rule
+itself, whatever the sysctl says, to every link on the way, and ``protected_fifos``' to a FIFO or device at the end
+(:func:`kernel_refuses`, :func:`planted_problem`, checked by :func:`resolve` and :func:`folder_problem`).
+
+:class:`GrowingFile` writes a file a piece at a time (``icrt score``'s jsonl / csv rows) into ``FILE.partial``,
+renamed over FILE at the end, so that a run stopped half-way keeps its rows and FILE stays whole.
 
 :func:`destination_problem` and :func:`folder_problem` say, before any work is done, why a path could not be
 written (``None`` when it looks writable).
@@ -144,12 +152,7 @@ def _write_descriptor(target: FdTarget, data: bytes) -> None:
         fd = os.open(target.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     else:
         fd = target.fd
-        for stream in (sys.stdout, sys.stderr):  # what Python buffered for the same descriptor goes first
-            try:
-                if stream is not None and stream.fileno() == fd:
-                    stream.flush()
-            except (AttributeError, OSError, ValueError):
-                pass
+        _flush_python_streams(fd)  # what Python buffered for the same descriptor goes first
     try:
         view = memoryview(data)
         while view:
@@ -251,9 +254,187 @@ def write_owned(path: str, data: bytes) -> None:
         raise
 
 
+# --- links and FIFOs planted by another user: the kernel's protected_symlinks / protected_fifos rule ---------------
+
+_SHARED = stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH  # a folder others can put names in (or a sticky one)
+
+
+def kernel_refuses(owner: int, folder_st, uid: int | None = None) -> bool:
+    """The kernel's ``fs.protected_symlinks`` rule (``protected_fifos``' for FIFOs), whatever the sysctl says: a link
+    (FIFO) in a folder that is sticky or writable by its group or others is followed (opened) only when it belongs to
+    the user (``uid``, default this process's) or to the folder's owner. icrt resolves links itself (``realpath``,
+    then a rename), so the kernel's own check never sees them."""
+    uid = os.geteuid() if uid is None else uid
+    return bool(folder_st.st_mode & _SHARED) and owner not in (uid, folder_st.st_uid)
+
+
+def _links_followed(path: str):
+    """(name, its lstat or None when missing, the folder it is in) for each symbolic link followed on the way to
+    ``path``, component by component as the kernel does (``..`` after a link leaves the link's target), then for the
+    file reached. Stops at the first missing component and after 40 links."""
+    path = os.fspath(path)
+    parts = list(reversed(path.split(os.sep)))
+    current = os.sep if path.startswith(os.sep) else os.getcwd()
+    hops = 0
+    while parts:
+        name = parts.pop()
+        if name in ("", os.curdir):
+            continue
+        if name == os.pardir:
+            current = os.path.dirname(current)
+            continue
+        here = os.path.join(current, name)
+        try:
+            st = os.lstat(here)
+        except OSError:
+            yield here, None, current
+            return
+        if stat.S_ISLNK(st.st_mode):
+            yield here, st, current
+            hops += 1
+            if hops >= 40:
+                return
+            target = os.readlink(here)
+            parts.extend(reversed(target.split(os.sep)))
+            if target.startswith(os.sep):
+                current = os.sep
+        elif parts:
+            current = here  # a folder on the way (a file there: the next lstat fails)
+        else:
+            yield here, st, current
+
+
+def planted_problem(path: str, uid: int | None = None) -> str | None:
+    """Why ``path`` must not be written: a symbolic link on the way, or a FIFO or device at its end, that belongs to
+    another user in a folder others can write to (:func:`kernel_refuses`); None otherwise. A link the user made, or
+    one in a folder only its owner can write, stays the user's choice."""
+    try:
+        for here, st, folder in _links_followed(path):
+            if st is None or not (stat.S_ISLNK(st.st_mode) or _is_special(st)):
+                continue
+            folder_st = os.stat(folder)
+            if kernel_refuses(st.st_uid, folder_st, uid):
+                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else _kind(st)
+                rule = "protected_symlinks" if stat.S_ISLNK(st.st_mode) else "protected_fifos"
+                return (f"{here} is {what} of another user (uid {st.st_uid}) in a folder others can write to: icrt "
+                        f"does not follow it (the kernel's {rule} rule); remove it or choose another path")
+    except (OSError, ValueError):
+        return None  # what cannot be read here is reported by the caller's own checks
+    return None
+
+
+# --- a file written as it grows (icrt score's jsonl / csv rows) -------------------------------------------------
+
+PARTIAL_SUFFIX = ".partial"
+
+
+class GrowingFile:
+    """``path`` written a piece at a time (``icrt score``'s rows, as they are scored), so that a run stopped half-way
+    keeps what it wrote and ``path`` is only ever whole. What is at ``path`` decides how, as for :func:`write_bytes`:
+
+    - a regular file, a new path or a link to one: the pieces go to ``<file>.partial`` beside the file, created with
+      ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a regular one left by a stopped run is replaced; a link, FIFO or folder of
+      that name is refused), each piece in whole ``write`` calls; :meth:`commit` renames it over the file, which
+      keeps its mode (and owner, where allowed). Until then the file is as it was; a stopped run (Ctrl+C, SIGTERM,
+      SIGKILL, an error) leaves ``.partial`` holding every piece written;
+    - an open descriptor (``/dev/stdout``, ``/dev/fd/N``), a FIFO or a device: written straight into, piece by piece.
+    """
+
+    def __init__(self, path: str):
+        self.path, self.partial, self.pieces = path, None, 0
+        self._fd = None  # where pieces go
+        self._own_fd = True  # False: a descriptor of this process named by path (closed by nobody here)
+        self._target = fd_target(path)
+        if self._target is not None:
+            if self._target.fd is not None:
+                self._fd, self._own_fd = self._target.fd, False
+            return
+        self._target, self._st = resolve(path)
+        if _is_special(self._st):
+            return  # opened at the first piece, as an ordinary open would (a FIFO waits for its reader there)
+        self.partial = self._target + PARTIAL_SUFFIX
+        problem = owned_problem(self.partial)
+        if problem:
+            raise OSError(errno.EEXIST, problem, self.partial)
+        os.makedirs(os.path.dirname(os.path.abspath(self._target)), exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.partial)  # a regular file: the rows of an earlier stopped run
+        self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._id = _identity(os.fstat(self._fd))
+        if self._st is not None and stat.S_ISREG(self._st.st_mode):
+            with contextlib.suppress(OSError):  # only root may give a file away
+                os.fchown(self._fd, self._st.st_uid, self._st.st_gid)
+            os.fchmod(self._fd, stat.S_IMODE(self._st.st_mode))
+        else:
+            os.fchmod(self._fd, _umask_mode())
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            if isinstance(self._target, FdTarget):  # another process's descriptor: appended to, never truncated
+                self._fd = os.open(self._target.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            else:
+                self._fd = os.open(self._target, os.O_WRONLY | os.O_CLOEXEC)
+        if not self._own_fd:
+            _flush_python_streams(self._fd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self.pieces += 1
+
+    def commit(self) -> None:
+        """Make ``path`` whole: the partial file renamed over it (OSError when that fails: the partial file stays)."""
+        if self.partial is None and self._fd is None and not isinstance(self._target, FdTarget):
+            self.write(b"")  # a FIFO or device not written yet: opened all the same (its reader sees the end)
+        if self.partial is not None:
+            if _identity(os.lstat(self.partial)) != self._id:
+                raise OSError(errno.EEXIST, "was replaced by another file while icrt wrote it", self.partial)
+            os.replace(self.partial, self._target)
+            self.partial = None
+        self._close()
+
+    def stop(self) -> str | None:
+        """Stop writing; the partial file's name when it holds pieces (one without any is removed)."""
+        self._close()
+        if self.partial is not None and not self.pieces:
+            self.discard()
+        return self.partial
+
+    def discard(self) -> None:
+        """Stop writing and remove the partial file (its pieces are saved elsewhere)."""
+        self._close()
+        if self.partial is not None:
+            with contextlib.suppress(OSError):
+                if _identity(os.lstat(self.partial)) == self._id:
+                    os.unlink(self.partial)
+            self.partial = None
+
+    def _close(self) -> None:
+        if self._fd is not None and self._own_fd:
+            os.close(self._fd)
+        self._fd = None
+
+
+def _identity(st) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _flush_python_streams(fd: int) -> None:
+    """What Python buffered for the descriptor ``fd`` (sys.stdout, sys.stderr) goes out before icrt writes to it."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and stream.fileno() == fd:
+                stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
 def resolve(path: str):
     """(the file to write for ``path``, its os.stat result or None when missing). A symbolic link resolves to
-    the file it points to; a link loop is an OSError (ELOOP)."""
+    the file it points to; a link loop is an OSError (ELOOP); a link or FIFO another user planted in a folder others
+    can write to is an OSError (EPERM) saying so (:func:`planted_problem`)."""
+    planted = planted_problem(path)
+    if planted:
+        raise OSError(errno.EPERM, planted, path)
     target = path
     if os.path.islink(path):
         if is_symlink_loop(path):
@@ -355,7 +536,11 @@ def destination_problem(path: str) -> str | None:
 
 
 def folder_problem(path: str) -> str | None:
-    """Why files could not be created in the folder ``path`` (made when missing); None when they can."""
+    """Why files could not be created in the folder ``path`` (made when missing); None when they can. A link to it
+    (or on the way) that another user planted in a folder others can write to is refused (:func:`planted_problem`)."""
+    planted = planted_problem(path)
+    if planted:
+        return planted
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):

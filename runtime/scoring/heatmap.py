@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icrt.runtime.base.files import atomic_path
+from icrt.runtime.base.files import owned_problem, write_owned
 from icrt.runtime.base.text import printable
 
 CELL = 8  # the score map is computed on an 8 px grid of the fitted image: plenty for a 64 px stride
@@ -126,10 +126,14 @@ def draw_heatmap(rgb, geometry, positions, patch, scores, image_score, title="",
 
 def write_heatmap(path, rgb, geometry, positions, patch, scores, image_score, title="", score_range=(0.0, 1.0),
                   note=None):
-    """Write the heatmap (:func:`draw_heatmap`) as a PNG, atomically."""
+    """Write the heatmap (:func:`draw_heatmap`) as a PNG, atomically and never through a link or into a FIFO: the
+    name is icrt's, in a folder others may write to (``runtime.base.files.write_owned``; OSError saying why)."""
+    import io
+
     image = draw_heatmap(rgb, geometry, positions, patch, scores, image_score, title, score_range, note)
-    with atomic_path(path, ".png") as tmp:
-        image.save(tmp, format="PNG")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_owned(path, buf.getvalue())
     return path
 
 
@@ -177,6 +181,7 @@ class HeatmapWriter:
             return None
         path = self.name_for(rec["image"])
         try:
+            os.makedirs(self.folder, exist_ok=True)
             write_heatmap(path, m.rgb, m.geometry, m.positions, m.side, m.scores, m.image_score,
                           title=os.path.basename(rec["image"]), score_range=self.score_range, note=m.note)
         except OSError as e:
@@ -186,3 +191,16 @@ class HeatmapWriter:
             return f"cannot write a heatmap: {what}; scoring goes on without heatmaps"
         rec["heatmap"] = path
         return None
+
+
+def heatmap_names_problem(folder: str, images) -> str | None:
+    """Why the heatmaps of ``images`` could not be written into ``folder`` (checked before scoring): a name one of
+    them would get that is a symbolic link, a FIFO, a folder or a device (someone else's, in a shared folder: icrt
+    never writes through it); None when there is none."""
+    names = HeatmapWriter(folder)
+    for image in images:
+        path = names.name_for(image)
+        problem = owned_problem(path)
+        if problem:
+            return f"cannot write heatmaps into --heatmap {printable(folder)}: {printable(path)} {problem}"
+    return None

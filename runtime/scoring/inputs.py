@@ -242,56 +242,89 @@ def is_uri(path: str) -> bool:
     return bool(_URI.match(path))
 
 
-def _list_problem(path: str) -> str | None:
-    if path == "-":
-        return None
+MAX_LIST_LINES = 20_000_000  # lines of a --files-from list at most (icrt batch is for millions of images)
+MAX_LIST_BYTES = 2 << 30  # bytes of a list at most: an endless pipe stops here, not when memory runs out
+
+
+def _kind(st) -> str:
+    for test, what in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(st.st_mode):
+            return what
+    return "a special file"
+
+
+def _open_list(path: str, name: str):
+    """The list file ``path`` opened for reading (binary): a regular file or a FIFO (a pipe, ``<(cmd)``), nothing
+    else (``/dev/zero`` and other devices are refused, they never end); UserInputError naming the problem."""
+    def refuse(problem):
+        raise UserInputError(f"cannot read --files-from {name}: {problem}")
+
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return "broken symbolic link" if os.path.islink(path) else "no such file"
+        refuse("broken symbolic link" if os.path.islink(path) else "no such file")
     except NotADirectoryError:
-        return "no such file"
+        refuse("no such file")
     except OSError as e:
-        return e.strerror or str(e)
+        refuse(e.strerror or str(e))
     except ValueError as e:  # a NUL byte in the name
-        return str(e)
+        refuse(str(e))
     if stat.S_ISDIR(st.st_mode):
-        return "is a directory, not a list of paths"
-    if not os.access(path, os.R_OK):
-        return "permission denied"
-    return None
+        refuse("is a directory, not a list of paths")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        refuse(f"is {_kind(st)}, not a list of paths (a regular file, a pipe or - for standard input)")
+    try:
+        f = open(path, "rb")  # a FIFO waits here for its writer, as any reader of a named pipe does
+        st = os.fstat(f.fileno())
+    except OSError as e:
+        refuse("permission denied" if isinstance(e, PermissionError) else (e.strerror or str(e)))
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):  # swapped since the check above
+        f.close()
+        refuse(f"is {_kind(st)}, not a list of paths")
+    return f
 
 
 def read_path_list(path: str) -> list[str]:
-    """The paths in the list file ``path`` (``-``: standard input), in order; UserInputError for a bad list."""
+    """The paths in the list file ``path`` (``-``: standard input), in order; UserInputError for a bad list.
+
+    Read a line at a time (a line is read at most :data:`MAX_LINE` + 2 bytes at a time), so that a list that is no
+    text list of paths stops at its first NUL byte or over-long line, and one that never ends at
+    :data:`MAX_LIST_LINES` lines or :data:`MAX_LIST_BYTES` bytes, with memory bounded by those."""
     from icrt.runtime.base.text import printable
 
     name = "standard input" if path == "-" else printable(path)
-    problem = _list_problem(path)
-    if problem:
-        raise UserInputError(f"cannot read --files-from {name}: {problem}")
+    f = sys.stdin.buffer if path == "-" else _open_list(path, name)
+    out, number, size = [], 0, 0
     try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-    except OSError as e:
-        raise UserInputError(f"cannot read --files-from {name}: {e.strerror or e}") from None
-    out = []
-    for number, line in enumerate(data.split(b"\n"), 1):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line.strip():
-            continue
-        if b"\0" in line:
-            raise UserInputError(f"--files-from {name} line {number}: a NUL byte, which no file name can hold "
-                                 "(is this a text list of paths, one a line?)")
-        if len(line) > MAX_LINE:
-            raise UserInputError(f"--files-from {name} line {number}: {len(line)} bytes, longer than any path "
-                                 f"({MAX_LINE}; is this a text list of paths, one a line?)")
-        out.append(os.fsdecode(line))
-    return out
+        while True:
+            try:
+                line = f.readline(MAX_LINE + 2)  # the path, "\r\n", and one byte to tell a longer line
+            except OSError as e:
+                raise UserInputError(f"cannot read --files-from {name}: {e.strerror or e}") from None
+            if not line:
+                return out
+            number += 1
+            size += len(line)
+            if number > MAX_LIST_LINES or size > MAX_LIST_BYTES:
+                raise UserInputError(f"--files-from {name}: longer than {MAX_LIST_LINES:,} lines or "
+                                     f"{MAX_LIST_BYTES >> 30} GiB (is it endless?); split it into smaller lists")
+            if b"\0" in line:
+                raise UserInputError(f"--files-from {name} line {number}: a NUL byte, which no file name can hold "
+                                     "(is this a text list of paths, one a line?)")
+            if not line.endswith(b"\n") and len(line) > MAX_LINE:
+                raise UserInputError(f"--files-from {name} line {number}: more than {MAX_LINE} bytes, longer than "
+                                     "any path (is this a text list of paths, one a line?)")
+            line = line[:-1] if line.endswith(b"\n") else line
+            line = line[:-1] if line.endswith(b"\r") else line
+            if len(line) > MAX_LINE:
+                raise UserInputError(f"--files-from {name} line {number}: {len(line)} bytes, longer than any path "
+                                     f"({MAX_LINE}; is this a text list of paths, one a line?)")
+            if line.strip():
+                out.append(os.fsdecode(line))
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
 
 
 def parse_shard(text: str) -> tuple[int, int]:

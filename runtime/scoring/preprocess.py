@@ -10,7 +10,6 @@ import functools
 import io
 import os
 import warnings
-from struct import error as struct_error
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -53,12 +52,17 @@ def to_rgb(im: Image.Image) -> Image.Image:
         a = np.asarray(im, dtype=np.float64)
         a = np.clip(np.round(a * 255.0 if a.max(initial=0) <= 1.0 else a), 0, 255).astype(np.uint8)
         im = Image.fromarray(a, "L")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if im.mode == "La":  # premultiplied: Pillow converts it to LA only
+        im = im.convert("LA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa"):
         im = im.convert("RGBA")
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, im)
     if im.mode != "RGB":
-        im = im.convert("RGB")
+        try:
+            im = im.convert("RGB")
+        except ValueError:  # a mode Pillow cannot take to RGB in one step: through RGBA, then over white
+            im = to_rgb(im.convert("RGBA"))
     return im
 
 
@@ -104,33 +108,71 @@ def load_resized(source, prep: Preprocessing) -> tuple[np.ndarray, tuple[int, in
     return np.asarray(rgb, dtype=np.uint8), size
 
 
+def _path_problem(path, e: OSError | ValueError) -> str:
+    """What ``icrt score`` reports for an image path that could not be opened or stat'ed (``e``)."""
+    import errno
+
+    if isinstance(e, ValueError):  # a NUL byte in the name
+        return "no such file"
+    if isinstance(e, (FileNotFoundError, NotADirectoryError)):
+        if os.path.islink(path):
+            return SYMLINK_LOOP if is_symlink_loop(path) else "broken symbolic link"
+        return "no such file"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    return SYMLINK_LOOP if e.errno == errno.ELOOP else (e.strerror or str(e))
+
+
+def _file_problem(st) -> str | None:
+    import stat
+
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not an image"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
 def check_image_file(path) -> int:
     """The size of the image file ``path``; ImageError (the problem ``icrt score`` reports) for a folder, a missing
     file or broken link, a symlink loop, a FIFO or device (it would block or never end), an empty file, or a file
-    that cannot be reached (a folder on the way that may not be searched: ``permission denied``)."""
-    import errno
-    import stat
-
+    that cannot be reached (a folder on the way that may not be searched: ``permission denied``). A check only: what
+    opens the file afterwards should use :func:`open_image_file`, which checks what it opened."""
     name = os.fspath(path)
     try:
         st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        if os.path.islink(path):
-            raise ImageError(name, SYMLINK_LOOP if is_symlink_loop(path) else "broken symbolic link") from None
-        raise ImageError(name, "no such file") from None
-    except PermissionError:
-        raise ImageError(name, "permission denied") from None
-    except OSError as e:
-        raise ImageError(name, SYMLINK_LOOP if e.errno == errno.ELOOP else (e.strerror or str(e))) from None
-    except ValueError:  # a NUL byte in the name
-        raise ImageError(name, "no such file") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise ImageError(name, "is a directory, not an image")
-    if not stat.S_ISREG(st.st_mode):
-        raise ImageError(name, "not a regular file")
-    if st.st_size == 0:
-        raise ImageError(name, "empty file (0 bytes)")
+    except (OSError, ValueError) as e:
+        raise ImageError(name, _path_problem(path, e)) from None
+    problem = _file_problem(st)
+    if problem:
+        raise ImageError(name, problem)
     return st.st_size
+
+
+def open_image_file(path):
+    """The image file ``path`` opened for reading, as a binary file object; ImageError as :func:`check_image_file`.
+
+    Opened once, with ``O_NONBLOCK``, and checked through its descriptor (``fstat``): a name swapped for a FIFO or a
+    device after any earlier check is refused here instead of blocking the decoder for ever (open with
+    ``O_NONBLOCK`` returns at once on a FIFO without a writer). ``O_NONBLOCK`` is cleared before the file is read."""
+    import fcntl
+
+    name = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as e:
+        raise ImageError(name, _path_problem(path, e)) from None
+    try:
+        problem = _file_problem(os.fstat(fd))
+        if problem:
+            raise ImageError(name, problem)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _decode(source, draft: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
@@ -142,11 +184,16 @@ def _decode_image(source, draft: tuple[int, int] | None = None) -> tuple[Image.I
     """(the decoded RGB Pillow image, (width, height) of the full image); ImageError naming the file and problem."""
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<bytes>")
     if isinstance(source, (str, os.PathLike)):
-        check_image_file(source)
-    elif isinstance(source, (bytes, bytearray, memoryview)):
+        with open_image_file(source) as f:
+            return _decode_named(f, name, draft)
+    if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError(name, "empty file (0 bytes)")
         source = io.BytesIO(source)
+    return _decode_named(source, name, draft)
+
+
+def _decode_named(source, name: str, draft) -> tuple[Image.Image, tuple[int, int]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -161,27 +208,47 @@ def _decode_image(source, draft: tuple[int, int] | None = None) -> tuple[Image.I
                 except Exception:  # a corrupt EXIF block must not lose the image: keep it unrotated
                     pass
                 rgb = to_rgb(im)
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(name, f"image too large (decompression-bomb limit): {e}") from None
-    except PermissionError:
-        raise ImageError(name, "permission denied") from None
-    except MemoryError:
-        raise ImageError(name, "out of memory while decoding") from None
-    except OSError as e:
-        msg = str(e)
-        if "cannot identify image file" in msg:
-            msg = "not a recognised image format"
-        elif "truncated" in msg.lower() or "broken data stream" in msg.lower():
-            msg = f"truncated or corrupt image data ({e})"
-        raise ImageError(name, msg) from None
-    except (ValueError, SyntaxError, TypeError, KeyError, IndexError, EOFError, struct_error) as e:
-        raise ImageError(name, f"cannot decode image ({type(e).__name__}: {e})") from None
+    except Exception as e:
+        raise ImageError(name, decode_problem(e)) from None
     if rgb.width < 1 or rgb.height < 1:
         raise ImageError(name, "image has no pixels")
     size = full if rgb.size == drafted else (full[1], full[0])  # EXIF rotation swapped the sides
     return rgb, size
+
+
+def decode_problem(e: Exception) -> str:
+    """What a failure to decode an image (``e``, from Pillow or the file under it) is called in an error record."""
+    if isinstance(e, ImageError):
+        return e.problem
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"image too large (decompression-bomb limit): {e}"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, MemoryError):
+        return "out of memory while decoding"
+    if isinstance(e, OSError):
+        msg = str(e)
+        if "cannot identify image file" in msg:
+            return "not a recognised image format"
+        if "truncated" in msg.lower() or "broken data stream" in msg.lower():
+            return f"truncated or corrupt image data ({e})"
+        return msg
+    if isinstance(e, ValueError) and "closed image" in str(e):
+        return "the Pillow image is closed"
+    return f"cannot decode image ({type(e).__name__}: {e})"
+
+
+def pillow_rgb(im: Image.Image, name: str) -> Image.Image:
+    """A Pillow image handed over as it is (perhaps opened lazily, not yet decoded) as RGB; ImageError as for a file:
+    data that is truncated or corrupt, a closed image, no pixels."""
+    try:
+        im.load()
+        rgb = to_rgb(im)
+    except Exception as e:
+        raise ImageError(name, decode_problem(e)) from None
+    if rgb.width < 1 or rgb.height < 1:
+        raise ImageError(name, "image has no pixels")
+    return rgb
 
 
 # --- geometry ---------------------------------------------------------------------------------

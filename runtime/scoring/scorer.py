@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -47,21 +48,51 @@ MAX_BATCH_BYTES = 2 * 2**30
 LOOKAHEAD_MAX = 8  # images decoded ahead of the model at most
 SCORE_TOLERANCE = 1e-3  # scores this far outside the model's range are clipped into it; further out is an error
 MAX_FAILURE_LINES = 20  # failed batches told one by one on stderr (all are counted)
+NON_FINITE = "model returned a non-finite score"
 log = logging.getLogger("runtime")
 
 
-def as_rgb_array(image) -> np.ndarray:
-    """A Pillow image or a uint8 array (HxW, HxWx3, HxWx4 RGBA) -> HxWx3 uint8 RGB."""
+ENCODED = (bytes, bytearray, memoryview)  # the bytes of an encoded file (a memoryview too: not a 1-D array)
+NOT_AN_IMAGE = "give a path, the bytes of an encoded file, a Pillow image or a uint8 array"
+
+
+def is_array(image) -> bool:
+    """An in-memory array of pixels: numpy's, or anything numpy reads as one (``__array_interface__``, ``__array__``)."""
+    return isinstance(image, np.ndarray) or hasattr(image, "__array_interface__") or hasattr(image, "__array__")
+
+
+def check_image_type(image) -> None:
+    """TypeError unless ``image`` is something the Scorer takes as one image: a path (str or os.PathLike), the bytes of
+    an encoded file (bytes, bytearray, memoryview), a Pillow image or an array. None, numbers, dicts and lists are
+    not images (a list is many)."""
     from PIL import Image
 
+    if not isinstance(image, (str, os.PathLike, *ENCODED, Image.Image)) and not is_array(image):
+        raise TypeError(f"not an image: {type(image).__name__} ({NOT_AN_IMAGE})")
+
+
+def as_rgb_array(image, name: str = "<image>") -> np.ndarray:
+    """A Pillow image or a uint8 array (HxW, HxWx3, HxWx4 RGBA) -> HxWx3 uint8 RGB; ImageError naming the problem (a
+    Pillow image whose data is truncated or that is closed, no pixels, a wrong dtype or shape), TypeError for
+    anything that is not an image."""
+    from PIL import Image
+
+    from icrt.runtime.scoring.preprocess import pillow_rgb
+
     if isinstance(image, Image.Image):
-        return np.asarray(to_rgb(image), dtype=np.uint8)
+        return np.asarray(pillow_rgb(image, name), dtype=np.uint8)
+    check_image_type(image)
+    if isinstance(image, (str, os.PathLike, *ENCODED)):
+        raise TypeError(f"{type(image).__name__} is a file or its bytes, not an array: pass it to Scorer.score")
     a = np.asarray(image)
     if a.dtype != np.uint8:
-        raise ValueError(f"image arrays must be uint8 RGB (got {a.dtype}); convert with (x * 255).astype('uint8')")
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4)):
-        return np.asarray(to_rgb(Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a)))
-    raise ValueError(f"image arrays must be HxW, HxWx3 or HxWx4 (got shape {a.shape})")
+        raise ImageError(name, f"image arrays must be uint8 RGB (got {a.dtype}); convert with "
+                               "(x * 255).astype('uint8')")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (1, 3, 4))):
+        raise ImageError(name, f"image arrays must be HxW, HxWx3 or HxWx4 (got shape {a.shape})")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ImageError(name, f"image has no pixels (shape {a.shape})")
+    return np.asarray(to_rgb(Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a)))
 
 
 HEATMAP_SIDE = 1024  # heatmaps are drawn over a copy of the image with this long side at most
@@ -146,6 +177,15 @@ class Scorer:
         self.pixels = takes_pixels(backend, prep)  # uint8 inputs, normalised in the model
         self.score_range = None if score_range is None else tuple(float(v) for v in score_range)
         self.run_failures = RunFailures()
+        self.checked = self.non_finite = 0  # images whose scores were checked; those with a NaN or infinite one
+
+    def non_finite_model(self) -> str | None:
+        """The line a run ends with when the model gave a non-finite score (NaN, infinity) for every image whose
+        scores were checked: the model is broken (a model error, exit code 2), not the images; None otherwise."""
+        if not self.checked or self.non_finite < self.checked:
+            return None
+        return (f"the model gave a non-finite score (NaN or infinity) for every image it scored ({self.non_finite} "
+                "of them): the model is broken, not the images (each has its own error record)")
 
     @classmethod
     def open(cls, options: ScorerOptions) -> "Scorer":
@@ -161,14 +201,19 @@ class Scorer:
 
     # --- public API --------------------------------------------------------------------------------
     def score(self, image, details: bool = False) -> dict:
-        """Score one image (path, bytes, Pillow image or uint8 array). Raises ImageError for a bad file."""
+        """Score one image (path, bytes of an encoded file, Pillow image or uint8 array). Raises ImageError for a bad
+        image, TypeError for what is not an image (None, a number, a dict, a list: :meth:`score_many`; with a
+        ``loader``, whatever it takes)."""
+        if self.loader is None:
+            check_image_type(image)
         rec = next(self.iter_score([image], details=details))
         if ERROR in rec:
             raise ImageError(rec[IMAGE], rec[ERROR])
         return rec
 
     def score_many(self, images, details: bool = False) -> list[dict]:
-        """Score many images; a bad file gives an ``error`` record and the rest are still scored."""
+        """Score many images (an iterable of what :meth:`score` takes); a bad one gives an ``error`` record and the
+        rest are still scored."""
         return list(self.iter_score(images, details=details))
 
     def info(self) -> dict:
@@ -178,23 +223,28 @@ class Scorer:
 
     # --- the batcher -------------------------------------------------------------------------------
     def prepare(self, image, index: int = 0, keep_rgb: bool = False) -> _Item:
-        """Decode and preprocess one image; a problem becomes an error record, never an exception."""
+        """Decode and preprocess one image; any problem becomes an error record, never an exception (an input that is
+        no image at all too: one bad item of a list must not lose the others)."""
         is_path = isinstance(image, (str, os.PathLike))
         name = os.fspath(image) if is_path else getattr(image, "filename", "") or f"<image {index}>"
+        if not isinstance(name, str):
+            name = f"<image {index}>"
         try:
             if self.loader is not None:
                 rgb, (w, h) = self.loader(image)
-            elif (is_path or isinstance(image, (bytes, bytearray))) and keep_rgb:  # the full image for a heatmap
+            elif (is_path or isinstance(image, ENCODED)) and keep_rgb:  # the full image for a heatmap
                 rgb, (w, h) = load_for_model(image, self.prep)
-            elif is_path or isinstance(image, (bytes, bytearray)):
+            elif is_path or isinstance(image, ENCODED):
                 rgb, (w, h) = load_resized(image, self.prep)
             else:
-                rgb = as_rgb_array(image)
+                rgb = as_rgb_array(image, name)
                 h, w = rgb.shape[:2]
             x, pos = model_inputs(rgb, self.prep, self.pixels)
         except ImageError as e:
             return _Item(error_record(name, e.problem))
-        except (ValueError, MemoryError) as e:
+        except TypeError as e:
+            return _Item(error_record(name, str(e)))
+        except Exception as e:  # noqa: BLE001 (per image: the rest of the run goes on)
             return _Item(error_record(name, f"cannot score image ({type(e).__name__}: {e})"))
         geometry = fitted_size(h, w, self.prep)
         rec = {IMAGE: name, SCORE: None, "patches": len(x), "width": int(w), "height": int(h)}
@@ -206,7 +256,9 @@ class Scorer:
             for i, im in enumerate(images):
                 yield self.prepare(im, i, keep_rgb)
             return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="icrt-decode") as pool:
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="icrt-decode")
+        finished = False
+        try:
             ahead = collections.deque()
             # decode up to one batch ahead, so the next batch is ready when the model finishes this one;
             # capped at 8 images to bound memory (a patch-policy photo can be hundreds of MB of inputs)
@@ -217,6 +269,11 @@ class Scorer:
                     yield ahead.popleft().result()
             while ahead:
                 yield ahead.popleft().result()
+            finished = True
+        finally:
+            # interrupted (Ctrl+C, SIGTERM) or closed early: do not wait for a decode that may never end (a slow
+            # or stuck file system); what is queued is cancelled
+            pool.shutdown(wait=finished, cancel_futures=not finished)
 
     def iter_score(self, images, details: bool = False, maps=False):
         """Yield one record per image, in input order.
@@ -225,6 +282,9 @@ class Scorer:
         ``geometry``). ``maps``: add a :class:`runtime.scoring.heatmap.ScoreMap` under ``map`` for a heatmap consumer (the
         patch scores; for square models the scores of local windows, run here); a callable is asked before each
         map (``False``: no more maps, e.g. after a heatmap could not be written)."""
+        if isinstance(images, (str, os.PathLike, *ENCODED, Mapping)):
+            raise TypeError(f"images must be an iterable of images, not a {type(images).__name__} "
+                            "(one image: Scorer.score)")
         pending = collections.deque()  # items not yet yielded, in input order
         queue = collections.deque()  # (item, start) of inputs waiting for a batch
         waiting = 0
@@ -297,7 +357,7 @@ class Scorer:
         if self.score_range is None:  # raw scores (training-time evaluation): no checks
             return None
         if not np.all(np.isfinite(scores)):
-            return "model returned a non-finite score"
+            return NON_FINITE
         lo, hi = self.score_range
         out = scores[(scores < lo - SCORE_TOLERANCE) | (scores > hi + SCORE_TOLERANCE)]
         if out.size:
@@ -309,7 +369,11 @@ class Scorer:
         rec = item.record
         if item.x is None:
             return rec
-        problem = item.error or self.check_scores(item.scores)
+        problem = item.error
+        if problem is None:
+            problem = self.check_scores(item.scores)
+            self.checked += 1
+            self.non_finite += problem == NON_FINITE
         if problem:
             item.x = item.rgb = None
             return error_record(rec[IMAGE], problem)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import tempfile
 import time
 
 import numpy as np
 
 from icrt.runtime.base.errors import UserInputError
-from icrt.runtime.base.files import atomic_path, write_json, write_text
+from icrt.runtime.base.files import folder_problem, json_ready, owned_problem, write_owned
+from icrt.runtime.base.text import printable
 
 logger = logging.getLogger("icrt.runtime.tools.bench")
 
@@ -187,6 +189,9 @@ def run_bench(options, backends=("auto",), precisions=None, batch_sizes=(1, 8), 
     from icrt.runtime.bundle.manifest import load_manifest
     from icrt.runtime.scoring.inputs import collect
 
+    problem = report_problem(report_dir)
+    if problem:  # before anything is timed: a link or FIFO planted where the report goes is refused
+        raise UserInputError(problem)
     bundle = options.bundle()
     manifest = load_manifest(bundle)
     precisions = list(precisions or manifest.precisions())
@@ -237,15 +242,45 @@ def run_bench(options, backends=("auto",), precisions=None, batch_sizes=(1, 8), 
     return report
 
 
+REPORT_FILES = ("report.json", "report.md", "latency.png")  # icrt's own names in --report DIR
+
+
+def report_problem(folder: str) -> str | None:
+    """Why the report could not be written into ``folder`` (checked before anything is timed): the folder cannot be
+    made or written, or one of :data:`REPORT_FILES` there is a link, a FIFO, a folder or a device (someone else's, in
+    a shared folder: icrt never writes through it). None when it can be."""
+    problem = folder_problem(folder)
+    if problem:
+        return f"cannot write the report into --report {printable(folder)}: {problem}"
+    for name in REPORT_FILES:
+        path = os.path.join(folder, name)
+        problem = owned_problem(path)
+        if problem:
+            return f"cannot write the report into --report {printable(folder)}: {printable(path)} {problem}"
+    return None
+
+
 def write_report(report: dict, folder: str) -> None:
+    """report.json, report.md and latency.png in ``folder``, each written atomically and never through a link or
+    into a FIFO (``runtime.base.files.write_owned``: the names are icrt's, the folder may be shared); UserInputError
+    naming the file when one cannot be written."""
+    import json
+
     os.makedirs(folder, exist_ok=True)
-    write_json(os.path.join(folder, "report.json"), report)
-    write_text(os.path.join(folder, "report.md"), markdown(report))
+    _write_owned_file(os.path.join(folder, "report.json"), (json.dumps(json_ready(report), indent=2) + "\n").encode())
+    _write_owned_file(os.path.join(folder, "report.md"), markdown(report).encode("utf-8", "surrogateescape"))
     if has_matplotlib():
-        plot(report, os.path.join(folder, "latency.png"))
+        _write_owned_file(os.path.join(folder, "latency.png"), plot(report))
     else:
         logging.getLogger("icrt.runtime.tools.bench").warning("latency.png not drawn: it needs matplotlib "
                                                    "(the [plots] extra); report.md and report.json are written")
+
+
+def _write_owned_file(path: str, data: bytes) -> None:
+    try:
+        write_owned(path, data)
+    except OSError as e:
+        raise UserInputError(f"cannot write {printable(path)}: {e.strerror or e}") from None
 
 
 def _jetson_line(j: dict) -> str:
@@ -283,14 +318,27 @@ def side_by_side(r: dict) -> list[str]:
     return lines
 
 
+# Markdown's own characters, escaped in text from a bundle or the user (a name, a reason) so that it stays text: no
+# link, image (a tracking ``![](http://...)``), HTML tag, heading or table cell of its own. No Markdown library is a
+# dependency of the runtime, and CommonMark lets a backslash escape any of these.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>|!#~&])")
+
+
+def md(text) -> str:
+    """Untrusted text as Markdown text on one line: control characters as ``\\xNN`` (``printable``), then Markdown's
+    own characters escaped."""
+    return _MARKDOWN.sub(r"\\\1", printable(str(text)))
+
+
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"# icrt bench: {r['model']} ({r['kind']}, input {r['input_size']})", "",
+    images = ", ".join(r["images"]) if isinstance(r["images"], list) else r["images"]
+    lines = [f"# icrt bench: {md(r['model'])} ({md(r['kind'])}, input {r['input_size']})", "",
              f"- machine: {m['cpu']}, {m['usable_cpus']} usable CPUs; GPU: {', '.join(m['gpus']) or 'none'}",
              f"- CPU flags (int8 / bf16 features): {r.get('cpu', '?')}",
              f"- {m['platform']}, Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
              *([_jetson_line(m["jetson"])] if m.get("jetson") else []),
-             f"- load average at start: {m['load_average']}", f"- images: {r['images']}; warmup {r['warmup']}, "
+             f"- load average at start: {m['load_average']}", f"- images: {md(images)}; warmup {r['warmup']}, "
              f"iterations {r['iters']}, every setting timed in the same interleaved rounds", f"- {r['time']}", "",
              "Inference only: one batch of model inputs through the backend (uint8 pixels for a backend that "
              "normalises in its model, floats otherwise). End to end: decode + preprocess + inference of image "
@@ -303,13 +351,13 @@ def markdown(r: dict) -> str:
         a = x.get("agreement") or {}
         spread = (f" ({x['e2e_images_per_s_min']:.1f}-{x['e2e_images_per_s_max']:.1f})"
                   if "e2e_images_per_s_min" in x else "")
-        lines.append(f"| {x['backend']} | {x['precision']} | {x['device']} | {x['batch_size']} | {x['mean_ms']:.2f} | "
+        lines.append(f"| {x['backend']} | {x['precision']} | {md(x['device'])} | {x['batch_size']} | {x['mean_ms']:.2f} | "
                      f"{x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['per_image_ms']:.2f} | "
                      f"{x['images_per_s']:.1f} | {x['patches_per_s']:.1f} | {x['e2e_ms_per_image']:.2f} | "
                      f"{x['e2e_images_per_s']:.1f}{spread} | {_fmt(x.get('e2e_vs_inference'), '.2f')} | "
                      f"{_fmt(a.get('srcc'), '.4f')} | {_fmt(a.get('max_abs_diff'), '.2e')} | {x.get('cpu', '')} |")
     for s in r["skipped"]:
-        lines.append(f"\nSkipped {s['backend']}/{s['precision']}: {s['reason']}")
+        lines.append(f"\nSkipped {md(s['backend'])}/{md(s['precision'])}: {md(s['reason'])}")
     lines += side_by_side(r)
     here = f"{m['cpu']}" + (f" / {m['gpus'][0]}" if m["gpus"] else "")
     lines += ["", "## Compared with reported figures", "",
@@ -318,7 +366,8 @@ def markdown(r: dict) -> str:
               "| model | ms/image | hardware | source |", "|---|---:|---|---|"]
     for x in r["results"]:
         if x["batch_size"] == 1:
-            lines.append(f"| {r['model']} ({x['backend']} {x['precision']}) | {x['per_image_ms']:.2f} | {here} | this run |")
+            lines.append(f"| {md(r['model'])} ({x['backend']} {x['precision']}) | {x['per_image_ms']:.2f} | {here} | "
+                         "this run |")
     for ref in r["reported"]:
         lines.append(f"| {ref['model']} | {ref['ms']} | {ref['hardware']}, {ref['input']} | {ref['source']} |")
     return "\n".join(lines) + "\n"
@@ -333,11 +382,22 @@ def has_matplotlib() -> bool:
         return False
 
 
-def plot(r: dict, path: str) -> None:
+def plot(r: dict) -> bytes:
+    """latency.png's bytes. Text from the bundle (its name) and the machine is drawn as it is: mathtext (``$...$``)
+    and LaTeX are off, and control characters are shown as ``\\xNN``."""
     import matplotlib
     matplotlib.use("Agg", force=False)
+
+    with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
+        return _plot(r)
+
+
+def _plot(r: dict) -> bytes:
+    import io
+
     from matplotlib.figure import Figure
 
+    model = printable(str(r["model"]))
     fig = Figure(figsize=(11, 4.2), dpi=100)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     series = {}
@@ -351,11 +411,11 @@ def plot(r: dict, path: str) -> None:
     ax1.set_xscale("log", base=2)
     ax1.set_xlabel("batch size (model inputs)")
     ax1.set_ylabel("ms per image")
-    ax1.set_title(f"{r['model']} on {r['machine']['cpu'][:40]}", fontsize=9)
+    ax1.set_title(f"{model} on {printable(str(r['machine']['cpu']))[:40]}", fontsize=9)
     ax1.grid(alpha=0.3)
     if series:
         ax1.legend(fontsize=7)
-    labels = [f"{r['model']} {x['backend']} {x['precision']} (this machine)" for x in r["results"] if x["batch_size"] == 1]
+    labels = [f"{model} {x['backend']} {x['precision']} (this machine)" for x in r["results"] if x["batch_size"] == 1]
     values = [x["per_image_ms"] for x in r["results"] if x["batch_size"] == 1]
     labels += [f"{ref['model']} ({ref['hardware'].split(' (')[0]}, reported)" for ref in r["reported"]]
     values += [ref["ms"] for ref in r["reported"]]
@@ -366,5 +426,6 @@ def plot(r: dict, path: str) -> None:
     ax2.set_xlabel("ms per image, batch 1")
     ax2.set_title("this run vs reported (hardware differs)", fontsize=9)
     fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -12,9 +12,19 @@ import json
 import re
 
 from icrt.runtime.base.text import printable
-from icrt.runtime.bundle.records import ERROR, IMAGE, PATCHES, SCORE, TABLE_HEADER, TEXT_FIELDS, text_columns
+from icrt.runtime.bundle.records import (
+    ERROR,
+    HEATMAP,
+    IMAGE,
+    PATCHES,
+    SCORE,
+    TABLE_HEADER,
+    TEXT_FIELDS,
+    text_columns,
+)
 
 FORMATS = ("table", "json", "jsonl", "csv")
+STREAMED = ("jsonl", "csv")  # written a row at a time as records come (icrt score); table and json at the end
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP CSV injection)
 
 
@@ -35,24 +45,42 @@ def _clean(rec: dict) -> dict:
 def render(records: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps([_clean(r) for r in records], indent=2) + "\n"
-    if fmt == "jsonl":
-        return "".join(json.dumps(_clean(r)) + "\n" for r in records)
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=text_columns(records), extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for r in records:
-            row = dict(r)
-            if row.get(SCORE) is not None:
-                row[SCORE] = f"{row[SCORE]:.6f}"
-            for k in TEXT_FIELDS:
-                if k in row:
-                    row[k] = csv_safe(row[k])
-            w.writerow(row)
-        return buf.getvalue()
+    if fmt in STREAMED:
+        columns = text_columns(records)
+        return header(fmt, columns) + "".join(row(r, fmt, columns) for r in records)
     if fmt == "table":
         return table(records)
     raise ValueError(f"unknown format {fmt!r} ({', '.join(FORMATS)})")
+
+
+def stream_columns(heatmaps: bool) -> list[str]:
+    """The CSV columns of a run written row by row, known before its first record: ``heatmap`` when heatmaps are
+    asked for (empty where none was drawn)."""
+    return text_columns([{HEATMAP: None}] if heatmaps else [])
+
+
+def header(fmt: str, columns) -> str:
+    """What a streamed format starts with: the CSV header line (nothing for jsonl)."""
+    if fmt != "csv":
+        return ""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(columns)
+    return buf.getvalue()
+
+
+def row(rec: dict, fmt: str, columns) -> str:
+    """One record as one jsonl line or one CSV row (``columns``), so that a run can write it as soon as it is scored."""
+    if fmt == "jsonl":
+        return json.dumps(_clean(rec)) + "\n"
+    cells = dict(rec)
+    if cells.get(SCORE) is not None:
+        cells[SCORE] = f"{cells[SCORE]:.6f}"
+    for k in TEXT_FIELDS:
+        if k in cells:
+            cells[k] = csv_safe(cells[k])
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n").writerow(cells)
+    return buf.getvalue()
 
 
 def table(records: list[dict]) -> str:

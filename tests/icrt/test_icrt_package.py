@@ -143,3 +143,33 @@ def test_scoring_says_again_when_the_cpu_build_hides_an_installed_onnxruntime_gp
     assert err.count("\n") == 1 and "scoring on the CPU: both onnxruntime and onnxruntime-gpu are installed" in err
     with pytest.raises(runtime.BackendError, match="onnxruntime has no GPU providers here \\(both onnxruntime and"):
         ort.OrtBackend.open(load_manifest(square_bundle), "fp32", gpu=True)
+
+
+@pytest.mark.parametrize("thing", [None, 5, 1.5, {"a.png": 1}])
+def test_score_of_something_that_is_no_image_is_a_type_error(square_bundle, thing):
+    """R12: None and numbers said "image arrays must be uint8 RGB (got object)"; a dict scored its keys."""
+    with pytest.raises(TypeError, match="not an image"):
+        icrt.score(thing, model=square_bundle)
+
+
+def test_score_of_a_memoryview_is_one_encoded_image(tmp_path, square_bundle):
+    textured(40, 30, seed=4).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    rec = icrt.score(memoryview(data), model=square_bundle)
+    assert isinstance(rec, dict) and rec["score"] == pytest.approx(icrt.score(data, model=square_bundle)["score"])
+
+
+def test_score_of_a_folder_that_cannot_be_listed_says_so(tmp_path, square_bundle, monkeypatch):
+    """R12: icrt.score('lockeddir') said "is a directory, not an image"; it is the folder's error record, as on the
+    command line (os.scandir refused as for another user: root may list any folder)."""
+    locked = tmp_path / "lockeddir"
+    locked.mkdir()
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert icrt.score(str(locked), model=square_bundle) == [
+        {"image": str(locked), "error": "cannot list this folder (permission denied)"}]

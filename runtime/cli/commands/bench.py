@@ -24,6 +24,7 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from icrt.runtime.backends import backend_choices
+    from icrt.runtime.base.text import printable
     from icrt.runtime.bundle.precisions import precision_names
     from icrt.runtime.tools.bench import run_bench
 
@@ -35,7 +36,7 @@ def run(args) -> int:
                        warmup=args.warmup, iters=args.iters, images=args.images, report_dir=args.report)
     if not report["results"]:
         raise UserInputError("nothing could be timed (see the skipped settings above)")
-    print(os.path.join(args.report, "report.md"))
+    print(printable(os.path.join(args.report, "report.md")))
     return EXIT_OK
 
 

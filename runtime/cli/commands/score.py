@@ -1,15 +1,17 @@
 """``icrt score``: score images (files, folders, globs, ``--files-from``, ``--shard``) with a bundle, or through a
-server (``--url``); a table, JSON, JSONL or CSV on stdout or ``-o``.
+server (``--url``); a table, JSON, JSONL or CSV on stdout or ``-o``. JSONL and CSV are written a row at a time as
+images are scored (:class:`Rows`): a run stopped half-way keeps its rows in ``FILE.partial``.
 
 Exit codes (runtime.base.errors): 0 every file scored; 1 some files failed (the rest are scored and written); 2
-usage, model or destination errors (-o / --heatmap are checked before scoring; a write that fails at the end
-leaves the scores in a fallback file, see ``_fallback``); EXIT_UNAVAILABLE when the backend asked for cannot
-run here.
+usage, model or destination errors (-o / --heatmap are checked before scoring; a write that fails leaves the scores
+in a fallback file, see ``_fallback``; a model that fails at run time, or whose every score is NaN);
+EXIT_UNAVAILABLE when the backend asked for cannot run here.
 """
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 
 import icrt.runtime.cli.options as options
@@ -39,11 +41,25 @@ def _err(msg: str) -> None:
 
 def _destination_problem(args) -> str | None:
     """Why -o or --heatmap could not be written, found before any scoring (None: they look fine)."""
-    from icrt.runtime.base.files import destination_problem, folder_problem
+    from icrt.runtime.base.files import (
+        PARTIAL_SUFFIX,
+        destination_problem,
+        fd_target,
+        folder_problem,
+        owned_problem,
+        resolve,
+    )
     from icrt.runtime.base.text import printable
+    from icrt.runtime.tools.formats import STREAMED
 
     if args.output and (p := destination_problem(args.output)):
         return f"cannot write -o {printable(args.output)}: {p}"
+    if args.output and args.format in STREAMED and fd_target(args.output) is None:
+        target, st = resolve(args.output)
+        partial = target + PARTIAL_SUFFIX
+        if (st is None or stat.S_ISREG(st.st_mode)) and (p := owned_problem(partial)):
+            return f"cannot write -o {printable(args.output)}: {printable(partial)} (where its rows go while they " \
+                   f"are scored) {p}"
     if args.heatmap and (p := folder_problem(args.heatmap)):
         return f"cannot write heatmaps into --heatmap {printable(args.heatmap)}: {p}"
     return None
@@ -65,6 +81,31 @@ def _fallback(data: bytes, fmt: str) -> str | None:
     return None
 
 
+def _write_stdout(data: bytes) -> None:
+    out = getattr(sys.stdout, "buffer", None)
+    sys.stdout.flush()
+    if out is None:  # a text-only stream (tests, embedding)
+        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+        sys.stdout.flush()
+    else:
+        out.write(data)
+        out.flush()
+
+
+def _pipe_closed() -> None:
+    """The reader of stdout stopped reading (``| head``): nothing more is written there, and nothing is said."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _save_instead(problem: str, data: bytes, fmt: str) -> int:
+    from icrt.runtime.base.text import printable
+
+    saved = _fallback(data, fmt)
+    _err(f"{problem}; the scores were saved in {printable(saved)}" if saved
+         else f"{problem}; the scores could not be saved anywhere")
+    return EXIT_USAGE
+
+
 def _write_out(args, data: bytes) -> int:
     """Write the rendered scores to -o or stdout; when that fails, to a fallback file (exit 2)."""
     from icrt.runtime.base.text import printable
@@ -80,31 +121,118 @@ def _write_out(args, data: bytes) -> int:
             problem = f"cannot write -o {printable(args.output)}: {e.strerror or e}"
     else:
         try:
-            out = getattr(sys.stdout, "buffer", None)
-            sys.stdout.flush()
-            if out is None:  # a text-only stream (tests, embedding)
-                sys.stdout.write(data.decode("utf-8", "surrogateescape"))
-                sys.stdout.flush()
-            else:
-                out.write(data)
-                out.flush()
+            _write_stdout(data)
             return EXIT_OK
         except BrokenPipeError:  # the reader stopped reading (| head): nothing to save, nothing to say
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _pipe_closed()
             return EXIT_FAILURES
         except OSError as e:
             problem = f"cannot write the scores to stdout: {e.strerror or e}"
-    saved = _fallback(data, args.format)
-    _err(f"{problem}; the scores were saved in {printable(saved)}" if saved
-         else f"{problem}; the scores could not be saved anywhere")
-    return EXIT_USAGE
+    return _save_instead(problem, data, args.format)
+
+
+class Rows:
+    """Where the records of a run go. ``jsonl`` and ``csv`` are written a row at a time as records come: to stdout
+    (flushed per row) or, for ``-o FILE``, to ``FILE.partial`` beside it, renamed over FILE at the end
+    (``runtime.base.files.GrowingFile``), so that an interrupted run keeps the rows scored so far and FILE stays as
+    it was. ``table`` and ``json`` are written whole at the end (:func:`_write_out`). A write that fails mid-run
+    ends the writing, not the scoring: every record goes to a fallback file at the end, as for a write that fails
+    there."""
+
+    def __init__(self, args):
+        from icrt.runtime.tools.formats import STREAMED, stream_columns
+
+        self.args, self.records, self.file, self.problem = args, [], None, None
+        self.streamed = args.format in STREAMED
+        self.columns = stream_columns(bool(args.heatmap)) if self.streamed else None
+        self.pipe_closed = False  # the reader of stdout went away: the run ends
+
+    def open(self) -> None:
+        """Create -o's partial file and write the CSV header (before scoring; a UserInputError when it cannot be)."""
+        from icrt.runtime.base.files import GrowingFile
+        from icrt.runtime.base.text import printable
+        from icrt.runtime.tools.formats import header
+
+        if not self.streamed:
+            return
+        if self.args.output:
+            try:
+                self.file = GrowingFile(self.args.output)
+            except OSError as e:
+                where = printable(os.fsdecode(e.filename)) + " " if isinstance(e.filename, (str, bytes)) else ""
+                raise UserInputError(f"cannot write -o {printable(self.args.output)}: {where}{e.strerror or e}") \
+                    from None
+        self._put(header(self.args.format, self.columns))
+
+    def add(self, rec: dict) -> bool:
+        """Keep ``rec`` and write its row (streamed formats); False when the run should end (stdout's reader left)."""
+        from icrt.runtime.tools.formats import row
+
+        self.records.append(rec)
+        if self.streamed:
+            self._put(row(rec, self.args.format, self.columns))
+        return not self.pipe_closed
+
+    def _put(self, text: str) -> None:
+        from icrt.runtime.base.text import printable
+        from icrt.runtime.tools.formats import encode
+
+        if not text or self.problem or self.pipe_closed:
+            return
+        try:
+            if self.file is not None:
+                self.file.write(encode(text))
+            else:
+                _write_stdout(encode(text))
+        except BrokenPipeError:  # | head, or -o /dev/stdout | head
+            self.pipe_closed = True
+            if self.file is None:
+                _pipe_closed()
+        except OSError as e:
+            self.problem = (f"cannot write -o {printable(self.args.output)}: {e.strerror or e}" if self.file is not None
+                            else f"cannot write the scores to stdout: {e.strerror or e}")
+
+    def finish(self) -> int:
+        """Write what is left; the exit code of the writing (0, or 1 for a closed pipe, 2 for a fallback file)."""
+        from icrt.runtime.base.text import printable
+        from icrt.runtime.tools.formats import encode, render
+
+        if not self.streamed:
+            return _write_out(self.args, encode(render(self.records, self.args.format)))
+        if self.pipe_closed:
+            if self.file is not None:
+                self.file.stop()
+            return EXIT_FAILURES
+        if self.problem is None and self.file is not None:
+            try:
+                self.file.commit()
+            except OSError as e:
+                self.problem = f"cannot write -o {printable(self.args.output)}: {e.strerror or e}"
+        if self.problem is None:
+            return EXIT_OK
+        code = _save_instead(self.problem, encode(render(self.records, self.args.format)), self.args.format)
+        if self.file is not None:
+            self.file.discard()  # the fallback file holds every row
+        return code
+
+    def stopped(self) -> str | None:
+        """The run stops before its end: the partial file holding the rows written so far (None: there is none; one
+        with no row, a CSV header at most, is removed)."""
+        if self.file is None:
+            return None
+        if self.problem is not None:  # the writing had stopped already: what it wrote stays, not told as complete
+            self.file.stop()
+            return None
+        if not self.records:
+            self.file.discard()
+            return None
+        return self.file.stop()
 
 
 def run(args) -> int:
     from icrt.runtime.base.text import printable
-    from icrt.runtime.scoring.heatmap import HeatmapWriter
+    from icrt.runtime.scoring.heatmap import HeatmapWriter, heatmap_names_problem
     from icrt.runtime.scoring.inputs import gather, in_input_order
-    from icrt.runtime.tools.formats import encode, render
     from icrt.runtime.tools.progress import Progress
 
     problem = _destination_problem(args)
@@ -112,6 +240,8 @@ def run(args) -> int:
         raise UserInputError(problem)
     problems = {}  # paths found bad while listing (symlink loops) -> problem
     paths = gather(options.input_options(args), problems)  # PATHs, --files-from, --shard
+    if args.heatmap and (problem := heatmap_names_problem(args.heatmap, paths)):
+        raise UserInputError(problem)  # a link or FIFO where a heatmap would go: refused before scoring
     if args.url:  # the same records, from a server (icrt.runtime.serving.client)
         from icrt.runtime.serving.client import open_remote
         if args.heatmap:
@@ -120,25 +250,39 @@ def run(args) -> int:
     else:
         from icrt.runtime.scoring.scorer import Scorer
         scorer = Scorer.open(options.scorer_options(args))
-    failures = []  # destination errors met while scoring
     heatmaps = HeatmapWriter(args.heatmap, scorer.score_range) if args.heatmap else None
-    records = []
-    with Progress(len(paths)) as bar:
-        for rec in in_input_order(scorer, paths, problems, maps=heatmaps.wanted if heatmaps else False):
-            if heatmaps is not None and (problem := heatmaps.draw(rec)):
-                failures.append(problem)
-                _err(problem)
-            if "error" in rec:  # one line per file, whatever its name holds
-                bar.line(f"icrt: {printable(rec['image'])}: {printable(rec['error'])}")
-            bar.update(1)
-            records.append(rec)
-    code = _write_out(args, encode(render(records, args.format))) or (EXIT_USAGE if failures else EXIT_OK)
+    failures = []  # destination errors met while scoring
+    rows = Rows(args)
+    rows.open()
+    try:
+        with Progress(len(paths)) as bar:
+            for rec in in_input_order(scorer, paths, problems, maps=heatmaps.wanted if heatmaps else False):
+                if heatmaps is not None and (problem := heatmaps.draw(rec)):
+                    failures.append(problem)
+                    _err(problem)
+                if "error" in rec:  # one line per file, whatever its name holds
+                    bar.line(f"icrt: {printable(rec['image'])}: {printable(rec['error'])}")
+                bar.update(1)
+                if not rows.add(rec):
+                    break
+    except BaseException:  # Ctrl+C, SIGTERM, an error: the rows written so far stay in the partial file
+        partial = rows.stopped()
+        if partial:
+            _err(f"stopped after {len(rows.records)} of {len(paths)} image(s): their rows are in "
+                 f"{printable(partial)} (-o {printable(args.output)} was left as it was)")
+        raise
+    records = rows.records
+    code = rows.finish() or (EXIT_USAGE if failures else EXIT_OK)
     failed = sum("error" in r for r in records)
     if failed:
         log.warning("icrt: %d of %d file(s) could not be scored", failed, len(records))
     run_failures = getattr(scorer, "run_failures", None)
     if run_failures:  # a model that fails at run time is a model error (exit 2), reported after every record is out
         _err(run_failures.message())
+        return code or EXIT_USAGE
+    broken = getattr(scorer, "non_finite_model", lambda: None)()
+    if broken:  # NaN or infinity for every image it scored: the model is broken, not the images (exit 2)
+        _err(broken)
         return code or EXIT_USAGE
     return code or (EXIT_FAILURES if failed else EXIT_OK)
 

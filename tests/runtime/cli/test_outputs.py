@@ -1,5 +1,6 @@
 """Where `icrt score` writes, and what: CSV cells, -o destinations, checks before scoring, fallbacks, odd file
 names. (`python -m export` replacing a bundle only when the new one is complete: tests/export/test_export.py.)"""
+import contextlib
 import csv
 import errno
 import io
@@ -24,11 +25,11 @@ def image(tmp_path):
     return path
 
 
-def icrt(*argv, cwd=None, env=None):
+def icrt(*argv, cwd=None, env=None, timeout=300):
     """The real process, bytes out (names that are not UTF-8 must come back as they were)."""
     env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
     return subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *[os.fsencode(a) for a in argv]], capture_output=True,
-                          cwd=cwd, env=env, timeout=300)
+                          cwd=cwd, env=env, timeout=timeout)
 
 
 def one_error_line(err: str, *words):
@@ -186,23 +187,19 @@ def test_a_full_device_at_the_end_is_one_line_and_a_fallback_file(square_bundle,
 
 
 def test_a_heatmap_that_cannot_be_written_ends_heatmaps_not_scoring(capsys, patches_bundle, tmp_path, monkeypatch):
-    import contextlib
-
     import icrt.runtime.scoring.heatmap as heatmap
 
     patches = patches_bundle
     for i in range(3):
         textured(70, 50, seed=i).save(tmp_path / f"i{i}.png")
-    real, calls = heatmap.atomic_path, []
+    real, calls = heatmap.write_owned, []
 
-    @contextlib.contextmanager
-    def second_fails(path, suffix=""):
+    def second_fails(path, data):
         calls.append(path)
         if len(calls) == 2:
             raise OSError(errno.ENOSPC, "No space left on device", path)
-        with real(path, suffix) as tmp:
-            yield tmp
-    monkeypatch.setattr(heatmap, "atomic_path", second_fails)
+        real(path, data)
+    monkeypatch.setattr(heatmap, "write_owned", second_fails)
     code, out, err = run(capsys, "score", *[tmp_path / f"i{i}.png" for i in range(3)], "-m", patches,
                          "--heatmap", tmp_path / "maps", "--format", "json")
     recs = json.loads(out)
@@ -384,3 +381,306 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path, capsys):
     finally:
         signal.signal(signal.SIGTERM, before)
     assert capsys.readouterr().err == "icrt: terminated (SIGTERM)\n"
+
+
+# --- issue 26 / R1: links and FIFOs that another user planted where icrt writes --------------------------------
+
+OTHER = 65534  # nobody: the other user of these tests (making a file of another user needs root)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="making a link or FIFO of another user needs root")
+VICTIM = "VICTIM CONTENT\n"
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A folder every user may write to, as /tmp is (sticky, world-writable)."""
+    d = tmp_path / "shared"
+    d.mkdir()
+    os.chmod(d, 0o1777)
+    return d
+
+
+@pytest.fixture
+def victim(tmp_path):
+    v = tmp_path / "victim.txt"
+    v.write_text(VICTIM)
+    return v
+
+
+def plant_link(path, target, uid=OTHER):
+    """A symbolic link at ``path`` owned by ``uid`` (by default another user)."""
+    os.symlink(target, path)
+    os.lchown(path, uid, uid)
+    return path
+
+
+def plant_fifo(path, uid=OTHER):
+    os.mkfifo(path)
+    os.chown(path, uid, uid)
+    return path
+
+
+@pytest.fixture
+def scoring_refused(monkeypatch):
+    """Scoring must not start: the destination is refused before the bundle is opened."""
+    import icrt.runtime.scoring.scorer as scorer
+
+    def refuse(cls, *a, **k):
+        raise AssertionError("scoring started before the destination was checked")
+    monkeypatch.setattr(scorer.Scorer, "open", classmethod(refuse))
+
+
+def test_the_kernels_protected_symlinks_rule():
+    """A link (FIFO) in a folder that is sticky or writable by group or others is followed only when it belongs to
+    the user or to the folder's owner; in any other folder it is the user's choice."""
+    from types import SimpleNamespace
+
+    from icrt.runtime.base.files import kernel_refuses
+
+    def folder(mode, uid=0):
+        return SimpleNamespace(st_mode=stat.S_IFDIR | mode, st_uid=uid)
+    me, other = 1000, 1001
+    for mode in (0o1777, 0o777, 0o775, 0o1770, 0o1755):
+        assert kernel_refuses(other, folder(mode), me), oct(mode)  # /tmp, a team folder
+        assert not kernel_refuses(me, folder(mode), me)  # my own link
+        assert not kernel_refuses(other, folder(mode, uid=other), me)  # the folder's owner's link (root's in /tmp)
+    for mode in (0o755, 0o700, 0o555):
+        assert not kernel_refuses(other, folder(mode), me), oct(mode)  # nobody else could have put it there
+    assert kernel_refuses(other, folder(0o1777), 0)  # root too: the case of the red-team finding
+
+
+@needs_root
+@pytest.mark.parametrize("fmt", ["json", "jsonl"])
+def test_o_refuses_a_link_another_user_planted_in_a_shared_folder(capsys, square_bundle, image, shared, victim, fmt,
+                                                                  scoring_refused):
+    """R1: `-o /tmp/scores.json`, where someone else made scores.json a link to a file of the user: refused before
+    scoring, with one line (exit 2); the file it points to is unchanged. Also a link on the way (a folder)."""
+    plant_link(shared / "scores.json", victim)
+    plant_link(shared / "dir", victim.parent)
+    for dest in (shared / "scores.json", shared / "dir" / "victim.txt"):
+        code, out, err = run(capsys, "score", image, "-m", square_bundle, "--format", fmt, "-o", dest)
+        assert code == 2 and out == ""
+        one_error_line(err, f"cannot write -o {dest}", "of another user (uid 65534)", "protected_symlinks")
+    assert victim.read_text() == VICTIM and sorted(os.listdir(victim.parent)) == ["ok.png", "shared", "victim.txt"]
+
+
+@needs_root
+def test_o_refuses_a_fifo_another_user_planted_in_a_shared_folder_without_blocking(square_bundle, image, shared):
+    plant_fifo(shared / "scores.jsonl")
+    r = icrt("score", image, "-m", square_bundle, "--format", "jsonl", "-o", shared / "scores.jsonl", timeout=120)
+    assert r.returncode == 2 and r.stdout == b""
+    one_error_line(r.stderr.decode(), "scores.jsonl is a FIFO of another user", "protected_fifos")
+
+
+@needs_root
+def test_o_follows_a_link_of_the_user_or_one_in_a_folder_only_they_can_write(capsys, square_bundle, image, shared,
+                                                                             victim, tmp_path):
+    """The user's own link, even in a shared folder, and any link in a folder nobody else can write, stay the user's
+    choice: written through, the link kept."""
+    plant_link(shared / "mine.json", victim, uid=os.geteuid())
+    private = tmp_path / "private"
+    private.mkdir(mode=0o755)
+    plant_link(private / "theirs.json", tmp_path / "other.json")  # another user's, but only I could have put it there
+    for dest, written in ((shared / "mine.json", victim), (private / "theirs.json", tmp_path / "other.json")):
+        assert run(capsys, "score", image, "-m", square_bundle, "--format", "json", "-o", dest)[0] == 0
+        assert dest.is_symlink() and json.loads(written.read_text())[0]["image"] == str(image)
+
+
+@needs_root
+def test_a_heatmap_folder_that_another_user_linked_elsewhere_is_refused(capsys, square_bundle, image, shared,
+                                                                       tmp_path, scoring_refused):
+    """`--heatmap /tmp/maps`, where someone else made maps a link to a folder of the user's: refused (exit 2)."""
+    (tmp_path / "mine").mkdir()
+    plant_link(shared / "maps", tmp_path / "mine")
+    code, out, err = run(capsys, "score", image, "-m", square_bundle, "--heatmap", shared / "maps")
+    assert code == 2 and out == "" and os.listdir(tmp_path / "mine") == []
+    one_error_line(err, f"--heatmap {shared}/maps", "of another user (uid 65534)", "protected_symlinks")
+
+
+def test_heatmaps_refuse_a_link_or_fifo_planted_in_the_folder_before_scoring(square_bundle, image, tmp_path, victim):
+    """R1: `--heatmap maps/`, where maps/ok.heatmap.png is a link (or a FIFO): icrt never writes its own files through
+    a link, whoever made it; one line before scoring, exit 2, no hang, the victim unchanged."""
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    os.symlink(victim, maps / "ok.heatmap.png")
+    r = icrt("score", image, "-m", square_bundle, "--heatmap", maps, "--format", "json", timeout=120)
+    assert r.returncode == 2 and r.stdout == b""
+    one_error_line(r.stderr.decode(), f"--heatmap {maps}", "ok.heatmap.png is a symbolic link")
+    assert victim.read_text() == VICTIM
+    os.remove(maps / "ok.heatmap.png")
+    os.mkfifo(maps / "ok.heatmap.png")
+    r = icrt("score", image, "-m", square_bundle, "--heatmap", maps, "--format", "json", timeout=120)
+    assert r.returncode == 2
+    one_error_line(r.stderr.decode(), "ok.heatmap.png is a FIFO, not a regular file")
+    os.remove(maps / "ok.heatmap.png")
+    os.symlink(victim, maps / "ok-1.heatmap.png")  # the name a second ok.png gets: every name a run may use is checked
+    (tmp_path / "sub").mkdir()
+    textured(30, 30).save(tmp_path / "sub" / "ok.png")
+    r = icrt("score", image, tmp_path / "sub" / "ok.png", "-m", square_bundle, "--heatmap", maps, timeout=120)
+    assert r.returncode == 2
+    one_error_line(r.stderr.decode(), "ok-1.heatmap.png is a symbolic link")
+    assert victim.read_text() == VICTIM
+
+
+def test_a_heatmap_link_planted_during_the_run_is_not_written_through(patches_bundle, tmp_path, victim):
+    """A link that appears after the check: the writer itself refuses it (O_NOFOLLOW-like: the rename replaces a
+    name); heatmaps end, scoring goes on."""
+    from icrt.runtime.scoring.heatmap import HeatmapWriter
+    from icrt.runtime.scoring.scorer import Scorer
+
+    textured(70, 50, seed=1).save(tmp_path / "a.png")
+    maps = tmp_path / "maps"
+    writer = HeatmapWriter(str(maps), (0.0, 1.0))
+    scorer = Scorer.load(patches_bundle, backend="onnxruntime")
+    [rec] = scorer.iter_score([str(tmp_path / "a.png")], maps=writer.wanted)
+    maps.mkdir()
+    os.symlink(victim, maps / "a.heatmap.png")
+    problem = writer.draw(rec)
+    assert "a.heatmap.png: is a symbolic link" in problem and "heatmap" not in rec and not writer.active
+    assert victim.read_text() == VICTIM and 0 <= rec["score"] <= 1
+
+
+# --- issue 26: jsonl / csv written as rows come; an interrupted run keeps them in FILE.partial ------------------
+
+
+def five_images(folder):
+    paths = []
+    for i in range(5):
+        textured(40 + 5 * i, 40, seed=i, level=i / 5).save(folder / f"im{i}.png")
+        paths.append(folder / f"im{i}.png")
+    return paths
+
+
+@contextlib.contextmanager
+def stalled(n, *argv, cwd, **popen):
+    """`icrt ARGV` whose model stalls after n batches (tests/runtime/cli/stalled_score.py); killed on the way out
+    whatever happened (a failed test must not leave it waiting for an hour)."""
+    p = subprocess.Popen([sys.executable, "-m", "tests.runtime.cli.stalled_score", str(n), *map(str, argv)], cwd=cwd,
+                         env={**os.environ, "PYTHONPATH": ROOT}, stderr=subprocess.PIPE, **popen)
+    try:
+        yield p
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+
+
+def wait_for(condition, what, process, timeout=180):
+    """Poll ``condition`` until it holds (the process must still be running), for at most ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended ({process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def stop(process, sig):
+    """Send ``sig``; (exit code, stderr) once the process has ended (the caller's ``stalled`` kills it otherwise)."""
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err.decode()
+
+
+@pytest.mark.parametrize("fmt, sig, code", [("jsonl", "SIGINT", 130), ("csv", "SIGTERM", 143), ("jsonl", "SIGKILL", -9)])
+def test_an_interrupted_run_keeps_its_rows_in_a_partial_file_and_the_old_file(square_bundle, tmp_path, fmt, sig, code):
+    """Ctrl+C, SIGTERM or a kill after 3 of 5 images: FILE.partial holds the 3 rows, each whole; FILE is as it was;
+    the error line names the partial file (none for SIGKILL: nothing runs then)."""
+    import signal
+
+    images = five_images(tmp_path)
+    out, partial = tmp_path / f"scores.{fmt}", tmp_path / f"scores.{fmt}.partial"
+    out.write_text("OLD\n")
+    lines = 3 + (fmt == "csv")  # the header
+    with stalled(3, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
+                 fmt, "-o", out, cwd=tmp_path) as p:
+        wait_for(lambda: partial.exists() and partial.read_bytes().count(b"\n") >= lines, "3 rows in the partial file", p)
+        returncode, err = stop(p, getattr(signal, sig))
+    assert returncode == code and "Traceback" not in err, err
+    assert out.read_text() == "OLD\n"
+    text = partial.read_text()
+    rows = ([json.loads(line) for line in text.splitlines()] if fmt == "jsonl" else
+            list(csv.DictReader(io.StringIO(text))))
+    assert [r["image"] for r in rows] == [str(i) for i in images[:3]] and all(0 <= float(r["score"]) <= 1 for r in rows)
+    if sig != "SIGKILL":
+        assert (f"icrt: error: stopped after 3 of 5 image(s): their rows are in {partial} (-o {out} was left as it "
+                "was)") in err.splitlines(), err
+    assert sorted(os.listdir(tmp_path)) == sorted([*(i.name for i in images), out.name, partial.name])
+
+
+def test_jsonl_on_stdout_comes_a_row_at_a_time(square_bundle, tmp_path):
+    """The rows of a run reach stdout as they are scored, not at the end."""
+    import signal
+    import threading
+
+    images = five_images(tmp_path)
+    got = []
+    with stalled(2, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
+                 "jsonl", cwd=tmp_path, stdout=subprocess.PIPE) as p:
+        reader = threading.Thread(target=lambda: got.extend([p.stdout.readline(), p.stdout.readline()]), daemon=True)
+        reader.start()
+        reader.join(180)
+        still_running = p.poll() is None
+        returncode, _ = stop(p, signal.SIGINT)
+    assert still_running and [json.loads(line)["image"] for line in got] == [str(i) for i in images[:2]]
+    assert returncode == 130
+
+
+def test_an_error_mid_run_names_the_partial_file(capsys, square_bundle, tmp_path, monkeypatch):
+    """Any stop before the end (here a server error raised after 2 records) leaves the partial file and says so."""
+    import icrt.runtime.scoring.inputs as inputs
+    from icrt.runtime.base.errors import UserInputError
+
+    images = five_images(tmp_path)
+    real = inputs.in_input_order
+
+    def two_then_fail(*a, **k):
+        it = real(*a, **k)
+        yield next(it)
+        yield next(it)
+        raise UserInputError("the server went away")
+    monkeypatch.setattr(inputs, "in_input_order", two_then_fail)
+    out = tmp_path / "scores.jsonl"
+    code, stdout, err = run(capsys, "score", *images, "-m", square_bundle, "--format", "jsonl", "-o", out)
+    partial = tmp_path / "scores.jsonl.partial"
+    assert code == 2 and not out.exists() and len(partial.read_text().splitlines()) == 2
+    assert err.splitlines() == [f"icrt: error: stopped after 2 of 5 image(s): their rows are in {partial} (-o {out} "
+                                "was left as it was)", "icrt: error: the server went away"]
+
+
+def test_a_finished_run_leaves_no_partial_file_and_replaces_an_old_one(capsys, square_bundle, tmp_path):
+    images = five_images(tmp_path)
+    out, partial = tmp_path / "scores.csv", tmp_path / "scores.csv.partial"
+    partial.write_text("rows of an earlier interrupted run\n")
+    code, stdout, err = run(capsys, "score", *images, "-m", square_bundle, "--format", "csv", "-o", out)
+    assert code == 0 and stdout == "" and err == "" and not partial.exists()
+    assert [r["image"] for r in csv.DictReader(open(out))] == [str(i) for i in images]
+    code, stdout, _ = run(capsys, "score", *images, "-m", square_bundle, "--format", "csv")
+    assert stdout == out.read_text()  # the same bytes as on stdout
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_link_or_fifo_where_the_partial_file_goes_is_refused_before_scoring(capsys, square_bundle, image, tmp_path,
+                                                                              victim, kind, scoring_refused):
+    partial = tmp_path / "scores.jsonl.partial"
+    os.symlink(victim, partial) if kind == "link" else os.mkfifo(partial)
+    code, out, err = run(capsys, "score", image, "-m", square_bundle, "--format", "jsonl", "-o", tmp_path / "scores.jsonl")
+    assert code == 2 and out == ""
+    one_error_line(err, f"{partial} (where its rows go while they are scored)", "symbolic link" if kind == "link"
+                   else "FIFO")
+    assert victim.read_text() == VICTIM
+
+
+def test_a_run_stopped_before_its_first_row_leaves_no_partial_file(square_bundle, tmp_path):
+    """A CSV header alone is no rows: the partial file goes, FILE stays, and no line claims rows were kept."""
+    import signal
+
+    images = five_images(tmp_path)
+    out, partial = tmp_path / "scores.csv", tmp_path / "scores.csv.partial"
+    out.write_text("OLD\n")
+    with stalled(0, "score", *images, "-m", square_bundle, "--backend", "onnxruntime", "--batch-size", "1", "--format",
+                 "csv", "-o", out, cwd=tmp_path) as p:
+        wait_for(lambda: partial.exists() and partial.read_bytes().endswith(b"\n"), "the partial file's header", p)
+        returncode, err = stop(p, signal.SIGINT)
+    assert returncode == 130 and err.strip() == "icrt: interrupted", err
+    assert out.read_text() == "OLD\n" and not partial.exists()

@@ -128,3 +128,114 @@ def test_shard_argv_joins_a_negative_value():
     assert shard_argv(["score", "x", "--shard", "-1/2"]) == ["score", "x", "--shard=-1/2"]
     assert shard_argv(["score", "--shard", "0/2", "-o", "-"]) == ["score", "--shard", "0/2", "-o", "-"]
     assert shard_argv(["score", "--shard", "--recursive"]) == ["score", "--shard", "--recursive"]
+
+
+# --- R11: lists read a line at a time, never whole -----------------------------------------------------------------
+
+
+def _icrt(*argv, stdin=None, timeout=120):
+    """`icrt ARGV` as its own process, its address space capped at 2 GB (a list read whole would hit it)."""
+    import resource
+    import subprocess
+    import sys
+
+    from tests.runtime.fixtures import ROOT
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    return subprocess.run([sys.executable, "-m", "icrt.runtime.cli", *map(str, argv)], stdin=stdin, capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=cap, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def _one_line(r, *words):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("icrt: error: "), r.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+
+
+def test_dev_zero_as_a_list_is_refused_at_once(square_bundle):
+    """`--files-from /dev/zero` was read whole (unbounded memory, then a MemoryError traceback): a device is no
+    list of paths."""
+    _one_line(_icrt("score", "--files-from", "/dev/zero", "-m", square_bundle),
+              "--files-from /dev/zero", "is a character device, not a list of paths")
+
+
+def test_zeros_through_a_pipe_stop_at_the_first_nul(square_bundle):
+    """`cat /dev/zero | icrt score --files-from -`: the first line read (at most MAX_LINE + 2 bytes) holds a NUL."""
+    import subprocess
+
+    zeros = subprocess.Popen(["cat", "/dev/zero"], stdout=subprocess.PIPE)
+    try:
+        r = _icrt("score", "--files-from", "-", "-m", square_bundle, stdin=zeros.stdout)
+    finally:
+        zeros.kill()
+        zeros.wait()
+        zeros.stdout.close()
+    _one_line(r, "--files-from standard input line 1: a NUL byte")
+
+
+def _read_list_capped(list_arg: str, stdin=None, max_lines: int | None = None):
+    """``read_path_list(list_arg)`` in a process of its own, its address space capped at 2 GB, so that a list read
+    whole (the defect) fails there instead of filling this machine's memory; ``max_lines`` lowers MAX_LIST_LINES."""
+    import resource
+    import subprocess
+    import sys
+
+    from tests.runtime.fixtures import ROOT
+
+    code = ("import sys\n"
+            "import icrt.runtime.scoring.inputs as inputs\n"
+            f"if {max_lines!r}: inputs.MAX_LIST_LINES = {max_lines!r}\n"
+            "try:\n"
+            f"    inputs.read_path_list({list_arg!r})\n"
+            "except inputs.UserInputError as e:\n"
+            "    print(e)\n")
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+    return subprocess.run([sys.executable, "-c", code], stdin=stdin, capture_output=True, text=True, timeout=300,
+                          preexec_fn=cap, env={**os.environ, "PYTHONPATH": ROOT})
+
+
+def test_an_endless_line_stops_past_max_line(tmp_path):
+    """A list whose first line never ends (a FIFO fed without a newline) stops after MAX_LINE + 2 bytes."""
+    import subprocess
+
+    fifo = tmp_path / "list"
+    os.mkfifo(fifo)
+    feeder = subprocess.Popen(["sh", "-c", f"yes x | tr -d '\\n' > {fifo}"])
+    try:
+        r = _read_list_capped(str(fifo))
+    finally:
+        feeder.kill()
+        feeder.wait()
+    assert r.returncode == 0 and f"line 1: more than {MAX_LINE} bytes" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+def test_an_endless_pipe_of_paths_stops_at_the_list_cap():
+    """`yes x.png | icrt score --files-from -` would never end: the list stops at MAX_LIST_LINES lines (lowered to
+    50,000 here, so that the test reads 50,000 lines, not 20 million), one line naming the cap."""
+    import subprocess
+
+    yes = subprocess.Popen(["yes", "x.png"], stdout=subprocess.PIPE)
+    try:
+        r = _read_list_capped("-", stdin=yes.stdout, max_lines=50_000)
+    finally:
+        yes.kill()
+        yes.wait()
+        yes.stdout.close()
+    assert r.returncode == 0 and "--files-from standard input: longer than 50,000 lines" in r.stdout, r.stderr[-2000:]
+
+
+def test_a_list_through_a_pipe_is_read(tmp_path, capsys, square_bundle):
+    """A FIFO (a named pipe, `<(cmd)`) is a list like a file."""
+    import threading
+
+    img = sample_images(tmp_path)[0]
+    fifo = tmp_path / "list"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text(img + "\n"), daemon=True)
+    writer.start()
+    code, out, err = _json(capsys, "--files-from", fifo, "-m", square_bundle)
+    writer.join(60)
+    assert code == 0 and [r["image"] for r in out] == [img], err

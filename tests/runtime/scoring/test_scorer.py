@@ -397,3 +397,173 @@ def test_decoding_ahead_on_threads_gives_the_sequential_records_in_order(request
     errors = [r["image"] for r in runs[0] if "error" in r]
     assert errors == [str(tmp_path / "broken.jpg"), str(tmp_path / "none.png")] * 2
     assert all("\n" not in r["error"] for r in runs[0] if "error" in r)
+
+
+# --- R12: images given as objects, and what is no image ------------------------------------------------------------
+
+
+@pytest.fixture
+def scorer(square_bundle):
+    from icrt.runtime import Scorer
+
+    return Scorer.load(square_bundle, backend="onnxruntime")
+
+
+def _truncated_jpeg(path):
+    import io
+
+    buf = io.BytesIO()
+    textured(80, 60, seed=1).save(buf, format="JPEG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
+def test_a_lazily_opened_truncated_image_is_an_error_record_not_an_oserror(scorer, tmp_path, images):
+    """R12: Image.open() reads the header only; the truncated data was a raw OSError out of score() and out of
+    score_many(), where it lost the whole list."""
+    from icrt.runtime import ImageError
+
+    with Image.open(_truncated_jpeg(tmp_path / "trunc.jpg")) as im:
+        with pytest.raises(ImageError, match="truncated or corrupt image data"):
+            scorer.score(im)
+    with Image.open(tmp_path / "trunc.jpg") as im:
+        bad, good = scorer.score_many([im, images[0]])
+    assert bad["image"].endswith("trunc.jpg") and "truncated" in bad["error"] and 0 <= good["score"] <= 1
+
+
+def test_a_closed_image_and_images_without_pixels_are_error_records(scorer, images):
+    from icrt.runtime import ImageError
+
+    closed = Image.open(images[0])
+    closed.close()
+    with pytest.raises(ImageError, match="the Pillow image is closed"):
+        scorer.score(closed)
+    empty = [Image.new("RGB", (0, 0)), np.zeros((0, 0, 3), np.uint8), np.zeros((0, 10, 3), np.uint8),
+             np.zeros((10, 0), np.uint8)]
+    recs = scorer.score_many(empty)
+    assert all(r.get("error", "").startswith("image has no pixels") for r in recs), recs
+    for im in empty:
+        with pytest.raises(ImageError, match="image has no pixels"):
+            scorer.score(im)
+
+
+@pytest.mark.parametrize("thing", [None, 5, 2.5, {"a.png": 1}, [[1, 2, 3]], object()])
+def test_what_is_no_image_is_a_type_error_alone_and_an_error_record_in_a_list(scorer, images, thing):
+    """None, numbers, dicts (they used to iterate their keys) are no images: TypeError from score(); in a list, an
+    error record for that item while the rest is scored."""
+    with pytest.raises(TypeError, match="not an image"):
+        scorer.score(thing)
+    bad, good = scorer.score_many([thing, images[0]])
+    assert "not an image" in bad["error"] and bad["image"] == "<image 0>" and 0 <= good["score"] <= 1
+
+
+def test_score_many_of_one_path_or_a_dict_is_a_type_error(scorer, images):
+    for wrong in (images[0], {images[0]: 1}, b"\x89PNG"):
+        with pytest.raises(TypeError, match="iterable of images"):
+            scorer.score_many(wrong)
+
+
+def test_a_memoryview_is_the_bytes_of_an_encoded_file(scorer, images):
+    """Decided: a memoryview is taken as bytes (an encoded file), not as a 1-D array."""
+    data = open(images[0], "rb").read()
+    assert scorer.score(memoryview(data))["score"] == pytest.approx(scorer.score(images[0])["score"], abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["La", "LA", "PA", "RGBa", "RGBX", "HSV", "LAB", "YCbCr", "I;16B", "F"])
+def test_every_pillow_mode_is_scored(scorer, mode):
+    """R12: mode La failed ("conversion from La to L not supported"); it scores as its LA form."""
+    base = textured(40, 30, seed=2).convert("RGBA")
+    im = base.convert(mode) if mode not in ("La", "PA", "I;16B", "F") else {
+        "La": lambda: base.convert("LA").convert("La"), "PA": lambda: base.convert("P").convert("PA"),
+        "F": lambda: base.convert("F"),
+        "I;16B": lambda: Image.frombytes("I;16B", base.size, (np.asarray(base.convert("L"), ">u2") * 257).tobytes())}[mode]()
+    rec = scorer.score(im)
+    assert im.mode == mode and 0 <= rec["score"] <= 1
+    if mode == "La":
+        assert rec["score"] == pytest.approx(scorer.score(im.convert("LA"))["score"], abs=1e-6)
+
+
+# --- R16: a file that is not what a check saw -------------------------------------------------------------------------
+
+
+def test_an_image_swapped_for_a_fifo_after_any_check_does_not_block(square_bundle, tmp_path):
+    """R16: the decoder opens the file once, without blocking (O_NONBLOCK), and checks what it opened; a FIFO that a
+    stat-based check took for a regular file (os.stat patched to say so, the swap made certain) is an error record
+    at once. Run as its own process: a decoder blocked in open() could never be stopped from here."""
+    import subprocess
+    import sys
+
+    from tests.runtime.fixtures import ROOT
+
+    textured(30, 30).save(tmp_path / "real.png")
+    os.mkfifo(tmp_path / "swapped.png")
+    code = ("import os, json, sys\n"
+            f"real, fifo = {str(tmp_path / 'real.png')!r}, {str(tmp_path / 'swapped.png')!r}\n"
+            "stat = os.stat\n"
+            "os.stat = lambda p, *a, **k: stat(real if os.fspath(p) == fifo else p, *a, **k)  # the check sees a file\n"
+            "from icrt.runtime import Scorer\n"
+            f"s = Scorer.load({square_bundle!r}, backend='onnxruntime')\n"
+            "print(json.dumps(s.score_many([fifo, real])))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": ROOT})
+    assert r.returncode == 0, r.stderr
+    bad, good = json.loads(r.stdout)
+    assert bad == {"image": str(tmp_path / "swapped.png"), "error": "not a regular file"} and 0 <= good["score"] <= 1
+
+
+def test_closing_the_records_early_does_not_wait_for_a_decode_that_hangs(square_bundle, images):
+    """R16: Ctrl+C (or a consumer that stops) ends the record generator; it no longer waits for the decode threads,
+    one of which may be stuck on a file that never ends."""
+    import threading
+
+    from icrt.runtime import Scorer
+    from icrt.runtime.scoring.preprocess import load_resized
+
+    release = threading.Event()
+    scorer = Scorer.load(square_bundle, backend="onnxruntime", batch_size=1)
+
+    def loader(path):
+        if path == images[1]:
+            release.wait(600)  # a decode that does not return (a stuck file system)
+        return load_resized(path, scorer.prep)
+    scorer.loader = loader
+    records = scorer.iter_score(images[:4])
+    try:
+        assert next(records)["image"] == images[0]
+        closer = threading.Thread(target=records.close, daemon=True)
+        closer.start()
+        closer.join(60)
+        assert not closer.is_alive(), "closing the records waited for the stuck decode"
+    finally:
+        release.set()
+
+
+# --- R13: a model whose every score is NaN is a model error -----------------------------------------------------------
+
+
+def test_a_model_that_gives_nan_for_every_image_is_a_model_error(tmp_path, capsys):
+    """R13: every record is written with its own "non-finite score" error, and the run ends with exit code 2 and one
+    line about the model (it was exit 1, as if the images were bad)."""
+    from tests.runtime.fixtures import make_bundle, run_cli
+
+    bundle = make_bundle(tmp_path / "nan", "const:nan")
+    paths = sample_images(tmp_path)[:3]
+    code, out, err = run_cli(capsys, "score", *paths, "-m", bundle, "--backend", "onnxruntime", "--format", "jsonl")
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert code == 2 and [r["error"] for r in recs] == ["model returned a non-finite score"] * 3
+    assert err.splitlines()[-1] == ("icrt: error: the model gave a non-finite score (NaN or infinity) for every image "
+                                    "it scored (3 of them): the model is broken, not the images (each has its own "
+                                    "error record)")
+
+
+def test_nan_for_some_images_only_stays_an_image_failure(tmp_path, capsys):
+    """sqrt(mean pixel) is NaN for dark images only: those images failed (exit 1), the model is not blamed."""
+    from tests.runtime.fixtures import make_bundle, run_cli
+
+    bundle = make_bundle(tmp_path / "sqrt", "sqrt")
+    Image.new("RGB", (20, 20), (0, 0, 0)).save(tmp_path / "dark.png")
+    Image.new("RGB", (20, 20), (250, 250, 250)).save(tmp_path / "bright.png")
+    code, out, err = run_cli(capsys, "score", tmp_path / "dark.png", tmp_path / "bright.png", "-m", bundle, "--backend",
+                             "onnxruntime", "--format", "json")
+    recs = json.loads(out)
+    assert code == 1 and "error" in recs[0] and "score" in recs[1] and "the model gave" not in err

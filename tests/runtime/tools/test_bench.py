@@ -1,6 +1,7 @@
 """`icrt bench`: report files and fields on a tiny model with few iterations."""
 import json
 import os
+import re
 
 import pytest
 from PIL import Image
@@ -72,3 +73,66 @@ def test_agreement_ranks_ties_and_leaves_out_failed_images():
     assert a["n"] == 4 and a["srcc"] == pytest.approx(0.8) and a["max_abs_diff"] == pytest.approx(0.1)
     assert agreement([0.1, 0.2], [0.1, 0.2])["srcc"] is None  # too few images for a rank correlation
     assert agreement([None], [0.3]) == {"n": 0, "srcc": None, "max_abs_diff": None, "mean_abs_diff": None}
+
+
+def _bundle_named(square_bundle, folder, name):
+    import shutil
+
+    from tests.runtime.fixtures import edit_manifest
+
+    shutil.copytree(square_bundle, folder)
+    return edit_manifest(str(folder), lambda d: d.update(name=name))
+
+
+def test_bundle_text_in_the_plot_and_report_md_stays_text(square_bundle, tmp_path, capsys):
+    """R15: a `$` in the bundle's name is no mathtext (it was a traceback and no latency.png); R9: its ESC, newline and
+    Markdown (a tracking image) reach report.md escaped, on one line."""
+    name = "net $\\foo{x}$ v2 \x1b]0;TITLE\x07\n![](http://tracker.example/x.png) <img src=x> a|b"
+    bundle = _bundle_named(square_bundle, tmp_path / "b", name)
+    out = tmp_path / "report"
+    code = main(["bench", "-m", bundle, "--backend", "onnxruntime", "--precision", "fp32", "--batch-sizes", "1",
+                 "--warmup", "0", "--iters", "1", "--report", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(out / "latency.png").format == "PNG"
+    md = (out / "report.md").read_text()
+    assert "\x1b" not in md and "\x07" not in md and "![" not in md and not re.search(r"(?<!\\)<img", md)
+    title = md.splitlines()[0]
+    assert title.startswith("# icrt bench: net $\\\\foo{x}$ v2 \\\\x1b\\]0;TITLE\\\\x07\\\\n\\!\\[\\](http") and "\\<img" in title
+    assert json.loads((out / "report.json").read_text())["model"] == name  # the data itself is kept as it is
+
+
+def test_a_link_or_fifo_planted_in_the_report_folder_is_refused_before_timing(square_bundle, tmp_path, capsys,
+                                                                            monkeypatch):
+    """R1: `--report shared/` where shared/report.md is a link (or latency.png a FIFO): icrt's own files are never
+    written through a link or into a FIFO; one line, exit 2, nothing timed, the victim unchanged, no hang."""
+    import icrt.runtime.tools.bench as bench
+
+    monkeypatch.setattr(bench, "bench_batch", lambda *a, **k: pytest.fail("timed before the report folder was checked"))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("VICTIM\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.symlink(victim, shared / "report.md")
+    code = main(["bench", "-m", square_bundle, "--backend", "onnxruntime", "--report", str(shared)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{shared}/report.md is a symbolic link" in err[0], err
+    os.remove(shared / "report.md")
+    os.mkfifo(shared / "latency.png")
+    code = main(["bench", "-m", square_bundle, "--backend", "onnxruntime", "--report", str(shared)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "latency.png is a FIFO, not a regular file" in err[0], err
+    assert victim.read_text() == "VICTIM\n" and sorted(os.listdir(shared)) == ["latency.png"]
+
+
+def test_the_report_writer_itself_never_writes_through_a_link(tmp_path):
+    """A link that appears after the check: write_report refuses it with one line naming the file."""
+    from icrt.runtime.base.errors import UserInputError
+    from icrt.runtime.tools.bench import write_report
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("VICTIM\n")
+    (tmp_path / "r").mkdir()
+    os.symlink(victim, tmp_path / "r" / "report.json")
+    with pytest.raises(UserInputError, match="report.json: is a symbolic link"):
+        write_report({"model": "m"}, str(tmp_path / "r"))
+    assert victim.read_text() == "VICTIM\n"
