@@ -137,4 +137,8 @@ def _run(job: Job, paths: list[str], problems: dict, shard, done: set) -> int:
     if failures:  # the model failed at run time: its images have error rows; a model error (exit 2)
         print(f"icrt: error: {failures.message()}", file=sys.stderr)
         return EXIT_USAGE
+    broken = job.extra.get("non_finite_model", lambda: None)()
+    if broken:  # every score of the run NaN or infinite: the model, not the images (each has its error row)
+        print(f"icrt: error: {broken}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_FAILURES if c["errors"] else EXIT_OK

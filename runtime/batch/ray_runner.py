@@ -29,16 +29,14 @@ READ_RESERVE = 2 * READ_CPUS  # CPUs kept free of actors, so that reading always
 def path_problem(path: str, problems: dict) -> str | None:
     """Why ``path`` cannot even be read as a file, in the words ``icrt score`` uses (runtime.scoring.preprocess), or
     None. Only such files are kept from Ray: its read of a missing file or a folder fails the whole run."""
-    from icrt.runtime.scoring.preprocess import ImageError, check_image_file
+    from icrt.runtime.scoring.preprocess import ImageError, open_image_file
 
     if path in problems:
         return problems[path]
     try:
-        check_image_file(path)
+        open_image_file(path).close()  # opened once, checked through the descriptor (a FIFO never blocks)
     except ImageError as e:
         return e.problem
-    if not os.access(path, os.R_OK):
-        return "permission denied"
     return None
 
 

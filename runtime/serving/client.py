@@ -59,15 +59,15 @@ SCHEMES = {"http": ("http", False), "https": ("http", True), "grpc": ("grpc", Fa
 
 def read_image_file(path: str) -> bytes:
     """The bytes of an image file to send; ImageError with the problem ``icrt score`` reports locally."""
-    from icrt.runtime.scoring.preprocess import check_image_file
+    from icrt.runtime.scoring.preprocess import open_image_file
 
-    size = check_image_file(path)
-    if size > MAX_FILE_BYTES:
-        raise ImageError(path, f"file too large to send ({size / 2**20:.0f} MB; a request takes at most "
-                               f"{MAX_FILE_BYTES // 2**20} MB)")
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        with open_image_file(path) as f:  # opened once and checked through the descriptor: never a FIFO
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise ImageError(path, f"file too large to send ({size / 2**20:.0f} MB; a request takes at most "
+                                       f"{MAX_FILE_BYTES // 2**20} MB)")
+            return f.read(MAX_FILE_BYTES + 1)
     except PermissionError:
         raise ImageError(path, "permission denied") from None
     except OSError as e:

@@ -11,6 +11,7 @@ import io
 import json
 import re
 
+from icrt.runtime.base.files import json_ready
 from icrt.runtime.base.text import printable
 from icrt.runtime.bundle.records import (
     ERROR,
@@ -44,7 +45,7 @@ def _clean(rec: dict) -> dict:
 
 def render(records: list[dict], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps([_clean(r) for r in records], indent=2) + "\n"
+        return json.dumps([json_ready(_clean(r)) for r in records], indent=2, allow_nan=False) + "\n"
     if fmt in STREAMED:
         columns = text_columns(records)
         return header(fmt, columns) + "".join(row(r, fmt, columns) for r in records)
@@ -71,7 +72,7 @@ def header(fmt: str, columns) -> str:
 def row(rec: dict, fmt: str, columns) -> str:
     """One record as one jsonl line or one CSV row (``columns``), so that a run can write it as soon as it is scored."""
     if fmt == "jsonl":
-        return json.dumps(_clean(rec)) + "\n"
+        return json.dumps(json_ready(_clean(rec)), allow_nan=False) + "\n"
     cells = dict(rec)
     if cells.get(SCORE) is not None:
         cells[SCORE] = f"{cells[SCORE]:.6f}"

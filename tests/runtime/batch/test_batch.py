@@ -252,3 +252,15 @@ def test_slow_runs_still_write_parts(tmp_path):
     w.add(records_table([{"image": "b.png", "error": "no such file"}]))
     assert [os.path.basename(p) for p in w.parts] == ["part-000000.parquet", "part-000001.parquet"]
     assert [r["image"] for r in read_rows(tmp_path)] == ["a.png", "b.png"]
+
+
+def test_a_model_that_gives_nan_for_every_image_is_a_model_error(tmp_path, capsys):
+    """R13 in icrt batch as in icrt score: every row written with its own error, then one line, exit 2."""
+    from tests.runtime.fixtures import make_bundle
+
+    bundle = make_bundle(tmp_path / "nan", "const:nan")
+    paths = make_inputs(tmp_path / "in", n=4, broken=False, odd=False)
+    code, out, err = run_cli(capsys, "batch", *paths, "-m", bundle, "--out", tmp_path / "out")
+    assert code == 2 and "for every image it scored (4 of them)" in err
+    rows = read_rows(tmp_path / "out")
+    assert len(rows) == 4 and all(r["error"] == "model returned a non-finite score" for r in rows)

@@ -351,9 +351,12 @@ def test_bad_scores_are_per_image_errors_and_json_stays_json(tmp_path, images, v
     bundle = make_bundle(tmp_path / "b", variant)
     code, out, err = icrt("score", *images, "-m", bundle, "--format", "json")
     recs = strict_json(out)
-    assert code == 1
+    nan = "non-finite" in error  # every image NaN/inf: the model is broken (R13), exit 2
+    assert code == (2 if nan else 1)
     assert recs == [{"image": p, "error": error} for p in images]
-    assert err == [f"icrt: {p}: {error}" for p in images] + ["icrt: 2 of 2 file(s) could not be scored"]
+    assert err == [f"icrt: {p}: {error}" for p in images] + ["icrt: 2 of 2 file(s) could not be scored"] + (
+        ["icrt: error: the model gave a non-finite score (NaN or infinity) for every image it scored (2 of them): "
+         "the model is broken, not the images (each has its own error record)"] if nan else [])
 
 
 def test_one_bad_score_does_not_stop_the_batch(tmp_path, images):
