@@ -109,10 +109,12 @@ def _open_below(fd: int, name: str, shown: str, make: bool) -> int:
     try:
         return os.open(name, _FLAGS, dir_fd=fd)
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.EMLINK):
-            raise CacheProblem(f"{shown} is a symbolic link") from None
-        if e.errno == errno.ENOTDIR:
-            raise CacheProblem(f"{shown} is not a folder") from None
+        if e.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR):
+            try:
+                link = stat.S_ISLNK(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+            except OSError:
+                link = False
+            raise CacheProblem(f"{shown} is {'a symbolic link' if link else 'not a folder'}") from None
         raise CacheProblem(f"cannot open {shown} ({e.strerror or e})") from None
 
 

@@ -612,6 +612,8 @@ class Manifest:
                 data = f.read()
         except OSError as e:
             raise BundleError(f"{path}: cannot read it ({e.strerror or e})") from None
+        except MemoryError:
+            raise BundleError(f"{path}: not enough memory to read it ({os.path.getsize(path)} bytes)") from None
         if want is not None:
             got = hashlib.sha256(data).hexdigest()
             if got != want:
