@@ -186,36 +186,41 @@ def open_folder(kind: str, key: str | None = None) -> tuple[CacheFolder | None, 
 
 
 def _tree_size(dir_fd: int, name: str) -> int:
-    total = 0
-    for _, _, files, fd in os.fwalk(name, dir_fd=dir_fd):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.stat(f, dir_fd=fd, follow_symlinks=False).st_size
-    return total
+    """Bytes of the files in the folder ``name`` of the open folder ``dir_fd`` and below (links not followed)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return 0
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+    try:
+        fd = os.open(name, _FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return 0
+    try:
+        return sum(_tree_size(fd, entry) for entry in os.listdir(fd))
+    finally:
+        os.close(fd)
 
 
 def _entries(root_fd: int) -> tuple[list, int]:
     """([(last used, size, kind, name)] of the evictable entries, the size of everything else)."""
     entries, other = [], 0
     for kind in os.listdir(root_fd):
+        if kind not in EVICTED:
+            other += _tree_size(root_fd, kind)
+            continue
         try:
-            st = os.stat(kind, dir_fd=root_fd, follow_symlinks=False)
+            kind_fd = os.open(kind, _FLAGS, dir_fd=root_fd)
         except OSError:
             continue
-        if not stat.S_ISDIR(st.st_mode):
-            other += st.st_size
-        elif kind not in EVICTED:
-            other += _tree_size(root_fd, kind)
-        else:
-            kind_fd = os.open(kind, _FLAGS, dir_fd=root_fd)
-            try:
-                for e in os.scandir(kind_fd):
-                    with contextlib.suppress(OSError):
-                        est = e.stat(follow_symlinks=False)
-                        size = _tree_size(kind_fd, e.name) if e.is_dir(follow_symlinks=False) else est.st_size
-                        entries.append((est.st_mtime, size, kind, e.name))
-            finally:
-                os.close(kind_fd)
+        try:
+            for name in os.listdir(kind_fd):
+                with contextlib.suppress(OSError):
+                    when = os.stat(name, dir_fd=kind_fd, follow_symlinks=False).st_mtime
+                    entries.append((when, _tree_size(kind_fd, name), kind, name))
+        finally:
+            os.close(kind_fd)
     return entries, other
 
 

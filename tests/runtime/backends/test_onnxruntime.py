@@ -43,9 +43,13 @@ def test_auto_picking_openvino_says_once_that_both_onnxruntime_builds_are_instal
     monkeypatch.setattr(hardware, "cpu_features", lambda cpuinfo=None: ["avx2", "avx512", "avx512_vnni", "amx_int8"])
     monkeypatch.setattr(packages, "onnxruntime_shadowed", lambda: "both onnxruntime and onnxruntime-gpu are installed")
     monkeypatch.setattr(ort_backend, "_told", set())
-    with caplog.at_level(logging.WARNING, logger="icrt"):
+    logger = logging.getLogger("icrt")
+    logger.addHandler(caplog.handler)  # also where an earlier command set up icrt's own handler (no propagation)
+    try:
         for _ in range(2):
             b = open_backend(load_manifest(square_bundle), ScorerOptions(backend="auto"))
             assert b.name == "openvino"
+    finally:
+        logger.removeHandler(caplog.handler)
     warned = [r.getMessage() for r in caplog.records if "onnxruntime-gpu" in r.getMessage()]
     assert warned == ["icrt: warning: scoring on the CPU: both onnxruntime and onnxruntime-gpu are installed"]

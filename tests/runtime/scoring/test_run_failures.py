@@ -18,8 +18,12 @@ def test_the_engines_message_is_told_as_one_printable_line(caplog):
     e = ModelRunError(f"m.onnx: onnxruntime failed to run the model (Name:'{EVIL}'\nStatus Message: no)")
     e.cause = f"onnxruntime Fail: Name:'{EVIL}'"
     failures = RunFailures()
-    with caplog.at_level(logging.ERROR, logger="runtime"):
+    logger = logging.getLogger("runtime")
+    logger.addHandler(caplog.handler)  # also where an earlier command set up icrt's own handler (no propagation)
+    try:
         record = failures.add(e, 2, 1)
+    finally:
+        logger.removeHandler(caplog.handler)
     told = [r.getMessage() for r in caplog.records]
     for text in [*told, record, failures.message()]:
         assert not any(c in text for c in "\x1b\x07\x9b\n"), text
