@@ -118,6 +118,16 @@ def _open_below(fd: int, name: str, shown: str, make: bool) -> int:
         raise CacheProblem(f"cannot open {shown} ({e.strerror or e})") from None
 
 
+def _exists(fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
 def _walk(root: str, below: tuple[str, ...], make: bool = True) -> tuple[int, str]:
     """(an open descriptor on ROOT/BELOW..., its path) after checking every folder on the way (see the module
     notes); CacheProblem naming the first one that fails."""
@@ -133,6 +143,8 @@ def _walk(root: str, below: tuple[str, ...], make: bool = True) -> tuple[int, st
         for i, name in enumerate(["", *parts, *below]):
             if i:
                 shown = os.path.join(shown, name)
+                if shown == home and not _exists(fd, name):
+                    raise CacheProblem(f"the home folder {shown} does not exist (icrt never makes it)")
                 new = _open_below(fd, name, shown, make)
                 os.close(fd)
                 fd = new

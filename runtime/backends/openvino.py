@@ -173,7 +173,7 @@ class OpenVinoBackend(Backend):
                 raise BackendError(f"{path}: cannot read the model ({e.strerror or e})") from None
         digest = hashlib.sha256(data).hexdigest()
         # onnxruntime's side of the verdict first: a model it refuses never reaches OpenVINO (see runtime.backends.verdict)
-        verdict_key = verdict.key(digest, precision, ov.get_version())
+        verdict_key = verdict.key(digest, precision, ov.get_version(), (size, self.norm, float(score_scale)))
         known = verdict.known(verdict_key)
         probe = None
         if known is not None:

@@ -69,10 +69,13 @@ def as_floats(pixels, norm):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def key(digest: str, precision: str, openvino_version: str) -> str:
+def key(digest: str, precision: str, openvino_version: str, probe: tuple = ()) -> str:
+    """The verdict's key: the file's SHA-256 first, then what else decides the verdict (``probe``: the input side,
+    normalisation and score range the probe runs with)."""
     from icrt.runtime.base.packages import version
 
-    text = f"{digest}|{precision}|openvino {openvino_version}|onnxruntime {version('onnxruntime') or version('onnxruntime-gpu')}"
+    ort = version("onnxruntime") or version("onnxruntime-gpu")
+    text = f"{digest}|{precision}|openvino {openvino_version}|onnxruntime {ort}|{probe!r}"
     return hashlib.sha256(f"{text}|probe {PROBE_VERSION}|tolerance {tolerance(precision)}".encode()).hexdigest()
 
 

@@ -121,6 +121,11 @@ def test_relative_cache_variables_are_ignored_and_a_missing_home_is_never_made(t
                                    f"no model cache: the home folder {tmp_path / 'no-such-home'} does not exist "
                                    "(icrt never makes it)"])
     assert open_folder("openvino", "k")[0] is None and os.listdir(tmp_path) == []
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "no-such-home" / ".cache"))  # a cache under the missing home
+    assert open_folder("openvino", "k") == (None, ["ICRT_CACHE_DIR=relcache ignored: not an absolute path",
+                                                   f"no model cache: the home folder {tmp_path / 'no-such-home'} does "
+                                                   "not exist (icrt never makes it)"])
+    assert os.listdir(tmp_path) == []
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_root() == (str(tmp_path / "xdg" / "icrt"), ["ICRT_CACHE_DIR=relcache ignored: not an absolute path"])
     monkeypatch.delenv("XDG_CACHE_HOME")
