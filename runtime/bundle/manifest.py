@@ -52,7 +52,6 @@ INPUT_LAYOUT = "NCHW"
 
 TIMING_CACHE = "timing.*.cache"  # glob of TensorRT timing caches, one per TensorRT version / GPU (timing_cache_file_name)
 EXPORT_REPORT = "export-report.json"
-ORT_TRT_CACHE = "ort-trt-cache"  # engine cache folder of onnxruntime's TensorRT execution provider
 DEFAULT_SCORE = {"range": [0.0, 1.0], "meaning": "higher = more complex"}
 DEFAULT_OPSET = 17
 
