@@ -19,6 +19,7 @@ top-level folders ``runtime/``, ``train/``, ...; the wheel installs them under `
 from __future__ import annotations
 
 import os
+import threading
 
 # In a clone, the sub-packages are the folders beside this one (pyproject.toml's package-dir maps them the same way
 # for the wheel and the editable install): found here too when icrt is imported from the clone's root, where the
@@ -34,6 +35,7 @@ __all__ = ["Scorer", "score", "load_manifest", "ImageError", "BundleError", "Bac
 
 _OPEN: dict = {}  # (bundle, precision, backend) -> the Scorer score() opened last
 _KEEP = 2  # models kept open by score() at most
+_OPENING = threading.Lock()  # score() from several threads: each model opened once, _OPEN kept whole
 
 
 def __getattr__(name):
@@ -52,11 +54,14 @@ def _scorer(model, precision: str, backend: str):
 
         model = default_bundle()
     key = (os.path.abspath(os.fspath(model)), precision, backend)
-    if key not in _OPEN:
-        while len(_OPEN) >= _KEEP:
-            _OPEN.pop(next(iter(_OPEN)))
-        _OPEN[key] = Scorer.load(key[0], backend=backend, precision=precision)
-    return _OPEN[key]
+    with _OPENING:  # a thread wanting another model waits while one opens (a Scorer is safe to share once open)
+        scorer = _OPEN.get(key)
+        if scorer is None:
+            scorer = Scorer.load(key[0], backend=backend, precision=precision)
+            while len(_OPEN) >= _KEEP:
+                _OPEN.pop(next(iter(_OPEN)))
+            _OPEN[key] = scorer
+        return scorer
 
 
 def score(images, model=None, precision: str = "fp32", backend: str = "auto", details: bool = False):

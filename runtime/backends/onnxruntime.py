@@ -3,11 +3,20 @@
 Session options matter on CPU: full graph optimisation (fusions, constant folding, NCHWc layouts) and one
 intra-op thread per physical core. Thread oversubscription (a thread per logical core, or a spinning pool
 next to another busy process) is the usual reason a plain export looks slow, so spinning is switched off.
+
+A bundle's model is loaded from the bytes whose SHA-256 was checked (``Manifest.model_bytes``), with external data
+refused: from bytes, onnxruntime would look for a model's external data files in the current folder, and they are
+not covered by the bundle's checksums. onnxruntime logs nothing (severity fatal): every failure is raised and told
+in icrt's one line, so a failed load (``std::bad_alloc``) is not also a red log line. The TensorRT execution
+provider's engine cache is the private per-user cache (``runtime.backends.cache``: ``ort-trt/<key>``, keyed by the
+model's SHA-256), never the bundle. A session is safe to run from several threads (onnxruntime's ``run`` is).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import weakref
 
 from icrt.runtime.backends.base import (
     Backend,
@@ -19,7 +28,7 @@ from icrt.runtime.backends.base import (
 )
 from icrt.runtime.base.errors import one_line
 from icrt.runtime.base.hardware import physical_cores
-from icrt.runtime.bundle.manifest import INPUT_NAME, ORT_TRT_CACHE, SCORE_OUTPUT, BundleError
+from icrt.runtime.bundle.manifest import INPUT_NAME, SCORE_OUTPUT, BundleError
 
 log = logging.getLogger("icrt")
 _told: set = set()  # warnings given once a process
@@ -36,9 +45,23 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as e:  # the runtime's one required inference library
-        raise BackendError(f"onnxruntime is not installed ({e}); pip install onnxruntime") from None
+        raise BackendError(f"onnxruntime is not installed ({one_line(e)}); pip install onnxruntime") from None
+    except Exception as e:  # installed but broken (a library that does not load, an ABI mismatch): said, not a traceback
+        raise BackendError(f"onnxruntime could not be loaded ({type(e).__name__}: {one_line(e)}); reinstall it: "
+                           "pip install --force-reinstall onnxruntime") from None
     _no_telemetry(onnxruntime)
     return onnxruntime
+
+
+def warn_if_shadowed() -> None:
+    """Once a process: the warning that both onnxruntime builds are installed, so this CPU run may be hiding a GPU
+    (``auto`` says it whichever CPU backend it picks)."""
+    from icrt.runtime.base.packages import onnxruntime_shadowed
+
+    shadow = onnxruntime_shadowed()
+    if shadow and shadow not in _told:
+        _told.add(shadow)
+        log.warning("icrt: warning: scoring on the CPU: %s", shadow)
 
 
 _TELEMETRY_OFF = []
@@ -94,17 +117,22 @@ def gpu_providers() -> list[str]:
 FP16_DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 
 
-def open_session(path: str, precision: str = "fp32", threads: int | None = None, providers=None,
+def open_session(model, precision: str = "fp32", threads: int | None = None, providers=None,
                  simulate_qdq: bool = False):
-    """An onnxruntime session with icrt's settings (every caller opens models through this).
+    """An onnxruntime session with icrt's settings (every caller opens models through this). ``model``: a path, or
+    the model's bytes (then external data is refused: see the module notes).
 
     ``simulate_qdq``: no graph optimisation, so Q/DQ nodes run as written around float operators: a Q/DQ
     model's exact arithmetic (what TensorRT computes with int32 accumulation), free of the integer kernels of
     this CPU (slow; export uses it to measure the TensorRT int8 form)."""
     ort = import_onnxruntime()
     disabled = FP16_DISABLED_OPTIMIZERS if precision == "fp16" else None
-    return ort.InferenceSession(path, sess_options=session_options(threads, optimize=not simulate_qdq),
-                                providers=providers or ["CPUExecutionProvider"], disabled_optimizers=disabled)
+    so = session_options(threads, optimize=not simulate_qdq)
+    if isinstance(model, (bytes, bytearray)):
+        # external data of a model given as bytes is looked up in this folder, where no file can exist: refused
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", os.devnull)
+    return ort.InferenceSession(model, sess_options=so, providers=providers or ["CPUExecutionProvider"],
+                                disabled_optimizers=disabled)
 
 
 def session_options(threads: int | None = None, optimize: bool = True):
@@ -116,7 +144,7 @@ def session_options(threads: int | None = None, optimize: bool = True):
     so.intra_op_num_threads = threads or physical_cores()
     so.inter_op_num_threads = 1
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: failures are raised and told in one line, never also logged in red
     return so
 
 
@@ -143,14 +171,23 @@ class OrtBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, path: str, input_name: str, score_output: str, precision: str, providers: list,
-                 threads: int | None = None, notes=None, size: int | None = None, simulate_qdq: bool = False):
+                 threads: int | None = None, notes=None, size: int | None = None, simulate_qdq: bool = False,
+                 data: bytes | None = None, trt_cache=None):
+        """``data``: the file's bytes, already checked (a bundle's): the session is made from them, not from ``path``
+        (which names the file in messages). ``trt_cache``: the open cache folder of the TensorRT provider's engines,
+        kept open as long as the session."""
         import numpy as np
 
         import_onnxruntime()
         try:
-            self.session = open_session(path, precision, threads, providers, simulate_qdq)
+            self.session = open_session(path if data is None else data, precision, threads, providers, simulate_qdq)
         except Exception as e:  # onnxruntime raises its own exception types for bad models
-            raise BackendError(f"{path}: onnxruntime cannot load this model ({type(e).__name__}: {e})") from None
+            if trt_cache is not None:
+                trt_cache.close()
+            raise BackendError(f"{path}: onnxruntime cannot load this model ({type(e).__name__}: "
+                               f"{load_error(e)})") from None
+        if trt_cache is not None:
+            weakref.finalize(self, trt_cache.close)
         inputs = {i.name: i for i in self.session.get_inputs()}
         outputs = [o.name for o in self.session.get_outputs()]
         if input_name not in inputs:
@@ -160,6 +197,7 @@ class OrtBackend(Backend):
         check_shapes(path, inputs[input_name], self.session.get_outputs()[outputs.index(score_output)], size)
         self.input_name, self.score_output = input_name, score_output
         self.input_dtype = np.float16 if inputs[input_name].type == "tensor(float16)" else np.float32
+        self.input_shape = list(inputs[input_name].shape or [])
         self.precision, self.file = precision, path
         used = self.session.get_providers()
         self.providers = used
@@ -169,6 +207,11 @@ class OrtBackend(Backend):
         self.run_options = import_onnxruntime().RunOptions()
         self.run_options.log_severity_level = 4  # a failed run is raised (one line), not logged in red as well
 
+    def input_side(self) -> int | None:
+        """The model's fixed input side (None: a dynamic one)."""
+        side = self.input_shape[-1] if len(self.input_shape) == 4 else None
+        return side if isinstance(side, int) and side > 0 else None
+
     @classmethod
     def from_file(cls, path: str, precision: str = "fp32", threads: int | None = None, gpu: bool = False,
                   device_id: int = 0, input_name: str = INPUT_NAME, score_output: str = SCORE_OUTPUT,
@@ -177,17 +220,22 @@ class OrtBackend(Backend):
         ``simulate_qdq``: see :func:`open_session`."""
         if not os.path.isfile(path):
             raise BackendError(f"{path}: no such ONNX file")
-        providers = providers_for(precision, gpu, device_id, os.path.join(os.path.dirname(os.path.abspath(path)),
-                                                                          ORT_TRT_CACHE))
-        return cls(path, input_name, score_output, precision, providers, threads, size=size, simulate_qdq=simulate_qdq)
+        notes, cache = [], None
+        if gpu:
+            from icrt.runtime.bundle.manifest import file_sha256
+
+            cache = trt_cache(file_sha256(path), precision, device_id, notes)
+        providers = providers_for(precision, gpu, device_id, cache.path if cache else None)
+        return cls(path, input_name, score_output, precision, providers, threads, notes, size=size,
+                   simulate_qdq=simulate_qdq, trt_cache=cache)
 
     @classmethod
     def open(cls, manifest, precision: str = "fp32", gpu: bool | None = None, threads: int | None = None,
              device_id: int = 0, notes=None) -> "OrtBackend":
-        """The bundle's onnxruntime file for ``precision``. ``gpu=None``: GPU providers when this onnxruntime
-        has them, else (or when the GPU session fails) CPU, noting why in ``notes``."""
+        """The bundle's onnxruntime file for ``precision``, loaded from the bytes that were checked. ``gpu=None``: GPU
+        providers when this onnxruntime has them, else (or when the GPU session fails) CPU, noting why in ``notes``."""
         try:
-            path = manifest.file_for(precision, "onnxruntime")
+            path, data = manifest.model_bytes(precision, "onnxruntime")
         except BundleError as e:
             raise NotInBundleError(str(e)) from None
         notes = list(notes or [])
@@ -195,25 +243,25 @@ class OrtBackend(Backend):
         if not avail:
             from icrt.runtime.base.packages import onnxruntime_shadowed
 
-            shadow = onnxruntime_shadowed()  # onnxruntime-gpu is installed, but the CPU build's module is the one here
-            if gpu:
-                raise BackendError(f"onnxruntime has no GPU providers here ({shadow or 'pip install onnxruntime-gpu'})")
-            if shadow and shadow not in _told:
-                _told.add(shadow)
-                log.warning("icrt: warning: scoring on the CPU: %s", shadow)
-        cache = os.path.join(manifest.root, ORT_TRT_CACHE)
+            if gpu:  # onnxruntime-gpu may be installed, but the CPU build's module is the one here
+                raise BackendError(f"onnxruntime has no GPU providers here "
+                                   f"({onnxruntime_shadowed() or 'pip install onnxruntime-gpu'})")
+            warn_if_shadowed()
         args = (path, manifest.input_name, manifest.score_output, precision)
         if gpu or (gpu is None and avail):
+            gpu_notes = []
+            cache = trt_cache(hashlib.sha256(data).hexdigest(), precision, device_id, gpu_notes)
             try:
-                return cls(*args, providers_for(precision, True, device_id, cache), threads, notes,
-                           size=manifest.input_size)
+                return cls(*args, providers_for(precision, True, device_id, cache.path if cache else None), threads,
+                           notes + gpu_notes, size=manifest.input_size, data=data, trt_cache=cache)
             except (BackendError, BundleError) as e:
                 if gpu:
                     raise
                 notes.append(f"onnxruntime-gpu: {e}")
         elif gpu is None:
             notes.append("onnxruntime GPU providers: not available")
-        return cls(*args, providers_for(precision, False, device_id, cache), threads, notes, size=manifest.input_size)
+        return cls(*args, providers_for(precision, False, device_id), threads, notes, size=manifest.input_size,
+                   data=data)
 
     def run(self, batch):
         import numpy as np
@@ -235,15 +283,41 @@ class OrtBackend(Backend):
         return d
 
 
-def providers_for(precision: str, gpu: bool, device_id: int = 0, trt_cache: str = ORT_TRT_CACHE) -> list:
-    """onnxruntime providers: with ``gpu``, the TensorRT and CUDA providers this build has; CPU always last."""
+def load_error(e: Exception) -> str:
+    """onnxruntime's message for a model it cannot load, one line; external data named as the reason."""
+    text = one_line(e)
+    if "external data" in text.lower():
+        return ("the model keeps its weights in external data files, which icrt does not load (they are not covered "
+                f"by the bundle's checksums; export the model as one file): {text[:200]}")
+    return text
+
+
+def trt_cache(digest: str, precision: str, device_id: int, notes: list):
+    """The private cache folder of the TensorRT provider's engines for this model file (None: none; ``notes`` say
+    why). Keyed by the file's SHA-256, the precision, the GPU index and onnxruntime's version, so an engine made for
+    another model is never found there."""
+    from icrt.runtime.backends.cache import open_folder
+    from icrt.runtime.base.packages import version
+
+    ort_version = version("onnxruntime-gpu") or version("onnxruntime")
+    key = hashlib.sha256(f"{digest}|{precision}|{device_id}|{ort_version}".encode()).hexdigest()[:32]
+    folder, why = open_folder("ort-trt", key)
+    notes.extend(why)
+    return folder
+
+
+def providers_for(precision: str, gpu: bool, device_id: int = 0, trt_cache: str | None = None) -> list:
+    """onnxruntime providers: with ``gpu``, the TensorRT and CUDA providers this build has; CPU always last.
+    ``trt_cache``: the folder of the TensorRT provider's engine cache (None: no engine cache)."""
     providers = []
     if gpu:
         avail = gpu_providers()
         if "TensorrtExecutionProvider" in avail:
-            providers.append(("TensorrtExecutionProvider", {
-                "device_id": device_id, "trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
-                "trt_engine_cache_enable": True, "trt_engine_cache_path": trt_cache}))
+            trt = {"device_id": device_id, "trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
+                   "trt_engine_cache_enable": trt_cache is not None}
+            if trt_cache is not None:
+                trt["trt_engine_cache_path"] = trt_cache
+            providers.append(("TensorrtExecutionProvider", trt))
         if "CUDAExecutionProvider" in avail:
             providers.append(("CUDAExecutionProvider", {"device_id": device_id}))
     providers.append("CPUExecutionProvider")

@@ -13,20 +13,26 @@ nothing is converted or written into the bundle. Settings, each for a reason:
 - Pixels in: besides the float N x 3 x S x S input every backend takes, :meth:`run` takes N x S x S x 3 uint8 pixels
   (resized, not normalised), and OpenVINO's preprocessing API normalises them inside the compiled model, with the
   bundle's mean and std (``takes_pixels``): the Scorer then skips numpy's normalisation and hands 4x fewer bytes.
-- The compiled models are cached (OpenVINO's ``CACHE_DIR``), so a second start skips most of the compilation: in a
-  per-user folder (``$ICRT_CACHE_DIR``, else ``$XDG_CACHE_HOME/icrt``, else ``~/.cache/icrt``; ``/openvino``), one
-  sub-folder per SHA-256 of the model file and the settings, private (0700) and refused when another user could
-  write it. Never inside the bundle: a bundle is untrusted input, may be read-only or shared, and a compiled blob
-  planted there would be loaded as is. ``ICRT_CACHE_DIR=off`` compiles without a cache.
+- The compiled models are cached (OpenVINO's ``CACHE_DIR``), so a second start skips most of the compilation: in the
+  private per-user cache (``runtime.backends.cache``: ``$ICRT_CACHE_DIR``, else ``$XDG_CACHE_HOME/icrt``, else
+  ``~/.cache/icrt``; ``/openvino/<key>``), one folder per SHA-256 of the model file and the settings, used only when
+  nobody else can write it or any folder above it, and handed to OpenVINO as the open folder that was checked. Never
+  inside the bundle. ``ICRT_CACHE_DIR=off`` compiles without a cache.
+- The model is loaded from the bytes whose SHA-256 was checked, and only after onnxruntime has reached the same
+  verdict on them (``runtime.backends.verdict``: OpenVINO runs graphs onnxruntime refuses, e.g. an out-of-bounds
+  Gather); the verdict is cached, so that probe runs once per model file.
+- Safe to use from several threads: each compiled form is compiled once (under a lock) and its one infer request is
+  used by one thread at a time (a second thread waits; with one stream OpenVINO would run them one after the other
+  anyway); without the lock, concurrent calls failed ("Infer Request is busy") or, worse, scored another thread's
+  inputs.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import stat
 import sys
+import threading
 
 from icrt.runtime.backends.base import (
     Backend,
@@ -37,10 +43,8 @@ from icrt.runtime.backends.base import (
     register_backend,
 )
 from icrt.runtime.base.errors import one_line
-from icrt.runtime.bundle.manifest import INPUT_NAME, SCORE_OUTPUT, BundleError, file_sha256
+from icrt.runtime.bundle.manifest import INPUT_NAME, SCORE_OUTPUT, BundleError
 
-CACHE_ENV = "ICRT_CACHE_DIR"
-CACHE_OFF = ("off", "none", "0")
 MAX_ERROR_TEXT = 300  # characters of OpenVINO's message kept in a run error
 
 
@@ -62,32 +66,38 @@ def import_openvino():
     depends on, and no opt-out file) writes a client id under ``~/intel`` and sends a "general_import" event to Google
     Analytics. icrt hides that package while openvino is imported, so the converter takes its own no-op stub; nothing
     else in the process is changed (the package can be imported again afterwards)."""
-    hide = "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules
-    if hide:
-        sys.modules["openvino_telemetry"] = None  # an ImportError for whoever imports it now
-    try:
-        import openvino
-    except ImportError as e:
-        raise BackendError(f"OpenVINO is not installed ({e}); {install_hint()}, or use --backend onnxruntime") from None
-    except OSError as e:  # the package is there but its libraries do not load
-        raise BackendError(f"OpenVINO could not be loaded ({one_line(e)}); use --backend onnxruntime") from None
-    finally:
-        if hide and sys.modules.get("openvino_telemetry", 0) is None:
-            del sys.modules["openvino_telemetry"]
+    with _IMPORTING:  # the telemetry stub is process-wide: one thread at a time
+        hide = "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules
+        if hide:
+            sys.modules["openvino_telemetry"] = None  # an ImportError for whoever imports it now
+        try:
+            import openvino
+        except ImportError as e:
+            raise BackendError(f"OpenVINO is not installed ({one_line(e)}); {install_hint()}, or use --backend "
+                               "onnxruntime") from None
+        except Exception as e:  # installed but its libraries do not load, or it fails (an ABI mismatch): said, no traceback
+            raise BackendError(f"OpenVINO could not be loaded ({type(e).__name__}: {one_line(e)[:300]}); reinstall it "
+                               "or use --backend onnxruntime") from None
+        finally:
+            if hide and sys.modules.get("openvino_telemetry", 0) is None:
+                del sys.modules["openvino_telemetry"]
     return openvino
 
 
+_IMPORTING = threading.Lock()
 _CORE = []
+_CORE_LOCK = threading.Lock()
 
 
 def shared_core(ov):
     """One ``openvino.Core`` for the process, kept until it exits. OpenVINO's CPU plugin sets its own alternate signal
     stack on the thread that creates it and puts back the one it found when it is unloaded: two Cores unloaded out
     of order leave a freed stack in place, and the next signal (SIGTERM, Ctrl+C) crashes the process (seen with two
-    Scorers in one test session). One Core loads the plugin once."""
-    if not _CORE:
-        _CORE.append(ov.Core())
-    return _CORE[0]
+    Scorers in one test session). One Core loads the plugin once (made under a lock: two threads would make two)."""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(ov.Core())
+        return _CORE[0]
 
 
 def _message(e: Exception) -> str:
@@ -96,52 +106,6 @@ def _message(e: Exception) -> str:
     text = re.sub(r"Exception from \S+:\d+:\s*", "", text)
     text = re.sub(r"Check '[^']*' failed at \S+:\d+:\s*", "", text)
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 3] + "..."
-
-
-# --- the model cache -------------------------------------------------------------------------------------------
-
-
-def cache_root() -> str | None:
-    """Where compiled models are kept (None: no cache, ``ICRT_CACHE_DIR=off``)."""
-    base = os.environ.get(CACHE_ENV)
-    if base is not None and base.strip().lower() in CACHE_OFF:
-        return None
-    if not base:
-        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-                            "icrt")
-    return os.path.join(base, "openvino")
-
-
-def private_folder(path: str) -> str | None:
-    """``path`` made (0700) when missing; the reason it cannot serve as a private cache folder, or None when it can:
-    it must be a real folder (not a link), owned by this user, writable by nobody else."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.lstat(path)
-    except OSError as e:
-        return f"cannot make {path} ({e.strerror or e})"
-    if not stat.S_ISDIR(st.st_mode):
-        return f"{path} is not a folder"
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        return f"{path} belongs to another user"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"{path} can be written by other users"
-    return None
-
-
-def cache_folder(digest: str, settings: dict) -> tuple[str | None, str | None]:
-    """(the cache folder for the model file of SHA-256 ``digest`` compiled with ``settings``, None) or (None, why
-    not)."""
-    root = cache_root()
-    if root is None:
-        return None, f"no model cache ({CACHE_ENV}=off)"
-    key = hashlib.sha256((digest + json.dumps(settings, sort_keys=True)).encode()).hexdigest()
-    problem = private_folder(root)
-    folder = os.path.join(root, key[:32])
-    problem = problem or private_folder(folder)
-    if problem:
-        return None, f"no model cache: {problem}"
-    return folder, None
 
 
 # --- the backend -----------------------------------------------------------------------------------------------
@@ -184,8 +148,11 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, path: str, input_name: str = INPUT_NAME, score_output: str = SCORE_OUTPUT,
                  precision: str = "fp32", threads: int | None = None, notes=None, size: int | None = None,
-                 norm: tuple | None = None, digest: str | None = None):
-        """``digest``: the file's SHA-256 when already known (a bundle's checked checksum), else it is hashed here."""
+                 norm: tuple | None = None, data: bytes | None = None, score_scale: float = 1.0):
+        """``data``: the file's bytes, already read and checked (a bundle's SHA-256), else read here: the model is
+        loaded from these bytes. ``score_scale``: the width of the model's score range (the verdict's tolerance is a
+        fraction of it)."""
+        import icrt.runtime.backends.verdict as verdict
         from icrt.runtime.base.hardware import physical_cores
 
         ov = import_openvino()
@@ -195,39 +162,83 @@ class OpenVinoBackend(Backend):
         self.threads = threads or physical_cores()
         self.norm = None if norm is None else (tuple(map(float, norm[0])), tuple(map(float, norm[1])))
         self.core = shared_core(ov)
+        self.version = ov.get_version().split("-")[0]
+        self._compiled = {}  # "float" | "pixels" -> (compiled model, infer request, score output port, its lock)
+        self._compiling = threading.Lock()
+        if data is None:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise BackendError(f"{path}: cannot read the model ({e.strerror or e})") from None
+        digest = hashlib.sha256(data).hexdigest()
+        # onnxruntime's side of the verdict first: a model it refuses never reaches OpenVINO (see runtime.backends.verdict)
+        verdict_key = verdict.key(digest, precision, ov.get_version(), (size, self.norm, float(score_scale)))
+        known = verdict.known(verdict_key)
+        probe = None
+        if known is not None:
+            verdict.refuse(path, known)
+        else:
+            probe = verdict.onnxruntime_side(path, data, precision, input_name, score_output, size, self.norm,
+                                             self.threads)
+            if isinstance(probe, dict):
+                verdict.keep(verdict_key, probe)
+                verdict.refuse(path, probe)
         try:
-            digest = digest or file_sha256(path)
-            self.model = self.core.read_model(path)
-        except OSError as e:
-            raise BackendError(f"{path}: cannot read the model ({e.strerror or e})") from None
+            self.model = self.core.read_model(data)
         except Exception as e:  # OpenVINO raises RuntimeError (and its own types) for models it cannot read
             raise BackendError(f"{path}: OpenVINO cannot load this model ({_message(e)})") from None
         _check_model(path, self.model, input_name, score_output, size)
         self.config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": int(self.threads), "ENABLE_CPU_PINNING": False}
         settings = {"openvino": ov.get_version(), "config": self.config, "norm": self.norm}
-        self.cache, why = cache_folder(digest, settings)
-        if why:
-            self.notes.append(why)
-        self.version = ov.get_version().split("-")[0]
-        self._compiled = {}  # "float" | "pixels" -> (compiled model, infer request, score output port)
+        self.cache_key = hashlib.sha256((digest + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:32]
+        self.cache = None  # the cache folder used, for people (None: none)
         self._compile("pixels" if self.norm else "float")
+        if probe is not None:
+            pixels, ort_scores = probe
+            outcome = self._verdict(pixels, ort_scores, score_scale)
+            verdict.keep(verdict_key, outcome)
+            verdict.refuse(path, outcome)
+
+    def _verdict(self, pixels, ort_scores, score_scale: float) -> dict:
+        """OpenVINO's scores of the probe batch held to onnxruntime's."""
+        import numpy as np
+
+        import icrt.runtime.backends.verdict as verdict
+
+        x = pixels if self.norm else verdict.as_floats(pixels, None)
+        try:
+            scores = np.concatenate([self.run(x[i:i + 1]) for i in range(len(x))])
+        except (ModelRunError, BundleError) as e:
+            return {"verdict": "refused", "reason": f"OpenVINO fails to run it on a probe batch ({e})"}
+        return verdict.compare(self.precision, scores, ort_scores, score_scale)
 
     @classmethod
     def open(cls, manifest, precision: str = "fp32", threads: int | None = None, notes=None) -> "OpenVinoBackend":
-        """The bundle's ONNX file of ``precision`` (the onnxruntime form), with its preprocessing's normalisation."""
+        """The bundle's ONNX file of ``precision`` (the onnxruntime form), with its preprocessing's normalisation,
+        loaded from the bytes whose SHA-256 was checked."""
         try:
-            path = manifest.file_for(precision, "onnxruntime")
+            path, data = manifest.model_bytes(precision, "onnxruntime")
         except BundleError as e:
             raise NotInBundleError(str(e)) from None
         prep = manifest.preprocessing
-        name = manifest.file_name(precision, "onnxruntime")
+        low, high = manifest.score_range
         return cls(path, manifest.input_name, manifest.score_output, precision, threads, notes,
-                   size=manifest.input_size, norm=(prep.mean, prep.std), digest=manifest.sha256.get(name))
+                   size=manifest.input_size, norm=(prep.mean, prep.std), data=data, score_scale=high - low)
 
     def _compile(self, form: str):
-        if form in self._compiled:
-            return self._compiled[form]
+        compiled = self._compiled.get(form)
+        if compiled is not None:
+            return compiled
+        with self._compiling:  # each form once, whichever thread asks first
+            if form not in self._compiled:
+                self._compiled[form] = self._compile_now(form)
+        return self._compiled[form]
+
+    def _compile_now(self, form: str):
+        from icrt.runtime.backends.cache import enforce_cap, open_folder
+
         ov = self.ov
         model = self.model
         if form == "pixels":  # uint8 N x S x S x 3 in; to float, channels first and (x/255 - mean) / std in the graph
@@ -241,16 +252,35 @@ class OpenVinoBackend(Backend):
             inp.preprocess().convert_element_type(ov.Type.f32).mean([255.0 * m for m in mean]).scale(
                 [255.0 * s for s in std])
             model = ppp.build()
-        config = dict(self.config)
-        if self.cache:
-            config["CACHE_DIR"] = self.cache
+        folder, why = open_folder("openvino", self.cache_key)
+        self._note(why)
         try:
-            compiled = self.core.compile_model(model, "CPU", config)
+            compiled = self._compile_with(model, folder)
         except Exception as e:
-            raise BackendError(f"{self.file}: OpenVINO cannot compile this model ({_message(e)})") from None
+            if folder is None:
+                raise BackendError(f"{self.file}: OpenVINO cannot compile this model ({_message(e)})") from None
+            self._note([f"no model cache: OpenVINO could not use it ({_message(e)[:120]})"])
+            folder.close()
+            folder = None
+            try:
+                compiled = self._compile_with(model, None)
+            except Exception as e:
+                raise BackendError(f"{self.file}: OpenVINO cannot compile this model ({_message(e)})") from None
+        if folder is not None:
+            self.cache = folder.shown
+            enforce_cap(keep=folder)
+            folder.close()
         port = next(o for o in compiled.outputs if self.score_output in o.get_names())
-        self._compiled[form] = (compiled, compiled.create_infer_request(), port)
-        return self._compiled[form]
+        return compiled, compiled.create_infer_request(), port, threading.Lock()
+
+    def _compile_with(self, model, folder):
+        config = dict(self.config)
+        if folder is not None:
+            config["CACHE_DIR"] = folder.path  # the open folder that was checked (/proc/self/fd/N)
+        return self.core.compile_model(model, "CPU", config)
+
+    def _note(self, notes) -> None:
+        self.notes.extend(n for n in notes if n not in self.notes)
 
     def takes_pixels(self, prep) -> bool:
         """``run`` also takes uint8 pixels for a Scorer with this preprocessing (the normalisation is in the model)."""
@@ -263,18 +293,19 @@ class OpenVinoBackend(Backend):
         if batch.dtype == np.uint8:
             if self.norm is None:
                 raise ValueError("this OpenVINO backend has no preprocessing: it takes float inputs only")
-            _, request, port = self._compile("pixels")
+            _, request, port, lock = self._compile("pixels")
         else:
-            _, request, port = self._compile("float")
+            _, request, port, lock = self._compile("float")
             if batch.dtype != np.float32:
                 batch = batch.astype(np.float32)
-        try:
-            request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
-            out = np.array(request.get_tensor(port).data, dtype=np.float32)
-        except Exception as e:  # OpenVINO raises RuntimeError for a model that fails on this input
-            err = ModelRunError(f"{self.file}: OpenVINO failed to run the model ({_message(e)})")
-            err.cause = f"OpenVINO: {_message(e)[:160]}"
-            raise err from None
+        with lock:  # one infer request per form: one thread at a time (inputs are shared, outputs copied out)
+            try:
+                request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
+                out = np.array(request.get_tensor(port).data, dtype=np.float32)
+            except Exception as e:  # OpenVINO raises RuntimeError for a model that fails on this input
+                err = ModelRunError(f"{self.file}: OpenVINO failed to run the model ({_message(e)})")
+                err.cause = f"OpenVINO: {_message(e)[:160]}"
+                raise err from None
         if out.shape not in ((n,), (n, 1)):
             raise BundleError(f"{self.file}: output {self.score_output!r} has shape {list(out.shape)} for a batch of "
                               f"{n}; the score output must be [batch] or [batch, 1]")
@@ -282,7 +313,7 @@ class OpenVinoBackend(Backend):
 
     def describe(self) -> dict:
         d = super().describe()
-        compiled = next(iter(self._compiled.values()))[0]
+        compiled = list(self._compiled.values())[0][0]
         d.update(threads=self.threads, openvino=self.version, model_cache=self.cache,
                  inference_precision=compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())  # as compiled
         return d
@@ -300,13 +331,14 @@ def _open(manifest, options, *, notes=None):
     providers: a GPU comes before a CPU engine."""
     if notes is not None:
         import icrt.runtime.base.hardware as cpu
-        from icrt.runtime.backends.onnxruntime import gpu_providers
+        from icrt.runtime.backends.onnxruntime import gpu_providers, warn_if_shadowed
 
         if gpu_providers():
             raise BackendError("onnxruntime has GPU providers here, which come first")
         if not set(FASTER_WITH) & set(cpu.cpu_features()):
             raise BackendError("this CPU has no AVX-512 or AMX, where OpenVINO was measured faster than onnxruntime "
                                "(--backend openvino still runs it)")
+        warn_if_shadowed()  # both onnxruntime builds installed: a GPU may be hidden, whichever CPU engine runs
     return OpenVinoBackend.open(manifest, options.precision, threads=options.threads, notes=notes)
 
 

@@ -13,11 +13,18 @@ and engine first, then frees the buffers and destroys the stream. CUDA calls go 
 (``cuda.bindings.runtime``, or the older ``cuda.cudart``) or pycuda; a binding that is missing or fails to
 load (cuda-python 13 on a CUDA 12 driver) passes to the next (:func:`open_cuda`, :func:`gpu_info`, also used
 by ``runtime.backends.tensorrt_build`` to build engines).
+
+TensorRT is imported only for a bundle that has an engine of the precision asked for (``auto`` passes a bundle
+without engines by, TensorRT unloaded); a TensorRT that fails to import in any way is one line (``auto`` goes on).
+The engine is deserialized from the bytes whose SHA-256 was checked. One execution context and one set of buffers
+serve every call, so :meth:`TensorRTBackend.run` holds a lock: several threads may share a backend, one batch runs
+at a time.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 
 from icrt.runtime.backends.base import Backend, BackendError, ModelRunError, installed, register_backend
 from icrt.runtime.base.errors import one_line
@@ -36,11 +43,11 @@ def _import_tensorrt():
     except ImportError as e:
         from icrt.runtime.base.install import pip_line
 
-        raise BackendError(f"TensorRT is not installed ({e}); install it ({pip_line('trt')} on a machine with an "
-                           "NVIDIA GPU; JetPack ships it on Jetson) or use --backend onnxruntime") from None
-    except OSError as e:  # the package is there but its libraries (libnvinfer) do not load
-        raise BackendError(f"TensorRT could not be loaded ({one_line(e)}); check the TensorRT / CUDA install "
-                           "or use --backend onnxruntime") from None
+        raise BackendError(f"TensorRT is not installed ({one_line(e)}); install it ({pip_line('trt')} on a machine "
+                           "with an NVIDIA GPU; JetPack ships it on Jetson) or use --backend onnxruntime") from None
+    except Exception as e:  # installed, but its libraries (libnvinfer) or CUDA do not load: an OSError, RuntimeError, ...
+        raise BackendError(f"TensorRT could not be loaded ({type(e).__name__}: {one_line(e)[:300]}); check the "
+                           "TensorRT / CUDA install or use --backend onnxruntime") from None
     return tensorrt
 
 
@@ -285,7 +292,13 @@ class TensorRTBackend(Backend):
     @classmethod
     def open(cls, manifest, precision: str = "fp32", device_id: int = 0, threads: int | None = None,
              notes=None) -> "TensorRTBackend":
-        """The manifest engine for ``precision``, this TensorRT version and this GPU (``threads`` is unused)."""
+        """The manifest engine for ``precision``, this TensorRT version and this GPU (``threads`` is unused). A bundle
+        without an engine of ``precision`` is told before TensorRT is imported."""
+        if not tensorrt_available():
+            _import_tensorrt()  # BackendError: not installed
+        if not manifest.engines_for(precision):
+            raise BackendError(f"{manifest.root}: no {precision} TensorRT engine in this bundle; "
+                               f"{rebuild_hint(manifest, precision)}")
         trt = _import_tensorrt()
         cuda = open_cuda(device_id)
         try:
@@ -301,23 +314,23 @@ class TensorRTBackend(Backend):
         self.precision, self.cuda, self.trt = entry.precision, cuda, trt
         self.context = self.engine = self.runtime = None
         self.buffers = {}
+        self._running = threading.Lock()  # one execution context and one set of buffers: one batch at a time
         self.file = manifest.path(entry.file, "engines.file")  # BundleError unless inside the bundle
         if not os.path.isfile(self.file):
             raise BackendError(f"{self.file}: engine file named in the manifest is missing")
-        manifest.check_file(entry.file)  # BundleError when it is not the file the manifest recorded
+        plan = manifest.read_file(entry.file, "engines.file")  # checked bytes: BundleError unless the recorded file
         try:
-            self._load(manifest, entry, trt, cuda)
+            self._load(manifest, entry, trt, cuda, plan)
         except BaseException:
             self._release_tensorrt()  # before the caller frees the CUDA buffers and stream
             raise
 
-    def _load(self, manifest, entry: EngineRecord, trt, cuda) -> None:
+    def _load(self, manifest, entry: EngineRecord, trt, cuda, plan: bytes) -> None:
         import numpy as np
 
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        with open(self.file, "rb") as f:
-            self.engine = self.runtime.deserialize_cuda_engine(f.read())
+        self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:  # version or hardware mismatch not caught by the manifest
             raise BackendError(f"{self.file}: TensorRT {trt.__version__} could not deserialize this engine "
                                f"(built for another TensorRT version or GPU); {rebuild_hint(manifest, self.precision)}")
@@ -375,6 +388,14 @@ class TensorRTBackend(Backend):
         if tuple(batch.shape[1:]) != (3, self.size, self.size):
             raise BackendError(f"{self.file}: input batch {list(batch.shape)} does not match the engine's "
                                f"[N, 3, {self.size}, {self.size}]")
+        with self._running:  # the context's input shape and the buffers are shared by every caller
+            return self._run(batch, n)
+
+    def _run(self, batch, n: int):
+        import numpy as np
+
+        if self.context is None:
+            raise BackendError(f"{self.file}: the TensorRT backend is closed")
         self._set_shape(n)
         host, dptr = self.buffers[self.input_name]
         host[:n] = batch  # casts to the engine's input dtype (fp16 for strongly typed fp16 engines)
@@ -394,12 +415,14 @@ class TensorRTBackend(Backend):
         self.runtime = None
 
     def close(self):
-        """Release the engine, then the CUDA buffers and stream. Safe to call twice."""
-        self._release_tensorrt()
-        self.buffers = {}  # the pinned host arrays view memory freed next
-        if self.cuda is not None:
-            self.cuda.close()
-            self.cuda = None
+        """Release the engine, then the CUDA buffers and stream (after a batch running on another thread). Safe to
+        call twice."""
+        with self._running:
+            self._release_tensorrt()
+            self.buffers = {}  # the pinned host arrays view memory freed next
+            if self.cuda is not None:
+                self.cuda.close()
+                self.cuda = None
 
 
 def _open(manifest, options, *, notes=None) -> TensorRTBackend:

@@ -185,9 +185,9 @@ def require_tensorrt():
     except ImportError:
         raise TensorRTError("building TensorRT engines needs the tensorrt Python package and an NVIDIA GPU; it is "
                             f"not installed here ({install_hint()})") from None
-    except OSError as e:  # installed, but its libraries (libnvinfer) do not load
-        raise TensorRTError(f"the tensorrt Python package is installed but does not load ({one_line(e)}); "
-                            f"check the TensorRT / CUDA install ({install_hint()})") from None
+    except Exception as e:  # installed, but its libraries (libnvinfer) or CUDA do not load: OSError, RuntimeError, ...
+        raise TensorRTError(f"the tensorrt Python package is installed but does not load ({type(e).__name__}: "
+                            f"{one_line(e)[:300]}); check the TensorRT / CUDA install ({install_hint()})") from None
     version = str(getattr(trt, "__version__", "0"))
     if version_key(version)[:2] < MIN_TENSORRT:
         raise TensorRTError(f"TensorRT {version} is too old: icrt builds engines with TensorRT "
@@ -463,7 +463,9 @@ def build_bundle(bundle: str, precisions=None, max_batch: int = DEFAULT_MAX_BATC
     m.validate()  # before anything is written
     created = write_build(build)
     try:
-        m.record_checksums([e.file for e in new])  # the new engines only: the rest keep the sums they were given
+        # the new engines only: the rest keep the sums they were given; a bundle that had none gets every file's,
+        # as a table of digests must cover every file it names (runtime.bundle.manifest)
+        m.record_checksums([e.file for e in new] if m.sha256 else None)
         m.save()
     except BaseException:
         for p in created:

@@ -15,12 +15,15 @@ file name}`` and ``parity`` a precision to its :class:`ParityFigures`. A manifes
 it is saved (:meth:`Manifest.save` reads it back through ``from_dict``).
 
 ``sha256`` maps every file the manifest names (model files, engines) to its SHA-256 (:meth:`Manifest.record_checksums`,
-called by export and ``icrt build``). The runtime checks a file when it opens it (:meth:`Manifest.file_for`, the
-TensorRT backend): only that file, each time a bundle is loaded, and a mismatch (a broken copy to a board, a file
-replaced by hand) is one ``BundleError`` line. Hashing runs at ~1 GB/s here (SHA extensions): 18 ms for the
-default model's 16 MB fp32 file against 226 ms to open it in onnxruntime (int8: 13 of 104 ms; all four files 55
-ms), so only the file opened is hashed and no cache of earlier checks (which would have to trust sizes and times
-that a broken copy can keep) is kept. A bundle without ``sha256`` entries (older exports) is not checked.
+called by export and ``icrt build``). The runtime checks a file when it opens it: only that file, each time a bundle is
+loaded, and a mismatch (a broken copy to a board, a file replaced by hand) is one ``BundleError`` line. The backends
+and ``icrt triton`` read a file once (:meth:`Manifest.read_file`, :meth:`Manifest.model_bytes`), check those bytes and
+load or copy the same bytes, so the file checked is the file used even if it is swapped meanwhile. When a manifest has
+any ``sha256`` entry it must have one for every file it names: a named file without one is refused (otherwise
+deleting one entry would let any file through). Hashing runs at ~1 GB/s here (SHA extensions): 18 ms for the default
+model's 16 MB fp32 file against 226 ms to open it in onnxruntime (int8: 13 of 104 ms; all four files 55 ms), so only
+the file opened is hashed and no cache of earlier checks (which would have to trust sizes and times that a broken copy
+can keep) is kept. A bundle without ``sha256`` entries (older exports) is not checked.
 
 This module imports no numpy, Pillow or onnxruntime (``icrt`` reads these names at start-up).
 """
@@ -49,7 +52,6 @@ INPUT_LAYOUT = "NCHW"
 
 TIMING_CACHE = "timing.*.cache"  # glob of TensorRT timing caches, one per TensorRT version / GPU (timing_cache_file_name)
 EXPORT_REPORT = "export-report.json"
-ORT_TRT_CACHE = "ort-trt-cache"  # engine cache folder of onnxruntime's TensorRT execution provider
 DEFAULT_SCORE = {"range": [0.0, 1.0], "meaning": "higher = more complex"}
 DEFAULT_OPSET = 17
 
@@ -527,7 +529,18 @@ class Manifest:
 
     def file_for(self, precision: str, backend: str = "onnxruntime") -> str:
         """Path of the file serving ``precision`` for the backend form ``backend`` (falls back to the
-        onnxruntime file); BundleError when the bundle has none or it is missing."""
+        onnxruntime file); BundleError when the bundle has none, it is missing or it is not the file recorded."""
+        name, path = self._file_of(precision, backend)
+        self.check_file(name)
+        return path
+
+    def model_bytes(self, precision: str, backend: str = "onnxruntime") -> tuple[str, bytes]:
+        """(path, bytes) of the file serving ``precision`` for ``backend`` (as :meth:`file_for`), read once and checked:
+        a backend loads these bytes, so the file checked is the file run."""
+        name, path = self._file_of(precision, backend)
+        return path, self.read_file(name)
+
+    def _file_of(self, precision: str, backend: str) -> tuple[str, str]:
         if not self.files.get(precision):
             raise BundleError(f"{self.root}: no {precision} model in this bundle (has: {', '.join(self.precisions())})")
         name = self.file_name(precision, backend) or self.file_name(precision, "onnxruntime")
@@ -536,8 +549,7 @@ class Manifest:
         path = self.path(name, f"files.{precision}.{backend}")
         if not os.path.isfile(path):
             raise BundleError(f"{self.root}: manifest names {name} for {precision}/{backend}, but the file is missing")
-        self.check_file(name)
-        return path
+        return name, path
 
     def named_files(self) -> list[str]:
         """Every file this manifest names: the model files of each precision and form, then the engines."""
@@ -557,10 +569,25 @@ class Manifest:
         self.checked = set()
         return sums
 
-    def check_file(self, name: str) -> None:
-        """BundleError (one line) unless the named file's SHA-256 is the manifest's (no entry: nothing to check).
-        A file that matched is not hashed again by this manifest object."""
+    def _digest_of(self, name: str) -> str | None:
+        """The recorded SHA-256 of ``name`` (None: this manifest records none at all); BundleError for a named file
+        left out of a table that has entries (deleting an entry must not let any file through)."""
         want = self.sha256.get(name)
+        if want is None and self.sha256:
+            raise BundleError(f"{self.path(name)}: the manifest records the SHA-256 of its other files but not of this "
+                              "one: refused (a file without its digest could be any file); copy or export the bundle "
+                              "again")
+        return want
+
+    def _mismatch(self, path: str, got: str, want: str) -> BundleError:
+        return BundleError(f"{path}: SHA-256 {got[:12]}... is not the manifest's {want[:12]}...: the file is damaged or "
+                           "was changed (a broken copy?); copy the bundle again")
+
+    def check_file(self, name: str) -> None:
+        """BundleError (one line) unless the named file's SHA-256 is the manifest's (no entries at all: nothing to
+        check). A file that matched is not hashed again by this manifest object. To load a file, use
+        :meth:`read_file`: it checks the bytes it returns."""
+        want = self._digest_of(name)
         if want is None:
             return
         path = self.path(name)
@@ -571,19 +598,39 @@ class Manifest:
         except OSError as e:
             raise BundleError(f"{path}: cannot read it to check its SHA-256 ({e.strerror or e})") from None
         if got != want:
-            raise BundleError(f"{path}: SHA-256 {got[:12]}... is not the manifest's {want[:12]}...: the file is "
-                              "damaged or was changed (a broken copy?); copy the bundle again")
+            raise self._mismatch(path, got, want)
         self.checked.add(path)
 
+    def read_file(self, name: str, key: str = "file") -> bytes:
+        """The bytes of the named file, read once and checked against its SHA-256 (BundleError, one line, when they
+        are not the recorded file's). What is checked is what the caller gets: check and load are one read."""
+        path = self.path(name, key)
+        want = self._digest_of(name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise BundleError(f"{path}: cannot read it ({e.strerror or e})") from None
+        except MemoryError:
+            raise BundleError(f"{path}: not enough memory to read it ({os.path.getsize(path)} bytes)") from None
+        if want is not None:
+            got = hashlib.sha256(data).hexdigest()
+            if got != want:
+                raise self._mismatch(path, got, want)
+        return data
+
     def verify_files(self) -> str | None:
-        """Check every file with a ``sha256`` entry; the first problem (one line), or None when all match."""
-        for name in self.sha256:
-            try:
+        """Check every file with a ``sha256`` entry, and that every named file has one when any has; the first
+        problem (one line), or None when all match."""
+        try:
+            for name in self.sha256:
                 if not os.path.isfile(self.path(name)):
                     return f"{self.path(name)}: missing (the manifest records its SHA-256)"
                 self.check_file(name)
-            except BundleError as e:
-                return str(e)
+            for name in self.named_files():
+                self._digest_of(name)
+        except BundleError as e:
+            return str(e)
         return None
 
     def path(self, name: str, key: str = "file") -> str:

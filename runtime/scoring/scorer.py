@@ -399,29 +399,39 @@ class Scorer:
 
 
 class RunFailures:
-    """Batches the model failed to run (``ModelRunError``): counted, the first ones told on stderr (one line each).
-    The images of a failed batch get an error record; commands end with exit code 2 (a model error)."""
+    """Batches the model failed to run (``ModelRunError``): counted, the first ones told on stderr (one line each,
+    the engine's message made printable: it quotes the model's node names, which a bundle chooses). The images of a
+    failed batch get an error record; commands end with exit code 2 (a model error). Safe to add to from several
+    threads (one Scorer may serve several)."""
 
     def __init__(self):
+        import threading
+
         self.batches = self.inputs = self.images = 0
         self.first: str | None = None
+        self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
         return self.batches > 0
 
     def add(self, e: ModelRunError, inputs: int, images: int) -> str:
         """Count one failed batch of ``inputs`` model inputs from ``images`` images; the error text for them."""
-        self.batches += 1
-        self.inputs += inputs
-        self.images += images
-        text = " ".join(str(e).split())
-        self.first = self.first or text
-        if self.batches <= MAX_FAILURE_LINES:
+        from icrt.runtime.base.text import printable
+
+        text = printable(" ".join(str(e).split()))
+        with self._lock:
+            self.batches += 1
+            self.inputs += inputs
+            self.images += images
+            self.first = self.first or text
+            batches = self.batches
+        if batches <= MAX_FAILURE_LINES:
             what = f"a batch of {inputs} input(s), {images} image(s)" if inputs else "a heatmap's local windows"
             log.error("icrt: error: the model failed on %s: %s", what, text)
-        elif self.batches == MAX_FAILURE_LINES + 1:
+        elif batches == MAX_FAILURE_LINES + 1:
             log.error("icrt: error: the model failed on more batches; their images have error records")
-        return f"the model failed on this image's batch ({getattr(e, 'cause', None) or 'see the error above'})"
+        cause = getattr(e, "cause", None)
+        return f"the model failed on this image's batch ({printable(cause) if cause else 'see the error above'})"
 
     def message(self) -> str:
         """The one line a command ends with."""

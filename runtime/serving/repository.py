@@ -20,6 +20,10 @@ The same request / response layout is used by ``icrt serve`` (PyTriton) and read
 (``runtime.serving.client``): the score record's tensors (``runtime.bundle.records``: input ``image``, BYTES, one encoded
 image file per batch row; outputs ``score``, ``error``, ``patches``, ``width``, ``height``).
 
+Every file taken from the bundle (the ONNX model, the engines) is read once, checked against the manifest's SHA-256
+and written from the bytes that were checked (``Manifest.read_file``): a damaged or swapped file never reaches the
+repository. Text from the bundle is made printable (``runtime.base.text.printable``) in what is written and printed.
+
 Nothing heavy is imported at module level (numpy and onnxruntime load inside the functions that need them).
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ import shutil
 import tempfile
 
 from icrt.runtime.base.errors import UserInputError
+from icrt.runtime.base.text import printable
 from icrt.runtime.bundle.manifest import BundleError, Manifest, load_manifest
 from icrt.runtime.bundle.precisions import precision_names
 from icrt.runtime.bundle.records import IMAGE_INPUT, OUTPUT_TENSORS
@@ -65,7 +70,8 @@ def _pbstr(text: str) -> str:
 
 
 def _comment(text: str) -> str:
-    return " ".join(str(text).encode("ascii", "backslashreplace").decode().split())
+    """Bundle text for a ``#`` comment: one line, control characters as ``\\xNN``, non-ASCII as ``\\uNNNN``."""
+    return printable(" ".join(str(text).split())).encode("ascii", "backslashreplace").decode()
 
 
 def _dims(values) -> str:
@@ -89,19 +95,16 @@ def _header(manifest: Manifest, what: str) -> str:
             "# Rewrite it with `icrt triton` rather than by hand.\n")
 
 
-def inspect_onnx(path: str, input_name: str, score_output: str, size: int) -> dict:
+def inspect_onnx(path: str, input_name: str, score_output: str, size: int, data: bytes | None = None) -> dict:
     """The ONNX model's input and score output as Triton sees them: ``{"input_type", "input_dims", "score_type",
-    "score_dims", "score_reshape"}``. BundleError when it cannot serve as ``N x 3 x size x size -> [N]``."""
-    from icrt.runtime.backends.onnxruntime import check_shapes, import_onnxruntime
+    "score_dims", "score_reshape"}``. BundleError when it cannot serve as ``N x 3 x size x size -> [N]``. ``data``:
+    the file's checked bytes, read instead of ``path`` (external data refused)."""
+    from icrt.runtime.backends.onnxruntime import check_shapes, load_error, open_session
 
-    ort = import_onnxruntime()
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # reading declarations only
-    so.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    try:  # without graph optimisation (simulate_qdq): the declarations are all that is read
+        sess = open_session(path if data is None else data, threads=1, simulate_qdq=True)
     except Exception as e:  # onnxruntime raises its own types for broken files
-        raise BundleError(f"{path}: onnxruntime cannot read this model ({type(e).__name__}: {e})") from None
+        raise BundleError(f"{path}: onnxruntime cannot read this model ({type(e).__name__}: {load_error(e)})") from None
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = {o.name: o for o in sess.get_outputs()}
     if input_name not in inputs:
@@ -184,7 +187,8 @@ def _cc_key(cc) -> str:
 
 
 def _engines(manifest: Manifest, precision: str, tensorrt_version: str | None) -> list:
-    """The bundle's engines for ``precision`` (one TensorRT version), checked: [(cc key, record, path)]."""
+    """The bundle's engines for ``precision`` (one TensorRT version), checked: [(cc key, record, path, bytes)], the
+    bytes read once and checked against the manifest's SHA-256."""
     engines = manifest.engines_for(precision)
     if tensorrt_version:
         engines = [e for e in engines if str(e.tensorrt) == tensorrt_version]
@@ -204,8 +208,8 @@ def _engines(manifest: Manifest, precision: str, tensorrt_version: str | None) -
         path = manifest.path(e.file, "engines.file")
         if not os.path.isfile(path):
             raise BundleError(f"{manifest.root}: manifest names the engine {e.file}, but the file is missing")
-        picked[cc] = (e, path)
-    return [(cc, e, p) for cc, (e, p) in picked.items()]
+        picked[cc] = (e, path, manifest.read_file(e.file, "engines.file"))
+    return [(cc, e, p, data) for cc, (e, p, data) in picked.items()]
 
 
 def _is_icrt_model(folder: str) -> bool:
@@ -270,8 +274,6 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
     icrt did not write is never replaced, nor a folder that is not a repository). ``device``: where the ONNX (and
     plan) models run; the Python model always runs on CPU. ``tensorrt_accelerator``: the onnxruntime backend's
     TensorRT execution accelerator with this precision_mode (GPU only)."""
-    from icrt.runtime.base.text import printable
-
     check(name, max_batch, instances, max_queue_delay_us)
     if device not in DEVICES:
         raise UserInputError(f"--device {device!r}: choose from {', '.join(DEVICES)}")
@@ -284,8 +286,8 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
     names = model_names(name)
     notes = []
     # the ONNX file: the onnxruntime (CPU) form, or on GPU the form made for TensorRT (int8: QDQ) when there is one
-    onnx_path = manifest.file_for(precision, "tensorrt" if device == "gpu" else "onnxruntime")
-    info = inspect_onnx(onnx_path, manifest.input_name, manifest.score_output, manifest.input_size)
+    onnx_path, onnx_data = manifest.model_bytes(precision, "tensorrt" if device == "gpu" else "onnxruntime")
+    info = inspect_onnx(onnx_path, manifest.input_name, manifest.score_output, manifest.input_size, onnx_data)
     engines = []
     if manifest.engines_for(precision):
         if device == "gpu":
@@ -294,7 +296,7 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
             notes.append(f"the bundle's {precision} TensorRT engines are left out: --device cpu")
     plan_batch = max_batch
     if engines:
-        limits = [e.max_batch for _, e, _ in engines if e.max_batch]
+        limits = [e.max_batch for _, e, _, _ in engines if e.max_batch]
         plan_batch = min([max_batch, *limits])
         if plan_batch < max_batch:
             notes.append(f"{names['trt']}: max_batch_size {plan_batch}, the engines' largest batch")
@@ -306,7 +308,7 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
         eng_info = info
         if eng_onnx and os.path.isfile(manifest.path(eng_onnx, "engines.onnx")):
             eng_info = inspect_onnx(manifest.path(eng_onnx, "engines.onnx"), manifest.input_name, manifest.score_output,
-                                    manifest.input_size)
+                                    manifest.input_size, manifest.read_file(eng_onnx, "engines.onnx"))
         targets.append({"model": names["trt"], "max_batch": plan_batch, "dtype": NUMPY_TYPES[eng_info["input_type"]]})
     targets.append({"model": names["onnx"], "max_batch": int(max_batch), "dtype": NUMPY_TYPES[info["input_type"]]})
 
@@ -333,7 +335,7 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
         # the ONNX model
         d = os.path.join(stage, names["onnx"])
         os.makedirs(os.path.join(d, "1"))
-        shutil.copyfile(onnx_path, os.path.join(d, "1", "model.onnx"))
+        _write_bytes(os.path.join(d, "1", "model.onnx"), onnx_data)  # the bytes that were checked
         _write(os.path.join(d, "config.pbtxt"), onnx_config(manifest, names["onnx"], info, int(max_batch), int(instances),
                                                              device, tensorrt_accelerator, threads))
         written[names["onnx"]] = os.path.basename(onnx_path)
@@ -342,9 +344,9 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
             d = os.path.join(stage, names["trt"])
             os.makedirs(os.path.join(d, "1"))
             files = {}
-            for cc, _, path in engines:
+            for cc, _, path, data in engines:
                 files[cc] = os.path.basename(path)
-                shutil.copyfile(path, os.path.join(d, "1", files[cc]))
+                _write_bytes(os.path.join(d, "1", files[cc]), data)
             _write(os.path.join(d, "config.pbtxt"), plan_config(manifest, names["trt"], eng_info, plan_batch,
                                                                  int(instances), files))
             written[names["trt"]] = ", ".join(f"sm {cc}: {f}" for cc, f in sorted(files.items()))
@@ -368,6 +370,12 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
 def _write(path: str, text: str) -> None:
     with open(path, "w", encoding="ascii") as f:
         f.write(text)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    """A new file in the staging folder icrt made (private to this run until it is renamed into place)."""
+    with open(path, "xb") as f:
+        f.write(data)
 
 
 def _install(stage: str, out: str, existing: bool, written: dict, names: dict) -> None:

@@ -40,9 +40,9 @@ def run(args) -> int:
     repo = printable(report["repository"])
     lines = [f"{repo}: Triton model repository for {printable(report['bundle'])} ({report['precision']}, "
              f"{report['device']})"]
-    for model, what in report["models"].items():
-        lines.append(f"  {model:<16} {what}")
-    lines += [f"  note: {n}" for n in report["notes"]]
+    for model, what in report["models"].items():  # the bundle's file names: printable, as everything it supplies
+        lines.append(f"  {printable(model):<16} {printable(what)}")
+    lines += [f"  note: {printable(n)}" for n in report["notes"]]
     lines.append(f"  clients call {args.name!r} (input image: encoded files as BYTES); "
                  f"it calls {' then '.join(report['targets'])}")
     gpus = "--gpus all " if args.device == "gpu" else ""

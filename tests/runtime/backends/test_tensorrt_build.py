@@ -310,6 +310,40 @@ def test_rebuild_replaces_the_same_target_and_keeps_the_others(monkeypatch, gpu,
     assert [e.precision for e in load_manifest(b).engines] == ["fp16", "fp16", "fp32"]
 
 
+def test_a_build_leaves_a_table_of_digests_that_covers_every_named_file(monkeypatch, gpu, tmp_path):
+    """A table with any digest must cover every named file (R14): a build records the new engines' digests, and in a
+    bundle that had none, every file's (else the model files would then be refused)."""
+    trt(monkeypatch, V10, gpu)
+    b = fake_bundle(str(tmp_path / "b"), precisions=("fp32", "fp16"))
+    assert load_manifest(b).sha256 == {}
+    assert build(b, "--precision", "fp16") == 0
+    m = load_manifest(b)
+    assert sorted(m.sha256) == sorted(m.named_files()) and m.verify_files() is None
+    kept = dict(m.sha256)
+    assert build(b, "--precision", "fp32") == 0
+    m = load_manifest(b)
+    assert {k: v for k, v in m.sha256.items() if k in kept} == kept and sorted(m.sha256) == sorted(m.named_files())
+
+
+def test_a_tensorrt_that_fails_to_import_in_any_way_is_one_line(monkeypatch, tmp_path, capsys):
+    """R7: only ImportError and OSError were caught; a RuntimeError (a CUDA or ABI mismatch) was a traceback."""
+    import builtins
+
+    real = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "tensorrt":
+            raise RuntimeError("CUDA initialization failure with error 35")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    b = fake_bundle(str(tmp_path / "b"), precisions=("fp32",))
+    assert build(b) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("icrt: error: the tensorrt Python package is installed but does not "
+                                               "load (RuntimeError: CUDA initialization failure with error 35)")
+
+
 # --- errors -----------------------------------------------------------------------------------------------------
 
 

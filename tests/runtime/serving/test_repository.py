@@ -202,6 +202,64 @@ def test_a_missing_engine_file_is_a_bundle_error(tmp_path):
     assert os.listdir(tmp_path) == ["bundle"]  # nothing written, no staging folder left
 
 
+def test_an_engine_that_is_not_the_one_the_manifest_recorded_is_not_copied(tmp_path, capsys):
+    """R14: an engine whose bytes do not match its sha256 entry was copied into icrt_trt/1/ (exit 0)."""
+    bundle = engine_bundle(tmp_path / "bundle", ccs=("8.7",))
+    m = load_manifest(bundle)
+    m.record_checksums()
+    m.save()
+    engine = os.path.join(bundle, engine_file_name("fp16", "10.3.0", "8.7"))
+    with open(engine, "wb") as f:
+        f.write(b"NOT A PLAN - tampered")
+    code, out, err = run_cli(capsys, "triton", "-m", bundle, "--out", tmp_path / "repo", "--precision", "fp16",
+                             "--device", "gpu")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"icrt: error: {engine}: SHA-256 ") and "is not the manifest's" in err
+    assert sorted(os.listdir(tmp_path)) == ["bundle"]  # nothing written, no staging folder left
+
+
+def test_the_repository_gets_the_bytes_that_were_checked(square_bundle, tmp_path, monkeypatch):
+    """R14: check and copy are one read: a model file swapped after it was hashed does not reach the repository."""
+    import icrt.runtime.serving.repository as repository
+
+    bundle = str(tmp_path / "bundle")
+    shutil.copytree(square_bundle, bundle)
+    m = load_manifest(bundle)
+    m.engines = []
+    m.record_checksums()
+    m.save()
+    original = open(os.path.join(bundle, "model.onnx"), "rb").read()
+    inspect = repository.inspect_onnx
+
+    def swap_then_inspect(*args, **kwargs):  # the file is exchanged after it was read and checked
+        shutil.copyfile(os.path.join(bundle, "model.int8.onnx"), os.path.join(bundle, "model.onnx"))
+        return inspect(*args, **kwargs)
+
+    monkeypatch.setattr(repository, "inspect_onnx", swap_then_inspect)
+    write_repository(bundle, str(tmp_path / "repo"))
+    assert (tmp_path / "repo" / "icrt_onnx" / "1" / "model.onnx").read_bytes() == original
+
+
+def test_bundle_text_is_printable_in_the_configs_and_in_what_icrt_triton_prints(tmp_path, capsys):
+    """R9: the model file name reached the terminal with its escape sequences, and config.pbtxt's header comment
+    kept ESC, BEL and NUL."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    name = "m\x1b]0;TITLE\x07\x1b[2Jx.onnx"
+    shutil.copyfile(os.path.join(DATA, TINY_FILES["fp32"]), bundle / name)
+    write_bundle(str(bundle), Manifest(kind="d2s", name="evil\x1b]0;T\x07\x00\x9b31m name",
+                                       preprocessing=tiny_preprocessing(), files={"fp32": {"onnxruntime": name}}))
+    code, out, err = run_cli(capsys, "triton", "-m", bundle, "--out", tmp_path / "repo")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out and "m\\x1b]0;TITLE\\x07\\x1b[2Jx.onnx" in out
+    for model in ("icrt", "icrt_onnx"):
+        text = (tmp_path / "repo" / model / "config.pbtxt").read_text(encoding="ascii")
+        header = text.split("\n", 1)[0]
+        assert not any(c in header for c in "\x1b\x07\x00\x9b")
+        assert "evil\\x1b]0;T\\x07\\x00\\x9b31m name" in header
+        parse_config(tmp_path / "repo" / model / "config.pbtxt")  # still a config Triton reads
+
+
 # --- writing: atomic, never over something else ---------------------------------------------------------------
 
 
