@@ -1,7 +1,11 @@
-"""Hostile ONNX models built in the test with ``onnx.helper`` (the ``onnx`` package: the training extras; tests that
-use these skip without it): models that load in one engine and misbehave in another. Each takes ``image`` N x 3 x
-S x S and gives ``score`` [N], as a bundle's model must."""
+"""Hostile ONNX models, made with ``onnx.helper`` by tests/runtime/data/make_tiny_models.py and committed in
+tests/runtime/data/hostile/ (so that the torch- and onnx-free test run has them; tests/export/test_tiny_models.py
+checks them against a fresh run): models that load in one engine and misbehave in another. Each takes ``image``
+N x 3 x S x S and gives ``score`` [N], as a bundle's model must. Tests take them with :func:`copy_hostile`."""
 from __future__ import annotations
+
+import os
+import shutil
 
 import numpy as np
 
@@ -81,4 +85,24 @@ def reshape_for_one(path: str, node_name: str, size: int = 32) -> str:
              helper.make_node("ReduceMean", ["flat"], ["m"], axes=[1], keepdims=0),
              helper.make_node("Sigmoid", ["m"], [SCORE_OUTPUT])]
     onnx.save(_model(nodes, [numpy_helper.from_array(np.array([1, 3 * size * size], np.int64), "shape")], size), path)
+    return path
+
+
+EVIL = "reshape\x1b]0;PWNED-TITLE\x07\x1b[31mRED\x9b2J"  # a node name that would drive a terminal
+EXTERNAL_DATA = "weights.bin"
+# committed file (in tests/runtime/data/hostile) -> how it is made
+HOSTILE = {
+    "gather_out_of_bounds.onnx": out_of_bounds_gather,
+    "bad_resize.onnx": bad_resize,
+    "reshape_for_one_evil.onnx": lambda path: reshape_for_one(path, EVIL),
+    "external_data.onnx": lambda path: external_data(path, EXTERNAL_DATA),
+}
+HOSTILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "hostile")
+
+
+def copy_hostile(name: str, path: str) -> str:
+    """The committed hostile model ``name`` copied to ``path`` (its external data file beside it, when it has one)."""
+    shutil.copyfile(os.path.join(HOSTILE_DIR, name), path)
+    if name == "external_data.onnx":
+        shutil.copyfile(os.path.join(HOSTILE_DIR, EXTERNAL_DATA), os.path.join(os.path.dirname(path), EXTERNAL_DATA))
     return path

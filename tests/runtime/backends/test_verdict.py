@@ -29,11 +29,10 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def gather_bundle(tmp_path):
-    pytest.importorskip("onnx", reason="onnx builds the hostile model (the training extras)")
-    from tests.runtime.onnx_models import out_of_bounds_gather
+    from tests.runtime.onnx_models import copy_hostile
 
     b = make_bundle(tmp_path / "gather")
-    out_of_bounds_gather(os.path.join(b, "model.onnx"))
+    copy_hostile("gather_out_of_bounds.onnx", os.path.join(b, "model.onnx"))
     return b
 
 

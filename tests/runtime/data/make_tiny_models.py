@@ -23,6 +23,7 @@ What it writes:
 - ``tiny_reference.json``: the PyTorch model's scores on ``fixtures.reference_images()`` under the square
   preprocessing, which tests/runtime checks the runtime's scores against.
 - ``nodes/*.onnx``: models of a few ONNX nodes (``onnx.helper``), one per ``fixtures.NODE_MODELS`` entry.
+- ``hostile/*.onnx``: models that load in one engine and misbehave in another (``tests.runtime.onnx_models``).
 """
 from __future__ import annotations
 
@@ -214,7 +215,13 @@ def write_all(out: str = HERE) -> list[str]:
     nodes = [os.path.join("nodes", node_file(v, s)) for v, s in NODE_MODELS]
     for (variant, in_shape), name in zip(NODE_MODELS, nodes):
         node_onnx(os.path.join(out, name), variant, in_shape)
-    return [*TINY_FILES.values(), REFERENCE_FILE, *nodes]
+    from tests.runtime.onnx_models import HOSTILE
+
+    os.makedirs(os.path.join(out, "hostile"), exist_ok=True)
+    hostile = [os.path.join("hostile", name) for name in HOSTILE]
+    for name, make in HOSTILE.items():
+        make(os.path.join(out, "hostile", name))
+    return [*TINY_FILES.values(), REFERENCE_FILE, *nodes, *hostile]
 
 
 def main(argv=None) -> int:
