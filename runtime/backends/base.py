@@ -51,9 +51,16 @@ class Backend:
         by ``prep``, normalising them itself (in the model graph); the Scorer then hands it those."""
         return False
 
+    def engine_version(self) -> str | None:
+        """The version of the inference engine behind this backend (onnxruntime's, OpenVINO's, TensorRT's)."""
+        return None
+
     def describe(self) -> dict:
-        return {"backend": self.name, "precision": self.precision, "device": self.device, "file": self.file,
-                "max_batch": self.max_batch, "notes": list(getattr(self, "notes", []))}
+        """What ran, for people and reports: the backend that actually runs (never ``auto``), its engine's version,
+        the precision, the device, the file."""
+        return {"backend": self.name, "version": self.engine_version(), "precision": self.precision,
+                "device": self.device, "file": self.file, "max_batch": self.max_batch,
+                "notes": list(getattr(self, "notes", []))}
 
 
 @dataclass(frozen=True)

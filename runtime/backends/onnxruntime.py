@@ -238,6 +238,10 @@ class OrtBackend(Backend):
             path, data = manifest.model_bytes(precision, "onnxruntime")
         except BundleError as e:
             raise NotInBundleError(str(e)) from None
+        if precision == "bf16":
+            raise BackendError("onnxruntime does not compute in bf16 (it would run fp32): bf16 runs on OpenVINO on "
+                               "CPUs with amx_bf16 or avx512_bf16, and as TensorRT 10 engines; --precision fp32 gives "
+                               "the same scores here")
         notes = list(notes or [])
         avail = gpu_providers()
         if not avail:
@@ -276,6 +280,9 @@ class OrtBackend(Backend):
             raise BundleError(f"{self.file}: output {self.score_output!r} has shape {list(out.shape)} for a batch of "
                               f"{n}; the score output must be [batch] or [batch, 1]")
         return out.astype(np.float32).reshape(n)
+
+    def engine_version(self) -> str | None:
+        return getattr(import_onnxruntime(), "__version__", None)
 
     def describe(self) -> dict:
         d = super().describe()

@@ -4,10 +4,11 @@ It reads the file the onnxruntime form of each precision names (fp32 ``model.onn
 ``model.int8.onnx``: the Q/DQ form, which OpenVINO's low-precision transformations turn into integer kernels);
 nothing is converted or written into the bundle. Settings, each for a reason:
 
-- ``INFERENCE_PRECISION_HINT`` is ``f32`` for every precision: on CPUs with AMX or AVX512-BF16 OpenVINO's default is
-  bf16, so "fp32" would silently not be fp32 (and int8's float parts, fp16's arithmetic would be bf16). Here fp16 is
-  the file's fp16 weights computed in f32, int8 is integer kernels with f32 in between. bf16 is not offered: no CPU
-  this project measured on has it (docs/runtime.md).
+- ``INFERENCE_PRECISION_HINT`` is ``f32`` for every precision but bf16: on CPUs with AMX or AVX512-BF16 OpenVINO's
+  default is bf16, so "fp32" would silently not be fp32 (and int8's float parts, fp16's arithmetic would be bf16).
+  Here fp16 is the file's fp16 weights computed in f32, int8 is integer kernels with f32 in between, and bf16 is the
+  fp32 file computed in bf16, offered only on CPUs with bf16 units (``hardware.BF16_UNITS``: elsewhere OpenVINO would
+  emulate it, slower than fp32).
 - One stream, latency mode, one thread per physical core (``--threads``), no CPU pinning: the Scorer runs one batch
   at a time, and on a shared machine pinned threads cannot step aside for the decode thread.
 - Pixels in: besides the float N x 3 x S x S input every backend takes, :meth:`run` takes N x S x S x 3 uint8 pixels
@@ -108,6 +109,17 @@ def _message(e: Exception) -> str:
     return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT - 3] + "..."
 
 
+def check_bf16() -> None:
+    """BackendError unless this CPU computes bf16 at speed (AMX-BF16 or AVX512-BF16): elsewhere OpenVINO would emulate
+    it, slower than fp32, for no gain."""
+    from icrt.runtime.base.hardware import BF16_UNITS, bf16_units, cpu_features
+
+    if not bf16_units():
+        have = " ".join(cpu_features()) or "none of the features icrt knows"
+        raise BackendError(f"bf16 needs a CPU with {' or '.join(BF16_UNITS)} (this one has: {have}); --precision fp32 "
+                           "gives the same scores at fp32 speed, int8 is the fast CPU form")
+
+
 # --- the backend -----------------------------------------------------------------------------------------------
 
 
@@ -155,6 +167,8 @@ class OpenVinoBackend(Backend):
         import icrt.runtime.backends.verdict as verdict
         from icrt.runtime.base.hardware import physical_cores
 
+        if precision == "bf16":
+            check_bf16()
         ov = import_openvino()
         self.ov, self.file, self.precision, self.device = ov, path, precision, "cpu"
         self.input_name, self.score_output, self.size = input_name, score_output, size
@@ -189,7 +203,7 @@ class OpenVinoBackend(Backend):
         except Exception as e:  # OpenVINO raises RuntimeError (and its own types) for models it cannot read
             raise BackendError(f"{path}: OpenVINO cannot load this model ({_message(e)})") from None
         _check_model(path, self.model, input_name, score_output, size)
-        self.config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+        self.config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_NUM_THREADS": int(self.threads), "ENABLE_CPU_PINNING": False}
         settings = {"openvino": ov.get_version(), "config": self.config, "norm": self.norm}
         self.cache_key = hashlib.sha256((digest + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:32]
@@ -310,6 +324,9 @@ class OpenVinoBackend(Backend):
             raise BundleError(f"{self.file}: output {self.score_output!r} has shape {list(out.shape)} for a batch of "
                               f"{n}; the score output must be [batch] or [batch, 1]")
         return out.reshape(n)
+
+    def engine_version(self) -> str | None:
+        return self.version
 
     def describe(self) -> dict:
         d = super().describe()

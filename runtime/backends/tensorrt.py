@@ -289,6 +289,9 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     device = "cuda"
 
+    def engine_version(self) -> str | None:
+        return str(getattr(self.trt, "__version__", "")) or None
+
     @classmethod
     def open(cls, manifest, precision: str = "fp32", device_id: int = 0, threads: int | None = None,
              notes=None) -> "TensorRTBackend":

@@ -100,6 +100,12 @@ def source_onnx(precision: str, trt_version: str, files) -> tuple[str, list[str]
         raise TensorRTError(f"no {precision} ONNX file in the bundle to build a TensorRT engine from"
                             + (" (the int8 engine needs the TensorRT form, files.int8.tensorrt: re-export with --int8)"
                                if precision == "int8" and _file(files, "int8", "onnxruntime") else ""))
+    if precision == "bf16":  # the fp32 file, TensorRT choosing bf16 kernels (weak typing: 9.x and 10.x only)
+        if major(trt_version) >= 11 or major(trt_version) < 9:
+            raise TensorRTError(f"TensorRT {trt_version} builds no bf16 engine from an fp32 ONNX file (the BF16 "
+                                "builder flag is in TensorRT 9 and 10; 11 takes only bf16-typed files, which icrt does "
+                                "not write): build fp16 instead")
+        return source_onnx("fp32", trt_version, files)[0], ["BF16"]
     if major(trt_version) >= 11:
         return name, []
     if precision == "fp16":

@@ -33,7 +33,7 @@ from icrt.runtime.base.text import printable
 # table) let a single score move: a few hundredths for fp16 (another CPU may really compute in f16), up to ~0.07 for
 # int8 on Savoias photos (docs/runtime.md), so 0.03 and 0.1. A broken graph (an out-of-bounds read, undefined
 # behaviour) gives scores anywhere in the range, or an error.
-TOLERANCE = {"fp32": 1e-3, "fp16": 0.03, "int8": 0.1}
+TOLERANCE = {"fp32": 1e-3, "fp16": 0.03, "int8": 0.1, "bf16": 0.01}  # bf16: its parity target (precision table)
 DEFAULT_TOLERANCE = 0.1  # a precision registered later: the loosest
 PROBE_VERSION = 1  # part of the verdict's key: a new probe makes new verdicts
 KIND = "verdicts"

@@ -16,6 +16,7 @@ def run(job, paths: list[str], problems: dict, writer) -> None:
     from icrt.runtime.scoring.scorer import Scorer
 
     scorer = Scorer.open(job.scorer.replace(workers=max(1, job.workers)))
+    job.extra["ran"] = scorer.backend.describe()  # the backend that runs (never "auto"), its engine's version
     job.extra["run_failures"] = scorer.run_failures
     job.extra["non_finite_model"] = scorer.non_finite_model  # every score NaN / infinite: a model error (exit 2)
     if any(is_uri(p) for p in paths):

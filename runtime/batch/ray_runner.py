@@ -133,9 +133,24 @@ def _ray_keys(paths: list[str], problems: dict):
     return errors, reads, owners, odd
 
 
+def _driver_resolves(job) -> dict:
+    """What ``job``'s backend resolves to on this machine (the actors open the same one where they run on it; on
+    other nodes of a cluster they may differ, which summary.json says)."""
+    from icrt.runtime.backends import BackendError, open_backend
+    from icrt.runtime.bundle.manifest import BundleError, load_manifest
+
+    try:
+        backend = open_backend(load_manifest(job.bundle), job.scorer)
+    except (BackendError, BundleError) as e:
+        return {"backend": job.backend, "resolved": f"not on the driver ({e})"}
+    d = backend.describe()
+    return {**d, "resolved": "on the driver (the actors on this machine open the same)"}
+
+
 def run(job, paths: list[str], problems: dict, writer) -> None:
     """Score ``paths`` on a Ray actor pool; rows go to ``writer`` as they come back."""
     ray = _ray()
+    job.extra["ran"] = _driver_resolves(job)
     import pyarrow as pa
 
     errors, reads, plain, odd = _ray_keys(paths, problems)

@@ -58,8 +58,11 @@ def write_summary(job, stats: dict, shard=None) -> dict:
     if s.size:
         score_stats = {"min": float(s.min()), "max": float(s.max()), "mean": float(s.mean()), "std": float(s.std()),
                        "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, np.quantile(s, QUANTILES))}}
+    ran = job.extra.get("ran") or {}
     versions = {"icrt": __version__, "python": platform.python_version(), "numpy": np.__version__,
                 "pyarrow": pa.__version__}
+    if ran.get("backend") and ran.get("version"):  # the engine that scored (OpenVINO, TensorRT, onnxruntime)
+        versions[str(ran["backend"])] = ran["version"]
     for mod in ("onnxruntime", "ray"):
         m = sys.modules.get(mod)
         if m is not None and getattr(m, "__version__", None):
@@ -82,12 +85,15 @@ def write_summary(job, stats: dict, shard=None) -> dict:
         "workers": job.workers,
         "shard": f"{shard[0]}/{shard[1]}" if shard else None,
         "bundle": {"name": job.bundle_name, "kind": job.bundle_kind, "path": job.bundle, "precision": job.precision,
-                   "backend": job.backend, "versions": job.versions},
+                   "backend": ran.get("backend", job.backend), "backend_asked": job.backend,
+                   "device": ran.get("device"), "versions": job.versions},
         "versions": versions,
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if "ray" in job.extra:
         summary["ray"] = job.extra["ray"]
+        if ran.get("resolved"):
+            summary["ray"]["backend_resolved"] = ran["resolved"]
     write_owned_file(os.path.join(job.out, SUMMARY_FILE), json.dumps(json_ready(summary), indent=2) + "\n")
     write_owned_file(os.path.join(job.out, SUCCESS_FILE),
                      json.dumps({"rows": rows, "parts": [os.path.basename(p) for p in parts]}) + "\n")

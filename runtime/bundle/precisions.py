@@ -52,6 +52,7 @@ class Precision:
     files: Mapping[str, str]  # backend form (a backend's files key) -> the file name in a bundle
     target_srcc: float | None  # export: image-score SRCC vs fp32 ONNX on the check images it must reach (None:
     # fp32 itself, the reference, held to PyTorch per model input instead)
+    target_max_diff: float | None = None  # export: the largest per-image |score - fp32 score| allowed (None: no bound)
     help: str = ""  # what the export flag writes
     always: bool = False  # written by every export (fp32), so no flag
     options: tuple[Option, ...] = ()  # export options it brings
@@ -148,3 +149,10 @@ register_precision(Precision(
         Option("int8_tool", "ort", choices=("ort", "modelopt"),
                help="quantizer of the TensorRT form (modelopt: NVIDIA ModelOpt, optional extra; minmax or entropy)"),
     )))
+# bf16 has no file of its own: the fp32 file computed in bfloat16 (8 bits of mantissa, fp32's range), where the
+# hardware does it at speed: OpenVINO on CPUs with AMX-BF16 or AVX512-BF16 (runtime.base.hardware.BF16_UNITS),
+# TensorRT 10 engines on GPUs (BuilderFlag.BF16). Export measures its parity with OpenVINO on such a CPU.
+register_precision(Precision(
+    "bf16", files={ONNXRUNTIME: "model.onnx", "tensorrt": "model.onnx"}, target_srcc=0.999, target_max_diff=0.01,
+    help="also offer bf16: model.onnx computed in bfloat16 (no file of its own) by OpenVINO on CPUs with AMX-BF16 or "
+         "AVX512-BF16 and by TensorRT 10 engines; parity measured with OpenVINO (needs such a CPU)"))

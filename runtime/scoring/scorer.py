@@ -221,6 +221,12 @@ class Scorer:
         return {"bundle": m.root if m else None, "kind": m.kind if m else None, "name": m.name if m else None,
                 "batch_size": self.batch_size, **self.backend.describe()}
 
+    def what_ran(self) -> str:
+        """What scores, in a few words: ``openvino 2026.4.1, fp32, cpu`` (the backend that runs, never ``auto``)."""
+        d = self.backend.describe() if hasattr(self.backend, "describe") else {}
+        engine = " ".join(str(v) for v in (d.get("backend", type(self.backend).__name__), d.get("version")) if v)
+        return ", ".join(str(v) for v in (engine, d.get("precision"), d.get("device")) if v)
+
     # --- the batcher -------------------------------------------------------------------------------
     def prepare(self, image, index: int = 0, keep_rgb: bool = False) -> _Item:
         """Decode and preprocess one image; any problem becomes an error record, never an exception (an input that is

@@ -129,6 +129,10 @@ class RemoteScorer:
             self.close()
         self.batch_size = max(1, min(int(batch_size or DEFAULT_BATCH), self.max_batch or DEFAULT_BATCH))
 
+    def what_ran(self) -> str:
+        """What scores: the server (its model and precision are its own)."""
+        return f"the server at {printable(self.url)} (model {printable(self.model)!r})"
+
     @classmethod
     def connect(cls, url: str, **kwargs) -> "RemoteScorer":
         return cls(url, **kwargs)

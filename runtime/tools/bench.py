@@ -45,7 +45,8 @@ def machine() -> dict:
     import importlib.metadata as md
 
     versions = {}
-    for pkg in ("icrt", "numpy", "pillow", "onnxruntime", "onnxruntime-gpu", "tensorrt", "cuda-python", "pycuda"):
+    for pkg in ("icrt", "numpy", "pillow", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt", "cuda-python",
+                "pycuda"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -131,7 +132,8 @@ def bench_batch(manifest, backends, image_paths, b: int, warmup: int, iters: int
         st = stats_ms(t)
         per_batch = b / n
         rate = [len(files) / x for x in e]
-        rows.append({"backend": backend.name, "precision": backend.precision, "batch_size": b,
+        rows.append({"backend": backend.name, "engine_version": backend.engine_version()
+                     if hasattr(backend, "engine_version") else None, "precision": backend.precision, "batch_size": b,
                      "device": backend.device, "file": os.path.basename(backend.file), **st,
                      "per_image_ms": st["mean_ms"] / per_batch, "images_per_s": 1000.0 * per_batch / st["mean_ms"],
                      "patches_per_s": 1000.0 * b / st["mean_ms"], "inputs_per_image": n,
@@ -351,7 +353,8 @@ def markdown(r: dict) -> str:
         a = x.get("agreement") or {}
         spread = (f" ({x['e2e_images_per_s_min']:.1f}-{x['e2e_images_per_s_max']:.1f})"
                   if "e2e_images_per_s_min" in x else "")
-        lines.append(f"| {x['backend']} | {x['precision']} | {md(x['device'])} | {x['batch_size']} | {x['mean_ms']:.2f} | "
+        lines.append(f"| {x['backend']} {md(x.get('engine_version') or '')} | {x['precision']} | {md(x['device'])} | "
+                     f"{x['batch_size']} | {x['mean_ms']:.2f} | "
                      f"{x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['per_image_ms']:.2f} | "
                      f"{x['images_per_s']:.1f} | {x['patches_per_s']:.1f} | {x['e2e_ms_per_image']:.2f} | "
                      f"{x['e2e_images_per_s']:.1f}{spread} | {_fmt(x.get('e2e_vs_inference'), '.2f')} | "

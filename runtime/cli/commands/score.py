@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import sys
+import time
 
 import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
@@ -33,6 +34,9 @@ def arguments(p) -> None:
                    "window scores for whole-image models) over the image")
     p.add_argument("--url", metavar="URL", help="score through a server instead (icrt serve, or Triton with an "
                    "icrt triton repository): http://HOST:PORT or grpc://HOST:PORT; --batch-size: images per request")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no closing line on stderr (what ran: backend and version, precision, device; images "
+                        "scored and failed, images/s, wall time); errors are still told")
 
 
 def _err(msg: str) -> None:
@@ -229,6 +233,13 @@ class Rows:
         return self.file.stop()
 
 
+def ran_line(scorer, scored: int, failed: int, seconds: float) -> str:
+    """The line a run ends with: what ran, how many images, how fast."""
+    rate = (scored + failed) / seconds if seconds > 0 else 0.0
+    return (f"icrt: {scored} scored, {failed} failed in {seconds:.1f} s ({rate:.1f} images/s) by "
+            f"{scorer.what_ran()}")
+
+
 def run(args) -> int:
     from icrt.runtime.base.text import printable
     from icrt.runtime.scoring.heatmap import HeatmapWriter, heatmap_names_problem
@@ -251,6 +262,7 @@ def run(args) -> int:
         from icrt.runtime.scoring.scorer import Scorer
         scorer = Scorer.open(options.scorer_options(args))
     heatmaps = HeatmapWriter(args.heatmap, scorer.score_range) if args.heatmap else None
+    started = time.monotonic()
     failures = []  # destination errors met while scoring
     rows = Rows(args)
     rows.open()
@@ -277,13 +289,15 @@ def run(args) -> int:
     if failed:
         log.warning("icrt: %d of %d file(s) could not be scored", failed, len(records))
     run_failures = getattr(scorer, "run_failures", None)
+    broken = getattr(scorer, "non_finite_model", lambda: None)()
     if run_failures:  # a model that fails at run time is a model error (exit 2), reported after every record is out
         _err(run_failures.message())
-        return code or EXIT_USAGE
-    broken = getattr(scorer, "non_finite_model", lambda: None)()
-    if broken:  # NaN or infinity for every image it scored: the model is broken, not the images (exit 2)
+        code = code or EXIT_USAGE
+    elif broken:  # NaN or infinity for every image it scored: the model is broken, not the images (exit 2)
         _err(broken)
-        return code or EXIT_USAGE
+        code = code or EXIT_USAGE
+    if not args.quiet:  # the last line: what ran
+        print(ran_line(scorer, len(records) - failed, failed, time.monotonic() - started), file=sys.stderr)
     return code or (EXIT_FAILURES if failed else EXIT_OK)
 
 

@@ -264,3 +264,13 @@ def test_a_model_that_gives_nan_for_every_image_is_a_model_error(tmp_path, capsy
     assert code == 2 and "for every image it scored (4 of them)" in err
     rows = read_rows(tmp_path / "out")
     assert len(rows) == 4 and all(r["error"] == "model returned a non-finite score" for r in rows)
+
+
+def test_summary_names_the_backend_that_ran_and_its_engines_version(tmp_path, capsys, square_bundle):
+    """Issue 27: never "auto"; the engine's version beside icrt's."""
+    paths = make_inputs(tmp_path / "in", n=3, broken=False, odd=False)
+    assert run_cli(capsys, "batch", *paths, "-m", square_bundle, "--out", tmp_path / "out")[0] == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    ran = s["bundle"]["backend"]
+    assert ran in ("onnxruntime", "openvino") and s["bundle"]["backend_asked"] == "auto"
+    assert s["bundle"]["device"] == "cpu" and s["versions"][ran]

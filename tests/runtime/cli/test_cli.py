@@ -292,3 +292,24 @@ def test_every_scorer_option_reaches_every_command_that_opens_a_scorer(monkeypat
                  "--device-id", "3", "--batch-size", "2", "--format", "json"]) == 0
     (o,) = seen
     assert (o.model, o.backend, o.threads, o.device_id, o.batch_size) == (square_bundle, "onnxruntime", 1, 3, 2)
+
+
+def test_score_ends_with_one_line_saying_what_ran_and_quiet_drops_it(capsys, square_bundle, tmp_path):
+    """Issue 27: backend (never auto) and its version, precision, device, images scored and failed, images/s, wall."""
+    import re
+
+    import onnxruntime
+
+    good, bad = tmp_path / "a.png", tmp_path / "b.png"
+    textured(40, 30, seed=1).save(good)
+    bad.write_bytes(b"no image")
+    code = main(["score", str(good), str(bad), "-m", square_bundle, "--backend", "auto", "--precision", "fp32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    m = re.fullmatch(r"icrt: 1 scored, 1 failed in ([\d.]+) s \(([\d.]+) images/s\) by (\w+) (\S+), fp32, cpu", err[-1])
+    assert m, err[-1]
+    assert m.group(3) in ("onnxruntime", "openvino") and m.group(3) != "auto"
+    if m.group(3) == "onnxruntime":
+        assert m.group(4) == onnxruntime.__version__
+    assert main(["score", str(good), "-m", square_bundle, "--backend", "onnxruntime", "-q"]) == 0
+    assert capsys.readouterr().err == ""

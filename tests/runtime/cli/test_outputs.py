@@ -342,7 +342,7 @@ def test_a_model_failing_at_run_time_still_writes_o(tmp_path):
     for name, grey in (("dark.png", 30), ("white.png", 255), ("dark2.png", 60)):
         Image.new("RGB", (40, 40), (grey,) * 3).save(tmp_path / name)
     r = icrt("score", "dark.png", "white.png", "dark2.png", "-m", bundle, "--batch-size", "1", "--format", "json",
-             "-o", "r.json", "--backend", "onnxruntime", cwd=tmp_path)  # OpenVINO's: backends/test_openvino.py
+             "-o", "r.json", "--backend", "onnxruntime", "-q", cwd=tmp_path)  # OpenVINO's: backends/test_openvino.py
     err = r.stderr.decode()
     assert r.returncode == 2 and "Traceback" not in err and "\x1b[" not in err  # nor onnxruntime's red log
     recs = json.loads((tmp_path / "r.json").read_text())

@@ -66,7 +66,7 @@ def test_glob_semantics_kept(tmp_path, monkeypatch):
 def test_cli_reports_loops_once_each_image_once(capsys, square_bundle, tree):
     bundle = square_bundle
     for argv in ([str(tree), "--recursive"], [f"{tree}/**/*.png", "--recursive"]):
-        code = main(["score", *argv, "-m", bundle, "--format", "jsonl"])
+        code = main(["score", *argv, "-m", bundle, "--format", "jsonl", "--quiet"])
         out, err = capsys.readouterr()
         recs = [json.loads(line) for line in out.splitlines()]
         scored = sorted(os.path.relpath(r["image"], tree) for r in recs if "score" in r)
@@ -81,7 +81,7 @@ def test_a_folder_loop_alone_is_no_failed_input(capsys, square_bundle, tmp_path)
     (tmp_path / "sub").mkdir()
     textured(40, 40, seed=1).save(tmp_path / "sub" / "b.png")
     (tmp_path / "sub" / "up").symlink_to("..")
-    code = main(["score", str(tmp_path), "--recursive", "-m", square_bundle, "--format", "jsonl"])
+    code = main(["score", str(tmp_path), "--recursive", "-m", square_bundle, "--format", "jsonl", "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0 and len(out.splitlines()) == 1
     assert err.splitlines() == [f"icrt: {tmp_path}/sub/up: {LOOP_NOTE}"]

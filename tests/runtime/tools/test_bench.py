@@ -35,7 +35,10 @@ def test_bench_writes_report_md_json_and_plot(square_bundle, tmp_path, capsys):
         ("ICNet", 9.369, "NVIDIA RTX 3090")}
     assert {ref["model"] for ref in r["reported"]} >= {"TOPIQ"} and 4.56 in [ref["ms"] for ref in r["reported"]]
     md = (out / "report.md").read_text()
-    assert "| onnxruntime | int8 | cpu | 4 |" in md and "NVIDIA RTX 3090" in md and "this run" in md
+    import onnxruntime
+
+    assert f"| onnxruntime {onnxruntime.__version__} | int8 | cpu | 4 |" in md  # the engine's version beside it
+    assert "NVIDIA RTX 3090" in md and "this run" in md
     png = Image.open(out / "latency.png")
     assert png.format == "PNG" and png.width >= 800
 
