@@ -392,7 +392,7 @@ class ModelCard(Section):
 
 def _preprocessing(d, where: Where):
     """The ``preprocessing`` section as ``runtime.scoring.preprocess.Preprocessing``, every field checked."""
-    from icrt.runtime.bundle.preprocessing import INTERPOLATIONS, RESIZE_POLICIES, Preprocessing
+    from icrt.runtime.bundle.preprocessing import DRAFT_RANGE, INTERPOLATIONS, RESIZE_POLICIES, Preprocessing
 
     if d is None:
         where.fail("preprocessing", "missing")
@@ -424,6 +424,9 @@ def _preprocessing(d, where: Where):
         f.fail("max_long_side", f"must be null or a whole number >= size ({size})", cap)
     if p["pool"] != "mean":
         f.fail("pool", "must be 'mean'", p["pool"])
+    draft = p.get("draft", 1.0)
+    if not _is_number(draft) or not DRAFT_RANGE[0] <= draft <= DRAFT_RANGE[1]:
+        f.fail("draft", f"must be a number in [{DRAFT_RANGE[0]}, {DRAFT_RANGE[1]}]", draft)
     return Preprocessing.from_dict(p)
 
 

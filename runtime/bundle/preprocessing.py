@@ -20,6 +20,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 INTERPOLATIONS = ("bilinear", "bicubic")
 RESIZE_POLICIES = ("square", "patches")
+DRAFT_RANGE = (0.125, 1.0)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class Preprocessing:
     stride: int = 64  # patch grid stride ("patches" only)
     max_long_side: int | None = None  # cap applied before patching ("patches" only)
     pool: str = "mean"  # how patch scores become an image score
+    # JPEGs ("square" only) are decoded by libjpeg at the smallest DCT scale (1/2, 1/4, 1/8) whose short side stays
+    # >= draft x size, then resized: 1.0 never goes below the input side (the resize loses nothing to it); 0.5 lets a
+    # 640 x 480 photo decode at 320 x 240 for a 384 px input, ~2x cheaper (docs/runtime.md). A model is trained
+    # with the draft it runs with (training and the runtime share this policy).
+    draft: float = 1.0
 
     def __post_init__(self):
         if self.resize not in RESIZE_POLICIES:
@@ -40,12 +46,17 @@ class Preprocessing:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
         if self.pool != "mean":
             raise ValueError(f"unknown patch pooling {self.pool!r} (mean)")
+        if not DRAFT_RANGE[0] <= float(self.draft) <= DRAFT_RANGE[1]:
+            raise ValueError(f"draft {self.draft!r} outside [{DRAFT_RANGE[0]}, {DRAFT_RANGE[1]}]")
+        object.__setattr__(self, "draft", float(self.draft))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if d["draft"] == 1.0:  # the default: left out, so bundles made before the field read and write as they were
+            del d["draft"]
         return d
 
     @classmethod
@@ -55,6 +66,17 @@ class Preprocessing:
 
 
 # --- the policy's geometry (arithmetic only: every stage that places patches or sizes inputs reads it) ---
+
+
+def draft_scale(width: int, height: int, prep: Preprocessing) -> int:
+    """The DCT scale (1, 2, 4 or 8) a ``width`` x ``height`` JPEG is decoded at for ``prep``: the largest that keeps the
+    short side >= ``prep.draft`` x the input side; 1 (full size) for the patch policy."""
+    if prep.resize != "square":
+        return 1
+    for s in (8, 4, 2):
+        if min(width, height) >= s * prep.draft * prep.size:
+            return s
+    return 1
 
 
 def fitted_size(height: int, width: int, prep: Preprocessing) -> tuple[int, int]:

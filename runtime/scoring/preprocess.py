@@ -12,11 +12,11 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from icrt.runtime.base.errors import UserInputError
 from icrt.runtime.base.files import SYMLINK_LOOP, is_symlink_loop
-from icrt.runtime.bundle.preprocessing import Preprocessing, fitted_size, patch_count, patch_grid
+from icrt.runtime.bundle.preprocessing import Preprocessing, draft_scale, fitted_size, patch_count, patch_grid
 
 # Patch inputs are made batch by batch (PatchInputs), so memory does not grow with the patch count; what
 # stays bounded is the fitted image itself (a 1 x 5000 strip upscaled for 224 px patches would be 224 x 1.1 M
@@ -25,6 +25,7 @@ MAX_PATCHES = 16384
 MAX_FITTED_PIXELS = 64_000_000  # 192 MB of uint8 RGB
 
 _FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}  # INTERPOLATIONS
+_TRANSPOSED = (2, 3, 4, 5, 6, 7, 8)  # EXIF orientations ImageOps.exif_transpose acts on
 
 
 class ImageError(UserInputError):
@@ -75,20 +76,21 @@ def load_rgb(source) -> np.ndarray:
     return _decode(source)[0]
 
 
-def draft_size(prep: "Preprocessing | None") -> tuple[int, int] | None:
-    """The smallest decode size that loses nothing for ``prep`` (square policy only; None: full size)."""
+def draft_size(prep: "Preprocessing | None") -> "Preprocessing | None":
+    """The policy a JPEG's DCT-domain downscale follows (``Preprocessing.draft``; square policy only; None: full
+    size)."""
     if prep is None or prep.resize != "square":
         return None
-    return prep.size, prep.size
+    return prep
 
 
 def load_for_model(source, prep: "Preprocessing | None") -> tuple[np.ndarray, tuple[int, int]]:
     """Decode for a model input: (RGB array, (width, height) of the full image).
 
-    A JPEG much larger than a square model input is decoded at 1/2, 1/4 or 1/8 scale by libjpeg
-    (Pillow's ``draft``), never below the input side; the resize that follows then does less work. This
-    is the decode every stage uses (runtime, training, evaluation, calibration), so they see the same
-    pixels. On Savoias (768 px photos, 384 px input) it is exact: no JPEG there is 2x the input side.
+    A JPEG larger than a square model input is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (Pillow's ``draft``), its
+    short side kept >= ``prep.draft`` x the input side (1.0: never below it); the resize that follows then does less
+    work. This is the decode every stage uses (runtime, training, evaluation, calibration), so they see the same
+    pixels.
     """
     return _decode(source, draft_size(prep))
 
@@ -199,12 +201,14 @@ def _decode_named(source, name: str, draft) -> tuple[Image.Image, tuple[int, int
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
                 full = im.size
-                if draft is not None and im.format == "JPEG" and min(full) >= 2 * max(draft):
-                    im.draft("RGB", draft)  # DCT-domain downscale; each side stays >= the requested one
+                scale = draft_scale(*full, draft) if draft is not None and im.format == "JPEG" else 1
+                if scale > 1:  # DCT-domain downscale by exactly 1/scale (Pillow picks it from the size asked for)
+                    im.draft("RGB", (full[0] // scale, full[1] // scale))
                 drafted = im.size
                 im.load()  # decode first: a broken pixel stream must fail here, not be hidden below
                 try:
-                    im = ImageOps.exif_transpose(im)
+                    if im.getexif().get(ExifTags.Base.Orientation, 1) in _TRANSPOSED:  # else exif_transpose copies
+                        im = ImageOps.exif_transpose(im)
                 except Exception:  # a corrupt EXIF block must not lose the image: keep it unrotated
                     pass
                 rgb = to_rgb(im)
@@ -278,7 +282,7 @@ def normalize(img: np.ndarray, mean, std) -> np.ndarray:
     chw = np.ascontiguousarray(np.moveaxis(np.asarray(img, np.uint8), -1, -3))
     out = np.empty(chw.shape, np.float32)
     for c in range(3):
-        np.take(table[c], chw[..., c, :, :], out=out[..., c, :, :])
+        np.take(table[c], chw[..., c, :, :], out=out[..., c, :, :], mode="clip")  # "raise" buffers out: ~3x slower
     return out
 
 

@@ -173,3 +173,19 @@ def test_boundary_values_are_accepted(labels_csv):
     args = build_parser().parse_args(["d2s", "--data", labels_csv, "--out", "x", "--val-fraction", "0",
                                       "--epochs", "1", "--batch-size", "1", "--lr", "1e-6"])
     assert args.val_fraction == 0.0 and args.epochs == 1 and args.batch_size == 1
+
+
+def test_jpeg_draft_and_interpolation_reach_the_trainers_preprocessing(labels_csv, tmp_path, capsys):
+    """The trainer preprocesses as the bundle will (one Preprocessing, training and runtime): --jpeg-draft and
+    --interpolation land in it; the backbone's own filter otherwise."""
+    from icrt.train.cli import build_parser, trainer_for
+    from tests.tiny import D2S_TRAIN_ARGS
+
+    base = ["d2s", "--data", labels_csv, "--out", str(tmp_path / "r"), *D2S_TRAIN_ARGS]
+    t = trainer_for(build_parser().parse_args([*base, "--jpeg-draft", "0.5", "--interpolation", "bicubic"]))
+    assert (t.prep.draft, t.prep.interpolation) == (0.5, "bicubic")
+    t = trainer_for(build_parser().parse_args(base))
+    assert t.prep.draft == 1.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*base, "--jpeg-draft", "0.01"])
+    assert "argument --jpeg-draft" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 ``train.cmssa_trainer``."""
 from __future__ import annotations
 
-from icrt.train.kinds.common import nonnegative_int, run_options
+from icrt.train.kinds.common import nonnegative_int, preprocessing_options, run_options
 from icrt.train.kinds.registry import ModelKind, register_kind
 from icrt.train.models.cmssa import CMSSA, CMSSAConfig, fold_level_scorer
 
@@ -32,8 +32,7 @@ def train_config(args):
         **run_options(args), alpha=args.alpha, beta=args.beta, early_stop=args.early_stop,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "levels": args.levels, "n_ctx": args.n_ctx,
                "prompt_depth": args.prompt_depth, "score": args.score, "mean": mean, "std": std},
-        preprocessing={"resize": args.resize, "size": args.image_size, "max_long_side": args.max_long_side,
-                       "stride": args.patch_stride},
+        preprocessing={**preprocessing_options(args), "size": args.image_size, "stride": args.patch_stride},
     )
 
 

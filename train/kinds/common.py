@@ -59,6 +59,27 @@ def score_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def draft(text: str) -> float:
+    """``--jpeg-draft F``: a number in the Preprocessing.draft range."""
+    from icrt.runtime.bundle.preprocessing import DRAFT_RANGE
+
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not DRAFT_RANGE[0] <= v <= DRAFT_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"expected a number in [{DRAFT_RANGE[0]}, {DRAFT_RANGE[1]}], got {text!r}")
+    return v
+
+
+def preprocessing_options(args) -> dict:
+    """The preprocessing fields the common arguments set (``Preprocessing``); the kind adds its own."""
+    out = {"resize": args.resize, "max_long_side": args.max_long_side, "draft": args.jpeg_draft}
+    if args.interpolation:
+        out["interpolation"] = args.interpolation
+    return out
+
+
 def add_common_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and run")
     g.add_argument("--data", required=True, action="append",
@@ -75,6 +96,11 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resize", choices=["square", "patches"], default="square",
                    help="square: resize the whole image; patches: train on random crops, score a patch grid")
     g.add_argument("--max-long-side", type=positive_int, help="patches: cap the image's long side first")
+    g.add_argument("--interpolation", choices=["bilinear", "bicubic"], default=None,
+                   help="resize filter (default: the backbone's weights' own, e.g. bicubic for TF-Lite)")
+    g.add_argument("--jpeg-draft", type=draft, default=1.0, metavar="F",
+                   help="square: decode JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) whose short side stays >= F x "
+                        "the input side (1: never below it; 0.5: ~2x cheaper decoding); the bundle runs the same")
     g.add_argument("--patch-stride", type=positive_int, default=64, help="patches: grid stride at evaluation")
     g.add_argument("--lr", type=positive_float, default=1e-3)
     g.add_argument("--device", default="auto", help="auto | cpu | cuda")

@@ -1,7 +1,7 @@
 """The ``d2s`` kind: D2S (Describe-to-Score), ``train.models.d2s`` trained by ``train.d2s_trainer``."""
 from __future__ import annotations
 
-from icrt.train.kinds.common import nonnegative_int, positive_float, positive_int, run_options
+from icrt.train.kinds.common import nonnegative_int, positive_float, positive_int, preprocessing_options, run_options
 from icrt.train.kinds.registry import ModelKind, register_kind
 from icrt.train.models.d2s import D2S, STATISTICS, D2SConfig
 
@@ -65,7 +65,7 @@ def train_config(args):
         backbone_lr_scale=args.backbone_lr_scale,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size,
                "cues": args.cues, "pool": args.pool, "stats_from": args.stats_from, "stats": args.stats, "head": args.head},
-        preprocessing={"resize": args.resize, "max_long_side": args.max_long_side, "stride": args.patch_stride},
+        preprocessing={**preprocessing_options(args), "stride": args.patch_stride},
     )
 
 

@@ -408,3 +408,13 @@ def test_extreme_std_values_are_refused_not_scored(tmp_path, images):
         bundle = edit_manifest(make_bundle(tmp_path / f"b{std}"), _prep(std=[std] * 3))
         code, out, err = icrt("score", images[0], "-m", bundle)
         assert code == 2 and out == "" and len(err) == 1 and "preprocessing.std" in err[0]
+
+
+@pytest.mark.parametrize("draft", [0, 0.05, 2, "half", None])
+def test_a_jpeg_draft_outside_its_range_is_a_bundle_error(tmp_path, draft):
+    bundle = make_bundle(tmp_path / "b")
+    edit_manifest(bundle, lambda d: d["preprocessing"].update(draft=draft))
+    with pytest.raises(BundleError, match=r"preprocessing\.draft: must be a number in \[0.125, 1.0\]"):
+        load_manifest(bundle)
+    edit_manifest(bundle, lambda d: d["preprocessing"].update(draft=0.5))
+    assert load_manifest(bundle).preprocessing.draft == 0.5

@@ -4,6 +4,7 @@ from PIL import Image
 
 from icrt.runtime.bundle.preprocessing import Preprocessing, grid_positions, patch_grid
 from icrt.runtime.scoring.preprocess import ImageError, load_rgb, normalize, to_model_input
+from tests.images import textured
 
 
 def test_grid_covers_edges_with_stride():
@@ -203,3 +204,28 @@ def test_pixel_inputs_are_the_resized_uint8_image_channels_last():
         np.testing.assert_array_equal(normalize(px, prep.mean, prep.std), x)
         lazy, _ = model_inputs(img, prep, pixels=True)
         assert np.array_equal(lazy[1:3], px[1:3])
+
+
+def test_jpeg_draft_decodes_at_the_dct_scale_its_policy_allows(tmp_path):
+    """Preprocessing.draft: 1.0 (every bundle made before the field) never decodes below the input side, as before;
+    0.5 lets a 640 x 480 JPEG decode at 320 x 240 for a 384 px input; the patch policy always decodes whole."""
+    from icrt.runtime.bundle.preprocessing import draft_scale
+    from icrt.runtime.scoring.preprocess import load_for_model, load_resized
+
+    path = tmp_path / "a.jpg"
+    textured(640, 480, seed=3).save(path, quality=90)
+    lossless, half = Preprocessing(size=384), Preprocessing(size=384, draft=0.5)
+    assert [draft_scale(w, h, p) for w, h, p in ((640, 480, lossless), (640, 480, half), (768, 768, lossless),
+                                                   (3200, 2400, half), (300, 200, half))] == [1, 2, 2, 8, 1]
+    assert draft_scale(4000, 3000, Preprocessing(resize="patches", size=224, draft=0.5)) == 1
+    full, size = load_for_model(str(path), lossless)
+    small, size2 = load_for_model(str(path), half)
+    assert full.shape == (480, 640, 3) and small.shape == (240, 320, 3) and size == size2 == (640, 480)
+    x1, _ = load_resized(str(path), half)
+    x2, _ = load_resized(str(path), half)
+    assert x1.shape == (384, 384, 3) and np.array_equal(x1, x2)  # deterministic
+    assert not np.array_equal(x1, load_resized(str(path), lossless)[0])
+    assert Preprocessing.from_dict(lossless.to_dict()) == lossless and "draft" not in lossless.to_dict()
+    assert Preprocessing.from_dict(half.to_dict()).draft == 0.5
+    with pytest.raises(ValueError, match="draft"):
+        Preprocessing(draft=0.01)
