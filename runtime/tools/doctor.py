@@ -172,6 +172,17 @@ def _libraries(timeout: float, problems: list) -> tuple[dict, dict | None]:
     return libraries, auto
 
 
+def bf16_facts(simd: list[str], openvino: bool) -> tuple[dict, str]:
+    """({"int8": units, "bf16": units}, what bf16 means here) for a CPU with the features ``simd``."""
+    from icrt.runtime.base.hardware import bf16_units, int8_units
+
+    units = {"int8": int8_units(simd), "bf16": bf16_units(simd)}
+    if not units["bf16"]:
+        return units, "no bf16 units: --precision bf16 is refused on this CPU (fp32 gives the same scores)"
+    return units, (f"bf16 units ({', '.join(units['bf16'])}): --precision bf16 runs at speed through OpenVINO"
+                   + ("" if openvino else " (install the [openvino] extra)"))
+
+
 def facts(timeout: float = DEFAULT_TIMEOUT) -> dict:
     """Everything ``icrt doctor`` reports, as plain data (``icrt doctor --json``); ``timeout``: seconds each child
     process (an import, auto's pick) and NVML may take."""
@@ -203,6 +214,7 @@ def facts(timeout: float = DEFAULT_TIMEOUT) -> dict:
     if int8 is None:
         int8 = ("AVX2 without VNNI: int8 runs on 16-bit pair sums, about as fast as fp32 or a little faster"
                 if "avx2" in simd else "no int8 dot-product instructions: int8 brings little speed here")
+    units, bf16 = bf16_facts(simd, bool(packages.get("openvino")))
     serve = None
     if packages["nvidia-pytriton"]:
         serve = {"tritonserver": _tritonserver(), "problem": serve_problem()}
@@ -225,7 +237,7 @@ def facts(timeout: float = DEFAULT_TIMEOUT) -> dict:
         "libraries": libraries,
         "onnxruntime": {"providers": providers, "gpu_providers": gpu_providers, "both_builds_installed": bool(shadow)},
         "cpu": {"model": cpu["model"], "cores": cpu["cores"], "cpus": cpu["cpus"], "usable_cpus": cpu["usable_cpus"],
-                "features": simd, "int8": int8},
+                "features": simd, "int8": int8, "units": units, "bf16": bf16},
         "gpus": gpus,
         "jetson": jetson,
         "serve": serve,
@@ -265,7 +277,8 @@ def render(f: dict) -> str:
     lines.append(f"OpenVINO     {_library(f, 'openvino')}")
     cpu = f["cpu"]
     lines.append(f"CPU          {cpu['model']}: {cpu['cores']} cores, {cpu['cpus']} CPUs ({cpu['usable_cpus']} usable); "
-                 f"{' '.join(cpu['features']) or 'no int8 features'}; {cpu['int8']}")
+                 f"{' '.join(cpu['features']) or 'no int8 features'}")
+    lines.append(f"int8 / bf16  {cpu['int8']}; {cpu['bf16']}")
     lines.append(f"GPU          {', '.join(f['gpus']) if f['gpus'] else 'none seen (NVML)'}")
     cuda = ", ".join(f"{d} {p[d]}" for d in ("cuda-python", "pycuda") if p[d]) or "no CUDA bindings"
     lines.append(f"TensorRT     {_library(f, 'tensorrt')}; {cuda}")

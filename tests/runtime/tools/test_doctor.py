@@ -75,3 +75,14 @@ def test_openvino_is_listed_with_its_version_and_auto_says_its_pick_and_why(tmp_
     assert c["path"] == str(tmp_path / "cache") and c["max_bytes"] == 2048 * 2**20 and c["problem"] is None
     if faster:  # auto compiled the default model into the cache
         assert c["entries"] >= 1 and c["bytes"] > 2**20
+
+
+def test_doctor_names_the_int8_and_bf16_units_and_what_bf16_means_here():
+    from icrt.runtime.tools.doctor import bf16_facts
+
+    units, text = bf16_facts(["avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"], True)
+    assert units == {"int8": ["amx_int8", "avx512_vnni"], "bf16": ["amx_bf16", "avx512_bf16"]}
+    assert text.startswith("bf16 units (amx_bf16, avx512_bf16): --precision bf16 runs at speed through OpenVINO")
+    units, text = bf16_facts(["avx2"], True)
+    assert units == {"int8": [], "bf16": []} and "refused on this CPU" in text
+    assert "[openvino] extra" in bf16_facts(["amx_bf16"], False)[1]
