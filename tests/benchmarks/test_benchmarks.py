@@ -156,3 +156,23 @@ def test_e2e_pipeline_times_levers_decode_threads_today_and_heldout_srcc(tmp_pat
     assert r["cli"][0]["vs_today"] == 1.0 and all(x["images_per_s"] > 0 for x in r["cli"])
     assert [x["decode"] for x in r["heldout"]] == ["today's pixels", "draft to 1/2 before the resize"]
     assert all(x["images"] > 0 for x in r["heldout"])
+
+
+@pytest.mark.slow
+def test_openvino_probe_times_every_int8_form_and_setting_against_torch_in_one_run(tmp_path):
+    pytest.importorskip("openvino")
+    import icrt.benchmarks.compare_torch as compare_torch
+    import icrt.benchmarks.openvino_probe as probe
+
+    bundle = tmp_path / "b"
+    args = ["--backbone", D2S["backbone"], "--image-size", str(D2S["image_size"]), "--iters", "1", "--warmup", "0",
+            "--precisions", "fp32,int8", "--save-bundle", str(bundle)]
+    assert compare_torch.main(args) == 0
+    out = tmp_path / "probe.json"
+    assert probe.main(["--bundle", str(bundle), "--iters", "2", "--warmup", "0", "--profile", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    names = {x["setting"] for x in r["rows"]}
+    assert {"fp32, f32", "fp32, bf16", "int8 onnxruntime form (uint8, 7-bit weights), f32",
+            "int8 per-channel symmetric 8-bit, f32", "int8 per-tensor symmetric, f32"} <= names
+    assert all(x["median_ms"] > 0 and x["vs_fp32,_f32"] > 0 for x in r["rows"]) and r["cpu"]
+    assert r["profile"]["by_layer"] and abs(sum(e["share"] for e in r["profile"]["by_layer"]) - 1) < 0.01
