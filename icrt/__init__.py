@@ -6,6 +6,7 @@
     icrt.score("photos/")                                    # a folder: its images (not its sub-folders)
     scorer = icrt.Scorer.load("bundles/d2s")                 # a bundle of your own, kept open
     scorer.score_many(images)
+    icrt.evaluate("labels.csv")["pooled"]["srcc"]           # how good the model is on labelled images of yours
 
 Scores are in [0, 1], higher = more complex. :func:`score` keeps the model it opened for the next call with the same
 ``model``, ``precision`` and ``backend``. The names below load lazily: ``import icrt`` (and ``icrt --help``) load no
@@ -31,7 +32,7 @@ if not os.path.isdir(os.path.join(__path__[0], "runtime")) and os.path.isfile(os
 
 from icrt.runtime import __version__  # noqa: E402
 
-__all__ = ["Scorer", "score", "load_manifest", "ImageError", "BundleError", "BackendError", "__version__"]
+__all__ = ["Scorer", "score", "evaluate", "load_manifest", "ImageError", "BundleError", "BackendError", "__version__"]
 
 _OPEN: dict = {}  # (bundle, precision, backend) -> the Scorer score() opened last
 _KEEP = 2  # models kept open by score() at most
@@ -88,6 +89,24 @@ def score(images, model=None, precision: str = "fp32", backend: str = "auto", de
     if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or not _is_many(images):
         return scorer.score(images, details=details)
     return scorer.score_many(images, details=details)
+
+
+def evaluate(data, model=None, precision: str = "fp32", backend: str = "auto", split: str | None = None) -> dict:
+    """Score the images ``data`` labels with ``model`` (a bundle folder; None: the bundled default model) and measure
+    the scores against the labels, as ``icrt eval`` does: ``data`` is a labels CSV (``image,score[,category]``, paths
+    relative to it) or an IC9600 folder (its ``split`` list, default ``test``).
+
+    A dict (``icrt eval --format json``): ``pooled`` (n, srcc, plcc, krcc, rmse, mae, rmae, computable),
+    ``per_category``, ``category_means``, ``n`` scored, ``failed`` (``failures``: row, image, error),
+    ``unreadable_rows`` (``unreadable``: row, problem), ``notes``, ``model_problem``. Images that fail and rows that
+    cannot be read are counted, not raised; a labels file that cannot be read at all raises ``UserInputError``
+    (``icrt.runtime.base.errors``). Each call opens the model afresh (``score`` keeps its own open).
+    """
+    from icrt.runtime.scoring.options import ScorerOptions
+    from icrt.runtime.tools.evaluate import evaluate as run
+
+    return run(ScorerOptions(model=os.fspath(model) if model is not None else None, backend=backend,
+                             precision=precision), os.fspath(data), split)
 
 
 def _is_many(images) -> bool:

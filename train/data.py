@@ -6,6 +6,9 @@ Formats:
    relative to the CSV's folder (the Savoias copy uses this).
 3. A captions CSV ``image,caption`` joined to either of the above by image path.
 
+The first two are read by the runtime (``runtime.scoring.labels``, which ``icrt eval`` reads them with too); training
+refuses a data set at its first bad row, where ``icrt eval`` goes on past it.
+
 Text files are read as UTF-8 (a leading byte-order mark is accepted). Training checks its samples before the
 first epoch (``check_training_samples``): every score must lie in the declared range, [0, 1] unless
 ``--score-range LO,HI`` says otherwise (IC9600 and Savoias scores are in [0, 1], and the models' sigmoid
@@ -15,15 +18,17 @@ with another score or category it is refused; and every image must decode (refus
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
-import math
 import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
+import icrt.runtime.scoring.labels as labels
 from icrt.runtime.base.errors import UserInputError
+from icrt.runtime.scoring.labels import LabelError, text_file
 
 logger = logging.getLogger(__name__)
 
@@ -43,103 +48,41 @@ class Sample:
     where: str = field(default="", compare=False)  # FILE:LINE of the row it came from (for messages)
 
 
-class _text:
-    """Open a UTF-8 text file (BOM accepted); undecodable bytes and CSV syntax errors become one-line
-    DataErrors naming the file."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __enter__(self):
-        try:
-            self.f = open(self.path, newline="", encoding="utf-8-sig")
-        except OSError as e:
-            raise DataError(f"{self.path}: cannot read ({e.strerror or e})") from None
-        return self.f
-
-    def __exit__(self, kind, e, tb):
-        self.f.close()
-        if isinstance(e, UnicodeDecodeError):
-            raise DataError(f"{self.path}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); save it as UTF-8") from None
-        if isinstance(e, csv.Error):
-            raise DataError(f"{self.path}: not a readable CSV ({e})") from None
-        return False
-
-
-def _check_image(path: str, where: str) -> None:
-    if not os.path.isfile(path):
-        raise DataError(f"{where}: image not found: {path}")
-
-
-def _parse_score(text: str, where: str) -> float:
+@contextlib.contextmanager
+def _data_errors():
+    """The runtime's LabelError (a labels file that cannot be read) as this module's DataError."""
     try:
-        v = float(text)
-    except ValueError:
-        raise DataError(f"{where}: score {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise DataError(f"{where}: score {text!r} is not finite")
-    return v
+        yield
+    except LabelError as e:
+        raise DataError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _text(path: str):
+    """A UTF-8 text file (BOM accepted) for the csv module; problems are one-line DataErrors naming the file."""
+    with _data_errors(), text_file(path) as f:
+        yield f
+
+
+def _samples(read, *args) -> list[Sample]:
+    """The runtime's reader's rows as Samples; its first row problem, or no rows at all, is a DataError."""
+    with _data_errors():
+        found = read(*args)
+    if found.problems:
+        raise DataError(str(found.problems[0]))
+    if not found.rows:
+        raise DataError(f"{found.source}: no samples")
+    return [Sample(r.image, r.score, r.category, r.caption, r.key, where=r.where) for r in found.rows]
 
 
 def read_ic9600(root: str, split: str = "train", check_images: bool = True) -> list[Sample]:
-    """Read ``ROOT/{split}.txt``; IC9600 names its category by the file-name prefix (e.g. ``abstract_1.jpg``)."""
-    list_file = os.path.join(root, f"{split}.txt")
-    if not os.path.isfile(list_file):
-        raise DataError(f"{list_file}: list file not found")
-    samples = []
-    with _text(list_file) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{list_file}:{n}"
-            parts = line.rstrip("\n").rsplit(None, 1)
-            if len(parts) != 2:
-                raise DataError(f"{where}: expected 'name  score', got {line.strip()!r}")
-            name, score = parts[0].strip(), _parse_score(parts[1], where)
-            path = os.path.join(root, "images", name)
-            if check_images:
-                _check_image(path, where)
-            cat = name.split("_", 1)[0] if "_" in name else None
-            samples.append(Sample(os.path.abspath(path), score, cat, None, name, where=where))
-    if not samples:
-        raise DataError(f"{list_file}: no samples")
-    return samples
+    """``ROOT/{split}.txt`` (``runtime.scoring.labels.read_ic9600``); refused at its first bad line."""
+    return _samples(labels.read_ic9600, root, split, check_images)
 
 
 def read_labels_csv(csv_path: str, check_images: bool = True) -> list[Sample]:
-    base = os.path.dirname(os.path.abspath(csv_path))
-    samples = []
-    with _text(csv_path) as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{csv_path}:1: empty file")
-        cols = [h.strip().lower() for h in header]
-        if "image" not in cols or "score" not in cols:
-            raise DataError(f"{csv_path}:1: header must have 'image' and 'score' columns, got {header}")
-        ii, si = cols.index("image"), cols.index("score")
-        ci = cols.index("category") if "category" in cols else None
-        ti = cols.index("caption") if "caption" in cols else None
-        for row in reader:
-            n = reader.line_num
-            if not row or not any(c.strip() for c in row):
-                continue
-            where = f"{csv_path}:{n}"
-            if len(row) != len(cols):
-                raise DataError(f"{where}: expected {len(cols)} fields, got {len(row)}")
-            rel = row[ii].strip()
-            if not rel:
-                raise DataError(f"{where}: empty image path")
-            path = rel if os.path.isabs(rel) else os.path.join(base, rel)
-            if check_images:
-                _check_image(path, where)
-            cat = row[ci].strip() or None if ci is not None else None
-            cap = row[ti].strip() or None if ti is not None else None
-            samples.append(Sample(os.path.abspath(path), _parse_score(row[si].strip(), where), cat, cap, rel,
-                                  where=where))
-    if not samples:
-        raise DataError(f"{csv_path}: no samples")
-    return samples
+    """A labels CSV (``runtime.scoring.labels.read_csv``); refused at its first bad row."""
+    return _samples(labels.read_csv, csv_path, check_images)
 
 
 def read_captions(csv_path: str) -> dict[str, str]:
@@ -178,17 +121,16 @@ def attach_captions(samples: list[Sample], captions: dict[str, str], source: str
 
 def is_ic9600(path: str, split: str = "train") -> bool:
     """An IC9600 folder: it holds the list of ``split`` (``train.txt``)."""
-    return os.path.isdir(path) and os.path.isfile(os.path.join(path, f"{split}.txt"))
+    return labels.is_ic9600(path, split)
 
 
 def load_samples(path: str, split: str = "train", check_images: bool = True) -> list[Sample]:
     """``path`` is an IC9600 folder (``split`` picks train.txt / test.txt) or a labels CSV."""
     if is_ic9600(path):
         return read_ic9600(path, split, check_images)
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "labels.csv")):
-        return read_labels_csv(os.path.join(path, "labels.csv"), check_images)
-    if os.path.isfile(path):
-        return read_labels_csv(path, check_images)
+    csv_path = labels.labels_csv(path)
+    if csv_path is not None:
+        return read_labels_csv(csv_path, check_images)
     raise DataError(f"{path}: not an IC9600 folder (with train.txt) or a labels CSV")
 
 

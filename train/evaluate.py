@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a data set with the runtime's preprocessing.
+"""Evaluate a checkpoint on a data set with the runtime's preprocessing and metrics (a bundle: ``icrt eval``).
 
     python -m train.evaluate --checkpoint DIR/checkpoint.pt --data PATH [--out FILE.json]
 """
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-import icrt.train.metrics as metrics
+import icrt.runtime.tools.metrics as metrics
 from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.runtime.scoring.preprocess import ImageError
 from icrt.train.data import is_ic9600, load_samples

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 # in `icrt --help` order
-COMMANDS = ("score", "info", "bench", "build", "triton", "serve", "batch", "report", "doctor", "completion")
+COMMANDS = ("score", "eval", "info", "bench", "build", "triton", "serve", "batch", "report", "doctor", "completion")
 
 
 def commands() -> list:

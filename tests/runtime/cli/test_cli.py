@@ -270,7 +270,7 @@ def test_every_scorer_option_reaches_every_command_that_opens_a_scorer(monkeypat
     assert set(flags) >= {"model", "backend", "precision", "batch_size", "threads", "device_id"}
     parser, known = build_parser()
     subs = next(a for a in parser._actions if a.dest == "command").choices
-    for name in ("score", "batch", "serve", "bench"):
+    for name in ("score", "eval", "batch", "serve", "bench"):
         have = {s for a in subs[name]._actions for s in a.option_strings}
         expected = {f for field, fl in flags.items() if not (name == "bench" and field == "batch_size") for f in fl}
         assert expected <= have, (name, expected - have)
