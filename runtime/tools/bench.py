@@ -144,29 +144,19 @@ def bench_batch(manifest, backends, image_paths, b: int, warmup: int, iters: int
     return rows
 
 
-def ranks(x) -> np.ndarray:
-    """Ranks from 0, ties given their mean rank (as Spearman's rho wants; the runtime has no scipy)."""
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x))
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return (np.bincount(inverse, weights=r) / counts)[inverse]
-
-
 def agreement(scores, reference) -> dict:
     """Spearman's rank correlation and the largest and mean absolute difference of ``scores`` against ``reference``
-    (images that either failed are left out); SRCC is None for fewer than 3 images or constant scores."""
+    (the runtime's metrics; images that either failed are left out); SRCC is None for fewer than 3 images or
+    constant scores."""
+    from icrt.runtime.tools import metrics
+
     pairs = [(a, b) for a, b in zip(scores, reference) if a is not None and b is not None]
-    out = {"n": len(pairs), "srcc": None, "max_abs_diff": None, "mean_abs_diff": None}
     if not pairs:
-        return out
-    a, b = (np.asarray(v, np.float64) for v in zip(*pairs))
-    d = np.abs(a - b)
-    out.update(max_abs_diff=float(d.max()), mean_abs_diff=float(d.mean()))
-    ra, rb = ranks(a), ranks(b)
-    if len(a) >= 3 and ra.std() > 0 and rb.std() > 0:
-        out["srcc"] = float(np.corrcoef(ra, rb)[0, 1])
+        return {"n": 0, "srcc": None, "max_abs_diff": None, "mean_abs_diff": None}
+    ref, got = zip(*pairs)
+    out = metrics.agreement(ref, got)
+    if len(pairs) < 3:
+        out["srcc"] = None
     return out
 
 
