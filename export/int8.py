@@ -43,11 +43,11 @@ LINEAR_OPS = ["Conv", "MatMul", "Gemm"]
 log = logging.getLogger("export")
 
 # onnxruntime's calibrators run the model with every calibrated tensor of a batch alive until the batch ends (MinMax
-# reduces them in the graph, but onnxruntime runs the reductions late; entropy and percentile take them all back as
-# outputs). A batch of 16 EfficientNet-Lite0 inputs at 384 px held 5 GB that way (315 MB per input: 1.8x the sum of
-# its intermediate tensors, 172 MB), most of an int8 export's 6.6 GB peak. So the batch is sized from the model's own
-# tensor shapes to stay within CALIBRATION_MEMORY, and the calibrators get one batch per part (CalibStridedMinMax),
-# so that the histogram ones hold one batch's tensors instead of the whole set's.
+# reduces each in the graph, yet they stayed allocated; entropy and percentile take them all back as outputs). A batch
+# of 16 EfficientNet-Lite0 inputs at 384 px held 5 GB that way (315 MB per input: 1.8x the sum of its intermediate
+# tensors, 172 MB), most of an int8 export's 6.5 GB peak. So the batch is sized from the model's own tensor shapes to
+# stay within CALIBRATION_MEMORY, and the calibrators get one batch per part (CalibStridedMinMax), so that the
+# histogram ones hold one batch's tensors instead of the whole set's.
 CALIBRATION_MEMORY = 768 << 20  # about what one calibration batch may take
 ARENA_FACTOR = 2  # onnxruntime's memory per input over the sum of the model's intermediate tensors (measured 1.8)
 
@@ -149,7 +149,7 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
         extra["CalibPercentile"] = 99.999
     # one batch per part (the reader's len() and set_range count batches): each part's ranges (MinMax) or
     # histograms (entropy, percentile) are merged into the running ones and its tensors dropped. Not
-    # CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the outputs it flushes without merging them (its issue
+    # CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the outputs it flushes without merging them (onnxruntime issue
     # #18893), and raises "No data is collected" when the batches are a multiple of it.
     extra["CalibStridedMinMax"] = 1
     reader.rewind()
