@@ -1,20 +1,28 @@
-"""Peak memory (max RSS) of ``icrt score`` on 12-megapixel photos, for each bundle policy.
+"""Peak memory (max RSS) of ``icrt score`` on 12-megapixel photos, for each bundle policy; or of an export.
 
     python -m benchmarks.memory_peak [--images 3] [--photo-size 4000x3000] [--out runs/memory]
         [--backbone tf_efficientnet_lite0] [--patch 224] [--stride 64]
+    python -m benchmarks.memory_peak --export CHECKPOINT --calib-data PATH --check-data PATH [--calib-images 256]
+        [--calib-methods minmax,entropy,percentile] [--out runs/memory]
 
 Writes N generated JPEG photos (12 megapixels by default), then runs ``icrt score`` in a fresh process
 (``/usr/bin/time`` reports its peak resident memory: a finished child's own peak is what psutil cannot give)
 with: the bundled default model (square policy), a patch-policy bundle (``--patch`` px patches on a grid of a
 ``--stride`` grid, as CM-SSA scores; a random-weight ``--backbone`` D2S exported by ``export``), and the same two
 with ``--heatmap``. Prints a table and writes ``OUT/memory.json``.
+
+With ``--export``: ``python -m icrt.export`` of CHECKPOINT as the default model's recipe runs it (``--fp16 --int8
+--calib-images N --calib-method M``, once per method), its peak from ``/usr/bin/time`` and each stage's peak sampled
+(psutil, every 50 ms) while the stage runs; writes ``OUT/export-memory.json``.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -64,6 +72,61 @@ def peak_rss_mb(cmd: list[str]) -> tuple[float, float, int]:
     return kb / 1024, time.time() - t0, r.returncode
 
 
+STAGE_LINE = re.compile(r"^export (.+?): (?:done in|failed after) ")
+
+
+def export_peak(cmd: list[str]) -> dict:
+    """Run an export command: its peak RSS (``/usr/bin/time``), time, exit status, and the peak RSS sampled while
+    each of its stages ran (a stage's line, ``export STAGE: done in N s``, ends it)."""
+    import psutil
+
+    t0 = time.time()
+    proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    peak, done = [0], threading.Event()
+
+    def sample():  # the export is /usr/bin/time's child
+        while not done.is_set():
+            try:
+                rss = sum(c.memory_info().rss for c in psutil.Process(proc.pid).children(recursive=True))
+            except psutil.Error:
+                rss = 0
+            peak[0] = max(peak[0], rss)
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    lines, stages = [], []
+    for line in proc.stderr:
+        lines.append(line.rstrip("\n"))
+        m = STAGE_LINE.match(line)
+        if m:
+            stages.append({"stage": m.group(1), "peak_rss_mb": round(peak[0] / 2**20)})
+            peak[0] = 0
+    rc = proc.wait()
+    done.set()
+    sampler.join()
+    kb = lines.pop().strip() if lines else ""
+    return {"peak_rss_mb": round(int(kb) / 1024) if kb.isdigit() else None, "seconds": round(time.time() - t0, 1),
+            "exit": rc, "stages": stages, "stderr_tail": lines[-3:] if rc else []}
+
+
+def export_rows(args) -> list[dict]:
+    """The default recipe's export of ``args.export`` (train/recipes/default_model.py), once per calibration method."""
+    rows = []
+    for method in args.calib_methods.split(","):
+        bundle = os.path.join(args.out, f"bundle-{method}")
+        cmd = [sys.executable, "-m", "icrt.export", "--checkpoint", args.export, "--out", bundle, "--fp16", "--int8",
+               "--calib-data", args.calib_data, "--calib-images", str(args.calib_images), "--calib-method", method,
+               "--check-data", args.check_data or args.calib_data]
+        row = {"calib_method": method, "calib_images": args.calib_images, **export_peak(cmd)}
+        rows.append(row)
+        print(f"export --calib-method {method:10s} peak RSS {row['peak_rss_mb']} MB  {row['seconds']:6.1f} s  exit "
+              f"{row['exit']}  (" + ", ".join(f"{s['stage']} {s['peak_rss_mb']}" for s in row["stages"]) + ")",
+              flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.memory_peak", description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=3)
@@ -72,8 +135,19 @@ def main(argv=None) -> int:
     p.add_argument("--patch", type=int, default=224, help="the patch bundle's patch side")
     p.add_argument("--stride", type=int, default=64, help="the patch bundle's patch grid stride")
     p.add_argument("--out", default="runs/memory")
+    p.add_argument("--export", metavar="CHECKPOINT", help="measure the export of this checkpoint instead")
+    p.add_argument("--calib-data", help="--export: calibration images (as python -m export takes them)")
+    p.add_argument("--check-data", help="--export: check images (default: the calibration images)")
+    p.add_argument("--calib-images", type=int, default=256, help="--export: calibration images used")
+    p.add_argument("--calib-methods", default="minmax", help="--export: comma-separated calibration methods")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.export:
+        if not args.calib_data:
+            p.error("--export needs --calib-data")
+        rows = export_rows(args)
+        write_json(os.path.join(args.out, "export-memory.json"), rows)
+        return 0 if all(r["exit"] == 0 for r in rows) else 1
     folder = os.path.join(args.out, "photos")
     w, h = (int(v) for v in args.photo_size.lower().split("x"))
     photos(folder, args.images, (w, h))

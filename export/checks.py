@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from icrt.export.errors import ExportError
 from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.runtime.scoring.preprocess import load_for_model
-from icrt.runtime.scoring.scorer import Scorer
+from icrt.runtime.scoring.scorer import Scorer, input_cost
 
 
 @dataclass
@@ -69,8 +70,22 @@ def check_set_from_paths(items, prep: Preprocessing, source: str) -> CheckSet:
     return check_set_from_images([load_for_model(s.path, prep)[0] for s in items], [s.score for s in items], source)
 
 
-def score_check_set(backend, checks: CheckSet, prep: Preprocessing, batch_size: int = 32) -> Scores:
-    """Raw scores of ``backend`` (any object with the runtime's Backend interface) on the check images."""
+# Scoring the check set: batches of 32 at 384 px took 1.5 GB per form (onnxruntime and PyTorch alike), more than
+# anything else in an fp32 export. PyTorch wants batches (EfficientNet-Lite0 at 384 px on 2 cores: 555 ms an input
+# in batches of 4, 350 in 9, 245 in 32; onnxruntime about 35 ms in any).
+CHECK_BATCH_BYTES = 512 << 20  # activations of one check batch (the runtime's estimate per input)
+CHECK_BATCH = 32  # at most
+
+
+def check_batch(prep: Preprocessing) -> int:
+    """Model inputs per batch when scoring the check set: 9 at 384 px, 32 at 128 px and below."""
+    return max(1, min(CHECK_BATCH, CHECK_BATCH_BYTES // input_cost(prep.size)))
+
+
+def score_check_set(backend, checks: CheckSet, prep: Preprocessing, batch_size: int | None = None) -> Scores:
+    """Raw scores of ``backend`` (any object with the runtime's Backend interface) on the check images, in batches of
+    ``batch_size`` model inputs (default :func:`check_batch`)."""
+    batch_size = batch_size or check_batch(prep)
     scorer = Scorer.for_preprocessing(backend, prep, batch_size=batch_size, workers=0)
     images, inputs, patches = [], [], []
     for rec in scorer.iter_score(checks.images, details=True):
@@ -80,3 +95,37 @@ def score_check_set(backend, checks: CheckSet, prep: Preprocessing, batch_size: 
         inputs.extend(rec["patch_scores"])
         patches.append(rec["patches"])
     return Scores(np.asarray(images, np.float64), np.asarray(inputs, np.float64), np.asarray(patches))
+
+
+# Scores closer together than this (relative to their size) differ by float32 rounding only (~6e-8 relative per
+# operation, grown over a network's depth): their order is noise, so the model ranks nothing.
+SAME_SCORE = 1e-6
+
+
+def _distinct_images(checks: CheckSet) -> bool:
+    """Whether the check set holds two different images (copies of one image rightly score alike)."""
+    first = checks.images[0] if checks.images else None
+    return any(img.shape != first.shape or not np.array_equal(img, first) for img in checks.images[1:])
+
+
+WEIGHTS_HINT = "its weights hold inf, NaN or extreme values"
+
+
+def refuse_unusable(scores: Scores, checks: CheckSet, what: str = "the model", varies: bool = True,
+                    why: str = WEIGHTS_HINT) -> None:
+    """ExportError (one line, ending with the likely cause ``why``) when ``what``'s scores on the check images are not
+    finite, or (``varies``) the same for every image: a bundle of such a model would fail on every image, or give
+    every image one score (its SRCC undefined), and its parity figures would be NaN. Caught here, before a bundle is
+    written, rather than as a manifest field later (red-team R13: a kernel head with gamma, alpha or a feature scale of
+    inf, NaN or 1e-30)."""
+    s = np.asarray(scores.images, np.float64)
+    bad = ~np.isfinite(s)
+    hint = f"{why}; no bundle written"
+    if bad.any():
+        nan = np.isnan(s[bad])
+        kind = "NaN" if nan.all() else "infinite" if not nan.any() else "NaN or infinite"
+        raise ExportError(f"{what}'s scores are {kind} on {int(bad.sum())} of {len(s)} check images "
+                          f"({checks.source}): {hint}")
+    if varies and len(s) > 1 and np.ptp(s) <= SAME_SCORE * max(1.0, float(np.abs(s).max())) and _distinct_images(checks):
+        raise ExportError(f"{what} gives every check image the same score ({float(s[0]):.6g} on {len(s)} images, "
+                          f"{checks.source}; SRCC undefined): {hint}")

@@ -24,6 +24,7 @@ from icrt.export.checks import (
     check_set_from_paths,
     data_name,
     generated_images,
+    refuse_unusable,
     score_check_set,
 )
 from icrt.export.errors import ExportError, ParityError
@@ -183,7 +184,10 @@ def _score_file(folder: str, name: str, precision: str, checks: CheckSet, prep: 
     from icrt.runtime.backends.onnxruntime import OrtBackend
 
     backend = OrtBackend.from_file(os.path.join(folder, name), precision, simulate_qdq=simulate_qdq)
-    return score_check_set(backend, checks, prep)
+    scores = score_check_set(backend, checks, prep)
+    # a form whose arithmetic overflows (the PyTorch model's scores were finite); SRCC vs fp32 judges the rest
+    refuse_unusable(scores, checks, name, varies=False, why="its arithmetic overflows")
+    return scores
 
 
 def _compact(path: str) -> None:
@@ -196,15 +200,17 @@ def _compact(path: str) -> None:
 
 
 def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, folder: str, o: ExportOptions) -> Fp32:
-    """The fp32 ONNX file, and PyTorch's scores on the check set (folded model, and the unfolded one)."""
+    """PyTorch's scores on the check set (folded model, and the unfolded one), and the fp32 ONNX file. A model whose
+    scores are not finite, or the same for every check image, stops here, before any file is written."""
     from icrt.export.onnx_export import export_onnx, opset_of
     from icrt.train.torch_backend import TorchBackend
 
+    torch_scores = score_check_set(TorchBackend(folded.module), checks, prep)
+    refuse_unusable(torch_scores, checks, "the model")
     name = get_precision("fp32").file()
     path = os.path.join(folder, name)
     outputs = export_onnx(folded.module, path, prep.size, o.opset, exporter=o.exporter)
     _compact(path)
-    torch_scores = score_check_set(TorchBackend(folded.module), checks, prep)
     fold_diff = None
     if folded.module is not model:
         unfolded = score_check_set(TorchBackend(model), checks, prep)

