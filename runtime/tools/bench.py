@@ -148,7 +148,7 @@ def agreement(scores, reference) -> dict:
     """Spearman's rank correlation and the largest and mean absolute difference of ``scores`` against ``reference``
     (the runtime's metrics; images that either failed are left out); SRCC is None for fewer than 3 images or
     constant scores."""
-    from icrt.runtime.tools import metrics
+    import icrt.runtime.tools.metrics as metrics
 
     pairs = [(a, b) for a, b in zip(scores, reference) if a is not None and b is not None]
     if not pairs:
