@@ -9,7 +9,7 @@ import threading
 from icrt.export.errors import ExportError
 from icrt.export.precisions import _BUILDERS, Builder, BuildInput, Built
 
-BUILTIN_MODULES = ("icrt.export.fp16", "icrt.export.int8")
+BUILTIN_MODULES = ("icrt.export.fp16", "icrt.export.int8", "icrt.export.bf16")
 _loaded = False
 _LOADING = threading.RLock()
 

@@ -146,6 +146,7 @@ class PrecisionFiles:
     scores: dict  # backend form -> Scores, for each distinct file
     details: dict
     calibration: dict | None
+    run_on: str | None = None  # how the onnxruntime form was run for its parity (None: onnxruntime CPU)
 
 
 def stage_fold(model, source: dict) -> Folded:
@@ -228,6 +229,14 @@ def stage_precision(name: str, fp32: Fp32, images: CheckImages, kind: str, prep:
     for file in set(built.files.values()):
         _compact(os.path.join(folder, file))
     scores = {}
+    if built.run_with == "openvino":  # one file (the fp32 one) computed in this precision by OpenVINO (bf16)
+        from icrt.runtime.backends.openvino import OpenVinoBackend
+
+        path = os.path.join(folder, built.files["onnxruntime"])
+        backend = OpenVinoBackend(path, precision=name, size=prep.size, score_scale=1.0)
+        scores["onnxruntime"] = score_check_set(backend, images.checks, prep)
+        return PrecisionFiles(built.files, scores, built.details, built.calibration,
+                              run_on=f"OpenVINO {backend.version}, {name} inference precision, CPU")
     for form, file in built.files.items():  # each distinct file once (fp16 serves both backends with one)
         if form == "onnxruntime" or file != built.files.get("onnxruntime"):
             # the TensorRT form with its Q/DQ simulated in fp32: the arithmetic TensorRT runs (export/parity.py)
@@ -236,7 +245,7 @@ def stage_precision(name: str, fp32: Fp32, images: CheckImages, kind: str, prep:
 
 
 def stage_parity(fp32: Fp32, results: dict, images: CheckImages, o: ExportOptions) -> dict:
-    return parity_figures(fp32.torch, fp32.onnx, {k: (r.files, r.scores) for k, r in results.items()},
+    return parity_figures(fp32.torch, fp32.onnx, {k: (r.files, r.scores, r.run_on) for k, r in results.items()},
                           images.checks, o.tolerance)
 
 

@@ -30,7 +30,7 @@ RUN_ON = {"onnxruntime": "onnxruntime CPU kernels", "tensorrt": "onnxruntime CPU
 
 def parity_figures(torch_scores: Scores, fp32: Scores, built: dict, checks: CheckSet, tolerance: float) -> dict:
     """precision -> figures (plain dicts, as export-report.json holds them). ``built``: precision -> (files,
-    {form: Scores of that form's file})."""
+    {form: Scores of that form's file}, how the onnxruntime form was run: None for onnxruntime CPU)."""
     from icrt.runtime.base.hardware import describe
 
     cpu = describe()
@@ -38,11 +38,16 @@ def parity_figures(torch_scores: Scores, fp32: Scores, built: dict, checks: Chec
     diff = float(np.abs(fp32.inputs - torch_scores.inputs).max())
     parity = {"fp32": {**figures(torch_scores.images, fp32.images, labels), "reference": "pytorch",
                        "input_max_abs_diff": diff, "tolerance": tolerance, "passed": diff <= tolerance}}
-    for name, (files, scores) in built.items():
-        target = get_precision(name).target_srcc
+    for name, (files, scores, run_on) in built.items():
+        p = get_precision(name)
+        target = p.target_srcc
         fig = {**figures(fp32.images, scores["onnxruntime"].images, labels), "reference": "fp32 onnx",
-               "file": files["onnxruntime"], "target_srcc": target, "run_on": RUN_ON["onnxruntime"], "cpu": cpu}
+               "file": files["onnxruntime"], "target_srcc": target, "run_on": run_on or RUN_ON["onnxruntime"],
+               "cpu": cpu}
         fig["meets_target"] = fig["srcc"] is not None and fig["srcc"] >= target
+        if p.target_max_diff is not None:  # bf16: also no single score further than this from fp32's
+            fig["target_max_diff"] = p.target_max_diff
+            fig["meets_target"] = fig["meets_target"] and fig["max_abs_diff"] <= p.target_max_diff
         for form, s in scores.items():
             if form != "onnxruntime":
                 fig[f"{form}_form"] = {**figures(fp32.images, s.images, labels), "file": files[form],

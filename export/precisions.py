@@ -30,6 +30,9 @@ class Built:
     files: dict
     details: dict = field(default_factory=dict)
     calibration: dict | None = None
+    # how the files are run to measure their parity: None, onnxruntime CPU (the TensorRT form with its Q/DQ simulated);
+    # "openvino": OpenVINO with this precision's inference precision (bf16, which onnxruntime does not compute)
+    run_with: str | None = None
 
 
 @dataclass(frozen=True)

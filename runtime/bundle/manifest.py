@@ -302,6 +302,7 @@ class ParityFigures(Section):
     passed: bool | None = None
     file: str | None = None
     target_srcc: float | None = None
+    target_max_diff: float | None = None  # the largest per-image |diff| allowed (bf16), when the precision sets one
     meets_target: bool | None = None
     run_on: str | None = None  # how the file was run to measure these figures
     cpu: str | None = None  # the CPU's int8 features then (runtime.base.hardware.describe)
@@ -309,7 +310,7 @@ class ParityFigures(Section):
     extra: dict = field(default_factory=dict)
 
     NUMBERS = ("srcc", "max_abs_diff", "mean_abs_diff", "label_srcc", "label_plcc", "label_srcc_drop",
-               "input_max_abs_diff", "tolerance", "target_srcc")
+               "input_max_abs_diff", "tolerance", "target_srcc", "target_max_diff")
 
     @classmethod
     def from_dict(cls, d, key: str = "parity", where: Where | None = None) -> "ParityFigures":

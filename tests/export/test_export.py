@@ -4,6 +4,7 @@ replacing a bundle only with a complete one.
 Models are tiny and random; their final layer is scaled up so that scores spread over (0, 1) and rank
 agreement (SRCC) between precisions means something.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -284,13 +285,14 @@ def test_precisions_are_declared_once_and_read_by_export():
     from icrt.export.options import ExportOptions
     from icrt.runtime.bundle.precisions import get_precision, precision_names
 
-    assert precision_names() == ("fp32", "fp16", "int8") and get_precision("int8").target_srcc == 0.99
+    assert precision_names() == ("fp32", "fp16", "int8", "bf16") and get_precision("int8").target_srcc == 0.99
+    assert get_precision("bf16").files == get_precision("fp32").files and get_precision("bf16").target_max_diff == 0.01
     assert get_precision("int8").files == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
     with pytest.raises(IcrtError, match="unknown precision 'int4'"):
         get_precision("int4")
     o = ExportOptions()
-    assert (o.fp16, o.int8, o.calib_images, o.calib_method, o.max_batch, o.precisions()) == (
-        False, False, 256, "minmax", 64, [])
+    assert (o.fp16, o.int8, o.bf16, o.calib_images, o.calib_method, o.max_batch, o.precisions()) == (
+        False, False, False, 256, "minmax", 64, [])
     args = parser().parse_args(["--checkpoint", "c", "--out", "b", "--int8", "--calib-data", "x"])
     assert (args.int8, args.fp16, args.calib_data, args.calib_images, args.workspace_mb) == (True, False, "x", 256, 4096)
     assert ExportOptions(int8=True, fp16=True).precisions() == ["fp16", "int8"]
@@ -783,3 +785,25 @@ def test_icrt_export_names_versions_carries_a_card_and_checksums_whatever_the_wo
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "must be a JSON object" in r.stderr
     r = _console_script("train", "d2s", "--help", cwd=work)
     assert r.returncode == 0 and r.stdout.startswith("usage: icrt train d2s")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="bf16 parity is measured with OpenVINO")
+def test_bf16_is_the_fp32_file_its_parity_measured_with_openvino(tmp_path, monkeypatch):
+    """Issue 27: no file of its own; parity (SRCC >= 0.999, max |diff| <= 0.01) measured with OpenVINO's bf16 on a CPU
+    with bf16 units, and recorded as such; refused in one line where it cannot be measured."""
+    import icrt.runtime.base.hardware as hardware
+
+    ckpt = tmp_path / "c.pt"
+    _d2s_checkpoint(ckpt)
+    monkeypatch.setenv("ICRT_CACHE_DIR", str(tmp_path / "cache"))
+    if hardware.bf16_units():
+        man = export_checkpoint(str(ckpt), str(tmp_path / "b"), bf16=True)
+        p = man.parity["bf16"]
+        assert man.files["bf16"] == man.files["fp32"] and p.run_on.startswith("OpenVINO ")
+        assert p.target_srcc == 0.999 and p.target_max_diff == 0.01 and p.max_abs_diff <= 0.01
+        assert p.meets_target is (p.srcc >= 0.999)
+    monkeypatch.setattr(hardware, "cpu_features", lambda cpuinfo=None: ["avx2"])
+    with pytest.raises(ExportError, match="--bf16 measures its parity with OpenVINO on a CPU with amx_bf16 or "
+                                          "avx512_bf16; this one has avx2"):
+        export_checkpoint(str(ckpt), str(tmp_path / "b2"), bf16=True)
