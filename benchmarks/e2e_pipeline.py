@@ -37,43 +37,29 @@ from icrt.runtime.tools.bench import rounds
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def decode(path, draft_half: bool = False):
-    from PIL import Image, ImageOps
+def chains(prep):
+    """name -> Preprocessing: the bundle's own, the chain before this turn (full decode, bicubic) and the cheap one
+    (JPEG DCT-domain downscaling to a short side >= half the input, bilinear), each run by the runtime's
+    ``load_resized`` (the one preprocessing of training, evaluation and the runtime)."""
+    import dataclasses
 
-    from icrt.runtime.scoring.preprocess import to_rgb
-
-    with Image.open(path) as im:
-        if draft_half and im.format == "JPEG":
-            im.draft("RGB", (im.width // 2, im.height // 2))  # libjpeg's 1/2 scale in the DCT domain
-        im.load()
-        return to_rgb(ImageOps.exif_transpose(im))
-
-
-def loader_draft_half(path):
-    """The cheaper decode of part 4: (RGB array at about half size, (width, height) of the full image)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        size = im.size
-    return np.asarray(decode(path, draft_half=True)), size
+    return {
+        "this bundle's preprocessing": prep,
+        "full decode, bicubic (before issue 27)": dataclasses.replace(prep, draft=1.0, interpolation="bicubic"),
+        "draft 0.5, bilinear (issue 27)": dataclasses.replace(prep, draft=0.5, interpolation="bilinear"),
+        "draft 0.5, bicubic": dataclasses.replace(prep, draft=0.5, interpolation="bicubic"),
+    }
 
 
 def preprocessing_levers(paths, prep, n: int) -> list[dict]:
-    from PIL import Image
-
     from icrt.runtime.scoring.preprocess import load_resized
 
-    side = (prep.size, prep.size)
-    bilinear = Image.Resampling.BILINEAR
-    calls = {
-        "decode only": lambda: [decode(p) for p in paths],
-        "today: decode + resize (load_resized)": lambda: [load_resized(p, prep) for p in paths],
-        "draft to 1/2, then resize": lambda: [decode(p, True).resize(side, bilinear) for p in paths],
-        "resize with reducing_gap=2": lambda: [decode(p).resize(side, bilinear, reducing_gap=2.0) for p in paths],
-        "resize with reducing_gap=1": lambda: [decode(p).resize(side, bilinear, reducing_gap=1.0) for p in paths],
-    }
-    return [{"lever": k, "ms_per_image": 1000 * float(np.median(v)) / len(paths)}
-            for k, v in rounds(calls, n).items()]
+    calls = {k: (lambda q=q: [load_resized(p, q) for p in paths]) for k, q in chains(prep).items()}
+    out = [{"lever": k, "ms_per_image": 1000 * float(np.median(v)) / len(paths)} for k, v in rounds(calls, n).items()]
+    before = next(r["ms_per_image"] for r in out if r["lever"].startswith("full decode"))
+    for r in out:
+        r["vs_full_decode_bicubic"] = before / r["ms_per_image"]
+    return out
 
 
 def scorer_variants(manifest, settings, paths, batch: int, n: int, threads) -> list[dict]:
@@ -145,21 +131,27 @@ def heldout_srcc(manifest, labels: str, threads) -> list[dict]:
     from icrt.runtime.backends import open_backend
     from icrt.runtime.scoring.options import ScorerOptions
     from icrt.runtime.scoring.scorer import Scorer
-    from icrt.runtime.tools.bench import agreement
+    from icrt.runtime.tools.metrics import report
     from icrt.train.data import load_samples, split_train_val
 
     # the default model's recipe (train/recipes/default_model.py): the shipped model saw every image but the parity
     # half of the held-out 20%, so that half is the held-out set here
     _, held = split_train_val(load_samples(labels), 0.2, seed=42, stratify=True)
     _, parity = split_train_val(held, 0.5, seed=7, stratify=True)
-    paths, truth = [s.image for s in parity], [s.score for s in parity]
+    paths, truth, cats = [s.image for s in parity], [s.score for s in parity], [s.category for s in parity]
     be = open_backend(manifest, ScorerOptions(backend="onnxruntime", precision="fp32", threads=threads))
     out = []
-    for what, loader in (("today's pixels", None), ("draft to 1/2 before the resize", loader_draft_half)):
-        scores = [r.get("score") for r in Scorer(manifest, be, loader=loader).score_many(paths)]
-        srcc = agreement(scores, truth)["srcc"]
-        out.append({"decode": what, "images": len(paths), "srcc": None if srcc is None else round(srcc, 4)})
+    for what, prep in chains(manifest.preprocessing).items():
+        scorer = Scorer.for_preprocessing(be, prep, score_range=manifest.score_range)
+        scores = [r.get("score") for r in scorer.score_many(paths)]
+        rep = report(scores, truth, cats)
+        out.append({"decode": what, "images": len(paths), "srcc": rep["srcc"],
+                    "mean_category_srcc": rep["mean_category_srcc"]})
     return out
+
+
+LEVER_COLUMNS = ["lever", "ms_per_image", "vs_full_decode_bicubic"]
+HELDOUT_COLUMNS = ["decode", "images", "srcc", "mean_category_srcc"]
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
@@ -203,7 +195,7 @@ def main(argv=None) -> int:
     print(f"{manifest.name} on {len(paths)} images; CPU {cpu}; load average {os.getloadavg()}")
     if "levers" not in skip:
         result["levers"] = preprocessing_levers(paths, manifest.preprocessing, args.rounds)
-        print(f"\n1. preprocessing, one core (CPU {cpu})\n" + table(result["levers"], ["lever", "ms_per_image"]))
+        print(f"\n1. preprocessing, one core (CPU {cpu})\n" + table(result["levers"], LEVER_COLUMNS))
     if "scorer" not in skip:
         result["scorer"] = scorer_variants(manifest, settings, paths, args.batch_size, args.rounds, args.threads)
         print(f"\n2. Scorer at batch {args.batch_size} (CPU {cpu})\n" +
@@ -219,7 +211,7 @@ def main(argv=None) -> int:
               table(result["cli"], ["command", "images", "images_per_s", "vs_today"]))
     if args.labels:
         result["heldout"] = heldout_srcc(manifest, args.labels, args.threads)
-        print(f"\n4. held-out SRCC per decode (CPU {cpu})\n" + table(result["heldout"], ["decode", "images", "srcc"]))
+        print(f"\n4. held-out SRCC per decode (CPU {cpu})\n" + table(result["heldout"], HELDOUT_COLUMNS))
     result["load_average_end"] = os.getloadavg()
     print(f"\nload average at the end {os.getloadavg()}")
     if args.json:

@@ -2,7 +2,9 @@
 
 It reads the file the onnxruntime form of each precision names (fp32 ``model.onnx``, fp16 ``model.fp16.onnx``, int8
 ``model.int8.onnx``: the Q/DQ form, which OpenVINO's low-precision transformations turn into integer kernels);
-nothing is converted or written into the bundle. Settings, each for a reason:
+nothing is converted or written into the bundle. Of a bundle's two int8 forms, the onnxruntime one is also the
+faster on OpenVINO, measured on an AMX Xeon (2026-12-07, ``benchmarks.openvino_probe``): the default model 7.25 vs
+7.70 ms, D2S-R18 @512 10.0 vs 10.6 ms at batch 1 (docs/benchmarks.md). Settings, each for a reason:
 
 - ``INFERENCE_PRECISION_HINT`` is ``f32`` for every precision but bf16: on CPUs with AMX or AVX512-BF16 OpenVINO's
   default is bf16, so "fp32" would silently not be fp32 (and int8's float parts, fp16's arithmetic would be bf16).

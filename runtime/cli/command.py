@@ -36,3 +36,10 @@ class Command:
             p.add_argument("args", nargs=argparse.REMAINDER, help="its own arguments (see its --help)")
         self.arguments(p)
         return p
+
+
+def ran_line(what_ran: str, scored: int, failed: int, seconds: float) -> str:
+    """The stderr line ``icrt score`` and ``icrt eval`` end with (``-q`` drops it): how many images, how fast (images
+    scored per second of wall time), and what ran (``Scorer.what_ran()``: backend and version, precision, device)."""
+    rate = scored / seconds if seconds > 0 else 0.0
+    return f"icrt: {scored} scored, {failed} failed in {seconds:.1f} s ({rate:.1f} images/s) by {what_ran}"

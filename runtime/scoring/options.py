@@ -85,8 +85,9 @@ class ScorerOptions:
         "CPUs with AVX-512 or AMX where it is installed, else onnxruntime: on the GPU with onnxruntime-gpu, else the "
         "CPU; icrt doctor says what auto picks here)"))
     precision: str = option("fp32", ("--precision",), choices=_precision_names, help=(
-        "model precision (default fp32; int8: faster on CPUs with VNNI/AMX, fp16: GPUs; icrt info lists the bundle's "
-        "and what each costs in accuracy)"))
+        "model precision (default fp32; int8: the fastest on CPUs, most with VNNI/AMX; bf16: the fp32 file computed "
+        "in bfloat16 by OpenVINO on CPUs with AMX or AVX512-BF16; fp16: GPUs; icrt info lists the bundle's and what "
+        "each costs in accuracy)"))
     batch_size: int | None = option(None, ("--batch-size",), metavar="N", parse=batch_size, help=(
         "model inputs (images or patches, across images) per inference call (default: as many as fit in 64 MB for the "
         "model's input size, at most 32: 1 for the default model; larger values are lowered to what fits in 2 GB)"))

@@ -164,6 +164,7 @@ def test_batch_scale_times_score_batch_and_ray(tmp_path):
 def test_e2e_pipeline_times_levers_decode_threads_today_and_heldout_srcc(tmp_path, labels_csv):
     import icrt.benchmarks.e2e_pipeline as e2e_pipeline
     from icrt.runtime.base.hardware import describe
+    from icrt.runtime.bundle.manifest import load_manifest
     from tests.runtime.fixtures import build_bundle
 
     bundle = build_bundle(str(tmp_path / "bundle"), "square", int8=True)
@@ -174,14 +175,17 @@ def test_e2e_pipeline_times_levers_decode_threads_today_and_heldout_srcc(tmp_pat
                               "--labels", labels_csv, "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["cpu"] == describe() and r["images"] == 32
-    assert [x["lever"] for x in r["levers"]][:2] == ["decode only", "today: decode + resize (load_resized)"]
+    levers = {x["lever"]: x for x in r["levers"]}
+    assert list(levers) == list(e2e_pipeline.chains(load_manifest(bundle).preprocessing))
+    assert levers["full decode, bicubic (before issue 27)"]["vs_full_decode_bicubic"] == 1.0
+    assert all(x["ms_per_image"] > 0 for x in r["levers"])
     variants = [(x["setting"], x["variant"]) for x in r["scorer"]]
     assert ("onnxruntime int8", "end to end, 2 decode thread(s)") in variants and len(variants) == 8
     assert [x["command"] for x in r["cli"]] == ["today (HEAD): icrt score FOLDER", "this checkout: icrt score FOLDER",
                                                "this checkout: icrt score FOLDER --precision int8"]
     assert r["cli"][0]["vs_today"] == 1.0 and all(x["images_per_s"] > 0 for x in r["cli"])
-    assert [x["decode"] for x in r["heldout"]] == ["today's pixels", "draft to 1/2 before the resize"]
-    assert all(x["images"] > 0 for x in r["heldout"])
+    assert [x["decode"] for x in r["heldout"]] == list(levers)
+    assert all(x["images"] > 0 and -1 <= x["srcc"] <= 1 for x in r["heldout"])
 
 
 @pytest.mark.slow

@@ -12,6 +12,8 @@ from tests.images import make_images
 def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_saw(tmp_path, monkeypatch):
     import icrt.runtime.bundle.defaults
     import icrt.train.recipes.default_model as recipe
+    from icrt.runtime.backends.base import installed as library_installed
+    from icrt.runtime.base.hardware import bf16_units
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rows = make_images(tmp_path / "data", 60, categories=("a", "b", "c"))
@@ -30,15 +32,20 @@ def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_s
     man = load_manifest(str(installed))
     names = {n for p in man.precisions() for n in man.files[p].values()}
     assert sorted(os.listdir(installed)) == sorted(names | {"manifest.json", "export-report.json"})
-    assert man.precisions() == ["fp32", "fp16", "int8"]
+    # bf16 (the fp32 file run in bfloat16) is declared where its parity could be measured: OpenVINO, bf16 units
+    bf16 = ["bf16"] if bf16_units() and library_installed("openvino") else []
+    assert man.precisions() == ["fp32", "fp16", "int8", *bf16]
+    # trained with the runtime's preprocessing, which the bundle declares: JPEG draft to half the input, bilinear
+    assert (man.preprocessing.draft, man.preprocessing.interpolation) == (0.5, "bilinear")
     assert sorted(man.sha256) == sorted(names) and man.verify_files() is None  # every shipped file, checked
     assert man.files["int8"] == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
     # parity of the shipped files, measured on the parity images (unseen), the TensorRT form included
     assert man.model_card.check_data["images"] == len(parity) and man.parity["int8"].n == len(parity)
     assert man.parity["int8"].label_srcc_drop is not None and "tensorrt" in man.parity["int8"].forms
     card = man.model_card
-    assert set(card.heldout) >= {"fp32", "fp16", "int8", "int8-tensorrt"} and card.heldout["images"] == len(held)
-    assert set(card.extra["parity_images"]) >= {"fp32", "fp16", "int8", "int8-tensorrt"}
+    forms = {"fp32", "fp16", "int8", "int8-tensorrt", *bf16}
+    assert set(card.heldout) >= forms and card.heldout["images"] == len(held)
+    assert set(card.extra["parity_images"]) >= forms
     assert card.extra["parity_images"]["images"] == len(parity)
     text = (installed / "manifest.json").read_text() + (installed / "export-report.json").read_text()
     assert str(tmp_path) not in text and os.getcwd() not in text  # no path of this machine

@@ -14,7 +14,7 @@ import time
 
 import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
-from icrt.runtime.cli.command import Command
+from icrt.runtime.cli.command import Command, ran_line
 
 
 def arguments(p) -> None:
@@ -87,10 +87,7 @@ def run(args) -> int:
         print(f"icrt: error: {printable(result['model_problem'])}", file=sys.stderr)
         code = EXIT_USAGE
     if not args.quiet:
-        seconds = time.monotonic() - started
-        rate = len(labels.rows) / seconds if seconds > 0 else 0.0
-        print(f"icrt: {result['n']} scored, {result['failed']} failed in {seconds:.1f} s ({rate:.1f} images/s) by "
-              f"{scorer.what_ran()}", file=sys.stderr)  # icrt score's closing line
+        print(ran_line(scorer.what_ran(), result["n"], result["failed"], time.monotonic() - started), file=sys.stderr)
     if code:
         return code
     return EXIT_FAILURES if result["failed"] or result["unreadable_rows"] else EXIT_OK

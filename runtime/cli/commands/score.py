@@ -17,7 +17,7 @@ import time
 
 import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
-from icrt.runtime.cli.command import Command
+from icrt.runtime.cli.command import Command, ran_line
 
 log = logging.getLogger("icrt")
 
@@ -233,13 +233,6 @@ class Rows:
         return self.file.stop()
 
 
-def ran_line(scorer, scored: int, failed: int, seconds: float) -> str:
-    """The line a run ends with: what ran, how many images, how fast."""
-    rate = (scored + failed) / seconds if seconds > 0 else 0.0
-    return (f"icrt: {scored} scored, {failed} failed in {seconds:.1f} s ({rate:.1f} images/s) by "
-            f"{scorer.what_ran()}")
-
-
 def run(args) -> int:
     from icrt.runtime.base.text import printable
     from icrt.runtime.scoring.heatmap import HeatmapWriter, heatmap_names_problem
@@ -297,7 +290,7 @@ def run(args) -> int:
         _err(broken)
         code = code or EXIT_USAGE
     if not args.quiet:  # the last line: what ran
-        print(ran_line(scorer, len(records) - failed, failed, time.monotonic() - started), file=sys.stderr)
+        print(ran_line(scorer.what_ran(), len(records) - failed, failed, time.monotonic() - started), file=sys.stderr)
     return code or (EXIT_FAILURES if failed else EXIT_OK)
 
 

@@ -313,3 +313,11 @@ def test_score_ends_with_one_line_saying_what_ran_and_quiet_drops_it(capsys, squ
         assert m.group(4) == onnxruntime.__version__
     assert main(["score", str(good), "-m", square_bundle, "--backend", "onnxruntime", "-q"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_ran_line_rate_counts_scored_images_only():
+    from icrt.runtime.cli.command import ran_line
+
+    assert ran_line("onnxruntime 1.0, fp32, cpu", 0, 3, 0.5) == (
+        "icrt: 0 scored, 3 failed in 0.5 s (0.0 images/s) by onnxruntime 1.0, fp32, cpu")
+    assert "(8.0 images/s)" in ran_line("x", 4, 1, 0.5)
