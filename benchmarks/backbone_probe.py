@@ -62,20 +62,26 @@ def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
     return dims, feats, flips
 
 
-def run_features(module, samples, size: int, prep: dict, onnx_path: str, batch: int = 8):
+def run_features(module, samples, size: int, prep: dict, onnx_path: str, batch: int = 8, draft: float = 1.0,
+                 interpolation: str | None = None):
     """``module`` (images -> features) exported to ONNX at ``size`` and run by onnxruntime on every sample (the
-    runtime's square resize and the backbone's normalisation) and on its mirror image: (features, mirrored)."""
+    runtime's own decode + square resize, ``load_resized``, with JPEG ``draft`` and ``interpolation``, default the
+    backbone's, and the backbone's normalisation) and on its mirror image: (features, mirrored)."""
     import onnxruntime as ort
     import torch
 
-    from icrt.runtime.scoring.preprocess import load_rgb, normalize, resize
+    from icrt.runtime.bundle.preprocessing import Preprocessing
+    from icrt.runtime.scoring.preprocess import load_resized, normalize
+
+    square = Preprocessing(resize="square", size=size, mean=tuple(prep["mean"]), std=tuple(prep["std"]),
+                           interpolation=interpolation or prep["interpolation"], draft=draft)
 
     torch.onnx.export(module, (torch.zeros(1, 3, size, size),), onnx_path, input_names=["x"], output_names=["f"],
                       dynamic_axes={"x": {0: "n"}}, opset_version=17, dynamo=False)
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     feats, flips = [], []
     for i in range(0, len(samples), batch):
-        imgs = [resize(load_rgb(s.image), size, size, prep["interpolation"]) for s in samples[i:i + batch]]
+        imgs = [load_resized(s.image, square)[0] for s in samples[i:i + batch]]
         x = normalize(np.stack(imgs), prep["mean"], prep["std"])
         feats.append(sess.run(None, {"x": x})[0])
         flips.append(sess.run(None, {"x": np.ascontiguousarray(x[..., ::-1])})[0])

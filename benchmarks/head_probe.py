@@ -34,7 +34,8 @@ SETS = [  # (head, statistics)
 ]
 
 
-def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
+def extract(samples, backbone: str, size: int, cache: str, batch: int = 8, draft: float = 1.0,
+            interpolation: str | None = None):
     """[n, stages x statistics x channels] features of every sample and of its mirror; cached in ``cache``."""
     if os.path.isfile(cache):
         z = np.load(cache)
@@ -58,7 +59,7 @@ def extract(samples, backbone: str, size: int, cache: str, batch: int = 8):
     with torch.no_grad():
         widths = [int(f.shape[1]) for f in stage_outputs(net, torch.zeros(1, 3, 64, 64), 2)]
     t0 = time.time()
-    feats, flips = run_features(Features().eval(), samples, size, prep, cache + ".onnx", batch)
+    feats, flips = run_features(Features().eval(), samples, size, prep, cache + ".onnx", batch, draft, interpolation)
     print(f"  {backbone} @ {size}: {len(samples)} images (+ mirrors) in {time.time() - t0:.0f} s", flush=True)
     np.savez(cache, widths=np.array(widths), feats=feats, flips=flips)
     return widths, feats, flips
@@ -95,15 +96,20 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="runs/head-probe")
     p.add_argument("--backbone", default="tf_efficientnet_lite0")
     p.add_argument("--size", type=int, default=384)
+    p.add_argument("--jpeg-draft", type=float, default=1.0, help="the preprocessing's draft (python -m train's flag)")
+    p.add_argument("--interpolation", choices=["bilinear", "bicubic"], help="default: the backbone's")
+    p.add_argument("--sets", default="all", help="'default': only the default model's head and statistics")
     args = p.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     dev = split_samples(args.data)[0]  # the development part only
     y = np.array([s.score for s in dev])
     cats = [s.category for s in dev]
+    tag = f"-draft{args.jpeg_draft:g}-{args.interpolation}" if args.jpeg_draft != 1.0 or args.interpolation else ""
     widths, feats, flips = extract(dev, args.backbone, args.size,
-                                   os.path.join(args.work, f"{args.backbone}-{args.size}.npz"))
+                                   os.path.join(args.work, f"{args.backbone}-{args.size}{tag}.npz"), 8,
+                                   args.jpeg_draft, args.interpolation)
     results = []
-    for head, stats in SETS:
+    for head, stats in (SETS if args.sets == "all" else [("kernel", ("mean", "relu"))]):
         idx = columns(widths, stats)
         best = score(head, feats[:, idx], flips[:, idx], y, cats)
         row = {"head": head, "stats": ",".join(stats), "dims": len(idx), "cv_srcc": round(best["srcc"], 4),
@@ -112,8 +118,9 @@ def main(argv=None) -> int:
         results.append(row)
         print(f"{head:7s} {row['stats']:28s} {len(idx):5d}  SRCC {row['cv_srcc']:.4f}  per-category "
               f"{row['cv_mean_category_srcc']:.4f}  {row['choice']}", flush=True)
-    write_json(os.path.join(args.work, "head_probe.json"),
-               {"images": len(dev), "backbone": args.backbone, "size": args.size, "rows": results})
+    write_json(os.path.join(args.work, f"head_probe{tag}.json"),
+               {"images": len(dev), "backbone": args.backbone, "size": args.size, "draft": args.jpeg_draft,
+                "interpolation": args.interpolation, "rows": results})
     return 0
 
 

@@ -27,7 +27,7 @@ from icrt.export.checks import (
     refuse_unusable,
     score_check_set,
 )
-from icrt.export.errors import ExportError, ParityError
+from icrt.export.errors import ExportError, ParityError, PrecisionRefused
 from icrt.export.options import ExportOptions, check
 from icrt.export.parity import parity_figures
 from icrt.export.stages import Stages
@@ -231,9 +231,14 @@ def stage_precision(name: str, fp32: Fp32, images: CheckImages, kind: str, prep:
     scores = {}
     if built.run_with == "openvino":  # one file (the fp32 one) computed in this precision by OpenVINO (bf16)
         from icrt.runtime.backends.openvino import OpenVinoBackend
+        from icrt.runtime.base.errors import IcrtError
 
         path = os.path.join(folder, built.files["onnxruntime"])
-        backend = OpenVinoBackend(path, precision=name, size=prep.size, score_scale=1.0)
+        try:  # opened as the runtime opens it (uint8 pixels, the bundle's normalisation), its probe included
+            backend = OpenVinoBackend(path, precision=name, size=prep.size, norm=(prep.mean, prep.std), score_scale=1.0)
+        except IcrtError as e:
+            raise PrecisionRefused(f"{name} not offered: the runtime would refuse it for this model "
+                                   f"({str(e).replace(path + ': ', '')})") from None
         scores["onnxruntime"] = score_check_set(backend, images.checks, prep)
         return PrecisionFiles(built.files, scores, built.details, built.calibration,
                               run_on=f"OpenVINO {backend.version}, {name} inference precision, CPU")
@@ -322,15 +327,22 @@ def export_model(model, source: dict, out: str, options: ExportOptions | None = 
     try:
         fp32 = stages.run("fp32", stage_fp32, folded, model, images.checks, prep, folder, o)
         files = {"fp32": dict(get_precision("fp32").files)}
-        results = {}
+        results, refused = {}, {}
         for name in o.precisions():
-            results[name] = stages.run(name, stage_precision, name, fp32, images, source["kind"], prep, folder, o)
+            try:
+                results[name] = stages.run(name, stage_precision, name, fp32, images, source["kind"], prep, folder, o)
+            except PrecisionRefused as e:  # said, recorded in the report, and the rest is written
+                log.warning(f"export: warning: {e}")
+                refused[name] = str(e)
+                continue
             files[name] = results[name].files
         parity = stages.run("parity", stage_parity, fp32, results, images, o)
         engines = stages.run("engines", stage_engines, folder, files, prep, fp32, o) if o.trt else []
         manifest, report = stages.run("write", stage_write, source, prep, folded, images, fp32, files, results,
                                       parity, engines, folder, o)
         report.update(stages=stages.records, seconds=round(time.time() - t0, 1))
+        if refused:
+            report["not_offered"] = refused
         write_json(os.path.join(folder, EXPORT_REPORT), report)
         install(folder, final)
     except BaseException:

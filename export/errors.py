@@ -10,3 +10,8 @@ class ParityError(ExportError):
     """The fp32 ONNX model disagrees with PyTorch beyond the tolerance (the bundle is written anyway)."""
 
     exit_code = EXIT_PARITY
+
+
+class PrecisionRefused(ExportError):
+    """An optional precision the runtime would refuse for this model (bf16 whose scores OpenVINO's own check finds too
+    far from fp32's): export leaves it out of the bundle, says why, and writes the rest."""

@@ -338,8 +338,9 @@ class OpenVinoBackend(Backend):
         return d
 
 
-# CPU features (runtime.base.hardware names) where OpenVINO was measured faster than onnxruntime (the Intel CPU with
-# AVX-512 VNNI and AMX: 1.2-5x per precision); on an AVX2-only CPU the two were within ~15% either way and
+# CPU features (runtime.base.hardware names) where OpenVINO was measured faster than onnxruntime (a 2-core Xeon with
+# AVX-512 VNNI and AMX, 2026-12-07: int8 1.34x on the default model, 2.9x on D2S-R18, fp32 0.95-1.04x, and bf16, which
+# onnxruntime lacks; docs/benchmarks.md); on an AVX2-only CPU the two were within ~15% either way and
 # `icrt score` ran 0.90x end to end with OpenVINO (docs/benchmarks.md), so auto keeps onnxruntime there.
 FASTER_WITH = ("avx512", "avx512_vnni", "amx_int8")
 

@@ -33,7 +33,10 @@ from icrt.runtime.base.text import printable
 # table) let a single score move: a few hundredths for fp16 (another CPU may really compute in f16), up to ~0.07 for
 # int8 on Savoias photos (docs/runtime.md), so 0.03 and 0.1. A broken graph (an out-of-bounds read, undefined
 # behaviour) gives scores anywhere in the range, or an error.
-TOLERANCE = {"fp32": 1e-3, "fp16": 0.03, "int8": 0.1, "bf16": 0.01}  # bf16: its parity target (precision table)
+# what the probe forgives: each precision's own arithmetic error on synthetic images, not its accuracy target (export's
+# parity measures that on real images). bf16 keeps 8 bits of mantissa against fp16's 11: the default model's scores
+# moved by up to 0.04 on Savoias photos, by 0.02 on the probe batch
+TOLERANCE = {"fp32": 1e-3, "fp16": 0.03, "int8": 0.1, "bf16": 0.1}
 DEFAULT_TOLERANCE = 0.1  # a precision registered later: the loosest
 PROBE_VERSION = 1  # part of the verdict's key: a new probe makes new verdicts
 KIND = "verdicts"

@@ -36,10 +36,11 @@ def _get(d, key, default=None):
 
 
 # A bundle's forms: (key in the card's held-out figures, precision, backend files key, where it runs)
-FORM_ROWS = (("fp32", "fp32", "onnxruntime", "onnxruntime CPU/GPU, TensorRT"),
+FORM_ROWS = (("fp32", "fp32", "onnxruntime", "onnxruntime CPU/GPU, OpenVINO, TensorRT"),
              ("fp16", "fp16", "onnxruntime", "TensorRT (GPU); slow on CPUs"),
-             ("int8", "int8", "onnxruntime", "onnxruntime CPU"),
-             ("int8-tensorrt", "int8", "tensorrt", "TensorRT (GPU, Jetson)"))
+             ("int8", "int8", "onnxruntime", "onnxruntime and OpenVINO CPU"),
+             ("int8-tensorrt", "int8", "tensorrt", "TensorRT (GPU, Jetson)"),
+             ("bf16", "bf16", "onnxruntime", "OpenVINO on CPUs with bf16 units; TensorRT 10"))
 
 
 def _num(v) -> float | None:
@@ -110,7 +111,8 @@ def model_card(m: Manifest, verbose: bool = False) -> str:
         return "\n".join(printable(line) for line in lines) + "\n"
     p = m.preprocessing
     if p.resize == "square":
-        geo = f"resize to {p.size}x{p.size}"
+        geo = f"resize to {p.size}x{p.size}" + (f"; JPEGs decoded at >= {p.draft:g} x that side (draft)"
+                                                 if p.draft != 1.0 else "")
     else:
         geo = (f"{p.size}x{p.size} patches, stride {p.stride}, pooled by {p.pool}"
                + (f", long side capped at {p.max_long_side}" if p.max_long_side else ""))
@@ -138,6 +140,12 @@ def model_card(m: Manifest, verbose: bool = False) -> str:
             trt = figs.forms.get("tensorrt")
             if trt is not None and trt.srcc is not None:
                 text += f"; TensorRT form srcc {_fmt(trt.srcc)}"
+            if figs.meets_target is not None and figs.target_srcc is not None:
+                target = f"srcc >= {_fmt(figs.target_srcc)}" + (
+                    f", max_abs_diff <= {_fmt(figs.target_max_diff)}" if figs.target_max_diff is not None else "")
+                text += f"; target {target}: {'met' if figs.meets_target else 'NOT met'}"
+            if figs.run_on:
+                text += f" ({figs.run_on})"
             lines.append(f"    {prec:<5} {text}")
     calib = {k: getattr(m.calibration, k) for k in ("method", "images", "inputs", "split", "tool")}
     if any(v is not None for v in calib.values()):

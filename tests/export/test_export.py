@@ -807,3 +807,39 @@ def test_bf16_is_the_fp32_file_its_parity_measured_with_openvino(tmp_path, monke
     with pytest.raises(ExportError, match="--bf16 measures its parity with OpenVINO on a CPU with amx_bf16 or "
                                           "avx512_bf16; this one has avx2"):
         export_checkpoint(str(ckpt), str(tmp_path / "b2"), bf16=True)
+
+
+@pytest.mark.slow
+def test_bf16_the_runtime_would_refuse_is_left_out_said_and_recorded(tmp_path, monkeypatch):
+    """A model whose bf16 scores OpenVINO's own check refuses (the runtime would refuse --precision bf16): export
+    writes every other precision, says why in one warning line, and records it in export-report.json."""
+    import icrt.runtime.backends.base as backends_base
+    import icrt.runtime.backends.openvino as openvino_backend
+    import icrt.runtime.base.hardware as hardware
+    from icrt.runtime.base.errors import BundleError
+
+    class Refusing:
+        def __init__(self, path, **kwargs):
+            assert kwargs["norm"] is not None  # opened as the runtime opens it: pixels and the bundle's normalisation
+            raise BundleError(f"{path}: refused: OpenVINO and onnxruntime disagree on a probe batch by 0.447")
+
+    monkeypatch.setattr(hardware, "bf16_units", lambda: ["amx_bf16"])
+    monkeypatch.setattr(backends_base, "installed", lambda name: True)
+    monkeypatch.setattr(openvino_backend, "OpenVinoBackend", Refusing)
+    ckpt = tmp_path / "c.pt"
+    _d2s_checkpoint(ckpt)
+    import logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("export").addHandler(handler)  # its own handler: whatever logging setup ran before
+    try:
+        man = export_checkpoint(str(ckpt), str(tmp_path / "b"), bf16=True)
+    finally:
+        logging.getLogger("export").removeHandler(handler)
+    assert man.precisions() == ["fp32"] and "bf16" not in man.parity
+    said = [r.getMessage() for r in records if "bf16 not offered" in r.getMessage()]
+    assert len(said) == 1 and "disagree on a probe batch by 0.447" in said[0] and str(tmp_path) not in said[0]
+    report = json.loads((tmp_path / "b" / "export-report.json").read_text())
+    assert report["not_offered"] == {"bf16": said[0].removeprefix("export: warning: ")}

@@ -33,8 +33,12 @@ def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_s
     names = {n for p in man.precisions() for n in man.files[p].values()}
     assert sorted(os.listdir(installed)) == sorted(names | {"manifest.json", "export-report.json"})
     # bf16 (the fp32 file run in bfloat16) is declared where its parity could be measured: OpenVINO, bf16 units
-    bf16 = ["bf16"] if bf16_units() and library_installed("openvino") else []
+    # (or, where the runtime would refuse it for this model, left out with the reason in the export report)
+    report = json.loads((installed / "export-report.json").read_text())
+    bf16 = ["bf16"] if bf16_units() and library_installed("openvino") and "bf16" not in report.get("not_offered", {}) else []
     assert man.precisions() == ["fp32", "fp16", "int8", *bf16]
+    if bf16_units() and library_installed("openvino") and not bf16:
+        assert report["not_offered"]["bf16"].startswith("bf16 not offered: the runtime would refuse it")
     # trained with the runtime's preprocessing, which the bundle declares: JPEG draft to half the input, bilinear
     assert (man.preprocessing.draft, man.preprocessing.interpolation) == (0.5, "bilinear")
     assert sorted(man.sha256) == sorted(names) and man.verify_files() is None  # every shipped file, checked

@@ -22,7 +22,7 @@ def test_info_says_per_form_where_it_runs_and_what_it_loses(tmp_path):
     start = next(i for i, ln in enumerate(lines) if ln.startswith("forms"))
     fp32, int8, trt = lines[start + 1:start + 4]
     assert fp32.startswith("fp32") and "held-out SRCC 0.850, per category 0.862" in fp32 and "loses" not in fp32
-    assert int8.startswith("int8 ") and "model.int8.onnx" in int8 and "onnxruntime CPU" in int8
+    assert int8.startswith("int8 ") and "model.int8.onnx" in int8 and "onnxruntime and OpenVINO CPU" in int8
     assert "agrees with fp32 at SRCC 0.9931 (113 images)" in int8 and "(loses 0.004)" in int8
     assert trt.startswith("int8-tensorrt") and "model.int8.qdq.onnx" in trt and "TensorRT" in trt
     assert "agrees with fp32 at SRCC 0.9975" in trt and "(gains 0.001)" in trt
@@ -32,3 +32,20 @@ def test_info_forms_without_recorded_figures_name_the_files_only(tmp_path):
     b = build_bundle(str(tmp_path / "b"))
     text = model_card(load_manifest(b), verbose=True)
     assert "    fp32           model.onnx" in text and "agrees with" not in text and "held-out SRCC" not in text
+
+
+def test_info_shows_bf16_its_parity_and_whether_it_meets_its_target(tmp_path):
+    """Issue 27: bf16's agreement with fp32 is shown per form, with its targets and whether they were met."""
+    b = build_bundle(str(tmp_path / "b"))
+    m = load_manifest(b)
+    m.add_file("bf16", "onnxruntime", "model.onnx")
+    m.parity = {"bf16": ParityFigures(n=114, srcc=0.9987, max_abs_diff=0.0304, target_srcc=0.999,
+                                      target_max_diff=0.01, meets_target=False, run_on="OpenVINO 2026.4.1, bf16")}
+    m.save()
+    lines = [ln.strip() for ln in model_card(load_manifest(b), verbose=True).splitlines()]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("forms"))
+    bf16 = next(ln for ln in lines[start:] if ln.startswith("bf16"))
+    assert "OpenVINO" in bf16 and "agrees with fp32 at SRCC 0.9987 (114 images)" in bf16
+    parity = lines[lines.index("agreement with fp32 (check images)") + 1]
+    assert parity.startswith("bf16") and "max_abs_diff 0.0304" in parity
+    assert "target srcc >= 0.999, max_abs_diff <= 0.01: NOT met (OpenVINO 2026.4.1, bf16)" in parity
