@@ -17,6 +17,10 @@ import time
 
 from icrt.runtime.base.errors import UserInputError
 
+# Triton's onnxruntime backend: the TensorRT accelerator's precision_mode values, and the precisions that are only an
+# arithmetic over another precision's file (bf16: model.onnx), which that backend would run as the file's own
+ACCELERATOR_MODES = ("fp32", "fp16", "int8")
+ARITHMETIC_ONLY = ("bf16",)
 DEFAULT_MODEL_NAME = "icrt"
 MODEL_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # a Triton model name (a folder of the repository)
 MAX_MAX_BATCH = 1024  # images per batch Triton hands to a model

@@ -37,9 +37,9 @@ import tempfile
 from icrt.runtime.base.errors import UserInputError
 from icrt.runtime.base.text import printable
 from icrt.runtime.bundle.manifest import BundleError, Manifest, load_manifest
-from icrt.runtime.bundle.precisions import precision_names
+from icrt.runtime.bundle.precisions import get_precision
 from icrt.runtime.bundle.records import IMAGE_INPUT, OUTPUT_TENSORS
-from icrt.runtime.serving.limits import DEFAULT_MODEL_NAME, check
+from icrt.runtime.serving.limits import ACCELERATOR_MODES, ARITHMETIC_ONLY, DEFAULT_MODEL_NAME, check
 
 # --- model repository -------------------------------------------------------------------------------------------
 
@@ -279,10 +279,15 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
         raise UserInputError(f"--device {device!r}: choose from {', '.join(DEVICES)}")
     if tensorrt_accelerator and device != "gpu":
         raise UserInputError("--tensorrt-accelerator needs --device gpu (TensorRT runs on NVIDIA GPUs only)")
-    if tensorrt_accelerator and tensorrt_accelerator not in precision_names():  # its precision_mode: any precision
+    if tensorrt_accelerator and tensorrt_accelerator not in ACCELERATOR_MODES:
         raise UserInputError(f"--tensorrt-accelerator {tensorrt_accelerator!r}: choose from "
-                             f"{', '.join(precision_names())}")
+                             f"{', '.join(ACCELERATOR_MODES)} (the precision modes of Triton's onnxruntime backend)")
     manifest = load_manifest(bundle)
+    if precision in ARITHMETIC_ONLY and not (device == "gpu" and manifest.engines_for(precision)):
+        raise UserInputError(f"--precision {precision}: Triton's onnxruntime backend has no {precision} kernels (it "
+                             f"would run {get_precision(precision).file()} in fp32); "
+                             f"{precision} runs as TensorRT engines (icrt build --precision {precision}, then --device "
+                             f"gpu) or in icrt serve --backend openvino on a CPU with bf16 units")
     names = model_names(name)
     notes = []
     # the ONNX file: the onnxruntime (CPU) form, or on GPU the form made for TensorRT (int8: QDQ) when there is one

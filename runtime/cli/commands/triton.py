@@ -10,14 +10,14 @@ from icrt.runtime.cli.command import Command
 
 
 def arguments(p) -> None:
-    from icrt.runtime.bundle.precisions import precision_names
+    from icrt.runtime.serving.limits import ACCELERATOR_MODES
 
     options.add_scorer_options(p, ("model",))
     p.add_argument("--out", required=True, metavar="REPO", help="repository folder: new, empty, or a model repository")
     options.add_serving(p)
     options.add_scorer_options(p, ("precision",))
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where the ONNX / TensorRT models run")
-    p.add_argument("--tensorrt-accelerator", choices=precision_names(), default=None, metavar="PRECISION",
+    p.add_argument("--tensorrt-accelerator", choices=ACCELERATOR_MODES, default=None, metavar="PRECISION",
                    help="run the ONNX model through onnxruntime's TensorRT accelerator at this precision (GPU)")
     p.add_argument("--tensorrt-version", default=None, metavar="X.Y.Z",
                    help="the bundle's engines to use when it has engines for several TensorRT versions")

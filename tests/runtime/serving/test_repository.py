@@ -307,12 +307,21 @@ def test_a_stale_plan_model_goes_when_the_repository_is_rewritten(tmp_path):
     assert sorted(os.listdir(repo)) == ["icrt", "icrt_onnx"]
 
 
+def test_the_tensorrt_accelerator_takes_only_the_modes_triton_has(square_bundle, tmp_path):
+    from icrt.runtime.base.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="'bf16': choose from fp32, fp16, int8"):
+        write_repository(square_bundle, str(tmp_path / "repo"), device="gpu", tensorrt_accelerator="bf16")
+    assert not (tmp_path / "repo").exists()
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--name", "a/b"], "model name"),
     (["--max-batch", "0"], "--max-batch"),
     (["--instances", "0"], "--instances"),
     (["--tensorrt-accelerator", "fp16"], "needs --device gpu"),
     (["--precision", "fp16"], "no fp16 model"),
+    (["--precision", "bf16"], "Triton's onnxruntime backend has no bf16 kernels (it would run model.onnx in fp32)"),
 ])
 def test_bad_options_are_one_line_errors(square_bundle, tmp_path, capsys, argv, words):
     code, _, err = run_cli(capsys, "triton", "-m", square_bundle, "--out", tmp_path / "repo", *argv)
