@@ -398,7 +398,7 @@ def test_resume_refuses_a_part_with_more_rows_than_icrt_writes_before_reading_it
     from tests.runtime.batch.helpers import icrt_peak_rss
 
     out = tmp_path / "out"
-    code, err, _ = icrt_peak_rss("batch", *inputs[:2], "--out", out, "-m", square_bundle)
+    code, err, base = icrt_peak_rss("batch", *inputs[:2], "--out", out, "-m", square_bundle)
     assert code == 0, err
     size = _one_path_part(out / "part-000001.parquet", 3 * MAX_PART_ROWS)  # the red team's case, 3 M rows
     assert size < 2_000_000
@@ -407,7 +407,9 @@ def test_resume_refuses_a_part_with_more_rows_than_icrt_writes_before_reading_it
     assert code == 2
     one_error_line(err, "part-000001.parquet", "not an icrt batch part", "3,000,000 rows",
                    f"at most {MAX_PART_ROWS:,} a part")
-    assert peak < 400, f"{peak:.0f} MB"  # refused from the footer: not one row read
+    # refused from the footer: not one row read (read whole, the rows are 6 GB); the bound is the plain run's own peak
+    # (the engine auto picks: OpenVINO's is larger than onnxruntime's) plus a margin
+    assert peak < base + 200, f"{peak:.0f} MB, the run that wrote the folder {base:.0f} MB"
     assert [os.path.basename(p) for p in sorted(glob.glob(str(out / "part-*")))] == [
         "part-000000.parquet", "part-000001.parquet"] and (out / "_SUCCESS").read_bytes() == success  # untouched
 
