@@ -144,7 +144,9 @@ def heldout_srcc(manifest, labels: str, threads) -> list[dict]:
     for what, prep in chains(manifest.preprocessing).items():
         scorer = Scorer.for_preprocessing(be, prep, score_range=manifest.score_range)
         scores = [r.get("score") for r in scorer.score_many(paths)]
-        rep = report(scores, truth, cats)
+        # an image that failed has no score: its truth and category leave with it
+        kept = [(s, t, c) for s, t, c in zip(scores, truth, cats) if s is not None]
+        rep = report([k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept])
         out.append({"decode": what, "images": len(paths), "srcc": rep["srcc"],
                     "mean_category_srcc": rep["mean_category_srcc"]})
     return out
