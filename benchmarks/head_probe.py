@@ -21,6 +21,7 @@ import numpy as np
 
 from icrt.benchmarks.backbone_probe import run_features
 from icrt.runtime.base.files import write_json
+from icrt.runtime.bundle.preprocessing import INTERPOLATIONS
 
 ALL = ("mean", "std", "relu", "q10", "median", "q90", "max")
 SETS = [  # (head, statistics)
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--backbone", default="tf_efficientnet_lite0")
     p.add_argument("--size", type=int, default=384)
     p.add_argument("--jpeg-draft", type=float, default=1.0, help="the preprocessing's draft (python -m train's flag)")
-    p.add_argument("--interpolation", choices=["bilinear", "bicubic"], help="default: the backbone's")
+    p.add_argument("--interpolation", choices=list(INTERPOLATIONS), help="default: the backbone's")
     p.add_argument("--sets", default="all", help="'default': only the default model's head and statistics")
     args = p.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)

@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 
 def _load_model_bytes(path: str) -> bytes:
@@ -32,19 +31,15 @@ def _load_model_bytes(path: str) -> bytes:
 def quantized_forms(fp32: str, folder: str, calib, input_name: str) -> dict:
     """Extra int8 files from ``fp32``, with onnxruntime's quantizer on ``calib`` (N x 3 x S x S float32):
     per-tensor (8-bit weights, QInt8 symmetric activations) and per-channel 8-bit (no 7-bit reduce range)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{input_name: calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.items, None)
+    from icrt.calibration.reader import PreprocessedImageReader
 
     out = {}
     for name, per_channel in (("int8 per-tensor symmetric", False), ("int8 per-channel symmetric 8-bit", True)):
         dst = os.path.join(folder, name.replace(" ", "_") + ".onnx")
-        quantize_static(fp32, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+        reader = PreprocessedImageReader(calib, input_name, batch_size=1)  # one input a batch
+        quantize_static(fp32, dst, reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=False,
                         op_types_to_quantize=["Conv", "MatMul", "Gemm"],
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
@@ -77,7 +72,7 @@ def main(argv=None) -> int:
     from icrt.runtime.base.hardware import describe, physical_cores
     from icrt.runtime.bundle.manifest import load_manifest
     from icrt.runtime.scoring.preprocess import normalize
-    from icrt.runtime.tools.bench import machine
+    from icrt.runtime.tools.bench import machine, rounds
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.openvino_probe", description=__doc__.splitlines()[0])
     p.add_argument("--bundle", required=True)
@@ -133,15 +128,7 @@ def main(argv=None) -> int:
             with torch.inference_mode():
                 model(xt)
         calls = {"torch eager fp32": eager, **calls}
-    for _ in range(args.warmup):
-        for f in calls.values():
-            f()
-    times = {name: [] for name in calls}
-    for _ in range(args.iters):
-        for name, f in calls.items():  # interleaved: every setting sees the same load
-            t0 = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - t0)
+    times = rounds(calls, args.iters, args.warmup)  # interleaved: every setting sees the same load
     ref = "torch eager fp32" if "torch eager fp32" in times else "fp32, f32"
     ref_ms = statistics.median(times[ref]) * 1000
     rows = []

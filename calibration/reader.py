@@ -8,6 +8,7 @@ array, such as ModelOpt, and tests).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator
 
 import numpy as np
@@ -25,6 +26,16 @@ def model_inputs(paths, prep: Preprocessing) -> Iterator[tuple[int, np.ndarray]]
     for i, p in enumerate(paths):
         x, _ = preprocess.to_model_input(preprocess.load_for_model(p, prep)[0], prep)
         yield i, x
+
+
+@contextlib.contextmanager
+def calibration_errors():
+    """A ValueError while decoding or preprocessing calibration images (an ImageError, one line naming the file, or a
+    patch-limit error) raised as a one-line ``UserInputError("calibration: ...")``."""
+    try:
+        yield
+    except ValueError as e:
+        raise UserInputError(f"calibration: {e}") from None
 
 
 def load_inputs(paths, prep: Preprocessing) -> np.ndarray:
@@ -54,12 +65,20 @@ class ImageBatchReader(CalibrationDataReader):
         self._counts: np.ndarray | None = None  # model inputs per image
         self._span: tuple[int, int] | None = None  # the inputs of this pass (None: all)
         self._batches = None
+        # the last image decoded for a batch, (index, inputs): a pass limited by set_range starts inside the image
+        # the previous pass ended in (a patch model's image spans batches), which is then not decoded again
+        self._last: tuple[int, np.ndarray] | None = None
 
     def _inputs_of(self, i: int):
-        try:
+        with calibration_errors():
             return preprocess.model_inputs(preprocess.load_for_model(self.paths[i], self.prep)[0], self.prep)[0]
-        except ValueError as e:  # an ImageError (one line naming the file) or a patch-limit error
-            raise UserInputError(f"calibration: {e}") from None
+
+    def _image(self, i: int):
+        """Image ``i``'s inputs for a batch, decoded unless it is the last one decoded (only that one is held)."""
+        if self._last is None or self._last[0] != i:
+            self._last = None  # the previous image is let go before the next is decoded
+            self._last = (i, self._inputs_of(i))
+        return self._last[1]
 
     def count(self) -> np.ndarray:
         """Model inputs per image (1 for square models, the patch count for patch models)."""
@@ -78,7 +97,7 @@ class ImageBatchReader(CalibrationDataReader):
         at, x, parts, held = lo - (int(ends[i - 1]) if i else 0), None, [], 0
         while lo < hi:
             if x is None:
-                x = self._inputs_of(i)
+                x = self._image(i)
             take = min(self.batch_size - held, len(x) - at, hi - lo)
             parts.append(np.asarray(x[at:at + take], np.float32))
             held, at, lo = held + take, at + take, lo + take

@@ -25,12 +25,32 @@ def check(o) -> None:
                           "out: fp32 is the same file)")
 
 
+def opener(prep, name: str = "bf16"):
+    """``open(path) -> (backend, run_on text)``: the file opened by OpenVINO in precision ``name`` as the runtime opens
+    it (uint8 pixels, the bundle's normalisation), its probe included; ``PrecisionRefused`` where the runtime would
+    refuse it."""
+
+    def open_openvino(path: str):
+        from icrt.export.errors import PrecisionRefused
+        from icrt.runtime.backends.openvino import OpenVinoBackend
+        from icrt.runtime.base.errors import IcrtError
+
+        try:
+            backend = OpenVinoBackend(path, precision=name, size=prep.size, norm=(prep.mean, prep.std), score_scale=1.0)
+        except IcrtError as e:
+            raise PrecisionRefused(f"{name} not offered: the runtime would refuse it for this model "
+                                   f"({str(e).replace(path + ': ', '')})") from None
+        return backend, f"OpenVINO {backend.version}, {name} inference precision, CPU"
+
+    return open_openvino
+
+
 def build(inp) -> Built:
     from icrt.runtime.bundle.precisions import get_precision
 
     files = dict(get_precision("bf16").files)
     return Built(files, {"arithmetic": "bfloat16 (OpenVINO INFERENCE_PRECISION_HINT bf16 on the fp32 file)"},
-                 run_with="openvino")
+                 open=opener(inp.prep))
 
 
 register_builder("bf16", build, check)

@@ -226,22 +226,15 @@ def stage_precision(name: str, fp32: Fp32, images: CheckImages, kind: str, prep:
     from icrt.export.precisions import BuildInput
 
     built = build(name, BuildInput(fp32.path, folder, kind, prep, o, images.calib_items))
-    for file in set(built.files.values()):
-        _compact(os.path.join(folder, file))
+    for file in set(built.files.values()):  # the fp32 file (bf16's) was compacted by stage_fp32
+        path = os.path.join(folder, file)
+        if os.path.abspath(path) != os.path.abspath(fp32.path):
+            _compact(path)
     scores = {}
-    if built.run_with == "openvino":  # one file (the fp32 one) computed in this precision by OpenVINO (bf16)
-        from icrt.runtime.backends.openvino import OpenVinoBackend
-        from icrt.runtime.base.errors import IcrtError
-
-        path = os.path.join(folder, built.files["onnxruntime"])
-        try:  # opened as the runtime opens it (uint8 pixels, the bundle's normalisation), its probe included
-            backend = OpenVinoBackend(path, precision=name, size=prep.size, norm=(prep.mean, prep.std), score_scale=1.0)
-        except IcrtError as e:
-            raise PrecisionRefused(f"{name} not offered: the runtime would refuse it for this model "
-                                   f"({str(e).replace(path + ': ', '')})") from None
+    if built.open:  # one file (the fp32 one) computed in this precision by the builder's backend (bf16: OpenVINO)
+        backend, run_on = built.open(os.path.join(folder, built.files["onnxruntime"]))
         scores["onnxruntime"] = score_check_set(backend, images.checks, prep)
-        return PrecisionFiles(built.files, scores, built.details, built.calibration,
-                              run_on=f"OpenVINO {backend.version}, {name} inference precision, CPU")
+        return PrecisionFiles(built.files, scores, built.details, built.calibration, run_on=run_on)
     for form, file in built.files.items():  # each distinct file once (fp16 serves both backends with one)
         if form == "onnxruntime" or file != built.files.get("onnxruntime"):
             # the TensorRT form with its Q/DQ simulated in fp32: the arithmetic TensorRT runs (export/parity.py)

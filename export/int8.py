@@ -223,11 +223,10 @@ def build(inp):
     """Both int8 forms, calibrated once on the calibration images through the runtime's own preprocessing."""
     import onnx
 
-    from icrt.calibration.reader import ImageBatchReader, load_inputs
+    from icrt.calibration.reader import ImageBatchReader, calibration_errors, load_inputs
     from icrt.export.checks import data_name
     from icrt.export.errors import ExportError
     from icrt.export.fp16 import tail_nodes
-    from icrt.runtime.base.errors import UserInputError
     from icrt.runtime.bundle.manifest import INPUT_NAME
     from icrt.runtime.bundle.precisions import get_precision
 
@@ -244,10 +243,8 @@ def build(inp):
     if o.int8_tool == "modelopt":  # the TensorRT form from ModelOpt instead (optional extra, see calibration/)
         from icrt.calibration.modelopt import quantize_tensorrt_form
 
-        try:  # ModelOpt takes the inputs as one array
+        with calibration_errors():  # ModelOpt takes the inputs as one array
             calib_x = load_inputs(paths, inp.prep)
-        except ValueError as e:
-            raise UserInputError(f"calibration: {e}") from None
         forms["tensorrt"] = {**quantize_tensorrt_form(inp.fp32_path, os.path.join(inp.folder, names["tensorrt"]),
                                                       calib_x, MODELOPT_METHODS[o.calib_method], INPUT_NAME),
                              "file": names["tensorrt"]}

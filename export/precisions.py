@@ -31,8 +31,10 @@ class Built:
     details: dict = field(default_factory=dict)
     calibration: dict | None = None
     # how the files are run to measure their parity: None, onnxruntime CPU (the TensorRT form with its Q/DQ simulated);
-    # "openvino": OpenVINO with this precision's inference precision (bf16, which onnxruntime does not compute)
-    run_with: str | None = None
+    # else ``open(path) -> (backend, run_on text)``, the backend that computes the one file (the onnxruntime form) in
+    # this precision (bf16: OpenVINO with its bf16 inference precision, which onnxruntime does not compute); it raises
+    # ``PrecisionRefused`` when the backend cannot be opened for this model
+    open: Callable | None = None
 
 
 @dataclass(frozen=True)

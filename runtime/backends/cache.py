@@ -36,7 +36,6 @@ SIZE_ENV = "ICRT_CACHE_MAX_MB"
 CACHE_OFF = ("off", "none", "0")
 DEFAULT_MAX_MB = 2048
 EVICTED = ("openvino", "ort-trt")  # kinds whose entries (one folder per model file and settings) are evicted
-VERDICTS = "verdicts"
 MAX_VERDICT_BYTES = 64 * 1024
 _FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 # /proc/self/fd/N names an open folder itself (not a path looked up again): Linux; elsewhere the checked path is used

@@ -235,7 +235,7 @@ class OrtBackend(Backend):
         """The bundle's onnxruntime file for ``precision``, loaded from the bytes that were checked. ``gpu=None``: GPU
         providers when this onnxruntime has them, else (or when the GPU session fails) CPU, noting why in ``notes``."""
         try:
-            path, data = manifest.model_bytes(precision, "onnxruntime")
+            path, data, digest = manifest.model_file(precision, "onnxruntime")
         except BundleError as e:
             raise NotInBundleError(str(e)) from None
         if precision == "bf16":
@@ -254,7 +254,7 @@ class OrtBackend(Backend):
         args = (path, manifest.input_name, manifest.score_output, precision)
         if gpu or (gpu is None and avail):
             gpu_notes = []
-            cache = trt_cache(hashlib.sha256(data).hexdigest(), precision, device_id, gpu_notes)
+            cache = trt_cache(digest, precision, device_id, gpu_notes)
             try:
                 return cls(*args, providers_for(precision, True, device_id, cache.path if cache else None), threads,
                            notes + gpu_notes, size=manifest.input_size, data=data, trt_cache=cache)

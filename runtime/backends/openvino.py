@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 import threading
@@ -154,6 +155,14 @@ def _check_model(path: str, model, input_name: str, score_output: str, size: int
     return inputs[input_name], outputs[score_output]
 
 
+def _empty(folder) -> bool:
+    """The checked cache folder holds nothing yet (unreadable: taken as empty, so the cap is enforced)."""
+    try:
+        return not os.listdir(folder.fd)
+    except OSError:
+        return True
+
+
 class OpenVinoBackend(Backend):
     """One ONNX file compiled by OpenVINO for this CPU: the float model, and (with a bundle's mean and std) the same
     model taking uint8 pixels. The one not asked for first is compiled when first needed."""
@@ -162,10 +171,11 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, path: str, input_name: str = INPUT_NAME, score_output: str = SCORE_OUTPUT,
                  precision: str = "fp32", threads: int | None = None, notes=None, size: int | None = None,
-                 norm: tuple | None = None, data: bytes | None = None, score_scale: float = 1.0):
+                 norm: tuple | None = None, data: bytes | None = None, score_scale: float = 1.0,
+                 digest: str | None = None):
         """``data``: the file's bytes, already read and checked (a bundle's SHA-256), else read here: the model is
         loaded from these bytes. ``score_scale``: the width of the model's score range (the verdict's tolerance is a
-        fraction of it)."""
+        fraction of it). ``digest``: the SHA-256 of ``data`` when the caller has it (else computed here)."""
         import icrt.runtime.backends.verdict as verdict
         from icrt.runtime.base.hardware import physical_cores
 
@@ -187,7 +197,7 @@ class OpenVinoBackend(Backend):
                     data = f.read()
             except OSError as e:
                 raise BackendError(f"{path}: cannot read the model ({e.strerror or e})") from None
-        digest = hashlib.sha256(data).hexdigest()
+        digest = digest or hashlib.sha256(data).hexdigest()  # given: the bundle's, checked as the bytes were read
         # onnxruntime's side of the verdict first: a model it refuses never reaches OpenVINO (see runtime.backends.verdict)
         verdict_key = verdict.key(digest, precision, ov.get_version(), (size, self.norm, float(score_scale)))
         known = verdict.known(verdict_key)
@@ -235,13 +245,14 @@ class OpenVinoBackend(Backend):
         """The bundle's ONNX file of ``precision`` (the onnxruntime form), with its preprocessing's normalisation,
         loaded from the bytes whose SHA-256 was checked."""
         try:
-            path, data = manifest.model_bytes(precision, "onnxruntime")
+            path, data, digest = manifest.model_file(precision, "onnxruntime")
         except BundleError as e:
             raise NotInBundleError(str(e)) from None
         prep = manifest.preprocessing
         low, high = manifest.score_range
         return cls(path, manifest.input_name, manifest.score_output, precision, threads, notes,
-                   size=manifest.input_size, norm=(prep.mean, prep.std), data=data, score_scale=high - low)
+                   size=manifest.input_size, norm=(prep.mean, prep.std), data=data, score_scale=high - low,
+                   digest=digest)
 
     def _compile(self, form: str):
         compiled = self._compiled.get(form)
@@ -270,6 +281,7 @@ class OpenVinoBackend(Backend):
             model = ppp.build()
         folder, why = open_folder("openvino", self.cache_key)
         self._note(why)
+        fresh = folder is not None and _empty(folder)  # nothing compiled there yet: this compile adds a blob
         try:
             compiled = self._compile_with(model, folder)
         except Exception as e:
@@ -284,7 +296,8 @@ class OpenVinoBackend(Backend):
                 raise BackendError(f"{self.file}: OpenVINO cannot compile this model ({_message(e)})") from None
         if folder is not None:
             self.cache = folder.shown
-            enforce_cap(keep=folder)
+            if fresh:  # the cache grew: evict down to its cap (a cache hit adds nothing, so no walk of the cache)
+                enforce_cap(keep=folder)
             folder.close()
         port = next(o for o in compiled.outputs if self.score_output in o.get_names())
         return compiled, compiled.create_infer_request(), port, threading.Lock()

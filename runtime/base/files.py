@@ -154,12 +154,16 @@ def _write_descriptor(target: FdTarget, data: bytes) -> None:
         fd = target.fd
         _flush_python_streams(fd)  # what Python buffered for the same descriptor goes first
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
     finally:
         if target.fd is None:
             os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _descriptor_problem(target: FdTarget) -> str | None:
@@ -181,7 +185,8 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK,
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
-def _kind(st) -> str:
+def file_kind(st) -> str:
+    """What a file that is not a regular one is, for a message (``a FIFO``, ``a character device``, ...)."""
     return next((what for test, what in _KINDS if test(st.st_mode)), "a special file")
 
 
@@ -196,7 +201,7 @@ def owned_problem(path: str) -> str | None:
     if stat.S_ISLNK(st.st_mode):
         return "is a symbolic link (icrt never writes through a link inside its output folder); remove it"
     if not stat.S_ISREG(st.st_mode):
-        return f"is {_kind(st)}, not a regular file; remove it"
+        return f"is {file_kind(st)}, not a regular file; remove it"
     return None
 
 
@@ -213,7 +218,7 @@ def open_owned(path: str, write: bool = False) -> int:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"is {_kind(st)}, not a regular file; remove it", path)
+            raise OSError(errno.EINVAL, f"is {file_kind(st)}, not a regular file; remove it", path)
         if write and st.st_nlink > 1:
             raise OSError(errno.EMLINK, "has other hard links (writing it would change another file); remove it", path)
         import fcntl
@@ -314,7 +319,7 @@ def planted_problem(path: str, uid: int | None = None) -> str | None:
                 continue
             folder_st = os.stat(folder)
             if kernel_refuses(st.st_uid, folder_st, uid):
-                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else _kind(st)
+                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else file_kind(st)
                 rule = "protected_symlinks" if stat.S_ISLNK(st.st_mode) else "protected_fifos"
                 return (f"{here} is {what} of another user (uid {st.st_uid}) in a folder others can write to: icrt "
                         f"does not follow it (the kernel's {rule} rule); remove it or choose another path")
@@ -361,12 +366,7 @@ class GrowingFile:
             os.unlink(self.partial)  # a regular file: the rows of an earlier stopped run
         self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self._id = _identity(os.fstat(self._fd))
-        if self._st is not None and stat.S_ISREG(self._st.st_mode):
-            with contextlib.suppress(OSError):  # only root may give a file away
-                os.fchown(self._fd, self._st.st_uid, self._st.st_gid)
-            os.fchmod(self._fd, stat.S_IMODE(self._st.st_mode))
-        else:
-            os.fchmod(self._fd, _umask_mode())
+        _take_over(self._fd, self._st)  # by descriptor: the file just made, whatever its name points at now
 
     def write(self, data: bytes) -> None:
         if self._fd is None:
@@ -376,9 +376,7 @@ class GrowingFile:
                 self._fd = os.open(self._target, os.O_WRONLY | os.O_CLOEXEC)
         if not self._own_fd:
             _flush_python_streams(self._fd)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        _write_all(self._fd, data)
         self.pieces += 1
 
     def commit(self) -> None:
@@ -486,8 +484,9 @@ def atomic_path(path: str, suffix: str = ""):
             os.remove(tmp)
 
 
-def _take_over(tmp: str, st) -> None:
-    """Give the new file the replaced file's mode (and owner, where allowed); a new file the umask mode."""
+def _take_over(tmp: str | int, st) -> None:
+    """Give the new file (a path, or its open descriptor) the replaced file's mode (and owner, where allowed); a new
+    file the umask mode."""
     if st is None or not stat.S_ISREG(st.st_mode):
         os.chmod(tmp, _umask_mode())
         return

@@ -40,12 +40,19 @@ def _flags() -> frozenset:
             return frozenset(_linux_flags(f.read()))
     except OSError:
         pass
+    return frozenset(_cpuinfo().get("flags", ()))
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict:
+    """py-cpuinfo's facts (the ``[bench]`` extra; about a second where it probes with CPUID), once a process; {} when it
+    is missing or fails on this platform (never an error)."""
     try:
         import cpuinfo
 
-        return frozenset(cpuinfo.get_cpu_info().get("flags", ()))
-    except Exception:  # py-cpuinfo missing or failing: no features known, never an error
-        return frozenset()
+        return cpuinfo.get_cpu_info()
+    except Exception:
+        return {}
 
 
 def cpu_features(cpuinfo: str | None = None) -> list[str]:
@@ -96,13 +103,7 @@ def physical_cores() -> int:
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The CPU's model name: py-cpuinfo's (the ``[bench]`` extra), else ``platform``'s."""
-    model = platform.processor() or platform.machine()
-    try:
-        import cpuinfo
-
-        return cpuinfo.get_cpu_info().get("brand_raw") or model
-    except Exception:  # not installed, or failing on this platform: the platform's name will do
-        return model
+    return _cpuinfo().get("brand_raw") or platform.processor() or platform.machine()
 
 
 def cpu_facts() -> dict:

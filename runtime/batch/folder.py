@@ -57,12 +57,15 @@ def model_identity(m, precision: str) -> dict:
     import hashlib
 
     files = {}
+    digests = {}  # path -> (digest, problem): backend forms often share one file (fp32: model.onnx), hashed once
     for key, name in sorted((m.files.get(precision) or {}).items()):
         try:
             path = m.path(name, f"files.{precision}.{key}")
         except IcrtError:
             continue
-        digest, problem = model_file_digest(path)
+        if path not in digests:
+            digests[path] = model_file_digest(path)
+        digest, problem = digests[path]
         files[key] = {"file": name, "sha256": digest, **({"problem": problem} if problem else {})}
     prep = m.preprocessing.to_dict()
     text = json.dumps(prep, sort_keys=True)

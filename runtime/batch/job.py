@@ -133,12 +133,8 @@ def _run(job: Job, paths: list[str], problems: dict, shard, done: set) -> int:
     c = summary["counts"]
     print(f"{job.out}: {c['rows']} row(s) ({c['scored']} scored, {c['errors']} error(s)) in {c['parts']} part(s); "
           f"this run: {writer.rows} image(s) in {seconds:.1f} s ({summary['speed']['images_per_s']:.1f} images/s)")
-    failures = job.extra.get("run_failures")
-    if failures:  # the model failed at run time: its images have error rows; a model error (exit 2)
-        print(f"icrt: error: {failures.message()}", file=sys.stderr)
-        return EXIT_USAGE
-    broken = job.extra.get("non_finite_model", lambda: None)()
-    if broken:  # every score of the run NaN or infinite: the model, not the images (each has its error row)
-        print(f"icrt: error: {broken}", file=sys.stderr)
+    problem = job.extra.get("model_problem", lambda: None)()
+    if problem:  # the model failed at run time, or every score was NaN / infinite: a model error (exit 2)
+        print(f"icrt: error: {problem}", file=sys.stderr)  # (the images have their error rows)
         return EXIT_USAGE
     return EXIT_FAILURES if c["errors"] else EXIT_OK

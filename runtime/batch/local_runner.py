@@ -17,8 +17,7 @@ def run(job, paths: list[str], problems: dict, writer) -> None:
 
     scorer = Scorer.open(job.scorer.replace(workers=max(1, job.workers)))
     job.extra["ran"] = scorer.backend.describe()  # the backend that runs (never "auto"), its engine's version
-    job.extra["run_failures"] = scorer.run_failures
-    job.extra["non_finite_model"] = scorer.non_finite_model  # every score NaN / infinite: a model error (exit 2)
+    job.extra["model_problem"] = scorer.model_problem  # failed runs, every score NaN / infinite: a model error (exit 2)
     if any(is_uri(p) for p in paths):
         def loader(image):  # URIs read through pyarrow, local files as the Scorer reads them
             if isinstance(image, str) and is_uri(image):

@@ -541,8 +541,14 @@ class Manifest:
     def model_bytes(self, precision: str, backend: str = "onnxruntime") -> tuple[str, bytes]:
         """(path, bytes) of the file serving ``precision`` for ``backend`` (as :meth:`file_for`), read once and checked:
         a backend loads these bytes, so the file checked is the file run."""
+        return self.model_file(precision, backend)[:2]
+
+    def model_file(self, precision: str, backend: str = "onnxruntime") -> tuple[str, bytes, str]:
+        """:meth:`model_bytes` and the SHA-256 of those bytes (the recorded one they were checked against, else
+        computed once): what a backend keys its caches by, without hashing the file again."""
         name, path = self._file_of(precision, backend)
-        return path, self.read_file(name)
+        data = self.read_file(name)
+        return path, data, self._digest_of(name) or hashlib.sha256(data).hexdigest()
 
     def _file_of(self, precision: str, backend: str) -> tuple[str, str]:
         if not self.files.get(precision):

@@ -4,6 +4,8 @@ to ``python -m icrt.train`` / ``python -m icrt.export``)."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,3 +45,20 @@ def ran_line(what_ran: str, scored: int, failed: int, seconds: float) -> str:
     scored per second of wall time), and what ran (``Scorer.what_ran()``: backend and version, precision, device)."""
     rate = scored / seconds if seconds > 0 else 0.0
     return f"icrt: {scored} scored, {failed} failed in {seconds:.1f} s ({rate:.1f} images/s) by {what_ran}"
+
+
+def write_stdout(data: bytes) -> None:
+    """``data`` (UTF-8) to standard output, as bytes where it takes them; BrokenPipeError when its reader has gone."""
+    out = getattr(sys.stdout, "buffer", None)
+    sys.stdout.flush()
+    if out is None:  # a text-only stream (tests, embedding)
+        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+        sys.stdout.flush()
+    else:
+        out.write(data)
+        out.flush()
+
+
+def pipe_closed() -> None:
+    """The reader of stdout stopped reading (``| head``): nothing more is written there, and nothing is said."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -64,13 +64,6 @@ def csv_list(kind=str):
     return parse
 
 
-def examples(*lines: tuple[str, str]) -> dict:
-    """``add_parser`` keywords for a command's ``--help`` epilog: (command line, what it does) pairs, kept as written."""
-    width = max(len(cmd) for cmd, _ in lines)
-    text = "examples:\n" + "\n".join(f"  {cmd:<{width}}  {what}".rstrip() for cmd, what in lines)
-    return {"epilog": text, "formatter_class": argparse.RawDescriptionHelpFormatter}
-
-
 # --- the Scorer's options, from their declaration ------------------------------------------------------------------
 
 def add_scorer_options(p, only=None, help: dict | None = None, many=(), exclude=()) -> None:

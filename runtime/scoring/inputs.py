@@ -33,7 +33,7 @@ import stat
 import sys
 
 from icrt.runtime.base.errors import UnavailableError, UserInputError
-from icrt.runtime.base.files import SYMLINK_LOOP, is_symlink_loop
+from icrt.runtime.base.files import SYMLINK_LOOP, file_kind, is_symlink_loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,14 +221,11 @@ def collect(args, recursive: bool = False, problems: dict | None = None, notes: 
                 paths.append(arg)
         else:
             paths.append(arg)
-    seen, unique = set(), []
-    for p in paths:
-        if p not in seen:
-            seen.add(p)
-            unique.append(p)
-            if p not in problems and os.path.islink(p) and is_symlink_loop(p):
-                problems[p] = SYMLINK_LOOP
-    return unique
+    out = unique(paths)
+    for p in out:
+        if p not in problems and os.path.islink(p) and is_symlink_loop(p):
+            problems[p] = SYMLINK_LOOP
+    return out
 
 
 # --- lists, shards, the gathered work -------------------------------------------------------------------------
@@ -244,14 +241,6 @@ def is_uri(path: str) -> bool:
 
 MAX_LIST_LINES = 20_000_000  # lines of a --files-from list at most (icrt batch is for millions of images)
 MAX_LIST_BYTES = 2 << 30  # bytes of a list at most: an endless pipe stops here, not when memory runs out
-
-
-def _kind(st) -> str:
-    for test, what in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(st.st_mode):
-            return what
-    return "a special file"
 
 
 def _open_list(path: str, name: str):
@@ -273,7 +262,7 @@ def _open_list(path: str, name: str):
     if stat.S_ISDIR(st.st_mode):
         refuse("is a directory, not a list of paths")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
-        refuse(f"is {_kind(st)}, not a list of paths (a regular file, a pipe or - for standard input)")
+        refuse(f"is {file_kind(st)}, not a list of paths (a regular file, a pipe or - for standard input)")
     try:
         f = open(path, "rb")  # a FIFO waits here for its writer, as any reader of a named pipe does
         st = os.fstat(f.fileno())
@@ -281,7 +270,7 @@ def _open_list(path: str, name: str):
         refuse("permission denied" if isinstance(e, PermissionError) else (e.strerror or str(e)))
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):  # swapped since the check above
         f.close()
-        refuse(f"is {_kind(st)}, not a list of paths")
+        refuse(f"is {file_kind(st)}, not a list of paths")
     return f
 
 

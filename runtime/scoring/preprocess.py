@@ -76,14 +76,6 @@ def load_rgb(source) -> np.ndarray:
     return _decode(source)[0]
 
 
-def draft_size(prep: "Preprocessing | None") -> "Preprocessing | None":
-    """The policy a JPEG's DCT-domain downscale follows (``Preprocessing.draft``; square policy only; None: full
-    size)."""
-    if prep is None or prep.resize != "square":
-        return None
-    return prep
-
-
 def load_for_model(source, prep: "Preprocessing | None") -> tuple[np.ndarray, tuple[int, int]]:
     """Decode for a model input: (RGB array, (width, height) of the full image).
 
@@ -92,7 +84,7 @@ def load_for_model(source, prep: "Preprocessing | None") -> tuple[np.ndarray, tu
     work. This is the decode every stage uses (runtime, training, evaluation, calibration), so they see the same
     pixels.
     """
-    return _decode(source, draft_size(prep))
+    return _decode(source, prep)
 
 
 def load_resized(source, prep: Preprocessing) -> tuple[np.ndarray, tuple[int, int]]:
@@ -102,7 +94,7 @@ def load_resized(source, prep: Preprocessing) -> tuple[np.ndarray, tuple[int, in
     The resize runs on the decoded Pillow image, so the full-size image never becomes a numpy array and back (0.9 ms
     of a ~7 ms decode + resize of a 768 px Savoias JPEG here); a patch-policy image's limits are checked before it
     is resized."""
-    rgb, size = _decode_image(source, draft_size(prep))
+    rgb, size = _decode_image(source, prep)
     check_patch_limits(rgb.height, rgb.width, prep)
     height, width = fitted_size(rgb.height, rgb.width, prep)
     if rgb.size != (width, height):
@@ -177,31 +169,32 @@ def open_image_file(path):
         raise
 
 
-def _decode(source, draft: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    rgb, size = _decode_image(source, draft)
+def _decode(source, prep: Preprocessing | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    rgb, size = _decode_image(source, prep)
     return np.asarray(rgb, dtype=np.uint8), size
 
 
-def _decode_image(source, draft: tuple[int, int] | None = None) -> tuple[Image.Image, tuple[int, int]]:
-    """(the decoded RGB Pillow image, (width, height) of the full image); ImageError naming the file and problem."""
+def _decode_image(source, prep: Preprocessing | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """(the decoded RGB Pillow image, (width, height) of the full image); ImageError naming the file and problem.
+    ``prep``: a JPEG is decoded at the DCT scale its policy allows (:func:`draft_scale`; None: full size)."""
     name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<bytes>")
     if isinstance(source, (str, os.PathLike)):
         with open_image_file(source) as f:
-            return _decode_named(f, name, draft)
+            return _decode_named(f, name, prep)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError(name, "empty file (0 bytes)")
         source = io.BytesIO(source)
-    return _decode_named(source, name, draft)
+    return _decode_named(source, name, prep)
 
 
-def _decode_named(source, name: str, draft) -> tuple[Image.Image, tuple[int, int]]:
+def _decode_named(source, name: str, prep: Preprocessing | None) -> tuple[Image.Image, tuple[int, int]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as im:
                 full = im.size
-                scale = draft_scale(*full, draft) if draft is not None and im.format == "JPEG" else 1
+                scale = draft_scale(*full, prep) if prep is not None and im.format == "JPEG" else 1
                 if scale > 1:  # DCT-domain downscale by exactly 1/scale (Pillow picks it from the size asked for)
                     im.draft("RGB", (full[0] // scale, full[1] // scale))
                 drafted = im.size

@@ -187,6 +187,11 @@ class Scorer:
         return (f"the model gave a non-finite score (NaN or infinity) for every image it scored ({self.non_finite} "
                 "of them): the model is broken, not the images (each has its own error record)")
 
+    def model_problem(self) -> str | None:
+        """Why the model, not the images, is at fault (a batch it failed to run, a non-finite score for every image:
+        a model error, exit code 2), or None."""
+        return self.run_failures.message() if self.run_failures else self.non_finite_model()
+
     @classmethod
     def open(cls, options: ScorerOptions) -> "Scorer":
         """The Scorer ``options`` describe: its bundle (``model``; None: the default bundle) opened on its backend."""

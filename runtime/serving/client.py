@@ -229,13 +229,15 @@ class RemoteScorer:
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise bad(SCORE_RANGE_PARAMETER, value)
             self.score_range = (lo, hi)
+        request_pixels = None
         for key in (MAX_REQUEST_PIXELS_PARAMETER, MAX_PIXELS_PARAMETER):
             value = text(key)
             if value is not None and not (value.isascii() and value.isdigit() and int(value) >= 1):
                 raise bad(key, value)
-        value = text(MAX_REQUEST_PIXELS_PARAMETER)
-        if value is not None:
-            self.request_pixels = int(value)
+            if value is not None and key == MAX_REQUEST_PIXELS_PARAMETER:
+                request_pixels = int(value)
+        if request_pixels is not None:  # set once both are checked, as before
+            self.request_pixels = request_pixels
 
     def info(self) -> dict:
         return {"bundle": None, "url": self.url, "model": self.model, "protocol": self.protocol,

@@ -112,26 +112,26 @@ class ServerProcess:
                     "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port), "--name", self.name,
                     *self.serve_args]
 
-    def start(self) -> "ServerProcess":
+    def _spawn(self) -> None:
         import subprocess
 
-        self._log = open(self.log_path, "wb")
-        self.attempts, self._log_from = 1, 0
         self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=self.env, cwd=self.cwd)
+
+    def start(self) -> "ServerProcess":
+        self._log = open(self.log_path, "wb")
+        self.attempts, self._log_from = 1, 0
+        self._spawn()
         return self
 
     def _restart_on_new_ports(self) -> None:
-        import subprocess
-
         self._log.write(f"\n[ServerProcess: a port was taken; starting again on other ports ({self.attempts + 1} of "
                         f"{self.START_ATTEMPTS})]\n".encode())
         self._log.flush()
         self._log_from = self._log.tell()
         self._new_ports()
         self.attempts += 1
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=self.env, cwd=self.cwd)
+        self._spawn()
 
     def log(self, since: int = 0) -> str:
         """The server's output (from byte ``since`` on)."""

@@ -311,9 +311,11 @@ def write_repository(bundle: str, out: str, name: str = DEFAULT_MODEL_NAME, prec
     if engines:
         eng_onnx = engines[0][1].onnx
         eng_info = info
-        if eng_onnx and os.path.isfile(manifest.path(eng_onnx, "engines.onnx")):
-            eng_info = inspect_onnx(manifest.path(eng_onnx, "engines.onnx"), manifest.input_name, manifest.score_output,
-                                    manifest.input_size, manifest.read_file(eng_onnx, "engines.onnx"))
+        eng_path = manifest.path(eng_onnx, "engines.onnx") if eng_onnx else None
+        # the engines' ONNX is often the file already read and inspected above: reuse ``info``, read only another
+        if eng_path and eng_path != onnx_path and os.path.isfile(eng_path):
+            eng_info = inspect_onnx(eng_path, manifest.input_name, manifest.score_output, manifest.input_size,
+                                    manifest.read_file(eng_onnx, "engines.onnx"))
         targets.append({"model": names["trt"], "max_batch": plan_batch, "dtype": NUMPY_TYPES[eng_info["input_type"]]})
     targets.append({"model": names["onnx"], "max_batch": int(max_batch), "dtype": NUMPY_TYPES[info["input_type"]]})
 

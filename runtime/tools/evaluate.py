@@ -45,14 +45,6 @@ def score_labels(scorer, labels: Labels, progress=None) -> dict:
     return measure(labels, records, scorer)
 
 
-def model_problem(scorer) -> str | None:
-    """Why the model, not the images, is at fault (a batch it failed to run, a NaN for every image), or None."""
-    failures = getattr(scorer, "run_failures", None)
-    if failures:
-        return failures.message()
-    return getattr(scorer, "non_finite_model", lambda: None)()
-
-
 def measure(labels: Labels, records: list[dict], scorer=None) -> dict:
     """The figures of ``records`` (one per row of ``labels``, in order) against the labels.
 
@@ -84,7 +76,7 @@ def measure(labels: Labels, records: list[dict], scorer=None) -> dict:
     out["failures"] = [{"row": row.where, "image": row.key, "error": rec[ERROR]}
                        for row, rec in zip(labels.rows, records) if ERROR in rec]
     out["unreadable"] = [{"row": p.where, "problem": p.problem} for p in labels.problems]
-    out["model_problem"] = model_problem(scorer) if scorer is not None else None
+    out["model_problem"] = getattr(scorer, "model_problem", lambda: None)() if scorer is not None else None
     return out
 
 

@@ -81,6 +81,8 @@ def preprocessing_options(args) -> dict:
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
+    from icrt.runtime.bundle.preprocessing import INTERPOLATIONS
+
     g = p.add_argument_group("data and run")
     g.add_argument("--data", required=True, action="append",
                    help="IC9600 folder (train.txt) or labels CSV (image,score[,category,caption]); several data sets: "
@@ -96,7 +98,7 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resize", choices=["square", "patches"], default="square",
                    help="square: resize the whole image; patches: train on random crops, score a patch grid")
     g.add_argument("--max-long-side", type=positive_int, help="patches: cap the image's long side first")
-    g.add_argument("--interpolation", choices=["bilinear", "bicubic"], default=None,
+    g.add_argument("--interpolation", choices=list(INTERPOLATIONS), default=None,
                    help="resize filter (default: the backbone's weights' own, e.g. bicubic for TF-Lite)")
     g.add_argument("--jpeg-draft", type=draft, default=1.0, metavar="F",
                    help="square: decode JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) whose short side stays >= F x "

@@ -8,13 +8,12 @@ gives NaN for every image).
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
-from icrt.runtime.cli.command import Command, ran_line
+from icrt.runtime.cli.command import Command, pipe_closed, ran_line, write_stdout
 
 
 def arguments(p) -> None:
@@ -41,15 +40,9 @@ def _write(args, data: bytes) -> int:
         if args.output:
             write_bytes(args.output, data)
         else:
-            out = getattr(sys.stdout, "buffer", None)
-            sys.stdout.flush()
-            if out is None:  # a text-only stream (tests, embedding)
-                sys.stdout.write(data.decode("utf-8", "surrogateescape"))
-            else:
-                out.write(data)
-            sys.stdout.flush()
-    except BrokenPipeError:  # the reader went away (| head): nothing more is written, and nothing is said
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            write_stdout(data)
+    except BrokenPipeError:
+        pipe_closed()
         return EXIT_FAILURES
     except OSError as e:
         where = f"-o {printable(args.output)}" if args.output else "the figures to stdout"

@@ -17,7 +17,7 @@ import time
 
 import icrt.runtime.cli.options as options
 from icrt.runtime.base.errors import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, UserInputError
-from icrt.runtime.cli.command import Command, ran_line
+from icrt.runtime.cli.command import Command, pipe_closed, ran_line, write_stdout
 
 log = logging.getLogger("icrt")
 
@@ -85,22 +85,6 @@ def _fallback(data: bytes, fmt: str) -> str | None:
     return None
 
 
-def _write_stdout(data: bytes) -> None:
-    out = getattr(sys.stdout, "buffer", None)
-    sys.stdout.flush()
-    if out is None:  # a text-only stream (tests, embedding)
-        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
-        sys.stdout.flush()
-    else:
-        out.write(data)
-        out.flush()
-
-
-def _pipe_closed() -> None:
-    """The reader of stdout stopped reading (``| head``): nothing more is written there, and nothing is said."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
 def _save_instead(problem: str, data: bytes, fmt: str) -> int:
     from icrt.runtime.base.text import printable
 
@@ -125,10 +109,10 @@ def _write_out(args, data: bytes) -> int:
             problem = f"cannot write -o {printable(args.output)}: {e.strerror or e}"
     else:
         try:
-            _write_stdout(data)
+            write_stdout(data)
             return EXIT_OK
         except BrokenPipeError:  # the reader stopped reading (| head): nothing to save, nothing to say
-            _pipe_closed()
+            pipe_closed()
             return EXIT_FAILURES
         except OSError as e:
             problem = f"cannot write the scores to stdout: {e.strerror or e}"
@@ -187,11 +171,11 @@ class Rows:
             if self.file is not None:
                 self.file.write(encode(text))
             else:
-                _write_stdout(encode(text))
+                write_stdout(encode(text))
         except BrokenPipeError:  # | head, or -o /dev/stdout | head
             self.pipe_closed = True
             if self.file is None:
-                _pipe_closed()
+                pipe_closed()
         except OSError as e:
             self.problem = (f"cannot write -o {printable(self.args.output)}: {e.strerror or e}" if self.file is not None
                             else f"cannot write the scores to stdout: {e.strerror or e}")
@@ -281,13 +265,11 @@ def run(args) -> int:
     failed = sum("error" in r for r in records)
     if failed:
         log.warning("icrt: %d of %d file(s) could not be scored", failed, len(records))
-    run_failures = getattr(scorer, "run_failures", None)
-    broken = getattr(scorer, "non_finite_model", lambda: None)()
-    if run_failures:  # a model that fails at run time is a model error (exit 2), reported after every record is out
-        _err(run_failures.message())
-        code = code or EXIT_USAGE
-    elif broken:  # NaN or infinity for every image it scored: the model is broken, not the images (exit 2)
-        _err(broken)
+    # a model that failed at run time, or gave NaN / infinity for every image: a model error (exit 2), told after every
+    # record is out (a remote scorer has no such check: the server's own records say it)
+    problem = getattr(scorer, "model_problem", lambda: None)()
+    if problem:
+        _err(problem)
         code = code or EXIT_USAGE
     if not args.quiet:  # the last line: what ran
         print(ran_line(scorer.what_ran(), len(records) - failed, failed, time.monotonic() - started), file=sys.stderr)
