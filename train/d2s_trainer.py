@@ -22,6 +22,7 @@ from torch import nn
 
 from icrt.runtime.bundle.preprocessing import Preprocessing
 from icrt.train.data import DataError, Sample
+from icrt.train.kernel import TARGETS
 from icrt.train.kinds import register_trainer
 from icrt.train.losses import EntropyBuffers, eal_loss, feature_entropy, info_nce
 from icrt.train.models.d2s import D2S, D2SConfig
@@ -48,6 +49,7 @@ class D2STrainConfig(RunConfig):
     buffer_size: int = 2048  # M
     momentum: float = 0.995
     refresh_step: int = 50  # buffer refreshed fully every refresh_step iterations (~M/refresh_step per step)
+    kernel_target: str = "score"  # --fit kernel: score | category (train.kernel.Targets)
     fit: str = "sgd"  # sgd (the paper's training) | ridge / kernel (frozen backbone, closed-form head: train.ridge,
     # train.kernel)
     freeze_backbone: bool = False  # sgd: keep the backbone (and its batch-norm statistics) fixed
@@ -69,6 +71,8 @@ class D2STrainer(Trainer):
         model = dict(cfg.model)
         if cfg.fit not in CLOSED_FORM_HEADS and cfg.fit != "sgd":
             raise DataError(f"--fit {cfg.fit!r}: expected sgd, {' or '.join(CLOSED_FORM_HEADS)}")
+        if cfg.kernel_target not in TARGETS:
+            raise DataError(f"--kernel-target {cfg.kernel_target!r}: expected {' or '.join(TARGETS)}")
         if cfg.fit in CLOSED_FORM_HEADS:
             if cfg.text != "none":
                 raise DataError(f"--fit {cfg.fit} fits a head on frozen features: it takes no captions (use --text none)")
@@ -191,13 +195,19 @@ class D2STrainer(Trainer):
         t0 = time.time()
         x, xf = self._features(False), self._features(True)
         y = np.array([s.score for s in self.train_samples])
-        r = fit_head(x, y, self.domains, x_flip=xf)
-        self.model.head.set(r["mean"], r["std"], r["centres"], r["alpha"], r["gamma"], r["bias"])
-        cv = "  ".join(f"{c['g']:g}/{c['lambda']:g}: {c['srcc']:.4f}/{c['mean_category_srcc']:.4f}" for c in r["cv"])
+        cue_dims = len(self.model_cfg.colours)
+        r = fit_head(x, y, self.domains, x_flip=xf, target=self.cfg.kernel_target, cue_dims=cue_dims)
+        self.model.head.set(r["mean"], r["std"], r["centres"], r["alpha"], r["gamma"], r["bias"], r["levels"],
+                            r["spread"], r["sharpness"])
+        cv = "  ".join(f"{c['g']:g}/{c['lambda']:g}" + (f"/{c['cue_share']:g}" if cue_dims else "") +
+                       f": {c['srcc']:.4f}/{c['mean_category_srcc']:.4f}" for c in r["cv"])
         logger.info(f"kernel head on {x.shape[1]} features of {len(y)} images (+ mirrors) in {time.time() - t0:.0f}s; "
-                    f"5-fold CV SRCC (pooled/per category) by g/lambda  {cv}  -> g {r['g']:g}, lambda {r['lambda']:g}")
+                    f"5-fold CV SRCC (pooled/per category) by g/lambda{'/cue share' if cue_dims else ''}  {cv}  -> g "
+                    f"{r['g']:g}, lambda {r['lambda']:g}" + (f", cue share {r['cue_share']:g}" if cue_dims else "") +
+                    f" (targets: {self.cfg.kernel_target})")
         return {"kernel_g": float(r["g"]), "kernel_lambda": float(r["lambda"]), "kernel_cv_srcc": float(r["cv_srcc"]),
-                "kernel_cv_mean_category_srcc": float(r["cv_mean_category_srcc"])}
+                "kernel_cv_mean_category_srcc": float(r["cv_mean_category_srcc"]),
+                **({"kernel_cue_share": float(r["cue_share"])} if cue_dims else {})}
 
     def train_step(self, x, y, idx) -> dict:
         x, y = x.to(self.device), y.to(self.device)

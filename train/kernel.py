@@ -12,15 +12,37 @@ category), at half the centres, i.e. half the head's size.
 
 The centres are stored in fp16 by :class:`train.models.d2s.KernelHead`; the fit solves with the rounded
 centres, so the stored head is exactly the fitted one.
+
+Two icrt extensions, both chosen inside the same cross-validation (docs/default_model.md):
+
+- ``cue_dims``: the last columns are a few hand-made cues (the colour counts) beside thousands of deep features.
+  Standardised like the rest they would carry a negligible share of the distance, so their columns are scaled
+  for the cue block to hold a share (``CUE_SHARES``) of the expected squared distance, the share picked by CV.
+- ``target="category"``: Savoias scores are comparable only within a category. The head regresses 1 + C columns
+  at once, the within-category standardised score and a one-hot of the category, and scores
+  ``softmax(SHARPNESS * affinities) . category means + mean category sd * z`` (:class:`KernelHead`'s category
+  mode). No category is needed at inference.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from icrt.train.ridge import folds, standardise
+from icrt.train.ridge import folds
+from icrt.train.ridge import standardise as _standardise
 
 GAMMAS = (0.35, 0.5, 0.7)  # g: gamma = g / dim
 LAMBDAS = (0.1, 0.15, 0.3)
+CUE_SHARES = (0.02, 0.035, 0.05, 0.08)  # the cue block's share of the expected squared distance
+SHARPNESS = 10.0  # category mode: softmax(SHARPNESS * affinities); affinities are one-hot regressions (~0..1)
+TARGETS = ("score", "category")
+
+
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sd per column; a column (nearly) constant in training gets sd 1: it carries nothing to the fit, and
+    dividing by ~0 would blow an input's tiny deviation there (fp16 noise on a dead ReLU channel) up to a distance
+    that zeroes every kernel value."""
+    mu, sd = _standardise(x)
+    return mu, np.where(sd < 1e-4, 1.0, sd)
 
 
 def sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -33,8 +55,9 @@ def as_stored(z: np.ndarray) -> np.ndarray:
 
 
 def solve(k: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
-    """Dual coefficients and bias of kernel ridge on the kernel matrix ``k`` of the training samples."""
-    ym = float(y.mean())
+    """Dual coefficients and bias of kernel ridge on the kernel matrix ``k`` of the training samples (``y``: one
+    target column, or several solved together)."""
+    ym = y.mean(0)
     return np.linalg.solve(k + lam * np.eye(len(y)), y - ym), ym
 
 
@@ -43,46 +66,102 @@ def centres_of(x: np.ndarray, x_flip: np.ndarray | None) -> np.ndarray:
     return x if x_flip is None else 0.5 * (x + x_flip)
 
 
-def cross_validate(x, y, groups, gammas=GAMMAS, lambdas=LAMBDAS, k: int = 5, x_flip=None) -> list[dict]:
-    """Pooled and per-group SRCC of every (g, lam) by stratified k-fold CV; mirrors (``x_flip``) are averaged
-    into the training centres (held-out images are scored as they come, unmirrored)."""
+class Targets:
+    """What the head regresses for ``target`` and how its outputs become a score.
+    score: the scores. category: [z, one-hot(category)], z = (y - mean_c) / sd_c within the category."""
+
+    def __init__(self, y, groups, target: str = "score"):
+        if target not in TARGETS:
+            raise ValueError(f"kernel target {target!r}: expected {' or '.join(TARGETS)}")
+        y = np.asarray(y, np.float64)
+        self.target = target
+        if target == "score":
+            self.columns, self.levels, self.spread = y, None, 0.0
+            return
+        groups = np.asarray([str(g) for g in groups])
+        cats = sorted(set(groups))
+        self.levels = np.array([y[groups == c].mean() for c in cats])
+        sds = np.array([y[groups == c].std() for c in cats])
+        self.spread = float(sds.mean())
+        z = np.zeros_like(y)
+        for c, sd in zip(cats, sds):
+            m = groups == c
+            z[m] = (y[m] - y[m].mean()) / sd if sd > 0 else 0.0
+        onehot = (groups[:, None] == np.array(cats)[None]).astype(np.float64)
+        self.columns = np.concatenate([z[:, None], onehot], 1)
+
+    def score(self, out: np.ndarray) -> np.ndarray:
+        if self.target == "score":
+            return out
+        s = SHARPNESS * out[:, 1:]
+        q = np.exp(s - s.max(1, keepdims=True))
+        q /= q.sum(1, keepdims=True)
+        return q @ self.levels + self.spread * out[:, 0]
+
+
+def cue_scale(dim: int, cue_dims: int, share: float | None) -> np.ndarray:
+    """Per-column factors on standardised features: the last ``cue_dims`` columns scaled for their block to hold
+    ``share`` of the expected squared distance (each standardised column holds the same), the others 1."""
+    s = np.ones(dim)
+    if cue_dims and share is not None:
+        n_o = dim - cue_dims
+        s[dim - cue_dims:] = np.sqrt(share * n_o / ((1 - share) * cue_dims))
+    return s
+
+
+def cross_validate(x, y, groups, gammas=GAMMAS, lambdas=LAMBDAS, k: int = 5, x_flip=None, target: str = "score",
+                   cue_dims: int = 0, cue_shares=CUE_SHARES) -> list[dict]:
+    """Pooled and per-group SRCC of every (g, lam[, cue share]) by stratified k-fold CV; mirrors (``x_flip``) are
+    averaged into the training centres (held-out images are scored as they come, unmirrored)."""
     import icrt.train.metrics as metrics
 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    groups = list(groups)
     fold = folds(groups, k)
     dim = x.shape[1]
-    preds = {(g, lam): np.empty(len(y)) for g in gammas for lam in lambdas}
+    shares = tuple(cue_shares) if cue_dims else (None,)
+    preds = {(g, lam, sh): np.empty(len(y)) for sh in shares for g in gammas for lam in lambdas}
     for f in range(k):
         tr, te = fold != f, fold == f
-        xt, yt = centres_of(x[tr], None if x_flip is None else x_flip[tr]), y[tr]
+        xt = centres_of(x[tr], None if x_flip is None else x_flip[tr])
+        t = Targets(y[tr], [groups[i] for i in np.flatnonzero(tr)], target)
         mu, sd = standardise(xt)
-        zt, ze = as_stored((xt - mu) / sd), (x[te] - mu) / sd
-        d_tt, d_et = sq_distances(zt, zt), sq_distances(ze, zt)
-        for g in gammas:
-            k_tt, k_et = np.exp(-g / dim * d_tt), np.exp(-g / dim * d_et)
-            for lam in lambdas:
-                a, b = solve(k_tt, yt, lam)
-                preds[(g, lam)][te] = k_et @ a + b
+        for sh in shares:
+            c = cue_scale(dim, cue_dims, sh)
+            zt, ze = as_stored((xt - mu) / sd * c), (x[te] - mu) / sd * c
+            d_tt, d_et = sq_distances(zt, zt), sq_distances(ze, zt)
+            for g in gammas:
+                k_tt, k_et = np.exp(-g / dim * d_tt), np.exp(-g / dim * d_et)
+                for lam in lambdas:
+                    a, b = solve(k_tt, t.columns, lam)
+                    preds[(g, lam, sh)][te] = t.score(k_et @ a + b)
     rows = []
-    for (g, lam), pred in preds.items():
-        rep = metrics.report(pred, y, list(groups))
-        rows.append({"g": g, "lambda": lam, "srcc": rep["srcc"], "mean_category_srcc": rep["mean_category_srcc"]})
+    for (g, lam, sh), pred in preds.items():
+        rep = metrics.report(pred, y, groups)
+        rows.append({"g": g, "lambda": lam, "cue_share": sh, "srcc": rep["srcc"],
+                     "mean_category_srcc": rep["mean_category_srcc"]})
     return rows
 
 
-def fit_head(x, y, groups, gammas=GAMMAS, lambdas=LAMBDAS, k: int = 5, x_flip=None) -> dict:
-    """Choose (g, lam) by CV (pooled + mean per-group SRCC), fit on everything; returns what
+def fit_head(x, y, groups, gammas=GAMMAS, lambdas=LAMBDAS, k: int = 5, x_flip=None, target: str = "score",
+             cue_dims: int = 0, cue_shares=CUE_SHARES) -> dict:
+    """Choose (g, lam[, cue share]) by CV (pooled + mean per-group SRCC), fit on everything; returns what
     :meth:`train.models.d2s.KernelHead.set` takes, the choice with its CV figures, and the CV table."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    grid = len(gammas) * len(lambdas) > 1 and len(y) >= 2 * k
-    cv = cross_validate(x, y, groups, gammas, lambdas, k, x_flip) if grid else []
+    shares = tuple(cue_shares) if cue_dims else (None,)
+    grid = len(gammas) * len(lambdas) * len(shares) > 1 and len(y) >= 2 * k
+    cv = cross_validate(x, y, groups, gammas, lambdas, k, x_flip, target, cue_dims, shares) if grid else []
     best = (max(cv, key=lambda r: r["srcc"] + r["mean_category_srcc"]) if cv else
-            {"g": gammas[0], "lambda": lambdas[0], "srcc": float("nan"), "mean_category_srcc": float("nan")})
-    xt, yt = centres_of(x, x_flip), y
+            {"g": gammas[0], "lambda": lambdas[0], "cue_share": shares[0], "srcc": float("nan"),
+             "mean_category_srcc": float("nan")})
+    xt = centres_of(x, x_flip)
+    t = Targets(y, groups, target)
     mu, sd = standardise(xt)
+    sd = sd / cue_scale(x.shape[1], cue_dims, best["cue_share"])  # the cue scaling folded into the standardisation
     zt = as_stored((xt - mu) / sd)
     gamma = best["g"] / x.shape[1]
-    alpha, bias = solve(np.exp(-gamma * sq_distances(zt, zt)), yt, best["lambda"])
-    return {"g": best["g"], "lambda": best["lambda"], "cv_srcc": best["srcc"],
-            "cv_mean_category_srcc": best["mean_category_srcc"], "cv": cv,
-            "mean": mu, "std": sd, "centres": zt, "alpha": alpha, "gamma": gamma, "bias": bias}
+    alpha, bias = solve(np.exp(-gamma * sq_distances(zt, zt)), t.columns, best["lambda"])
+    return {"g": best["g"], "lambda": best["lambda"], "cue_share": best["cue_share"], "cv_srcc": best["srcc"],
+            "cv_mean_category_srcc": best["mean_category_srcc"], "cv": cv, "target": target,
+            "mean": mu, "std": sd, "centres": zt, "alpha": alpha, "gamma": gamma, "bias": bias,
+            "levels": t.levels, "spread": t.spread, "sharpness": SHARPNESS if target == "category" else 0.0}

@@ -72,7 +72,13 @@ for _n, _file, _top1 in ((0, "efficientnet-lite0-57934424.pth", 75.1), (1, "effi
 
 
 def preprocessing_for(model: str, pretrained: str | None) -> dict:
-    """mean / std / interpolation that the backbone's weights expect (ImageNet's when trained from scratch)."""
+    """mean / std / interpolation that the backbone's weights expect (ImageNet's when trained from scratch).
+    ``a+b`` (several backbones on one input): theirs, which must agree."""
+    if "+" in model:
+        each = [preprocessing_for(m, pretrained) for m in model.split("+")]
+        if any(p["mean"] != each[0]["mean"] or p["std"] != each[0]["std"] for p in each):
+            raise WeightsError(f"--backbone {model}: its backbones expect different input normalisations")
+        return each[0]
     if pretrained in (None, "", "none"):
         return dict(IMAGENET)
     if model in PACKAGES:

@@ -190,3 +190,39 @@ def test_val_fraction_zero_trains_on_everything_and_keeps_the_last_epoch(labels_
     tr.fit()
     assert json.load(open(tmp_path / "all" / "metrics.json"))["epoch"] == 2
     assert load_checkpoint(str(tmp_path / "all" / "checkpoint.pt"))["epoch"] == 2
+
+
+def test_two_backbones_put_their_stage_statistics_side_by_side():
+    """--backbone a+b: both read the same input; the statistics pooling is each one's, concatenated in order."""
+    from icrt.train.models.d2s import Backbones
+
+    cfg = D2SConfig(backbone="tf_efficientnet_lite0+tf_efficientnet_lite1", pretrained="none", image_size=64,
+                    pool="stats", stats=("mean", "relu"), head="linear")
+    both = D2S(cfg).eval()
+    assert isinstance(both.backbone, Backbones) and len(both.backbone) == 2
+    singles = []
+    for i, name in enumerate(("tf_efficientnet_lite0", "tf_efficientnet_lite1")):
+        one = D2S(D2SConfig(backbone=name, pretrained="none", image_size=64, pool="stats", stats=("mean", "relu"),
+                            head="linear")).eval()
+        one.backbone.load_state_dict(both.backbone[i].state_dict())
+        singles.append(one)
+    assert both.feature_dim == sum(s.feature_dim for s in singles)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(both.features(x), torch.cat([s.features(x) for s in singles], 1), atol=1e-5)
+    with pytest.raises(ValueError, match="several backbones need --pool stats"):
+        D2S(D2SConfig(backbone="tf_efficientnet_lite0+tf_efficientnet_lite1", pretrained="none", image_size=64))
+
+
+def test_two_backbones_need_one_normalisation_and_no_single_weights_file(tmp_path):
+    from icrt.train.models.d2s import create_backbone
+    from icrt.train.weights import WeightsError, preprocessing_for
+
+    assert preprocessing_for("tf_efficientnet_lite0+tf_efficientnet_lite1", "imagenet") == \
+        preprocessing_for("tf_efficientnet_lite0", "imagenet")
+    with pytest.raises(WeightsError, match="different input normalisations"):
+        preprocessing_for("tf_efficientnet_lite0+resnet18", "imagenet")
+    with pytest.raises(WeightsError, match="a weights file fits one backbone"):
+        create_backbone("tf_efficientnet_lite0+tf_efficientnet_lite1", str(tmp_path / "w.pth"))
+    with pytest.raises(WeightsError, match="joined by"):
+        create_backbone("tf_efficientnet_lite0+", "none")

@@ -119,3 +119,146 @@ def test_kernel_training_exports_and_scores_like_pytorch(labels_csv, tmp_path):
     assert len(depthwise) == len(dw) > 0 and dense
     assert max(int(np.abs(w.astype(int)).max()) for w in depthwise) == 127
     assert max(int(np.abs(w.astype(int)).max()) for w in dense) <= 64
+
+
+def test_category_targets_score_within_category_without_a_category_at_inference():
+    """--kernel-target category: one solve of [z, one-hot(category)]; the head scores softmax(affinities) . levels
+    + spread * z, in PyTorch exactly as the fit predicts; it needs the features only."""
+    import icrt.train.kernel as kernel
+    from icrt.train.metrics import report
+
+    rng = np.random.default_rng(3)
+    n, cats = 300, np.array(["a", "b", "c"])
+    c = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 3))
+    x[:, 0] += 3 * c  # the category is visible in the features
+    y = 0.2 + 0.25 * c + 0.08 * np.tanh(x[:, 1]) + 0.005 * rng.normal(size=n)
+    groups = list(cats[c])
+    tr, te = slice(0, 240), slice(240, n)
+    k = kernel.fit_head(x[tr], y[tr], groups[tr], target="category")
+    assert k["alpha"].shape == (240, 4) and k["bias"].shape == (4,) and len(k["levels"]) == 3
+    assert np.allclose(k["levels"], [y[tr][c[tr] == i].mean() for i in range(3)])
+    head = KernelHead(3)
+    head.set(k["mean"], k["std"], k["centres"], k["alpha"], k["gamma"], k["bias"], k["levels"], k["spread"],
+             k["sharpness"])
+    with torch.no_grad():
+        pred = head(torch.as_tensor(x[te], dtype=torch.float32)).squeeze(1).numpy()
+    t = kernel.Targets(y[tr], groups[tr], "category")
+    ze = (x[te] - k["mean"]) / k["std"]
+    want = t.score(np.exp(-k["gamma"] * kernel.sq_distances(ze, k["centres"])) @ k["alpha"] + k["bias"])
+    assert np.allclose(pred, want, atol=1e-4)
+    rep = report(pred, y[te], groups[te])
+    assert rep["srcc"] > 0.9 and rep["mean_category_srcc"] > 0.7
+    # a checkpoint of the category head loads into a fresh one (its number of columns and categories taken)
+    fresh = KernelHead(3)
+    fresh.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh(torch.as_tensor(x[te], dtype=torch.float32)).squeeze(1), torch.as_tensor(pred))
+    with pytest.raises(ValueError, match="kernel target"):
+        kernel.Targets(y, groups, "rank")
+
+
+def test_a_score_head_checkpoint_from_before_category_mode_loads():
+    head = KernelHead(3)
+    head.set(np.zeros(3), np.ones(3), np.eye(3), np.array([0.1, 0.2, 0.3]), 0.5, 0.4)
+    state = {k: v for k, v in head.state_dict().items() if k not in ("levels", "spread", "sharpness")}
+    fresh = KernelHead(3)
+    fresh.load_state_dict(state)
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), head(x))
+
+
+def test_the_cue_block_gets_its_share_of_the_distance():
+    """cue_dims: a few cue columns beside many features are scaled to hold a share of the squared distance, chosen
+    by CV; with one informative cue (not monotone) among 200 noise features, that share is what makes the head
+    work."""
+    import icrt.train.kernel as kernel
+    from icrt.train.metrics import srcc
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(260, 201))
+    y = np.cos(1.5 * x[:, -1])  # the last column (the cue) decides
+    groups = ["a", "b"] * 130
+    tr, te = slice(0, 200), slice(200, 260)
+    plain = kernel.fit_head(x[tr], y[tr], groups[tr])
+    cued = kernel.fit_head(x[tr], y[tr], groups[tr], cue_dims=1)
+    assert plain["cue_share"] is None and cued["cue_share"] in kernel.CUE_SHARES
+    assert len(cued["cv"]) == 9 * len(kernel.CUE_SHARES)
+    scale = kernel.cue_scale(201, 1, cued["cue_share"])
+    assert np.allclose(cued["std"], (x[tr].std(0) + 1e-6) / scale)  # folded into the stored standardisation
+
+    def predict(k):
+        ze = (x[te] - k["mean"]) / k["std"]
+        return np.exp(-k["gamma"] * kernel.sq_distances(ze, k["centres"])) @ k["alpha"] + k["bias"]
+
+    assert srcc(predict(cued), y[te]) > 0.6 > srcc(predict(plain), y[te]) + 0.4
+
+
+@pytest.mark.slow
+def test_two_backbones_colour_counts_and_category_targets_export_every_form(labels_csv, tmp_path):
+    """The default model's design (Lite0 + Lite1, colour counts, category targets) trains from the CLI and exports
+    every form; the colour counts are computed in float in every file, equal to fp32's (int8 never rounds the
+    pixels they count, fp16 never holds a count)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx.utils import extract_model
+
+    out, bundle = tmp_path / "run", tmp_path / "bundle"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "train", "d2s", "--data", labels_csv, "--out", str(out), "--backbone",
+           "tf_efficientnet_lite0+tf_efficientnet_lite1", "--pretrained", "imagenet", "--text", "none",
+           "--image-size", "64", "--pool", "stats", "--stats-from", "3", "--stats", "mean,relu", "--last-stats", "mean",
+           "--colour-counts", "3,4,5",
+           "--fit", "kernel", "--kernel-target", "category", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "/cue share" in r.stderr and "(targets: category)" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(bundle),
+                        "--fp16", "--int8", "--calib-data", labels_csv], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    parity = json.load(open(bundle / "manifest.json"))["parity"]
+    assert parity["fp32"]["passed"] and parity["fp16"]["srcc"] > 0.99
+
+    def colours(name):
+        path = str(bundle / name)
+        g = onnx.load(path).graph
+        scatter = [n for n in g.node if n.op_type == "ScatterElements"]
+        assert len(scatter) == 1 and scatter[0].name.startswith("/colours/")
+        assert all(a.s in (b"", b"none") for a in scatter[0].attribute if a.name == "reduction")
+        consumers = {i for n in g.node if n.op_type == "QuantizeLinear" for i in n.input}
+        assert not consumers & {o for n in g.node if n.name.startswith("/colours/") for o in n.output}
+        # no tail node computes on a dequantized activation (ORT's pre-processing fuses the head's MatMul + Add into
+        # a Gemm named /head/MatMul_1/MatMulAddFusion, which must stay excluded too)
+        inits = {i.name for i in g.initializer}
+        dq = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] not in inits}
+        assert not [n.name for n in g.node if n.name.startswith(("/head/", "/colours/", "/stats/"))
+                    and dq & set(n.input)], name
+        log = next(n for n in g.node if n.name.startswith("/colours/") and n.op_type == "Log")
+        sub = str(tmp_path / f"colours-{name}")
+        extract_model(path, sub, [g.input[0].name], [log.output[0]])
+        return ort.InferenceSession(sub, providers=["CPUExecutionProvider"]).run(None, {g.input[0].name: x})[0]
+
+    rng = np.random.default_rng(0)
+    x = ((rng.integers(0, 256, (3, 3, 64, 64)) - 127) / 128).astype(np.float32)
+    want = colours("model.onnx")
+    assert want.shape == (3, 3) and (want > 0).all()
+    for name in ("model.fp16.onnx", "model.int8.onnx", "model.int8.qdq.onnx"):
+        np.testing.assert_allclose(colours(name), want, atol=1e-6, err_msg=name)
+
+
+def test_last_stats_pool_each_backbones_last_stage_alone():
+    """--last-stats: each backbone's last stage gives these statistics instead of --stats (the default model: the
+    mean alone of stage 6 of Lite0 and of Lite1)."""
+    feats = [torch.randn(2, c, 5, 5) for c in (3, 4, 3, 4)]  # two backbones of two stages each
+    pooled = StageStats(("mean", "relu"), last=("mean",), groups=(2, 2))(feats)
+    want = torch.cat([feats[0].mean((2, 3)), feats[0].clamp_min(0).mean((2, 3)), feats[1].mean((2, 3)),
+                      feats[2].mean((2, 3)), feats[2].clamp_min(0).mean((2, 3)), feats[3].mean((2, 3))], 1)
+    assert torch.allclose(pooled, want, atol=1e-6)
+    cfg = D2SConfig(backbone="tf_efficientnet_lite0+tf_efficientnet_lite1", pretrained="none", image_size=64,
+                    pool="stats", stats_from=3, stats=("mean", "relu"), last_stats=("mean",), head="kernel")
+    m = D2S(cfg)
+    assert m.stats.groups == (4, 4) and m.feature_dim == 2 * (2 * (80 + 112 + 192) + 320)
+    with pytest.raises(ValueError, match="stats"):
+        StageStats(("mean",), last=("mean", "mean"))

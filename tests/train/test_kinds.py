@@ -133,15 +133,15 @@ def test_builtin_kinds_are_registered_with_their_fp32_tails():
     d2s, cmssa = get_kind("d2s"), get_kind("cmssa")
     assert (d2s.config, d2s.model, d2s.trainer_class()) == (D2SConfig, D2S, D2STrainer)
     assert (cmssa.config, cmssa.model, cmssa.trainer_class()) == (CMSSAConfig, CMSSA, CMSSATrainer)
-    assert d2s.tail == ("head", "cues", "stats") and cmssa.tail == ()  # CM-SSA's tail: LevelScorer's top level
-    assert tail_names() == ("head", "cues", "stats") and tail_names("cmssa") == ()
+    assert d2s.tail == ("head", "cues", "stats", "colours") and cmssa.tail == ()  # CM-SSA's tail: LevelScorer's top level
+    assert tail_names() == ("head", "cues", "stats", "colours") and tail_names("cmssa") == ()
     assert cmssa.defaults == {"epochs": 50, "batch_size": 64, "lr": 1e-4, "resize": "patches", "image_size": None}
 
 
 def test_d2s_tail_names_are_submodules_of_the_folded_model():
     from icrt.train.models import create_model
 
-    model = create_model("d2s", tiny.d2s(cues=True, head_hidden=8, pool="stats"), load_pretrained=False)
+    model = create_model("d2s", tiny.d2s(cues=True, colours=(3,), head_hidden=8, pool="stats"), load_pretrained=False)
     folded = fold_for_export(model, "d2s")
     assert folded is model and not folded.training
     assert set(get_kind("d2s").tail) <= {name for name, _ in folded.named_children()}
@@ -292,6 +292,6 @@ def test_new_kind_tail_stays_fp32_and_leaves_the_registry_clean(toy, tmp_path):
     from icrt.train.models import create_model
 
     assert "toy" not in build_parser().format_help() and "toy" not in kind_names()
-    assert tail_names() == ("head", "cues", "stats") and not set(readout) & set(tail_nodes(graph))
+    assert tail_names() == ("head", "cues", "stats", "colours") and not set(readout) & set(tail_nodes(graph))
     with pytest.raises(UnknownKindError):
         create_model("toy", {})

