@@ -68,12 +68,43 @@ def convert_fp16(src: str, dst: str, tail_scopes=None, kind: str | None = None) 
     tidy = OnnxModel(m16)
     tidy.remove_cascaded_cast_nodes()
     tidy.remove_useless_cast_nodes()
+    rewired = tail_reads_fp32(tidy.model, tail)
+    tidy.prune_graph()
     tidy.topological_sort()
     m16 = tidy.model
     onnx.checker.check_model(m16, full_check=True)
     onnx.save(m16, dst)
     kept = sorted({n.op_type for n in model.graph.node if n.op_type in FP32_OPS})
-    return {"converter": "onnxruntime.transformers.float16", "fp32_ops": kept, "fp32_tail_nodes": len(tail)}
+    return {"converter": "onnxruntime.transformers.float16", "fp32_ops": kept, "fp32_tail_nodes": len(tail),
+            "tail_inputs_kept_fp32": rewired}
+
+
+def tail_reads_fp32(model: onnx.ModelProto, tail) -> int:
+    """Tail nodes fed through a Cast to fp16 of an fp32 tensor (and back) read that tensor instead; returns how many
+    inputs.
+    The converter leaves such Casts where a tail node reads the (fp16-cast) model input, and before a tail Cast to
+    an integer type: colour codes up to 32767 lose their low bits in fp16 (``ColourCounts``)."""
+    g = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in g.input}
+    types.update({i.name: i.data_type for i in g.initializer})
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    types.update({v.name: v.type.tensor_type.elem_type for v in inferred.value_info})
+
+    def casts(to):
+        return {n.output[0]: n.input[0] for n in g.node if n.op_type == "Cast" and any(
+            a.name == "to" and a.i == to for a in n.attribute)}
+
+    fp16_casts, fp32_casts = casts(onnx.TensorProto.FLOAT16), casts(onnx.TensorProto.FLOAT)
+    tail, count = set(tail), 0
+    for n in g.node:
+        if n.name not in tail:
+            continue
+        for i, name in enumerate(n.input):
+            src = fp16_casts.get(fp32_casts.get(name, name))  # fp32 -> fp16 (-> fp32) -> this node
+            if src is not None and types.get(src) == onnx.TensorProto.FLOAT:
+                n.input[i] = src
+                count += 1
+    return count
 
 
 def build(inp):

@@ -137,8 +137,10 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
     # rest). On the Savoias D2S this took the form's SRCC vs fp32 from 0.987 to 0.999 (docs/export.md).
     linear_only = trt or is_transformer(model)
     ops = list(LINEAR_OPS) if linear_only else ops_to_quantize(model)
-    names = {n.name for n in model.graph.node}
-    exclude = [n for n in exclude_nodes if n in names]
+    # onnxruntime's pre-processing renames the nodes it fuses "<first node>/<fusion>" (a kernel head's MatMul + Add
+    # became "/head/MatMul_1/MatMulAddFusion", a Gemm the quantizer would otherwise turn to int8)
+    excluded = set(exclude_nodes)
+    exclude = [n.name for n in model.graph.node if n.name in excluded or n.name.rsplit("/", 1)[0] in excluded]
     extra = {"ActivationSymmetric": trt, "WeightSymmetric": True, "QuantizeBias": not trt}
     full_range = depthwise_weights(model) if reduce_range else []
     if full_range:  # per channel (axis 0), on 8 bits
@@ -160,10 +162,34 @@ def quantize(src: str, dst: str, reader, form: str, method: str = "minmax", excl
                         reduce_range=reduce_range, op_types_to_quantize=ops, nodes_to_exclude=exclude,
                         calibrate_method=calibration_method(method), extra_options=extra,
                         calibration_cache_path=cache)
+    rewired = tail_reads_inputs(dst, exclude)
     return {"form": form, "activations": "int8 symmetric" if trt else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel" + (" (7-bit range; depthwise convolutions 8-bit)" if reduce_range
                                                        else ""), "format": "QDQ",
-            "method": method, "op_types": ops, "excluded_nodes": len(exclude), "bias": "float" if trt else "int32"}
+            "method": method, "op_types": ops, "excluded_nodes": len(exclude), "bias": "float" if trt else "int32",
+            **({"tail_inputs_unquantized": rewired} if rewired else {})}
+
+
+def tail_reads_inputs(path: str, tail) -> int:
+    """Excluded (fp32 tail) nodes that read a model input through its Q/DQ pair read the input itself; returns how
+    many inputs. The quantizer gives every consumer of a quantized tensor the dequantized one; for the input, whose
+    scale comes from calibration, that would move the pixels the colour counts recover (``ColourCounts``)."""
+    model = onnx.load(path)
+    g = model.graph
+    inputs = {i.name for i in g.input}
+    quantized = {n.output[0]: n.input[0] for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] in inputs}
+    dequantized = {n.output[0]: quantized[n.input[0]] for n in g.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in quantized}
+    tail, count = set(tail), 0
+    for n in g.node:
+        if n.name in tail:
+            for i, name in enumerate(n.input):
+                if name in dequantized:
+                    n.input[i] = dequantized[name]
+                    count += 1
+    if count:
+        onnx.save(model, path)
+    return count
 
 
 def quantize_both(fp32: str, out_dir: str, reader, method: str = "minmax", exclude_nodes=(),
