@@ -137,3 +137,21 @@ def test_codes_and_counts_are_integers_so_low_precision_backends_cannot_round_th
     img = images(64, 64, seed=4)
     out = compiled(normalise(img, *TFLITE))[0]
     np.testing.assert_allclose(out, reference(img), rtol=0.01, atol=0)  # the log itself may run in bf16
+
+
+def test_a_stride_counts_every_nth_pixel_of_every_nth_row():
+    img = images(37, 53, seed=5)
+    out = ColourCounts(*IMAGENET, bits=(3, 4, 5), stride=2)(torch.from_numpy(normalise(img, *IMAGENET)))
+    np.testing.assert_allclose(out.numpy(), reference(np.ascontiguousarray(img[:, ::2, ::2])), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="stride"):
+        ColourCounts(*IMAGENET, stride=0)
+
+
+def test_the_graph_never_takes_the_batch_size_as_a_value(exported):
+    """No Gather of a Shape (the batch size as a number): OpenVINO 2026.4 resolved such a chain to another branch's
+    convolution and then dropped that convolution's bias in int8 graphs."""
+    import onnx
+
+    graph = onnx.load(exported).graph
+    shapes = {n.output[0] for n in graph.node if n.op_type == "Shape"}
+    assert not [n.name for n in graph.node if n.op_type == "Gather" and n.input[0] in shapes]

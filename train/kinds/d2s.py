@@ -59,6 +59,8 @@ def add_arguments(p) -> None:
     m.add_argument("--colour-counts", type=bits_list, default=(), metavar="BITS",
                    help="icrt extension: append the log number of distinct colours at these bits per channel "
                         "(e.g. 3,4,5), computed in the graph from the input pixels")
+    m.add_argument("--colour-stride", type=positive_int, default=1, metavar="N",
+                   help="--colour-counts: count every N-th pixel of every N-th row (2: a quarter of the cost)")
     m.add_argument("--kernel-target", choices=["score", "category"], default="score",
                    help="--fit kernel: regress the scores, or (category) the score standardised within its "
                         "category plus the image's category affinities (no category needed at inference)")
@@ -85,7 +87,8 @@ def train_config(args):
         refresh_step=args.refresh_step, fit=args.fit, freeze_backbone=args.freeze_backbone,
         backbone_lr_scale=args.backbone_lr_scale, kernel_target=args.kernel_target,
         model={"backbone": args.backbone, "pretrained": args.pretrained, "image_size": args.image_size,
-               "cues": args.cues, "colours": args.colour_counts, "pool": args.pool,
+               "cues": args.cues, "colours": args.colour_counts,
+               "colour_stride": args.colour_stride, "pool": args.pool,
                "stats_from": args.stats_from, "stats": args.stats, "last_stats": args.last_stats,
                "head": args.head},
         preprocessing={**preprocessing_options(args), "stride": args.patch_stride},

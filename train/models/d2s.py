@@ -40,6 +40,7 @@ class D2SConfig:
     last_stats: tuple = ()  # stats: what is taken of each backbone's last stage instead (() the same as stats)
     head: str = "mlp"  # mlp (paper) | linear (standardised features -> one linear layer) | kernel (KernelHead)
     colours: tuple = ()  # icrt extension: bits per channel of the in-graph colour counts (ColourCounts), () none
+    colour_stride: int = 1  # the colour counts read every colour_stride-th pixel each way
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -345,7 +346,7 @@ class D2S(nn.Module):
         self.cues = LowLevelCues(cfg.mean, cfg.std) if cfg.cues else None
         if self.cues is not None:
             dim += LowLevelCues.n_features
-        self.colours = ColourCounts(cfg.mean, cfg.std, cfg.colours) if cfg.colours else None
+        self.colours = ColourCounts(cfg.mean, cfg.std, cfg.colours, cfg.colour_stride) if cfg.colours else None
         if self.colours is not None:
             dim += len(cfg.colours)
         if cfg.head == "linear":
