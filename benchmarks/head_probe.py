@@ -115,7 +115,8 @@ def main(argv=None) -> int:
         best = score(head, feats[:, idx], flips[:, idx], y, cats)
         row = {"head": head, "stats": ",".join(stats), "dims": len(idx), "cv_srcc": round(best["srcc"], 4),
                "cv_mean_category_srcc": round(best["mean_category_srcc"], 4),
-               "choice": {k: float(v) for k, v in best.items() if k not in ("srcc", "mean_category_srcc")}}
+               "choice": {k: float(v) for k, v in best.items()
+                          if k not in ("srcc", "mean_category_srcc") and v is not None}}
         results.append(row)
         print(f"{head:7s} {row['stats']:28s} {len(idx):5d}  SRCC {row['cv_srcc']:.4f}  per-category "
               f"{row['cv_mean_category_srcc']:.4f}  {row['choice']}", flush=True)
