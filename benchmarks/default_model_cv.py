@@ -73,7 +73,7 @@ def colour_counts(samples, cache: str) -> np.ndarray:
 
 def nested_cv(x, xf, y, cats, cue_dims: int, target: str) -> np.ndarray:
     """Out-of-fold predictions [seeds, n]: the trainer's fit_head (inner CV included) on each outer training part."""
-    from icrt.train.kernel import fit_head, sq_distances
+    from icrt.train.kernel import fit_head, predict
     from icrt.train.ridge import folds
 
     oof = np.empty((len(SEEDS), len(y)))
@@ -82,12 +82,7 @@ def nested_cv(x, xf, y, cats, cue_dims: int, target: str) -> np.ndarray:
         for f in range(K):
             tr, te = fold != f, fold == f
             k = fit_head(x[tr], y[tr], list(cats[tr]), x_flip=xf[tr], target=target, cue_dims=cue_dims)
-            out = np.exp(-k["gamma"] * sq_distances((x[te] - k["mean"]) / k["std"], k["centres"])) @ k["alpha"] + k["bias"]
-            if target == "category":
-                from icrt.train.kernel import Targets
-
-                out = Targets(y[tr], list(cats[tr]), target).score(out)
-            oof[si, te] = np.clip(out, 0, 1)  # the head's clamp
+            oof[si, te] = predict(k, x[te])
     return oof
 
 

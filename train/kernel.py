@@ -91,12 +91,23 @@ class Targets:
         self.columns = np.concatenate([z[:, None], onehot], 1)
 
     def score(self, out: np.ndarray) -> np.ndarray:
-        if self.target == "score":
-            return out
-        s = SHARPNESS * out[:, 1:]
-        q = np.exp(s - s.max(1, keepdims=True))
-        q /= q.sum(1, keepdims=True)
-        return q @ self.levels + self.spread * out[:, 0]
+        return out if self.target == "score" else category_scores(out, self.levels, self.spread, SHARPNESS)
+
+
+def category_scores(out: np.ndarray, levels, spread: float, sharpness: float) -> np.ndarray:
+    """Category mode's score from the head's [z, affinities] (as :class:`KernelHead` computes it)."""
+    s = sharpness * out[:, 1:]
+    q = np.exp(s - s.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    return q @ levels + spread * out[:, 0]
+
+
+def predict(fit: dict, x: np.ndarray) -> np.ndarray:
+    """Scores of ``x`` by a :func:`fit_head` result, as the exported head gives them (clamped to [0, 1])."""
+    out = np.exp(-fit["gamma"] * sq_distances((x - fit["mean"]) / fit["std"], fit["centres"])) @ fit["alpha"] + fit["bias"]
+    if fit["target"] == "category":
+        out = category_scores(out, fit["levels"], fit["spread"], fit["sharpness"])
+    return np.clip(out, 0.0, 1.0)
 
 
 def cue_scale(dim: int, cue_dims: int, share: float | None) -> np.ndarray:

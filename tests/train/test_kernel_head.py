@@ -78,23 +78,30 @@ def test_kernel_head_takes_its_number_of_centres_from_the_checkpoint():
     assert ((want >= 0) & (want <= 1)).all()  # raw-score head, kept in [0, 1]
 
 
+def train_and_export(labels_csv, tmp_path, backbone, *model_args):
+    """`python -m train d2s --pool stats --fit kernel` on ImageNet ``backbone`` at 64 px, then `python -m export --fp16
+    --int8`: (run folder, bundle folder, the training log)."""
+    out, bundle = tmp_path / "run", tmp_path / "bundle"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "train", "d2s", "--data", labels_csv, "--out", str(out), "--backbone", backbone,
+           "--pretrained", "imagenet", "--text", "none", "--image-size", "64", "--pool", "stats", *model_args,
+           "--fit", "kernel", "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    e = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(bundle),
+                        "--fp16", "--int8", "--calib-data", labels_csv], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=600)
+    assert e.returncode == 0, e.stderr[-2000:]
+    return out, bundle, r.stderr
+
+
 @pytest.mark.slow
 def test_kernel_training_exports_and_scores_like_pytorch(labels_csv, tmp_path):
     """--pool stats --stats ... --fit kernel trains from the CLI; the bundle (fp32, fp16, both int8 forms) scores
     through the runtime as PyTorch did (the quantiles' TopK and the kernel head stay fp32)."""
-    out, bundle = tmp_path / "run", tmp_path / "bundle"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "train", "d2s", "--data", labels_csv, "--out", str(out), "--backbone",
-           "tf_efficientnet_lite0", "--pretrained", "imagenet", "--text", "none", "--image-size", "64",
-           "--pool", "stats", "--stats", "mean,q10,median,q90", "--fit", "kernel", "--device", "cpu"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "kernel head on" in r.stderr
+    out, bundle, log = train_and_export(labels_csv, tmp_path, "tf_efficientnet_lite0", "--stats", "mean,q10,median,q90")
+    assert "kernel head on" in log
     assert json.load(open(out / "metrics.json"))["srcc"] > 0.8
-    r = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(bundle),
-                        "--fp16", "--int8", "--calib-data", labels_csv], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
     import onnx
 
     parity = json.load(open(bundle / "manifest.json"))["parity"]
@@ -204,20 +211,10 @@ def test_two_backbones_colour_counts_and_category_targets_export_every_form(labe
     import onnxruntime as ort
     from onnx.utils import extract_model
 
-    out, bundle = tmp_path / "run", tmp_path / "bundle"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "train", "d2s", "--data", labels_csv, "--out", str(out), "--backbone",
-           "tf_efficientnet_lite0+tf_efficientnet_lite1", "--pretrained", "imagenet", "--text", "none",
-           "--image-size", "64", "--pool", "stats", "--stats-from", "3", "--stats", "mean,relu", "--last-stats", "mean",
-           "--colour-counts", "3,4,5",
-           "--fit", "kernel", "--kernel-target", "category", "--device", "cpu"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "/cue share" in r.stderr and "(targets: category)" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "export", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(bundle),
-                        "--fp16", "--int8", "--calib-data", labels_csv], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    _, bundle, log = train_and_export(labels_csv, tmp_path, "tf_efficientnet_lite0+tf_efficientnet_lite1",
+                                      "--stats-from", "3", "--stats", "mean,relu", "--last-stats", "mean",
+                                      "--colour-counts", "3,4,5", "--kernel-target", "category")
+    assert "/cue share" in log and "(targets: category)" in log
     parity = json.load(open(bundle / "manifest.json"))["parity"]
     assert parity["fp32"]["passed"] and parity["fp16"]["srcc"] > 0.99
 
