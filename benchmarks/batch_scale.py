@@ -16,8 +16,10 @@ so that two sizes show whether memory grows with the number of images. Model: th
 
 For each run: wall time, images/s (end to end: process start to exit, model and Ray start included), for Ray also
 images/s after the first rows came back (Ray and actor start-up excluded), and the peak memory of the process tree
-(the command and every process under it: Ray's GCS, raylet and workers), sampled every second (psutil), both as
-the sum of RSS (shared pages counted in each process) and of PSS (shared pages split among their users). Writes
+(the command and every process under it: Ray's GCS, raylet and workers), sampled every second (psutil; densely in
+the first second), both as the sum of RSS (shared pages counted in each process) and of PSS (shared pages split
+among their users). The kernel's own high-water mark of the command (``wait4``) is a floor for the RSS sum and is
+recorded as ``max_process_rss_mb``; PSS is ``null`` when the run ended before a sample. Writes
 ``OUT/batch_scale.json`` and ``OUT/batch_scale.md``.
 """
 from __future__ import annotations
@@ -134,6 +136,7 @@ class TreePeak:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
+        wait = 0.05  # sample densely at first, so that a short run is seen at all, then every ``every`` seconds
         while not self._stop.is_set():
             procs = _tree(self.pid)
             mem = [_memory(p) for p in procs]
@@ -143,7 +146,8 @@ class TreePeak:
                 self.pss = pss
                 self.breakdown = _by_name(procs, mem)
             self.procs = max(self.procs, len(procs))
-            self._stop.wait(self.every)
+            self._stop.wait(wait)
+            wait = min(2 * wait, self.every)
 
     def __enter__(self):
         self._thread.start()
@@ -165,14 +169,23 @@ def run_one(spec: str, images: str, n: int, bundle: str | None, work: str) -> di
         cmd += ["-m", bundle]
     load0 = os.getloadavg()
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "ICRT_PROGRESS": "0"})
-    with TreePeak(proc.pid) as peak:
-        stdout, stderr = proc.communicate()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "ICRT_PROGRESS": "0"})
+        with TreePeak(proc.pid) as peak:
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped: the sampler stops first
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
     wall = time.monotonic() - t0
+    # the kernel's high-water mark of the command and its reaped descendants (KiB on Linux): a floor for the
+    # sampled sum, which a run shorter than the sampling steps can miss
+    maxrss = usage.ru_maxrss * 1024
     rec = {"config": spec, "images": n, "command": " ".join(cmd[1:]), "exit_code": proc.returncode,
-           "wall_s": round(wall, 2), "images_per_s": round(n / wall, 2), "peak_rss_mb": round(peak.rss / 2**20),
-           "peak_pss_mb": round(peak.pss / 2**20), "processes": peak.procs, "at_peak_pss_mb": peak.breakdown,
+           "wall_s": round(wall, 2), "images_per_s": round(n / wall, 2),
+           "peak_rss_mb": round(max(peak.rss, maxrss) / 2**20), "max_process_rss_mb": round(maxrss / 2**20),
+           "peak_pss_mb": round(peak.pss / 2**20) if peak.pss else None, "processes": max(peak.procs, 1),
+           "at_peak_pss_mb": peak.breakdown,
            "load_before": [round(x, 2) for x in load0],
            "load_after": [round(x, 2) for x in os.getloadavg()]}
     summary = os.path.join(out, "batch", "summary.json")
@@ -222,9 +235,9 @@ def table(results: list[dict]) -> str:
     base = {k: v for k, v in base.items() if v}
     for r in results:
         ratio = f"{r['images_per_s'] / base[r['images']]:.2f}x" if r["images"] in base else ""
+        pss = "" if r["peak_pss_mb"] is None else r["peak_pss_mb"]
         lines.append(f"| {r['config']} | {r['images']} | {r['wall_s']} | {r['images_per_s']} | {ratio} | "
-                     f"{r.get('after_start_images_per_s', '')} | {r['peak_rss_mb']} | {r['peak_pss_mb']} | "
-                     f"{r['processes']} |")
+                     f"{r.get('after_start_images_per_s', '')} | {r['peak_rss_mb']} | {pss} | {r['processes']} |")
     return "\n".join(lines) + "\n"
 
 

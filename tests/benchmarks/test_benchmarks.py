@@ -157,7 +157,10 @@ def test_batch_scale_times_score_batch_and_ray(tmp_path):
     results = json.loads((out / "batch_scale.json").read_text())["results"]
     assert [(r["config"], r["images"], r["exit_code"]) for r in results] == [
         ("score", 6, 0), ("local", 6, 0), ("ray1", 6, 0)]
-    assert all(r["peak_rss_mb"] > 0 for r in results)
+    # the kernel's high-water mark holds even for a run shorter than the sampling steps (a Python process with
+    # numpy and onnxruntime loaded is well over 20 MB); the tree's sum is never below it
+    assert all(r["peak_rss_mb"] >= r["max_process_rss_mb"] > 20 for r in results)
+    assert all(r["peak_pss_mb"] is None or r["peak_pss_mb"] > 0 for r in results)
 
 
 @pytest.mark.slow
