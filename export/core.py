@@ -192,12 +192,12 @@ def _score_file(folder: str, name: str, precision: str, checks: CheckSet, prep: 
 
 
 def _compact(path: str) -> None:
-    """Large constants that fp16 holds exactly stored as fp16 (lossless; ``export.onnx_export.store_exact_fp16``)."""
-    from icrt.export.onnx_export import store_exact_fp16
+    """Large constants that int8 codes or fp16 hold exactly stored so (lossless; ``export.onnx_export.store_exact``)."""
+    from icrt.export.onnx_export import store_exact
 
-    saved = store_exact_fp16(path)
+    saved = store_exact(path)
     if saved:
-        log.info(f"{os.path.basename(path)}: {saved / 2**20:.1f} MB of constants that fp16 holds exactly stored as fp16")
+        log.info(f"{os.path.basename(path)}: {saved / 2**20:.1f} MB saved by storing exactly held constants as int8 or fp16")
 
 
 def stage_fp32(folded: Folded, model, checks: CheckSet, prep: Preprocessing, folder: str, o: ExportOptions) -> Fp32:

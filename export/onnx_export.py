@@ -109,36 +109,64 @@ def _export(module, example, path, names, opset, input_name, exporter) -> None:
             raise ValueError(f"unknown exporter {exporter!r} (torchscript|dynamo)")
 
 
-COMPACT_MIN_BYTES = 1 << 20
+COMPACT_MIN_BYTES = 1 << 16  # smaller constants are not worth a node
 
 
-def store_exact_fp16(path: str, min_bytes: int = COMPACT_MIN_BYTES) -> int:
-    """Rewrite ``path`` with every large fp32 initializer whose values fp16 holds exactly stored as fp16 plus a
-    Cast back to fp32: lossless, the graph computes the same values (runtimes fold the Cast once, when they load
-    the model). A kernel head's centres are fp16-rounded when fitted (train.kernel), but tracing and the
-    quantizer's pre-processing fold their Cast into fp32 constants, doubling the file. Returns bytes saved."""
+def int8_form(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """``w`` as (int8 codes, one power-of-two scale per slice along ``axis``, ``axis``) when that holds it exactly
+    (``train.kernel.int8_columns``, as a kernel head's centres are stored); else None."""
+    from icrt.train.kernel import int8_columns
+
+    if not np.isfinite(w).all():
+        return None
+    for axis in range(w.ndim):
+        moved = np.moveaxis(w, axis, -1)
+        cols = moved.reshape(-1, w.shape[axis])
+        codes, scale = int8_columns(cols)
+        if np.array_equal(codes * scale, cols):  # exact products: the scales are powers of two
+            return np.moveaxis(codes.reshape(moved.shape), -1, axis), scale, axis
+    return None
+
+
+def store_exact(path: str, min_bytes: int = COMPACT_MIN_BYTES) -> int:
+    """Rewrite ``path`` with every large fp32 initializer that a smaller type holds exactly stored in it and
+    computed back to fp32 in the graph: int8 codes times per-slice power-of-two scales (DequantizeLinear, per axis,
+    zero point 0: what TensorRT's dequantize layer takes), else fp16 (Cast). Lossless: the graph computes the same
+    values (runtimes fold these nodes once, when they load the model). A kernel head's centres are int8-rounded
+    when fitted (train.kernel), but tracing and the quantizer's pre-processing fold them into fp32 constants,
+    quadrupling the file. Returns bytes saved."""
     from onnx import helper, numpy_helper
 
     model = onnx.load(path)
     g = model.graph
-    saved, keep = 0, []
+    saved, keep, nodes = 0, [], []
     for init in list(g.initializer):
         if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims, dtype=np.int64) * 4 < min_bytes:
             keep.append(init)
             continue
         w = numpy_helper.to_array(init)
+        int8 = int8_form(w)
         half = w.astype(np.float16)
-        if not np.array_equal(half.astype(np.float32), w):
-            keep.append(init)
-            continue
-        stored = numpy_helper.from_array(half, init.name + "_fp16")
-        keep.append(stored)
-        g.node.insert(0, helper.make_node("Cast", [stored.name], [init.name], to=onnx.TensorProto.FLOAT,
+        if int8 is not None and int8[1].nbytes < w.nbytes * 3 // 4:  # the scales may outweigh a small tensor's gain
+            codes = numpy_helper.from_array(int8[0], init.name + "_int8")
+            scale = numpy_helper.from_array(int8[1], init.name + "_scale")
+            keep += [codes, scale]
+            nodes.append(helper.make_node("DequantizeLinear", [codes.name, scale.name], [init.name], axis=int8[2],
+                                          name=init.name + "_dequantized"))
+            saved += w.nbytes - int8[0].nbytes - int8[1].nbytes
+        elif np.array_equal(half.astype(np.float32), w):
+            stored = numpy_helper.from_array(half, init.name + "_fp16")
+            keep.append(stored)
+            nodes.append(helper.make_node("Cast", [stored.name], [init.name], to=onnx.TensorProto.FLOAT,
                                           name=init.name + "_to_fp32"))
-        saved += w.nbytes - half.nbytes
+            saved += w.nbytes - half.nbytes
+        else:
+            keep.append(init)
     if saved:
         del g.initializer[:]
         g.initializer.extend(keep)
+        for node in reversed(nodes):
+            g.node.insert(0, node)
         onnx.checker.check_model(model)
         onnx.save(model, path)
     return saved

@@ -10,8 +10,9 @@ uses, lost 0.005-0.008 SRCC here). A training image's centre is the mean of its 
 image's: as good in cross-validation as both as separate samples (0.868 / 0.874 vs 0.868 / 0.874 pooled / per
 category), at half the centres, i.e. half the head's size.
 
-The centres are stored in fp16 by :class:`train.models.d2s.KernelHead`; the fit solves with the rounded
-centres, so the stored head is exactly the fitted one.
+The centres are stored in int8 with one power-of-two scale per feature (:func:`int8_columns`, kept by
+:class:`train.models.d2s.KernelHead`): they are most of the head's size. The fit solves with the rounded centres,
+so the stored head is exactly the fitted one.
 
 Two icrt extensions, both chosen inside the same cross-validation (docs/default_model.md):
 
@@ -49,9 +50,21 @@ def sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0)
 
 
+def int8_columns(z) -> tuple[np.ndarray, np.ndarray]:
+    """``z`` [n, dim] as int8 codes and one power-of-two scale per column (``z ~ codes * scale``), the scale the
+    smallest that holds the column's largest magnitude in +-127. Powers of two keep ``codes * scale`` exact in fp32
+    and fp16 (the export stores such a constant back as int8 losslessly, ``export.onnx_export.store_exact``), and
+    re-quantising stored values gives the same codes and scales."""
+    z = np.asarray(z, np.float64)
+    peak = np.abs(z).max(0) if len(z) else np.zeros(z.shape[1])
+    scale = np.exp2(np.ceil(np.log2(np.where(peak > 0, peak, 1.0) / 127)))
+    return np.clip(np.rint(z / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+
+
 def as_stored(z: np.ndarray) -> np.ndarray:
-    """Standardised features as the head stores them (fp16), back in float64."""
-    return z.astype(np.float16).astype(np.float64)
+    """Standardised features as the head stores them (:func:`int8_columns`), back in float64."""
+    codes, scale = int8_columns(z)
+    return codes * scale.astype(np.float64)
 
 
 def solve(k: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, float]:

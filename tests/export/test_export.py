@@ -450,21 +450,26 @@ def test_simulated_qdq_is_the_exact_arithmetic_of_the_qdq_graph(tmp_path):
     assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_constants_that_fp16_holds_exactly_are_stored_as_fp16_losslessly(tmp_path):
-    """A kernel head's fp16-rounded centres come out of tracing as fp32 constants; export stores such constants as
-    fp16 + Cast (half the bytes, the same values), and leaves any other constant as it was."""
+def test_constants_that_int8_codes_or_fp16_hold_exactly_are_stored_so_losslessly(tmp_path):
+    """A kernel head's int8-rounded centres come out of tracing as fp32 constants; export stores such constants as
+    int8 codes + per-row power-of-two scales (DequantizeLinear; a quarter of the bytes), fp16-exact ones as fp16 (half), the same
+    values either way, and leaves any other constant as it was."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from icrt.export.onnx_export import store_exact_fp16
+    from icrt.export.onnx_export import store_exact
+    from icrt.train.kernel import as_stored
 
     rng = np.random.default_rng(0)
-    exact = rng.normal(size=(3, 64)).astype(np.float16).astype(np.float32)
-    other = rng.normal(size=(64, 1)).astype(np.float32)  # not fp16-representable: must stay fp32
-    g = helper.make_graph([helper.make_node("MatMul", ["image", "exact_t"], ["h"]),
-                           helper.make_node("MatMul", ["h", "other"], ["score"])], "g",
+    codes = as_stored(rng.standard_t(3, size=(64, 3))).T.astype(np.float32)  # [feature, centre], as traced
+    half = rng.normal(size=(64, 6)).astype(np.float16).astype(np.float32)
+    other = rng.normal(size=(6, 1)).astype(np.float32)  # neither: must stay fp32
+    g = helper.make_graph([helper.make_node("MatMul", ["image", "codes"], ["h"]),
+                           helper.make_node("MatMul", ["h", "half"], ["h2"]),
+                           helper.make_node("MatMul", ["h2", "other"], ["score"])], "g",
                           [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3])],
                           [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
-                          [numpy_helper.from_array(exact, "exact_t"), numpy_helper.from_array(other, "other")])
+                          [numpy_helper.from_array(codes, "codes"), numpy_helper.from_array(half, "half"),
+                           numpy_helper.from_array(other, "other")])
     path = str(tmp_path / "m.onnx")
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     x = rng.normal(size=(5, 3)).astype(np.float32)
@@ -473,12 +478,14 @@ def test_constants_that_fp16_holds_exactly_are_stored_as_fp16_losslessly(tmp_pat
     def run(p):
         return ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(["score"], {"image": x})[0]
     before = run(path)
-    assert store_exact_fp16(path, min_bytes=1) == exact.nbytes // 2
+    assert store_exact(path, min_bytes=100) == codes.nbytes * 3 // 4 - 3 * 4 + half.nbytes // 2
     m = onnx.load(path)
     types = {i.name: i.data_type for i in m.graph.initializer}
-    assert types == {"exact_t_fp16": TensorProto.FLOAT16, "other": TensorProto.FLOAT}
+    assert types == {"codes_int8": TensorProto.INT8, "codes_scale": TensorProto.FLOAT,
+                     "half_fp16": TensorProto.FLOAT16, "other": TensorProto.FLOAT}
+    assert [(n.op_type, n.output[0]) for n in m.graph.node[:2]] == [("DequantizeLinear", "codes"), ("Cast", "half")]
     assert np.array_equal(run(path), before)
-    assert store_exact_fp16(path, min_bytes=1) == 0  # nothing left to do
+    assert store_exact(path, min_bytes=100) == 0  # nothing left to do
 
 
 # --- CM-SSA-like bundle (patches, two outputs) -----------------------------------------------------------------

@@ -72,10 +72,23 @@ def test_kernel_head_takes_its_number_of_centres_from_the_checkpoint():
         want = m(x)
     fresh = D2S(cfg).eval()
     fresh.load_state_dict(m.state_dict())
-    assert fresh.head.centres.shape == (7, dim) and fresh.head.centres.dtype == torch.float16
+    assert fresh.head.centres.shape == (7, dim) and fresh.head.centres.dtype == torch.int8
     with torch.no_grad():
         assert torch.equal(fresh(x), want)
     assert ((want >= 0) & (want <= 1)).all()  # raw-score head, kept in [0, 1]
+
+    # an earlier checkpoint: fp16 centres, no scales; it loads and scores as it did
+    old = dict(m.state_dict())
+    old["head.centres"] = m.head._centres().half()
+    del old["head.centre_scale"]
+    fresh = D2S(cfg).eval()
+    fresh.load_state_dict(old)
+    assert fresh.head.centres.dtype == torch.float16
+    with torch.no_grad():
+        assert torch.equal(fresh(x), want)
+    old["head.centres"] = old["head.centres"].float()  # any other type is refused, not cast
+    with pytest.raises(ValueError, match="kernel head centres of type torch.float32"):
+        D2S(cfg).load_state_dict(old)
 
 
 def train_and_export(labels_csv, tmp_path, backbone, *model_args):
@@ -106,6 +119,13 @@ def test_kernel_training_exports_and_scores_like_pytorch(labels_csv, tmp_path):
 
     parity = json.load(open(bundle / "manifest.json"))["parity"]
     assert parity["fp32"]["passed"] and parity["fp16"]["srcc"] > 0.99
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    n, dim = ckpt["head.centres"].shape
+    assert ckpt["head.centres"].dtype == torch.int8
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.qdq.onnx"):
+        # the centres, folded into a constant when traced, are stored back as int8 codes in every file
+        shapes = {tuple(i.dims): i.data_type for i in onnx.load(str(bundle / name)).graph.initializer}
+        assert shapes.get((dim, n)) == onnx.TensorProto.INT8, name
     for name in ("model.int8.onnx", "model.int8.qdq.onnx"):
         g = onnx.load(str(bundle / name)).graph
         tail_outputs = {o for n in g.node if n.name.startswith(("/stats/", "/head/")) for o in n.output}

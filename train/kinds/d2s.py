@@ -1,6 +1,7 @@
 """The ``d2s`` kind: D2S (Describe-to-Score), ``train.models.d2s`` trained by ``train.d2s_trainer``."""
 from __future__ import annotations
 
+from icrt.train.kernel import TARGETS
 from icrt.train.kinds.common import nonnegative_int, positive_float, positive_int, preprocessing_options, run_options
 from icrt.train.kinds.registry import ModelKind, register_kind
 from icrt.train.models.d2s import D2S, STATISTICS, D2SConfig
@@ -61,7 +62,7 @@ def add_arguments(p) -> None:
                         "(e.g. 3,4,5), computed in the graph from the input pixels")
     m.add_argument("--colour-stride", type=positive_int, default=1, metavar="N",
                    help="--colour-counts: count every N-th pixel of every N-th row (2: a quarter of the cost)")
-    m.add_argument("--kernel-target", choices=["score", "category"], default="score",
+    m.add_argument("--kernel-target", choices=TARGETS, default="score",
                    help="--fit kernel: regress the scores, or (category) the score standardised within its "
                         "category plus the image's category affinities (no category needed at inference)")
     m.add_argument("--text-encoder", default="ViT-B-16", help="OpenCLIP architecture or model-config JSON")

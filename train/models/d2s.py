@@ -211,7 +211,9 @@ class FeatureNorm(nn.Module):
 class KernelHead(nn.Module):
     """RBF kernel ridge regression on standardised features (``--fit kernel``; fitted by :mod:`train.kernel`):
     ``out = sum_i alpha_i exp(-gamma |z - c_i|^2) + bias``, the centres ``c_i`` being the standardised training
-    features (stored in fp16: they are most of the head's size, and fp16 moves its scores by ~1e-4).
+    features, stored as int8 codes with one power-of-two scale per feature (:func:`train.kernel.int8_columns`:
+    they are most of the head's size; the fit solves with the stored values). Earlier checkpoints keep
+    their fp16 centres (scale 1).
 
     Category mode (``--kernel-target category``; ``alpha`` has 1 + C columns): the first output is the score
     standardised within its category, the others the image's affinity to each of the C training categories;
@@ -222,12 +224,14 @@ class KernelHead(nn.Module):
     """
 
     _sized = ("centres", "centre_sq", "alpha", "bias", "levels")
+    _centre_types = (torch.int8, torch.float16)  # int8 codes; fp16 in earlier checkpoints
     _added = {"levels": torch.zeros(0), "spread": torch.zeros(()), "sharpness": torch.zeros(())}  # since 0.1 (category)
 
     def __init__(self, dim: int):
         super().__init__()
         self.norm = FeatureNorm(dim)
-        self.register_buffer("centres", torch.zeros(0, dim, dtype=torch.float16))
+        self.register_buffer("centres", torch.zeros(0, dim, dtype=torch.int8))
+        self.register_buffer("centre_scale", torch.ones(dim))
         self.register_buffer("centre_sq", torch.zeros(0))
         self.register_buffer("alpha", torch.zeros(0))
         self.register_buffer("gamma", torch.zeros(()))
@@ -237,13 +241,16 @@ class KernelHead(nn.Module):
 
     def set(self, mean, std, centres, alpha, gamma: float, bias, levels=None, spread: float = 0.0,
             sharpness: float = 0.0) -> None:
-        """Install a fit (numpy arrays or tensors); ``centres`` are standardised features, stored in fp16.
+        """Install a fit (numpy arrays or tensors); ``centres`` are standardised features, stored as int8 codes.
         ``alpha`` [n] (score) or [n, 1 + C] with ``bias`` [1 + C] and ``levels`` [C] (category mode)."""
-        c = torch.as_tensor(centres).to(torch.float16)
+        from icrt.train.kernel import int8_columns
+
+        codes, scale = int8_columns(torch.as_tensor(centres).double().numpy())
         self.norm.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.norm.std.copy_(torch.as_tensor(std, dtype=torch.float32))
-        self.centres = c
-        self.centre_sq = (c.float() ** 2).sum(1)
+        self.centres = torch.from_numpy(codes)
+        self.centre_scale.copy_(torch.from_numpy(scale))
+        self.centre_sq = (self._centres() ** 2).sum(1)
         self.alpha = torch.as_tensor(alpha, dtype=torch.float32).clone()
         self.gamma.fill_(float(gamma))
         self.bias = torch.as_tensor(bias, dtype=torch.float32).clone().reshape(self.alpha.shape[1:])
@@ -256,15 +263,22 @@ class KernelHead(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name, value in self._added.items():  # checkpoints from before category mode
             state_dict.setdefault(prefix + name, value.clone())
+        state_dict.setdefault(prefix + "centre_scale", torch.ones_like(self.centre_scale))  # fp16 centres
+        centres = state_dict.get(prefix + "centres")
+        if isinstance(centres, torch.Tensor) and centres.dtype not in self._centre_types:
+            raise ValueError(f"kernel head centres of type {centres.dtype}: int8 (or fp16) expected")
         for name in self._sized:  # take the checkpoint's sizes (number of centres, score or category mode)
             t = state_dict.get(prefix + name)
             if isinstance(t, torch.Tensor):
-                setattr(self, name, torch.empty_like(t, dtype=getattr(self, name).dtype))
+                setattr(self, name, torch.empty_like(t, dtype=t.dtype if name == "centres" else getattr(self, name).dtype))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _centres(self) -> torch.Tensor:
+        return self.centres.float() * self.centre_scale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = self.norm(z)
-        d2 = (z * z).sum(1, keepdim=True) - 2 * z @ self.centres.float().t() + self.centre_sq
+        d2 = (z * z).sum(1, keepdim=True) - 2 * z @ self._centres().t() + self.centre_sq
         out = torch.exp(-self.gamma * d2.clamp_min(0)) @ self.alpha + self.bias
         if self.alpha.dim() == 1:
             return out.unsqueeze(1)

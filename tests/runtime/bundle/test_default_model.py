@@ -23,14 +23,15 @@ def no_env_override(monkeypatch):
 
 def test_default_bundle_ships_every_form_under_80_mb():
     """fp32, fp16 and both int8 forms (onnxruntime CPU, TensorRT Q/DQ): what `icrt build` needs for every
-    precision; under 80 MB (issue 28; a kernel head's fp16 centres are 4.9 MB of each file)."""
+    precision; under 80 MB (issue 28), and each file under 30 MB, which the repository holds (the kernel head's
+    centres, most of the head, are int8 codes in every file)."""
     bundle = defaults.default_bundle()
     assert bundle == defaults.PACKAGE_BUNDLE
     m = load_manifest(bundle)
     assert m.kind == "d2s" and m.precisions()[:3] == ["fp32", "fp16", "int8"]
     assert m.file_name("int8", "tensorrt") != m.file_name("int8", "onnxruntime")
-    size = sum(os.path.getsize(os.path.join(bundle, f)) for f in os.listdir(bundle))
-    assert size < 80_000_000
+    sizes = [os.path.getsize(os.path.join(bundle, f)) for f in os.listdir(bundle)]
+    assert sum(sizes) < 80_000_000 and max(sizes) < 30_000_000
     card = m.model_card
     assert "Savoias" in card.training_data and "Apache" in card.licence
     assert card.heldout["fp32"]["srcc"] > 0.42  # better than edge density, as measured by the recipe
