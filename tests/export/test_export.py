@@ -487,6 +487,18 @@ def test_constants_that_int8_codes_or_fp16_hold_exactly_are_stored_so_losslessly
     assert np.array_equal(run(path), before)
     assert store_exact(path, min_bytes=100) == 0  # nothing left to do
 
+    # a Q/DQ graph keeps such a constant in fp16 (OpenVINO mis-scales a weight DequantizeLinear among its int8 nodes)
+    q = helper.make_graph([helper.make_node("QuantizeLinear", ["image", "s", "z"], ["iq"]),
+                           helper.make_node("DequantizeLinear", ["iq", "s", "z"], ["idq"]),
+                           helper.make_node("MatMul", ["idq", "codes"], ["score"])], "q",
+                          [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3])],
+                          [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 64])],
+                          [numpy_helper.from_array(codes, "codes"), numpy_helper.from_array(np.float32(0.05), "s"),
+                           numpy_helper.from_array(np.uint8(128), "z")])
+    onnx.save(helper.make_model(q, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert store_exact(path, min_bytes=100) == codes.nbytes // 2
+    assert {i.name: i.data_type for i in onnx.load(path).graph.initializer}["codes_fp16"] == TensorProto.FLOAT16
+
 
 # --- CM-SSA-like bundle (patches, two outputs) -----------------------------------------------------------------
 
