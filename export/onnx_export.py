@@ -128,6 +128,28 @@ def int8_form(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
     return None
 
 
+def _expand_int8_codes(g) -> int:
+    """Each ``<name>_dequantized`` node of :func:`store_exact` replaced by its fp32 constant ``<name>``; how many."""
+    from onnx import numpy_helper
+
+    inits, count = {i.name: i for i in g.initializer}, 0
+    for n in [n for n in g.node if n.op_type == "DequantizeLinear" and n.name == n.output[0] + "_dequantized"]:
+        codes, scale = (inits.get(x) for x in n.input[:2])
+        if codes is None or scale is None:
+            continue
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        c = numpy_helper.to_array(codes)
+        shape = [1] * c.ndim
+        shape[axis] = -1
+        g.initializer.append(numpy_helper.from_array(c.astype(np.float32) * numpy_helper.to_array(scale).reshape(shape),
+                                                     n.output[0]))
+        g.node.remove(n)
+        g.initializer.remove(codes)
+        g.initializer.remove(scale)
+        count += 1
+    return count
+
+
 def store_exact(path: str, min_bytes: int = COMPACT_MIN_BYTES) -> int:
     """Rewrite ``path`` with every large fp32 initializer that a smaller type holds exactly stored in it and
     computed back to fp32 in the graph: int8 codes times per-slice power-of-two scales (DequantizeLinear, per axis,
@@ -144,6 +166,8 @@ def store_exact(path: str, min_bytes: int = COMPACT_MIN_BYTES) -> int:
     model = onnx.load(path)
     g = model.graph
     quantized = any(n.op_type == "QuantizeLinear" for n in g.node)
+    # int8 codes this function stored in the fp32 file, which the quantizer passed through: fp32 again (then fp16)
+    expanded = _expand_int8_codes(g) if quantized else 0
     saved, keep, nodes = 0, [], []
     for init in list(g.initializer):
         if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims, dtype=np.int64) * 4 < min_bytes:
@@ -167,7 +191,7 @@ def store_exact(path: str, min_bytes: int = COMPACT_MIN_BYTES) -> int:
             saved += w.nbytes - half.nbytes
         else:
             keep.append(init)
-    if saved:
+    if saved or expanded:
         del g.initializer[:]
         g.initializer.extend(keep)
         for node in reversed(nodes):
